@@ -1,0 +1,1 @@
+"""migplane: live migration of QEMU/KVM guests over a dedicated network plane."""

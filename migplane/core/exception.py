@@ -1,0 +1,122 @@
+"""Typed errors of migplane.
+
+Every error carries a message that names the values involved, so that an
+operator reading a log line knows which option, address or peer field to fix.
+Modelled on os-vif's ``ExceptionBase``: subclasses set ``msg_fmt`` and are
+raised with the keyword arguments it names.
+"""
+
+
+class MigplaneError(Exception):
+    """Base class of every error migplane raises on purpose."""
+
+    msg_fmt = "An unknown migplane error occurred."
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            message = self.msg_fmt % kwargs
+        self.message = message
+        super().__init__(message)
+
+
+# -- configuration and input -------------------------------------------------
+
+
+class ConfigError(MigplaneError):
+    msg_fmt = "Invalid value %(value)r for option [%(group)s] %(option)s: %(reason)s"
+
+
+class ConflictingOptions(MigplaneError):
+    msg_fmt = "Options %(options)s cannot be combined: %(reason)s"
+
+
+class InvalidAddress(MigplaneError):
+    msg_fmt = "Invalid address %(value)r for %(field)s: %(reason)s"
+
+
+# -- the pre-migration data contract -------------------------------------------
+
+
+class InvalidMigrateData(MigplaneError):
+    msg_fmt = "Invalid pre-migration data: field %(field)r has value %(value)r: %(reason)s"
+
+
+class IncompatibleVersion(MigplaneError):
+    msg_fmt = (
+        "%(name)s version %(version)s from the peer is not supported; "
+        "this side understands major version %(supported)s"
+    )
+
+
+# -- drivers and their loading ----------------------------------------------
+
+
+class DriverNotFound(MigplaneError):
+    msg_fmt = (
+        "No migration driver named %(name)r is installed in namespace %(namespace)s; "
+        "installed drivers: %(installed)s"
+    )
+
+
+class DriverLoadError(MigplaneError):
+    msg_fmt = "Migration driver %(name)r failed to load: %(reason)s"
+
+
+class UnsupportedFeature(MigplaneError):
+    msg_fmt = "Driver %(driver)s does not support %(feature)s"
+
+
+class InvalidMigrationPlan(MigplaneError):
+    msg_fmt = "Cannot migrate %(instance)s: %(reason)s"
+
+
+# -- running a migration ---------------------------------------------------
+
+
+class MigrationError(MigplaneError):
+    """A step of a live migration failed; the guest was left on one host."""
+
+    msg_fmt = "Live migration of %(instance)s failed during %(step)s: %(reason)s"
+
+
+class DestinationCheckFailed(MigrationError):
+    msg_fmt = "Destination %(host)s cannot accept %(instance)s: %(reason)s"
+
+
+class SourceCheckFailed(MigrationError):
+    msg_fmt = "Source %(host)s cannot migrate %(instance)s: %(reason)s"
+
+
+class InboundAddressError(MigrationError):
+    msg_fmt = "Inbound migration address %(address)s of %(host)s is unusable: %(reason)s"
+
+
+class MigrationAborted(MigrationError):
+    msg_fmt = "Live migration of %(instance)s was aborted: %(reason)s"
+
+
+class MigrationTimeout(MigrationError):
+    msg_fmt = (
+        "Live migration of %(instance)s did not complete within %(timeout)s s "
+        "(completion timeout %(per_gib)s s/GiB for %(data_gib)s GiB); action: %(action)s"
+    )
+
+
+class InstanceNotFound(MigplaneError):
+    msg_fmt = "Instance %(instance)s is not on host %(host)s"
+
+
+class NoActiveMigration(MigplaneError):
+    msg_fmt = "No live migration of %(instance)s is running on %(host)s"
+
+
+class TooManyMigrations(MigplaneError):
+    msg_fmt = (
+        "Host %(host)s already runs %(running)d live migration(s), the limit set by "
+        "max_concurrent_live_migrations=%(limit)d"
+    )
+
+
+class HypervisorUnavailable(MigplaneError):
+    msg_fmt = "Cannot reach the hypervisor on %(host)s: %(reason)s"

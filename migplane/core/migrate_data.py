@@ -1,0 +1,105 @@
+"""The pre-migration data contract between destination and source.
+
+The destination fills a :class:`MigrateData` in ``pre_live_migration()`` and
+the source reads it to build the migration URIs. It crosses between hosts,
+possibly between releases, so it is versioned (see ``versioned``): a
+destination that sends no ``target_connect_addr`` (an older peer, or a host
+with ``my_live_migration_ip`` unset) means "migrate exactly as before".
+"""
+
+import dataclasses
+from typing import Mapping, Optional
+
+from migplane.core import address
+from migplane.core import exception
+from migplane.core import versioned
+
+INBOUND_FROM_OPTION = "option"
+INBOUND_FROM_CIDR = "cidr"
+INBOUND_NONE = "none"
+INBOUND_SOURCES = (INBOUND_FROM_OPTION, INBOUND_FROM_CIDR, INBOUND_NONE)
+
+#: Key of ``listen_addrs`` for the incoming migration socket.
+LISTEN_MIGRATION = "migration"
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _optional_host(value):
+    if value is None:
+        return None
+    address.parse_host(value, field="target_connect_addr")
+    return value
+
+
+def _optional_hostname(value):
+    if value is None:
+        return None
+    parsed = address.parse_host(value, field="dest_hostname", allow_port=False)
+    return parsed.host if parsed.kind == address.IPV6 else value
+
+
+def _inbound_source(value):
+    if value not in INBOUND_SOURCES:
+        raise ValueError("expected one of %s" % ", ".join(INBOUND_SOURCES))
+    return value
+
+
+def _listen_addrs(value):
+    if not isinstance(value, Mapping):
+        raise ValueError("expected an object mapping a purpose to an address")
+    for purpose, addr in value.items():
+        if not isinstance(purpose, str) or not purpose:
+            raise ValueError("purpose %r is not a non-empty string" % (purpose,))
+        address.parse_host(addr, field="listen_addrs[%s]" % purpose, allow_port=False)
+    return versioned.freeze(value)
+
+
+def _driver_data(value):
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a JSON object")
+    return versioned.check_json(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrateData(versioned.VersionedData):
+    """What the destination tells the source before the transfer starts."""
+
+    # Version 1.0: dest_hostname, block_migration, driver_data: what a
+    #              destination without a split migration plane sends.
+    # Version 1.1: Adds target_connect_addr, inbound_addr_source and
+    #              listen_addrs for the dedicated migration plane.
+    VERSION = "1.1"
+
+    #: Name of the destination on the management network (control connection).
+    dest_hostname: Optional[str] = versioned.field("1.0", _optional_hostname)
+    #: Whether disks are copied too (non-shared storage).
+    block_migration: bool = versioned.field("1.0", _bool, default=False)
+    #: Driver-specific JSON data, opaque to the core.
+    driver_data: Mapping = versioned.field("1.0", _driver_data, default_factory=dict)
+    #: The destination's inbound migration address; None means legacy behaviour.
+    target_connect_addr: Optional[str] = versioned.field("1.1", _optional_host)
+    #: Where target_connect_addr came from: 'option', 'cidr' or 'none'.
+    inbound_addr_source: str = versioned.field("1.1", _inbound_source,
+                                               default=INBOUND_NONE)
+    #: Addresses the destination will listen on, by purpose ('migration', ...).
+    listen_addrs: Mapping = versioned.field("1.1", _listen_addrs, default_factory=dict)
+
+    def _validate(self):
+        has_addr = self.target_connect_addr is not None
+        if has_addr != (self.inbound_addr_source != INBOUND_NONE):
+            raise exception.InvalidMigrateData(
+                field="inbound_addr_source", value=self.inbound_addr_source,
+                reason="must be 'none' exactly when target_connect_addr (%r) is unset"
+                       % (self.target_connect_addr,))
+
+    @property
+    def uses_split_plane(self):
+        return self.target_connect_addr is not None
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)

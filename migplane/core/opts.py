@@ -1,0 +1,256 @@
+"""Configuration options of the migplane core.
+
+Nothing is registered at import time: callers (a host stack, the agent, a
+test) pass their own ``ConfigOpts`` to :func:`register_opts`. Options keep
+the meanings of Nova's ``[libvirt] live_migration_*`` options and accept those
+spellings as deprecated aliases, so an existing Nova configuration file works
+unchanged. Our own group is ``[live_migration]`` so that registering into a
+``ConfigOpts`` that already holds a host stack's ``[libvirt]`` group never
+collides with it.
+"""
+
+from oslo_config import cfg
+from oslo_config import types
+
+from migplane.core import address
+
+GROUP = "live_migration"
+
+
+class MigrationAddress(types.ConfigType):
+    """A host address usable as a migration target: IPv4, IPv6 (zone ok) or name.
+
+    Stricter than oslo.config's ``HostAddress`` about what could be injected
+    into a URI, and it accepts IPv6 link-local addresses with a zone id.
+    """
+
+    def __init__(self, type_name="host address"):
+        super().__init__(type_name=type_name)
+
+    def __call__(self, value):
+        if value is None or value == "":
+            return None
+        try:
+            return address.parse_host(value, field="address", allow_port=False).host
+        except Exception as err:  # InvalidAddress: oslo.config expects ValueError
+            raise ValueError(str(err))
+
+    def __repr__(self):
+        return "MigrationAddress"
+
+    def __eq__(self, other):
+        return self.__class__ == other.__class__
+
+    def __hash__(self):
+        return hash(self.__class__)
+
+    def _formatter(self, value):
+        return value
+
+
+class _NamingValue:
+    """Mixin: put the rejected value into the error, next to oslo's reason."""
+
+    def __call__(self, value):
+        try:
+            return super().__call__(value)
+        except ValueError as err:
+            raise ValueError("%s (got %r)" % (err, value))
+
+
+class Integer(_NamingValue, types.Integer):
+    pass
+
+
+class Float(_NamingValue, types.Float):
+    pass
+
+
+def _int_opt(name, min=None, max=None, **kwargs):
+    return cfg.Opt(name, type=Integer(min=min, max=max), **kwargs)
+
+
+def _float_opt(name, min=None, **kwargs):
+    return cfg.Opt(name, type=Float(min=min), **kwargs)
+
+
+def _libvirt(name):
+    return [cfg.DeprecatedOpt(name, group="libvirt")]
+
+
+host_opts = [
+    cfg.Opt(
+        "my_live_migration_ip",
+        type=MigrationAddress(),
+        default=None,
+        deprecated_opts=_libvirt("live_migration_inbound_addr"),
+        sample_default="<None>",
+        help="""
+The address on this host that other hosts send live migration data to, on the
+dedicated migration network. IPv4, IPv6 (a link-local address needs its zone,
+e.g. fe80::1%mig0) or a host name. When set on the destination host, it is put
+into the pre-migration data and the source sends the bulk memory and disk
+stream to it; the control connection (libvirt, RPC) stays on the management
+network and keeps addressing the destination by its host name. When unset,
+migration behaves exactly as before: everything goes to the host name. See also
+[live_migration] inbound_cidr. Replaces Nova's [libvirt]
+live_migration_inbound_addr, which is read as a deprecated alias.
+"""),
+]
+
+migration_opts = [
+    cfg.StrOpt(
+        "driver",
+        default="libvirt",
+        help="Name of the migration driver to load from the 'migplane.drivers' "
+             "entry point namespace, e.g. 'libvirt' or 'fake'."),
+    cfg.StrOpt(
+        "hostname",
+        sample_default="<the system host name>",
+        help="Name by which other hosts reach this host on the management network; "
+             "it addresses the control connection. Defaults to the system host name."),
+    cfg.StrOpt(
+        "inbound_cidr",
+        default=None,
+        help="When [DEFAULT] my_live_migration_ip is unset, choose this host's "
+             "inbound migration address as its only address inside this network, "
+             "e.g. 198.51.100.0/24. Ignored when my_live_migration_ip is set."),
+    cfg.StrOpt(
+        "scheme",
+        default=None,
+        deprecated_opts=_libvirt("live_migration_scheme"),
+        help="URI scheme of the control connection to the destination's hypervisor "
+             "daemon, e.g. 'tcp', 'tls' or 'ssh', giving qemu+<scheme>://<host>/system. "
+             "Defaults to 'tcp'."),
+    cfg.StrOpt(
+        "uri",
+        default=None,
+        deprecated_opts=_libvirt("live_migration_uri"),
+        deprecated_for_removal=True,
+        deprecated_reason="Use [live_migration] scheme and [DEFAULT] "
+                          "my_live_migration_ip instead.",
+        help="Template of the control connection URI; '%s' is replaced by the "
+             "destination, e.g. 'qemu+ssh://%s/system'. Must contain '%s' exactly once."),
+    cfg.BoolOpt(
+        "tunnelled",
+        default=False,
+        deprecated_opts=_libvirt("live_migration_tunnelled"),
+        help="Tunnel migration data through the hypervisor daemons' control "
+             "connection instead of a direct data connection. With "
+             "my_live_migration_ip set, the control connection then targets that "
+             "address so the bulk stream still rides the migration network. "
+             "Cannot be combined with with_native_tls."),
+    cfg.BoolOpt(
+        "with_native_tls",
+        default=False,
+        deprecated_opts=_libvirt("live_migration_with_native_tls"),
+        help="Encrypt the migration data stream with the hypervisor's native TLS. "
+             "When the data connection dials an IP address, the certificate is "
+             "verified against the destination's host name."),
+    _int_opt(
+        "bandwidth",
+        default=0,
+        min=0,
+        deprecated_opts=_libvirt("live_migration_bandwidth"),
+        help="Maximum bandwidth of a migration, in MiB/s; 0 means unlimited."),
+    _int_opt(
+        "downtime",
+        default=500,
+        min=100,
+        deprecated_opts=_libvirt("live_migration_downtime"),
+        help="Maximum permitted downtime, in milliseconds, reached through "
+             "downtime_steps increments."),
+    _int_opt(
+        "downtime_steps",
+        default=10,
+        min=3,
+        deprecated_opts=_libvirt("live_migration_downtime_steps"),
+        help="Number of incremental steps to reach the maximum downtime."),
+    _int_opt(
+        "downtime_delay",
+        default=75,
+        min=3,
+        deprecated_opts=_libvirt("live_migration_downtime_delay"),
+        help="Seconds to wait between downtime steps, per GiB of guest RAM plus "
+             "disk to transfer (at least 2 GiB counted)."),
+    _int_opt(
+        "completion_timeout",
+        default=800,
+        min=0,
+        mutable=True,
+        deprecated_opts=_libvirt("live_migration_completion_timeout"),
+        help="Seconds, per GiB of guest RAM plus disk to transfer (at least 2 GiB "
+             "counted), to wait for a migration to complete before timeout_action "
+             "is taken; 0 disables the timeout."),
+    cfg.StrOpt(
+        "timeout_action",
+        default="abort",
+        choices=[
+            ("abort", "Cancel the migration; the guest keeps running on the source."),
+            ("force_complete", "Switch to post-copy when permitted and supported, "
+                               "otherwise pause the guest so that the copy completes."),
+        ],
+        mutable=True,
+        deprecated_opts=_libvirt("live_migration_timeout_action"),
+        help="What to do when completion_timeout expires."),
+    cfg.BoolOpt(
+        "permit_post_copy",
+        default=False,
+        deprecated_opts=_libvirt("live_migration_permit_post_copy"),
+        help="Allow switching a migration to post-copy, used by force-complete. "
+             "Takes precedence over permit_auto_converge."),
+    cfg.BoolOpt(
+        "permit_auto_converge",
+        default=False,
+        deprecated_opts=_libvirt("live_migration_permit_auto_converge"),
+        help="Allow the hypervisor to throttle the guest's CPUs so that a busy "
+             "guest converges. Not used when post-copy is permitted."),
+    _int_opt(
+        "parallel_connections",
+        default=1,
+        min=1,
+        max=255,
+        help="Number of parallel data connections of one migration; 1 disables "
+             "parallel migration."),
+    _int_opt(
+        "max_concurrent",
+        default=1,
+        min=0,
+        deprecated_opts=[cfg.DeprecatedOpt("max_concurrent_live_migrations",
+                                           group="DEFAULT")],
+        help="Maximum number of live migrations a host runs at once; 0 means "
+             "unlimited. See when_busy."),
+    cfg.StrOpt(
+        "when_busy",
+        default="wait",
+        choices=[
+            ("wait", "Queue the migration until a slot frees up or busy_timeout passes."),
+            ("refuse", "Refuse the migration at once with a clear error."),
+        ],
+        help="What a host does with a migration beyond max_concurrent."),
+    _int_opt(
+        "busy_timeout",
+        default=3600,
+        min=0,
+        help="Seconds a queued migration waits for a slot when when_busy=wait; "
+             "0 waits forever."),
+    _float_opt(
+        "poll_interval",
+        default=0.5,
+        min=0.01,
+        help="Seconds between two reads of a running migration's progress."),
+]
+
+
+def register_opts(conf):
+    """Register the core options on ``conf`` (idempotent)."""
+    conf.register_opts(host_opts)
+    conf.register_opts(migration_opts, group=GROUP)
+
+
+def list_opts():
+    """The core's options for oslo-config-generator, as original objects."""
+    return [
+        ("DEFAULT", host_opts),
+        (GROUP, migration_opts),
+    ]

@@ -1,0 +1,181 @@
+"""The URI-resolution policy: which connection goes where.
+
+Pure: data in (the source's :class:`MigrationSettings`, the destination's
+:class:`MigrateData`, the driver's :class:`Capabilities`), one frozen
+:class:`MigrationURIs` out. No configuration is read here.
+
+Rules, in order:
+
+* Without an inbound address (``target_connect_addr`` unset) the result is
+  exactly the legacy one: the control URI addresses the destination's host
+  name and no data URI is given, so the hypervisor picks as it always did.
+* With an inbound address and a direct data connection, the control URI still
+  addresses the host name (management plane) and the data URI, the
+  destination's listen address and the block-migration URI address the
+  inbound address (migration plane).
+* Tunnelled, there is no separate data connection: the control URI addresses
+  the inbound address so that the tunnelled bulk stream rides the migration
+  plane.
+* With native TLS while the data URI dials an IP literal, the certificate is
+  verified against the destination's host name.
+* The deprecated ``%s`` URI template replaces the scheme-based format.
+"""
+
+import dataclasses
+from typing import Mapping, Optional
+
+from migplane.core import address
+from migplane.core import exception
+from migplane.core import migrate_data as md
+from migplane.core import versioned
+
+MANAGEMENT = "management"
+MIGRATION = "migration"
+DATA_SCHEME = "tcp"
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationURIs:
+    """The resolved connections of one migration, with the reason for each."""
+
+    #: Where the source's hypervisor daemon connects to the destination's.
+    control_uri: str
+    #: Where the bulk memory stream goes; None lets the hypervisor choose
+    #: (legacy) or means it is tunnelled through the control connection.
+    data_uri: Optional[str]
+    #: Address the destination binds its incoming migration socket to.
+    listen_address: Optional[str]
+    #: Where block-migration (NBD) traffic goes; None: hypervisor default.
+    disks_uri: Optional[str]
+    #: Name the TLS certificate is verified against, when not the dialed host.
+    tls_destination: Optional[str]
+    #: Host part of whatever carries the bulk stream.
+    bulk_host: str
+    #: The plane the bulk stream rides: 'migration' or 'management'.
+    plane: str
+    #: Why each field has its value, for ``migplane explain``.
+    reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["reasons"] = dict(self.reasons)
+        return data
+
+
+def _control_uri(settings, capabilities, target):
+    if settings.uri_template:
+        return settings.uri_template % target.netloc, (
+            "deprecated template [live_migration] uri %r" % settings.uri_template)
+    scheme = settings.scheme or capabilities.default_scheme
+    why = "scheme %r%s" % (scheme, "" if settings.scheme else " (default)")
+    return capabilities.control_uri_format.format(scheme=scheme, host=target.netloc), why
+
+
+def _check_capabilities(settings, capabilities, driver, block):
+    scheme = settings.scheme or capabilities.default_scheme
+    if not settings.uri_template and scheme not in capabilities.schemes:
+        raise exception.UnsupportedFeature(
+            driver=driver, feature="control URI scheme %r (supported: %s)"
+            % (scheme, ", ".join(capabilities.schemes)))
+    wanted = (("tunnelled", settings.tunnelled, "tunnelled migration"),
+              ("native_tls", settings.native_tls, "native TLS migration"),
+              ("block_migration", block, "block migration"))
+    for flag, asked, feature in wanted:
+        if asked and not getattr(capabilities, flag):
+            raise exception.UnsupportedFeature(driver=driver, feature=feature)
+
+
+def resolve(settings, migrate_data, capabilities, dest_hostname=None,
+            block_migration=None, driver="the driver"):
+    """Resolve the URIs of one migration.
+
+    :param settings: the source's :class:`~migplane.core.settings.MigrationSettings`.
+    :param migrate_data: the destination's :class:`~migplane.core.migrate_data.MigrateData`.
+    :param capabilities: the source driver's :class:`~migplane.core.capabilities.Capabilities`.
+    :param dest_hostname: the destination's management host name; defaults to
+        ``migrate_data.dest_hostname``.
+    :param block_migration: overrides ``migrate_data.block_migration``.
+    :param driver: the driver's name, for error messages.
+    :returns: a frozen :class:`MigrationURIs`.
+    :raises InvalidMigrationPlan, InvalidAddress, UnsupportedFeature:
+    """
+    dest_name = dest_hostname or migrate_data.dest_hostname
+    if not dest_name:
+        raise exception.InvalidMigrationPlan(
+            instance="the instance", reason="the destination's host name is unknown")
+    dest = address.parse_host(dest_name, field="destination host name", allow_port=False)
+    block = migrate_data.block_migration if block_migration is None else block_migration
+    _check_capabilities(settings, capabilities, driver, block)
+    reasons = {}
+
+    if migrate_data.target_connect_addr is None:
+        control, why = _control_uri(settings, capabilities, dest)
+        reasons["control_uri"] = "management plane: destination host name %r, %s" % (
+            dest_name, why)
+        reasons["data_uri"] = ("unset: the destination sent no inbound address "
+                               "(my_live_migration_ip unset or an older peer), so the "
+                               "hypervisor sends the data to the host name as before")
+        return MigrationURIs(control_uri=control, data_uri=None, listen_address=None,
+                             disks_uri=None, tls_destination=None, bulk_host=dest.host,
+                             plane=MANAGEMENT, reasons=reasons)
+
+    inbound = address.parse_host(migrate_data.target_connect_addr,
+                                 field="target_connect_addr")
+    origin = "the destination's inbound address %r (from %s)" % (
+        migrate_data.target_connect_addr, migrate_data.inbound_addr_source)
+
+    if settings.tunnelled:
+        control, why = _control_uri(settings, capabilities, inbound)
+        reasons["control_uri"] = ("migration plane: tunnelled, so the control "
+                                  "connection carries the data and targets %s, %s"
+                                  % (origin, why))
+        reasons["data_uri"] = "unset: tunnelled through the control connection"
+        return MigrationURIs(control_uri=control, data_uri=None, listen_address=None,
+                             disks_uri=None, tls_destination=None,
+                             bulk_host=inbound.host, plane=MIGRATION, reasons=reasons)
+
+    if not capabilities.data_uri:
+        raise exception.UnsupportedFeature(
+            driver=driver, feature="a separate migration data URI, needed to send data "
+                                   "to the inbound address %r" % inbound.host)
+    control, why = _control_uri(settings, capabilities, dest)
+    reasons["control_uri"] = "management plane: destination host name %r, %s" % (
+        dest_name, why)
+    data_uri = "%s://%s" % (DATA_SCHEME, inbound.netloc)
+    reasons["data_uri"] = "migration plane: %s" % origin
+
+    listen = None
+    if not capabilities.listen_address:
+        reasons["listen_address"] = "unset: the driver cannot bind the incoming socket"
+    elif migrate_data.listen_addrs.get(md.LISTEN_MIGRATION):
+        listen = migrate_data.listen_addrs[md.LISTEN_MIGRATION]
+        reasons["listen_address"] = "chosen by the destination: %r" % listen
+    else:
+        listen = inbound.host
+        reasons["listen_address"] = ("the inbound address, so the destination listens "
+                                     "on the migration plane only")
+
+    disks_uri = None
+    if block and capabilities.disks_uri:
+        disks_uri = "%s://%s" % (DATA_SCHEME, inbound.uri_host)
+        reasons["disks_uri"] = "block migration rides the migration plane: %s" % origin
+    else:
+        reasons["disks_uri"] = "unset: %s" % (
+            "no block migration" if not block else "driver cannot direct disk traffic")
+
+    tls_name = None
+    if settings.native_tls and inbound.is_ip:
+        if not capabilities.tls_destination:
+            raise exception.UnsupportedFeature(
+                driver=driver, feature="verifying the TLS certificate against %r while "
+                                       "dialing %r" % (dest_name, inbound.host))
+        tls_name = dest.host
+        reasons["tls_destination"] = ("native TLS dials the IP %r, so the certificate is "
+                                      "verified against the host name %r"
+                                      % (inbound.host, dest.host))
+    return MigrationURIs(control_uri=control, data_uri=data_uri, listen_address=listen,
+                         disks_uri=disks_uri, tls_destination=tls_name,
+                         bulk_host=inbound.host, plane=MIGRATION, reasons=reasons)

@@ -1,0 +1,1 @@
+"""In-tree migration drivers, each loaded through the 'migplane.drivers' entry points."""

@@ -1,0 +1,282 @@
+"""The fake driver: one simulated host of a :class:`FakeWorld`.
+
+It checks what it is given as strictly as libvirt and QEMU would: the
+control URI must reach the destination's daemon, the data URI must be an
+address of the destination on a plane whose link is up, the listen address
+must be the destination's own, a TLS certificate must match the name it is
+verified against, post-copy needs the post-copy flag. It JSON-round-trips
+every :class:`MigrateData` it receives or returns, as a real RPC would, and
+records which address and plane carried the data.
+"""
+
+import functools
+import json
+import urllib.parse
+
+from migplane.core import address
+from migplane.core import capabilities
+from migplane.core import driver
+from migplane.core import exception
+from migplane.core import migrate_data as md
+from migplane.drivers.fake import opts
+from migplane.drivers.fake import world as world_mod
+
+CAPABILITIES = capabilities.Capabilities(
+    schemes=("tcp", "tls", "ssh"), data_uri=True, listen_address=True, disks_uri=True,
+    tls_destination=True, tunnelled=True, native_tls=True, post_copy=True,
+    auto_converge=True, parallel_connections=True, block_migration=True)
+
+_STATES = {"running": driver.JOB_RUNNING, "completed": driver.JOB_COMPLETED,
+           "failed": driver.JOB_FAILED, "cancelled": driver.JOB_CANCELLED}
+
+
+def wire(data):
+    """What arrives after ``data`` crossed a JSON RPC."""
+    return md.MigrateData.from_primitive(json.loads(json.dumps(data.to_primitive())))
+
+
+def step(method):
+    """Apply injected faults and the daemon's liveness to a driver step."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.world.lock:
+            fault = self.world.take_fault(self.host.name, method.__name__)
+            if fault is not None:
+                raise fault
+            if not self.host.daemon_alive:
+                raise exception.HypervisorUnavailable(
+                    host=self.host.name, reason="the hypervisor daemon is not running")
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+class FakeDriver(driver.MigrationDriver):
+    def __init__(self, conf):
+        super().__init__(conf)
+        opts.register_opts(conf)
+        self.world = world_mod.get_world(conf.driver_fake.world)
+        name = conf.driver_fake.host or self.hostname
+        if name not in self.world.hosts:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="host", value=name,
+                reason="no such host in fake world %r (hosts: %s)"
+                       % (self.world.name, ", ".join(sorted(self.world.hosts)) or "none"))
+        self.host = self.world.hosts[name]
+
+    def describe(self):
+        return driver.DriverInfo(name="fake", version="1.0", capabilities=CAPABILITIES)
+
+    def local_addresses(self):
+        return sorted(self.host.addresses)
+
+    def _guest(self, instance, states=("running", "paused")):
+        guest = self.host.guests.get(instance)
+        if guest is None or guest.state not in states:
+            raise exception.InstanceNotFound(instance=instance, host=self.host.name)
+        return guest
+
+    def _transfer(self, instance):
+        transfer = self.world.transfers.get(instance)
+        if transfer is None or transfer.source is not self.host:
+            raise exception.NoActiveMigration(instance=instance, host=self.host.name)
+        return transfer
+
+    @step
+    def get_instance_info(self, instance):
+        guest = self._guest(instance, states=("running", "paused", "shutoff", "incoming"))
+        return driver.InstanceInfo(name=instance, state=guest.state,
+                                   memory_bytes=guest.memory_bytes,
+                                   disk_bytes=guest.disk_bytes)
+
+    # -- destination side --------------------------------------------------
+
+    @step
+    def check_can_live_migrate_destination(self, instance, block_migration=False):
+        if self.host.running(instance):
+            raise exception.DestinationCheckFailed(
+                host=self.host.name, instance=instance, reason="it already runs here")
+        return wire(md.MigrateData(dest_hostname=self.hostname,
+                                   block_migration=block_migration))
+
+    @step
+    def pre_live_migration(self, instance, migrate_data):
+        migrate_data = wire(migrate_data)
+        need = migrate_data.driver_data.get("memory_bytes", 0)
+        used = sum(g.memory_bytes for g in self.host.guests.values())
+        if used + need > self.host.memory_bytes:
+            raise exception.DestinationCheckFailed(
+                host=self.host.name, instance=instance,
+                reason="needs %d bytes of memory, %d free"
+                       % (need, self.host.memory_bytes - used))
+        self.host.prepared[instance] = dict(migrate_data.driver_data)
+        if migrate_data.block_migration:
+            self.host.disks[instance] = 0  # pre-created, empty, like Nova does
+        return wire(self.inbound_migrate_data(migrate_data))
+
+    @step
+    def post_live_migration_at_destination(self, instance, migrate_data):
+        wire(migrate_data)
+        self._guest(instance).persistent = True
+        self.host.prepared.pop(instance, None)
+
+    @step
+    def rollback_live_migration_at_destination(self, instance, migrate_data):
+        wire(migrate_data)
+        guest = self.host.guests.get(instance)
+        if guest is not None and guest.state in ("incoming", "paused", "shutoff"):
+            del self.host.guests[instance]
+        if self.host.prepared.pop(instance, None) is not None:
+            self.host.disks.pop(instance, None)
+
+    # -- source side --------------------------------------------------------
+
+    @step
+    def check_can_live_migrate_source(self, instance, migrate_data):
+        migrate_data = wire(migrate_data)
+        guest = self._guest(instance, states=("running",))
+        if guest.disk_bytes and not migrate_data.block_migration \
+                and not self.host.shared_storage:
+            raise exception.SourceCheckFailed(
+                host=self.host.name, instance=instance,
+                reason="its %d-byte local disk is not on shared storage; use block "
+                       "migration" % guest.disk_bytes)
+        data = dict(migrate_data.driver_data, memory_bytes=guest.memory_bytes,
+                    disk_bytes=guest.disk_bytes)
+        return wire(migrate_data.replace(driver_data=data))
+
+    def _fail_connect(self, instance, target, reason):
+        raise exception.MigrationError(
+            instance=instance, step="live_migration",
+            reason="unable to connect to %s: %s" % (target, reason))
+
+    def _target(self, instance, host_text, dest):
+        host, plane = self.world.resolve(address.parse_host(host_text).host)
+        if host is not dest:
+            self._fail_connect(instance, host_text, "it is not the destination %s"
+                               % dest.name)
+        if not (self.host.link_up[plane] and dest.link_up[plane]):
+            self._fail_connect(instance, host_text, "No route to host (%s plane down)"
+                               % plane)
+        return plane
+
+    def _check_uris(self, instance, uris, settings, dest):
+        control = urllib.parse.urlsplit(uris.control_uri)
+        scheme = control.scheme.partition("+")[2]
+        if not control.scheme.startswith("qemu+") or scheme not in CAPABILITIES.schemes:
+            raise exception.UnsupportedFeature(driver="fake",
+                                               feature="control URI %r" % uris.control_uri)
+        control_plane = self._target(instance, control.netloc, dest)
+        if uris.data_uri:
+            data = urllib.parse.urlsplit(uris.data_uri)
+            if data.scheme != "tcp":
+                raise exception.UnsupportedFeature(driver="fake",
+                                                   feature="data URI %r" % uris.data_uri)
+            data_host, plane = data.netloc, self._target(instance, data.netloc, dest)
+        elif settings.tunnelled:
+            data_host, plane = control.netloc, control_plane
+        else:
+            data_host, plane = dest.name, self._target(instance, dest.name, dest)
+        if uris.listen_address and dest.plane_of(uris.listen_address) is None:
+            self._fail_connect(instance, uris.listen_address,
+                               "the destination cannot bind it: Cannot assign requested "
+                               "address")
+        if settings.native_tls and dest.tls_names:
+            name = uris.tls_destination or address.parse_host(data_host).host
+            if name not in dest.tls_names:
+                raise exception.MigrationError(
+                    instance=instance, step="live_migration",
+                    reason="Certificate does not match the hostname %s (it is for %s)"
+                           % (name, ", ".join(dest.tls_names)))
+        return data_host, plane, control.netloc
+
+    @step
+    def live_migration(self, instance, migrate_data, uris, settings):
+        migrate_data = wire(migrate_data)
+        guest = self._guest(instance, states=("running",))
+        dest, _ = self.world.resolve(migrate_data.dest_hostname)
+        if dest is None or not dest.daemon_alive:
+            self._fail_connect(instance, uris.control_uri, "Connection refused")
+        if instance in self.world.transfers and \
+                self.world.transfers[instance].state == "running":
+            raise exception.MigrationError(instance=instance, step="live_migration",
+                                           reason="a migration job is already running")
+        block = migrate_data.block_migration
+        if block and instance not in dest.disks:
+            raise exception.MigrationError(
+                instance=instance, step="live_migration",
+                reason="the destination has no pre-created disk for block migration")
+        data_host, plane, control_host = self._check_uris(instance, uris, settings, dest)
+        dest.guests[instance] = world_mod.FakeGuest(
+            name=instance, memory_bytes=guest.memory_bytes, dirty_rate=guest.dirty_rate,
+            disk_bytes=guest.disk_bytes, state="incoming", persistent=False)
+        transfer = world_mod.Transfer(
+            instance=instance, source=self.host, dest=dest, plane=plane,
+            data_host=data_host, control_host=control_host, settings=settings,
+            block=block, memory_remaining=float(guest.memory_bytes),
+            pass_remaining=float(guest.memory_bytes),
+            disk_remaining=float(guest.disk_bytes if block else 0))
+        self.world.transfers[instance] = transfer
+        self.world.history.append(transfer)
+
+    @step
+    def get_job_progress(self, instance):
+        t = self._transfer(instance)
+        memory_total = t.source.guests[instance].memory_bytes
+        disk_total = t.disk_processed + t.disk_remaining
+        return driver.JobProgress(
+            state=_STATES[t.state], time_elapsed_ms=int(t.elapsed * 1000),
+            data_total=int(memory_total + disk_total),
+            data_processed=int(t.memory_processed + t.disk_processed),
+            data_remaining=int(t.memory_remaining + t.disk_remaining),
+            memory_total=memory_total, memory_processed=int(t.memory_processed),
+            memory_remaining=int(t.memory_remaining), disk_total=int(disk_total),
+            disk_processed=int(t.disk_processed), disk_remaining=int(t.disk_remaining),
+            dirty_rate=t.source.guests[instance].dirty_rate, iteration=t.iteration,
+            downtime_ms=t.downtime_ms, postcopy=t.postcopy, error=t.error)
+
+    @step
+    def abort_job(self, instance):
+        t = self._transfer(instance)
+        if t.state != "running":
+            raise exception.NoActiveMigration(instance=instance, host=self.host.name)
+        if t.postcopy:
+            raise exception.MigrationError(
+                instance=instance, step="abort", reason="a migration in post-copy mode "
+                "cannot be aborted: the guest already runs on the destination")
+        t.state = "cancelled"
+        t.error = "operation aborted: migration out job: canceled by client"
+        t.dest.guests.pop(instance, None)
+
+    @step
+    def force_complete(self, instance, post_copy):
+        t = self._transfer(instance)
+        if post_copy:
+            if not t.settings.permit_post_copy:
+                raise exception.MigrationError(
+                    instance=instance, step="force_complete",
+                    reason="post-copy was not enabled when the migration started")
+            self.world.switch_to_postcopy(t)
+        else:
+            t.source.guests[instance].state = "paused"
+
+    @step
+    def set_max_downtime(self, instance, downtime_ms):
+        self._transfer(instance).max_downtime_ms = downtime_ms
+
+    @step
+    def post_live_migration_at_source(self, instance, migrate_data):
+        wire(migrate_data)
+        guest = self.host.guests.get(instance)
+        if guest is not None and guest.state == "shutoff":
+            del self.host.guests[instance]
+            if migrate_data.block_migration:
+                self.host.disks.pop(instance, None)
+        self.world.transfers.pop(instance, None)
+
+    @step
+    def rollback_live_migration_at_source(self, instance, migrate_data):
+        wire(migrate_data)
+        guest = self.host.guests.get(instance)
+        if guest is not None and guest.state == "paused":
+            guest.state = "running"
+        self.world.transfers.pop(instance, None)

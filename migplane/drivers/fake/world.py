@@ -1,0 +1,310 @@
+"""A simulated data centre for the fake driver: hosts, planes, guests, time.
+
+Deterministic: time only moves when the flow sleeps on :class:`SimClock`, and
+transfers advance in fixed quanta, so the same test always sees the same
+bytes, iterations and downtime. Transfers model pre-copy (dirtying adds to
+what remains), pausing, post-copy, bandwidth limits, links that go down and
+daemons that die, and they count the bytes each plane carried.
+"""
+
+import dataclasses
+import itertools
+import threading
+from typing import Dict, List, Optional
+
+from migplane.core import address
+
+MiB = 1024 * 1024
+MANAGEMENT = "management"
+MIGRATION = "migration"
+PLANES = (MANAGEMENT, MIGRATION)
+QUANTUM = 0.01  # seconds of simulated time per transfer step
+CONTROL_BYTES_PER_S = 20_000  # libvirt keep-alives and job RPCs on the control plane
+
+_worlds = {}
+_worlds_lock = threading.Lock()
+
+
+class SimClock:
+    """Simulated monotonic time; ``sleep`` advances the world instead of waiting."""
+
+    def __init__(self, world):
+        self._world = world
+        self._now = 0.0
+
+    def now(self):
+        return self._now
+
+    def sleep(self, seconds):
+        end = self._now + max(0.0, seconds)
+        while self._now < end - 1e-12:
+            dt = min(QUANTUM, end - self._now)
+            self._now += dt
+            self._world.step(dt)
+
+
+@dataclasses.dataclass
+class FakeGuest:
+    name: str
+    memory_bytes: int
+    dirty_rate: int = 0
+    disk_bytes: int = 0
+    state: str = "running"  # running | paused | incoming | shutoff
+    persistent: bool = True
+    boot_id: str = ""
+    ticks: int = 0
+    #: Stands for the guest's memory contents: bumps whenever the guest writes.
+    generation: int = 0
+
+    def snapshot(self):
+        return (self.boot_id, self.ticks, self.generation)
+
+
+@dataclasses.dataclass
+class FakeHost:
+    name: str
+    addresses: Dict[str, str]  # address -> plane
+    bandwidth: Dict[str, float]  # plane -> bytes/s
+    memory_bytes: int = 64 * 1024 * MiB
+    shared_storage: bool = False
+    tls_names: tuple = ()
+    link_up: Dict[str, bool] = dataclasses.field(
+        default_factory=lambda: {p: True for p in PLANES})
+    daemon_alive: bool = True
+    guests: Dict[str, FakeGuest] = dataclasses.field(default_factory=dict)
+    prepared: Dict[str, dict] = dataclasses.field(default_factory=dict)
+    disks: Dict[str, int] = dataclasses.field(default_factory=dict)
+    bytes_sent: Dict[str, float] = dataclasses.field(
+        default_factory=lambda: {p: 0.0 for p in PLANES})
+
+    def plane_of(self, addr):
+        return self.addresses.get(addr.split("%", 1)[0])
+
+    def running(self, name):
+        guest = self.guests.get(name)
+        return guest is not None and guest.state in ("running", "paused")
+
+
+@dataclasses.dataclass
+class Transfer:
+    instance: str
+    source: FakeHost
+    dest: FakeHost
+    plane: str
+    data_host: str
+    control_host: str
+    settings: object
+    block: bool
+    state: str = "running"
+    elapsed: float = 0.0
+    max_downtime_ms: int = 30
+    memory_remaining: float = 0.0
+    pass_remaining: float = 0.0
+    memory_processed: float = 0.0
+    disk_remaining: float = 0.0
+    disk_processed: float = 0.0
+    iteration: int = 1
+    postcopy: bool = False
+    downtime_ms: Optional[int] = None
+    error: Optional[str] = None
+
+
+class FakeWorld:
+    """Hosts joined by a management and a migration plane, with a shared clock."""
+
+    def __init__(self, name):
+        self.name = name
+        self.clock = SimClock(self)
+        self.hosts: Dict[str, FakeHost] = {}
+        self.transfers: Dict[str, Transfer] = {}
+        self.history: List[Transfer] = []
+        self.faults: Dict[tuple, Exception] = {}
+        self.timers: List[tuple] = []
+        self._boot_ids = itertools.count(1)
+        self.lock = threading.RLock()
+
+    # -- building the world ------------------------------------------------
+
+    def add_host(self, name, mgmt, mig=(), mgmt_bw_mib=100, mig_bw_mib=100, **kwargs):
+        """Add a host; ``mgmt``/``mig`` are an address or a list of addresses."""
+        addrs = {}
+        for plane, values in ((MANAGEMENT, mgmt), (MIGRATION, mig)):
+            for value in ([values] if isinstance(values, str) else values):
+                addrs[address.parse_host(value, allow_port=False).host] = plane
+        host = FakeHost(name=name, addresses=addrs,
+                        bandwidth={MANAGEMENT: mgmt_bw_mib * MiB, MIGRATION: mig_bw_mib * MiB},
+                        **kwargs)
+        self.hosts[name] = host
+        return host
+
+    def add_guest(self, host, name, memory_mib=256, dirty_mib_s=0, disk_mib=0):
+        guest = FakeGuest(name=name, memory_bytes=memory_mib * MiB,
+                          dirty_rate=int(dirty_mib_s * MiB), disk_bytes=disk_mib * MiB,
+                          boot_id="boot-%04d" % next(self._boot_ids))
+        self.hosts[host].guests[name] = guest
+        if disk_mib:
+            self.hosts[host].disks[name] = disk_mib * MiB
+        return guest
+
+    # -- faults --------------------------------------------------------------
+
+    def fail(self, host, step, error=None):
+        """Make ``step`` (a driver method name) raise on ``host``, once."""
+        self.faults[(host, step)] = error or RuntimeError(
+            "injected fault in %s on %s" % (step, host))
+
+    def take_fault(self, host, step):
+        return self.faults.pop((host, step), None)
+
+    def at(self, seconds, action):
+        """Run ``action()`` once simulated time reaches ``seconds``."""
+        self.timers.append((seconds, action))
+
+    def set_link(self, host, plane, up):
+        self.hosts[host].link_up[plane] = up
+
+    def kill_daemon(self, host):
+        """The host's hypervisor daemon dies: its in-flight transfers fail."""
+        self.hosts[host].daemon_alive = False
+        for transfer in self.transfers.values():
+            if transfer.state == "running" and host in (transfer.source.name,
+                                                        transfer.dest.name):
+                transfer.state = "failed"
+                transfer.error = "Unable to read from monitor: Connection reset by peer"
+                if host == transfer.source.name:  # the destination cleans up alone
+                    transfer.dest.guests.pop(transfer.instance, None)
+
+    def restart_daemon(self, host):
+        """Like libvirtd on restart: incoming guests of unfinished migrations go."""
+        h = self.hosts[host]
+        h.daemon_alive = True
+        for name in [n for n, g in h.guests.items() if g.state == "incoming"]:
+            del h.guests[name]
+
+    # -- queries -------------------------------------------------------------
+
+    def resolve(self, name):
+        """The host a name or address designates, and the plane it is on."""
+        for host in self.hosts.values():
+            if name == host.name:
+                return host, MANAGEMENT
+            plane = host.plane_of(name)
+            if plane:
+                return host, plane
+        return None, None
+
+    def where(self, instance):
+        """Names of the hosts on which ``instance`` runs (or is paused)."""
+        return sorted(h.name for h in self.hosts.values() if h.running(instance))
+
+    def defined_on(self, instance):
+        return sorted(h.name for h in self.hosts.values() if instance in h.guests)
+
+    def plane_bytes(self):
+        """Bytes each plane carried, over all hosts."""
+        total = {p: 0 for p in PLANES}
+        for host in self.hosts.values():
+            for plane, sent in host.bytes_sent.items():
+                total[plane] += int(sent)
+        return total
+
+    # -- time ------------------------------------------------------------------
+
+    def step(self, dt):
+        with self.lock:
+            now = self.clock.now()
+            due = [t for t in self.timers if t[0] <= now]
+            self.timers = [t for t in self.timers if t[0] > now]
+            for _, action in due:
+                action()
+            for host in self.hosts.values():
+                for guest in host.guests.values():
+                    if guest.state == "running":
+                        guest.ticks += 1 if dt > 0 else 0
+                        if guest.dirty_rate:
+                            guest.generation += 1
+            for transfer in list(self.transfers.values()):
+                if transfer.state == "running":
+                    self._advance(transfer, dt)
+
+    def _rate(self, t):
+        rate = min(t.source.bandwidth[t.plane], t.dest.bandwidth[t.plane])
+        if t.settings.bandwidth_mib:
+            rate = min(rate, t.settings.bandwidth_mib * MiB)
+        up = t.source.link_up[t.plane] and t.dest.link_up[t.plane]
+        return rate if up else 0.0
+
+    def _advance(self, t, dt):
+        t.elapsed += dt
+        t.source.bytes_sent[MANAGEMENT] += CONTROL_BYTES_PER_S * dt
+        rate = self._rate(t)
+        budget = rate * dt
+        guest = t.source.guests[t.instance]
+        if t.disk_remaining > 0:
+            sent = min(budget, t.disk_remaining)
+            t.disk_remaining -= sent
+            t.disk_processed += sent
+            budget -= sent
+            t.source.bytes_sent[t.plane] += sent
+        if t.disk_remaining > 0 or budget <= 0:
+            return
+        sent = min(budget, t.memory_remaining)
+        t.memory_remaining -= sent
+        t.pass_remaining -= sent
+        t.memory_processed += sent
+        t.source.bytes_sent[t.plane] += sent
+        if guest.state == "running" and not t.postcopy:
+            t.memory_remaining = min(guest.memory_bytes,
+                                     t.memory_remaining + guest.dirty_rate * dt)
+        if t.pass_remaining <= 0:
+            t.iteration += 1
+            t.pass_remaining = t.memory_remaining
+        if t.postcopy:
+            if t.memory_remaining <= 0:
+                self._complete(t, downtime_ms=t.downtime_ms or 0)
+            return
+        downtime = 1000.0 * t.memory_remaining / rate
+        if downtime <= t.max_downtime_ms or t.memory_remaining <= 0:
+            t.source.bytes_sent[t.plane] += t.memory_remaining
+            t.memory_processed += t.memory_remaining
+            t.memory_remaining = 0
+            self._complete(t, downtime_ms=int(downtime) + 1)
+
+    def switch_to_postcopy(self, t):
+        """Post-copy: the guest runs on the destination from now on."""
+        t.postcopy = True
+        t.downtime_ms = 1 + int(1000.0 * min(t.memory_remaining, 4 * MiB)
+                                / max(self._rate(t), 1.0))
+        incoming = t.dest.guests[t.instance]
+        incoming.state = "running"
+        t.source.guests[t.instance].state = "paused"
+
+    def _complete(self, t, downtime_ms):
+        source_guest = t.source.guests[t.instance]
+        incoming = t.dest.guests[t.instance]
+        incoming.boot_id, incoming.ticks, incoming.generation = source_guest.snapshot()
+        incoming.state = "running"
+        incoming.persistent = False
+        source_guest.state = "shutoff"
+        if t.block:
+            t.dest.disks[t.instance] = t.source.disks.get(t.instance, 0)
+        t.state = "completed"
+        t.downtime_ms = downtime_ms
+
+
+def get_world(name):
+    """The world called ``name`` (created on first use), shared by this process.
+
+    Like oslo.messaging's fake exchanges, worlds are per process so that two
+    fake drivers, built by stevedore from two configurations, see each other.
+    """
+    with _worlds_lock:
+        if name not in _worlds:
+            _worlds[name] = FakeWorld(name)
+        return _worlds[name]
+
+
+def reset_world(name):
+    """Forget the world called ``name`` (tests call this in their fixtures)."""
+    with _worlds_lock:
+        _worlds.pop(name, None)
