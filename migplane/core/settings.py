@@ -15,6 +15,7 @@ from typing import Optional
 
 from oslo_config import cfg
 
+from migplane.core import address
 from migplane.core import exception
 from migplane.core import opts
 
@@ -88,6 +89,13 @@ class HostSettings:
     hostname: str
     my_live_migration_ip: Optional[str] = None
     inbound_cidr: Optional[ipaddress._BaseNetwork] = None
+
+    def __post_init__(self):
+        try:
+            address.parse_host(self.hostname, field="hostname", allow_port=False)
+        except exception.InvalidAddress as err:
+            raise exception.ConfigError(group=opts.GROUP, option="hostname",
+                                        value=self.hostname, reason=err.kwargs["reason"])
 
 
 @dataclasses.dataclass(frozen=True)

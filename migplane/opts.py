@@ -1,0 +1,30 @@
+"""Every option migplane defines, for ``oslo-config-generator --namespace migplane``.
+
+Each part keeps its own ``list_opts()``; this one concatenates them so that
+one namespace prints a complete sample configuration. Importing it needs no
+optional dependency (libvirt-python is not imported by option modules).
+"""
+
+import importlib
+
+_PARTS = (
+    "migplane.core.opts",
+    "migplane.drivers.libvirt.opts",
+    "migplane.drivers.fake.opts",
+    "migplane.agent.opts",
+)
+
+
+def list_opts():
+    merged = {}
+    for name in _PARTS:
+        module = importlib.import_module(name)
+        for group, opts in module.list_opts():
+            merged.setdefault(group, []).extend(opts)
+    return list(merged.items())
+
+
+def register_opts(conf):
+    """Register every migplane option on ``conf`` (drivers also do it when loaded)."""
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
