@@ -194,6 +194,9 @@ class LiveMigration:
                                         block_migration=self.block_migration,
                                         driver=caps.name)
             info = self.source.get_instance_info(self.instance)
+            if self._abort.is_set():
+                raise exception.MigrationAborted(instance=self.instance,
+                                                 reason="requested before the transfer")
             self._enter("live_migration")
             transferring = True
             self.source.live_migration(self.instance, data, self.uris, self.settings)
