@@ -80,7 +80,8 @@ def _parse_ipv6(text, value, field):
 
 
 def _parse_port(text, value, field):
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    # str.isdigit() also accepts digits int() refuses ('\u00b2') or other scripts' digits
+    if not re.fullmatch(r"[0-9]+", text) or not 0 < int(text) < 65536:
         _fail(value, field, "port %r is not a number from 1 to 65535" % text)
     return int(text)
 

@@ -195,7 +195,7 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     def post_live_migration_at_source(self, instance, migrate_data):
         """The guest left: remove what is left of it on this host."""
 
-    def rollback_live_migration_at_source(self, instance, migrate_data):
+    def rollback_live_migration_at_source(self, instance, migrate_data):  # noqa: B027
         """The migration failed: make sure the guest runs here again."""
 
     # -- shared helpers ------------------------------------------------------

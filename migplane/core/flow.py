@@ -204,12 +204,13 @@ class LiveMigration:
                 self.uris.data_uri or self.uris.control_uri, self.uris.plane))
             self._monitor(info, caps.capabilities)
         except Exception as err:
+            failed_step = self.step  # before _rollback() moves on to "rollback"
             if transferring and self._finish_job() == driver_mod.JOB_COMPLETED:
                 LOG.warning("Migration %s failed while monitoring (%s) but the job "
                             "completed; finishing it", self.id, err)
             else:
                 self._rollback(data, prepared, transferring)
-                raise self._failed(err)
+                raise self._failed(err, failed_step)
         return self._post(data)
 
     def _monitor(self, info, capabilities):
@@ -234,7 +235,7 @@ class LiveMigration:
                 self._emit(events.DOWNTIME_CHANGED, message="max downtime %d ms" % downtime)
             if self._abort.is_set() and not abort_sent:
                 abort_sent = True
-                self.source.abort_job(self.instance)
+                self._abort_job(progress)
             if (self.settings.completion_timeout and elapsed > timeout
                     and self.timeout_action is None):
                 self.timeout_action = self.settings.timeout_action
@@ -242,7 +243,7 @@ class LiveMigration:
                            "passed: %s" % (timeout, self.timeout_action))
                 if self.timeout_action == "abort":
                     abort_sent = True
-                    self.source.abort_job(self.instance)
+                    self._abort_job(progress)
                 else:
                     self._force.set()
             if self._force.is_set() and not forced:
@@ -250,6 +251,15 @@ class LiveMigration:
                 post_copy = self.settings.permit_post_copy and capabilities.post_copy
                 self.source.force_complete(self.instance, post_copy=post_copy)
             self._sleep(self.settings.poll_interval)
+
+    def _abort_job(self, progress):
+        """Cancel the job, unless it runs post-copy: then the guest already runs on
+        the destination and only finishing the job keeps it whole on one host."""
+        if progress.postcopy:
+            LOG.warning("Migration %s of %s is in post-copy and cannot be aborted; "
+                        "letting it complete", self.id, self.instance)
+            return
+        self.source.abort_job(self.instance)
 
     def _job_error(self, progress):
         if self.timeout_action == "abort":
@@ -270,7 +280,7 @@ class LiveMigration:
         try:
             progress = self.source.get_job_progress(self.instance)
             if not progress.finished:
-                self.source.abort_job(self.instance)
+                self._abort_job(progress)
                 for _ in range(600):
                     progress = self.source.get_job_progress(self.instance)
                     if progress.finished:
@@ -299,9 +309,9 @@ class LiveMigration:
         except Exception:
             LOG.exception("%s of %s failed during rollback", method.__name__, self.instance)
 
-    def _failed(self, err):
+    def _failed(self, err, step=None):
         if not isinstance(err, exception.MigplaneError):
-            err = exception.MigrationError(instance=self.instance, step=self.step,
+            err = exception.MigrationError(instance=self.instance, step=step or self.step,
                                            reason="%s: %s" % (type(err).__name__, err))
         if isinstance(err, exception.MigrationTimeout):
             status = TIMED_OUT

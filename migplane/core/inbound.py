@@ -44,7 +44,9 @@ def select(host_settings, local_addresses):
         raise exception.InboundAddressError(
             address=str(cidr), host=host,
             reason="this host's addresses are unknown, so none can be chosen")
-    matches = sorted(str(a) for a in local if a.version == cidr.version and a in cidr)
+    # Keep a link-local address's zone id: without it the address cannot be dialed.
+    matches = sorted({str(ipaddress.ip_address(a)) for a in local_addresses
+                      if _ip(a).version == cidr.version and _ip(a) in cidr})
     if len(matches) != 1:
         raise exception.InboundAddressError(
             address=str(cidr), host=host,

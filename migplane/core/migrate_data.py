@@ -8,7 +8,8 @@ with ``my_live_migration_ip`` unset) means "migrate exactly as before".
 """
 
 import dataclasses
-from typing import Mapping, Optional
+from typing import Mapping
+from typing import Optional
 
 from migplane.core import address
 from migplane.core import exception
@@ -29,17 +30,25 @@ def _bool(value):
     return value
 
 
+def _parse(value, allow_port=True):
+    """parse_host for a field check: a bad address is a ValueError (InvalidMigrateData)."""
+    try:
+        return address.parse_host(value, allow_port=allow_port)
+    except exception.InvalidAddress as err:
+        raise ValueError(err.kwargs["reason"])
+
+
 def _optional_host(value):
     if value is None:
         return None
-    address.parse_host(value, field="target_connect_addr")
+    _parse(value)
     return value
 
 
 def _optional_hostname(value):
     if value is None:
         return None
-    parsed = address.parse_host(value, field="dest_hostname", allow_port=False)
+    parsed = _parse(value, allow_port=False)
     return parsed.host if parsed.kind == address.IPV6 else value
 
 
@@ -55,7 +64,10 @@ def _listen_addrs(value):
     for purpose, addr in value.items():
         if not isinstance(purpose, str) or not purpose:
             raise ValueError("purpose %r is not a non-empty string" % (purpose,))
-        address.parse_host(addr, field="listen_addrs[%s]" % purpose, allow_port=False)
+        try:
+            _parse(addr, allow_port=False)
+        except ValueError as err:
+            raise ValueError("address %r for %r: %s" % (addr, purpose, err))
     return versioned.freeze(value)
 
 

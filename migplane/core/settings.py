@@ -123,8 +123,10 @@ def _get(conf, group, name):
 
 
 def _raw(err):
-    """oslo.config does not keep the raw text; our types put it after 'got'."""
-    match = re.search(r"(?:got|[Ii]nvalid address) ('[^']*'|\"[^\"]*\")", str(err))
+    """oslo.config does not keep the raw text; our types put it after 'got', its
+    choices and booleans after 'found' and 'value'."""
+    match = re.search(r"(?:got|found|value|[Ii]nvalid address) ('[^']*'|\"[^\"]*\")",
+                      str(err))
     return match.group(1).strip("'\"") if match else "<unparsable>"
 
 

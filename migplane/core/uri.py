@@ -22,7 +22,8 @@ Rules, in order:
 """
 
 import dataclasses
-from typing import Mapping, Optional
+from typing import Mapping
+from typing import Optional
 
 from migplane.core import address
 from migplane.core import exception
@@ -60,7 +61,8 @@ class MigrationURIs:
         object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
 
     def to_dict(self):
-        data = dataclasses.asdict(self)
+        # not dataclasses.asdict(): it deep-copies, and a mappingproxy cannot be copied
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["reasons"] = dict(self.reasons)
         return data
 

@@ -2,7 +2,8 @@
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=300,

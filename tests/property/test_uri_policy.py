@@ -4,12 +4,16 @@ import ipaddress
 import urllib.parse
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume
+from hypothesis import given
 from hypothesis import strategies as st
 
-from migplane.core import address, capabilities, exception, uri
+from migplane.core import address
+from migplane.core import capabilities
+from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
+from migplane.core import uri
 
 CAPS = capabilities.Capabilities(
     schemes=("tcp", "tls", "ssh"), data_uri=True, listen_address=True, disks_uri=True,

@@ -10,6 +10,7 @@ records which address and plane carried the data.
 """
 
 import functools
+import ipaddress
 import json
 import urllib.parse
 
@@ -150,7 +151,12 @@ class FakeDriver(driver.MigrationDriver):
             reason="unable to connect to %s: %s" % (target, reason))
 
     def _target(self, instance, host_text, dest):
-        host, plane = self.world.resolve(address.parse_host(host_text).host)
+        parsed = address.parse_host(host_text)
+        if parsed.kind == address.IPV6 and "%" not in parsed.host \
+                and ipaddress.IPv6Address(parsed.host).is_link_local:
+            self._fail_connect(instance, host_text, "Invalid argument (a link-local "
+                               "address needs a zone id)")
+        host, plane = self.world.resolve(parsed.host)
         if host is not dest:
             self._fail_connect(instance, host_text, "it is not the destination %s"
                                % dest.name)

@@ -10,7 +10,9 @@ daemons that die, and they count the bytes each plane carried.
 import dataclasses
 import itertools
 import threading
-from typing import Dict, List, Optional
+from typing import Dict
+from typing import List
+from typing import Optional
 
 from migplane.core import address
 
@@ -78,7 +80,12 @@ class FakeHost:
         default_factory=lambda: {p: 0.0 for p in PLANES})
 
     def plane_of(self, addr):
-        return self.addresses.get(addr.split("%", 1)[0])
+        """The plane of address ``addr``; IPv6 zone ids are ignored on both sides."""
+        bare = addr.split("%", 1)[0]
+        for known, plane in self.addresses.items():
+            if known.split("%", 1)[0] == bare:
+                return plane
+        return None
 
     def running(self, name):
         guest = self.guests.get(name)

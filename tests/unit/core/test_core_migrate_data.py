@@ -1,0 +1,279 @@
+"""The pre-migration data contract (migplane.core.migrate_data, migplane.core.versioned)."""
+
+import dataclasses
+import json
+import logging
+
+import pytest
+
+from migplane.core import exception
+from migplane.core import migrate_data as md
+from migplane.core import versioned
+
+# When a test below fails, read its message: the contract between hosts changed.
+EXPECTED_FINGERPRINTS = {
+    md.MigrateData: "1.1-73934e8be39d25d1",
+}
+
+
+def split_plane(**kwargs):
+    values = dict(dest_hostname="host-b", block_migration=True,
+                  driver_data={"memory_bytes": 1024, "nested": {"list": [1, "two", None]}},
+                  target_connect_addr="198.51.100.12", inbound_addr_source="option",
+                  listen_addrs={"migration": "198.51.100.12"})
+    values.update(kwargs)
+    return md.MigrateData(**values)
+
+
+def primitive(version="1.1", **data):
+    return {versioned.NAME_KEY: "MigrateData", versioned.VERSION_KEY: version,
+            versioned.DATA_KEY: data}
+
+
+@pytest.mark.parametrize("cls", sorted(EXPECTED_FINGERPRINTS, key=lambda c: c.__name__))
+def test_fingerprint(cls):
+    expected = EXPECTED_FINGERPRINTS[cls]
+    actual = cls.fingerprint()
+    name = cls.__name__
+    assert actual == expected, (
+        f"The fields of {name} changed (fingerprint {actual}, expected {expected}). It "
+        f"crosses between hosts, possibly of different releases: bump {name}.VERSION "
+        "(minor for an added field with a legacy default, major otherwise), add a "
+        "'Version X.Y: ...' history comment next to VERSION, give new fields "
+        "since='X.Y', then update EXPECTED_FINGERPRINTS in this file.")
+
+
+def test_fingerprint_changes_with_the_fields():
+    @dataclasses.dataclass(frozen=True)
+    class Changed(md.MigrateData):
+        extra: int = versioned.field("1.1", int, default=0)
+
+    Changed._name = classmethod(lambda cls: "MigrateData")
+    assert Changed.fingerprint() != md.MigrateData.fingerprint()
+    assert Changed.fingerprint().startswith("1.1-")
+
+
+def test_round_trip_through_json():
+    data = split_plane()
+    prim = data.to_primitive()
+    text = json.dumps(prim, allow_nan=False)
+    again = md.MigrateData.from_primitive(json.loads(text))
+    assert again == data
+    assert again.to_primitive() == prim
+    assert prim[versioned.NAME_KEY] == "MigrateData"
+    assert prim[versioned.VERSION_KEY] == md.MigrateData.VERSION == "1.1"
+    assert prim[versioned.DATA_KEY]["driver_data"] == {
+        "memory_bytes": 1024, "nested": {"list": [1, "two", None]}}
+    assert prim[versioned.DATA_KEY]["listen_addrs"] == {"migration": "198.51.100.12"}
+
+
+def test_primitive_holds_only_plain_json_types():
+    def walk(value):
+        if isinstance(value, dict):
+            assert type(value) is dict
+            for k, v in value.items():
+                assert type(k) is str
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        else:
+            assert value is None or type(value) in (str, int, float, bool)
+
+    walk(split_plane().to_primitive())
+
+
+def test_defaults_mean_legacy():
+    data = md.MigrateData(dest_hostname="host-b")
+    assert data.target_connect_addr is None
+    assert data.inbound_addr_source == md.INBOUND_NONE
+    assert dict(data.listen_addrs) == {} and dict(data.driver_data) == {}
+    assert data.block_migration is False
+    assert not data.uses_split_plane
+    assert split_plane().uses_split_plane
+
+
+def test_is_immutable():
+    data = split_plane()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.target_connect_addr = "198.51.100.13"
+    with pytest.raises(TypeError):
+        data.driver_data["memory_bytes"] = 1
+    with pytest.raises(TypeError):
+        data.driver_data["nested"]["list"] = []
+    with pytest.raises(AttributeError):
+        data.driver_data["nested"]["list"].append(2)
+    with pytest.raises(TypeError):
+        data.listen_addrs["migration"] = "198.51.100.13"
+
+
+def test_caller_mutation_does_not_leak_in():
+    driver_data = {"a": [1]}
+    data = md.MigrateData(dest_hostname="host-b", driver_data=driver_data)
+    driver_data["a"].append(2)
+    driver_data["b"] = 1
+    assert versioned.thaw(data.driver_data) == {"a": [1]}
+
+
+def test_replace_validates_again():
+    data = split_plane()
+    assert data.replace(block_migration=False).block_migration is False
+    assert data.replace(driver_data={"x": 1}).driver_data == {"x": 1}
+    with pytest.raises(exception.InvalidMigrateData, match="target_connect_addr"):
+        data.replace(target_connect_addr="host/evil")
+
+
+def test_newer_minor_version_unknown_fields_are_tolerated(caplog):
+    prim = split_plane().to_primitive()
+    prim[versioned.VERSION_KEY] = "1.7"
+    prim[versioned.DATA_KEY]["future_field"] = {"anything": True}
+    with caplog.at_level(logging.DEBUG, logger="migplane.core.versioned"):
+        data = md.MigrateData.from_primitive(prim)
+    assert data == split_plane()
+    assert "future_field" in caplog.text
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_unknown_field_at_our_version_or_older_is_refused(version):
+    prim = primitive(version, dest_hostname="host-b", bogus_field=1)
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(prim)
+    assert info.value.kwargs["field"] == "bogus_field"
+    assert "'bogus_field'" in str(info.value)
+
+
+def test_version_1_0_primitive_means_legacy():
+    prim = primitive("1.0", dest_hostname="host-b", block_migration=True,
+                     driver_data={"k": "v"})
+    data = md.MigrateData.from_primitive(prim)
+    assert data.dest_hostname == "host-b" and data.block_migration
+    assert data.target_connect_addr is None
+    assert data.inbound_addr_source == md.INBOUND_NONE
+    assert not data.uses_split_plane
+
+
+def test_to_primitive_1_0_drops_1_1_fields():
+    prim = split_plane().to_primitive("1.0")
+    assert prim[versioned.VERSION_KEY] == "1.0"
+    assert set(prim[versioned.DATA_KEY]) == {"dest_hostname", "block_migration",
+                                              "driver_data"}
+    # an older peer reads it as a legacy migration
+    old = md.MigrateData.from_primitive(prim)
+    assert old.target_connect_addr is None and old.block_migration
+
+
+@pytest.mark.parametrize("version", ["2.0", "0.9", "3.1"])
+def test_other_major_version_is_incompatible(version):
+    with pytest.raises(exception.IncompatibleVersion) as info:
+        md.MigrateData.from_primitive(primitive(version, dest_hostname="host-b"))
+    assert version in str(info.value)
+    assert "major version 1" in str(info.value)
+    with pytest.raises(exception.IncompatibleVersion):
+        split_plane().to_primitive(version)
+
+
+@pytest.mark.parametrize("version", [None, "1", "one.two", "1.1.1", 1.1, ""])
+def test_malformed_version_is_refused(version):
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(primitive(version, dest_hostname="host-b"))
+    assert info.value.kwargs["field"] == versioned.VERSION_KEY
+
+
+@pytest.mark.parametrize("prim, field", [
+    ([], "<primitive>"),
+    ("MigrateData", "<primitive>"),
+    ({versioned.NAME_KEY: "Other", versioned.VERSION_KEY: "1.1", versioned.DATA_KEY: {}},
+     versioned.NAME_KEY),
+    ({versioned.VERSION_KEY: "1.1", versioned.DATA_KEY: {}}, versioned.NAME_KEY),
+    ({versioned.NAME_KEY: "MigrateData", versioned.VERSION_KEY: "1.1",
+      versioned.DATA_KEY: ["x"]}, versioned.DATA_KEY),
+    ({versioned.NAME_KEY: "MigrateData", versioned.VERSION_KEY: "1.1"},
+     versioned.DATA_KEY),
+])
+def test_malformed_envelope_is_refused(prim, field):
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(prim)
+    assert info.value.kwargs["field"] == field
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("target_connect_addr", "300.1.2.3", "not a valid IPv4 address"),
+    ("target_connect_addr", "198.51.100.12/evil", "not allowed in a host"),
+    ("target_connect_addr", "198.51.100.12?x=1", "not allowed in a host"),
+    ("target_connect_addr", "a@198.51.100.12", "not allowed in a host"),
+    ("target_connect_addr", "198.51.100.12 --x", "not allowed in a host"),
+    ("target_connect_addr", "198.51.100.12\r\n", "not allowed in a host"),
+    ("target_connect_addr", 3325256716, "expected a string"),
+    ("dest_hostname", "host-b:22", "a port is not allowed here"),
+    ("dest_hostname", "host-b/system", "not allowed in a host"),
+    ("block_migration", "true", "expected true or false"),
+    ("block_migration", 1, "expected true or false"),
+    ("block_migration", None, "expected true or false"),
+    ("inbound_addr_source", "guess", "expected one of option, cidr, none"),
+    ("listen_addrs", ["198.51.100.12"], "expected an object"),
+    ("listen_addrs", {"migration": "198.51.100.12#x"}, "not allowed in a host"),
+    ("listen_addrs", {"migration": "198.51.100.12:49152"}, "a port is not allowed"),
+    ("listen_addrs", {"": "198.51.100.12"}, "is not a non-empty string"),
+    ("driver_data", ["x"], "expected a JSON object"),
+    ("driver_data", {"x": float("nan")}, "not JSON-serialisable"),
+    ("driver_data", {"x": {1, 2}}, "not JSON-serialisable"),
+    ("driver_data", {"x": object()}, "not JSON-serialisable"),
+    ("driver_data", {1: "int key"}, "does not survive a JSON round trip"),
+])
+def test_bad_peer_value_names_field_and_value(field, value, reason):
+    prim = split_plane().to_primitive()
+    prim[versioned.DATA_KEY][field] = value
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(prim)
+    err = info.value
+    assert err.kwargs["field"] == field
+    assert reason in str(err)
+    assert repr(field) in str(err)
+    if isinstance(value, str):
+        assert repr(value) in str(err)
+
+
+@pytest.mark.parametrize("addr, source", [
+    ("198.51.100.12", "none"),
+    (None, "option"),
+    (None, "cidr"),
+])
+def test_inbound_addr_source_must_match_the_address(addr, source):
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        split_plane(target_connect_addr=addr, inbound_addr_source=source)
+    assert info.value.kwargs["field"] == "inbound_addr_source"
+    assert info.value.kwargs["value"] == source
+
+
+@pytest.mark.parametrize("addr", ["198.51.100.12:49152", "[2001:db8:2::11]:49152",
+                                  "fe80::12%mig0", "mig.host-b.example"])
+def test_target_connect_addr_forms(addr):
+    data = split_plane(target_connect_addr=addr)
+    assert md.MigrateData.from_primitive(data.to_primitive()).target_connect_addr == addr
+
+
+def test_ipv6_dest_hostname_is_normalised():
+    assert md.MigrateData(dest_hostname="[2001:DB8::1]").dest_hostname == "2001:db8::1"
+    assert md.MigrateData(dest_hostname="192.0.2.12").dest_hostname == "192.0.2.12"
+
+
+# -- versioned helpers ------------------------------------------------------------------
+
+
+def test_freeze_and_thaw_are_inverse():
+    plain = {"a": [1, {"b": (2, 3)}], "c": None}
+    frozen = versioned.freeze(plain)
+    assert isinstance(frozen["a"], tuple)
+    assert versioned.thaw(frozen) == {"a": [1, {"b": [2, 3]}], "c": None}
+    assert versioned.freeze(frozen) == frozen
+
+
+@pytest.mark.parametrize("text, expected", [("1.0", (1, 0)), ("12.34", (12, 34))])
+def test_parse_version(text, expected):
+    assert versioned.parse_version(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1", "a.b", None, "1.2.3"])
+def test_parse_version_refuses(text):
+    with pytest.raises(ValueError, match="is not a 'major.minor' version"):
+        versioned.parse_version(text)
