@@ -67,9 +67,13 @@ def downtime_steps(settings, data_gib):
         yield int(delay * i), int(base + offset * i)
 
 
-def data_gib(info):
-    """GiB counted for the timeouts: RAM plus disk, at least 2 (as in Nova)."""
-    return max(2.0, (info.memory_bytes + info.disk_bytes) / GiB)
+def data_gib(info, block_migration=False):
+    """GiB counted for the timeouts, as in Nova: RAM, at least 2, plus the local
+    disk, at least 2, when it is copied too (block migration)."""
+    gib = max(2.0, info.memory_bytes / GiB)
+    if block_migration and info.disk_bytes:
+        gib += max(2.0, info.disk_bytes / GiB)
+    return gib
 
 
 def cross(migrate_data, step):
@@ -214,7 +218,7 @@ class LiveMigration:
         return self._post(data)
 
     def _monitor(self, info, capabilities):
-        gib = self._data_gib = data_gib(info)
+        gib = self._data_gib = data_gib(info, self.block_migration)
         steps = list(downtime_steps(self.settings, gib))
         timeout = self.settings.completion_timeout * gib
         start = self._clock()

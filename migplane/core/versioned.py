@@ -101,6 +101,9 @@ class VersionedData:
         """JSON-safe primitives of this object, optionally for an older peer."""
         version = target_version or self.VERSION
         target = self._check_version(version)
+        if target > parse_version(self.VERSION):
+            raise exception.IncompatibleVersion(name=self._name(), version=version,
+                                                supported="up to %s" % self.VERSION)
         data = {}
         for f in dataclasses.fields(self):
             if parse_version(f.metadata["since"]) <= target:

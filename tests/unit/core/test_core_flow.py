@@ -462,11 +462,13 @@ def test_downtime_steps_follow_novas_schedule():
         (630, 292), (720, 328), (810, 364), (900, 400)]
 
 
-@pytest.mark.parametrize("memory, disk, gib", [
-    (256 * MiB, 0, 2.0), (3 * 1024 * MiB, 1024 * MiB, 4.0), (2048 * MiB, 512 * MiB, 2.5)])
-def test_data_gib_counts_at_least_two(memory, disk, gib):
+@pytest.mark.parametrize("memory, disk, block, gib", [
+    (256 * MiB, 0, False, 2.0), (3 * 1024 * MiB, 1024 * MiB, False, 3.0),
+    (3 * 1024 * MiB, 1024 * MiB, True, 5.0), (256 * MiB, 3 * 1024 * MiB, True, 5.0),
+    (2560 * MiB, 0, True, 2.5)])
+def test_data_gib_counts_ram_and_copied_disk_at_least_two_each(memory, disk, block, gib):
     info = driver_mod.InstanceInfo("vm1", "running", memory, disk)
-    assert flow.data_gib(info) == gib
+    assert flow.data_gib(info, block) == gib
 
 
 def test_downtime_steps_applied_during_the_migration(world, make_driver, make_migration,

@@ -277,3 +277,9 @@ def test_parse_version(text, expected):
 def test_parse_version_refuses(text):
     with pytest.raises(ValueError, match="is not a 'major.minor' version"):
         versioned.parse_version(text)
+
+
+def test_to_primitive_refuses_a_version_newer_than_ours():
+    data = md.MigrateData(dest_hostname="host-b")
+    with pytest.raises(exception.IncompatibleVersion, match="1.5"):
+        data.to_primitive(target_version="1.5")
