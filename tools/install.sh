@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-  iproute2 iputils-ping openssl gnutls-bin
+  iproute2 iptables iputils-ping openssl gnutls-bin
   gcc libc6-dev python3-dev python3-venv git
 )
 

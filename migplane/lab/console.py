@@ -1,0 +1,205 @@
+"""Tail the test guest's serial console files on several hosts at once.
+
+Each parsed MPTICK line is timestamped on the host side when read, so the
+largest wall-clock gap between consecutive ticks bounds what the guest saw
+of a migration's downtime (to within the poll interval).
+"""
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .guest import console_log
+
+TICK_RE = re.compile(r"MPTICK boot=([0-9a-f]{16}) n=(\d+) ms=(\d+) pass=(\d+) bad=(\d+)")
+BOOT_RE = re.compile(r"MPBOOT boot=([0-9a-f]{16})")
+DISK_RE = re.compile(r"MPDISK sum=([0-9a-f]{8}) lba=(\d+) sectors=(\d+)")
+STAMP_RE = re.compile(r"MPSTAMPED mib=(\d+) sum=([0-9a-f]{8})")
+
+
+@dataclass(frozen=True)
+class Tick:
+    host: str
+    t: float          # time.monotonic() when read
+    wall: float       # time.time() when read, to line up with other logs
+    boot: str
+    n: int
+    ms: int           # guest uptime by its own PIT count
+    passes: int       # completed passes over the dirty region
+    bad: int          # memory words that did not hold what was written
+    initial: bool     # already in the file when watching started (t is meaningless)
+
+
+class ConsoleWatcher:
+    """Follow console files {label: path}; use as a context manager."""
+
+    def __init__(self, files, poll_s=0.01, from_start=True):
+        self.files = {label: Path(p) for label, p in files.items()}
+        self.poll_s = poll_s
+        self._from_start = from_start
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._ticks = []
+        self._lines = {label: [] for label in self.files}
+        self._pos = {}
+        self._buf = {label: "" for label in self.files}
+        self._stop = threading.Event()
+        self._thread = None
+
+    @classmethod
+    def for_domain(cls, hosts, name, **kw):
+        """Watch domain `name`'s console on every LabHost in `hosts`."""
+        return cls({h.name: h.host_path(console_log(name)) for h in hosts}, **kw)
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self):
+        for label, path in self.files.items():
+            size = path.stat().st_size if path.exists() else 0
+            self._pos[label] = 0 if self._from_start else size
+        self._poll(initial=True)
+        self._thread = threading.Thread(target=self._loop, name="console-watcher",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        self._poll()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self._poll()
+            time.sleep(self.poll_s)
+
+    def _poll(self, initial=False):
+        for label, path in self.files.items():
+            try:
+                with open(path, "rb") as f:
+                    size = f.seek(0, 2)
+                    if size < self._pos[label]:      # truncated / recreated
+                        self._pos[label] = 0
+                    f.seek(self._pos[label])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            if not data:
+                continue
+            now, wall = time.monotonic(), time.time()
+            self._pos[label] += len(data)
+            text = self._buf[label] + data.decode("ascii", "replace")
+            *lines, self._buf[label] = text.split("\n")
+            with self._cond:
+                for line in lines:
+                    line = line.rstrip("\r")
+                    self._lines[label].append(line)
+                    m = TICK_RE.search(line)
+                    if m:
+                        self._ticks.append(Tick(label, now, wall, m.group(1), int(m.group(2)),
+                                                int(m.group(3)), int(m.group(4)),
+                                                int(m.group(5)), initial))
+                self._cond.notify_all()
+
+    # -- queries ----------------------------------------------------------------
+    def ticks(self, host=None):
+        with self._lock:
+            return [t for t in self._ticks if host is None or t.host == host]
+
+    def lines(self, host=None):
+        with self._lock:
+            if host is not None:
+                return list(self._lines[host])
+            return [ln for lines in self._lines.values() for ln in lines]
+
+    def boot_ids(self):
+        """Every boot id seen, from MPBOOT and MPTICK lines on all hosts."""
+        ids = {t.boot for t in self.ticks()}
+        ids.update(m.group(1) for ln in self.lines() for m in [BOOT_RE.search(ln)] if m)
+        return ids
+
+    def last(self):
+        ticks = self.ticks()
+        return ticks[-1] if ticks else None
+
+    def last_counter(self):
+        t = self.last()
+        return None if t is None else t.n
+
+    def host_of_last_tick(self):
+        t = self.last()
+        return None if t is None else t.host
+
+    def max_bad(self):
+        return max((t.bad for t in self.ticks()), default=0)
+
+    def counter_continuous(self):
+        """True if, per boot, counters only ever go up by one."""
+        last = {}
+        for t in self.ticks():
+            if t.boot in last and t.n != last[t.boot] + 1:
+                return False
+            last[t.boot] = t.n
+        return True
+
+    def gaps(self, since=None):
+        """(gap seconds, tick before, tick after) between consecutive live ticks."""
+        ticks = [t for t in self.ticks() if not t.initial and (since is None or t.t >= since)]
+        return [(b.t - a.t, a, b) for a, b in zip(ticks, ticks[1:])]
+
+    def max_gap(self, since=None):
+        """Largest host-side gap between consecutive ticks, in seconds."""
+        return max((g for g, _, _ in self.gaps(since)), default=0.0)
+
+    def handover(self):
+        """(from_host, to_host, gap seconds) of the last change of host."""
+        out = None
+        for g, a, b in self.gaps():
+            if a.host != b.host:
+                out = (a.host, b.host, g)
+        return out
+
+    def disk_sums(self):
+        """{host: checksum} from MPDISK lines."""
+        out = {}
+        for label in self.files:
+            for ln in self.lines(label):
+                m = DISK_RE.search(ln)
+                if m:
+                    out[label] = m.group(1)
+        return out
+
+    def stamped(self):
+        return any(STAMP_RE.search(ln) for ln in self.lines())
+
+    # -- waiting ------------------------------------------------------------------
+    def wait_for(self, predicate, timeout=30, what="condition"):
+        """Wait until predicate(self) is true; raise TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"console: no {what} within {timeout}s "
+                                   f"(last lines: {self._tail()})")
+            with self._cond:   # woken by new lines; short wait covers races
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def _tail(self):
+        with self._lock:
+            return {label: lines[-3:] for label, lines in self._lines.items()}
+
+    def wait_ticks(self, count=1, host=None, timeout=30):
+        """Wait for `count` more ticks (on `host`, if given) than seen now."""
+        start = len(self.ticks(host))
+        self.wait_for(lambda w: len(w.ticks(host)) >= start + count, timeout,
+                      f"{count} ticks" + (f" on {host}" if host else ""))
+        return self.ticks(host)[-1]

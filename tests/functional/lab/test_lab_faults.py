@@ -1,0 +1,154 @@
+"""Fault injection and shaping are real: throughput drops, delay shows up,
+a downed link is seen, a killed libvirtd is gone until restarted."""
+
+import sys
+import textwrap
+import time
+
+import libvirt
+import pytest
+
+from migplane.lab import LabError
+from migplane.lab import guest
+from migplane.lab.console import ConsoleWatcher
+
+pytestmark = pytest.mark.lab
+
+RECEIVER = textwrap.dedent("""
+    import socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(sys.argv[2])))
+    s.listen(1)
+    s.settimeout(30)
+    c, _ = s.accept()
+    n, t0 = 0, None
+    while True:
+        b = c.recv(1 << 16)
+        if not b:
+            break
+        if t0 is None:
+            t0 = time.monotonic()
+        n += len(b)
+    print(n, time.monotonic() - t0)
+""")
+
+SENDER = textwrap.dedent("""
+    import socket, sys, time
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    buf = b"x" * (1 << 16)
+    left = int(sys.argv[3])
+    while left > 0:
+        s.sendall(buf[:left])
+        left -= len(buf)
+    s.close()
+""")
+
+
+def throughput(src, dst, nbytes, port=5201):
+    """Bytes/s of one TCP stream from src to dst over the migration plane."""
+    import subprocess
+
+    from migplane.lab.daemon import nsenter
+
+    recv = subprocess.Popen([*nsenter(dst.holder_pid), sys.executable, "-c", RECEIVER,
+                             dst.mig_ip, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        src.run([sys.executable, "-c", SENDER, dst.mig_ip, str(port), str(nbytes)],
+                timeout=60)
+        out, _ = recv.communicate(timeout=60)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    n, secs = out.split()
+    assert int(n) == nbytes
+    return nbytes / float(secs)
+
+
+def rtt_ms(src, ip):
+    t0 = time.monotonic()
+    assert src.ping(ip, count=1, timeout=2)
+    return (time.monotonic() - t0) * 1000
+
+
+def test_shaping_limits_the_migration_plane(lab):
+    a, b = lab.hosts
+    free = throughput(a, b, 8 << 20)
+    lab.shape("migration", rate="40mbit")
+    try:
+        shaped = throughput(a, b, 4 << 20)
+        assert lab.status()["shaping"]["migration"]["rate"] == "40mbit"
+        # the management plane is not shaped
+        assert rtt_ms(a, b.mgmt_ip) < 50
+    finally:
+        lab.unshape()
+    assert lab.status()["shaping"] == {}
+    print(f"unshaped {free / 1e6:.0f} MB/s, shaped {shaped * 8 / 1e6:.1f} Mbit/s")
+    assert 0.6 * 40e6 < shaped * 8 < 1.15 * 40e6
+    assert free > 5 * shaped
+
+
+def test_delay_is_one_way_per_host(lab):
+    a, b = lab.hosts
+    try:
+        lab.shape("management", rate=None, delay="40ms")
+    except LabError as exc:
+        pytest.skip(str(exc))
+    try:
+        slow = min(rtt_ms(a, b.mgmt_ip) for _ in range(3))
+        fast = min(rtt_ms(a, b.mig_ip) for _ in range(3))
+    finally:
+        lab.unshape("management")
+    assert slow >= 80            # 40 ms each way
+    assert fast < 40
+
+
+def test_link_down_is_seen_and_recovers(lab):
+    a, b = lab.hosts
+    b.set_link("migration", False)
+    try:
+        assert not b.link_up("migration")
+        assert not a.ping(b.mig_ip, timeout=1)
+        assert a.ping(b.mgmt_ip)
+        st = lab.status()["hosts"][1]["links"]
+        assert st == {"management": True, "migration": False}
+    finally:
+        b.set_link("migration", True)
+    assert b.link_up("migration")
+    assert a.ping(b.mig_ip) and a.ping(b.mig_ip6)
+
+
+def test_libvirtd_crash_and_restart_keeps_the_guest(lab, kernel):
+    b = lab.hosts[1]
+    name = "g-crash"
+    old_pid = b.libvirtd_pid
+    try:
+        with ConsoleWatcher.for_domain([b], name) as w:
+            guest.define_guest(b, name, kernel, cmdline=guest.cmdline(tick_ms=50))
+            w.wait_ticks(2, timeout=30)
+            b.kill_libvirtd()
+            assert b.libvirtd_pid is None and not b.libvirtd_alive()
+            with pytest.raises(libvirt.libvirtError):
+                libvirt.open(b.uri).close()
+            w.wait_ticks(3, timeout=10)          # the guest does not care
+            b.start_libvirtd()
+            assert b.libvirtd_alive() and b.libvirtd_pid != old_pid
+            conn = libvirt.open(b.uri)
+            try:
+                assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            finally:
+                conn.close()
+            assert lab.status()["healthy"]
+    finally:
+        if not b.libvirtd_alive():
+            b.start_libvirtd()
+        guest.destroy_guest(b, name)
