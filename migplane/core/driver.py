@@ -10,10 +10,12 @@ processes, so every :class:`MigrateData` they exchange crosses as primitives.
 
 import abc
 import dataclasses
+import time
 from typing import Optional
 
 from migplane.core import capabilities as caps_mod
 from migplane.core import inbound
+from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
 
 JOB_NONE = "none"
@@ -197,6 +199,23 @@ class MigrationDriver(metaclass=abc.ABCMeta):
 
     def rollback_live_migration_at_source(self, instance, migrate_data):  # noqa: B027
         """The migration failed: make sure the guest runs here again."""
+
+    # -- optional hooks, with defaults ----------------------------------------
+
+    def flow_timing(self):
+        """``(clock, sleep)`` for flows driving this driver; simulated drivers
+        return their own so that a migration runs in simulated time."""
+        return time.monotonic, time.sleep
+
+    def plan_inbound(self, instance, block_migration=False):
+        """What ``pre_live_migration()`` would return, preparing nothing (dry runs)."""
+        return self.inbound_migrate_data(md.MigrateData(
+            dest_hostname=self.hostname, block_migration=block_migration))
+
+    def describe_migration(self, instance, migrate_data, uris, settings):
+        """The hypervisor-level call a migration would make (flags, parameters),
+        for ``migplane explain``; None when the driver cannot say."""
+        return None
 
     # -- shared helpers ------------------------------------------------------
 

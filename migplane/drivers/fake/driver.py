@@ -70,6 +70,9 @@ class FakeDriver(driver.MigrationDriver):
     def local_addresses(self):
         return sorted(self.host.addresses)
 
+    def flow_timing(self):
+        return self.world.clock.now, self.world.clock.sleep
+
     def _guest(self, instance, states=("running", "paused")):
         guest = self.host.guests.get(instance)
         if guest is None or guest.state not in states:

@@ -1,0 +1,86 @@
+"""The Flask application: authentication, JSON errors, request log.
+
+Whatever goes wrong in a request becomes a JSON error with a status and a
+message naming the bad value; an unexpected exception is logged with its
+trace here and answered as a 500 with a reference, never with the trace.
+"""
+
+import logging
+import time
+import uuid
+
+import flask
+from werkzeug import exceptions as http_exc
+
+from migplane.agent import auth
+from migplane.agent import errors
+from migplane.agent.api import host as host_api
+from migplane.agent.api import migrations as migrations_api
+from migplane.agent.api import slots as slots_api
+from migplane.agent.api import steps as steps_api
+from migplane.core import exception
+
+LOG = logging.getLogger(__name__)
+ACCESS = logging.getLogger("migplane.agent.access")
+
+
+def _error(err, status):
+    response = flask.jsonify(errors.to_body(err, status))
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="migplane-agent"'
+    return response
+
+
+def create_app(agent):
+    """The WSGI app serving ``agent`` (a :class:`~migplane.agent.service.Agent`)."""
+    app = flask.Flask("migplane.agent")
+    app.config["MIGPLANE_AGENT"] = agent
+    app.config["MAX_CONTENT_LENGTH"] = agent.options.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    for module in (host_api, steps_api, migrations_api, slots_api):
+        app.register_blueprint(module.bp)
+
+    @app.before_request
+    def authenticate():
+        flask.g.started = time.monotonic()
+        auth.check(flask.request.headers, agent.tokens)
+
+    @app.after_request
+    def log_request(response):
+        started = flask.g.get("started", time.monotonic())
+        ACCESS.info("%s \"%s %s\" %s %.1f ms", flask.request.remote_addr,
+                    flask.request.method, flask.request.full_path.rstrip("?"),
+                    response.status_code, 1000 * (time.monotonic() - started))
+        return response
+
+    @app.errorhandler(exception.MigplaneError)
+    def migplane_error(err):
+        status = errors.status_of(err)
+        level = logging.WARNING if status < 500 else logging.ERROR
+        LOG.log(level, "%s %s: %s", flask.request.method, flask.request.path, err)
+        return _error(err, status)
+
+    @app.errorhandler(http_exc.HTTPException)
+    def http_error(err):
+        reason = {404: "no such resource %r" % flask.request.path,
+                  405: "method %s is not allowed on %s" % (flask.request.method,
+                                                           flask.request.path),
+                  413: "the request body is larger than %d bytes"
+                       % agent.options.max_body_bytes}.get(err.code, err.description)
+        wrapped = errors.AgentError(reason=reason)
+        wrapped.status = err.code
+        return _error(wrapped, err.code)
+
+    @app.errorhandler(Exception)
+    def unexpected(err):
+        ref = uuid.uuid4().hex[:8]
+        LOG.exception("Unexpected error in %s %s (ref %s)", flask.request.method,
+                      flask.request.path, ref)
+        wrapped = errors.AgentError(reason="internal error %s: %s; the agent log has "
+                                           "the details (ref %s)"
+                                           % (type(err).__name__, err, ref))
+        return _error(wrapped, 500)
+
+    return app

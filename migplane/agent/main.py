@@ -1,0 +1,98 @@
+"""``migplane-agent``: serve this host's migration steps on the management plane.
+
+Usage: ``migplane-agent --config-file /etc/migplane/agent.conf``. The file
+holds ``[agent]`` (bind_host, port, auth_tokens, cert_file, key_file, ...),
+``[DEFAULT] my_live_migration_ip``, ``[live_migration]`` and the driver's
+group. Exit status: 0 after SIGTERM/SIGINT, 2 on a configuration error,
+1 when the server cannot start.
+"""
+
+import signal
+import sys
+import threading
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from migplane.agent import app as app_mod
+from migplane.agent import opts
+from migplane.agent import server as server_mod
+from migplane.agent import service
+from migplane.core import exception
+from migplane.core import opts as core_opts
+
+LOG = logging.getLogger(__name__)
+DOMAIN = "migplane-agent"
+
+
+def build_conf(argv):
+    """Parse ``argv`` (the oslo.config CLI: --config-file, --config-dir, ...)."""
+    conf = cfg.ConfigOpts()
+    logging.register_options(conf)
+    core_opts.register_opts(conf)
+    opts.register_opts(conf)
+    conf(argv, project="migplane", prog=DOMAIN,
+         default_config_files=cfg.find_config_files(project="migplane", prog=DOMAIN))
+    return conf
+
+
+def build(conf):
+    """The agent and its server, bound but not yet serving."""
+    agent = service.Agent(conf)
+    options = conf[opts.GROUP]
+    server = server_mod.AgentServer(
+        app_mod.create_app(agent), options.bind_host, options.port,
+        threads=options.threads, cert_file=options.cert_file, key_file=options.key_file)
+    return agent, server
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        conf = build_conf(argv)
+    except (cfg.Error, ValueError) as err:
+        print("migplane-agent: configuration error: %s" % err, file=sys.stderr)
+        return 2
+    logging.setup(conf, DOMAIN)
+    try:
+        agent, server = build(conf)
+    except exception.MigplaneError as err:
+        LOG.error("Configuration error: %s", err)
+        print("migplane-agent: %s" % err, file=sys.stderr)
+        return 2
+    try:
+        server.prepare()
+    except OSError as err:
+        LOG.error("Cannot listen on %s port %s: %s", conf.agent.bind_host,
+                  conf.agent.port, err)
+        print("migplane-agent: cannot listen on %s port %s: %s"
+              % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
+        return 1
+
+    stopping = threading.Event()
+
+    def stop(signum, frame):
+        LOG.info("Signal %d: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    LOG.info("migplane-agent %s for host %s (driver %s, my_live_migration_ip %s, "
+             "max_concurrent %s, when_busy %s)", service.VERSION, agent.hostname,
+             agent.driver.describe().name, agent.settings.host.my_live_migration_ip,
+             agent.settings.concurrency.max_concurrent,
+             agent.settings.concurrency.when_busy)
+    thread = threading.Thread(target=server.serve_forever, name="agent-server")
+    thread.start()
+    while not stopping.wait(1.0):
+        if not thread.is_alive():
+            LOG.error("The HTTP server stopped unexpectedly")
+            return 1
+    server.server.stop()
+    thread.join(10)
+    LOG.info("migplane-agent stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Running agents in-process, for tests and the fake-driver demo.
+
+:class:`WorldFacts` stands in for :mod:`hostfacts` on a fake driver's
+simulated host: its interfaces (``mgmt0``, ``mig0``), routes and byte
+counters come from the :class:`FakeWorld`, so ``check`` and the per-plane
+summary can be exercised without touching the machine's own network.
+"""
+
+import time
+
+from migplane.agent import app as app_mod
+from migplane.agent import opts
+from migplane.agent import server as server_mod
+from migplane.agent import service
+from migplane.core import address
+
+IFNAMES = {"management": "mgmt0", "migration": "mig0"}
+#: The token of agents started by tests.
+TOKEN = "unit-test-token"  # noqa: S105 - a test fixture, not a secret
+
+
+class WorldFacts:
+    """Host facts of fake-world host ``host``; ``routes`` may override a route."""
+
+    def __init__(self, world, host):
+        self.world = world
+        self.host = host
+        self.route_overrides = {}
+
+    def _host(self):
+        return self.world.hosts[self.host]
+
+    def interfaces(self):
+        h = self._host()
+        result = []
+        for plane, ifname in IFNAMES.items():
+            addrs = [a for a, p in h.addresses.items() if p == plane]
+            result.append({
+                "ifname": ifname, "operstate": "UP" if h.link_up[plane] else "DOWN",
+                "up": h.link_up[plane],
+                "addresses": [{"address": a, "prefixlen": 64 if ":" in a else 24,
+                               "family": "inet6" if ":" in a else "inet",
+                               "scope": "global"} for a in sorted(addrs)],
+                "tx_bytes": int(h.bytes_sent[plane]), "rx_bytes": 0})
+        return result
+
+    def counters(self):
+        return {i["ifname"]: (i["tx_bytes"], i["rx_bytes"]) for i in self.interfaces()}
+
+    def routes(self):
+        return []
+
+    def route_to(self, target):
+        host = address.parse_host(target, field="to", allow_port=False).host
+        if host in self.route_overrides:
+            dev = self.route_overrides[host]
+        else:
+            peer, plane = self.world.resolve(host)
+            if peer is None:
+                return {"to": host, "dev": None, "src": None, "gateway": None,
+                        "error": "Network is unreachable"}
+            dev = IFNAMES[plane]
+        plane = next(p for p, i in IFNAMES.items() if i == dev)
+        src = next((a for a, p in self._host().addresses.items() if p == plane), None)
+        return {"to": host, "dev": dev, "src": src, "gateway": None, "error": None}
+
+
+def paced(world, real_s=0.002):
+    """A flow ``sleep`` on the world's clock that also lets real time pass a little,
+    so other threads (a CLI polling, a second migration) see a migration run."""
+    def sleep(seconds):
+        time.sleep(real_s)
+        world.clock.sleep(seconds)
+    return sleep
+
+
+class LocalAgent:
+    """An agent serving on ``host:port`` in a thread of this process."""
+
+    def __init__(self, conf, driver=None, facts=None, host="127.0.0.1", port=0):
+        kwargs = {"facts": facts} if facts is not None else {}
+        self.agent = service.Agent(conf, driver=driver, **kwargs)
+        options = conf[opts.GROUP]
+        self.server = server_mod.AgentServer(
+            app_mod.create_app(self.agent), host, port, threads=options.threads,
+            cert_file=options.cert_file, key_file=options.key_file)
+
+    @property
+    def url(self):
+        return self.server.url
+
+    def start(self):
+        self.server.start()
+        return self
+
+    def stop(self):
+        self.server.stop()
+
+
+def wait_for(client, migration_id, timeout=60.0, poll=0.02):
+    """Poll an agent until migration ``migration_id`` ends; return its record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.get("/v1/migrations/%s" % migration_id)
+        if record["status"] not in ("pending", "queued", "running"):
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError("migration %s still %s after %.0f s (step %s)" % (
+                migration_id, record["status"], timeout, record.get("step")))
+        time.sleep(poll)

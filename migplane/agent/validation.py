@@ -1,0 +1,70 @@
+"""Request-body validation: every error names the offending field and value."""
+
+import json
+
+import jsonschema
+
+from migplane.agent import errors
+
+_validators = {}
+
+
+def _validator(schema):
+    key = id(schema)
+    if key not in _validators:
+        jsonschema.Draft202012Validator.check_schema(schema)
+        _validators[key] = jsonschema.Draft202012Validator(schema)
+    return _validators[key]
+
+
+def _path(error):
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return ".".join(parts + [missing]), "is required"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ".".join(parts + extra[:1]), "is not allowed here (unknown field)"
+    value = json.dumps(error.instance)[:80]
+    kind, limit = error.validator, error.validator_value
+    if kind == "type":
+        reason = "must be of type %s, got %s" % (limit, value)
+    elif kind == "pattern":
+        reason = "has invalid value %s (allowed: %s)" % (value, limit)
+    elif kind == "enum":
+        reason = "must be one of %s, got %s" % (", ".join(json.dumps(v) for v in limit),
+                                               value)
+    elif kind == "minimum":
+        reason = "must be at least %s, got %s" % (limit, value)
+    elif kind == "maximum":
+        reason = "must be at most %s, got %s" % (limit, value)
+    elif kind == "minLength":
+        reason = "must not be empty" if limit == 1 else "is too short: %s" % value
+    elif kind == "maxLength":
+        reason = "is too long (at most %s characters)" % limit
+    else:
+        reason = "is invalid: %s" % error.message
+    return ".".join(parts) or "<body>", reason
+
+
+def validate(body, schema):
+    """Return ``body`` when it matches ``schema``; else raise BadRequest naming the field."""
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(body))
+    if error is not None:
+        field, reason = _path(error)
+        raise errors.BadRequest(field=field, reason=reason)
+    return body
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def parse_json(raw):
+    """Decode a request body; an empty body counts as ``{}``."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise errors.BadRequest(field="<body>", reason="is not valid JSON (%s)" % err)

@@ -1,0 +1,51 @@
+"""How the core's objects cross HTTP, in both directions.
+
+One place for the client and the server, so the two cannot drift:
+``MigrateData`` always crosses as ``to_primitive()``; URIs, settings,
+progress and driver facts as their ``to_dict()`` forms.
+"""
+
+import dataclasses
+
+from migplane.core import driver as driver_mod
+from migplane.core import migrate_data as md
+from migplane.core import settings as settings_mod
+from migplane.core import uri as uri_mod
+
+
+def dump_data(migrate_data):
+    return migrate_data.to_primitive()
+
+
+def load_data(primitive):
+    return md.MigrateData.from_primitive(primitive)
+
+
+def dump_uris(uris):
+    return uris.to_dict()
+
+
+def load_uris(data):
+    return uri_mod.MigrationURIs(**data)
+
+
+def dump_settings(settings):
+    return dataclasses.asdict(settings)
+
+
+def load_settings(data):
+    return settings_mod.MigrationSettings(**data)
+
+
+def load_progress(data):
+    return driver_mod.JobProgress.from_dict(data)
+
+
+def load_info(data):
+    return driver_mod.InstanceInfo(**{k: data[k] for k in
+                                      ("name", "state", "memory_bytes", "disk_bytes")
+                                      if k in data})
+
+
+def load_driver_info(data):
+    return driver_mod.DriverInfo.from_dict(data)

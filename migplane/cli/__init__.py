@@ -1,0 +1,1 @@
+"""The ``migplane`` command: drive migrations through the hosts' agents."""

@@ -1,0 +1,1 @@
+"""One module per ``migplane`` subcommand: ``add_parser()`` and ``run()``."""

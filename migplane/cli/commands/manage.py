@@ -1,0 +1,125 @@
+"""``migplane list|show|abort|force-complete``: migrations the agents run."""
+
+import argparse
+import sys
+import time
+
+from migplane.agent import errors as agent_errors
+from migplane.cli import errors
+from migplane.cli import output
+from migplane.cli.commands import migrate
+
+
+def add_parsers(subparsers, parents):
+    p = subparsers.add_parser(
+        "list", parents=parents, help="list the migrations the agents know",
+        description="List the migrations coordinated by every configured agent (or "
+                    "only HOST's with --on).", epilog=errors.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--on", metavar="HOST", help="ask only this host's agent")
+    p.set_defaults(run=run_list)
+    for name, func, what in (("show", run_show, "show one migration with its events"),
+                             ("abort", run_abort, "abort a running migration; the guest "
+                                                  "stays on the source"),
+                             ("force-complete", run_force,
+                              "make a running migration converge (post-copy if "
+                              "permitted, else pause the guest)")):
+        p = subparsers.add_parser(name, parents=parents, help=what, description=what,
+                                  epilog=errors.EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("migration_id", metavar="ID", help="migration ID (from list)")
+        p.add_argument("--on", metavar="HOST",
+                       help="the source host's agent (default: ask every agent)")
+        p.set_defaults(run=func)
+
+
+def _hosts(args, directory):
+    if args.on:
+        return [args.on]
+    if not directory.agents:
+        raise errors.CliError("no agents configured: use --on HOST, --agent NAME=URL or "
+                              "an [agents] section in the CLI file")
+    return sorted(directory.agents)
+
+
+def find(args, directory):
+    """``(host, client, record)`` of migration ``args.migration_id``."""
+    unreachable = []
+    for host in _hosts(args, directory):
+        client = directory.client(host, "--on")
+        try:
+            return host, client, client.get("/v1/migrations/%s" % args.migration_id)
+        except agent_errors.NotFound:
+            continue
+        except agent_errors.AgentUnreachable as err:
+            unreachable.append(str(err))
+    raise errors.CliError("migration %r not found on %s%s" % (
+        args.migration_id, ", ".join(_hosts(args, directory)),
+        "; " + "; ".join(unreachable) if unreachable else ""),
+        code=errors.AGENT if unreachable else errors.NOT_FOUND)
+
+
+def run_list(args, directory):
+    rows, everything, failures = [], [], 0
+    hosts = _hosts(args, directory)
+    for host in hosts:
+        try:
+            found = directory.client(host, "--on").get("/v1/migrations")["migrations"]
+        except agent_errors.AgentError as err:
+            failures += 1
+            print("migplane: %s: %s" % (host, err), file=sys.stderr)
+            continue
+        for m in found:
+            everything.append(dict(m, agent=host))
+            percent = "%.0f%%" % _percent(m.get("progress")) if m.get("progress") else "-"
+            rows.append((m["id"], m["instance"], "%s -> %s" % (m["source"],
+                                                               m["destination"]),
+                         m["status"], m.get("step") or "-", percent,
+                         output.duration(time.time() - m["created"]) + " ago"))
+    if args.json:
+        output.emit_json({"migrations": everything})
+    elif rows:
+        output.table(rows, ("ID", "DOMAIN", "FROM -> TO", "STATUS", "STEP", "DONE",
+                            "STARTED"))
+    else:
+        print("No migrations.")
+    return errors.AGENT if failures == len(hosts) else errors.OK
+
+
+def _percent(progress):
+    total = progress.get("data_total") or 0
+    if progress.get("state") == "completed":
+        return 100.0
+    return 100.0 * (total - (progress.get("data_remaining") or 0)) / total if total else 0
+
+
+def run_show(args, directory):
+    host, _, record = find(args, directory)
+    if args.json:
+        output.emit_json(dict(record, agent=host))
+        return errors.OK
+    migrate.summary(record)
+    print("  %-17s %s" % ("step", record.get("step") or "-"))
+    print("\nEvents:")
+    for event in record.get("events", []):
+        print("  %6.1f s  %s" % (event["elapsed"], migrate.describe(event)))
+    return errors.OK
+
+
+def _act(args, directory, path, verb):
+    host, client, record = find(args, directory)
+    answer = client.post("/v1/migrations/%s/%s" % (record["id"], path))
+    if args.json:
+        output.emit_json(dict(answer, agent=host))
+    else:
+        print("%s requested for migration %s of %s (on %s); follow it with: migplane show "
+              "%s" % (verb, record["id"], record["instance"], host, record["id"]))
+    return errors.OK
+
+
+def run_abort(args, directory):
+    return _act(args, directory, "abort", "Abort")
+
+
+def run_force(args, directory):
+    return _act(args, directory, "force-complete", "Force-complete")

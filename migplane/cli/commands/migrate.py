@@ -1,0 +1,172 @@
+"""``migplane migrate``: start a migration on the source agent and watch it."""
+
+import argparse
+import sys
+import time
+
+from migplane.cli import errors
+from migplane.cli import output
+from migplane.cli import progress as progress_mod
+
+POLL_S = 0.5
+FINISHED = ("completed", "failed", "aborted", "timed_out")
+
+
+def add_parser(subparsers, parents):
+    p = subparsers.add_parser(
+        "migrate", parents=parents, help="live-migrate a guest between two hosts",
+        description="Live-migrate DOMAIN from one host to another through their "
+                    "agents. The source agent runs the migration; the destination's "
+                    "my_live_migration_ip decides whether the data rides the "
+                    "migration plane. Shows a progress bar, then a summary.",
+        epilog=errors.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_route_args(p)
+    p.add_argument("--block", action="store_true",
+                   help="block migration: copy the local disks too")
+    p.add_argument("--postcopy", action="store_true",
+                   help="permit post-copy: force-complete (or the completion timeout "
+                        "with timeout_action=force_complete) switches to it")
+    p.add_argument("--force-complete-after", type=float, metavar="SECONDS",
+                   help="force the migration to complete after SECONDS of transfer")
+    p.add_argument("--bandwidth", type=_nonnegative_int, metavar="MiB/s",
+                   help="bandwidth limit of this migration in MiB/s (0: unlimited)")
+    p.add_argument("--detach", action="store_true",
+                   help="print the migration ID and return at once")
+    p.set_defaults(run=run)
+    return p
+
+
+def _nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("%r must be 0 or more" % text)
+    return value
+
+
+def add_route_args(p):
+    p.add_argument("domain", metavar="DOMAIN", help="name of the guest (libvirt domain)")
+    p.add_argument("--from", dest="source", required=True, metavar="HOST",
+                   help="source host (a name from the agent map, or an agent URL)")
+    p.add_argument("--to", dest="destination", required=True, metavar="HOST",
+                   help="destination host (a name from the agent map, or an agent URL)")
+
+
+def request_body(args, directory):
+    options = {}
+    if getattr(args, "bandwidth", None) is not None:
+        options["bandwidth_mib"] = args.bandwidth
+    if getattr(args, "postcopy", False):
+        options["permit_post_copy"] = True
+    body = {"instance": args.domain,
+            "destination": {"url": directory.url(args.destination, "--to")},
+            "block_migration": bool(getattr(args, "block", False))}
+    if options:
+        body["options"] = options
+    return body
+
+
+def run(args, directory):
+    source = directory.client(args.source, "--from")
+    record = source.post("/v1/migrations", request_body(args, directory))
+    if args.detach:
+        if args.json:
+            output.emit_json(record)
+        else:
+            print(record["id"])
+        return errors.OK
+    bar = None if args.json else progress_mod.ProgressBar()
+    if bar:
+        bar.message("Migration %s: %s from %s to %s" % (
+            record["id"], args.domain, record["source"], record["destination"]))
+    try:
+        record = watch(source, record["id"], bar, args.force_complete_after)
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        print("\nStopped watching; migration %s goes on. Abort it with: migplane abort "
+              "%s --on %s" % (record["id"], record["id"], args.source), file=sys.stderr)
+        return errors.INTERRUPTED
+    if args.json:
+        output.emit_json(record)
+    else:
+        summary(record)
+    return errors.OK if record["status"] == "completed" else errors.FAILED
+
+
+def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep):
+    """Poll the source agent until the migration ends; return its record."""
+    since = 0
+    transfer_started = None
+    forced = False
+    while True:
+        record = client.get("/v1/migrations/%s" % migration_id,
+                            params={"since": str(since)})
+        since = record.get("last_event", since)
+        progress = record.get("progress") or {}
+        if bar and progress.get("data_total"):
+            bar.update(progress, record.get("uris"), force=record["status"] in FINISHED)
+        for event in record.get("events", []):
+            if event["kind"] == "transfer_started":
+                transfer_started = time.monotonic()
+            if bar and event["kind"] not in ("progress",):
+                bar.message("  %6.1f s  %s" % (event["elapsed"], describe(event)))
+        if record["status"] in FINISHED:
+            if bar:
+                bar.close()
+            return record
+        if (force_after is not None and not forced and transfer_started is not None
+                and time.monotonic() - transfer_started >= force_after):
+            forced = True
+            client.post("/v1/migrations/%s/force-complete" % migration_id)
+        sleep(POLL_S)
+
+
+def describe(event):
+    kind = event["kind"]
+    if kind == "step":
+        return "step: %s" % event.get("message")
+    return "%s%s" % (kind.replace("_", " "),
+                     ": %s" % event["message"] if event.get("message") else "")
+
+
+def _plane_bytes(traffic):
+    if not traffic:
+        return "not measured"
+    parts = []
+    for plane, counts in sorted(traffic.get("planes", {}).items()):
+        names = sorted(n for n, i in traffic["interfaces"].items() if i["plane"] == plane)
+        parts.append("%s %s sent (%s)" % (plane, output.size(counts["tx_bytes"]),
+                                          ", ".join(names)))
+    return "; ".join(parts) or "no traffic counted"
+
+
+def summary(record, stream=None):
+    stream = stream or sys.stdout
+    result = record.get("result") or {}
+    progress = record.get("progress") or {}
+    uris = record.get("uris") or {}
+    stream.write("Migration %s of %s: %s%s\n" % (
+        record["id"], record["instance"], record["status"],
+        " (guest running on %s)" % result["running_on"] if result.get("running_on")
+        else ""))
+    downtime = progress.get("downtime_ms")
+    output.field_lines([
+        ("from -> to", "%s -> %s" % (record["source"], record["destination"])),
+        ("total time", output.duration(result.get("duration_s"))),
+        ("downtime", "%d ms" % downtime if downtime is not None else None),
+        ("data sent", "%s in %s iteration(s)%s" % (
+            output.size(progress.get("data_processed")), progress.get("iteration", 0),
+            ", post-copy" if progress.get("postcopy") else "")),
+        ("bytes per plane", _plane_bytes(record.get("traffic"))),
+        ("plane", "%s (bulk stream to %s)" % (uris.get("plane"), uris.get("bulk_host"))
+         if uris else None),
+        ("control URI", uris.get("control_uri")),
+        ("data URI", uris.get("data_uri")),
+        ("listen address", uris.get("listen_address")),
+        ("disks URI", uris.get("disks_uri")),
+        ("TLS name", uris.get("tls_destination")),
+        ("error", record.get("error")),
+    ], stream)

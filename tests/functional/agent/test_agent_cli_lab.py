@@ -1,0 +1,281 @@
+"""Agents in the lab hosts' namespaces, the CLI on the controller, the real libvirt driver.
+
+The controller reaches the management plane only, like an operator's
+workstation; every agent binds its host's management address and serves
+HTTPS with a token; the destination's my_live_migration_ip decides where
+the data goes.
+"""
+
+import json
+import time
+
+import pytest
+
+from migplane.agent import inlab
+from migplane.lab import guest
+from migplane.lab.console import ConsoleWatcher
+
+libvirt = pytest.importorskip("libvirt")
+pytestmark = pytest.mark.lab
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def agents(lab):
+    lab_agents = inlab.LabAgents(lab)
+    try:
+        for host in lab.hosts:
+            lab_agents.start(host, my_ip=host.mig_ip)
+        yield lab_agents
+    finally:
+        lab_agents.stop_all()
+
+
+@pytest.fixture(scope="module")
+def kernel(lab):
+    return lab.build_guest()
+
+
+@pytest.fixture
+def guest_name(lab, request):
+    name = "ag-%s" % request.node.name[5:22]
+    yield name
+    for host in lab.hosts:
+        guest.destroy_guest(host, name)
+
+
+def cli(agents, *argv, timeout=600):
+    done = agents.run_cli(*argv, *agents.cli_args(), timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _state(host, name):
+    conn = libvirt.open(host.uri)
+    try:
+        domains = {d.name(): d for d in conn.listAllDomains()}
+        return domains[name].state()[0] if name in domains else None
+    finally:
+        conn.close()
+
+
+def assert_counter_goes_on(watcher, replay=5):
+    """Per host the counter goes up by one; B takes over where A was, losing nothing.
+
+    Strict continuity would also forbid B replaying the last tick or two A
+    printed; under load that has been seen intermittently (see the report),
+    so up to ``replay`` ticks may repeat. A gap (a lost tick) is never allowed.
+    """
+    ticks = watcher.ticks()
+    seq = " ".join("%s%d:%d" % (t.host[-1], t.n, t.ms) for t in ticks[-60:])
+    for host in ("host-a", "host-b"):
+        mine = [t.n for t in ticks if t.host == host]
+        assert mine == list(range(mine[0], mine[0] + len(mine))), seq
+    last_a = max(t.n for t in ticks if t.host == "host-a")
+    first_b = min(t.n for t in ticks if t.host == "host-b")
+    assert last_a - replay < first_b <= last_a + 1, seq
+
+
+def _counters(lab):
+    return {h.name: h.counters() for h in lab.hosts}
+
+
+def test_cli_migrates_a_dirtying_guest_through_two_agents(lab, agents, kernel, guest_name):
+    a, b = lab.hosts
+    cmd = guest.cmdline(tick_ms=50, dirty_mib=24, rate_mib_s=40, stamp_mib=32)
+    with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
+        guest.define_guest(a, guest_name, kernel, memory_mib=96, cmdline=cmd)
+        w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+        w.wait_ticks(5, timeout=30)
+
+        code, out, err = cli(agents, "explain", guest_name, "--from", "host-a", "--to",
+                             "host-b", "--json")
+        assert code == 0, err
+        plan = json.loads(out)
+        assert _state(a, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+        assert _state(b, guest_name) is None  # explain changed nothing
+
+        before = _counters(lab)
+        code, out, err = cli(agents, "migrate", guest_name, "--from", "host-a", "--to",
+                             "host-b")
+        after = _counters(lab)
+        assert code == 0, out + err
+        w.wait_ticks(10, host="host-b", timeout=30)
+
+    # the progress and the summary, as an operator sees them
+    assert "transfer started: data to tcp://%s (migration plane)" % b.mig_ip in err
+    assert "completed (guest running on host-b)" in out
+    assert "data URI          tcp://%s" % b.mig_ip in out
+    assert "mig0" in out and "bytes per plane" in out
+
+    # the guest runs on B, same boot, its counter continues, its memory intact
+    assert _state(b, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+    assert len(w.boot_ids()) == 1 and w.max_bad() == 0
+    assert_counter_goes_on(w)
+    assert w.handover()[:2] == ("host-a", "host-b")
+
+    # the data rode the migration plane, by the lab's own counters
+    sent = {p: after["host-a"][p]["tx_bytes"] - before["host-a"][p]["tx_bytes"]
+            for p in ("migration", "management")}
+    assert sent["migration"] > 32 * MIB
+    assert sent["management"] < 4 * MIB
+
+    # what explain said is what the migration used
+    code, out, err = cli(agents, "list", "--json")
+    record = [m for m in json.loads(out)["migrations"] if m["instance"] == guest_name][-1]
+    code, out, err = cli(agents, "show", record["id"], "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "completed"
+    assert shown["uris"] == plan["uris"]
+    assert shown["uris"]["data_uri"] == "tcp://%s" % b.mig_ip
+    assert shown["uris"]["control_uri"] == "qemu+tcp://host-b/system"
+    assert shown["traffic"]["planes"]["migration"]["tx_bytes"] > 32 * MIB
+    if plan.get("hypervisor"):
+        params = plan["hypervisor"].get("params", {})
+        assert params.get("migrate_uri") in (None, "tcp://%s" % b.mig_ip)
+
+
+def test_check_passes_between_the_lab_hosts(agents):
+    code, out, err = cli(agents, "check", "--from", "host-a", "--to", "host-b")
+    assert code == 0, out + err
+    assert out.count("PASS") == 4
+    assert "via mig0" in out and "via mgmt0" in out
+
+
+def test_check_detects_a_missing_inbound_address(lab, agents):
+    b = lab.hosts[1]
+    try:
+        agents.start(b, my_ip="198.51.100.99")
+        code, out, _ = cli(agents, "check", "--from", "host-a", "--to", "host-b")
+        assert code == 1
+        assert "FAIL  inbound address present" in out and "198.51.100.99" in out
+        agents.start(b, my_ip=None)
+        code, out, _ = cli(agents, "check", "--from", "host-a", "--to", "host-b")
+        assert code == 1 and "FAIL  inbound address configured" in out
+    finally:
+        agents.start(b, my_ip=b.mig_ip)
+
+
+def test_check_detects_a_route_over_the_management_interface(lab, agents):
+    a, b = lab.hosts
+    route = ["ip", "route", "replace", "%s/32" % b.mig_ip, "dev", a.mgmt_if]
+    a.run(route)
+    try:
+        code, out, _ = cli(agents, "check", "--from", "host-a", "--to", "host-b")
+        assert code == 1
+        assert "FAIL  separate route" in out
+        assert "share the management interface" in out and "via %s" % a.mgmt_if in out
+    finally:
+        a.run(["ip", "route", "del", "%s/32" % b.mig_ip, "dev", a.mgmt_if], check=False)
+
+
+PROBE = r"""
+import json, sys, requests
+url, token, ca = sys.argv[1:4]
+out = {}
+def call(name, method, path, **kw):
+    r = requests.request(method, url + path, verify=ca, timeout=10, **kw)
+    out[name] = [r.status_code, r.json()["error"]["message"] if r.status_code >= 400
+                 else None]
+call("no_token", "GET", "/v1/host")
+call("bad_token", "GET", "/v1/host", headers={"Authorization": "Bearer nope"})
+auth = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+call("not_json", "POST", "/v1/migrations", headers=auth, data="{oops")
+call("missing", "POST", "/v1/migrations", headers=auth, data="{}")
+call("bad_type", "POST", "/v1/steps/pre_live_migration", headers=auth,
+     data=json.dumps({"instance": "x", "migrate_data": {
+         "migplane.name": 1, "migplane.version": "1.1", "migplane.data": {}}}))
+call("bad_addr", "POST", "/v1/steps/pre_live_migration", headers=auth, data=json.dumps(
+    {"instance": "x", "migrate_data": {"migplane.name": "MigrateData",
+     "migplane.version": "1.1", "migplane.data": {"target_connect_addr": "1.2.3.4/x",
+     "inbound_addr_source": "option"}}}))
+call("ok", "GET", "/v1/host", headers=auth)
+print(json.dumps(out))
+"""
+
+
+def test_unauthenticated_and_malformed_requests_are_refused(lab, agents):
+    b = lab.hosts[1]
+    done = lab.run_controller(
+        [inlab.sys.executable, "-c", PROBE, agents.urls[b.name], agents.token,
+         agents.ca_file], env=inlab._env(), check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["no_token"][0] == 401 and seen["bad_token"][0] == 401
+    assert seen["not_json"][0] == 400 and "not valid JSON" in seen["not_json"][1]
+    assert seen["missing"][0] == 400 and "'instance'" in seen["missing"][1]
+    assert seen["bad_type"][0] == 400 and "migplane.name" in seen["bad_type"][1]
+    assert seen["bad_addr"][0] == 400 and "target_connect_addr" in seen["bad_addr"][1]
+    assert seen["ok"][0] == 200
+    # and the agent goes on serving the CLI
+    code, _, err = cli(agents, "check", "--from", "host-a", "--to", "host-b")
+    assert code == 0, err
+    assert agents.token not in agents.tail(b, 100000)
+
+
+def test_agents_listen_on_the_management_plane_only(lab, agents):
+    a, b = lab.hosts
+    listening = a.run(["ss", "-Hltn"]).stdout
+    assert "%s:%d" % (a.mgmt_ip, inlab.PORT) in listening
+    assert "%s:%d" % (a.mig_ip, inlab.PORT) not in listening
+    assert "*:%d" % inlab.PORT not in listening and "0.0.0.0:%d" % inlab.PORT \
+        not in listening
+    tried = b.run(["timeout", "5", "bash", "-c", "echo > /dev/tcp/%s/%d" % (
+        a.mig_ip, inlab.PORT)], check=False)
+    assert tried.returncode != 0
+
+
+def test_cli_without_the_token_is_refused(lab, agents):
+    done = lab.run_controller(agents.cli_argv("list", *agents.cli_args(), "--token",
+                                              "wrong"), env=inlab._env(), check=False)
+    assert done.returncode == 3 and "not accepted" in done.stderr
+
+
+def _wait_record(agents, migration_id, statuses, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, out, _ = cli(agents, "show", migration_id, "--json")
+        record = json.loads(out)
+        if record["status"] in statuses:
+            return record
+        time.sleep(0.5)
+    raise AssertionError("migration %s is still %s" % (migration_id, record["status"]))
+
+
+@pytest.mark.parametrize("when_busy", ["refuse", "wait"])
+def test_the_per_host_limit_refuses_or_queues(lab, agents, kernel, when_busy):
+    a, b = lab.hosts
+    names = ["ag-busy-%s-%d" % (when_busy, i) for i in (1, 2)]
+    try:
+        agents.start(a, my_ip=a.mig_ip,
+                     live_migration={"max_concurrent": 1, "when_busy": when_busy})
+        with ConsoleWatcher.for_domain(lab.hosts, names[0]) as w:
+            for name in names:
+                guest.define_guest(a, name, kernel, memory_mib=64,
+                                   cmdline=guest.cmdline(tick_ms=100, stamp_mib=48))
+            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+        ids = []
+        for name in names:
+            code, out, err = cli(agents, "migrate", name, "--from", "host-a", "--to",
+                                 "host-b", "--bandwidth", "8", "--detach")
+            assert code == 0, err
+            ids.append(out.strip())
+        first = _wait_record(agents, ids[0], ("completed", "failed"))
+        second = _wait_record(agents, ids[1], ("completed", "failed"))
+        assert first["status"] == "completed", first["error"]
+        if when_busy == "refuse":
+            assert second["status"] == "failed"
+            assert "host-a already runs 1 live migration(s)" in second["error"]
+            assert _state(a, names[1]) == libvirt.VIR_DOMAIN_RUNNING
+        else:
+            assert second["status"] == "completed", second["error"]
+            kinds = [e["kind"] for e in second["events"]]
+            assert kinds[0] == "queued"
+            # it started only once the first had finished
+            assert second["created"] < first["finished"] <= second["finished"]
+            assert _state(b, names[1]) == libvirt.VIR_DOMAIN_RUNNING
+    finally:
+        for name in names:
+            for host in lab.hosts:
+                guest.destroy_guest(host, name)
+        agents.start(a, my_ip=a.mig_ip)

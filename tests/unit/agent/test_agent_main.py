@@ -1,0 +1,169 @@
+"""``migplane-agent`` itself: configuration file, TLS, oslo.log lines, signals."""
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from migplane.agent import client as client_mod
+from migplane.agent import errors
+from migplane.agent import main as agent_main
+from migplane.agent import opts as agent_opts
+from migplane.agent import testing
+from migplane.core import exception
+
+TOKEN = testing.TOKEN
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (it is its own CA)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "agent.pem"), str(d / "agent.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def config_text(port, extra="", world="unit-tests"):
+    lines = ["[DEFAULT]", "my_live_migration_ip = 198.51.100.11", "",
+             "[agent]", "bind_host = 127.0.0.1", "port = %d" % port,
+             "auth_tokens = %s" % TOKEN, extra, "",
+             "[live_migration]", "driver = fake", "hostname = host-a",
+             "max_concurrent = 2", "when_busy = refuse", "",
+             "[driver_fake]", "world = %s" % world]
+    return "\n".join(lines) + "\n"
+
+
+def test_list_opts_names_the_agent_group():
+    (group, options), = agent_opts.list_opts()
+    assert group == "agent"
+    names = {o.name for o in options}
+    assert {"bind_host", "port", "auth_tokens", "cert_file", "key_file",
+            "peer_token", "peer_ca_file", "peers"} <= names
+    assert next(o for o in options if o.name == "auth_tokens").secret
+
+
+def test_build_from_a_configuration_file(world, write_config):
+    port = free_port()
+    conf = agent_main.build_conf(["--config-file", write_config(config_text(port))])
+    agent, server = agent_main.build(conf)
+    assert agent.hostname == "host-a"
+    assert agent.settings.host.my_live_migration_ip == "198.51.100.11"
+    assert agent.settings.concurrency.when_busy == "refuse"
+    assert agent.tokens == [TOKEN] and not agent.tls
+    assert server.address == ("127.0.0.1", port) and server.url.startswith("http://")
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("auth_tokens = ", "auth_tokens"),
+    ("cert_file = /x.pem", "cert_file and key_file"),
+    ("peers = host-b:ftp//x", "peers"),
+])
+def test_bad_agent_configuration_exits_2(world, write_config, capsys, extra, message):
+    path = write_config(config_text(free_port(), extra))
+    assert agent_main.main(["--config-file", path]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unparsable_option_exits_2(world, write_config, capsys):
+    path = write_config(config_text(free_port()).replace("max_concurrent = 2",
+                                                         "max_concurrent = many"))
+    assert agent_main.main(["--config-file", path]) == 2
+    assert "many" in capsys.readouterr().err
+
+
+def test_port_in_use_exits_1(world, write_config, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        path = write_config(config_text(busy.getsockname()[1]))
+        assert agent_main.main(["--config-file", path]) == 1
+    assert "cannot listen" in capsys.readouterr().err
+
+
+@pytest.fixture
+def restore_process_state():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    term, intr = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    signal.signal(signal.SIGTERM, term)
+    signal.signal(signal.SIGINT, intr)
+
+
+def test_main_serves_https_logs_like_oslo_and_stops_on_sigterm(
+        world, write_config, tmp_path, certificate, restore_process_state):
+    cert, key = certificate
+    port = free_port()
+    log = tmp_path / "agent.log"
+    path = write_config(config_text(port, "cert_file = %s\nkey_file = %s" % (cert, key)))
+    seen = {}
+
+    def exercise():
+        url = "https://127.0.0.1:%d" % port
+        for _ in range(100):
+            try:
+                requests.get(url, verify=cert, timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        else:
+            return  # main() did not start: it returned, nothing to stop
+        try:
+            ok = client_mod.AgentClient(url, TOKEN, ca_file=cert)
+            seen["host"] = ok.get("/v1/host")["hostname"]
+            try:
+                client_mod.AgentClient(url, TOKEN).get("/v1/host")  # system CAs
+            except errors.AgentUnreachable as err:
+                seen["untrusted"] = str(err)
+            try:
+                client_mod.AgentClient(url.replace("https", "http"), TOKEN).get("/v1/host")
+            except errors.AgentError as err:
+                seen["plain"] = str(err)
+            try:
+                client_mod.AgentClient(url, "wrong", ca_file=cert).get("/v1/host")
+            except errors.Unauthorized as err:
+                seen["wrong"] = str(err)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=exercise)
+    thread.start()
+    code = agent_main.main(["--config-file", path, "--log-file", str(log)])
+    thread.join(10)
+    assert code == 0
+    assert seen["host"] == "host-a"
+    assert "CERTIFICATE_VERIFY_FAILED" in seen["untrusted"]
+    assert "plain" in seen
+    assert "not accepted" in seen["wrong"]
+    text = log.read_text()
+    assert " INFO migplane.agent.main [-] migplane-agent 1 for host host-a" in text
+    assert "serving on https://127.0.0.1:%d" % port in text
+    assert '"GET /v1/host" 401' in text and '"GET /v1/host" 200' in text
+    assert TOKEN not in text and "wrong" not in text.replace("wrong_", "")
+    assert "migplane-agent stopped" in text
+
+
+def test_agent_refuses_to_start_without_tokens(world, host_conf):
+    conf = host_conf("host-a", driver="fake")
+    with pytest.raises(exception.ConfigError, match="auth_tokens"):
+        testing.LocalAgent(conf)

@@ -1,0 +1,224 @@
+"""The agent's small parts: slots and leases, host facts, URLs, error mapping."""
+
+import json
+import subprocess
+
+import pytest
+
+from migplane.agent import client as client_mod
+from migplane.agent import errors
+from migplane.agent import hostfacts
+from migplane.agent import schemas
+from migplane.agent import slots as slots_mod
+from migplane.agent import validation
+from migplane.core import exception
+from migplane.core import settings as settings_mod
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _slots(limit=1, when_busy="wait", clock=None):
+    return slots_mod.HostSlots("host-b", settings_mod.ConcurrencySettings(
+        max_concurrent=limit, when_busy=when_busy, busy_timeout=5), lease_s=30,
+        clock=clock or Clock())
+
+
+def test_leases_are_idempotent_and_refuse_past_the_limit():
+    slots = _slots()
+    slots.lease("m1", "host-a", "vm1")
+    slots.lease("m1", "host-a", "vm1")
+    assert slots.running == 1
+    with pytest.raises(exception.TooManyMigrations, match="host-b already runs 1"):
+        slots.lease("m2", "host-c", "vm2")
+    assert slots.unlease("m1").instance == "vm1"
+    assert slots.unlease("m1") is None
+    slots.lease("m2", "host-c", "vm2")
+    assert slots.running == 1
+
+
+def test_a_lease_not_renewed_expires():
+    clock = Clock()
+    slots = _slots(clock=clock)
+    slots.lease("m1", "host-a", "vm1")
+    clock.now = 20
+    assert slots.renew("m1") is not None
+    clock.now = 45
+    assert slots.running == 1
+    clock.now = 51
+    assert slots.running == 0
+    assert slots.renew("m1") is None
+    slots.lease("m2", "host-c", "vm2")
+
+
+def test_unlimited_slots():
+    slots = _slots(limit=0)
+    for i in range(10):
+        slots.lease("m%d" % i, "host-a", "vm%d" % i)
+    assert slots.running == 10
+
+
+class Remote:
+    slot_lease_s = 4
+
+    def __init__(self, busy_times=0, when_busy="wait"):
+        self.busy_times = busy_times
+        self.when_busy = when_busy
+        self.calls = []
+
+    def take_slot(self, migration_id, source, instance):
+        self.calls.append("take")
+        if self.busy_times:
+            self.busy_times -= 1
+            err = exception.TooManyMigrations(host="host-b", running=1, limit=1)
+            err.kwargs["when_busy"] = self.when_busy
+            raise err
+
+    def renew_slot(self, migration_id):
+        self.calls.append("renew")
+
+    def release_slot(self, migration_id):
+        self.calls.append("release")
+
+
+def _migration_slots(remote, local=None, **kwargs):
+    local = local or slots_mod.HostSlots("host-a", settings_mod.ConcurrencySettings(
+        max_concurrent=1, when_busy=kwargs.pop("when_busy", "wait"), busy_timeout=10))
+    return slots_mod.MigrationSlots(local, remote, "m1", "vm1", sleep=lambda s: None,
+                                    **kwargs)
+
+
+def test_waits_for_the_destination_then_holds_both_slots():
+    remote = Remote(busy_times=3)
+    slots = _migration_slots(remote)
+    slots.acquire("host-a", "host-b")
+    assert remote.calls == ["take"] * 4
+    assert slots.local.running == 1
+    slots.release("host-a", "host-b")
+    assert slots.local.running == 0
+    assert remote.calls[-1] == "release"
+
+
+def test_refused_when_the_destination_says_refuse():
+    slots = _migration_slots(Remote(busy_times=1, when_busy="refuse"))
+    with pytest.raises(exception.TooManyMigrations):
+        slots.acquire()
+    assert slots.local.running == 0
+
+
+def test_gives_up_after_busy_timeout():
+    clock = Clock()
+    remote = Remote(busy_times=10 ** 6)
+    slots = _migration_slots(remote, clock=clock)
+    slots._sleep = lambda s: setattr(clock, "now", clock.now + s)
+    with pytest.raises(exception.TooManyMigrations):
+        slots.acquire()
+    assert 20 <= len(remote.calls) <= 22  # 10 s of 0.5 s polls
+
+
+def test_cancelled_while_queued():
+    slots = _migration_slots(Remote(busy_times=10 ** 6), cancelled=lambda: True)
+    with pytest.raises(exception.MigrationAborted, match="queued"):
+        slots.acquire()
+
+
+# -- host facts ------------------------------------------------------------------
+
+
+def runner_for(outputs):
+    def run(argv, **kwargs):
+        key = " ".join(argv[2:])
+        if key not in outputs:
+            return subprocess.CompletedProcess(argv, 2, "", "Error: no route")
+        return subprocess.CompletedProcess(argv, 0, json.dumps(outputs[key]), "")
+    return run
+
+
+LINKS = [{"ifname": "mig0", "operstate": "UP", "flags": ["UP", "LOWER_UP"],
+          "addr_info": [{"family": "inet", "local": "198.51.100.11", "prefixlen": 24,
+                         "scope": "global"}],
+          "stats64": {"tx": {"bytes": 1000}, "rx": {"bytes": 10}}},
+         {"ifname": "mgmt0", "operstate": "DOWN", "flags": [],
+          "addr_info": [], "stats64": {"tx": {"bytes": 5}, "rx": {"bytes": 6}}}]
+
+
+def test_interfaces_and_counters_from_ip_json():
+    run = runner_for({"-s addr show": LINKS})
+    found = hostfacts.interfaces(run)
+    assert found[0]["addresses"][0]["address"] == "198.51.100.11"
+    assert found[0]["up"] and not found[1]["up"]
+    assert hostfacts.counters(run) == {"mig0": (1000, 10), "mgmt0": (5, 6)}
+
+
+def test_route_to():
+    run = runner_for({"route get 198.51.100.12": [
+        {"dst": "198.51.100.12", "dev": "mig0", "prefsrc": "198.51.100.11"}]})
+    assert hostfacts.route_to("198.51.100.12", run)["dev"] == "mig0"
+    unreachable = hostfacts.route_to("203.0.113.9", run)
+    assert unreachable["dev"] is None and "no route" in unreachable["error"]
+    with pytest.raises(exception.InvalidAddress):
+        hostfacts.route_to("198.51.100.12/../x", run)
+
+
+def test_ip_failures_are_agent_errors():
+    def broken(argv, **kwargs):
+        raise FileNotFoundError("ip")
+    with pytest.raises(errors.AgentError, match="ip -j -s addr show failed"):
+        hostfacts.interfaces(broken)
+
+
+def test_traffic_by_plane():
+    before = {"mig0": (100, 0), "mgmt0": (50, 0), "lo": (7, 7)}
+    after = {"mig0": (1100, 30), "mgmt0": (60, 0), "lo": (7, 7), "new0": (3, 0)}
+    got = hostfacts.traffic(before, after, {"mig0": "migration", "mgmt0": "management"})
+    assert got["planes"] == {"migration": {"tx_bytes": 1000, "rx_bytes": 30},
+                             "management": {"tx_bytes": 10, "rx_bytes": 0}}
+    # idle interfaces, and one that appeared meanwhile (no baseline), are left out
+    assert set(got["interfaces"]) == {"mig0", "mgmt0"}
+
+
+# -- URLs, validation, errors ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["https://192.0.2.11:7480", "http://host-a",
+                                 "https://[2001:db8::1]:7480/"])
+def test_good_agent_urls(url):
+    assert client_mod.check_url(url).startswith("http")
+
+
+@pytest.mark.parametrize("url", ["ftp://192.0.2.11", "https://", "192.0.2.11:7480",
+                                 "https://u:p@192.0.2.11", "https://192.0.2.11/x",
+                                 "https://192.0.2.11?q", "https://bad host"])
+def test_bad_agent_urls(url):
+    with pytest.raises((errors.BadRequest, exception.InvalidAddress)):
+        client_mod.check_url(url)
+
+
+def test_errors_cross_the_wire_with_their_type():
+    err = exception.InstanceNotFound(instance="vm1", host="host-a")
+    body = errors.to_body(err)
+    assert body["error"]["status"] == 404
+    back = errors.from_body("http://x", 404, json.loads(json.dumps(body)))
+    assert isinstance(back, exception.InstanceNotFound) and str(back) == str(err)
+    odd = errors.from_body("http://x", 418, {"error": {"type": "Teapot", "message": "m"}})
+    assert isinstance(odd, errors.AgentRequestError) and "418" in str(odd)
+    assert "answered 500" in str(errors.from_body("http://x", 500, {}))
+
+
+def test_every_schema_is_a_valid_schema():
+    for schema in [*schemas.STEPS.values(), schemas.MIGRATION, schemas.SLOT,
+                   schemas.PROBE_LISTEN, schemas.PROBE_CONNECT, schemas.EMPTY]:
+        assert validation._validator(schema) is validation._validator(schema)  # checked
+
+
+def test_settings_schema_covers_every_migration_setting():
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(settings_mod.MigrationSettings)}
+    assert set(schemas.SETTINGS["properties"]) == names
+    validation.validate(dataclasses.asdict(settings_mod.MigrationSettings()),
+                        schemas.SETTINGS)

@@ -1,0 +1,151 @@
+"""``migplane migrate`` and ``explain`` against two agents."""
+
+import io
+import json
+
+from migplane.cli import progress as progress_mod
+from migplane.cli.commands import migrate
+
+
+def test_migrate_shows_steps_and_a_summary(cli, agent_args, world):
+    code, out, err = cli("migrate", "vm1", "--from", "host-a", "--to", "host-b",
+                         *agent_args)
+    assert code == 0, err
+    assert world.where("vm1") == ["host-b"]
+    assert "step: pre_live_migration" in err
+    assert "transfer started: data to tcp://198.51.100.12 (migration plane)" in err
+    assert "completed (guest running on host-b)" in out
+    assert "tcp://198.51.100.12" in out and "qemu+tcp://host-b/system" in out
+    assert "migration (bulk stream to 198.51.100.12)" in out
+    assert "migration 269.2 MiB sent (mig0)" in out
+    assert "management" in out and "downtime" in out
+
+
+def test_migrate_json(cli, agent_args):
+    code, out, _ = cli("migrate", "vm1", "--from", "host-a", "--to", "host-b",
+                       "--bandwidth", "50", "--json", *agent_args)
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "completed"
+    assert record["options"] == {"bandwidth_mib": 50}
+    assert record["traffic"]["planes"]["migration"]["tx_bytes"] > 0
+
+
+def test_failed_migration_exits_1(cli, agent_args, world):
+    world.fail("host-b", "pre_live_migration")
+    code, out, _ = cli("migrate", "vm1", "--from", "host-a", "--to", "host-b", *agent_args)
+    assert code == 1
+    assert "failed" in out and "injected fault" in out
+    assert world.where("vm1") == ["host-a"]
+
+
+def test_postcopy_force_complete_after(cli, agent_args, world):
+    world.add_guest("host-a", "busy", memory_mib=512, dirty_mib_s=150)
+    code, out, _ = cli("migrate", "busy", "--from", "host-a", "--to", "host-b",
+                       "--postcopy", "--force-complete-after", "0", "--json", *agent_args)
+    record = json.loads(out)
+    assert code == 0 and record["progress"]["postcopy"] is True
+    assert record["options"] == {"permit_post_copy": True}
+
+
+def test_detach_prints_the_id(cli, agent_args, pair):
+    code, out, _ = cli("migrate", "vm1", "--from", "host-a", "--to", "host-b", "--detach",
+                       *agent_args)
+    assert code == 0 and pair[0].agent.registry.get(out.strip()) is not None
+
+
+def test_explain_is_a_dry_run_with_reasons(cli, agent_args, world):
+    code, out, _ = cli("explain", "vm1", "--from", "host-a", "--to", "host-b",
+                       *agent_args)
+    assert code == 0
+    assert "dry run: nothing was changed" in out
+    assert "destination inbound address: 198.51.100.12 (from option)" in out
+    assert "data URI        tcp://198.51.100.12" in out
+    assert "why: migration plane: the destination's inbound address" in out
+    assert "control URI     qemu+tcp://host-b/system" in out
+    assert world.where("vm1") == ["host-a"] and world.hosts["host-b"].prepared == {}
+
+
+def test_explain_json_matches_what_the_migration_uses(cli, agent_args):
+    _, out, _ = cli("explain", "vm1", "--from", "host-a", "--to", "host-b", "--block",
+                    "--json", *agent_args)
+    plan = json.loads(out)
+    assert plan["uris"]["disks_uri"] == "tcp://198.51.100.12"
+    code, out, _ = cli("migrate", "vm1", "--from", "host-a", "--to", "host-b", "--block",
+                       "--json", *agent_args)
+    assert code == 0
+    assert json.loads(out)["uris"] == plan["uris"]
+
+
+def test_explain_legacy_destination(cli, world, start_agent):
+    world.add_guest("host-a", "vm1")
+    a, b = start_agent("host-a"), start_agent("host-b")
+    code, out, _ = cli("explain", "vm1", "--from", a.url, "--to", b.url, "--token",
+                       "unit-test-token")
+    assert code == 0
+    assert "destination inbound address: none" in out
+    assert "my_live_migration_ip unset" in out
+
+
+def test_progress_line():
+    bar = progress_mod.ProgressBar(stream=io.StringIO())
+    line = bar.line({"data_total": 4 << 30, "data_remaining": 1 << 30,
+                     "data_processed": 3 << 30, "time_elapsed_ms": 1000, "iteration": 2},
+                    {"bulk_host": "198.51.100.12", "plane": "migration"})
+    assert "75.0%" in line and "sent 3.0 GiB" in line and "remaining 1.0 GiB" in line
+    assert "iter 2" in line and "via 198.51.100.12 (migration plane)" in line
+    line = bar.line({"data_total": 4 << 30, "data_remaining": 0,
+                     "data_processed": 4 << 30, "time_elapsed_ms": 2000, "iteration": 3})
+    assert "1.0 GiB/s" in line
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_redraws_on_a_terminal_and_throttles_otherwise():
+    tty = Tty()
+    bar = progress_mod.ProgressBar(stream=tty)
+    for i in range(3):
+        bar.update({"data_total": 100, "data_remaining": 100 - i, "time_elapsed_ms": i})
+    bar.message("step: x")
+    bar.close()
+    assert tty.getvalue().count("\r\x1b[2K") == 3
+    assert tty.getvalue().endswith("iter 0\nstep: x\n")  # the bar stays above the step
+    now = [0.0]
+    log = io.StringIO()
+    bar = progress_mod.ProgressBar(stream=log, clock=lambda: now[0], every_s=5)
+    for i in range(10):
+        now[0] = i
+        bar.update({"data_total": 100, "data_remaining": 50})
+    assert log.getvalue().count("\n") == 2
+    bar.update({"data_total": 100, "data_remaining": 0, "state": "completed"}, force=True)
+    assert log.getvalue().count("\n") == 3 and "100.0%" in log.getvalue()
+
+
+def test_summary_without_traffic():
+    out = io.StringIO()
+    migrate.summary({"id": "m1", "instance": "vm1", "status": "failed", "source": "a",
+                     "destination": "b", "error": "boom"}, out)
+    assert "bytes per plane   not measured" in out.getvalue()
+    assert "boom" in out.getvalue()
+
+
+def test_explain_shows_the_drivers_flags_and_params(cli, agent_args, pair):
+    a, _ = pair
+    seen = {}
+
+    def describe_migration(instance, migrate_data, uris, settings):
+        seen["args"] = (instance, migrate_data.target_connect_addr, uris.data_uri,
+                        settings.bandwidth_mib)
+        return {"flags": ["LIVE", "PEER2PEER"], "params": {"migrate_uri": uris.data_uri},
+                "reasons": {"LIVE": "the guest keeps running"}}
+
+    a.agent.driver.describe_migration = describe_migration
+    code, out, _ = cli("explain", "vm1", "--from", "host-a", "--to", "host-b",
+                       "--bandwidth", "7", *agent_args)
+    assert code == 0
+    assert seen["args"] == ("vm1", "198.51.100.12", "tcp://198.51.100.12", 7)
+    assert "flags           LIVE | PEER2PEER" in out
+    assert "param           migrate_uri = tcp://198.51.100.12" in out
+    assert "why LIVE: the guest keeps running" in out
