@@ -84,18 +84,16 @@ host_opts = [
         type=MigrationAddress(),
         default=None,
         deprecated_opts=_libvirt("live_migration_inbound_addr"),
-        sample_default="<None>",
-        help="""
-The address on this host that other hosts send live migration data to, on the
-dedicated migration network. IPv4, IPv6 (a link-local address needs its zone,
-e.g. fe80::1%mig0) or a host name. When set on the destination host, it is put
-into the pre-migration data and the source sends the bulk memory and disk
-stream to it; the control connection (libvirt, RPC) stays on the management
-network and keeps addressing the destination by its host name. When unset,
-migration behaves exactly as before: everything goes to the host name. See also
-[live_migration] inbound_cidr. Replaces Nova's [libvirt]
-live_migration_inbound_addr, which is read as a deprecated alias.
-"""),
+        help="The address on this host that other hosts send live migration data "
+             "to, on the dedicated migration network: IPv4, IPv6 (a link-local "
+             "address needs its zone, e.g. fe80::1%mig0) or a host name. When set on "
+             "the destination host, it is put into the pre-migration data and the "
+             "source sends the bulk memory and disk stream to it; the control "
+             "connection (libvirt, RPC) stays on the management network and keeps "
+             "addressing the destination by its host name. When unset, migration "
+             "behaves exactly as before. See also [live_migration] inbound_cidr. "
+             "Replaces Nova's [libvirt] live_migration_inbound_addr, read as a "
+             "deprecated alias."),
 ]
 
 migration_opts = [
