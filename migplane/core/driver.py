@@ -17,6 +17,7 @@ from migplane.core import capabilities as caps_mod
 from migplane.core import inbound
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
+from migplane.core import versioned
 
 JOB_NONE = "none"
 JOB_RUNNING = "running"
@@ -221,7 +222,7 @@ class MigrationDriver(metaclass=abc.ABCMeta):
 
     def inbound_migrate_data(self, migrate_data, driver_data=None, listen_addrs=None):
         """``migrate_data`` completed with this host's inbound address."""
-        data = dict(migrate_data.driver_data)
+        data = versioned.thaw(migrate_data.driver_data)
         data.update(driver_data or {})
         return inbound.destination_data(
             self.settings.host, self.local_addresses(),

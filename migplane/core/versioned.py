@@ -55,10 +55,14 @@ def freeze(value):
 
 
 def thaw(value):
-    """The inverse of :func:`freeze`, giving plain JSON-serialisable data."""
-    if isinstance(value, types.MappingProxyType):
+    """The inverse of :func:`freeze`, giving plain JSON-serialisable data.
+
+    It also walks plain dicts and lists, which may hold frozen values (e.g. a
+    driver's ``dict(migrate_data.driver_data)`` updated with its own keys).
+    """
+    if isinstance(value, (dict, types.MappingProxyType)):
         return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
+    if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]
     return value
 

@@ -9,6 +9,7 @@ from migplane.core import driver
 from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import versioned
 
 ABSTRACT = {
     "describe", "local_addresses", "get_instance_info",
@@ -203,3 +204,13 @@ def test_error_hierarchy():
                 exception.MigrationTimeout):
         assert issubclass(cls, exception.MigrationError)
     assert issubclass(exception.MigrationError, exception.MigplaneError)
+
+
+def test_inbound_migrate_data_keeps_nested_driver_data(make_driver):
+    dest = make_driver("host-b", my_live_migration_ip="198.51.100.12")
+    data = md.MigrateData(dest_hostname="host-b",
+                          driver_data={"disks": [{"path": "/d.qcow2", "size": 1}]})
+    out = dest.inbound_migrate_data(data, driver_data={"extra": {"k": [1, 2]}})
+    assert versioned.thaw(out.driver_data) == {
+        "disks": [{"path": "/d.qcow2", "size": 1}], "extra": {"k": [1, 2]}}
+    assert out.target_connect_addr == "198.51.100.12"

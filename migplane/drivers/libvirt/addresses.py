@@ -1,0 +1,72 @@
+"""This host's IP addresses and the state of the interfaces that carry them.
+
+Read over netlink with pyroute2, optionally inside a named network namespace
+(``[driver_libvirt] netns``): the driver may run in another namespace than
+the libvirt daemon it drives, and the daemon's addresses are the ones that
+matter. The flag of an interface tells whether an inbound address can take
+traffic at all; a down link fails a migration before any memory moves.
+"""
+
+import dataclasses
+import errno
+import ipaddress
+from typing import Optional
+
+from pyroute2 import IPRoute
+
+from migplane.core import exception
+
+_UP_STATES = ("UP", "UNKNOWN")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalAddress:
+    address: str
+    ifname: Optional[str]
+    #: The interface is administratively up and its link is not down.
+    up: bool
+
+
+def _open(netns):
+    if netns is None:
+        return IPRoute()
+    try:
+        # flags=0: never create the namespace (pyroute2's default O_CREAT would).
+        return IPRoute(netns=netns, flags=0)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise exception.ConfigError(
+                group="driver_libvirt", option="netns", value=netns,
+                reason="no such network namespace")
+        raise
+
+
+def _link_up(link):
+    flags = link.get("flags", 0) or 0
+    admin_up = bool(flags & 0x1)  # IFF_UP
+    return admin_up and link.get("IFLA_OPERSTATE", "UNKNOWN") in _UP_STATES
+
+
+def read(netns=None):
+    """Every address of the host (or of ``netns``) as :class:`LocalAddress`."""
+    with _open(netns) as ipr:
+        links = {link["index"]: link for link in ipr.get_links()}
+        out = []
+        for msg in ipr.get_addr():
+            addr = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+            if not addr:
+                continue
+            link = links.get(msg["index"], {})
+            out.append(LocalAddress(address=str(ipaddress.ip_address(addr)),
+                                    ifname=link.get("IFLA_IFNAME"),
+                                    up=bool(link) and _link_up(link)))
+    return out
+
+
+def find(local, addr):
+    """The :class:`LocalAddress` in ``local`` equal to ``addr`` (zone ignored)."""
+    wanted = ipaddress.ip_address(addr.split("%", 1)[0])
+    for item in local:
+        if ipaddress.ip_address(item.address) == wanted:
+            return item
+    return None

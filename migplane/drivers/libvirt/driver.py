@@ -1,0 +1,634 @@
+"""The libvirt migration driver.
+
+Peer-to-peer live migration with ``virDomain.migrateToURI3``: the source's
+libvirt daemon opens the control connection to the destination's (management
+plane, ``uris.control_uri``) and QEMU sends the bulk stream to
+``uris.data_uri`` (migration plane when the destination gave an inbound
+address). What goes into the call is decided in ``flags``; this module runs
+the steps, keeps the per-migration state between them and turns libvirt's
+errors into the core's (``errors``).
+
+One driver object drives one libvirt daemon (``[driver_libvirt]
+connection_uri``): the flow calls the source-side methods on the source
+host's driver and the destination-side ones on the destination's.
+"""
+
+import dataclasses
+import logging
+import threading
+
+import libvirt
+
+from migplane.core import address
+from migplane.core import capabilities as caps_mod
+from migplane.core import driver as driver_mod
+from migplane.core import exception
+from migplane.core import migrate_data as md
+from migplane.core import versioned
+from migplane.drivers.libvirt import addresses
+from migplane.drivers.libvirt import disks as disks_mod
+from migplane.drivers.libvirt import errors
+from migplane.drivers.libvirt import events
+from migplane.drivers.libvirt import flags as flags_mod
+from migplane.drivers.libvirt import job as job_mod
+from migplane.drivers.libvirt import opts
+from migplane.drivers.libvirt import progress
+from migplane.drivers.libvirt import storage
+
+LOG = logging.getLogger(__name__)
+
+NAME = "libvirt"
+VERSION = "1.0"
+SCHEMES = ("tcp", "tls", "ssh", "libssh2", "libssh", "unix")
+
+#: Keys of ``MigrateData.driver_data`` this driver writes.
+DISKS = "disks"                  # source: local disks to copy (block migration)
+CREATED_DISKS = "created_disks"  # destination: images it created for them
+DEST_LIBVIRT = "dest_libvirt_version"
+
+#: First libvirt version with each feature (major * 1e6 + minor * 1e3 + micro).
+MIN_LIBVIRT = {
+    "data_uri": 1_002_000,
+    "tunnelled": 1_002_000,
+    "block_migration": 1_002_017,   # migrate_disks
+    "auto_converge": 1_002_003,
+    "post_copy": 1_003_003,
+    "listen_address": 1_003_004,
+    "native_tls": 3_002_000,
+    "parallel_connections": 5_002_000,
+    "tls_destination": 6_000_000,
+    "disks_uri": 6_008_000,
+}
+#: First QEMU version with each feature, where QEMU is the limit.
+MIN_QEMU = {"post_copy": 2_005_000, "parallel_connections": 4_000_000,
+            "native_tls": 2_009_000}
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+_UNDEFINE = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+             | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+             | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+#: Running-state reasons of a guest whose incoming migration went through.
+_ARRIVED = (libvirt.VIR_DOMAIN_RUNNING_MIGRATED, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY)
+_PERSISTENT_XML = (libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+                   | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+#: Seconds to wait for the JOB_COMPLETED event once the call returned.
+COMPLETED_EVENT_WAIT = 2.0
+
+
+def _plain(migrate_data):
+    """``migrate_data.driver_data`` as plain, mutable JSON data."""
+    return versioned.thaw(migrate_data.driver_data)
+
+
+def _explain(job, text):
+    """libvirt's error text, with what the operator needs to read it.
+
+    A TLS failure reported by the destination's QEMU ("Cannot read from TLS
+    channel") does not say which name the certificate was checked against.
+    """
+    tls_name = job.plan.params.get(libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION)
+    if job.plan.flags & libvirt.VIR_MIGRATE_TLS and ("TLS" in text or "ertificate" in text):
+        checked = repr(tls_name) if tls_name else "the host name of the data URI"
+        return (f"{text} [native TLS: the destination's certificate is verified "
+                f"against {checked}]")
+    return text
+
+
+def version_text(number):
+    if not number:
+        return "unknown"
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def capabilities(libvirt_version, qemu_version=None):
+    """What a libvirt daemon of ``libvirt_version`` (and its QEMU) supports."""
+    def has(feature):
+        if libvirt_version < MIN_LIBVIRT[feature]:
+            return False
+        return not qemu_version or qemu_version >= MIN_QEMU.get(feature, 0)
+
+    return caps_mod.Capabilities(
+        schemes=SCHEMES, default_scheme="tcp",
+        control_uri_format="qemu+{scheme}://{host}/system",
+        **{feature: has(feature) for feature in MIN_LIBVIRT})
+
+
+class LibvirtDriver(driver_mod.MigrationDriver):
+    """Live migration of QEMU guests through one libvirt daemon."""
+
+    def __init__(self, conf):
+        super().__init__(conf)
+        opts.register_opts(conf)
+        group = conf[opts.GROUP]
+        self.uri = group.connection_uri
+        self.netns = group.netns
+        self.compression = tuple(group.compression)
+        self.cleanup_source_disks = group.cleanup_source_disks
+        self.job_end_timeout = group.job_end_timeout
+        self.use_events = group.event_loop
+        # Refuse impossible option combinations when loaded, not mid-migration.
+        flags_mod.check_settings(self.settings.migration, self.compression)
+        if self.use_events:
+            events.ensure_event_loop()
+        self._completed = events.CompletedJobs()
+        self._lock = threading.RLock()
+        self._connection = None
+        self._info = None
+        #: instance -> MigrationJob of the outgoing migration started here.
+        self._jobs = {}
+        #: instance -> paths of the images pre-created here for an incoming one.
+        self._created = {}
+
+    # -- the connection -------------------------------------------------------
+
+    def _conn(self):
+        """The daemon connection, reopened when it died (daemon restarts)."""
+        with self._lock:
+            conn = self._connection
+            if conn is not None:
+                try:
+                    if conn.isAlive():
+                        return conn
+                except libvirt.libvirtError:
+                    pass
+                self._connection = None
+                try:
+                    conn.close()
+                except libvirt.libvirtError:
+                    pass
+                LOG.info("Connection to %s was lost; reconnecting", self.uri)
+                self._info = None   # the daemon may have been upgraded meanwhile
+            conn = libvirt.open(self.uri)
+            if self.use_events:
+                try:
+                    self._completed.register(conn)
+                except libvirt.libvirtError as err:
+                    LOG.warning("No job-completed events from %s: %s", self.uri, err)
+            self._connection = conn
+            return conn
+
+    def _alive(self):
+        conn = self._connection
+        try:
+            return conn is not None and bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def _translated(self, instance, step):
+        return errors.translated(instance, step, self.hostname, alive=self._alive)
+
+    def _lookup(self, instance):
+        """The domain named ``instance``, or None."""
+        try:
+            return self._conn().lookupByName(instance)
+        except libvirt.libvirtError as err:
+            if errors.is_not_found(err):
+                return None
+            raise
+
+    def _domain(self, instance):
+        dom = self._lookup(instance)
+        if dom is None:
+            raise exception.InstanceNotFound(instance=instance, host=self.hostname)
+        return dom
+
+    def close(self):
+        """Close the daemon connection (a new call reopens it)."""
+        with self._lock:
+            conn, self._connection = self._connection, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    # -- describe and host facts ----------------------------------------------
+
+    def describe(self):
+        with self._lock:
+            if self._info is not None:
+                return self._info
+            try:
+                conn = self._conn()
+                lib, qemu = conn.getLibVersion(), conn.getVersion()
+            except libvirt.libvirtError as err:
+                LOG.warning("Cannot ask %s for its versions (%s); describing the "
+                            "client library's", self.uri, err)
+                return driver_mod.DriverInfo(
+                    name=NAME, version=VERSION,
+                    capabilities=capabilities(libvirt.getVersion()))
+            self._info = driver_mod.DriverInfo(
+                name=NAME,
+                version=f"{VERSION} (libvirt {version_text(lib)}, QEMU {version_text(qemu)})",
+                capabilities=capabilities(lib, qemu))
+            return self._info
+
+    def local_addresses(self):
+        found = self._read_addresses()
+        return None if found is None else [a.address for a in found]
+
+    def _read_addresses(self):
+        """This host's addresses, None when unknown (an explicit address is trusted)."""
+        try:
+            return addresses.read(self.netns)
+        except exception.MigplaneError:
+            raise   # e.g. [driver_libvirt] netns names no namespace
+        except Exception as err:
+            LOG.warning("Cannot read the addresses of %s%s: %s", self.hostname,
+                        f" in network namespace {self.netns!r}" if self.netns else "", err)
+            return None
+
+    def get_instance_info(self, instance):
+        with self._translated(instance, "get_instance_info"):
+            dom = self._domain(instance)
+            state, max_kib = dom.info()[:2]
+            disk_bytes = 0
+            for disk in disks_mod.local_disks(dom.XMLDesc(0)):
+                try:
+                    disk_bytes += dom.blockInfo(disk.path)[0]
+                except libvirt.libvirtError as err:
+                    LOG.debug("No size for %s of %s: %s", disk.path, instance, err)
+        return driver_mod.InstanceInfo(name=instance,
+                                       state=_STATE_NAMES.get(state, "unknown"),
+                                       memory_bytes=max_kib * 1024, disk_bytes=disk_bytes)
+
+    # -- destination side -------------------------------------------------------
+
+    def check_can_live_migrate_destination(self, instance, block_migration=False):
+        with self._translated(instance, "check_can_live_migrate_destination"):
+            dom = self._lookup(instance)
+            if dom is not None:
+                state = _STATE_NAMES.get(dom.state()[0], "unknown")
+                raise exception.DestinationCheckFailed(
+                    host=self.hostname, instance=instance,
+                    reason=f"a domain of that name is already defined here ({state})")
+            lib = self._conn().getLibVersion()
+        return md.MigrateData(dest_hostname=self.hostname, block_migration=block_migration,
+                              driver_data={DEST_LIBVIRT: lib})
+
+    def pre_live_migration(self, instance, migrate_data):
+        # The base class dict()s driver_data, which leaves nested values frozen
+        # (unserialisable); hand it plain data instead.
+        data = self.inbound_migrate_data(migrate_data.replace(driver_data={}),
+                                         driver_data=_plain(migrate_data))
+        if data.target_connect_addr is not None:
+            self._check_inbound_link(data.target_connect_addr)
+        if data.block_migration:
+            created = self._precreate_disks(instance, data)
+            data = data.replace(driver_data=dict(_plain(data), **{CREATED_DISKS: created}))
+        return data
+
+    def _check_inbound_link(self, target):
+        """Fail now, not as a connect error on the source, if the link is down."""
+        host = address.parse_host(target, field="target_connect_addr")
+        if not host.is_ip:
+            return
+        found = addresses.find(self._read_addresses() or (), host.host)
+        if found is not None and not found.up:
+            raise exception.InboundAddressError(
+                address=target, host=self.hostname,
+                reason=f"its interface {found.ifname} is down, so migration traffic "
+                       "cannot reach it")
+
+    def _precreate_disks(self, instance, data):
+        """Create empty images for the disks the source will copy here.
+
+        Done through the daemon's storage API (see ``storage``), in the format
+        and virtual size the source reported; an image that already exists is
+        refused, as copying onto it would destroy it (or, on shared storage,
+        the guest's own disk).
+        """
+        wanted = [disks_mod.LocalDisk.from_dict(d) for d in data.driver_data.get(DISKS, ())]
+        created = self._created.setdefault(instance, [])
+        with self._translated(instance, "pre_live_migration"):
+            conn = self._conn()
+            for disk in wanted:
+                if disk.kind != "file":
+                    LOG.info("Not pre-creating %s disk %s of %s", disk.kind, disk.path,
+                             instance)
+                    continue
+                if not disk.capacity:
+                    raise exception.MigrationError(
+                        instance=instance, step="pre_live_migration",
+                        reason=f"the source did not report the size of disk {disk.target} "
+                               f"({disk.path})")
+                if not storage.create_volume(conn, disk.path, disk.capacity, disk.format):
+                    raise exception.DestinationCheckFailed(
+                        host=self.hostname, instance=instance,
+                        reason=f"disk image {disk.path} already exists here: the storage "
+                               "is shared or it is a leftover, and a block migration would "
+                               "overwrite it")
+                created.append(disk.path)
+        return list(created)
+
+    def post_live_migration_at_destination(self, instance, migrate_data):
+        self._created.pop(instance, None)  # the guest's disks now
+        with self._translated(instance, "post_live_migration_at_destination"):
+            dom = self._domain(instance)
+            if not dom.isActive():
+                raise exception.MigrationError(
+                    instance=instance, step="post_live_migration_at_destination",
+                    reason="the guest is not running here after the migration")
+            if not dom.isPersistent():
+                self._conn().defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE
+                                                   | libvirt.VIR_DOMAIN_XML_SECURE))
+
+    def rollback_live_migration_at_destination(self, instance, migrate_data):
+        created = list(dict.fromkeys(
+            [*self._created.get(instance, ()),
+             *migrate_data.driver_data.get(CREATED_DISKS, ())]))
+        with self._translated(instance, "rollback_live_migration_at_destination"):
+            self._remove_domain(instance)
+            conn = self._conn()
+            for path in created:
+                storage.delete_volume(conn, path)
+        self._created.pop(instance, None)
+
+    def _remove_domain(self, instance, attempts=10):
+        """Destroy and undefine ``instance`` here, tolerating that it vanishes."""
+        for attempt in range(attempts):
+            dom = self._lookup(instance)
+            if dom is None:
+                return
+            try:
+                state, reason = dom.state()
+                if state == libvirt.VIR_DOMAIN_RUNNING and reason in _ARRIVED:
+                    # The flow lost track of a migration that went through (e.g. the
+                    # source's daemon connection died): this is the only copy now.
+                    raise exception.MigrationError(
+                        instance=instance, step="rollback_live_migration_at_destination",
+                        reason="the guest runs here after its migration went through; "
+                               "not destroying it")
+                if dom.isActive():
+                    LOG.info("Destroying %s left by a failed migration", instance)
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefineFlags(_UNDEFINE)
+                return
+            except libvirt.libvirtError as err:
+                if errors.is_not_found(err):
+                    return
+                # e.g. the incoming job still holds the domain: try again
+                if attempt == attempts - 1:
+                    raise
+                LOG.debug("Removing %s failed (%s); retrying", instance, err)
+                threading.Event().wait(0.5)
+
+    # -- source side ------------------------------------------------------------
+
+    def check_can_live_migrate_source(self, instance, migrate_data):
+        step = "check_can_live_migrate_source"
+        with self._translated(instance, step):
+            dom = self._domain(instance)
+            if not dom.isActive():
+                raise exception.SourceCheckFailed(
+                    host=self.hostname, instance=instance, reason="it is not running")
+            job = self._jobs.get(instance)
+            if (job is not None and not job.done) or progress.is_active(dom.jobStats()):
+                raise exception.SourceCheckFailed(
+                    host=self.hostname, instance=instance,
+                    reason="a job (migration, save, dump...) already runs on it")
+            flags_mod.check_settings(self.settings.migration, self.compression)
+            data = _plain(migrate_data)
+            if migrate_data.block_migration:
+                flags_mod.check_block_migration(self.settings.migration)
+                local = disks_mod.local_disks(dom.XMLDesc(0))
+                data[DISKS] = [
+                    dataclasses.replace(d, capacity=dom.blockInfo(d.path)[0]).to_dict()
+                    for d in local]
+        return migrate_data.replace(driver_data=data)
+
+    def live_migration(self, instance, migrate_data, uris, settings):
+        with self._lock:
+            running = self._jobs.get(instance)
+            if running is not None and not running.done:
+                raise exception.MigrationError(instance=instance, step="live_migration",
+                                               reason="a migration of it already runs")
+        with self._translated(instance, "live_migration"):
+            dom = self._domain(instance)
+            local = []
+            if migrate_data.block_migration:
+                local = [disks_mod.LocalDisk.from_dict(d)
+                         for d in migrate_data.driver_data.get(DISKS, ())]
+                if not local:
+                    LOG.info("Block migration of %s: it has no local disk to copy",
+                             instance)
+            persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
+            plan = self._plan(instance, settings, uris, local, persistent_xml)
+            job = job_mod.MigrationJob(dom, plan, instance)
+        self._completed.forget(job.uuid)
+        with self._lock:
+            self._jobs[instance] = job
+        job.start()
+
+    def plan_inbound(self, instance, block_migration=False):
+        data = super().plan_inbound(instance, block_migration)
+        if data.target_connect_addr is not None:
+            self._check_inbound_link(data.target_connect_addr)
+        return data
+
+    def describe_migration(self, instance, migrate_data, uris, settings):
+        """The migrateToURI3 call :meth:`live_migration` would make (dry run)."""
+        with self._translated(instance, "describe_migration"):
+            dom = self._domain(instance)
+            local = []
+            if migrate_data.block_migration:
+                local = disks_mod.local_disks(dom.XMLDesc(0))
+            persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
+            plan = self._plan(instance, settings, uris, local, persistent_xml)
+        return plan.to_dict()
+
+    def _plan(self, instance, settings, uris, local, persistent_xml):
+        return flags_mod.build(
+            settings, uris, self.describe().capabilities,
+            migrate_disks=[d.target for d in local], persistent_xml=persistent_xml,
+            compression=self.compression, instance=instance, driver=NAME)
+
+    def _job(self, instance):
+        job = self._jobs.get(instance)
+        if job is None:
+            raise exception.NoActiveMigration(instance=instance, host=self.hostname)
+        return job
+
+    def get_job_progress(self, instance):
+        job = self._job(instance)
+        if not job.done:
+            try:
+                stats = job.dom.jobStats()
+            except libvirt.libvirtError as err:
+                stats = self._progress_error(job, err)
+                if stats is not None:
+                    return stats
+            else:
+                if progress.is_active(stats):
+                    job.last_stats = stats
+                    self._apply_pending(job)
+                if not job.done:
+                    return progress.to_progress(stats, state=driver_mod.JOB_RUNNING,
+                                                postcopy=job.postcopy)
+        if job.final is None:
+            job.final = self._final_progress(job)
+        return job.final
+
+    def _progress_error(self, job, err):
+        """A JobProgress to report despite ``err``, or None once the call ended."""
+        if not self._alive():
+            raise errors.translate(err, job.instance, "get_job_progress", self.hostname,
+                                   connected=False)
+        # The domain stops, then vanishes, as a migration completes: wait for
+        # the call's outcome. Anything else is one failed read: keep polling.
+        vanished = errors.is_not_found(err) or errors.is_invalid_operation(err)
+        if job.wait(self.job_end_timeout if vanished else 0):
+            return None
+        if vanished:
+            raise errors.translate(err, job.instance, "get_job_progress", self.hostname)
+        LOG.warning("Could not read the progress of %s: %s", job.instance, err)
+        return progress.to_progress(job.last_stats, state=driver_mod.JOB_RUNNING,
+                                    postcopy=job.postcopy)
+
+    def _completed_stats(self, job):
+        """libvirt's record of the finished job, when it kept one."""
+        try:
+            stats = job.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                                     | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+        except libvirt.libvirtError:
+            return None
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return stats
+
+    def _final_progress(self, job):
+        if job.error is None:
+            stats = None
+            if self.use_events:
+                stats = self._completed.get(job.uuid, timeout=COMPLETED_EVENT_WAIT)
+            stats = stats or self._completed_stats(job) or job.last_stats
+            return progress.to_progress(stats, state=driver_mod.JOB_COMPLETED,
+                                        postcopy=job.postcopy)
+        stats = self._completed_stats(job) or job.last_stats
+        cancelled = (errors.code(job.error) == libvirt.VIR_ERR_OPERATION_ABORTED
+                     or (job.abort_requested
+                         and stats.get("type") == libvirt.VIR_DOMAIN_JOB_CANCELLED))
+        return progress.to_progress(
+            stats, state=driver_mod.JOB_CANCELLED if cancelled else driver_mod.JOB_FAILED,
+            postcopy=job.postcopy, error=_explain(job, errors.message(job.error)))
+
+    def _apply_pending(self, job):
+        """Requests that came before libvirt had a job to apply them to."""
+        for name, arg in list(job.pending.items()):
+            try:
+                if name == "abort":
+                    job.dom.abortJob()
+                elif name == "downtime":
+                    job.dom.migrateSetMaxDowntime(arg, 0)
+                elif name == "force":
+                    self._force(job, arg)
+            except libvirt.libvirtError as err:
+                if errors.is_invalid_operation(err) and not job.done:
+                    continue  # not possible yet: next poll
+                LOG.warning("Could not apply %s to the migration of %s: %s", name,
+                            job.instance, err)
+            job.pending.pop(name, None)
+
+    def _request(self, instance, name, arg, call):
+        """Run ``call`` on the running job, or keep it for when the job exists."""
+        job = self._job(instance)
+        if job.done:
+            LOG.info("Not applying %s: the migration of %s already ended", name, instance)
+            return job
+        try:
+            call(job)
+        except libvirt.libvirtError as err:
+            if job.done:
+                return job
+            if errors.is_invalid_operation(err):
+                # e.g. libvirt's job, or QEMU's migration, has not started yet
+                LOG.info("Deferring %s of %s: %s", name, instance, err)
+                job.pending[name] = arg
+                return job
+            raise errors.translate(err, instance, name, self.hostname, self._alive())
+        return job
+
+    def abort_job(self, instance):
+        def abort(job):
+            job.abort_requested = True
+            job.dom.abortJob()
+        self._request(instance, "abort", True, abort)
+
+    def force_complete(self, instance, post_copy):
+        self._request(instance, "force", post_copy, lambda job: self._force(job, post_copy))
+
+    def _force(self, job, post_copy):
+        if post_copy and job.plan.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+            job.dom.migrateStartPostCopy(0)
+            job.postcopy = True
+            LOG.info("Migration of %s switched to post-copy", job.instance)
+            return
+        if post_copy:
+            LOG.warning("Migration of %s was started without post-copy; pausing the "
+                        "guest instead", job.instance)
+        job.dom.suspend()
+        job.paused_by_us = True
+        LOG.info("Paused %s so that its migration completes", job.instance)
+
+    def set_max_downtime(self, instance, downtime_ms):
+        self._request(instance, "downtime", downtime_ms,
+                      lambda job: job.dom.migrateSetMaxDowntime(downtime_ms, 0))
+
+    def post_live_migration_at_source(self, instance, migrate_data):
+        with self._lock:
+            self._jobs.pop(instance, None)
+        with self._translated(instance, "post_live_migration_at_source"):
+            dom = self._lookup(instance)
+            if dom is not None:
+                if dom.isActive():
+                    raise exception.MigrationError(
+                        instance=instance, step="post_live_migration_at_source",
+                        reason="the guest still runs here after its migration completed; "
+                               "leaving it alone")
+                if dom.isPersistent():
+                    dom.undefineFlags(_UNDEFINE)
+            if migrate_data.block_migration and self.cleanup_source_disks:
+                conn = self._conn()
+                for path in migrate_data.driver_data.get(CREATED_DISKS, ()):
+                    storage.delete_volume(conn, path)
+
+    def rollback_live_migration_at_source(self, instance, migrate_data):
+        with self._lock:
+            job = self._jobs.pop(instance, None)
+        with self._translated(instance, "rollback_live_migration_at_source"):
+            if job is not None and not job.done:
+                try:
+                    job.dom.abortJob()
+                except libvirt.libvirtError as err:
+                    LOG.info("Abort during rollback of %s: %s", instance, err)
+                if not job.wait(self.job_end_timeout):
+                    LOG.warning("The migration call of %s did not return within %d s",
+                                instance, self.job_end_timeout)
+            dom = self._lookup(instance)
+            if dom is None:
+                LOG.error("Rollback: %s is no longer defined on %s", instance,
+                          self.hostname)
+                return
+            state, reason = dom.state()
+            if state != libvirt.VIR_DOMAIN_PAUSED:
+                return
+            if job is not None and job.postcopy:
+                LOG.error("Not resuming %s on %s: it switched to post-copy, so its "
+                          "memory here is stale", instance, self.hostname)
+                return
+            ours = job is not None and job.paused_by_us
+            if ours or reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
+                LOG.info("Resuming %s on %s", instance, self.hostname)
+                dom.resume()

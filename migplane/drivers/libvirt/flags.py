@@ -1,0 +1,231 @@
+"""The migrateToURI3 call of one migration: flags and typed parameters.
+
+Pure: the core's resolved :class:`~migplane.core.uri.MigrationURIs`, the
+source's :class:`~migplane.core.settings.MigrationSettings` and the driver's
+capabilities in, one frozen :class:`Plan` out. Combinations that libvirt or
+QEMU would reject halfway through a migration are refused here, before
+anything moves, with an error that names the options and their values.
+"""
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+
+import libvirt
+
+from migplane.core import exception
+from migplane.core import versioned
+
+LOG = logging.getLogger(__name__)
+LM = "[live_migration]"
+
+#: Always set: a live, peer-to-peer migration that leaves one definition.
+BASE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+              | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+
+_FLAG_NAMES = sorted(
+    (getattr(libvirt, name), name[len("VIR_MIGRATE_"):])
+    for name in dir(libvirt)
+    if name.startswith("VIR_MIGRATE_") and not name.startswith("VIR_MIGRATE_PARAM_")
+    and isinstance(getattr(libvirt, name), int))
+
+
+def flag_names(flags):
+    """``['LIVE', 'PEER2PEER', ...]`` for logs and reports."""
+    return [name for value, name in _FLAG_NAMES if value and flags & value == value]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Arguments of ``virDomain.migrateToURI3``."""
+
+    dconnuri: str
+    flags: int
+    params: Mapping
+    #: Why each flag (by name) and parameter is there, for ``migplane explain``.
+    reasons: Mapping = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", versioned.freeze(dict(self.params)))
+        object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
+
+    @property
+    def flag_names(self):
+        return flag_names(self.flags)
+
+    def call_params(self):
+        """A plain dict (lists for multi-valued keys), as libvirt-python wants it."""
+        return versioned.thaw(self.params)
+
+    def describe(self):
+        """One log line; domain XML is elided."""
+        return (f"migrateToURI3({self.dconnuri!r}, {self.to_dict()['params']!r}, "
+                f"{'|'.join(self.flag_names)})")
+
+    def to_dict(self, elide=(libvirt.VIR_MIGRATE_PARAM_PERSIST_XML,
+                             libvirt.VIR_MIGRATE_PARAM_DEST_XML)):
+        """The call as ``migplane explain`` shows it; domain XML is elided."""
+        params = {key: (f"<{len(value)} characters of domain XML>" if key in elide
+                        else value)
+                  for key, value in self.call_params().items()}
+        return {"call": "virDomainMigrateToURI3", "dconnuri": self.dconnuri,
+                "flags": self.flag_names, "params": params, "reasons": dict(self.reasons)}
+
+
+def _conflict(options, reason):
+    raise exception.ConflictingOptions(options=options, reason=reason)
+
+
+def check_settings(settings, compression=()):
+    """Refuse option combinations no libvirt/QEMU pair can honour.
+
+    :param settings: a :class:`~migplane.core.settings.MigrationSettings`.
+    :param compression: ``[driver_libvirt] compression`` methods.
+    :raises ConflictingOptions: naming the options and their values.
+    """
+    parallel = settings.parallel_connections
+    if settings.tunnelled and parallel > 1:
+        _conflict(f"{LM} tunnelled=True and parallel_connections={parallel}",
+                  "a tunnelled migration has a single stream, carried by the control "
+                  "connection")
+    if settings.tunnelled and settings.post_copy:
+        _conflict(f"{LM} tunnelled=True and permit_post_copy=True",
+                  "post-copy needs a return path that a tunnelled stream lacks; libvirt "
+                  "refuses it")
+    if settings.post_copy and parallel > 1:
+        _conflict(f"{LM} permit_post_copy=True and parallel_connections={parallel}",
+                  "QEMU cannot switch a multi-connection (multifd) migration to post-copy")
+    if "mt" in compression and parallel > 1:
+        _conflict(f"[driver_libvirt] compression=mt and {LM} parallel_connections={parallel}",
+                  "QEMU's multi-threaded compression cannot be used with parallel "
+                  "connections")
+    if "mt" in compression and settings.post_copy:
+        _conflict(f"[driver_libvirt] compression=mt and {LM} permit_post_copy=True",
+                  "QEMU cannot switch a compressed migration to post-copy")
+
+
+def check_block_migration(settings):
+    """Refuse a block migration these settings cannot carry.
+
+    libvirt 9.0 fails a tunnelled migration with non-shared disks halfway,
+    with "argument key 'host' must not have null value": the NBD stream has
+    no data connection to ride.
+    """
+    if settings.tunnelled:
+        _conflict(f"{LM} tunnelled=True and block migration",
+                  "libvirt cannot copy local disks (NBD) through the tunnelled control "
+                  "connection; use a direct data connection (tunnelled=False, with "
+                  "with_native_tls=True for encryption) or shared storage")
+
+
+def _require(capabilities, flag, driver, feature):
+    if not getattr(capabilities, flag):
+        raise exception.UnsupportedFeature(driver=driver, feature=feature)
+
+
+def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
+          destination_xml=None, compression=(), instance="the instance", driver="libvirt"):
+    """The :class:`Plan` of one migration.
+
+    :param settings: the source's :class:`~migplane.core.settings.MigrationSettings`.
+    :param uris: the core's resolved :class:`~migplane.core.uri.MigrationURIs`.
+    :param capabilities: this driver's :class:`~migplane.core.capabilities.Capabilities`.
+    :param migrate_disks: target names (``vda``) of the local disks a block
+        migration copies; empty for shared storage.
+    :param persistent_xml: the inactive definition to persist on the destination.
+    :param destination_xml: a changed live definition for the destination.
+    :raises ConflictingOptions, UnsupportedFeature, InvalidMigrationPlan:
+    """
+    check_settings(settings, compression)
+    flags = BASE_FLAGS
+    params = {}
+    why = {
+        "LIVE": "the guest keeps running while its memory is copied",
+        "PEER2PEER": "the source's libvirtd opens the control connection to the "
+                     f"destination's, {uris.control_uri}",
+        "PERSIST_DEST": "the guest stays defined on the destination",
+        "UNDEFINE_SOURCE": "nothing of the guest is left defined on the source",
+    }
+
+    if settings.tunnelled:
+        _require(capabilities, "tunnelled", driver, "tunnelled migration")
+        if uris.data_uri or uris.listen_address or uris.disks_uri:
+            raise exception.InvalidMigrationPlan(
+                instance=instance, reason="a tunnelled migration has no data connection, "
+                f"yet the plan gives data_uri={uris.data_uri!r}, "
+                f"listen_address={uris.listen_address!r}, disks_uri={uris.disks_uri!r}")
+        flags |= libvirt.VIR_MIGRATE_TUNNELLED
+        why["TUNNELLED"] = f"{LM} tunnelled: the data rides the control connection"
+    if settings.native_tls:
+        _require(capabilities, "native_tls", driver, "native TLS migration")
+        flags |= libvirt.VIR_MIGRATE_TLS
+        why["TLS"] = f"{LM} with_native_tls: QEMU encrypts the data connection"
+        if uris.tls_destination:
+            _require(capabilities, "tls_destination", driver,
+                     f"verifying the TLS certificate against {uris.tls_destination!r}")
+            params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = uris.tls_destination
+            why[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = uris.reasons.get(
+                "tls_destination", "the certificate's expected name")
+    elif uris.tls_destination:
+        LOG.debug("Ignoring tls_destination %r: native TLS is off", uris.tls_destination)
+
+    if uris.data_uri:
+        _require(capabilities, "data_uri", driver, "a separate migration data URI")
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = uris.data_uri
+        why[libvirt.VIR_MIGRATE_PARAM_URI] = uris.reasons.get("data_uri", "data URI")
+    if uris.listen_address:
+        _require(capabilities, "listen_address", driver,
+                 f"binding the incoming socket to {uris.listen_address!r}")
+        params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = uris.listen_address
+        why[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = uris.reasons.get(
+            "listen_address", "the destination's incoming socket binds here only")
+
+    if migrate_disks:
+        _require(capabilities, "block_migration", driver, "block migration")
+        check_block_migration(settings)
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(migrate_disks)
+        why["NON_SHARED_INC"] = "block migration: the local disks are copied (NBD)"
+        why[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = (
+            "the guest's local, writable disks only (not CD-ROMs, shared or network disks)")
+        if uris.disks_uri:
+            _require(capabilities, "disks_uri", driver,
+                     f"sending block-migration traffic to {uris.disks_uri!r}")
+            params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uris.disks_uri
+            why[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uris.reasons.get("disks_uri", "")
+
+    if settings.post_copy and capabilities.post_copy:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        why["POSTCOPY"] = (f"{LM} permit_post_copy: force-complete (or timeout_action="
+                           "force_complete) may switch to post-copy")
+    elif settings.post_copy:
+        LOG.warning("Post-copy is permitted but %s does not support it; force-complete "
+                    "will pause the guest instead", driver)
+    if settings.auto_converge:
+        if capabilities.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+            why["AUTO_CONVERGE"] = f"{LM} permit_auto_converge (post-copy not permitted)"
+        else:
+            LOG.warning("Auto-converge is permitted but %s does not support it", driver)
+
+    if settings.parallel_connections > 1:
+        _require(capabilities, "parallel_connections", driver,
+                 f"{settings.parallel_connections} parallel connections")
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = \
+            settings.parallel_connections
+        why["PARALLEL"] = f"{LM} parallel_connections={settings.parallel_connections}"
+    if compression:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = list(compression)
+        why["COMPRESSED"] = f"[driver_libvirt] compression={','.join(compression)}"
+    if settings.bandwidth_mib:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = settings.bandwidth_mib
+        why[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = f"{LM} bandwidth, in MiB/s"
+    if persistent_xml:
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = persistent_xml
+        why[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = (
+            "the source's inactive definition becomes the destination's")
+    if destination_xml:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml
+    return Plan(dconnuri=uris.control_uri, flags=flags, params=params, reasons=why)

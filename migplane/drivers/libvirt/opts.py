@@ -1,0 +1,74 @@
+"""Options of the libvirt driver, in group ``[driver_libvirt]``.
+
+Not ``[libvirt]``: stacks that embed migplane (Nova) already own that group,
+and registering into it would collide with their options. This module must
+import without libvirt-python so that oslo-config-generator can list it.
+"""
+
+from oslo_config import cfg
+from oslo_config import types
+
+GROUP = "driver_libvirt"
+
+#: Compression methods QEMU accepts in pre-copy, as libvirt names them.
+COMPRESSION_METHODS = ("xbzrle", "mt")
+
+driver_opts = [
+    cfg.StrOpt(
+        "connection_uri",
+        default="qemu:///system",
+        help="URI of the libvirt daemon this host's driver talks to, e.g. "
+             "'qemu:///system' or 'qemu+unix:///system?socket=/path/to/libvirt-sock'. "
+             "The control connection to the other host is given by [live_migration] "
+             "scheme and hostname, not by this option."),
+    cfg.StrOpt(
+        "netns",
+        default=None,
+        help="Name of the network namespace (as listed by 'ip netns') to read this "
+             "host's IP addresses from, when the libvirt daemon runs in another "
+             "network namespace than this process. The addresses are used to check "
+             "that [DEFAULT] my_live_migration_ip belongs to this host and that its "
+             "interface is up. Unset: the namespace of this process."),
+    cfg.BoolOpt(
+        "event_loop",
+        default=True,
+        help="Register libvirt's default event loop implementation and run it in a "
+             "daemon thread. The driver needs an event loop to receive the statistics "
+             "of a completed migration job (the source domain is gone by then) and "
+             "for connection keepalives. It also replaces libvirt's default error "
+             "handler, which prints every error to stderr, by one that ignores them "
+             "(the driver logs the errors it acts on). Set to false when the embedding "
+             "process registers its own libvirt event loop and error handler before "
+             "loading the driver."),
+    cfg.ListOpt(
+        "compression",
+        item_type=types.String(choices=COMPRESSION_METHODS),
+        default=[],
+        help="Compression methods of the migration stream: 'xbzrle' (pages that "
+             "changed little are sent as deltas) and/or 'mt' (multi-threaded "
+             "compression). Empty: no compression. 'mt' cannot be combined with "
+             "[live_migration] parallel_connections above 1 or with permit_post_copy."),
+    cfg.BoolOpt(
+        "cleanup_source_disks",
+        default=True,
+        help="After a successful block migration, delete the source's copies of the "
+             "disks the destination had to create (which proves the storage is not "
+             "shared). Disks the destination already had are never deleted."),
+    cfg.IntOpt(
+        "job_end_timeout",
+        default=30,
+        min=1,
+        help="Seconds to wait for the libvirt migration call to return once its end "
+             "is in sight (the source domain left, or a rollback aborted the job) "
+             "before the driver stops waiting for it."),
+]
+
+
+def register_opts(conf):
+    """Register the driver's options on ``conf`` (idempotent)."""
+    conf.register_opts(driver_opts, group=GROUP)
+
+
+def list_opts():
+    """The driver's options for oslo-config-generator, as original objects."""
+    return [(GROUP, driver_opts)]

@@ -1,0 +1,301 @@
+"""Fixtures of the libvirt driver's functional tests: one real lab for them all.
+
+The lab (``migplane.lab``) gives two hosts, each a set of namespaces with its
+own libvirtd, joined by a management and a migration plane. The drivers run
+here, in the root namespace, and reach each libvirtd through its unix socket;
+``[driver_libvirt] netns`` makes them read the host's addresses from the
+host's network namespace, as they would on a real host.
+
+Every test gets a fresh guest name and leaves the lab as it found it: no
+guest, no image, links up, no shaping, libvirtd running.
+"""
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import types
+
+import pytest
+from oslo_config import cfg
+
+from migplane.core import flow
+from migplane.core import loader
+from migplane.core import opts as core_opts
+
+MIB = 1 << 20
+IMAGES = "/var/lib/libvirt/images"
+
+
+def _listens_on(host, addr):
+    out = host.run(["ss", "-Hltn"]).stdout
+    return any(line.split()[3].rsplit(":", 1)[0].strip("[]") in (addr, "*", "0.0.0.0", "::")
+               for line in out.splitlines() if len(line.split()) > 3)
+
+
+def _listen_on_every_plane(host):
+    """Let libvirtd listen on every address of its host, not only management.
+
+    A tunnelled migration addresses the control connection to the inbound
+    address (the migration plane); the lab's libvirtd listens on the
+    management address only. A no-op once the lab listens everywhere.
+    """
+    if _listens_on(host, host.mig_ip):
+        return
+    conf = host.root / "etc/libvirt/libvirtd.conf"
+    text = conf.read_text()
+    # Without listen_addr libvirtd binds every IPv4 and IPv6 address.
+    conf.write_text(text.replace(f'listen_addr = "{host.mgmt_ip}"', ""))
+    host.kill_libvirtd(signal.SIGTERM)
+    host.start_libvirtd()
+
+
+@pytest.fixture(scope="session")
+def drv_lab(lab_env):
+    """A 2-host lab of our own, under a name no other run uses."""
+    from migplane.lab import Lab
+
+    name = f"mpdrv{os.getpid()}"
+    if Lab.exists(name):
+        Lab.load(name).down()
+    lab = Lab(name, hosts=2)
+    try:
+        lab.up()
+        for host in lab.hosts:
+            _listen_on_every_plane(host)
+        lab.kernel = lab.build_guest()
+        yield lab
+    finally:
+        lab.down()
+
+
+def _libvirt_conn(host):
+    import libvirt
+
+    return libvirt.open(host.uri)
+
+
+def domain_names(host):
+    """Names of the domains defined or running on ``host``."""
+    conn = _libvirt_conn(host)
+    try:
+        return {d.name() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def domain_state(host, name):
+    """libvirt's state of ``name`` on ``host``, or None when it is not there."""
+    import libvirt
+
+    conn = _libvirt_conn(host)
+    try:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return None
+        return dom.state()[0], bool(dom.isPersistent())
+    finally:
+        conn.close()
+
+
+def _remove_guest(host, name):
+    import libvirt
+
+    conn = _libvirt_conn(host)
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name() != name:
+                continue
+            with contextlib.suppress(libvirt.libvirtError):
+                if dom.isActive():
+                    dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def lab_guest(drv_lab, request):
+    """A guest name for this test; afterwards the lab is as it was before."""
+    name = "g" + request.node.name.replace("test_", "")[:24].replace("[", "-").strip("]-")
+    yield name
+    for host in drv_lab.hosts:
+        if not host.link_up("migration"):
+            host.set_link("migration", True)
+        if not host.libvirtd_alive():
+            host.start_libvirtd()
+    if drv_lab.shaping:
+        drv_lab.unshape()
+    for host in drv_lab.hosts:
+        _remove_guest(host, name)
+        host.run(["rm", "-f", f"{IMAGES}/{name}.qcow2",
+                  f"/var/log/libvirt/qemu/{name}-console.log"], check=False)
+
+
+@pytest.fixture
+def make_driver(drv_lab):
+    """A LibvirtDriver for a lab host, loaded as production does."""
+
+    def make(host, my_ip=None, **lm):
+        conf = cfg.ConfigOpts()
+        conf(args=[], project="migplane", default_config_files=[])
+        core_opts.register_opts(conf)
+        conf.set_override("hostname", host.name, group=core_opts.GROUP)
+        conf.set_override("poll_interval", 0.1, group=core_opts.GROUP)
+        if my_ip:
+            conf.set_override("my_live_migration_ip", my_ip)
+        for option, value in lm.items():
+            conf.set_override(option, value, group=core_opts.GROUP)
+        driver = loader.load_driver(_with_driver_opts(conf, host), "libvirt")
+        return driver
+
+    return make
+
+
+def _with_driver_opts(conf, host):
+    from migplane.drivers.libvirt import opts
+
+    opts.register_opts(conf)
+    conf.set_override("connection_uri", host.uri, group=opts.GROUP)
+    conf.set_override("netns", host.netns, group=opts.GROUP)
+    return conf
+
+
+@pytest.fixture
+def pair(drv_lab, make_driver):
+    """(source, destination) drivers of host-a and host-b; options for both."""
+
+    def make(my_ip=None, **lm):
+        a, b = drv_lab.hosts
+        return make_driver(a, **lm), make_driver(b, my_ip=my_ip, **lm)
+
+    return make
+
+
+class Traffic:
+    """Bytes each host sent on each plane between enter and exit."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def __enter__(self):
+        self.before = {h.name: h.counters() for h in self.lab.hosts}
+        return self
+
+    def __exit__(self, *exc):
+        after = {h.name: h.counters() for h in self.lab.hosts}
+        self.sent = {plane: sum(after[h][plane]["tx_bytes"] - self.before[h][plane]["tx_bytes"]
+                                for h in after)
+                     for plane in ("management", "migration")}
+
+    @property
+    def total(self):
+        return sum(self.sent.values())
+
+    def share(self, plane):
+        return self.sent[plane] / self.total if self.total else 0.0
+
+
+@pytest.fixture
+def traffic(drv_lab):
+    return lambda: Traffic(drv_lab)
+
+
+def start_guest(lab, name, memory_mib=64, disk=None, **cmdline):
+    """Define and start the test guest on host-a; return its console watcher."""
+    from migplane.lab import guest
+    from migplane.lab.console import ConsoleWatcher
+
+    cmd = guest.cmdline(**{"tick_ms": 50, **cmdline})
+    watcher = ConsoleWatcher.for_domain(lab.hosts, name).start()
+    guest.define_guest(lab.hosts[0], name, lab.kernel, memory_mib=memory_mib, cmdline=cmd,
+                       disk=disk)
+    watcher.wait_ticks(3, host="host-a", timeout=30)
+    return watcher
+
+
+class Background:
+    """A LiveMigration run in a thread, with its events, for tests that act mid-way."""
+
+    def __init__(self, migration):
+        self.migration = migration
+        self.events = []
+        self.result = self.error = None
+        migration.subscribe(self.events.append)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            self.result = self.migration.run()
+        except Exception as err:
+            self.error = err
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def join(self, timeout=120):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the migration did not end"
+        return self
+
+    def wait_progress(self, min_bytes=1, timeout=60):
+        """Wait until the job reports ``min_bytes`` of memory sent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [e.progress for e in self.events if e.progress is not None]
+            if done and done[-1].memory_processed >= min_bytes:
+                return done[-1]
+            if not self._thread.is_alive():
+                raise AssertionError(f"migration ended early: {self.error or self.result}")
+            time.sleep(0.05)
+        raise AssertionError(f"no progress of {min_bytes} bytes within {timeout}s")
+
+
+def background(source, destination, name, **kw):
+    return Background(flow.LiveMigration(name, source, destination,
+                                         source.settings.migration, **kw)).start()
+
+
+def qemu_listeners(host):
+    """(address, port) of every TCP socket QEMU listens on inside ``host``."""
+    out = host.run(["ss", "-Hltnp"]).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        if "qemu" not in line or len(fields) < 4:
+            continue
+        addr, _, port = fields[3].rpartition(":")
+        found.append((addr.strip("[]"), int(port)))
+    return found
+
+
+#: Ticks the destination may print again at the handover. The lab's QEMU 7.2
+#: under TCG sometimes resumes the guest a few ticks before the source's last
+#: printed one (seen with plain ``virsh migrate`` too: about 1 run in 10), so
+#: a strict "+1" check would fail for reasons outside migplane.
+REPLAYED_TICKS = 3
+
+
+def assert_counter_continues(watcher, source, dest=None):
+    """One counter across the hosts: no restart, no jump, each host steps by one."""
+    for host in {source, dest or source}:
+        ns = [t.n for t in watcher.ticks(host)]
+        assert ns == list(range(ns[0], ns[0] + len(ns))), f"{host} ticks {ns}"
+    if dest is None or dest == source:
+        return
+    last, first = watcher.ticks(source)[-1].n, watcher.ticks(dest)[0].n
+    assert last - REPLAYED_TICKS <= first - 1 <= last, (
+        f"{source} stopped at {last}, {dest} went on from {first}")
+
+
+@pytest.fixture(scope="session")
+def lv():
+    """The helpers above, for test modules (which cannot import a conftest)."""
+    return types.SimpleNamespace(
+        start_guest=start_guest, background=background, domain_state=domain_state,
+        assert_counter_continues=assert_counter_continues,
+        domain_names=domain_names, qemu_listeners=qemu_listeners, MIB=MIB, IMAGES=IMAGES)

@@ -1,0 +1,568 @@
+"""The libvirt driver against in-memory libvirt daemons, driven by the core's flow."""
+
+import threading
+import time
+
+import pytest
+
+from migplane.core import driver as driver_mod
+from migplane.core import exception
+from migplane.core import flow
+from migplane.core import loader
+from migplane.core import migrate_data as md
+from migplane.drivers.libvirt import driver as driver_mod_lv
+from migplane.drivers.libvirt import events
+
+libvirt = pytest.importorskip("libvirt")
+IMAGE = "/var/lib/libvirt/images/g1.qcow2"
+
+
+def lv_error(code, text):
+    err = libvirt.libvirtError(text)
+    err.err = (code, 0, text, 2, None, None, None, 0, 0)
+    return err
+
+
+def run(src, dst, instance="g1", block=False, **kw):
+    return flow.LiveMigration(instance, src, dst, src.settings.migration,
+                              block_migration=block, **kw).run()
+
+
+def start(src, dst, instance="g1", block=False):
+    """Run a flow in a thread; return (migration, thread, outcome dict)."""
+    m = flow.LiveMigration(instance, src, dst, src.settings.migration, block_migration=block)
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = m.run()
+        except Exception as err:
+            outcome["error"] = err
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return m, t, outcome
+
+
+# -- loading and describing ------------------------------------------------------
+
+
+def test_loaded_through_the_entry_point(daemons, make_conf):
+    drv = loader.load_driver(make_conf(daemons[0]), "libvirt")
+    assert isinstance(drv, driver_mod_lv.LibvirtDriver)
+    info = drv.describe()
+    assert info.name == "libvirt"
+    assert "libvirt 9.0.0" in info.version and "QEMU 7.2.0" in info.version
+    caps = info.capabilities
+    assert {"tcp", "tls", "ssh", "libssh2", "unix"} <= set(caps.schemes)
+    assert all((caps.data_uri, caps.listen_address, caps.disks_uri, caps.tls_destination,
+                caps.tunnelled, caps.native_tls, caps.post_copy, caps.auto_converge,
+                caps.parallel_connections, caps.block_migration))
+
+
+def test_capabilities_follow_the_daemons_version():
+    caps = driver_mod_lv.capabilities(6_000_000, 4_002_000)
+    assert caps.tls_destination and caps.parallel_connections and not caps.disks_uri
+    caps = driver_mod_lv.capabilities(9_000_000, 2_004_000)
+    assert not caps.post_copy and not caps.parallel_connections
+
+
+def test_describe_without_daemon_is_not_cached(daemons, make_conf):
+    a = daemons[0]
+    a.running = False
+    drv = driver_mod_lv.LibvirtDriver(make_conf(a))
+    assert drv.describe().version == "1.0"
+    a.running = True
+    assert "libvirt 9.0.0" in drv.describe().version
+
+
+def test_impossible_options_are_refused_when_loaded(daemons, make_conf):
+    conf = make_conf(daemons[0], tunnelled=True, parallel_connections=4)
+    with pytest.raises(exception.ConflictingOptions, match="parallel_connections=4"):
+        driver_mod_lv.LibvirtDriver(conf)
+    conf = make_conf(daemons[0], permit_post_copy=True, driver_opts={"compression": ["mt"]})
+    with pytest.raises(exception.ConflictingOptions, match="compression=mt"):
+        driver_mod_lv.LibvirtDriver(conf)
+
+
+def test_instance_info(daemons, make_drivers):
+    a, _ = daemons
+    a.add_domain("g1", disk=True)
+    a.disk_sizes[IMAGE] = 10 << 30
+    src, _ = make_drivers()
+    info = src.get_instance_info("g1")
+    assert info == driver_mod.InstanceInfo(name="g1", state="running",
+                                           memory_bytes=64 << 20, disk_bytes=10 << 30)
+    with pytest.raises(exception.InstanceNotFound, match="g2.*host-a"):
+        src.get_instance_info("g2")
+
+
+# -- whole migrations --------------------------------------------------------------
+
+
+def test_split_plane_migration(daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1")
+    src, dst = make_drivers()
+    result = run(src, dst)
+    assert result.status == flow.COMPLETED and result.running_on == "host-b"
+    [(dconnuri, params, flags)] = a.migrations
+    assert dconnuri == "qemu+tcp://host-b/system"
+    assert params["migrate_uri"] == "tcp://198.51.100.12"
+    assert params["listen_address"] == "198.51.100.12"
+    assert "persistent_xml" in params
+    assert flags & libvirt.VIR_MIGRATE_PEER2PEER and flags & libvirt.VIR_MIGRATE_LIVE
+    assert flags & libvirt.VIR_MIGRATE_PERSIST_DEST and flags & libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    assert "g1" not in a.domains and "g1" in b.domains
+    assert result.progress.state == driver_mod.JOB_COMPLETED
+
+
+def test_downtime_steps_reach_libvirt(daemons, make_drivers):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    a.gate.clear()
+    src, dst = make_drivers(downtime=400, downtime_steps=4)
+    m, t, outcome = start(src, dst)
+    for _ in range(500):
+        if ("migrateSetMaxDowntime", 100) in dom.calls:
+            break
+        time.sleep(0.01)
+    a.gate.set()
+    t.join(10)
+    assert ("migrateSetMaxDowntime", 100) in dom.calls   # the first of Nova's steps
+    assert outcome["result"].status == flow.COMPLETED
+
+
+def test_unset_inbound_address_migrates_as_before(daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1")
+    src, dst = make_drivers(my_ip=None)
+    result = run(src, dst)
+    assert result.uris.plane == "management"
+    [(dconnuri, params, _)] = a.migrations
+    assert dconnuri == "qemu+tcp://host-b/system"
+    assert "migrate_uri" not in params and "listen_address" not in params
+
+
+def test_completed_stats_come_from_the_job_completed_event(daemons, make_drivers,
+                                                           monkeypatch):
+    monkeypatch.setattr(events, "ensure_event_loop", lambda: False)
+    a, _ = daemons
+    a.add_domain("g1")
+    src, dst = make_drivers(source_opts={"event_loop": True})
+    result = run(src, dst)
+    assert result.progress.downtime_ms == 42 and result.progress.data_processed == 100
+
+
+def test_live_migration_returns_at_once_and_progress_is_polled(daemons, make_drivers):
+    a, _ = daemons
+    a.add_domain("g1")
+    a.gate.clear()
+    src, dst = make_drivers()
+    data = dst.pre_live_migration("g1", src.check_can_live_migrate_source(
+        "g1", dst.check_can_live_migrate_destination("g1")))
+    from migplane.core import uri as uri_mod
+    uris = uri_mod.resolve(src.settings.migration, data, src.describe().capabilities)
+    t0 = time.monotonic()
+    src.live_migration("g1", data, uris, src.settings.migration)
+    assert time.monotonic() - t0 < 1
+    assert a.job_started.wait(5)
+    p = src.get_job_progress("g1")
+    assert p.state == driver_mod.JOB_RUNNING and p.data_processed == 40
+    assert p.dirty_rate == 10 * 4096 and p.iteration == 2
+    with pytest.raises(exception.MigrationError, match="already runs"):
+        src.live_migration("g1", data, uris, src.settings.migration)
+    a.gate.set()
+    for _ in range(200):
+        p = src.get_job_progress("g1")
+        if p.finished:
+            break
+        time.sleep(0.01)
+    assert p.state == driver_mod.JOB_COMPLETED
+
+
+def test_libvirt_failure_keeps_its_words_and_the_guest_on_the_source(daemons,
+                                                                    make_drivers):
+    a, b = daemons
+    a.add_domain("g1")
+    a.migrate_error = lv_error(libvirt.VIR_ERR_SYSTEM_ERROR,
+                               "unable to connect to server at '198.51.100.12:49152': "
+                               "No route to host")
+    src, dst = make_drivers()
+    with pytest.raises(exception.MigrationError, match="No route to host") as err:
+        run(src, dst)
+    assert err.value.result.status == flow.FAILED
+    assert err.value.result.progress.state == driver_mod.JOB_FAILED
+    assert a.domains["g1"].state_[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert b.domains == {}
+
+
+def test_abort_mid_migration(daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1")
+    a.gate.clear()
+    src, dst = make_drivers()
+    m, t, outcome = start(src, dst)
+    assert a.job_started.wait(5)
+    time.sleep(0.05)
+    m.abort()
+    t.join(10)
+    err = outcome["error"]
+    assert isinstance(err, exception.MigrationAborted)
+    assert "canceled by client" in str(err)
+    assert err.result.progress.state == driver_mod.JOB_CANCELLED
+    assert err.result.progress.data_processed == 123   # libvirt's record of the job
+    assert "g1" in a.domains and b.domains == {}
+
+
+def test_requests_before_the_job_exists_are_applied_once_it_runs(daemons, make_drivers):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    a.gate.clear()
+    a.downtime_error = lv_error(libvirt.VIR_ERR_OPERATION_INVALID, "not migrating")
+    src, _ = make_drivers()
+    from migplane.drivers.libvirt import flags
+    from migplane.drivers.libvirt import job
+    plan = flags.Plan(dconnuri="qemu+tcp://host-b/system", flags=flags.BASE_FLAGS, params={})
+    src._jobs["g1"] = job.MigrationJob(dom, plan, "g1")   # started, not yet in libvirt
+    src.set_max_downtime("g1", 123)
+    src.abort_job("g1")
+    assert src._jobs["g1"].pending == {"downtime": 123, "abort": True}
+    a.downtime_error = None
+    dom.job_stats = dict(a.running_stats)
+    assert src.get_job_progress("g1").state == driver_mod.JOB_RUNNING
+    assert ("migrateSetMaxDowntime", 123) in dom.calls and ("abortJob",) in dom.calls
+    assert src._jobs["g1"].pending == {}
+
+
+def test_no_job_no_progress(daemons, make_drivers):
+    src, _ = make_drivers()
+    with pytest.raises(exception.NoActiveMigration, match="g1.*host-a"):
+        src.get_job_progress("g1")
+
+
+# -- force-complete and rollback at the source ---------------------------------------
+
+
+def _running_job(daemons, make_drivers, **lm):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    a.gate.clear()
+    src, dst = make_drivers(**lm)
+    m, t, outcome = start(src, dst)
+    assert a.job_started.wait(5)
+    return a, dom, src, m, t, outcome
+
+
+def test_force_complete_switches_to_post_copy(daemons, make_drivers):
+    a, dom, src, m, t, outcome = _running_job(daemons, make_drivers, permit_post_copy=True)
+    assert a.migrations[0][2] & libvirt.VIR_MIGRATE_POSTCOPY
+    m.force_complete()
+    for _ in range(200):
+        if ("migrateStartPostCopy",) in dom.calls:
+            break
+        time.sleep(0.01)
+    assert src.get_job_progress("g1").postcopy
+    a.gate.set()
+    t.join(10)
+    assert outcome["result"].status == flow.COMPLETED
+    assert outcome["result"].progress.postcopy
+
+
+def test_force_complete_pauses_without_post_copy_and_rollback_resumes(daemons,
+                                                                       make_drivers):
+    a, dom, src, m, t, outcome = _running_job(daemons, make_drivers)
+    m.force_complete()
+    for _ in range(200):
+        if ("suspend",) in dom.calls:
+            break
+        time.sleep(0.01)
+    assert dom.state_[0] == libvirt.VIR_DOMAIN_PAUSED
+    a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED, "migration failed late")
+    a.gate.set()
+    t.join(10)
+    assert isinstance(outcome["error"], exception.MigrationError)
+    assert ("resume",) in dom.calls and dom.state_[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_rollback_never_resumes_a_guest_that_switched_to_post_copy(daemons, make_drivers):
+    a, dom, src, m, t, outcome = _running_job(daemons, make_drivers, permit_post_copy=True)
+    src.force_complete("g1", post_copy=True)
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+    a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED, "post-copy failed")
+    a.gate.set()
+    t.join(10)
+    assert isinstance(outcome["error"], exception.MigrationError)
+    assert ("resume",) not in dom.calls
+
+
+def test_rollback_at_source_resumes_a_guest_libvirt_left_paused(daemons, make_drivers):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION]
+    src, _ = make_drivers()
+    src.rollback_live_migration_at_source("g1", md.MigrateData(dest_hostname="host-b"))
+    assert dom.state_[0] == libvirt.VIR_DOMAIN_RUNNING
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER]
+    src.rollback_live_migration_at_source("g1", md.MigrateData(dest_hostname="host-b"))
+    assert dom.state_[0] == libvirt.VIR_DOMAIN_PAUSED   # the operator's pause: kept
+
+
+# -- the destination ----------------------------------------------------------------
+
+
+def test_destination_refuses_a_guest_it_already_has(daemons, make_drivers):
+    _, b = daemons
+    b.add_domain("g1", active=False)
+    _, dst = make_drivers()
+    with pytest.raises(exception.DestinationCheckFailed, match="already defined here"):
+        dst.check_can_live_migrate_destination("g1")
+
+
+def test_source_refuses_a_stopped_or_busy_guest(daemons, make_drivers):
+    a, _ = daemons
+    src, dst = make_drivers()
+    data = dst.check_can_live_migrate_destination("g1")
+    dom = a.add_domain("g1", active=False)
+    with pytest.raises(exception.SourceCheckFailed, match="not running"):
+        src.check_can_live_migrate_source("g1", data)
+    dom.active = True
+    dom.job_stats = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED}
+    with pytest.raises(exception.SourceCheckFailed, match="already runs"):
+        src.check_can_live_migrate_source("g1", data)
+
+
+def test_inbound_link_down_fails_before_anything_moves(daemons, make_drivers, links):
+    a, b = daemons
+    a.add_domain("g1")
+    links[("host-b", "mig0")] = False
+    src, dst = make_drivers()
+    with pytest.raises(exception.InboundAddressError, match="mig0 is down") as err:
+        run(src, dst)
+    assert "198.51.100.12" in str(err.value)
+    assert a.migrations == [] and b.domains == {}
+    assert a.domains["g1"].state_[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_an_address_of_another_host_is_refused(daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1")
+    src, dst = make_drivers(my_ip="198.51.100.11")
+    with pytest.raises(exception.InboundAddressError, match="not an address of this host"):
+        run(src, dst)
+    assert a.migrations == []
+
+
+def test_ipv6_inbound_address(daemons, make_drivers):
+    a, _ = daemons
+    a.add_domain("g1")
+    src, dst = make_drivers(my_ip="2001:db8:2::12")
+    run(src, dst)
+    params = a.migrations[0][1]
+    assert params["migrate_uri"] == "tcp://[2001:db8:2::12]"
+    assert params["listen_address"] == "2001:db8:2::12"
+
+
+def test_block_migration_precreates_images_and_copies_local_disks_only(daemons,
+                                                                       make_drivers):
+    a, b = daemons
+    a.add_domain("g1", disk=True)
+    a.files[IMAGE] = (3 << 30, "qcow2")
+    a.disk_sizes[IMAGE] = 3 << 30
+    src, dst = make_drivers()
+    result = run(src, dst, block=True)
+    assert result.status == flow.COMPLETED
+    assert b.created_volumes == [(IMAGE, 3 << 30, "qcow2",
+                                  libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA)]
+    [(_, params, flags)] = a.migrations
+    assert flags & libvirt.VIR_MIGRATE_NON_SHARED_INC
+    assert params["migrate_disks"] == ["vda"]          # not the read-only CD-ROM
+    assert params["disks_uri"] == "tcp://198.51.100.12"
+    assert IMAGE in b.files and IMAGE not in a.files   # the source copy is gone
+    assert a.pools == [] and b.pools == []
+
+
+def test_block_migration_refuses_to_overwrite_an_existing_image(daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1", disk=True)
+    b.files[IMAGE] = (1, "qcow2")
+    src, dst = make_drivers()
+    with pytest.raises(exception.DestinationCheckFailed, match="already exists"):
+        run(src, dst, block=True)
+    assert b.files == {IMAGE: (1, "qcow2")} and a.migrations == []
+
+
+def test_failed_block_migration_removes_what_it_created(daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1", disk=True)
+    a.files[IMAGE] = (1 << 30, "qcow2")
+    a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED, "mirror failed")
+    src, dst = make_drivers()
+    with pytest.raises(exception.MigrationError, match="mirror failed"):
+        run(src, dst, block=True)
+    assert b.created_volumes and b.files == {} and b.pools == []
+    assert a.files == {IMAGE: (1 << 30, "qcow2")}      # the source keeps its disk
+
+
+def test_rollback_at_destination_is_idempotent_and_survives_a_restart(daemons,
+                                                                     make_drivers):
+    _, b = daemons
+    dom = b.add_domain("g1", persistent=False)
+    b.files[IMAGE] = (1, "qcow2")
+    _, dst = make_drivers()
+    data = md.MigrateData(dest_hostname="host-b", block_migration=True,
+                          driver_data={"created_disks": [IMAGE]})
+    dst.check_can_live_migrate_destination("g2")   # opens the connection
+    b.running = False
+    with pytest.raises(exception.HypervisorUnavailable, match="host-b"):
+        dst.rollback_live_migration_at_destination("g1", data)
+    b.running = True
+    dst.rollback_live_migration_at_destination("g1", data)
+    assert ("destroy",) in dom.calls and b.domains == {} and b.files == {}
+    dst.rollback_live_migration_at_destination("g1", data)
+
+
+def test_rollback_at_destination_undefines_a_persistent_leftover(daemons, make_drivers):
+    _, b = daemons
+    dom = b.add_domain("g1", persistent=True)
+    _, dst = make_drivers()
+    dst.rollback_live_migration_at_destination("g1", md.MigrateData(dest_hostname="host-b"))
+    assert b.domains == {}
+    assert [c[0] for c in dom.calls] == ["destroy", "undefineFlags"]
+
+
+def test_post_migration_steps(daemons, make_drivers):
+    a, b = daemons
+    leftover = a.add_domain("g1", active=False)
+    moved = b.add_domain("g1", persistent=False)
+    src, dst = make_drivers()
+    data = md.MigrateData(dest_hostname="host-b")
+    dst.post_live_migration_at_destination("g1", data)
+    assert b.defined == [moved.xml]          # made persistent
+    src.post_live_migration_at_source("g1", data)
+    assert "g1" not in a.domains and leftover.calls[-1][0] == "undefineFlags"
+    a.add_domain("g1")
+    with pytest.raises(exception.MigrationError, match="still runs here"):
+        src.post_live_migration_at_source("g1", data)
+
+
+def test_tls_failures_say_which_name_was_verified(daemons, make_drivers):
+    a, _ = daemons
+    a.add_domain("g1")
+    a.migrate_error = lv_error(libvirt.VIR_ERR_INTERNAL_ERROR,
+                               "qemu unexpectedly closed the monitor: Cannot read from TLS "
+                               "channel: Input/output error")
+    src, dst = make_drivers(with_native_tls=True)
+    with pytest.raises(exception.MigrationError) as err:
+        run(src, dst)
+    assert "Cannot read from TLS channel" in str(err.value)
+    assert "verified against 'host-b'" in str(err.value)
+    assert a.migrations[0][1]["tls.destination"] == "host-b"
+
+
+def test_tunnelled_block_migration_is_refused_before_the_destination_prepares(
+        daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1", disk=True)
+    src, dst = make_drivers(tunnelled=True)
+    with pytest.raises(exception.ConflictingOptions, match="tunnelled=True and block"):
+        run(src, dst, block=True)
+    assert b.created_volumes == [] and a.migrations == []
+
+
+def test_a_failed_progress_read_is_not_a_failed_migration(daemons, make_drivers):
+    a, dom, src, m, t, outcome = _running_job(daemons, make_drivers)
+    for _ in range(200):
+        if src._jobs["g1"].last_stats:
+            break
+        time.sleep(0.01)
+    a.stats_error = lv_error(libvirt.VIR_ERR_OPERATION_TIMEOUT,
+                             "Timed out during operation: cannot acquire state change lock")
+    p = src.get_job_progress("g1")
+    assert p.state == driver_mod.JOB_RUNNING and p.data_processed == 40
+    for conn in a.conns:
+        conn.alive = False        # the daemon connection died
+    with pytest.raises(exception.HypervisorUnavailable, match="host-a"):
+        src.get_job_progress("g1")
+    a.stats_error = None
+    a.gate.set()
+    t.join(10)
+
+
+def test_completed_jobs_wait_for_their_event():
+    jobs = events.CompletedJobs()
+    assert jobs.get("u1", timeout=0.01) is None
+
+    class Dom:
+        def UUIDString(self):
+            return "u1"
+
+    threading.Timer(0.05, jobs._on_event, (None, Dom(), {"downtime": 7}, None)).start()
+    assert jobs.get("u1", timeout=5) == {"downtime": 7}
+    jobs.forget("u1")
+    assert jobs.get("u1") is None
+
+
+def test_unknown_addresses_trust_the_configured_one(daemons, make_drivers, monkeypatch):
+    from migplane.drivers.libvirt import addresses
+
+    def broken(netns=None):
+        raise RuntimeError("netlink said no")
+
+    monkeypatch.setattr(addresses, "read", broken)
+    a, _ = daemons
+    a.add_domain("g1")
+    src, dst = make_drivers()
+    assert dst.local_addresses() is None
+    assert run(src, dst).uris.data_uri == "tcp://198.51.100.12"
+
+
+def test_a_missing_netns_is_a_clear_configuration_error(daemons, make_drivers,
+                                                       monkeypatch):
+    from migplane.drivers.libvirt import addresses
+
+    def missing(netns=None):
+        raise exception.ConfigError(group="driver_libvirt", option="netns", value=netns,
+                                    reason="no such network namespace")
+
+    monkeypatch.setattr(addresses, "read", missing)
+    _, dst = make_drivers()
+    with pytest.raises(exception.ConfigError, match="netns.*no such network namespace"):
+        dst.pre_live_migration("g1", dst.check_can_live_migrate_destination("g1"))
+
+
+def test_rollback_at_destination_never_destroys_a_guest_that_arrived(daemons,
+                                                                     make_drivers):
+    _, b = daemons
+    dom = b.add_domain("g1")
+    dom.state_ = [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATED]
+    _, dst = make_drivers()
+    with pytest.raises(exception.MigrationError, match="not destroying it"):
+        dst.rollback_live_migration_at_destination("g1",
+                                                   md.MigrateData(dest_hostname="host-b"))
+    assert "g1" in b.domains and ("destroy",) not in dom.calls
+
+
+def test_explain_describes_the_call_without_preparing_anything(daemons, make_drivers,
+                                                              links):
+    from migplane.core import uri as uri_mod
+
+    a, b = daemons
+    a.add_domain("g1", disk=True)
+    src, dst = make_drivers(permit_post_copy=True, bandwidth=100)
+    data = dst.plan_inbound("g1", block_migration=True)
+    assert data.target_connect_addr == "198.51.100.12"
+    uris = uri_mod.resolve(src.settings.migration, data, src.describe().capabilities,
+                           block_migration=True)
+    plan = src.describe_migration("g1", data, uris, src.settings.migration)
+    assert plan["dconnuri"] == "qemu+tcp://host-b/system"
+    assert "POSTCOPY" in plan["flags"] and "NON_SHARED_INC" in plan["flags"]
+    assert plan["params"]["migrate_uri"] == "tcp://198.51.100.12"
+    assert plan["params"]["migrate_disks"] == ["vda"]
+    assert plan["params"]["persistent_xml"].endswith("characters of domain XML>")
+    assert "permit_post_copy" in plan["reasons"]["POSTCOPY"]
+    assert "198.51.100.12" in plan["reasons"]["migrate_uri"]
+    assert b.created_volumes == [] and a.migrations == []
+    links[("host-b", "mig0")] = False
+    with pytest.raises(exception.InboundAddressError, match="mig0 is down"):
+        dst.plan_inbound("g1")
