@@ -9,7 +9,7 @@ tools/install.sh
 PY=.venv/bin/python
 
 echo "==> ruff"
-.venv/bin/ruff check migplane tests benchmarks tools
+.venv/bin/ruff check .
 
 echo "==> sample configuration is up to date"
 tmp=$(mktemp)
