@@ -21,6 +21,9 @@ import textwrap
 import pytest
 from oslo_config import cfg
 
+from migplane.agent import client as client_mod
+from migplane.agent import opts as agent_opts
+from migplane.agent import testing
 from migplane.core import flow
 from migplane.core import loader
 from migplane.core import opts as core_opts
@@ -145,3 +148,48 @@ def assert_rolled_back(world):
         assert instance not in world.transfers
 
     return check
+
+
+# -- agents on 127.0.0.1 driving fake-world hosts (tests/unit/agent, tests/unit/cli) --
+
+AGENT_TOKEN = testing.TOKEN
+
+
+@pytest.fixture
+def start_agent(world, host_conf):
+    """Start an agent for fake host ``host``; stopped after the test."""
+    running = []
+
+    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, **overrides):
+        overrides.setdefault("driver", "fake")
+        conf = host_conf(host, **overrides)
+        agent_opts.register_opts(conf)
+        conf.set_override("auth_tokens", list(tokens), group=agent_opts.GROUP)
+        for name, value in (agent_options or {}).items():
+            conf.set_override(name, value, group=agent_opts.GROUP)
+        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host))
+        if pace:
+            local.agent.sleep = testing.paced(world)
+        local.start()
+        running.append(local)
+        return local
+
+    yield start
+    for local in running:
+        local.stop()
+
+
+@pytest.fixture
+def pair(world, start_agent):
+    """Agents of host-a (source) and host-b (destination, my_live_migration_ip set)."""
+    world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=5)
+    a = start_agent("host-a")
+    b = start_agent("host-b", my_live_migration_ip=HOSTS["host-b"]["mig4"])
+    return a, b
+
+
+@pytest.fixture
+def client():
+    def make(local, token=AGENT_TOKEN):
+        return client_mod.AgentClient(local.url, token, timeout=30)
+    return make
