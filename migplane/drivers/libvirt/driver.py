@@ -278,10 +278,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                               driver_data={DEST_LIBVIRT: lib})
 
     def pre_live_migration(self, instance, migrate_data):
-        # The base class dict()s driver_data, which leaves nested values frozen
-        # (unserialisable); hand it plain data instead.
-        data = self.inbound_migrate_data(migrate_data.replace(driver_data={}),
-                                         driver_data=_plain(migrate_data))
+        data = self.inbound_migrate_data(migrate_data)
         if data.target_connect_addr is not None:
             self._check_inbound_link(data.target_connect_addr)
         if data.block_migration:
