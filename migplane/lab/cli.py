@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from .daemon import LIBVIRTD_LISTEN
 from .errors import LabError
 from .lab import Lab
 
@@ -17,6 +18,10 @@ def _parser():
     up.add_argument("--hosts", type=int, default=2)
     up.add_argument("--base-dir")
     up.add_argument("--tls", action="store_true", help="also issue TLS certificates")
+    up.add_argument("--libvirtd-listen", choices=LIBVIRTD_LISTEN, default="management",
+                    help="where each libvirtd listens for TCP: its management address "
+                         "(default) or every address (tunnelled migrations to an "
+                         "inbound address need that)")
     for cmd, text in (("down", "remove a lab (works after a crash)"),
                       ("status", "print a lab's status")):
         s = sub.add_parser(cmd, help=text)
@@ -29,7 +34,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "up":
-            lab = Lab(args.name, hosts=args.hosts, base_dir=args.base_dir).up()
+            lab = Lab(args.name, hosts=args.hosts, base_dir=args.base_dir,
+                      libvirtd_listen=args.libvirtd_listen).up()
             if args.tls:
                 lab.setup_tls()
             out = lab.status()

@@ -32,6 +32,43 @@ class Tick:
     initial: bool     # already in the file when watching started (t is meaningless)
 
 
+@dataclass(frozen=True)
+class Handover:
+    frm: str          # host that printed the last tick before the change
+    to: str           # host that printed the first one after it
+    last_n: int
+    first_n: int
+
+    @property
+    def replayed(self):
+        """Ticks the destination printed again (0 when it went on at +1)."""
+        return max(0, self.last_n + 1 - self.first_n)
+
+
+@dataclass(frozen=True)
+class Continuity:
+    """What `ConsoleWatcher.continuity` found; true when the rule holds."""
+    max_replay: int
+    handovers: tuple   # Handover, in the guest's order
+    replayed: int      # ticks printed twice, over all handovers
+    lost: int          # counter values never printed
+    problems: tuple    # one sentence per broken rule
+    sequence: str      # the last ticks as "<host letter><n>", for messages
+
+    @property
+    def ok(self):
+        return not self.problems
+
+    def __bool__(self):
+        return self.ok
+
+    def __str__(self):
+        verdict = "; ".join(self.problems) or (
+            f"continuous ({len(self.handovers)} handover(s), {self.replayed} tick(s) "
+            f"replayed, at most {self.max_replay} allowed per handover)")
+        return f"{verdict} [ticks: {self.sequence}]"
+
+
 class ConsoleWatcher:
     """Follow console files {label: path}; use as a context manager."""
 
@@ -141,14 +178,59 @@ class ConsoleWatcher:
     def max_bad(self):
         return max((t.bad for t in self.ticks()), default=0)
 
-    def counter_continuous(self):
-        """True if, per boot, counters only ever go up by one."""
-        last = {}
-        for t in self.ticks():
-            if t.boot in last and t.n != last[t.boot] + 1:
-                return False
-            last[t.boot] = t.n
-        return True
+    def continuity(self, max_replay=0):
+        """Judge the tick counter of every boot: the one continuity rule.
+
+        Per boot, each host's ticks are cut into stays (runs going up by one)
+        and the stays are put in the guest's order. Between two stays on
+        different hosts (a handover) the destination may print again at most
+        `max_replay` ticks the source already printed; a lost tick (a counter
+        value nobody printed) is never allowed, nor is any jump or repeat
+        within one host. Returns a `Continuity`, true when the rule holds.
+        """
+        stays = []
+        for boot in dict.fromkeys(t.boot for t in self.ticks()):
+            runs = []
+            for host in dict.fromkeys(t.host for t in self.ticks()):
+                for t in self.ticks(host):
+                    if t.boot != boot:
+                        continue
+                    if runs and runs[-1][-1].host == host and t.n == runs[-1][-1].n + 1:
+                        runs[-1].append(t)
+                    else:
+                        runs.append([t])
+            # guest order: by first counter value; read time breaks ties
+            stays.append(sorted(runs, key=lambda r: (r[0].n, r[0].t)))
+        handovers, problems = [], []
+        replayed = lost = 0
+        for runs in stays:
+            for before, after in zip(runs, runs[1:]):
+                last, first = before[-1], after[0]
+                step = first.n - last.n - 1          # > 0: lost, < 0: replayed
+                h = Handover(last.host, first.host, last.n, first.n)
+                where = f"{h.frm} printed up to n={last.n}, {h.to} went on from n={first.n}"
+                if h.frm != h.to:
+                    handovers.append(h)
+                if step > 0:
+                    lost += step
+                    problems.append(f"{step} tick(s) lost: {where}")
+                elif step < 0:
+                    replayed += -step
+                    if h.frm == h.to:
+                        problems.append(f"{-step} tick(s) repeated on one host: {where}")
+                    elif -step > max_replay:
+                        problems.append(f"{-step} tick(s) replayed (at most {max_replay} "
+                                        f"allowed): {where}")
+        return Continuity(max_replay, tuple(handovers), replayed, lost, tuple(problems),
+                          self._sequence())
+
+    def counter_continuous(self, max_replay=0):
+        """True if the counter holds `continuity(max_replay)`'s rule (by
+        default strict: per boot, counters only ever go up by one)."""
+        return self.continuity(max_replay).ok
+
+    def _sequence(self, n=40):
+        return " ".join(f"{t.host[-1]}{t.n}" for t in self.ticks()[-n:])
 
     def gaps(self, since=None):
         """(gap seconds, tick before, tick after) between consecutive live ticks."""

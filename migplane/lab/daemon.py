@@ -37,11 +37,30 @@ ETC_ENTRIES = {"/etc/hosts": "etc/hosts", "/etc/libvirt": "etc/libvirt"}
 PKI_SUBDIR = "etc/pki"
 
 
-def libvirtd_conf(mgmt_ip, host_uuid):
+#: Where a host's libvirtd listens for TCP: "management", its management
+#: address only (the default: peers and the controller dial host names, which
+#: resolve to it), or "all", every address of the host. A tunnelled migration
+#: with an inbound address set dials the destination's libvirtd on that
+#: (migration-plane) address, which needs "all".
+LIBVIRTD_LISTEN = ("management", "all")
+
+
+def check_listen(listen):
+    if listen not in LIBVIRTD_LISTEN:
+        raise ValueError(f"libvirtd_listen must be one of {', '.join(LIBVIRTD_LISTEN)}, "
+                         f"not {listen!r}")
+    return listen
+
+
+def libvirtd_conf(mgmt_ip, host_uuid, listen="management"):
+    if check_listen(listen) == "management":
+        listen_line = f'listen_addr = "{mgmt_ip}"'
+    else:   # without listen_addr libvirtd binds every IPv4 and IPv6 address
+        listen_line = "# listen_addr unset: every address (libvirtd_listen=all)"
     return f"""# written by migplane.lab
 listen_tls = 0
 listen_tcp = 1
-listen_addr = "{mgmt_ip}"
+{listen_line}
 auth_tcp = "none"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
@@ -68,7 +87,16 @@ migrate_tls_x509_verify = 1
 """
 
 
-def prepare_root(root, netns, mgmt_ip, host_uuid, hosts_text):
+def libvirtd_conf_path(root):
+    return Path(root) / "etc/libvirt/libvirtd.conf"
+
+
+def write_libvirtd_conf(root, mgmt_ip, host_uuid, listen="management"):
+    """(Re)write the host's libvirtd.conf; libvirtd reads it when it starts."""
+    libvirtd_conf_path(root).write_text(libvirtd_conf(mgmt_ip, host_uuid, listen))
+
+
+def prepare_root(root, netns, mgmt_ip, host_uuid, hosts_text, listen="management"):
     """Create the host's private tree and its /etc/netns/<netns> entries."""
     root = Path(root)
     for sub in [*PRIVATE_DIRS.values(), "etc/libvirt", f"{PKI_SUBDIR}/qemu", "lib/images",
@@ -76,7 +104,7 @@ def prepare_root(root, netns, mgmt_ip, host_uuid, hosts_text):
         (root / sub).mkdir(parents=True, exist_ok=True)
     pki = root / PKI_SUBDIR / "qemu"
     (root / "etc/hosts").write_text(hosts_text)
-    (root / "etc/libvirt/libvirtd.conf").write_text(libvirtd_conf(mgmt_ip, host_uuid))
+    write_libvirtd_conf(root, mgmt_ip, host_uuid, listen)
     qconf = root / "etc/libvirt/qemu.conf"
     qconf.write_text(qemu_conf(pki))
     qconf.chmod(0o600)

@@ -38,7 +38,8 @@ class LabHost:
     mig_if = plan.IFNAMES["migration"]
 
     def __init__(self, lab, index, name, netns, mgmt_ip, mig_ip, mgmt_ip6, mig_ip6,
-                 root, host_uuid, holder_pid=None, libvirtd_pid=None):
+                 root, host_uuid, holder_pid=None, libvirtd_pid=None,
+                 libvirtd_listen="management"):
         self.lab = lab
         self.index = index
         self.name = name
@@ -49,6 +50,7 @@ class LabHost:
         self.host_uuid = host_uuid
         self.holder_pid = holder_pid
         self.libvirtd_pid = libvirtd_pid
+        self.libvirtd_listen = daemon.check_listen(libvirtd_listen)
 
     def __repr__(self):
         return f"<LabHost {self.name} {self.mgmt_ip}/{self.mig_ip} libvirtd={self.libvirtd_pid}>"
@@ -148,21 +150,44 @@ class LabHost:
     def wait_libvirtd(self, timeout=60):
         daemon.wait_ready(self.libvirtd_pid, self.root, self.uri, timeout)
 
+    def set_libvirtd_listen(self, listen, timeout=60):
+        """Make libvirtd listen on the management address only ("management")
+        or on every address of the host ("all"): rewrite libvirtd.conf and, if
+        libvirtd runs, restart it (SIGTERM by pid; guests keep running).
+        Returns libvirtd's pid (None if it was not running)."""
+        daemon.check_listen(listen)
+        daemon.write_libvirtd_conf(self.root, self.mgmt_ip, self.host_uuid, listen)
+        changed, self.libvirtd_listen = listen != self.libvirtd_listen, listen
+        self.lab._save()
+        if self.libvirtd_alive() and changed:
+            self.kill_libvirtd(signal.SIGTERM)
+            self.start_libvirtd(timeout=timeout)
+        return self.libvirtd_pid if self.libvirtd_alive() else None
+
     # -- state ------------------------------------------------------------
     def to_dict(self):
         return {"index": self.index, "name": self.name, "netns": self.netns,
                 "mgmt_ip": self.mgmt_ip, "mig_ip": self.mig_ip,
                 "mgmt_ip6": self.mgmt_ip6, "mig_ip6": self.mig_ip6,
                 "root": str(self.root), "host_uuid": self.host_uuid,
-                "holder_pid": self.holder_pid, "libvirtd_pid": self.libvirtd_pid}
+                "holder_pid": self.holder_pid, "libvirtd_pid": self.libvirtd_pid,
+                "libvirtd_listen": self.libvirtd_listen}
 
 
 class Lab:
-    """N hosts + switch + controller. `up()`, `down()`, `status()`."""
+    """N hosts + switch + controller. `up()`, `down()`, `status()`.
+
+    libvirtd_listen: where every host's libvirtd listens for TCP,
+    "management" (its management address, the default) or "all" (every
+    address: needed by tunnelled migrations that dial the destination's
+    inbound, migration-plane address). One host can be changed later with
+    `LabHost.set_libvirtd_listen`.
+    """
 
     def __init__(self, name, hosts=2, base_dir=None, image_dir=None,
-                 caps_cache=daemon.DEFAULT_CAPS_CACHE):
+                 caps_cache=daemon.DEFAULT_CAPS_CACHE, libvirtd_listen="management"):
         self.name = plan.check_name(name)
+        self.libvirtd_listen = daemon.check_listen(libvirtd_listen)
         if not 1 <= int(hosts) <= plan.MAX_HOSTS:
             raise ValueError(f"hosts must be 1..{plan.MAX_HOSTS}")
         self.n_hosts = int(hosts)
@@ -182,7 +207,8 @@ class Lab:
     def _new_host(self, i):
         return LabHost(self, i, plan.hostname(i), plan.host_netns(self.name, i),
                        root=self.base_dir / "hosts" / plan.hostname(i),
-                       host_uuid=str(uuid.uuid4()), **plan.host_addrs(i))
+                       host_uuid=str(uuid.uuid4()), libvirtd_listen=self.libvirtd_listen,
+                       **plan.host_addrs(i))
 
     def __repr__(self):
         return f"<Lab {self.name} hosts={self.n_hosts} {self.phase}>"
@@ -203,6 +229,7 @@ class Lab:
         state.save(self.name, {
             "version": STATE_VERSION, "name": self.name, "phase": self.phase,
             "n_hosts": self.n_hosts, "base_dir": str(self.base_dir),
+            "libvirtd_listen": self.libvirtd_listen,
             "image_dir": str(self.image_dir),
             "caps_cache": str(self.caps_cache) if self.caps_cache else None,
             "switch_netns": self.switch_netns, "controller_netns": self.controller_netns,
@@ -217,7 +244,9 @@ class Lab:
         if data is None:
             raise LabError(f"no state file for lab {name!r} ({state.state_path(name)})")
         lab = cls(name, hosts=data["n_hosts"], base_dir=data["base_dir"],
-                  image_dir=data["image_dir"], caps_cache=data.get("caps_cache"))
+                  image_dir=data["image_dir"], caps_cache=data.get("caps_cache"),
+                  # state files written before the option existed: management
+                  libvirtd_listen=data.get("libvirtd_listen", "management"))
         lab.phase = data.get("phase", "unknown")
         lab.shaping = data.get("shaping") or {}
         lab.tls_names = data.get("tls_names")
@@ -308,7 +337,8 @@ class Lab:
             for p in plan.PLANES:
                 net.attach(self.switch_netns, plan.switch_port(p, h.index), p, h.netns,
                            plan.IFNAMES[p], [h.ip(p, 4)], [h.ip(p, 6)])
-            daemon.prepare_root(h.root, h.netns, h.mgmt_ip, h.host_uuid, hosts_text)
+            daemon.prepare_root(h.root, h.netns, h.mgmt_ip, h.host_uuid, hosts_text,
+                                listen=h.libvirtd_listen)
         self._save()
 
     def _up_hosts(self, timeout):

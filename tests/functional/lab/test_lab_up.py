@@ -66,6 +66,39 @@ def test_status_is_json_and_healthy(lab):
         assert set(h["counters"]) == {"management", "migration"}
 
 
+
+def _libvirtd_tcp_addrs(host):
+    """Local addresses libvirtd's TCP socket (port 16509) is bound to in `host`."""
+    out = host.run(["ss", "-Hltn", "sport = :16509"]).stdout
+    return {line.split()[3].rsplit(":", 1)[0].strip("[]") for line in out.splitlines()}
+
+
+def _virsh_hostname(frm, uri):
+    return frm.run(["virsh", "-c", uri, "hostname"], check=False, timeout=30)
+
+
+def test_libvirtd_listens_on_management_unless_told_otherwise(lab):
+    from migplane.lab import Lab
+
+    a, b = lab.hosts
+    mig_uri = f"qemu+tcp://{b.mig_name}/system"
+    assert _libvirtd_tcp_addrs(b) == {b.mgmt_ip}
+    assert _virsh_hostname(a, mig_uri).returncode != 0       # not on the migration plane
+    old_pid = b.libvirtd_pid
+    try:
+        b.set_libvirtd_listen("all")
+        assert b.libvirtd_alive() and b.libvirtd_pid != old_pid
+        assert _libvirtd_tcp_addrs(b) <= {"*", "0.0.0.0", "::"}
+        assert _virsh_hostname(a, mig_uri).stdout.strip() == "host-b"
+        again = Lab.load(lab.name).host("host-b")             # kept in the state file
+        assert again.libvirtd_listen == "all" and again.libvirtd_pid == b.libvirtd_pid
+    finally:
+        b.set_libvirtd_listen("management")
+    assert _libvirtd_tcp_addrs(b) == {b.mgmt_ip}
+    assert Lab.load(lab.name).host("host-b").libvirtd_listen == "management"
+    with pytest.raises(ValueError):
+        b.set_libvirtd_listen("everywhere")
+
 def test_root_namespace_is_untouched(lab):
     import subprocess
 

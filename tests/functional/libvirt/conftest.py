@@ -12,7 +12,6 @@ guest, no image, links up, no shaping, libvirtd running.
 
 import contextlib
 import os
-import signal
 import threading
 import time
 import types
@@ -28,42 +27,22 @@ MIB = 1 << 20
 IMAGES = "/var/lib/libvirt/images"
 
 
-def _listens_on(host, addr):
-    out = host.run(["ss", "-Hltn"]).stdout
-    return any(line.split()[3].rsplit(":", 1)[0].strip("[]") in (addr, "*", "0.0.0.0", "::")
-               for line in out.splitlines() if len(line.split()) > 3)
-
-
-def _listen_on_every_plane(host):
-    """Let libvirtd listen on every address of its host, not only management.
-
-    A tunnelled migration addresses the control connection to the inbound
-    address (the migration plane); the lab's libvirtd listens on the
-    management address only. A no-op once the lab listens everywhere.
-    """
-    if _listens_on(host, host.mig_ip):
-        return
-    conf = host.root / "etc/libvirt/libvirtd.conf"
-    text = conf.read_text()
-    # Without listen_addr libvirtd binds every IPv4 and IPv6 address.
-    conf.write_text(text.replace(f'listen_addr = "{host.mgmt_ip}"', ""))
-    host.kill_libvirtd(signal.SIGTERM)
-    host.start_libvirtd()
-
-
 @pytest.fixture(scope="session")
 def drv_lab(lab_env):
-    """A 2-host lab of our own, under a name no other run uses."""
+    """A 2-host lab of our own, under a name no other run uses.
+
+    Its libvirtds listen on every address, not only management: a tunnelled
+    migration addresses the control connection to the destination's inbound
+    address (the migration plane).
+    """
     from migplane.lab import Lab
 
     name = f"mpdrv{os.getpid()}"
     if Lab.exists(name):
         Lab.load(name).down()
-    lab = Lab(name, hosts=2)
+    lab = Lab(name, hosts=2, libvirtd_listen="all")
     try:
         lab.up()
-        for host in lab.hosts:
-            _listen_on_every_plane(host)
         lab.kernel = lab.build_guest()
         yield lab
     finally:
