@@ -11,12 +11,13 @@ import sys
 
 from migplane.agent import errors as agent_errors
 from migplane.cli import agents
+from migplane.cli import demo
 from migplane.cli import errors
 from migplane.cli.commands import check
 from migplane.cli.commands import explain
-from migplane.cli.commands import lab
 from migplane.cli.commands import manage
 from migplane.cli.commands import migrate
+from migplane.cli.commands import passthrough
 from migplane.core import exception
 
 DESCRIPTION = """\
@@ -57,13 +58,15 @@ def build_parser():
     explain.add_parser(sub, parents)
     check.add_parser(sub, parents)
     manage.add_parsers(sub, parents)
-    lab.add_parser(sub, parents)
-    try:
-        from migplane.cli import demo
-    except ImportError:  # the demo needs the lab
-        demo = None
-    if demo is not None:
-        demo.add_parser(sub, parents)
+    passthrough.add_parser(
+        sub, "lab", "migplane.lab.cli", "build, inspect or tear down the multi-host test lab",
+        "Build, inspect or tear down the multi-host lab (needs root), e.g. "
+        "'migplane lab up --name demo', 'migplane lab status', 'migplane lab down'.")
+    passthrough.add_parser(
+        sub, "bench", "migplane.bench.main", "benchmark the split plane against bare virsh",
+        "Run the benchmarks on a lab (needs root) and write results.json, REPORT.md "
+        "and plots, e.g. 'migplane bench --quick --out /tmp/bench'.")
+    demo.add_parser(sub, parents)
     return parser
 
 
