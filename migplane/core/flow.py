@@ -310,6 +310,9 @@ class LiveMigration:
     def _call_safely(self, method, data):
         try:
             method(self.instance, data)
+        except exception.MigplaneError as err:  # expected, e.g. a daemon is down
+            LOG.warning("%s of %s failed during rollback: %s", method.__name__,
+                        self.instance, err)
         except Exception:
             LOG.exception("%s of %s failed during rollback", method.__name__, self.instance)
 
