@@ -95,6 +95,9 @@ class LiveMigration:
     :param clock, sleep: injectable time, so the fake driver can simulate it.
     """
 
+    #: Seconds after which an abort the job has not obeyed is sent again.
+    ABORT_RETRY_S = 5.0
+
     def __init__(self, instance, source, destination, settings, block_migration=False,
                  limiter=None, migration_id=None, clock=time.monotonic, sleep=time.sleep):
         self.instance = instance
@@ -222,7 +225,8 @@ class LiveMigration:
         steps = list(downtime_steps(self.settings, gib))
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
-        abort_sent = forced = False
+        abort_at = None
+        forced = False
         while True:
             progress = self.source.get_job_progress(self.instance)
             self.progress = progress
@@ -237,19 +241,24 @@ class LiveMigration:
                 self.source.set_max_downtime(self.instance, downtime)
                 self.downtime_ms = downtime
                 self._emit(events.DOWNTIME_CHANGED, message="max downtime %d ms" % downtime)
-            if self._abort.is_set() and not abort_sent:
-                abort_sent = True
-                self._abort_job(progress)
             if (self.settings.completion_timeout and elapsed > timeout
                     and self.timeout_action is None):
                 self.timeout_action = self.settings.timeout_action
                 self._emit(events.TIMEOUT_ACTION, message="completion timeout of %.0f s "
                            "passed: %s" % (timeout, self.timeout_action))
-                if self.timeout_action == "abort":
-                    abort_sent = True
-                    self._abort_job(progress)
-                else:
+                if self.timeout_action != "abort":
                     self._force.set()
+            if self._abort.is_set() or self.timeout_action == "abort":
+                # Resent while the job runs on: a hypervisor may accept an abort
+                # that arrives before its transfer has really started and drop it
+                # (libvirt's migrate_cancel before QEMU's migrate).
+                now = self._clock()
+                if abort_at is None or now - abort_at >= self.ABORT_RETRY_S:
+                    if abort_at is not None:
+                        LOG.info("Migration %s still runs after abort; aborting again",
+                                 self.id)
+                    abort_at = now
+                    self._abort_job(progress)
             if self._force.is_set() and not forced:
                 forced = True
                 post_copy = self.settings.permit_post_copy and capabilities.post_copy

@@ -603,3 +603,25 @@ def test_finish_job_gives_up_when_the_job_never_ends(world, drivers, make_migrat
     assert err.result.progress.state == driver_mod.JOB_RUNNING
     assert world.clock.now() == pytest.approx(6.0, abs=0.05)  # 600 polls of 0.01 s
     assert_rolled_back()
+
+
+def test_an_abort_the_hypervisor_dropped_is_sent_again(world, drivers, make_migration,
+                                                       assert_rolled_back, monkeypatch):
+    """libvirt accepts an abort that arrives before QEMU migrates, and drops it."""
+    guest = world.add_guest(A, "vm1", memory_mib=2048)
+    source = drivers[0]
+    real_abort, calls = source.abort_job, []
+
+    def first_abort_is_lost(instance):
+        calls.append(world.clock.now())
+        if len(calls) > 1:
+            real_abort(instance)
+
+    monkeypatch.setattr(source, "abort_job", first_abort_is_lost)
+    migration = make_migration(*drivers)
+    world.at(1.0, migration.abort)
+    err = run_failing(migration)
+    assert isinstance(err, exception.MigrationAborted)
+    assert len(calls) == 2
+    assert calls[1] - calls[0] >= flow.LiveMigration.ABORT_RETRY_S
+    assert_rolled_back(boot_id=guest.boot_id)
