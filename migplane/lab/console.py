@@ -2,7 +2,10 @@
 
 Each parsed MPTICK line is timestamped on the host side when read, so the
 largest wall-clock gap between consecutive ticks bounds what the guest saw
-of a migration's downtime (to within the poll interval).
+of a migration's downtime (to within the poll interval). A line the guest
+was printing when a migration switched over starts in the source's file and
+ends in the destination's; the watcher joins it. `ConsoleWatcher.continuity`
+is the one rule for the tick counter.
 """
 
 import re
@@ -17,6 +20,14 @@ TICK_RE = re.compile(r"MPTICK boot=([0-9a-f]{16}) n=(\d+) ms=(\d+) pass=(\d+) ba
 BOOT_RE = re.compile(r"MPBOOT boot=([0-9a-f]{16})")
 DISK_RE = re.compile(r"MPDISK sum=([0-9a-f]{8}) lba=(\d+) sectors=(\d+)")
 STAMP_RE = re.compile(r"MPSTAMPED mib=(\d+) sum=([0-9a-f]{8})")
+LINE_RES = (TICK_RE, BOOT_RE, DISK_RE, STAMP_RE)
+
+#: Ticks the destination may print again at a handover, for every check of
+#: the test guest's counter (`ConsoleWatcher.continuity`'s default): none.
+#: Measured on the lab, 0 replayed ticks in 320 live migrations of a dirtying
+#: guest (210 with the guest's old layout, 110 with its loop state written
+#: through freshly flushed TLB entries); see guest/README.md.
+MAX_REPLAY = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,11 @@ class ConsoleWatcher:
             time.sleep(self.poll_s)
 
     def _poll(self, initial=False):
+        # Read every file first, then parse: a line the guest was printing
+        # when it was stopped for a handover starts in the source's file and
+        # ends in the destination's; its head is then in the source's buffer
+        # whatever order the files are read in.
+        new = {}
         for label, path in self.files.items():
             try:
                 with open(path, "rb") as f:
@@ -131,20 +147,37 @@ class ConsoleWatcher:
                 continue
             if not data:
                 continue
-            now, wall = time.monotonic(), time.time()
             self._pos[label] += len(data)
             text = self._buf[label] + data.decode("ascii", "replace")
             *lines, self._buf[label] = text.split("\n")
-            with self._cond:
+            new[label] = (time.monotonic(), time.time(), lines)
+        with self._cond:
+            for label, (now, wall, lines) in new.items():
                 for line in lines:
-                    line = line.rstrip("\r")
+                    line = self._join_split(label, line.rstrip("\r"))
                     self._lines[label].append(line)
                     m = TICK_RE.search(line)
                     if m:
                         self._ticks.append(Tick(label, now, wall, m.group(1), int(m.group(2)),
                                                 int(m.group(3)), int(m.group(4)),
                                                 int(m.group(5)), initial))
+            if new:
                 self._cond.notify_all()
+
+    def _join_split(self, label, line):
+        """A line split by a handover, whole again: `line` (read on `label`)
+        does not start like a guest line and another host's file ends with
+        an unfinished one that, put in front, makes a line we know. The line
+        is counted as the destination's (it was finished there)."""
+        if not line or line.startswith("MP"):
+            return line
+        for other, head in self._buf.items():
+            if other != label and head.startswith("MP"):
+                whole = head.rstrip("\r") + line
+                if any(r.match(whole) for r in LINE_RES):
+                    self._buf[other] = ""
+                    return whole
+        return line
 
     # -- queries ----------------------------------------------------------------
     def ticks(self, host=None):
@@ -178,7 +211,7 @@ class ConsoleWatcher:
     def max_bad(self):
         return max((t.bad for t in self.ticks()), default=0)
 
-    def continuity(self, max_replay=0):
+    def continuity(self, max_replay=MAX_REPLAY):
         """Judge the tick counter of every boot: the one continuity rule.
 
         Per boot, each host's ticks are cut into stays (runs going up by one)
@@ -224,9 +257,8 @@ class ConsoleWatcher:
         return Continuity(max_replay, tuple(handovers), replayed, lost, tuple(problems),
                           self._sequence())
 
-    def counter_continuous(self, max_replay=0):
-        """True if the counter holds `continuity(max_replay)`'s rule (by
-        default strict: per boot, counters only ever go up by one)."""
+    def counter_continuous(self, max_replay=MAX_REPLAY):
+        """True if the counter holds `continuity(max_replay)`'s rule."""
         return self.continuity(max_replay).ok
 
     def _sequence(self, n=40):
