@@ -1,0 +1,5 @@
+import sys
+
+from migplane.bench.main import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""The issue's targets, evaluated on a results dict (pure).
+
+Each target is ``met`` True/False with the measured figure, or ``met`` None
+when its part was not run or produced no figure.
+"""
+
+from migplane.bench import stats
+
+ISO_VS_VIRSH = 1.1
+ISO_VS_UNSPLIT = 10.0
+PLANE_SHARE = 0.99
+WALL_RATIO = 1.1
+GOODPUT_SHARE = 0.90
+EVACUATION = 1.2
+
+
+def _fmt(value, fmt="%.2f"):
+    return "n/a" if value is None else fmt % value
+
+
+def _target(tid, part, what, target, value, ok, measured):
+    return {"id": tid, "part": part, "what": what, "target": target,
+            "value": value, "met": None if value is None else bool(ok),
+            "measured": measured}
+
+
+def _iso_targets(iso):
+    out = []
+    summary = (iso or {}).get("summary") or {}
+    if not summary:
+        return out
+    for key in sorted(summary, key=lambda k: int(k[1:])):
+        conc = int(key[1:])
+        per = summary[key]
+        split = (per.get("split") or {}).get("p99_ms")
+        virsh = (per.get("virsh") or {}).get("p99_ms")
+        unsplit = (per.get("unsplit") or {}).get("p99_ms")
+        r = stats.ratio(split, virsh)
+        out.append(_target(
+            "isolation_vs_virsh_c%d" % conc, "isolation",
+            "Management p99 during %d migration(s): migplane split vs bare virsh" % conc,
+            "≤ %.1f × virsh" % ISO_VS_VIRSH, r, r is not None and r <= ISO_VS_VIRSH,
+            "%s ms vs %s ms (× %s)" % (_fmt(split), _fmt(virsh), _fmt(r))))
+        r = stats.ratio(unsplit, split)
+        out.append(_target(
+            "isolation_vs_unsplit_c%d" % conc, "isolation",
+            "Management p99 during %d migration(s): unsplit vs split" % conc,
+            "≥ %.0f × better" % ISO_VS_UNSPLIT, r, r is not None and r >= ISO_VS_UNSPLIT,
+            "%s ms unsplit vs %s ms split (%s × better)" % (_fmt(unsplit), _fmt(split),
+                                                             _fmt(r, "%.1f"))))
+    mig = mgmt = 0.0
+    for per in summary.values():
+        mb = (per.get("split") or {}).get("migration_bytes")
+        if mb:
+            mig += mb["migration"]
+            mgmt += mb["management"]
+    share = (mig / (mig + mgmt)) if mig + mgmt else None
+    out.append(_target(
+        "plane_share", "isolation",
+        "Share of migplane's (split) migration bytes carried by the migration plane",
+        "≥ %.0f %%" % (PLANE_SHARE * 100), share, share is not None and share >= PLANE_SHARE,
+        "%s %% (%s MB migration plane, %s MB management)" % (
+            _fmt(None if share is None else share * 100, "%.2f"),
+            _fmt(mig / 1e6, "%.1f"), _fmt(mgmt / 1e6, "%.2f"))))
+    return out
+
+
+def _eff_targets(eff):
+    out = []
+    kinds = (eff or {}).get("kinds") or {}
+    for kind in ("idle", "dirtying"):
+        k = kinds.get(kind)
+        if not k:
+            continue
+        r = k["ratio"]
+        out.append(_target(
+            "wall_ratio_%s" % kind, "efficiency",
+            "End-to-end wall time, migplane / bare virsh (%s stamped guest, median of %d "
+            "pairs)" % (kind, r["n"]),
+            "≤ %.1f" % WALL_RATIO, r["median"], r["median"] is not None
+            and r["median"] <= WALL_RATIO,
+            "%s (pairs %s–%s)" % (_fmt(r["median"], "%.3f"), _fmt(r["min"], "%.3f"),
+                                  _fmt(r["max"], "%.3f"))))
+    idle = kinds.get("idle")
+    if idle:
+        g = idle["tools"]["migplane"]["goodput_share_of_link"]
+        bps = idle["tools"]["migplane"]["goodput_Bps"]["median"]
+        out.append(_target(
+            "goodput_idle", "efficiency",
+            "Goodput of migplane, non-dirtying stamped guest, against the shaped link",
+            "≥ %.0f %%" % (GOODPUT_SHARE * 100), g["median"],
+            g["median"] is not None and g["median"] >= GOODPUT_SHARE,
+            "%s %% (%s Mbit/s; runs %s–%s %%)" % (
+                _fmt(None if g["median"] is None else g["median"] * 100, "%.1f"),
+                _fmt(None if bps is None else bps * 8 / 1e6, "%.1f"),
+                _fmt(None if g["min"] is None else g["min"] * 100, "%.1f"),
+                _fmt(None if g["max"] is None else g["max"] * 100, "%.1f"))))
+    return out
+
+
+def _scale_targets(sc):
+    if not sc:
+        return []
+    r = sc.get("ratio_to_ideal")
+    out = [_target(
+        "evacuation", "scale",
+        "Evacuation of %d guests to %d hosts: total time / (bytes / link rate)"
+        % (sc["guests"], len(sc["destinations"])),
+        "≤ %.1f" % EVACUATION, r, r is not None and r <= EVACUATION,
+        "%s s for %s MB at the link rate = %s s ideal (× %s)" % (
+            _fmt(sc.get("total_s"), "%.1f"), _fmt(sc["source_migration_tx_bytes"] / 1e6,
+                                                  "%.0f"),
+            _fmt(sc["ideal_s"], "%.1f"), _fmt(r, "%.3f")))]
+    peak = max(sc["peaks"].values()) if sc.get("peaks") else None
+    out.append(_target(
+        "limit", "scale", "Per-host concurrency limit never exceeded (limiter.peak)",
+        "≤ %d" % sc["limit"], peak, sc.get("limit_respected"),
+        ", ".join("%s %d" % (h, p) for h, p in sorted(sc["peaks"].items()))))
+    intact = sum(1 for c in sc["guest_checks"] if c["intact"])
+    out.append(_target(
+        "intact", "scale",
+        "Every evacuated guest intact (one boot id, counter continuous, no bad word)",
+        "%d / %d" % (sc["guests"], sc["guests"]), intact, sc.get("all_intact"),
+        "%d / %d intact, %d / %d migrations completed" % (
+            intact, sc["guests"], sc["completed"], sc["guests"])))
+    return out
+
+
+def evaluate(results):
+    """The list of targets of ``results`` (see module doc)."""
+    return (_iso_targets(results.get("isolation")) + _eff_targets(results.get("efficiency"))
+            + _scale_targets(results.get("scale")))

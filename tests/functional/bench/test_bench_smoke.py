@@ -1,0 +1,78 @@
+"""CI's smoke test of the benchmark: a very short run on a real lab produces a
+well-formed report (results.json schema, the targets table in REPORT.md, valid
+PNG plots). The figures of so short a run mean nothing and are not checked;
+the benchmark itself is not a timed test."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migplane.bench import report
+from migplane.bench import schema
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[3]
+#: Smaller than --quick: one window per scenario, two concurrent migrations,
+#: one pair per guest kind, two guests to evacuate. About two minutes.
+SMOKE_ARGS = ["--quick", "--concurrency", "1,2", "--pairs", "1", "--stamp-mib", "16",
+              "--scale-guests", "2", "--scale-limit", "1"]
+TIMEOUT = 170
+
+
+def _png_ok(path):
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return False
+    width, height = struct.unpack(">II", data[16:24])
+    return width > 100 and height > 100 and data.rstrip(b"\0").endswith(
+        b"IEND\xaeB`\x82")
+
+
+def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
+    out = tmp_path / "bench"
+    lab_name = "b%d" % os.getpid()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cp = subprocess.run(
+        [sys.executable, "-m", "migplane.bench", *SMOKE_ARGS, "--lab-name", lab_name,
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=str(ROOT))
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert schema.validate(results) == []
+    assert results["errors"] == []
+    assert results["meta"]["quick"] is True
+    for part in schema.PARTS:
+        assert results.get(part), "part %s produced nothing" % part
+    assert {r["scenario"] for r in results["isolation"]["runs"]} == set(schema.SCENARIOS)
+    assert all(r["ok"] for r in results["isolation"]["runs"])
+    assert results["isolation"]["samples"], "the probe recorded nothing"
+    assert results["scale"]["completed"] == 2 and results["scale"]["limit_respected"]
+    assert results["scale"]["all_intact"]
+    ids = {t["id"] for t in results["targets"]}
+    assert {"isolation_vs_virsh_c1", "isolation_vs_unsplit_c2", "plane_share",
+            "wall_ratio_idle", "goodput_idle", "evacuation", "limit", "intact"} <= ids
+    assert all(t["met"] is not None for t in results["targets"])
+
+    text = (out / "REPORT.md").read_text()
+    assert report.TARGETS_HEADING in text and report.TARGETS_HEADER in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and (
+        "**met**" in ln or "**not met**" in ln)]
+    assert len(rows) == len(results["targets"])
+    assert "## What the figures mean" in text
+
+    assert set(results["plots"]) == {"isolation_latency.png", "isolation_timeline.png",
+                                     "isolation_cdf.png", "efficiency.png", "scale.png"}
+    for name in results["plots"]:
+        assert _png_ok(out / name), name
+        assert "(%s)" % name in text
+
+    # and nothing of the lab is left behind
+    from migplane.lab import Lab
+    assert not Lab.exists(lab_name)
