@@ -23,6 +23,10 @@ rm -f "$tmp"
 echo "==> pytest"
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 rm -f .coverage
-$PY -m pytest -p no:cacheprovider --cov=migplane --cov-branch --cov-report= "$@" tests
+if [ $# -gt 0 ]; then
+  # A chosen subset (e.g. tools/test.sh tests/unit -k flow): no coverage gate.
+  exec $PY -m pytest -p no:cacheprovider "$@"
+fi
+$PY -m pytest -p no:cacheprovider --cov=migplane --cov-branch --cov-report= tests
 echo "==> branch coverage of migplane.core (must be >= 90 %)"
 $PY -m coverage report --include='migplane/core/*' --fail-under=90
