@@ -17,11 +17,10 @@ import time
 import types
 
 import pytest
-from oslo_config import cfg
 
+from migplane import testing
 from migplane.core import flow
 from migplane.core import loader
-from migplane.core import opts as core_opts
 
 MIB = 1 << 20
 IMAGES = "/var/lib/libvirt/images"
@@ -119,15 +118,7 @@ def make_driver(drv_lab):
     """A LibvirtDriver for a lab host, loaded as production does."""
 
     def make(host, my_ip=None, **lm):
-        conf = cfg.ConfigOpts()
-        conf(args=[], project="migplane", default_config_files=[])
-        core_opts.register_opts(conf)
-        conf.set_override("hostname", host.name, group=core_opts.GROUP)
-        conf.set_override("poll_interval", 0.1, group=core_opts.GROUP)
-        if my_ip:
-            conf.set_override("my_live_migration_ip", my_ip)
-        for option, value in lm.items():
-            conf.set_override(option, value, group=core_opts.GROUP)
+        conf = testing.host_conf(host.name, my_ip, **{"poll_interval": 0.1, **lm})
         driver = loader.load_driver(_with_driver_opts(conf, host), "libvirt")
         return driver
 

@@ -11,9 +11,8 @@ import threading
 import uuid as uuid_mod
 
 import pytest
-from oslo_config import cfg
 
-from migplane.core import opts as core_opts
+from migplane import testing
 from migplane.drivers.libvirt import opts
 
 try:
@@ -389,16 +388,7 @@ def links(monkeypatch):
 @pytest.fixture
 def make_conf():
     def make(daemon, my_ip=None, event_loop=False, driver_opts=None, **lm):
-        conf = cfg.ConfigOpts()
-        conf(args=[], project="migplane", default_config_files=[])
-        core_opts.register_opts(conf)
-        opts.register_opts(conf)
-        conf.set_override("hostname", daemon.name, group=core_opts.GROUP)
-        conf.set_override("poll_interval", 0.01, group=core_opts.GROUP)
-        if my_ip:
-            conf.set_override("my_live_migration_ip", my_ip)
-        for name, value in lm.items():
-            conf.set_override(name, value, group=core_opts.GROUP)
+        conf = testing.host_conf(daemon.name, my_ip, **{"poll_interval": 0.01, **lm})
         conf.set_override("connection_uri", daemon.uri, group=opts.GROUP)
         conf.set_override("netns", daemon.name, group=opts.GROUP)
         conf.set_override("event_loop", event_loop, group=opts.GROUP)
