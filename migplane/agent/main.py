@@ -23,6 +23,8 @@ from migplane.core import opts as core_opts
 
 LOG = logging.getLogger(__name__)
 DOMAIN = "migplane-agent"
+VERSION_HELP = ("--version prints the versions of migplane and of the libvirt and QEMU "
+                "that the configured driver sees, then exits.")
 
 
 def build_conf(argv):
@@ -31,7 +33,7 @@ def build_conf(argv):
     logging.register_options(conf)
     core_opts.register_opts(conf)
     opts.register_opts(conf)
-    conf(argv, project="migplane", prog=DOMAIN,
+    conf(argv, project="migplane", prog=DOMAIN, epilog=VERSION_HELP,
          default_config_files=cfg.find_config_files(project="migplane", prog=DOMAIN))
     return conf
 
@@ -46,8 +48,23 @@ def build(conf):
     return agent, server
 
 
+def version(argv):
+    """``--version``: migplane's and the configured driver's view of libvirt and QEMU."""
+    from migplane import version as version_mod
+
+    try:
+        conf = build_conf([a for a in argv if a != "--version"])
+    except (cfg.Error, ValueError, SystemExit) as err:
+        print("migplane-agent: (configuration not read: %s)" % err, file=sys.stderr)
+        conf = None
+    print(version_mod.report(DOMAIN, conf))
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "--version" in argv:
+        return version(argv)
     try:
         conf = build_conf(argv)
     except (cfg.Error, ValueError) as err:

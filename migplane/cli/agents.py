@@ -28,6 +28,7 @@ from typing import Optional
 from migplane.agent import client as client_mod
 from migplane.agent import errors as agent_errors
 from migplane.cli import errors
+from migplane.core import exception
 
 DEFAULT_FILES = ("~/.config/migplane/cli.conf", "/etc/migplane/cli.conf")
 
@@ -45,10 +46,7 @@ class Directory:
         if host in self.agents:
             return self.agents[host]
         if "://" in host:
-            try:
-                return client_mod.check_url(host, field=option)
-            except agent_errors.BadRequest as err:
-                raise errors.CliError(str(err))
+            return _check(host, host, option)
         known = ", ".join(sorted(self.agents)) or "none"
         raise errors.CliError("unknown host %r for %s: known hosts: %s (add --agent %s="
                               "https://ADDRESS:7480 or an [agents] entry in %s)"
@@ -71,6 +69,9 @@ def _read_file(path):
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
+    except UnicodeDecodeError as err:
+        raise errors.CliError("cannot read CLI configuration %s: not UTF-8 text (byte %d)"
+                              % (path, err.start))
     except (OSError, configparser.Error) as err:
         raise errors.CliError("cannot read CLI configuration %s: %s" % (path, err))
     return parser
@@ -92,16 +93,41 @@ def _config_path(explicit):
 def _read_token(path):
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
+            return check_token(handle.read().strip(), "the token file %s" % path) or None
+    except UnicodeDecodeError:
+        raise errors.CliError("the token file %s is not text: is it the right file?" % path)
     except OSError as err:
         raise errors.CliError("cannot read the token file %s: %s" % (path, err))
+
+
+def check_token(token, where):
+    """``token`` if it can be a bearer token (printable ASCII, no space); the error
+    never shows it, since a token pasted by mistake may be a key."""
+    if token and not all("!" <= char <= "~" for char in token):
+        if "\n" in token or "\r" in token:
+            what = "holds several lines (a certificate or key by mistake?)"
+        elif token.isascii():
+            what = "contains spaces or control characters"
+        else:
+            what = "contains non-ASCII characters"
+        raise errors.CliError("%s %s: a token is printable ASCII without spaces; it is "
+                              "not shown here" % (where, what))
+    return token
+
+
+def _check_file(path, where):
+    if path and not os.path.isfile(path):
+        raise errors.CliError("%s %s: no such file" % (where, path))
+    return path
 
 
 def _check(name, url, where):
     try:
         return client_mod.check_url(url, field="agent %s" % name)
-    except agent_errors.BadRequest as err:
+    except (agent_errors.BadRequest, exception.MigplaneError) as err:
         raise errors.CliError("%s: %s" % (where, err))
+    except ValueError as err:   # urllib: e.g. an unclosed IPv6 bracket
+        raise errors.CliError("%s: bad URL %r for agent %s: %s" % (where, url, name, err))
 
 
 def load(args):
@@ -116,9 +142,9 @@ def load(args):
                 agents[name] = _check(name, url, path)
         if parser.has_section("auth"):
             auth = dict(parser.items("auth"))
-            token = auth.get("token") or (_read_token(auth["token_file"])
-                                          if auth.get("token_file") else None)
-            ca_file = auth.get("ca_file")
+            token = check_token(auth.get("token"), "[auth] token in %s" % path) or (
+                _read_token(auth["token_file"]) if auth.get("token_file") else None)
+            ca_file = _check_file(auth.get("ca_file"), "[auth] ca_file in %s:" % path)
     for item in getattr(args, "agent", None) or []:
         name, sep, url = item.partition("=")
         if not sep or not name or not url:
@@ -126,12 +152,12 @@ def load(args):
                                   "host-a=https://192.0.2.11:7480" % item)
         agents[name.strip()] = _check(name, url.strip(), "--agent")
     if getattr(args, "token", None):
-        token = args.token
+        token = check_token(args.token, "--token")
     elif os.environ.get("MIGPLANE_TOKEN"):
-        token = os.environ["MIGPLANE_TOKEN"]
+        token = check_token(os.environ["MIGPLANE_TOKEN"], "$MIGPLANE_TOKEN")
     elif getattr(args, "token_file", None):
         token = _read_token(args.token_file)
     if getattr(args, "ca_file", None):
-        ca_file = args.ca_file
+        ca_file = _check_file(args.ca_file, "--ca-file")
     return Directory(agents=agents, token=token, ca_file=ca_file,
                      timeout=getattr(args, "timeout", None) or 60.0, source=source)

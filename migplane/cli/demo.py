@@ -22,11 +22,12 @@ def add_parser(subparsers, parents):
         "demo", help="build a two-host lab and migrate a live guest across it (root)",
         description=__doc__, epilog=errors.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", default="mpdemo", help="lab name (default mpdemo)")
+    p.add_argument("--name", default="mpdemo", help="lab name (default %(default)s)")
     p.add_argument("--memory", type=int, default=128, metavar="MiB",
-                   help="guest memory (default 128)")
+                   help="guest memory (default %(default)s)")
     p.add_argument("--bandwidth", type=int, default=16, metavar="MiB/s",
-                   help="migration bandwidth, so the progress is visible (default 32)")
+                   help="migration bandwidth, so the progress is visible (default "
+                        "%(default)s)")
     p.add_argument("--keep", action="store_true",
                    help="leave the lab, agents and guest running (migplane lab down "
                         "--name NAME removes them)")

@@ -1,10 +1,12 @@
 """``migplane list|show|abort|force-complete``: migrations the agents run."""
 
 import argparse
+import re
 import sys
 import time
 
 from migplane.agent import errors as agent_errors
+from migplane.agent import schemas
 from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli.commands import migrate
@@ -27,10 +29,20 @@ def add_parsers(subparsers, parents):
         p = subparsers.add_parser(name, parents=parents, help=what, description=what,
                                   epilog=errors.EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("migration_id", metavar="ID", help="migration ID (from list)")
+        p.add_argument("migration_id", metavar="ID", type=migration_id,
+                       help="migration ID (from list)")
         p.add_argument("--on", metavar="HOST",
                        help="the source host's agent (default: ask every agent)")
         p.set_defaults(run=func)
+
+
+def migration_id(text):
+    """An ID as the agents make them; anything else could walk their URL paths."""
+    if not re.fullmatch(schemas.MIGRATION_ID["pattern"], text):
+        raise argparse.ArgumentTypeError(
+            "%r is not a migration ID (letters, digits, '-' and '_', as 'migplane list' "
+            "shows them)" % text)
+    return text
 
 
 def _hosts(args, directory):
@@ -60,13 +72,16 @@ def find(args, directory):
 
 
 def run_list(args, directory):
-    rows, everything, failures = [], [], 0
+    """Every agent's migrations; an agent that does not answer is named (in the JSON
+    too) and makes the exit code 3, whatever the others said."""
+    rows, everything, failures = [], [], []
     hosts = _hosts(args, directory)
     for host in hosts:
         try:
             found = directory.client(host, "--on").get("/v1/migrations")["migrations"]
         except agent_errors.AgentError as err:
-            failures += 1
+            failures.append({"agent": host, "error": str(err),
+                             "kind": type(err).__name__})
             print("migplane: %s: %s" % (host, err), file=sys.stderr)
             continue
         for m in found:
@@ -77,13 +92,17 @@ def run_list(args, directory):
                          m["status"], m.get("step") or "-", percent,
                          output.duration(time.time() - m["created"]) + " ago"))
     if args.json:
-        output.emit_json({"migrations": everything})
+        output.emit_json({"migrations": everything, "errors": failures})
     elif rows:
         output.table(rows, ("ID", "DOMAIN", "FROM -> TO", "STATUS", "STEP", "DONE",
                             "STARTED"))
     else:
-        print("No migrations.")
-    return errors.AGENT if failures == len(hosts) else errors.OK
+        print("No migrations%s." % (" on the agents that answered" if failures else ""))
+    if failures:
+        print("migplane: %d of %d agents did not answer (%s): the list is incomplete"
+              % (len(failures), len(hosts), ", ".join(f["agent"] for f in failures)),
+              file=sys.stderr)
+    return errors.AGENT if failures else errors.OK
 
 
 def _percent(progress):

@@ -94,7 +94,7 @@ def test_bad_arguments_exit_2(cli, agent_args):
 
 
 @pytest.mark.parametrize("command", [[], ["migrate"], ["explain"], ["check"], ["list"],
-                                     ["show"], ["abort"], ["force-complete"], ["lab"]])
+                                     ["show"], ["abort"], ["force-complete"], ["demo"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main.main(command + ["--help"])
@@ -112,10 +112,12 @@ def test_help_documents_exit_codes(capsys):
 def test_cli_file_and_environment(tmp_path, monkeypatch):
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("a CA")
     conf = tmp_path / "cli.conf"
     conf.write_text("[agents]\nhost-a = https://192.0.2.11:7480\n"
                     "host-b = https://192.0.2.12:7480/\n\n"
-                    "[auth]\ntoken_file = %s\nca_file = /etc/ca.pem\n" % token_file)
+                    "[auth]\ntoken_file = %s\nca_file = %s\n" % (token_file, ca_file))
     parser = cli_main.build_parser()
     monkeypatch.delenv("MIGPLANE_TOKEN", raising=False)
     args = parser.parse_args(["list", "--config", str(conf),
@@ -124,7 +126,7 @@ def test_cli_file_and_environment(tmp_path, monkeypatch):
     assert d.agents == {"host-a": "https://192.0.2.11:7480",
                         "host-b": "https://192.0.2.12:7480",
                         "host-c": "http://192.0.2.13:7480"}
-    assert d.token == "from-file" and d.ca_file == "/etc/ca.pem"
+    assert d.token == "from-file" and d.ca_file == str(ca_file)
     assert d.url("https://192.0.2.14:7480") == "https://192.0.2.14:7480"
     monkeypatch.setenv("MIGPLANE_TOKEN", "from-env")
     assert agents.load(args).token == "from-env"
