@@ -90,9 +90,15 @@ def _parts(text):
 
 def parser():
     p = argparse.ArgumentParser(
-        prog="python -m migplane.bench",
+        prog="migplane bench",
         description="Benchmark migplane's migration plane on a lab, side by side with "
-                    "bare virsh, and write results.json, REPORT.md and PNG plots.")
+                    "bare virsh, and write results.json, REPORT.md and PNG plots (needs "
+                    "root; also 'python -m migplane.bench').",
+        epilog="examples:\n"
+               "  migplane bench --out benchmarks                  # about 15 minutes\n"
+               "  migplane bench --quick --out /tmp/b              # about 2-3 minutes\n"
+               "  migplane bench --render-only --out benchmarks    # from results.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="small guests, one repeat: a few minutes (CI runs an even shorter "
                         "variant, see tests/functional/bench)")

@@ -17,6 +17,7 @@ from migplane.agent import errors as agent_errors
 from migplane.cli import agents
 from migplane.cli import demo
 from migplane.cli import errors
+from migplane.cli import examples
 from migplane.cli.commands import check
 from migplane.cli.commands import explain
 from migplane.cli.commands import manage
@@ -119,6 +120,8 @@ def build_parser():
     for name in passthrough.TOOLS:
         passthrough.add_parser(sub, name)
     demo.add_parser(sub, parents)
+    for name, subparser in sub.choices.items():
+        subparser.epilog = examples.epilog(name, subparser.epilog or "")
     return parser
 
 

@@ -8,10 +8,20 @@ from .daemon import LIBVIRTD_LISTEN
 from .errors import LabError
 from .lab import Lab
 
+EXAMPLES = """\
+examples:
+  migplane lab up --name demo --hosts 2
+  migplane lab status --name demo
+  migplane lab list
+  migplane lab down --name demo
+"""
 
-def _parser():
+
+def parser():
     p = argparse.ArgumentParser(prog="migplane lab",
-                                description="Multi-host live-migration lab on this machine.")
+                                description="Multi-host live-migration lab on this machine "
+                                            "(needs root).", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create a lab")
     up.add_argument("--name", default="mp")
@@ -31,7 +41,7 @@ def _parser():
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         if args.cmd == "up":
             lab = Lab(args.name, hosts=args.hosts, base_dir=args.base_dir,

@@ -1,0 +1,49 @@
+"""The ``examples:`` that end each subcommand's ``--help``.
+
+One command per line, written exactly as an operator types it, with the
+names the README uses (host-a, host-b, guest vm1, a migration ID from
+``migplane list``). ``tests/unit/test_readme.py`` runs every agent-command
+example against two agents and parse-checks the others, so none can rot.
+"""
+
+EXAMPLES = {
+    "migrate": (
+        "migplane migrate vm1 --from host-a --to host-b",
+        "migplane migrate vm1 --from host-b --to host-a --bandwidth 200 --postcopy",
+        "migplane migrate vm1 --from host-a --to host-b --detach --json",
+    ),
+    "explain": (
+        "migplane explain vm1 --from host-a --to host-b",
+        "migplane explain vm1 --from host-a --to host-b --block --json",
+    ),
+    "check": (
+        "migplane check --from host-a --to host-b",
+        "migplane --json check --from host-a --to host-b",
+    ),
+    "list": (
+        "migplane list",
+        "migplane list --on host-a --json",
+    ),
+    "show": (
+        "migplane show ID",
+        "migplane show ID --json",
+    ),
+    "abort": (
+        "migplane abort ID",
+    ),
+    "force-complete": (
+        "migplane force-complete ID --on host-a",
+    ),
+    "demo": (
+        "migplane demo",
+        "migplane demo --memory 256 --bandwidth 32 --keep",
+    ),
+}
+
+
+def epilog(command, rest=""):
+    """``examples:`` of ``command`` followed by ``rest`` (e.g. the exit codes)."""
+    lines = EXAMPLES.get(command)
+    if not lines:
+        return rest
+    return "examples:\n%s\n\n%s" % ("\n".join("  " + line for line in lines), rest)
