@@ -1,6 +1,7 @@
 """REPORT.md from a results dict (pure text; the plots are written by ``plots``)."""
 
 from migplane.bench import stats
+from migplane.bench import targets
 
 TARGETS_HEADING = "## Targets"
 TARGETS_HEADER = "| # | Target | Threshold | Measured | Met |"
@@ -257,14 +258,10 @@ def _count_windows(results):
     return n + (1 if results.get("scale") else 0)
 
 
-def _close_to_baseline(per, factor=1.5, slack_ms=1.0):
-    """Did split and virsh stay within ``factor`` × baseline p99 (+ slack)?"""
-    base = (per.get("baseline") or {}).get("p99_ms")
-    if base is None:
-        return False
-    limit = base * factor + slack_ms
-    return all((per.get(k) or {}).get("p99_ms") is not None
-               and per[k]["p99_ms"] <= limit for k in ("split", "virsh"))
+def _close_to_baseline(per):
+    """Did split and virsh both stay within the baseline's widened range (the
+    isolation targets' rule, :func:`migplane.bench.targets.quiet_limit`)?"""
+    return all(targets.is_quiet(per, k) for k in ("split", "virsh"))
 
 
 def _sending_share(results):
@@ -330,6 +327,7 @@ def _isolation(results):
                 _f(s["migration_bytes"]["management"] / 1e6, "%.2f"),
                 _f(s["migration_bytes"]["migration"] / 1e6, "%.1f"),
                 _pct(s["migration_plane_share"], "%.2f"), _pct(s["cpu_busy"], "%.0f")))
+    lines += [""] + _isolation_rule(iso)
     checks = iso.get("guest_checks") or []
     lines += ["", "Guests after the isolation part: %d / %d intact." % (
         sum(1 for c in checks if c["intact"]), len(checks)), ""]
@@ -354,6 +352,39 @@ def _isolation(results):
         if name in results.get("plots", []):
             lines += ["![%s](%s)" % (caption, name), ""]
     return lines
+
+
+def _isolation_rule(iso):
+    """How the isolation targets are judged, and why, with this run's figures."""
+    ranges = []
+    for key in sorted(iso["summary"], key=lambda k: int(k[1:])):
+        base = iso["summary"][key].get("baseline") or {}
+        limit, highest = targets.quiet_limit(base)
+        if limit is not None:
+            ranges.append("%s–%s ms with %s concurrent, so split passes up to %s ms" % (
+                _f(base.get("p99_ms_min", base.get("p99_ms"))), _f(highest), key[1:],
+                _f(limit)))
+    return [
+        "**How the isolation targets are judged.** The claim is that, with the split "
+        "plane, a migration leaves the management plane as quiet as no migration at "
+        "all. So migplane's split p99 (pooled over its windows) is compared with the "
+        "baseline's own range: it must not exceed the highest per-window p99 measured "
+        "with no migration, widened by %.0f ms or by %.0f %% of it, whichever is more "
+        "(this run: %s). Bare virsh is measured alongside and judged by the same rule, "
+        "for comparison. The tolerance sits between the two scales of the question: "
+        "without any migration, sub-millisecond p99s move by tenths of a millisecond "
+        "between windows and runs on this shared machine (CPU scheduling), while a "
+        "memory stream on the management link queues the probe by tens of "
+        "milliseconds at 100 Mbit/s (the unsplit rows). The earlier rule, split "
+        "≤ 1.1 × bare virsh, compared two figures inside that noise: the same code "
+        "gave 0.29 vs 0.32 ms (met) and 0.45 vs 0.40 ms (not met) with the baseline "
+        "at 0.53 ms. A rank test over the pooled round trips was rejected too: with "
+        "over a thousand samples per scenario it calls shifts of hundredths of a "
+        "millisecond significant, and over the per-window p99s (two or three windows) "
+        "it can never be. The second target keeps the other half of the claim: "
+        "unsplit must be at least %.0f × worse than split." % (
+            targets.ISO_QUIET_SLACK_MS, (targets.ISO_QUIET_FACTOR - 1) * 100,
+            "; ".join(ranges) or "no baseline", targets.ISO_VS_UNSPLIT)]
 
 
 def _efficiency(results):

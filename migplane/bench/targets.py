@@ -6,7 +6,10 @@ when its part was not run or produced no figure.
 
 from migplane.bench import stats
 
-ISO_VS_VIRSH = 1.1
+#: Split counts as quiet up to the baseline's worst per-window p99 plus the larger of
+#: these (see quiet_limit); unsplit must be ISO_VS_UNSPLIT times worse than split.
+ISO_QUIET_SLACK_MS = 1.0
+ISO_QUIET_FACTOR = 1.5
 ISO_VS_UNSPLIT = 10.0
 PLANE_SHARE = 0.99
 WALL_RATIO = 1.1
@@ -24,6 +27,35 @@ def _target(tid, part, what, target, value, ok, measured):
             "measured": measured}
 
 
+def quiet_limit(baseline):
+    """``(limit_ms, highest_ms)``: the highest p99 the management probe may show during
+    a migration and still count as indistinguishable from no migration at all.
+
+    The baseline's own range is the noise: ``highest_ms`` is its worst per-window
+    p99 (of the windows with no migration), widened by ``ISO_QUIET_SLACK_MS`` or
+    by ``ISO_QUIET_FACTOR`` of it, whichever is more. Chosen between the two scales
+    of the question: without any migration, sub-millisecond p99s move by tenths of
+    a millisecond between windows and runs on a shared machine (CPU scheduling),
+    while a memory stream sharing the management link queues the probe by tens of
+    milliseconds at the benchmark's 100 Mbit/s. ``None`` without a baseline.
+    """
+    baseline = baseline or {}
+    highest = baseline.get("p99_ms_max")
+    if highest is None:
+        highest = baseline.get("p99_ms")
+    if highest is None:
+        return None, None
+    return max(highest + ISO_QUIET_SLACK_MS, highest * ISO_QUIET_FACTOR), highest
+
+
+def is_quiet(summary, scenario):
+    """Is ``scenario``'s pooled p99 within the baseline's widened range (see
+    :func:`quiet_limit`)? None when either figure is missing."""
+    limit, _ = quiet_limit(summary.get("baseline"))
+    p99 = (summary.get(scenario) or {}).get("p99_ms")
+    return None if limit is None or p99 is None else p99 <= limit
+
+
 def _iso_targets(iso):
     out = []
     summary = (iso or {}).get("summary") or {}
@@ -32,15 +64,26 @@ def _iso_targets(iso):
     for key in sorted(summary, key=lambda k: int(k[1:])):
         conc = int(key[1:])
         per = summary[key]
+        base = per.get("baseline") or {}
         split = (per.get("split") or {}).get("p99_ms")
         virsh = (per.get("virsh") or {}).get("p99_ms")
         unsplit = (per.get("unsplit") or {}).get("p99_ms")
-        r = stats.ratio(split, virsh)
+        limit, highest = quiet_limit(base)
+        quiet = is_quiet(per, "split")
+        virsh_quiet = is_quiet(per, "virsh")
         out.append(_target(
-            "isolation_vs_virsh_c%d" % conc, "isolation",
-            "Management p99 during %d migration(s): migplane split vs bare virsh" % conc,
-            "≤ %.1f × virsh" % ISO_VS_VIRSH, r, r is not None and r <= ISO_VS_VIRSH,
-            "%s ms vs %s ms (× %s)" % (_fmt(split), _fmt(virsh), _fmt(r))))
+            "isolation_quiet_c%d" % conc, "isolation",
+            "Management p99 during %d migration(s), migplane split: indistinguishable "
+            "from no migration (bare virsh alongside)" % conc,
+            "≤ baseline's worst window p99 + max(%.0f ms, %.0f %%)" % (
+                ISO_QUIET_SLACK_MS, (ISO_QUIET_FACTOR - 1) * 100),
+            None if quiet is None else split, quiet,
+            "split %s ms; baseline windows %s–%s ms, so ≤ %s ms; bare virsh %s ms (%s; "
+            "split × %s of virsh)" % (
+                _fmt(split), _fmt(base.get("p99_ms_min", base.get("p99_ms"))),
+                _fmt(highest), _fmt(limit), _fmt(virsh),
+                "n/a" if virsh_quiet is None else "within" if virsh_quiet else "above",
+                _fmt(stats.ratio(split, virsh)))))
         r = stats.ratio(unsplit, split)
         out.append(_target(
             "isolation_vs_unsplit_c%d" % conc, "isolation",

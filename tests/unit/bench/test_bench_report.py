@@ -50,7 +50,7 @@ def test_report_says_what_failed_and_what_was_not_measured(synthetic_results):
     assert "Parts that failed:** efficiency: RuntimeError: boom" in text
     assert "**not met**" in text
     assert "## 2. Efficiency" not in text
-    assert "Targets not met: isolation_vs_virsh_c1" in text
+    assert "Targets not met: isolation_quiet_c1" in text
 
 
 def test_report_flags_cpu_bound_windows(synthetic_results):
