@@ -356,35 +356,44 @@ def _isolation(results):
 
 def _isolation_rule(iso):
     """How the isolation targets are judged, and why, with this run's figures."""
-    ranges = []
+    ranges, leaks = [], []
     for key in sorted(iso["summary"], key=lambda k: int(k[1:])):
-        base = iso["summary"][key].get("baseline") or {}
+        per = iso["summary"][key]
+        base = per.get("baseline") or {}
         limit, highest = targets.quiet_limit(base)
-        if limit is not None:
-            ranges.append("%s–%s ms with %s concurrent, so split passes up to %s ms" % (
-                _f(base.get("p99_ms_min", base.get("p99_ms"))), _f(highest), key[1:],
-                _f(limit)))
+        if limit is None:
+            continue
+        ranges.append("%s–%s ms with %s concurrent, so split passes up to %s ms" % (
+            _f(base.get("p99_ms_min", base.get("p99_ms"))), _f(highest), key[1:],
+            _f(limit)))
+        unsplit = per.get("unsplit") or {}
+        low = unsplit.get("p99_ms_min", unsplit.get("p99_ms"))
+        if low is not None:
+            leaks.append("%s ms with %s concurrent, %s × the limit" % (
+                _f(low), key[1:], _f(low / limit, "%.0f")))
     return [
         "**How the isolation targets are judged.** The claim is that, with the split "
         "plane, a migration leaves the management plane as quiet as no migration at "
         "all. So migplane's split p99 (pooled over its windows) is compared with the "
         "baseline's own range: it must not exceed the highest per-window p99 measured "
-        "with no migration, widened by %.0f ms or by %.0f %% of it, whichever is more "
-        "(this run: %s). Bare virsh is measured alongside and judged by the same rule, "
-        "for comparison. The tolerance sits between the two scales of the question: "
-        "without any migration, sub-millisecond p99s move by tenths of a millisecond "
-        "between windows and runs on this shared machine (CPU scheduling), while a "
-        "memory stream on the management link queues the probe by tens of "
-        "milliseconds at 100 Mbit/s (the unsplit rows). The earlier rule, split "
-        "≤ 1.1 × bare virsh, compared two figures inside that noise: the same code "
-        "gave 0.29 vs 0.32 ms (met) and 0.45 vs 0.40 ms (not met) with the baseline "
-        "at 0.53 ms. A rank test over the pooled round trips was rejected too: with "
-        "over a thousand samples per scenario it calls shifts of hundredths of a "
-        "millisecond significant, and over the per-window p99s (two or three windows) "
-        "it can never be. The second target keeps the other half of the claim: "
-        "unsplit must be at least %.0f × worse than split." % (
-            targets.ISO_QUIET_SLACK_MS, (targets.ISO_QUIET_FACTOR - 1) * 100,
-            "; ".join(ranges) or "no baseline", targets.ISO_VS_UNSPLIT)]
+        "with no migration plus %.0f ms, or %.0f times that p99, whichever is more "
+        "(this run: %s). Bare virsh is judged by the same rule alongside, for "
+        "comparison. The tolerance sits between the two scales of the question: "
+        "without any migration, p99s of a few tenths of a millisecond move by up to "
+        "about 1 ms between windows and runs on a loaded shared machine (CPU "
+        "scheduling), while a memory stream on the management link queues the probe "
+        "by tens of milliseconds at 100 Mbit/s (the lowest unsplit window p99 here: "
+        "%s), so a leak cannot pass and noise cannot fail. The earlier rule, "
+        "split ≤ 1.1 × bare virsh, compared two figures inside that noise: the same "
+        "code gave 0.29 vs 0.32 ms (met) and 0.45 vs 0.40 ms (not met) with the "
+        "baseline at 0.53 ms. A rank test was rejected too: over the pooled round "
+        "trips (a thousand and more per scenario) it calls shifts of hundredths of a "
+        "millisecond significant, and over the per-window p99s (two or three windows "
+        "per scenario) it cannot reach the usual significance. The second target keeps the "
+        "other half of the claim: unsplit at least %.0f × worse than split." % (
+            targets.ISO_QUIET_SLACK_MS, targets.ISO_QUIET_FACTOR,
+            "; ".join(ranges) or "no baseline", "; ".join(leaks) or "not measured",
+            targets.ISO_VS_UNSPLIT)]
 
 
 def _efficiency(results):

@@ -48,7 +48,7 @@ def test_targets_fail_when_figures_are_bad(synthetic_results):
     r["scale"]["all_intact"] = False
     r["scale"]["guest_checks"][0]["intact"] = False
     got = _by_id(r)
-    assert got["isolation_quiet_c1"]["met"] is False          # 5 > 0.36 + 1
+    assert got["isolation_quiet_c1"]["met"] is False          # 5 > 0.36 + 2
     assert got["isolation_vs_unsplit_c1"]["met"] is False     # 25 * 1.2 / 5 = 6
     assert got["wall_ratio_idle"]["met"] is False
     assert got["goodput_idle"]["met"] is False
@@ -113,12 +113,15 @@ def test_the_rule_still_sees_a_leak():
     """What it must catch: the memory stream on the management link (the unsplit
     windows measured 21–36 ms at 100 Mbit/s), or a split plane that is not quiet."""
     assert _verdicts(_summary([0.32, 0.34], split=21.4, unsplit=29.6)) == (False, False)
-    assert _verdicts(_summary([0.32, 0.34], split=1.5, unsplit=29.6)) == (False, True)
-    assert _verdicts(_summary([0.32, 0.34], split=1.3, unsplit=29.6)) == (True, True)
+    assert _verdicts(_summary([0.32, 0.34], split=2.5, unsplit=29.6)) == (False, True)
+    assert _verdicts(_summary([0.32, 0.34], split=2.3, unsplit=29.6)) == (True, True)
+    # on a loaded machine (a quick run here: baseline 0.60 ms, bare virsh 1.63 ms) the
+    # noise reaches about 1 ms: still quiet
+    assert _verdicts(_summary([0.60], split=1.63, unsplit=29.9)) == (True, True)
 
 
 def test_quiet_limit_widens_by_the_larger_tolerance():
-    assert targets.quiet_limit({"p99_ms": 0.3, "p99_ms_max": 0.4}) == (1.4, 0.4)
-    assert targets.quiet_limit({"p99_ms": 4.0}) == (6.0, 4.0)     # 50 % > 1 ms
+    assert targets.quiet_limit({"p99_ms": 0.3, "p99_ms_max": 0.4}) == (2.4, 0.4)
+    assert targets.quiet_limit({"p99_ms": 4.0}) == (8.0, 4.0)     # 2 × > + 2 ms
     assert targets.quiet_limit({}) == (None, None)
     assert targets.quiet_limit(None) == (None, None)
