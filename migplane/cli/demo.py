@@ -12,9 +12,12 @@ import os
 import sys
 import time
 
+from migplane.cli import argtypes
 from migplane.cli import errors
 
 MIB = 1 << 20
+#: MiB of guest memory the demo's guest fills before it dirties some.
+STAMP_MIB = 64
 
 
 def add_parser(subparsers, parents):
@@ -23,9 +26,10 @@ def add_parser(subparsers, parents):
         description=__doc__, epilog=errors.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="mpdemo", help="lab name (default %(default)s)")
-    p.add_argument("--memory", type=int, default=128, metavar="MiB",
+    p.add_argument("--memory", type=argtypes.at_least(STAMP_MIB + 32), default=128,
+                   metavar="MiB",
                    help="guest memory (default %(default)s)")
-    p.add_argument("--bandwidth", type=int, default=16, metavar="MiB/s",
+    p.add_argument("--bandwidth", type=argtypes.at_least(0), default=16, metavar="MiB/s",
                    help="migration bandwidth, so the progress is visible (default "
                         "%(default)s)")
     p.add_argument("--keep", action="store_true",
@@ -67,12 +71,12 @@ def run(args, directory=None):
         for host in lab.hosts:
             print("  %s: %s (my_live_migration_ip %s)" % (
                 host.name, agents.start(host, my_ip=host.mig_ip), host.mig_ip))
-        say("Booting a %d MiB guest on host-a that fills 64 MiB, then dirties 8 MiB/s "
-            "and prints a counter every 100 ms" % args.memory)
+        say("Booting a %d MiB guest on host-a that fills %d MiB, then dirties 8 MiB/s "
+            "and prints a counter every 100 ms" % (args.memory, STAMP_MIB))
         watcher = ConsoleWatcher.for_domain(lab.hosts, name).start()
         lab_guest.define_guest(a, name, kernel, memory_mib=args.memory,
                                cmdline=lab_guest.cmdline(tick_ms=100, dirty_mib=24,
-                                                         rate_mib_s=8, stamp_mib=64))
+                                                         rate_mib_s=8, stamp_mib=STAMP_MIB))
         watcher.wait_for(lambda w: w.stamped(), 60, "the guest's memory filled")
         watcher.wait_ticks(5, timeout=60)
         print("  guest counter on host-a: %s" % watcher.last_counter())

@@ -9,12 +9,12 @@ options naming agents are accepted before and after the command, as
 
 import argparse
 import logging
-import math
 import sys
 import traceback
 
 from migplane.agent import errors as agent_errors
 from migplane.cli import agents
+from migplane.cli import argtypes
 from migplane.cli import demo
 from migplane.cli import errors
 from migplane.cli import examples
@@ -47,24 +47,13 @@ COMMON = (
     (("--token",), dict(help="token for the agents (prefer $MIGPLANE_TOKEN)"), None),
     (("--token-file",), dict(metavar="FILE", help="file holding the token"), None),
     (("--ca-file",), dict(metavar="FILE", help="CA bundle to verify agents' HTTPS"), None),
-    (("--timeout",), dict(type=lambda text: seconds(text), metavar="SECONDS",
+    (("--timeout",), dict(type=argtypes.seconds, metavar="SECONDS",
                           help="seconds to wait for one agent answer (default %d)"
                                % TIMEOUT_S), float(TIMEOUT_S)),
     (("--json",), dict(action="store_true", help="print JSON instead of text"), False),
     (("-v", "--verbose"), dict(action="store_true", help="log HTTP requests"), False),
 )
 _TOP = "top_"
-
-
-def seconds(text):
-    """A positive, finite number of seconds (``--timeout``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("want a positive number of seconds, got %r" % text)
-    return value
 
 
 def _dest(flags):

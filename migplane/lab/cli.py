@@ -7,6 +7,7 @@ import sys
 from .daemon import LIBVIRTD_LISTEN
 from .errors import LabError
 from .lab import Lab
+from .plan import check_name
 
 EXAMPLES = """\
 examples:
@@ -17,6 +18,13 @@ examples:
 """
 
 
+def _name(text):
+    try:
+        return check_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err))
+
+
 def parser():
     p = argparse.ArgumentParser(prog="migplane lab",
                                 description="Multi-host live-migration lab on this machine "
@@ -24,7 +32,7 @@ def parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create a lab")
-    up.add_argument("--name", default="mp")
+    up.add_argument("--name", default="mp", type=_name)
     up.add_argument("--hosts", type=int, default=2)
     up.add_argument("--base-dir")
     up.add_argument("--tls", action="store_true", help="also issue TLS certificates")
@@ -35,7 +43,7 @@ def parser():
     for cmd, text in (("down", "remove a lab (works after a crash)"),
                       ("status", "print a lab's status")):
         s = sub.add_parser(cmd, help=text)
-        s.add_argument("--name", default="mp")
+        s.add_argument("--name", default="mp", type=_name)
     sub.add_parser("list", help="labs with a state file")
     return p
 
@@ -62,7 +70,7 @@ def main(argv=None):
             out = {"labs": Lab.names()}
     except (LabError, ValueError) as exc:
         print(json.dumps({"error": str(exc)}), file=sys.stderr)
-        return 1
+        return 1 if isinstance(exc, LabError) else 2   # ValueError: a bad argument
     print(json.dumps(out, indent=2, sort_keys=True))
     return 0
 

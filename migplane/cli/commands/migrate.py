@@ -4,6 +4,7 @@ import argparse
 import sys
 import time
 
+from migplane.cli import argtypes
 from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli import progress as progress_mod
@@ -26,7 +27,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--postcopy", action="store_true",
                    help="permit post-copy: force-complete (or the completion timeout "
                         "with timeout_action=force_complete) switches to it")
-    p.add_argument("--force-complete-after", type=float, metavar="SECONDS",
+    p.add_argument("--force-complete-after", type=argtypes.seconds_or_now, metavar="SECONDS",
                    help="force the migration to complete after SECONDS of transfer")
     p.add_argument("--bandwidth", type=_nonnegative_int, metavar="MiB/s",
                    help="bandwidth limit of this migration in MiB/s (0: unlimited)")

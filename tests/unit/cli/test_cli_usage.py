@@ -120,6 +120,17 @@ def test_forbidden_does_not_blame_the_token(run, monkeypatch, pair):
     assert "--token" not in err and "TOKEN" not in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["migrate", "vm1", "--from", "a", "--to", "b", "--force-complete-after", "nan"],
+    ["migrate", "vm1", "--from", "a", "--to", "b", "--force-complete-after", "-1"],
+    ["demo", "--memory", "-5"], ["demo", "--memory", "64"], ["demo", "--bandwidth", "-1"],
+    ["lab", "up", "--name", "BAD NAME"], ["lab", "down", "--name", "../x"],
+    ["lab", "up", "--hosts", "x"]])
+def test_bad_values_are_refused_before_anything_runs(run, argv):
+    code, _, err = run(*argv)
+    assert code == errors.USAGE and "error: argument" in err
+
+
 def test_an_unforeseen_error_is_one_line_and_verbose_shows_it(capsys, monkeypatch):
     def boom(args, directory):
         raise RuntimeError("something odd")
