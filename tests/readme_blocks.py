@@ -115,6 +115,18 @@ def blocks(path=README):
     return found
 
 
+def inline_commands(path=README):
+    """``(line, command)`` of every inline code span of the prose that is a
+    ``migplane`` command line (```migplane abort ID```)."""
+    found, fenced = [], False
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            found += [(number, span) for span in re.findall(r"`(migplane [^`]+)`", line)]
+    return found
+
+
 # -- parse-checking migplane command lines --------------------------------------------
 
 def migplane_argv(command):

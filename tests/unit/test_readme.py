@@ -104,6 +104,15 @@ def test_every_migplane_command_parses(block):
                 block.line, command)
 
 
+def test_commands_in_the_prose_parse():
+    """`migplane abort ID` in a sentence is a command too: it must be valid."""
+    spans = readme.inline_commands()
+    assert any(command == "migplane --version" for _, command in spans)
+    for line, command in spans:
+        assert readme.parse_check(readme.migplane_argv(command)) is None, "README.md:%d: %s" % (
+            line, command)
+
+
 @pytest.fixture
 def scratch(tmp_path):
     return readme.scratch_tree(tmp_path)
