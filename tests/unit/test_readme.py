@@ -11,6 +11,7 @@ import pathlib
 import pytest
 
 from migplane.agent import testing
+from migplane.core import opts as core_opts
 from migplane.drivers.fake import world as fake_world
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "readme_blocks.py"
@@ -133,11 +134,18 @@ def agents_env(world, start_agent, tmp_path):
     world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=5)
     world.add_guest("host-a", "busy", memory_mib=512, dirty_mib_s=150)
     world.hosts["host-b"].addresses["127.0.0.1"] = "migration"
-    a = start_agent("host-a")
+    a = start_agent("host-a", **_trusting("127.0.0.0/8"))
     b = start_agent("host-b", my_live_migration_ip="127.0.0.1")
     conf = tmp_path / "cli.conf"
     conf.write_text("[agents]\nhost-a = %s\nhost-b = %s\n" % (a.url, b.url))
     return readme.environment(tmp_path, {"MIGPLANE_CLI_CONFIG": str(conf)})
+
+
+def _trusting(cidr):
+    """Let a source send memory to ``cidr`` where the core has the option for it
+    ([live_migration] migration_networks, issue #10); nothing where it has not."""
+    names = {opt.dest for _, group in core_opts.list_opts() for opt in group}
+    return {"migration_networks": [cidr]} if "migration_networks" in names else {}
 
 
 @pytest.mark.parametrize("block", _of("agents"))
