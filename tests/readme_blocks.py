@@ -237,8 +237,9 @@ def script(block, values, tmp_dir, lab_name=None):
 
 def environment(tmp_dir, extra=None):
     env = dict(os.environ)
-    for name in ("MIGPLANE_TOKEN", "MIGPLANE_CLI_CONFIG", "PYTHONPATH"):
+    for name in ("MIGPLANE_TOKEN", "MIGPLANE_CLI_CONFIG"):
         env.pop(name, None)
+    env["PYTHONPATH"] = str(ROOT)   # the checkout under test, whatever the venv points to
     home = Path(tmp_dir) / "home"
     home.mkdir(exist_ok=True)
     env.update(HOME=str(home), PATH="%s:%s" % (Path(sys.executable).parent,

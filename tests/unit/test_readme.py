@@ -10,8 +10,8 @@ import pathlib
 
 import pytest
 
+from migplane.agent import probe
 from migplane.agent import testing
-from migplane.core import opts as core_opts
 from migplane.drivers.fake import world as fake_world
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "readme_blocks.py"
@@ -19,12 +19,14 @@ _SPEC = importlib.util.spec_from_file_location("readme_blocks", _PATH)
 readme = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(readme)
 
-#: Commands whose examples need something to act on first.
+#: Commands whose examples need something to act on first. ``busy`` dirties its memory
+#: faster than any link, so its migration is still running when they act.
 SETUP = {
     "show": "migplane migrate vm1 --from host-a --to host-b",
     "abort": "migplane migrate busy --from host-a --to host-b --detach",
     "force-complete": "migplane migrate busy --from host-a --to host-b --detach",
 }
+BUSY = {"memory_mib": 512, "dirty_mib_s": 150}
 #: Examples that build labs or run for minutes: parse-checked here; the functional
 #: tests run the lab and demo, the bench smoke runs migplane bench.
 NOT_RUN_HERE = ("lab", "bench", "demo")
@@ -127,25 +129,29 @@ def test_unit_block_runs(block, scratch, tmp_path):
 
 
 @pytest.fixture
-def agents_env(world, start_agent, tmp_path):
-    """Agents of host-a (guests vm1, and busy, which dirties faster than any link) and
-    host-b, named in the CLI file an operator would have. host-b's migration address
-    is 127.0.0.1, so that ``check`` can really probe it."""
+def agents_env(world, start_agent, tmp_path, monkeypatch):
+    """Agents of host-a (guest vm1) and host-b (my_live_migration_ip 198.51.100.12),
+    named in the CLI file an operator would have. The one real socket of the
+    migration plane, ``check``'s TCP probe, is carried over loopback."""
     world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=5)
-    world.add_guest("host-a", "busy", memory_mib=512, dirty_mib_s=150)
-    world.hosts["host-b"].addresses["127.0.0.1"] = "migration"
-    a = start_agent("host-a", **_trusting("127.0.0.0/8"))
-    b = start_agent("host-b", my_live_migration_ip="127.0.0.1")
+    _probe_over_loopback(monkeypatch)
+    a = start_agent("host-a")
+    b = start_agent("host-b", my_live_migration_ip="198.51.100.12")
     conf = tmp_path / "cli.conf"
     conf.write_text("[agents]\nhost-a = %s\nhost-b = %s\n" % (a.url, b.url))
     return readme.environment(tmp_path, {"MIGPLANE_CLI_CONFIG": str(conf)})
 
 
-def _trusting(cidr):
-    """Let a source send memory to ``cidr`` where the core has the option for it
-    ([live_migration] migration_networks, issue #10); nothing where it has not."""
-    names = {opt.dest for _, group in core_opts.list_opts() for opt in group}
-    return {"migration_networks": [cidr]} if "migration_networks" in names else {}
+def _probe_over_loopback(monkeypatch):
+    class LoopbackProbe(probe.Probe):
+        def __init__(self, host, timeout):
+            super().__init__("127.0.0.1", timeout)
+            self.address = host
+
+    connect = probe.connect
+    monkeypatch.setattr(probe, "Probe", LoopbackProbe)
+    monkeypatch.setattr(probe, "connect", lambda host, port, payload, timeout=5.0: connect(
+        "127.0.0.1", port, payload, timeout))
 
 
 @pytest.mark.parametrize("block", _of("agents"))
@@ -170,7 +176,9 @@ def test_help_examples_parse(command):
 
 
 @pytest.mark.parametrize("command", [c for c in sorted(EXAMPLES) if c not in NOT_RUN_HERE])
-def test_help_examples_run(command, agents_env, scratch, tmp_path):
+def test_help_examples_run(command, agents_env, scratch, tmp_path, world):
+    if "busy" in SETUP.get(command, ""):
+        world.add_guest("host-a", "busy", **BUSY)
     text = "\n".join(([SETUP[command]] if command in SETUP else []) + EXAMPLES[command])
     block = readme.Block("sh", text + "\n", 0, "agents")
     env = dict(agents_env, MIGPLANE_TOKEN=testing.TOKEN)
