@@ -101,6 +101,10 @@ class MigrateData(versioned.VersionedData):
     #: Addresses the destination will listen on, by purpose ('migration', ...).
     listen_addrs: Mapping = versioned.field("1.1", _listen_addrs, default_factory=dict)
 
+    @classmethod
+    def _invalid(cls, field, value, reason):
+        return exception.InvalidMigrateData(field=field, value=value, reason=reason)
+
     def _validate(self):
         has_addr = self.target_connect_addr is not None
         if has_addr != (self.inbound_addr_source != INBOUND_NONE):

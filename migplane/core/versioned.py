@@ -7,6 +7,22 @@ version (fields that version does not know are left out), and
 ``from_primitive()`` tolerates what peers of other minor versions send:
 unknown fields from a newer peer are ignored, fields an older peer does not
 send take their legacy defaults. Another major version is refused.
+
+Versioning rules (every class here follows them; the fingerprint tests in
+``tests/unit/core`` fail when fields change without a version bump):
+
+* Adding a field with a legacy default is a minor bump (``1.1`` -> ``1.2``);
+  removing a field, renaming it or changing its meaning is a major bump.
+* Adding a value to an enumerated field (e.g. ``inbound_addr_source``) is a
+  minor bump *and* the sender must not send the new value to a peer of an
+  older minor version: ``to_primitive(target_version=...)`` maps it to a value
+  that version knows (``_downgrade()``), or raises ``IncompatibleVersion``. A
+  receiver refuses a value it does not know as invalid, naming it; it never
+  guesses what a newer peer meant.
+* Everything from a peer is bounded before it is looked at: at most
+  :data:`MAX_DEPTH` levels of nesting, :data:`MAX_NODES` values and
+  :data:`MAX_CHARS` characters of strings in all; errors quote at most a short
+  prefix of a bad value (``exception.excerpt``).
 """
 
 import dataclasses
@@ -23,6 +39,13 @@ LOG = logging.getLogger(__name__)
 NAME_KEY = "migplane.name"
 VERSION_KEY = "migplane.version"
 DATA_KEY = "migplane.data"
+
+#: Levels of nesting a primitive may have (the envelope counts as one).
+MAX_DEPTH = 32
+#: Values (scalars and containers) a primitive may hold in all.
+MAX_NODES = 10000
+#: Characters of strings (keys included) a primitive may hold in all.
+MAX_CHARS = 1 << 20
 
 
 def field(since, check, default=None, default_factory=None):
@@ -67,8 +90,38 @@ def thaw(value):
     return value
 
 
+def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH):
+    """Raise ``ValueError`` when ``value`` is nested or sized beyond the limits.
+
+    Iterative, so that a hostile value nested thousands deep costs a loop, not
+    a ``RecursionError``.
+    """
+    nodes = chars = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ValueError("%s holds more than %d values" % (what, MAX_NODES))
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, (dict, types.MappingProxyType, list, tuple)):
+            if depth > max_depth:
+                raise ValueError("%s is nested more than %d levels deep"
+                                 % (what, max_depth))
+            if isinstance(item, (dict, types.MappingProxyType)):
+                for key, child in item.items():
+                    chars += len(key) if isinstance(key, str) else 0
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        if chars > MAX_CHARS:
+            raise ValueError("%s holds more than %d characters" % (what, MAX_CHARS))
+
+
 def check_json(value):
-    """Accept only data that survives a JSON round trip unchanged."""
+    """Accept only bounded data that survives a JSON round trip unchanged."""
+    check_bounds(value, "the value")
     plain = thaw(value)
     try:
         if json.loads(json.dumps(plain, allow_nan=False)) != plain:
@@ -89,17 +142,28 @@ class VersionedData:
             try:
                 checked = f.metadata["check"](value)
             except ValueError as err:
-                raise exception.InvalidMigrateData(field=f.name, value=thaw(value),
-                                                   reason=str(err))
+                raise self._invalid(f.name, value, str(err))
             object.__setattr__(self, f.name, checked)
         self._validate()
 
     def _validate(self):
-        """Cross-field rules; subclasses raise InvalidMigrateData."""
+        """Cross-field rules; subclasses raise ``self._invalid(...)``."""
+
+    @classmethod
+    def _invalid(cls, field, value, reason):
+        """The typed error for a bad field (``InvalidWireData`` naming the class)."""
+        return exception.InvalidWireData(name=cls._name(), field=field, value=value,
+                                         reason=reason)
 
     @classmethod
     def _name(cls):
         return cls.__name__
+
+    def _downgrade(self, data, target):
+        """Adjust ``data`` (this object's fields as primitives) for an older
+        minor version ``target`` (a ``(major, minor)`` tuple), e.g. map an
+        enumerated value that version does not know. Default: nothing to do."""
+        return data
 
     def to_primitive(self, target_version=None):
         """JSON-safe primitives of this object, optionally for an older peer."""
@@ -112,6 +176,8 @@ class VersionedData:
         for f in dataclasses.fields(self):
             if parse_version(f.metadata["since"]) <= target:
                 data[f.name] = thaw(getattr(self, f.name))
+        if target < parse_version(self.VERSION):
+            data = self._downgrade(data, target)
         return {NAME_KEY: self._name(), VERSION_KEY: version, DATA_KEY: data}
 
     @classmethod
@@ -119,8 +185,7 @@ class VersionedData:
         try:
             theirs = parse_version(version)
         except ValueError:
-            raise exception.InvalidMigrateData(field=VERSION_KEY, value=version,
-                                               reason="not a 'major.minor' version")
+            raise cls._invalid(VERSION_KEY, version, "not a 'major.minor' version")
         ours = parse_version(cls.VERSION)
         if theirs[0] != ours[0]:
             raise exception.IncompatibleVersion(name=cls._name(), version=version,
@@ -131,27 +196,40 @@ class VersionedData:
     def from_primitive(cls, primitive):
         """Build an object from a peer's primitives, tolerating other minor versions."""
         if not isinstance(primitive, dict):
-            raise exception.InvalidMigrateData(field="<primitive>", value=primitive,
-                                               reason="expected a JSON object")
+            raise cls._invalid("<primitive>", primitive, "expected a JSON object")
+        try:
+            check_bounds(primitive)
+        except ValueError as err:
+            raise cls._invalid("<primitive>", primitive, str(err))
         name = primitive.get(NAME_KEY)
         if name != cls._name():
-            raise exception.InvalidMigrateData(field=NAME_KEY, value=name,
-                                               reason="expected %r" % cls._name())
+            raise cls._invalid(NAME_KEY, name, "expected %r" % cls._name())
         theirs = cls._check_version(primitive.get(VERSION_KEY))
         data = primitive.get(DATA_KEY)
         if not isinstance(data, dict):
-            raise exception.InvalidMigrateData(field=DATA_KEY, value=data,
-                                               reason="expected a JSON object")
+            raise cls._invalid(DATA_KEY, data, "expected a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             if theirs <= parse_version(cls.VERSION):
-                raise exception.InvalidMigrateData(
-                    field=unknown[0], value=data[unknown[0]],
-                    reason="unknown field for version %s" % primitive[VERSION_KEY])
-            LOG.debug("Ignoring fields %s of %s %s from a newer peer", unknown,
-                      cls._name(), primitive[VERSION_KEY])
-        return cls(**{k: v for k, v in data.items() if k in known})
+                raise cls._invalid(unknown[0], data.get(unknown[0]),
+                                   "unknown field for version %s" % primitive[VERSION_KEY])
+            LOG.debug("Ignoring %d field(s) of %s %s from a newer peer, e.g. %s",
+                      len(unknown), cls._name(), primitive[VERSION_KEY],
+                      exception.excerpt(unknown[0]))
+        for f in dataclasses.fields(cls):
+            required = (f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING)
+            if required and f.name not in data:
+                raise cls._invalid(f.name, None, "missing (version %s)"
+                                   % primitive[VERSION_KEY])
+        return cls._from_fields({k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def _from_fields(cls, fields):
+        """Build from the known fields of a primitive; subclasses holding other
+        versioned objects turn their primitives back into objects here."""
+        return cls(**fields)
 
     @classmethod
     def fingerprint(cls):
