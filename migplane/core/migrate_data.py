@@ -46,10 +46,12 @@ def _optional_host(value):
 
 
 def _optional_hostname(value):
+    """A host name or IP, kept as the destination wrote it (``[::1]`` -> ``::1``):
+    the legacy control URI must read exactly as the configured name."""
     if value is None:
         return None
     parsed = _parse(value, allow_port=False)
-    return parsed.host if parsed.kind == address.IPV6 else value
+    return parsed.written if parsed.kind == address.IPV6 else value
 
 
 def _inbound_source(value):

@@ -31,7 +31,8 @@ class MigrationAddress(types.ConfigType):
         if value is None or value == "":
             return None
         try:
-            return address.parse_host(value, field="address", allow_port=False).host
+            # as written (brackets dropped), so URIs read as configured
+            return address.parse_host(value, field="address", allow_port=False).written
         except Exception as err:  # InvalidAddress: oslo.config expects ValueError
             raise ValueError(str(err))
 

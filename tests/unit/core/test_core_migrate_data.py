@@ -252,8 +252,10 @@ def test_target_connect_addr_forms(addr):
     assert md.MigrateData.from_primitive(data.to_primitive()).target_connect_addr == addr
 
 
-def test_ipv6_dest_hostname_is_normalised():
-    assert md.MigrateData(dest_hostname="[2001:DB8::1]").dest_hostname == "2001:db8::1"
+def test_ipv6_dest_hostname_is_kept_as_written_without_brackets():
+    """The legacy control URI must read as configured, as Nova's does."""
+    assert md.MigrateData(dest_hostname="[2001:DB8::1]").dest_hostname == "2001:DB8::1"
+    assert md.MigrateData(dest_hostname="0:0:0:0:0:0:0:1").dest_hostname == "0:0:0:0:0:0:0:1"
     assert md.MigrateData(dest_hostname="192.0.2.12").dest_hostname == "192.0.2.12"
 
 

@@ -160,7 +160,8 @@ def test_all_options_from_a_file(make_conf):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("2001:DB8:2::11", "2001:db8:2::11"),
+    ("2001:DB8:2::11", "2001:DB8:2::11"),  # as written: URIs read as configured
+    ("0:0:0:0:0:0:0:1", "0:0:0:0:0:0:0:1"),
     ("[2001:db8:2::11]", "2001:db8:2::11"),
     ("fe80::1%mig0", "fe80::1%mig0"),
     ("mig.host-b.example", "mig.host-b.example"),
@@ -386,7 +387,7 @@ def test_bad_hostname_fails_at_load(make_conf, hostname):
 
 def test_migration_address_type():
     kind = opts.MigrationAddress()
-    assert kind("[2001:DB8::1]") == "2001:db8::1"
+    assert kind("[2001:DB8::1]") == "2001:DB8::1"
     assert kind("") is None and kind(None) is None
     with pytest.raises(ValueError, match="not allowed in a host"):
         kind("host/x")
