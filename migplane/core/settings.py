@@ -21,6 +21,9 @@ from migplane.core import opts
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
+CONTROL_MANAGEMENT = "management"
+CONTROL_MIGRATION = "migration"
+CONTROL_PLANES = (CONTROL_MANAGEMENT, CONTROL_MIGRATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,10 @@ class MigrationSettings:
     permit_auto_converge: bool = False
     parallel_connections: int = 1
     poll_interval: float = 0.5
+    #: Where the control connection goes when the destination has an inbound address.
+    control_plane: str = CONTROL_MANAGEMENT
+    #: Seconds between two progress records kept for operators.
+    monitor_interval: int = 5
 
     def __post_init__(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -60,7 +67,12 @@ class MigrationSettings:
             raise exception.ConfigError(
                 group=opts.GROUP, option="timeout_action", value=self.timeout_action,
                 reason="must be one of %s" % ", ".join(TIMEOUT_ACTIONS))
+        if self.control_plane not in CONTROL_PLANES:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="control_plane", value=self.control_plane,
+                reason="must be one of %s" % ", ".join(CONTROL_PLANES))
         for name, low in (("bandwidth_mib", 0), ("completion_timeout", 0),
+                          ("monitor_interval", 0),
                           ("downtime_ms", 100), ("downtime_steps", 3),
                           ("downtime_delay", 3), ("parallel_connections", 1)):
             if getattr(self, name) < low:
@@ -140,16 +152,65 @@ def _cidr(value):
                                     value=value, reason=str(err))
 
 
+def _opt(group, name):
+    for opt_group, group_opts in opts.list_opts():
+        for opt in group_opts:
+            if opt_group == group and opt.dest == name:
+                return opt
+    raise KeyError(name)
+
+
+def _is_default(conf, group, name):
+    where = conf.get_location(name, group)  # None: unset, no default either
+    return where is None or where.location == cfg.Locations.opt_default
+
+
+def _from_stack(conf, group, name, value):
+    """Our option's value, or the host stack's own Nova option when ours is unset.
+
+    When the stack registered e.g. ``[libvirt] live_migration_bandwidth``
+    itself, ours is registered without that alias (see ``opts.register_opts``)
+    and the stack's value is read here, through our type, so that it is
+    checked as strictly as ours.
+    """
+    alias = opts.nova_aliases().get((group, name))
+    if alias is None or not opts.registered(conf, *alias):
+        return value
+    if not _is_default(conf, None if group == "DEFAULT" else group, name):
+        return value
+    nova_group, nova_name = alias
+    nova_section = None if nova_group == "DEFAULT" else nova_group
+    if _is_default(conf, nova_section, nova_name):
+        return value
+    nova_value = _get(conf, nova_section, nova_name)
+    if nova_value is None or nova_value == "":
+        return value
+    try:
+        return _opt(group, name).type(nova_value)
+    except ValueError as err:
+        raise exception.ConfigError(group=nova_group, option=nova_name, value=nova_value,
+                                    reason=str(err))
+
+
+def _stack_host(conf):
+    """The host stack's own ``[DEFAULT] host`` (Nova's service host name), if any."""
+    if not opts.registered(conf, "DEFAULT", "host"):
+        return None
+    return _get(conf, None, "host") or None
+
+
 def load(conf):
     """Register the core options on ``conf`` and return validated :class:`Settings`."""
     opts.register_opts(conf)
 
     def lm(name):
-        return _get(conf, opts.GROUP, name)
+        return _from_stack(conf, opts.GROUP, name, _get(conf, opts.GROUP, name))
 
+    my_ip = _from_stack(conf, "DEFAULT", "my_live_migration_ip",
+                        _get(conf, None, "my_live_migration_ip"))
     host = HostSettings(
-        hostname=lm("hostname") or socket.gethostname(),
-        my_live_migration_ip=_get(conf, None, "my_live_migration_ip"),
+        hostname=lm("hostname") or _stack_host(conf) or socket.gethostname(),
+        my_live_migration_ip=my_ip,
         inbound_cidr=_cidr(lm("inbound_cidr")),
     )
     migration = MigrationSettings(
@@ -167,6 +228,8 @@ def load(conf):
         permit_auto_converge=lm("permit_auto_converge"),
         parallel_connections=lm("parallel_connections"),
         poll_interval=lm("poll_interval"),
+        control_plane=lm("control_plane"),
+        monitor_interval=lm("monitor_interval"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -12,7 +12,8 @@ Rules, in order:
 * With an inbound address and a direct data connection, the control URI still
   addresses the host name (management plane) and the data URI, the
   destination's listen address and the block-migration URI address the
-  inbound address (migration plane).
+  inbound address (migration plane). With ``control_plane = migration``
+  (Nova's behaviour) the control URI addresses the inbound address too.
 * Tunnelled, there is no separate data connection: the control URI addresses
   the inbound address so that the tunnelled bulk stream rides the migration
   plane.
@@ -28,6 +29,7 @@ from typing import Optional
 from migplane.core import address
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import settings as settings_mod
 from migplane.core import versioned
 
 MANAGEMENT = "management"
@@ -143,9 +145,14 @@ def resolve(settings, migrate_data, capabilities, dest_hostname=None,
         raise exception.UnsupportedFeature(
             driver=driver, feature="a separate migration data URI, needed to send data "
                                    "to the inbound address %r" % inbound.host)
-    control, why = _control_uri(settings, capabilities, dest)
-    reasons["control_uri"] = "management plane: destination host name %r, %s" % (
-        dest_name, why)
+    if settings.control_plane == settings_mod.CONTROL_MIGRATION:
+        control, why = _control_uri(settings, capabilities, inbound)
+        reasons["control_uri"] = ("migration plane: control_plane = migration (Nova's "
+                                  "behaviour), so it targets %s, %s" % (origin, why))
+    else:
+        control, why = _control_uri(settings, capabilities, dest)
+        reasons["control_uri"] = "management plane: destination host name %r, %s" % (
+            dest_name, why)
     data_uri = "%s://%s" % (DATA_SCHEME, inbound.netloc)
     reasons["data_uri"] = "migration plane: %s" % origin
 
