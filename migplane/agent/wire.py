@@ -2,7 +2,11 @@
 
 One place for the client and the server, so the two cannot drift:
 ``MigrateData`` always crosses as ``to_primitive()``; URIs, settings,
-progress and driver facts as their ``to_dict()`` forms.
+progress and driver facts as their ``to_dict()`` forms for now (the request
+schemas are closed and expect them). Every loader accepts both forms: a
+versioned primitive (``to_primitive()``: newer minor versions' fields
+ignored, older ones' defaulted, another major refused) or a plain dict of
+a peer that predates versioning (unknown fields ignored).
 """
 
 import dataclasses
@@ -26,7 +30,7 @@ def dump_uris(uris):
 
 
 def load_uris(data):
-    return uri_mod.MigrationURIs(**data)
+    return uri_mod.MigrationURIs.from_dict(data)
 
 
 def dump_settings(settings):
@@ -34,7 +38,7 @@ def dump_settings(settings):
 
 
 def load_settings(data):
-    return settings_mod.MigrationSettings(**data)
+    return settings_mod.MigrationSettings.from_dict(data)
 
 
 def load_progress(data):

@@ -11,6 +11,9 @@ processes, so every :class:`MigrateData` they exchange crosses as primitives.
 import abc
 import dataclasses
 import time
+from typing import Any
+from typing import Dict
+from typing import Mapping
 from typing import Optional
 
 from migplane.core import capabilities as caps_mod
@@ -29,23 +32,45 @@ JOB_FINISHED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)
 
 
 @dataclasses.dataclass(frozen=True)
-class DriverInfo:
-    """The answer of ``describe()``: a driver's name, version and capabilities."""
+class DriverInfo(versioned.VersionedData):
+    """The answer of ``describe()``: a driver's name, version and capabilities.
 
-    name: str
-    version: str
-    capabilities: caps_mod.Capabilities
+    Versioned like :class:`MigrateData`: agents report it to each other.
+    """
 
-    def to_dict(self):
+    # Version 1.0: name, version, capabilities (a nested Capabilities).
+    VERSION = "1.0"
+
+    name: str = versioned.field("1.0", versioned.check_str, default=versioned.REQUIRED)
+    version: str = versioned.field("1.0", versioned.check_str, default=versioned.REQUIRED)
+    capabilities: caps_mod.Capabilities = versioned.field(
+        "1.0", versioned.check_nested(caps_mod.Capabilities), default=versioned.REQUIRED)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain form, for display and for peers that predate versioning."""
         return {"name": self.name, "version": self.version,
                 "capabilities": self.capabilities.to_dict()}
 
     @classmethod
-    def from_dict(cls, data):
-        caps = dict(data["capabilities"])
-        caps["schemes"] = tuple(caps.get("schemes", ()))
-        return cls(name=data["name"], version=data["version"],
-                   capabilities=caps_mod.Capabilities(**caps))
+    def from_dict(cls, data: Mapping[str, Any]) -> "DriverInfo":
+        """From :meth:`to_primitive` or the plain :meth:`to_dict` form.
+
+        The plain form has no version: capability flags this side does not
+        know (a newer peer's) are ignored and missing ones default to
+        unsupported, as :meth:`from_primitive` does for a newer minor version.
+        """
+        if isinstance(data, Mapping) and versioned.NAME_KEY in data:
+            return cls.from_primitive(dict(data))
+        try:
+            caps = dict(data["capabilities"])
+            known = {f.name for f in dataclasses.fields(caps_mod.Capabilities)}
+            capabilities = caps_mod.Capabilities(
+                **{k: v for k, v in caps.items() if k in known})
+            return cls(name=data["name"], version=data["version"],
+                       capabilities=capabilities)
+        except (KeyError, TypeError, ValueError) as err:
+            raise cls._invalid("<driver info>", data, "expected name, version and "
+                               "capabilities (%s: %s)" % (type(err).__name__, err))
 
 
 @dataclasses.dataclass(frozen=True)

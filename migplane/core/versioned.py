@@ -48,16 +48,104 @@ MAX_NODES = 10000
 MAX_CHARS = 1 << 20
 
 
+#: ``field(..., default=REQUIRED)``: a field every version must send.
+REQUIRED = dataclasses.MISSING
+
+
 def field(since, check, default=None, default_factory=None):
     """Declare a field introduced in version ``since``, validated by ``check``.
 
     ``check(value)`` returns the (possibly normalised) value or raises
-    ``ValueError`` with a reason.
+    ``ValueError`` with a reason. A field added in a minor version needs a
+    default (what an older peer means by not sending it).
     """
     metadata = {"since": since, "check": check}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def _since(f):
+    # A field declared without field() (e.g. appended in a hurry) is treated as
+    # 1.0 at run time; the fingerprint tests fail until it is declared properly.
+    return f.metadata.get("since", "1.0")
+
+
+def _check(f):
+    return f.metadata.get("check", _unchecked)
+
+
+def _unchecked(value):
+    return value
+
+
+# -- checks shared by the wire objects ----------------------------------------------
+
+
+def check_bool(value):
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def check_int(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def check_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    return value
+
+
+def check_str(value):
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    if len(value) > 4096:
+        raise ValueError("longer than 4096 characters")
+    return value
+
+
+def check_optional_str(value):
+    return None if value is None else check_str(value)
+
+
+def check_str_tuple(value):
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of strings")
+    return tuple(check_str(v) for v in value)
+
+
+def check_str_mapping(value):
+    if not isinstance(value, (dict, types.MappingProxyType)):
+        raise ValueError("expected an object of strings")
+    for key, item in value.items():
+        check_str(key)
+        check_str(item)
+    return freeze(dict(value))
+
+
+def check_choice(*choices):
+    """A check accepting one of ``choices`` only (see the rule for new values)."""
+    def check_enum(value):
+        if value not in choices:
+            raise ValueError("expected one of %s" % ", ".join(choices))
+        return value
+    return check_enum
+
+
+def check_nested(cls):
+    """A check for a field holding another versioned object (or its primitive)."""
+    def check(value):
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict) and NAME_KEY in value:
+            return cls.from_primitive(value)
+        raise ValueError("expected a %s" % cls.__name__)
+    check.__name__ = "nested_%s" % cls.__name__
+    return check
 
 
 def parse_version(text):
@@ -87,6 +175,8 @@ def thaw(value):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]
+    if isinstance(value, VersionedData):
+        return value.to_primitive()
     return value
 
 
@@ -140,7 +230,7 @@ class VersionedData:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             try:
-                checked = f.metadata["check"](value)
+                checked = _check(f)(value)
             except ValueError as err:
                 raise self._invalid(f.name, value, str(err))
             object.__setattr__(self, f.name, checked)
@@ -174,7 +264,7 @@ class VersionedData:
                                                 supported="up to %s" % self.VERSION)
         data = {}
         for f in dataclasses.fields(self):
-            if parse_version(f.metadata["since"]) <= target:
+            if parse_version(_since(f)) <= target:
                 data[f.name] = thaw(getattr(self, f.name))
         if target < parse_version(self.VERSION):
             data = self._downgrade(data, target)
@@ -226,6 +316,27 @@ class VersionedData:
         return cls._from_fields({k: v for k, v in data.items() if k in known})
 
     @classmethod
+    def from_dict(cls, data):
+        """From :meth:`to_primitive`, or from the plain dict of a peer that
+        predates versioning (its unknown fields ignored, missing ones defaulted,
+        as for a newer or older minor version)."""
+        if isinstance(data, dict) and NAME_KEY in data:
+            return cls.from_primitive(data)
+        if not isinstance(data, (dict, types.MappingProxyType)):
+            raise cls._invalid("<%s>" % cls._name(), data, "expected a JSON object")
+        try:
+            check_bounds(data)
+        except ValueError as err:
+            raise cls._invalid("<%s>" % cls._name(), data, str(err))
+        for f in dataclasses.fields(cls):
+            required = (f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING)
+            if required and f.name not in data:
+                raise cls._invalid(f.name, None, "missing")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls._from_fields({k: v for k, v in data.items() if k in known})
+
+    @classmethod
     def _from_fields(cls, fields):
         """Build from the known fields of a primitive; subclasses holding other
         versioned objects turn their primitives back into objects here."""
@@ -234,9 +345,14 @@ class VersionedData:
     @classmethod
     def fingerprint(cls):
         """Version plus a hash of the fields: changes when the contract changes."""
-        spec = [(f.name, f.metadata["since"], f.metadata["check"].__name__,
-                 repr(f.default) if f.default is not dataclasses.MISSING
-                 else repr(f.default_factory()))
+        def default(f):
+            if f.default is not dataclasses.MISSING:
+                return repr(f.default)
+            if f.default_factory is not dataclasses.MISSING:
+                return repr(f.default_factory())
+            return "required"
+
+        spec = [(f.name, f.metadata.get("since"), _check(f).__name__, default(f))
                 for f in dataclasses.fields(cls)]
         digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
         return "%s-%s" % (cls.VERSION, digest)

@@ -6,13 +6,21 @@ import logging
 
 import pytest
 
+from migplane.core import capabilities
+from migplane.core import driver
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import settings
+from migplane.core import uri
 from migplane.core import versioned
 
 # When a test below fails, read its message: the contract between hosts changed.
 EXPECTED_FINGERPRINTS = {
     md.MigrateData: "1.1-73934e8be39d25d1",
+    capabilities.Capabilities: "1.0-50e6e308f2cc2d72",
+    driver.DriverInfo: "1.0-b3912756f7b80282",
+    uri.MigrationURIs: "1.0-f5489f6d8c716569",
+    settings.MigrationSettings: "1.1-67cd3695e825f2bf",
 }
 
 
@@ -33,6 +41,10 @@ def primitive(version="1.1", **data):
 @pytest.mark.parametrize("cls", sorted(EXPECTED_FINGERPRINTS, key=lambda c: c.__name__))
 def test_fingerprint(cls):
     expected = EXPECTED_FINGERPRINTS[cls]
+    undeclared = [f.name for f in dataclasses.fields(cls) if "since" not in f.metadata]
+    assert not undeclared, (
+        f"{cls.__name__} fields {undeclared} are not declared with "
+        "versioned.field(since, check, default): they cross between hosts.")
     actual = cls.fingerprint()
     name = cls.__name__
     assert actual == expected, (
