@@ -137,9 +137,49 @@ class JobProgress:
 class MigrationDriver(metaclass=abc.ABCMeta):
     """Base class of migration drivers, loaded from ``migplane.drivers``.
 
-    A driver is constructed with the caller's ``ConfigOpts``; the base class
-    registers and validates the core options on it, and the driver registers
-    its own group. ``instance`` is always the guest's name.
+    **Loading.** :func:`migplane.core.loader.load_driver` imports the entry
+    point, checks it is a subclass of this class, constructs it with the
+    caller's ``ConfigOpts`` and calls :meth:`describe` once; any failure is a
+    ``DriverLoadError`` naming the driver (a ``MigplaneError`` such as
+    ``ConfigError`` is raised as it is).
+
+    **Options.** ``__init__`` here registers and validates the core options
+    (``self.settings``). A driver registers its own options in its own group
+    (``[driver_<name>]``) on the ``conf`` it is given, in its ``__init__``,
+    never at import time, and lists them for ``oslo-config-generator`` with a
+    ``list_opts()`` in an ``oslo.config.opts`` entry point; it rejects bad
+    values in ``__init__`` with ``ConfigError``.
+
+    **Who calls what.** The core's :class:`~migplane.core.flow.LiveMigration`
+    calls the destination-side steps on the destination host's driver and the
+    source-side ones on the source host's, in this order:
+    ``check_can_live_migrate_destination`` -> ``check_can_live_migrate_source``
+    -> ``pre_live_migration`` -> ``get_instance_info`` -> ``live_migration``
+    -> ``get_job_progress`` every ``poll_interval`` (with ``set_max_downtime``,
+    ``abort_job`` and ``force_complete`` as the monitor decides) -> either
+    ``post_live_migration_at_destination`` + ``post_live_migration_at_source``
+    or ``rollback_live_migration_at_source`` +
+    ``rollback_live_migration_at_destination``. The two drivers may live in
+    different processes (agents), so every :class:`MigrateData` crosses as
+    JSON primitives: do not rely on object identity.
+
+    **Threads.** A flow calls all steps of one migration from the one thread
+    that runs ``LiveMigration.run()``; different migrations run in different
+    threads at once, so steps must be safe to call concurrently for different
+    instances. :meth:`describe`, :meth:`local_addresses`,
+    :meth:`get_instance_info` and :meth:`get_job_progress` may also be called
+    from any thread at any time (agents answer status requests with them).
+    Steps block until done, except :meth:`live_migration`, which returns once
+    the transfer has started.
+
+    **Errors.** Steps raise the core's typed exceptions
+    (:mod:`migplane.core.exception`): ``InstanceNotFound``,
+    ``NoActiveMigration``, ``DestinationCheckFailed``, ``SourceCheckFailed``,
+    ``InboundAddressError``, ``MigrationError``, ``HypervisorUnavailable``,
+    ``UnsupportedFeature``; anything else is treated as a bug of the driver
+    (the flow still rolls back). ``instance`` is always the guest's name.
+
+    :mod:`migplane.testing.conformance` checks all of this against a driver.
     """
 
     def __init__(self, conf):
@@ -153,50 +193,90 @@ class MigrationDriver(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def describe(self):
-        """Return a :class:`DriverInfo`; callers negotiate on its capabilities."""
+        """Return a :class:`DriverInfo`; callers negotiate on its capabilities.
+
+        Called at load time and before each migration, from any thread; cheap
+        and side-effect free. A capability not declared is never asked for:
+        the core refuses such a migration with ``UnsupportedFeature`` before
+        any host is touched.
+        """
 
     # -- host facts ---------------------------------------------------------
 
     @abc.abstractmethod
     def local_addresses(self):
-        """This host's IP addresses (strings), or None when unknown."""
+        """This host's IP addresses (strings), or None when unknown.
+
+        Used on the destination to check ``my_live_migration_ip`` is its own.
+        """
 
     @abc.abstractmethod
     def get_instance_info(self, instance):
-        """Return an :class:`InstanceInfo`; raise InstanceNotFound when absent."""
+        """Return an :class:`InstanceInfo`; raise ``InstanceNotFound`` when absent.
+
+        Called on the source before the transfer (its sizes set the timeouts)
+        and from any thread for status.
+        """
 
     # -- destination side --------------------------------------------------
 
     @abc.abstractmethod
     def check_can_live_migrate_destination(self, instance, block_migration=False):
-        """Check this host can take ``instance``; return a first :class:`MigrateData`."""
+        """Check this host can take ``instance``; return a first :class:`MigrateData`.
+
+        Destination side, first step; prepares nothing. Raises
+        ``DestinationCheckFailed`` naming the reason.
+        """
 
     @abc.abstractmethod
     def pre_live_migration(self, instance, migrate_data):
         """Prepare this host; return MigrateData with ``target_connect_addr`` set.
 
-        Implementations call :meth:`inbound_migrate_data` so that
-        ``my_live_migration_ip`` (or ``inbound_cidr``) is applied and checked
-        the same way by every driver.
+        Destination side, after both checks. Implementations call
+        :meth:`inbound_migrate_data` so that ``my_live_migration_ip`` (or
+        ``inbound_cidr``) is applied and checked the same way by every driver:
+        ``target_connect_addr`` is that address, or None (legacy) when unset.
+        Whatever it prepares, :meth:`rollback_live_migration_at_destination`
+        removes. Raises ``DestinationCheckFailed`` or ``InboundAddressError``.
         """
 
     @abc.abstractmethod
     def post_live_migration_at_destination(self, instance, migrate_data):
-        """The guest now runs here: finish (persist its definition...)."""
+        """The guest now runs here: finish (persist its definition...).
+
+        Destination side, after the job completed. Returns None.
+        """
 
     @abc.abstractmethod
     def rollback_live_migration_at_destination(self, instance, migrate_data):
-        """Remove whatever the migration left on this host; idempotent."""
+        """Remove whatever the migration left on this host; idempotent.
+
+        Destination side, after a failure at any point, even before
+        :meth:`pre_live_migration` ran or a second time: it must not fail
+        because there is nothing to remove, and must never touch a guest that
+        runs here for another reason. Returns None.
+        """
 
     # -- source side --------------------------------------------------------
 
     @abc.abstractmethod
     def check_can_live_migrate_source(self, instance, migrate_data):
-        """Check ``instance`` can leave this host; return updated MigrateData."""
+        """Check ``instance`` can leave this host; return updated MigrateData.
+
+        Source side, with the destination's first MigrateData. Raises
+        ``SourceCheckFailed`` or ``InstanceNotFound``.
+        """
 
     @abc.abstractmethod
     def live_migration(self, instance, migrate_data, uris, settings):
-        """Start the transfer with the resolved ``uris``; return at once.
+        """Start the transfer with the resolved ``uris``; return None at once.
+
+        Source side. The driver uses the URIs as given and decides no policy:
+        the control connection goes to ``uris.control_uri``, the data to
+        ``uris.data_uri`` (None: the hypervisor's default), the destination
+        listens on ``uris.listen_address``. Progress is then read with
+        :meth:`get_job_progress`. Raises ``MigrationError`` when the transfer
+        cannot start (the flow then rolls back).
 
         :param uris: the :class:`~migplane.core.uri.MigrationURIs` from the policy.
         :param settings: the :class:`~migplane.core.settings.MigrationSettings`
@@ -205,26 +285,54 @@ class MigrationDriver(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def get_job_progress(self, instance):
-        """Return the :class:`JobProgress` of the migration started here."""
+        """Return the :class:`JobProgress` of the migration started here.
+
+        Source side, polled by the flow and from any thread. ``state`` is one
+        of :data:`JOB_STATES`: ``none``/``running`` while it runs, then exactly
+        one finished state (``completed``, ``failed`` or ``cancelled``) that it
+        keeps reporting until a post or rollback step runs. Raises
+        ``NoActiveMigration`` when no migration of ``instance`` was started here.
+        """
 
     @abc.abstractmethod
     def abort_job(self, instance):
-        """Cancel the running migration; the guest keeps running here."""
+        """Cancel the running migration; the guest keeps running here.
+
+        Source side, from the flow's thread. The job then ends ``cancelled``
+        (or ``completed``/``failed`` if it ended first). Raises
+        ``NoActiveMigration`` when no job runs, ``MigrationError`` when it can
+        no longer be cancelled (post-copy).
+        """
 
     @abc.abstractmethod
     def force_complete(self, instance, post_copy):
-        """Make the migration converge: switch to post-copy, or pause the guest."""
+        """Make the migration converge: switch to post-copy, or pause the guest.
+
+        Source side. ``post_copy`` is true only when permitted and declared in
+        the capabilities; otherwise pause the guest so the copy completes.
+        Raises ``NoActiveMigration`` when no job runs.
+        """
 
     @abc.abstractmethod
     def set_max_downtime(self, instance, downtime_ms):
-        """Raise the tolerated switch-over downtime of the running migration."""
+        """Raise the tolerated switch-over downtime of the running migration.
+
+        Source side, from the monitor, following Nova's downtime steps.
+        """
 
     @abc.abstractmethod
     def post_live_migration_at_source(self, instance, migrate_data):
-        """The guest left: remove what is left of it on this host."""
+        """The guest left: remove what is left of it on this host.
+
+        Source side, last step of a success. Returns None.
+        """
 
     def rollback_live_migration_at_source(self, instance, migrate_data):  # noqa: B027
-        """The migration failed: make sure the guest runs here again."""
+        """The migration failed: make sure the guest runs here again.
+
+        Source side, after a failure at any point; idempotent (a second call,
+        or a call when nothing was started, is harmless). Returns None.
+        """
 
     # -- optional hooks, with defaults ----------------------------------------
 
