@@ -118,11 +118,13 @@ class JobProgress:
 
     @property
     def percent(self):
+        """Percent of the data sent: the one rule every display uses."""
         if self.state == JOB_COMPLETED:
             return 100.0
         if not self.data_total:
             return 0.0
-        return max(0.0, min(100.0, 100.0 * (self.data_total - self.data_remaining)
+        remaining = self.data_remaining or 0
+        return max(0.0, min(100.0, 100.0 * (self.data_total - remaining)
                             / self.data_total))
 
     def to_dict(self):
