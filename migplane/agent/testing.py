@@ -8,6 +8,7 @@ summary can be exercised without touching the machine's own network.
 
 import time
 
+from migplane import netlink
 from migplane.agent import app as app_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
@@ -45,7 +46,7 @@ class WorldFacts:
         return result
 
     def counters(self):
-        return {i["ifname"]: (i["tx_bytes"], i["rx_bytes"]) for i in self.interfaces()}
+        return netlink.counters_of(self.interfaces())
 
     def routes(self):
         return []
