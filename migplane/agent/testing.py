@@ -14,6 +14,7 @@ from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
 from migplane.core import address
+from migplane.core import events
 
 IFNAMES = {"management": "mgmt0", "migration": "mig0"}
 #: The token of agents started by tests.
@@ -103,7 +104,7 @@ def wait_for(client, migration_id, timeout=60.0, poll=0.02):
     deadline = time.monotonic() + timeout
     while True:
         record = client.get("/v1/migrations/%s" % migration_id)
-        if record["status"] not in ("pending", "queued", "running"):
+        if record["status"] not in events.ACTIVE:
             return record
         if time.monotonic() > deadline:
             raise AssertionError("migration %s still %s after %.0f s (step %s)" % (
