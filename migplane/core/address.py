@@ -161,3 +161,8 @@ def is_ip_literal(value):
         return parse_host(value).is_ip
     except exception.InvalidAddress:
         return False
+
+
+def join_host_port(host, port):
+    """``host:port`` for a URL, the IPv6 literal bracketed (``[2001:db8::1]:7480``)."""
+    return "%s:%d" % (parse_host(host, allow_port=False).uri_host, port)

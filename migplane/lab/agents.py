@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from migplane.agent import opts as agent_opts
+from migplane.core import address
 
 PORT = agent_opts.DEFAULT_PORT
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +78,7 @@ class LabAgents:
 
     def url(self, host):
         scheme = "https" if self.tls else "http"
-        return "%s://%s:%d" % (scheme, host.mgmt_ip, PORT)
+        return "%s://%s" % (scheme, address.join_host_port(host.mgmt_ip, PORT))
 
     def log_path(self, host):
         return self.dir / host.name / "agent.log"
