@@ -300,10 +300,12 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     def abort_job(self, instance):
         """Cancel the running migration; the guest keeps running here.
 
-        Source side, from the flow's thread. The job then ends ``cancelled``
-        (or ``completed``/``failed`` if it ended first). Raises
-        ``NoActiveMigration`` when no job runs, ``MigrationError`` when it can
-        no longer be cancelled (post-copy).
+        Source side, from the flow's thread, possibly several times (the flow
+        resends an abort the job has not obeyed). The job then ends
+        ``cancelled`` (or ``completed``/``failed`` if it ended first). Raises
+        ``NoActiveMigration`` when no migration of ``instance`` was started
+        here (after the job finished: nothing, or ``NoActiveMigration``),
+        ``MigrationError`` when it can no longer be cancelled (post-copy).
         """
 
     @abc.abstractmethod

@@ -253,7 +253,7 @@ class DriverConformance:
     def test_steps_return_their_types_and_the_job_stays_finished(
             self, adapter, source, destination, guest):
         data, uris = self.prepare(source, destination, guest)
-        settings = adapter.migration_settings(source.settings.migration)
+        settings = source.settings.migration  # full speed: it must converge alone
         assert source.live_migration(guest, data, uris, settings) is None
         states: List[str] = []
         progress = _wait_finished(source, guest, adapter.job_timeout, states)
@@ -282,9 +282,11 @@ class DriverConformance:
             "the migration completed before the abort arrived: make "
             "Adapter.migration_settings() slow it down (e.g. a bandwidth cap)")
         assert progress.state in (driver_mod.JOB_CANCELLED, driver_mod.JOB_FAILED)
-        assert source.get_job_progress(guest).finished
-        with pytest.raises(exception.NoActiveMigration):
-            source.abort_job(guest)  # nothing left to abort: a typed error
+        try:  # a second abort: nothing left to abort, a no-op or a typed error
+            source.abort_job(guest)
+        except exception.NoActiveMigration:
+            pass
+        assert source.get_job_progress(guest).state == progress.state
         self.assert_clean_rollback(adapter, source, destination, guest, data)
 
     def test_force_complete_converges(self, adapter, source, destination, guest):
