@@ -10,6 +10,7 @@ a peer that predates versioning (unknown fields ignored).
 """
 
 import dataclasses
+import os
 
 from migplane.core import driver as driver_mod
 from migplane.core import migrate_data as md
@@ -17,8 +18,24 @@ from migplane.core import settings as settings_mod
 from migplane.core import uri as uri_mod
 
 
+#: Environment variable pinning the versions this process sends, e.g.
+#: ``MigrateData=1.0,MigrationSettings=1.0``: what an agent of the next release
+#: does until every host is upgraded (and how the rolling-upgrade test
+#: emulates an agent of the previous release).
+PINS_ENV = "MIGPLANE_WIRE_PINS"
+
+
+def pinned(name):
+    """The version pinned for object ``name`` in :data:`PINS_ENV`, or None."""
+    for item in os.environ.get(PINS_ENV, "").split(","):
+        key, sep, version = item.strip().partition("=")
+        if sep and key.strip() == name:
+            return version.strip()
+    return None
+
+
 def dump_data(migrate_data):
-    return migrate_data.to_primitive()
+    return migrate_data.to_primitive(target_version=pinned("MigrateData"))
 
 
 def load_data(primitive):

@@ -83,8 +83,12 @@ class LabAgents:
     def log_path(self, host):
         return self.dir / host.name / "agent.log"
 
-    def start(self, host, my_ip=None, live_migration=None, timeout=60):
-        """Start ``host``'s agent (with ``my_live_migration_ip = my_ip``); wait until up."""
+    def start(self, host, my_ip=None, live_migration=None, timeout=60, env=None):
+        """Start ``host``'s agent (with ``my_live_migration_ip = my_ip``); wait until up.
+
+        ``env``: extra environment (e.g. ``MIGPLANE_WIRE_PINS`` to emulate an
+        agent of the previous release).
+        """
         from migplane.lab import daemon
         from migplane.lab import proc
         if host.name in self.pids:
@@ -103,7 +107,7 @@ class LabAgents:
         conf.chmod(0o600)
         argv = [*daemon.nsenter(host.holder_pid), sys.executable, "-m",
                 "migplane.agent.main", "--config-file", str(conf)]
-        pid = proc.spawn(argv, work / "agent.stdout", env=_env())
+        pid = proc.spawn(argv, work / "agent.stdout", env=dict(_env(), **(env or {})))
         self.pids[host.name] = pid
         self.urls[host.name] = self.url(host)
         deadline = time.monotonic() + timeout

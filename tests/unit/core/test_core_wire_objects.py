@@ -190,3 +190,18 @@ def test_the_agents_wire_loaders_take_both_forms():
     assert wire.load_settings(wire.dump_settings(SETTINGS)) == SETTINGS
     assert wire.load_driver_info(over_json(INFO.to_primitive())) == INFO
     assert wire.load_driver_info(over_json(INFO.to_dict())) == INFO
+
+
+def test_wire_pins_emulate_an_older_peer(monkeypatch):
+    from migplane.agent import wire
+    from migplane.core import migrate_data as md
+
+    data = md.MigrateData(dest_hostname="host-b", target_connect_addr="198.51.100.12",
+                          inbound_addr_source="option")
+    assert wire.dump_data(data)[versioned.VERSION_KEY] == md.MigrateData.VERSION
+    monkeypatch.setenv(wire.PINS_ENV, "MigrationSettings=1.0, MigrateData=1.0")
+    assert wire.pinned("MigrateData") == "1.0" and wire.pinned("Nope") is None
+    old = wire.dump_data(data)
+    assert old[versioned.VERSION_KEY] == "1.0"
+    assert "target_connect_addr" not in old[versioned.DATA_KEY]
+    assert wire.load_data(old).target_connect_addr is None  # legacy: as before
