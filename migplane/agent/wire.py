@@ -17,7 +17,6 @@ from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
 from migplane.core import uri as uri_mod
 
-
 #: Environment variable pinning the versions this process sends, e.g.
 #: ``MigrateData=1.0,MigrationSettings=1.0``: what an agent of the next release
 #: does until every host is upgraded (and how the rolling-upgrade test

@@ -11,16 +11,25 @@ processes, so every :class:`MigrateData` they exchange crosses as primitives.
 import abc
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 from typing import Any
+from typing import Callable
 from typing import Dict
+from typing import List
 from typing import Mapping
 from typing import Optional
+from typing import Tuple
+
+from oslo_config import cfg
 
 from migplane.core import capabilities as caps_mod
 from migplane.core import inbound
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
 from migplane.core import versioned
+
+if TYPE_CHECKING:  # uri imports this module's neighbours; only the type is needed
+    from migplane.core import uri as uri_mod
 
 JOB_NONE = "none"
 JOB_RUNNING = "running"
@@ -184,17 +193,17 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     :mod:`migplane.testing.conformance` checks all of this against a driver.
     """
 
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
         self.settings = settings_mod.load(conf)
 
     @property
-    def hostname(self):
+    def hostname(self) -> str:
         """This host's name on the management network."""
         return self.settings.host.hostname
 
     @abc.abstractmethod
-    def describe(self):
+    def describe(self) -> DriverInfo:
         """Return a :class:`DriverInfo`; callers negotiate on its capabilities.
 
         Called at load time and before each migration, from any thread; cheap
@@ -206,14 +215,14 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     # -- host facts ---------------------------------------------------------
 
     @abc.abstractmethod
-    def local_addresses(self):
+    def local_addresses(self) -> Optional[List[str]]:
         """This host's IP addresses (strings), or None when unknown.
 
         Used on the destination to check ``my_live_migration_ip`` is its own.
         """
 
     @abc.abstractmethod
-    def get_instance_info(self, instance):
+    def get_instance_info(self, instance: str) -> InstanceInfo:
         """Return an :class:`InstanceInfo`; raise ``InstanceNotFound`` when absent.
 
         Called on the source before the transfer (its sizes set the timeouts)
@@ -223,7 +232,8 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     # -- destination side --------------------------------------------------
 
     @abc.abstractmethod
-    def check_can_live_migrate_destination(self, instance, block_migration=False):
+    def check_can_live_migrate_destination(self, instance: str, block_migration: bool = False
+                                           ) -> md.MigrateData:
         """Check this host can take ``instance``; return a first :class:`MigrateData`.
 
         Destination side, first step; prepares nothing. Raises
@@ -231,7 +241,8 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def pre_live_migration(self, instance, migrate_data):
+    def pre_live_migration(self, instance: str, migrate_data: md.MigrateData
+                           ) -> md.MigrateData:
         """Prepare this host; return MigrateData with ``target_connect_addr`` set.
 
         Destination side, after both checks. Implementations call
@@ -243,14 +254,16 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def post_live_migration_at_destination(self, instance, migrate_data):
+    def post_live_migration_at_destination(self, instance: str,
+                                           migrate_data: md.MigrateData) -> None:
         """The guest now runs here: finish (persist its definition...).
 
         Destination side, after the job completed. Returns None.
         """
 
     @abc.abstractmethod
-    def rollback_live_migration_at_destination(self, instance, migrate_data):
+    def rollback_live_migration_at_destination(self, instance: str,
+                                               migrate_data: md.MigrateData) -> None:
         """Remove whatever the migration left on this host; idempotent.
 
         Destination side, after a failure at any point, even before
@@ -262,7 +275,8 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     # -- source side --------------------------------------------------------
 
     @abc.abstractmethod
-    def check_can_live_migrate_source(self, instance, migrate_data):
+    def check_can_live_migrate_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> md.MigrateData:
         """Check ``instance`` can leave this host; return updated MigrateData.
 
         Source side, with the destination's first MigrateData. Raises
@@ -270,7 +284,9 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def live_migration(self, instance, migrate_data, uris, settings):
+    def live_migration(self, instance: str, migrate_data: md.MigrateData,
+                       uris: "uri_mod.MigrationURIs",
+                       settings: settings_mod.MigrationSettings) -> None:
         """Start the transfer with the resolved ``uris``; return None at once.
 
         Source side. The driver uses the URIs as given and decides no policy:
@@ -286,7 +302,7 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def get_job_progress(self, instance):
+    def get_job_progress(self, instance: str) -> JobProgress:
         """Return the :class:`JobProgress` of the migration started here.
 
         Source side, polled by the flow and from any thread. ``state`` is one
@@ -297,7 +313,7 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def abort_job(self, instance):
+    def abort_job(self, instance: str) -> None:
         """Cancel the running migration; the guest keeps running here.
 
         Source side, from the flow's thread, possibly several times (the flow
@@ -309,7 +325,7 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def force_complete(self, instance, post_copy):
+    def force_complete(self, instance: str, post_copy: bool) -> None:
         """Make the migration converge: switch to post-copy, or pause the guest.
 
         Source side. ``post_copy`` is true only when permitted and declared in
@@ -318,20 +334,22 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def set_max_downtime(self, instance, downtime_ms):
+    def set_max_downtime(self, instance: str, downtime_ms: int) -> None:
         """Raise the tolerated switch-over downtime of the running migration.
 
         Source side, from the monitor, following Nova's downtime steps.
         """
 
     @abc.abstractmethod
-    def post_live_migration_at_source(self, instance, migrate_data):
+    def post_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> None:
         """The guest left: remove what is left of it on this host.
 
         Source side, last step of a success. Returns None.
         """
 
-    def rollback_live_migration_at_source(self, instance, migrate_data):  # noqa: B027
+    def rollback_live_migration_at_source(  # noqa: B027
+            self, instance: str, migrate_data: md.MigrateData) -> None:
         """The migration failed: make sure the guest runs here again.
 
         Source side, after a failure at any point; idempotent (a second call,
@@ -340,24 +358,29 @@ class MigrationDriver(metaclass=abc.ABCMeta):
 
     # -- optional hooks, with defaults ----------------------------------------
 
-    def flow_timing(self):
+    def flow_timing(self) -> Tuple[Callable[[], float], Callable[[float], None]]:
         """``(clock, sleep)`` for flows driving this driver; simulated drivers
         return their own so that a migration runs in simulated time."""
         return time.monotonic, time.sleep
 
-    def plan_inbound(self, instance, block_migration=False):
+    def plan_inbound(self, instance: str, block_migration: bool = False) -> md.MigrateData:
         """What ``pre_live_migration()`` would return, preparing nothing (dry runs)."""
         return self.inbound_migrate_data(md.MigrateData(
             dest_hostname=self.hostname, block_migration=block_migration))
 
-    def describe_migration(self, instance, migrate_data, uris, settings):
+    def describe_migration(self, instance: str, migrate_data: md.MigrateData,
+                           uris: "uri_mod.MigrationURIs",
+                           settings: settings_mod.MigrationSettings) -> Optional[Dict[str, Any]]:
         """The hypervisor-level call a migration would make (flags, parameters),
         for ``migplane explain``; None when the driver cannot say."""
         return None
 
     # -- shared helpers ------------------------------------------------------
 
-    def inbound_migrate_data(self, migrate_data, driver_data=None, listen_addrs=None):
+    def inbound_migrate_data(self, migrate_data: md.MigrateData,
+                             driver_data: Optional[Mapping[str, Any]] = None,
+                             listen_addrs: Optional[Mapping[str, str]] = None
+                             ) -> md.MigrateData:
         """``migrate_data`` completed with this host's inbound address."""
         data = versioned.thaw(migrate_data.driver_data)
         data.update(driver_data or {})

@@ -282,7 +282,7 @@ def _stack_host(conf):
     return _get(conf, None, "host") or None
 
 
-def load(conf):
+def load(conf: cfg.ConfigOpts) -> Settings:
     """Register the core options on ``conf`` and return validated :class:`Settings`."""
     opts.register_opts(conf)
 

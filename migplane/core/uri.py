@@ -23,6 +23,7 @@ Rules, in order:
 """
 
 import dataclasses
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Dict
 from typing import Mapping
@@ -33,6 +34,9 @@ from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
 from migplane.core import versioned
+
+if TYPE_CHECKING:
+    from migplane.core.capabilities import Capabilities
 
 MANAGEMENT = "management"
 MIGRATION = "migration"
@@ -110,8 +114,10 @@ def _check_capabilities(settings, capabilities, driver, block):
             raise exception.UnsupportedFeature(driver=driver, feature=feature)
 
 
-def resolve(settings, migrate_data, capabilities, dest_hostname=None,
-            block_migration=None, driver="the driver"):
+def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateData,
+            capabilities: "Capabilities", dest_hostname: Optional[str] = None,
+            block_migration: Optional[bool] = None, driver: str = "the driver"
+            ) -> MigrationURIs:
     """Resolve the URIs of one migration.
 
     :param settings: the source's :class:`~migplane.core.settings.MigrationSettings`.
