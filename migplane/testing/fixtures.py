@@ -13,6 +13,7 @@
 
 import itertools
 import os
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Dict
 from typing import Optional
@@ -26,6 +27,9 @@ from migplane.core import flow
 from migplane.core import loader
 from migplane.core import opts as core_opts
 
+if TYPE_CHECKING:
+    from migplane.drivers.fake import world as world_mod
+
 _names = itertools.count(1)
 
 
@@ -36,6 +40,9 @@ class HostConfFixture(fixtures.Fixture):
     another group); every override is cleared on cleanup.
     """
 
+    #: The host's configuration, once set up.
+    conf: cfg.ConfigOpts
+
     def __init__(self, hostname: str, my_live_migration_ip: Optional[str] = None,
                  config_files=(), **live_migration: Any) -> None:
         super().__init__()
@@ -43,7 +50,6 @@ class HostConfFixture(fixtures.Fixture):
         self.my_live_migration_ip = my_live_migration_ip
         self.config_files = tuple(config_files)
         self.live_migration = live_migration
-        self.conf: Optional[cfg.ConfigOpts] = None
 
     def _setUp(self) -> None:
         self.conf = testing.host_conf(self.hostname, self.my_live_migration_ip,
@@ -70,11 +76,13 @@ class FakeWorldFixture(fixtures.Fixture):
         "host-b": {"mgmt": "192.0.2.12", "mig": ["198.51.100.12", "2001:db8:2::12"]},
     }
 
+    #: The simulated world, once set up.
+    world: "world_mod.FakeWorld"
+
     def __init__(self, hosts: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
         super().__init__()
         self.hosts = dict(hosts or self.DEFAULT_HOSTS)
         self.name = "fixture-%d-%d" % (os.getpid(), next(_names))
-        self.world = None
 
     def _setUp(self) -> None:
         from migplane.drivers.fake import world as world_mod
