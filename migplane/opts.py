@@ -26,5 +26,10 @@ def list_opts():
 
 def register_opts(conf):
     """Register every migplane option on ``conf`` (drivers also do it when loaded)."""
+    from migplane.core import opts as core_opts
+
+    core_opts.register_opts(conf)  # aware of the host stack's own Nova options
+    core = {id(opt) for _, group_opts in core_opts.list_opts() for opt in group_opts}
     for group, opts in list_opts():
-        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+        conf.register_opts([opt for opt in opts if id(opt) not in core],
+                           group=None if group == "DEFAULT" else group)

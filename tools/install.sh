@@ -36,5 +36,7 @@ fi
 if ! git rev-parse --git-dir >/dev/null 2>&1; then export PBR_VERSION=${PBR_VERSION:-0.0.0}; fi
 say "Installing migplane and its Python dependencies into .venv"
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[libvirt,bench]" -r test-requirements.txt
+.venv/bin/pip install -q -e ".[libvirt,agent,bench,testing]" -r test-requirements.txt
+# The example out-of-tree driver, a distribution of its own (CI runs its conformance tests).
+.venv/bin/pip install -q --no-deps -e examples/acme-driver
 say "Installed: $(.venv/bin/python -c 'import libvirt; v = libvirt.getVersion(); print("migplane, with libvirt-python for libvirt %d.%d.%d" % (v // 10**6, v // 1000 % 1000, v % 1000))')"

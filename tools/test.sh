@@ -27,6 +27,6 @@ if [ $# -gt 0 ]; then
   # A chosen subset (e.g. tools/test.sh tests/unit -k flow): no coverage gate.
   exec $PY -m pytest -p no:cacheprovider "$@"
 fi
-$PY -m pytest -p no:cacheprovider --cov=migplane --cov-branch --cov-report= tests
+$PY -m pytest -p no:cacheprovider --cov=migplane --cov-branch --cov-report= tests examples
 echo "==> branch coverage of migplane.core (must be >= 90 %)"
 $PY -m coverage report --include='migplane/core/*' --fail-under=90

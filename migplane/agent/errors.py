@@ -56,7 +56,7 @@ _STATUS = (
     (exception.UnsupportedFeature, 409),
     (exception.InvalidMigrationPlan, 409),
     (exception.MigrationError, 409),
-    (exception.InvalidMigrateData, 400),
+    (exception.InvalidWireData, 400),  # InvalidMigrateData too
     (exception.IncompatibleVersion, 400),
     (exception.InvalidAddress, 400),
     (exception.ConfigError, 400),

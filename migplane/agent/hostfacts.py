@@ -1,69 +1,54 @@
 """What this host looks like on the network: addresses, routes, byte counters.
 
-Read through ``ip -j`` (netlink), so the answers are those of the network
-namespace the agent runs in, whatever /sys happens to show. These facts back
-``migplane check`` (is the inbound address here, which interface carries
-what) and the per-plane byte counts of a migration's summary.
+Read over netlink (:mod:`migplane.netlink`, pyroute2), so the answers are
+those of the network namespace the agent runs in, whatever /sys happens to
+show. These facts back ``migplane check`` (is the inbound address here, which
+interface carries what) and the per-plane byte counts of a migration's
+summary. ``ipr`` (a pyroute2 ``IPRoute``-like object) is for tests.
 """
 
-import json
+import functools
 import logging
 import socket
-import subprocess
 
+from migplane import netlink
 from migplane.agent import errors
 from migplane.core import address
 
 LOG = logging.getLogger(__name__)
-IP = "ip"
 
 
-def _ip_json(*args, runner=subprocess.run):
-    argv = [IP, "-j", *args]
-    try:
-        done = runner(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise errors.AgentError(reason="%s failed: %s" % (" ".join(argv), err))
-    if done.returncode != 0:
-        raise errors.AgentError(reason="%s failed: %s" % (
-            " ".join(argv), (done.stderr or "").strip() or "exit %d" % done.returncode))
-    try:
-        return json.loads(done.stdout or "[]")
-    except ValueError as err:
-        raise errors.AgentError(reason="%s printed no JSON: %s" % (" ".join(argv), err))
+def _agent_errors(read):
+    @functools.wraps(read)
+    def wrapper(*args, **kwargs):
+        try:
+            return read(*args, **kwargs)
+        except netlink.NetlinkError as err:
+            raise errors.AgentError(reason="reading the network over netlink failed: %s"
+                                    % err)
+    return wrapper
 
 
-def interfaces(runner=subprocess.run):
+@_agent_errors
+def interfaces(ipr=None):
     """Each interface with its state, addresses and byte counters."""
-    result = []
-    for link in _ip_json("-s", "addr", "show", runner=runner):
-        stats = link.get("stats64") or link.get("stats") or {}
-        result.append({
-            "ifname": link.get("ifname"),
-            "operstate": link.get("operstate"),
-            "up": "UP" in (link.get("flags") or []),
-            "addresses": [{"address": a.get("local"), "prefixlen": a.get("prefixlen"),
-                           "family": a.get("family"), "scope": a.get("scope")}
-                          for a in link.get("addr_info") or [] if a.get("local")],
-            "tx_bytes": (stats.get("tx") or {}).get("bytes", 0),
-            "rx_bytes": (stats.get("rx") or {}).get("bytes", 0),
-        })
-    return result
+    return netlink.interfaces(ipr=ipr)
 
 
-def counters(runner=subprocess.run):
+@_agent_errors
+def counters(ipr=None):
     """``{ifname: (tx_bytes, rx_bytes)}`` now."""
-    return {i["ifname"]: (i["tx_bytes"], i["rx_bytes"]) for i in interfaces(runner)}
+    return netlink.counters(ipr=ipr)
 
 
-def routes(runner=subprocess.run):
+@_agent_errors
+def routes(ipr=None):
     """The main routing table, IPv4 then IPv6."""
-    return (_ip_json("-4", "route", "show", runner=runner)
-            + _ip_json("-6", "route", "show", runner=runner))
+    return netlink.routes(ipr=ipr)
 
 
-def route_to(target, runner=subprocess.run):
-    """The kernel's route to ``target``: ``{to, dev, src, gateway}``.
+def route_to(target, ipr=None):
+    """The kernel's route to ``target``: ``{to, dev, src, gateway, type, error}``.
 
     :raises InvalidAddress: ``target`` is not an IP literal or host name.
     """
@@ -71,14 +56,11 @@ def route_to(target, runner=subprocess.run):
     if not host.is_ip:
         host = address.parse_host(resolve(host.host), field="to", allow_port=False)
     try:
-        found = _ip_json("route", "get", host.host, runner=runner)
-    except errors.AgentError as err:
+        found = netlink.route_to(host.host, ipr=ipr)
+    except netlink.NetlinkError as err:
         return {"to": host.host, "dev": None, "src": None, "gateway": None,
                 "error": str(err)}
-    entry = found[0] if found else {}
-    return {"to": host.host, "dev": entry.get("dev"), "src": entry.get("prefsrc"),
-            "gateway": entry.get("gateway"), "type": entry.get("type", "unicast"),
-            "error": None}
+    return dict(found, to=host.host, error=None)
 
 
 def resolve(name):

@@ -19,7 +19,7 @@ from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
 MAX_EVENTS = 1000
-ACTIVE = ("pending", "queued", "running")
+ACTIVE = events_mod.ACTIVE
 
 
 class MigrationRecord:

@@ -8,11 +8,13 @@ summary can be exercised without touching the machine's own network.
 
 import time
 
+from migplane import netlink
 from migplane.agent import app as app_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
 from migplane.core import address
+from migplane.core import events
 
 IFNAMES = {"management": "mgmt0", "migration": "mig0"}
 #: The token of agents started by tests.
@@ -45,7 +47,7 @@ class WorldFacts:
         return result
 
     def counters(self):
-        return {i["ifname"]: (i["tx_bytes"], i["rx_bytes"]) for i in self.interfaces()}
+        return netlink.counters_of(self.interfaces())
 
     def routes(self):
         return []
@@ -102,7 +104,7 @@ def wait_for(client, migration_id, timeout=60.0, poll=0.02):
     deadline = time.monotonic() + timeout
     while True:
         record = client.get("/v1/migrations/%s" % migration_id)
-        if record["status"] not in ("pending", "queued", "running"):
+        if record["status"] not in events.ACTIVE:
             return record
         if time.monotonic() > deadline:
             raise AssertionError("migration %s still %s after %.0f s (step %s)" % (

@@ -427,21 +427,14 @@ class BenchLab:
     def driver(self, host_name, split, max_concurrent=1):
         key = (host_name, split, max_concurrent)
         if key not in self._drivers:
-            from oslo_config import cfg
-
-            from migplane import opts as migplane_opts
+            from migplane import testing
             from migplane.core import loader
 
             host = self.host(host_name)
-            conf = cfg.ConfigOpts()
-            conf(args=[], default_config_files=[])
-            migplane_opts.register_opts(conf)
-            conf.set_override("hostname", host.name, "live_migration")
-            conf.set_override("max_concurrent", max_concurrent, "live_migration")
+            conf = testing.host_conf(host.name, host.mig_ip if split else None,
+                                     max_concurrent=max_concurrent)
             conf.set_override("connection_uri", host.uri, "driver_libvirt")
             conf.set_override("netns", host.netns, "driver_libvirt")
-            if split:
-                conf.set_override("my_live_migration_ip", host.mig_ip)
             self._drivers[key] = loader.load_driver(conf, "libvirt")
         return self._drivers[key]
 

@@ -1,10 +1,12 @@
-"""Small, dependency-free statistics for the benchmark (pure functions)."""
+"""Small statistics for the benchmark (pure functions over the standard
+library's ``statistics``)."""
 
-import math
+import statistics
 
 
 def percentile(values, q):
-    """The ``q``-th percentile (0..100) with linear interpolation (numpy's default).
+    """The ``q``-th percentile (0..100, steps of 0.1) with linear interpolation
+    (numpy's default, ``statistics.quantiles(method="inclusive")``).
 
     Returns None for no values.
     """
@@ -13,14 +15,18 @@ def percentile(values, q):
         return None
     if not 0 <= q <= 100:
         raise ValueError("q must be within 0..100, got %r" % (q,))
-    pos = (len(data) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+    if len(data) == 1 or q == 0:
+        return data[0]
+    if q == 100:
+        return data[-1]
+    steps = 100 if float(q).is_integer() else 1000
+    cut = round(q * steps / 100)
+    return statistics.quantiles(data, n=steps, method="inclusive")[cut - 1]
 
 
 def median(values):
-    return percentile(values, 50)
+    data = [v for v in values if v is not None]
+    return statistics.median(data) if data else None
 
 
 def spread(values):
@@ -51,7 +57,7 @@ def latency_summary(samples, lost_ms=None):
         "p50_ms": percentile(counted, 50),
         "p99_ms": percentile(counted, 99),
         "max_ms": max(counted) if counted else None,
-        "mean_ms": (sum(counted) / len(counted)) if counted else None,
+        "mean_ms": statistics.fmean(counted) if counted else None,
     }
 
 

@@ -48,8 +48,8 @@ def run(args, directory=None):
     if os.geteuid() != 0:
         raise errors.CliError("the demo builds network namespaces and runs libvirtd: "
                               "run it as root")
-    from migplane.agent import inlab
     from migplane.lab import Lab
+    from migplane.lab import agents as inlab
     from migplane.lab import guest as lab_guest
     from migplane.lab.console import ConsoleWatcher
 

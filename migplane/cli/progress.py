@@ -8,6 +8,7 @@ import sys
 import time
 
 from migplane.cli import output
+from migplane.core import driver as driver_mod
 
 BAR = 24
 
@@ -75,10 +76,5 @@ class ProgressBar:
 
 
 def _percent(progress):
-    if progress.get("state") == "completed":
-        return 100.0
-    total = progress.get("data_total") or 0
-    if not total:
-        return 0.0
-    return max(0.0, min(100.0, 100.0 * (total - (progress.get("data_remaining") or 0))
-                        / total))
+    """Percent done of a progress record, by the one rule (JobProgress.percent)."""
+    return driver_mod.JobProgress.from_dict(progress).percent

@@ -18,7 +18,9 @@ IPV4 = "ipv4"
 IPV6 = "ipv6"
 HOSTNAME = "hostname"
 
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+# Underscores too: Nova's host names are free-form (``compute_1``), libvirt
+# and QEMU resolve them, and RFC 3986 allows them in a URI's host.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _ZONE = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 _FORBIDDEN = re.compile(r"[/?#@\\\s\x00-\x1f\x7f]")
 
@@ -27,13 +29,17 @@ _FORBIDDEN = re.compile(r"[/?#@\\\s\x00-\x1f\x7f]")
 class HostAddress:
     """One host: an IPv4 or IPv6 literal or a DNS name, with an optional port.
 
-    ``host`` never has brackets; an IPv6 zone id is kept unescaped
-    (``fe80::1%eth0``) and only escaped (``%25``) when put into a URI.
+    ``host`` never has brackets and is normalised (``2001:db8::1``), for
+    comparisons; ``written`` is the host as the operator or peer wrote it
+    (``2001:DB8:0:0:0:0:0:1``), which is what goes into URIs, so that they
+    read exactly as configured, as Nova's do. An IPv6 zone id is kept
+    unescaped (``fe80::1%eth0``) and only escaped (``%25``) in a URI.
     """
 
     host: str
     kind: str
     port: Optional[int] = None
+    written: Optional[str] = dataclasses.field(default=None, compare=False)
 
     @property
     def is_ip(self):
@@ -41,10 +47,11 @@ class HostAddress:
 
     @property
     def uri_host(self):
-        """The host as it must appear in a URI authority (RFC 3986/6874)."""
+        """The host as written, as it must appear in a URI authority (RFC 3986/6874)."""
+        host = self.written or self.host
         if self.kind == IPV6:
-            return "[%s]" % self.host.replace("%", "%25", 1)
-        return self.host
+            return "[%s]" % host.replace("%", "%25", 1)
+        return host
 
     @property
     def netloc(self):
@@ -61,9 +68,12 @@ def _fail(value, field, reason):
     raise exception.InvalidAddress(value=value, field=field, reason=reason)
 
 
+def _unescape_zone(text):
+    return text.replace("%25", "%", 1) if "%25" in text else text
+
+
 def _parse_ipv6(text, value, field):
-    if "%25" in text:
-        text = text.replace("%25", "%", 1)
+    text = _unescape_zone(text)
     zone = None
     if "%" in text:
         text, zone = text.split("%", 1)
@@ -128,8 +138,10 @@ def parse_host(value, field="address", allow_port=True):
                 _fail(value, field, "unexpected text %r after ']'" % rest)
             port = _parse_port(rest[1:], value, field)
         host, kind = _parse_ipv6(inner, value, field), IPV6
+        written = _unescape_zone(inner)
     elif value.count(":") > 1:
         host, kind = _parse_ipv6(value, value, field), IPV6
+        written = _unescape_zone(value)
     else:
         if "[" in value or "]" in value or "%" in value:
             _fail(value, field, "brackets and '%' belong only to IPv6 literals")
@@ -137,9 +149,10 @@ def parse_host(value, field="address", allow_port=True):
         if ":" in value:
             port = _parse_port(port_text, value, field)
         host, kind = _parse_name_or_ipv4(text, value, field)
+        written = text
     if port is not None and not allow_port:
         _fail(value, field, "a port is not allowed here")
-    return HostAddress(host=host, kind=kind, port=port)
+    return HostAddress(host=host, kind=kind, port=port, written=written)
 
 
 def is_ip_literal(value):
@@ -148,3 +161,8 @@ def is_ip_literal(value):
         return parse_host(value).is_ip
     except exception.InvalidAddress:
         return False
+
+
+def join_host_port(host, port):
+    """``host:port`` for a URL, the IPv6 literal bracketed (``[2001:db8::1]:7480``)."""
+    return "%s:%d" % (parse_host(host, allow_port=False).uri_host, port)

@@ -1,35 +1,61 @@
 """What a driver can do, as declared by its ``describe()``.
 
 The URI policy and the flow consult these flags; a driver never decides
-policy itself, it only says what it supports.
+policy itself, it only says what it supports. Capabilities cross between
+hosts (an agent reports its driver's), so they are versioned like
+:class:`~migplane.core.migrate_data.MigrateData`: a flag added in a minor
+version is ignored by an older peer and defaults to False (unsupported) when
+an older peer does not send it.
 """
 
 import dataclasses
+from typing import Any
+from typing import Dict
 from typing import Tuple
+
+from migplane.core import versioned
+
+_bool = versioned.check_bool
+
+
+def _format(value):
+    value = versioned.check_str(value)
+    if "{host}" not in value:
+        raise ValueError("the control URI format must contain '{host}'")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
-class Capabilities:
-    #: Control-connection URI schemes the driver accepts (``scheme`` option).
-    schemes: Tuple[str, ...] = ("tcp",)
-    #: Scheme used when the ``scheme`` option is unset.
-    default_scheme: str = "tcp"
-    #: Format of the control URI; ``{scheme}`` and ``{host}`` are filled in.
-    control_uri_format: str = "qemu+{scheme}://{host}/system"
-    #: A separate data URI (libvirt's ``migrate_uri``) can be given.
-    data_uri: bool = False
-    #: The destination can bind its incoming socket to one address.
-    listen_address: bool = False
-    #: Block-migration (NBD) traffic can be sent to a given URI.
-    disks_uri: bool = False
-    #: The TLS verification name can differ from the dialed host.
-    tls_destination: bool = False
-    tunnelled: bool = False
-    native_tls: bool = False
-    post_copy: bool = False
-    auto_converge: bool = False
-    parallel_connections: bool = False
-    block_migration: bool = False
+class Capabilities(versioned.VersionedData):
+    """Features a driver supports; every flag defaults to unsupported."""
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
+    # Version 1.0: the flags below; what migplane 1.x drivers declare.
+    VERSION = "1.0"
+
+    #: Control-connection URI schemes the driver accepts (``scheme`` option).
+    schemes: Tuple[str, ...] = versioned.field("1.0", versioned.check_str_tuple,
+                                               default=("tcp",))
+    #: Scheme used when the ``scheme`` option is unset.
+    default_scheme: str = versioned.field("1.0", versioned.check_str, default="tcp")
+    #: Format of the control URI; ``{scheme}`` and ``{host}`` are filled in.
+    control_uri_format: str = versioned.field("1.0", _format,
+                                              default="qemu+{scheme}://{host}/system")
+    #: A separate data URI (libvirt's ``migrate_uri``) can be given.
+    data_uri: bool = versioned.field("1.0", _bool, default=False)
+    #: The destination can bind its incoming socket to one address.
+    listen_address: bool = versioned.field("1.0", _bool, default=False)
+    #: Block-migration (NBD) traffic can be sent to a given URI.
+    disks_uri: bool = versioned.field("1.0", _bool, default=False)
+    #: The TLS verification name can differ from the dialed host.
+    tls_destination: bool = versioned.field("1.0", _bool, default=False)
+    tunnelled: bool = versioned.field("1.0", _bool, default=False)
+    native_tls: bool = versioned.field("1.0", _bool, default=False)
+    post_copy: bool = versioned.field("1.0", _bool, default=False)
+    auto_converge: bool = versioned.field("1.0", _bool, default=False)
+    parallel_connections: bool = versioned.field("1.0", _bool, default=False)
+    block_migration: bool = versioned.field("1.0", _bool, default=False)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The flags as a plain dict (for display; peers get :meth:`to_primitive`)."""
+        return {f.name: versioned.thaw(getattr(self, f.name))
+                for f in dataclasses.fields(self)}

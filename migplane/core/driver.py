@@ -11,13 +11,25 @@ processes, so every :class:`MigrateData` they exchange crosses as primitives.
 import abc
 import dataclasses
 import time
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import List
+from typing import Mapping
 from typing import Optional
+from typing import Tuple
+
+from oslo_config import cfg
 
 from migplane.core import capabilities as caps_mod
 from migplane.core import inbound
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
 from migplane.core import versioned
+
+if TYPE_CHECKING:  # uri imports this module's neighbours; only the type is needed
+    from migplane.core import uri as uri_mod
 
 JOB_NONE = "none"
 JOB_RUNNING = "running"
@@ -29,23 +41,45 @@ JOB_FINISHED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)
 
 
 @dataclasses.dataclass(frozen=True)
-class DriverInfo:
-    """The answer of ``describe()``: a driver's name, version and capabilities."""
+class DriverInfo(versioned.VersionedData):
+    """The answer of ``describe()``: a driver's name, version and capabilities.
 
-    name: str
-    version: str
-    capabilities: caps_mod.Capabilities
+    Versioned like :class:`MigrateData`: agents report it to each other.
+    """
 
-    def to_dict(self):
+    # Version 1.0: name, version, capabilities (a nested Capabilities).
+    VERSION = "1.0"
+
+    name: str = versioned.field("1.0", versioned.check_str, default=versioned.REQUIRED)
+    version: str = versioned.field("1.0", versioned.check_str, default=versioned.REQUIRED)
+    capabilities: caps_mod.Capabilities = versioned.field(
+        "1.0", versioned.check_nested(caps_mod.Capabilities), default=versioned.REQUIRED)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain form, for display and for peers that predate versioning."""
         return {"name": self.name, "version": self.version,
                 "capabilities": self.capabilities.to_dict()}
 
     @classmethod
-    def from_dict(cls, data):
-        caps = dict(data["capabilities"])
-        caps["schemes"] = tuple(caps.get("schemes", ()))
-        return cls(name=data["name"], version=data["version"],
-                   capabilities=caps_mod.Capabilities(**caps))
+    def from_dict(cls, data: Mapping[str, Any]) -> "DriverInfo":
+        """From :meth:`to_primitive` or the plain :meth:`to_dict` form.
+
+        The plain form has no version: capability flags this side does not
+        know (a newer peer's) are ignored and missing ones default to
+        unsupported, as :meth:`from_primitive` does for a newer minor version.
+        """
+        if isinstance(data, Mapping) and versioned.NAME_KEY in data:
+            return cls.from_primitive(dict(data))
+        try:
+            caps = dict(data["capabilities"])
+            known = {f.name for f in dataclasses.fields(caps_mod.Capabilities)}
+            capabilities = caps_mod.Capabilities(
+                **{k: v for k, v in caps.items() if k in known})
+            return cls(name=data["name"], version=data["version"],
+                       capabilities=capabilities)
+        except (KeyError, TypeError, ValueError) as err:
+            raise cls._invalid("<driver info>", data, "expected name, version and "
+                               "capabilities (%s: %s)" % (type(err).__name__, err))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +127,13 @@ class JobProgress:
 
     @property
     def percent(self):
+        """Percent of the data sent: the one rule every display uses."""
         if self.state == JOB_COMPLETED:
             return 100.0
         if not self.data_total:
             return 0.0
-        return max(0.0, min(100.0, 100.0 * (self.data_total - self.data_remaining)
+        remaining = self.data_remaining or 0
+        return max(0.0, min(100.0, 100.0 * (self.data_total - remaining)
                             / self.data_total))
 
     def to_dict(self):
@@ -112,66 +148,153 @@ class JobProgress:
 class MigrationDriver(metaclass=abc.ABCMeta):
     """Base class of migration drivers, loaded from ``migplane.drivers``.
 
-    A driver is constructed with the caller's ``ConfigOpts``; the base class
-    registers and validates the core options on it, and the driver registers
-    its own group. ``instance`` is always the guest's name.
+    **Loading.** :func:`migplane.core.loader.load_driver` imports the entry
+    point, checks it is a subclass of this class, constructs it with the
+    caller's ``ConfigOpts`` and calls :meth:`describe` once; any failure is a
+    ``DriverLoadError`` naming the driver (a ``MigplaneError`` such as
+    ``ConfigError`` is raised as it is).
+
+    **Options.** ``__init__`` here registers and validates the core options
+    (``self.settings``). A driver registers its own options in its own group
+    (``[driver_<name>]``) on the ``conf`` it is given, in its ``__init__``,
+    never at import time, and lists them for ``oslo-config-generator`` with a
+    ``list_opts()`` in an ``oslo.config.opts`` entry point; it rejects bad
+    values in ``__init__`` with ``ConfigError``.
+
+    **Who calls what.** The core's :class:`~migplane.core.flow.LiveMigration`
+    calls the destination-side steps on the destination host's driver and the
+    source-side ones on the source host's, in this order:
+    ``check_can_live_migrate_destination`` -> ``check_can_live_migrate_source``
+    -> ``pre_live_migration`` -> ``get_instance_info`` -> ``live_migration``
+    -> ``get_job_progress`` every ``poll_interval`` (with ``set_max_downtime``,
+    ``abort_job`` and ``force_complete`` as the monitor decides) -> either
+    ``post_live_migration_at_destination`` + ``post_live_migration_at_source``
+    or ``rollback_live_migration_at_source`` +
+    ``rollback_live_migration_at_destination``. The two drivers may live in
+    different processes (agents), so every :class:`MigrateData` crosses as
+    JSON primitives: do not rely on object identity.
+
+    **Threads.** A flow calls all steps of one migration from the one thread
+    that runs ``LiveMigration.run()``; different migrations run in different
+    threads at once, so steps must be safe to call concurrently for different
+    instances. :meth:`describe`, :meth:`local_addresses`,
+    :meth:`get_instance_info` and :meth:`get_job_progress` may also be called
+    from any thread at any time (agents answer status requests with them).
+    Steps block until done, except :meth:`live_migration`, which returns once
+    the transfer has started.
+
+    **Errors.** Steps raise the core's typed exceptions
+    (:mod:`migplane.core.exception`): ``InstanceNotFound``,
+    ``NoActiveMigration``, ``DestinationCheckFailed``, ``SourceCheckFailed``,
+    ``InboundAddressError``, ``MigrationError``, ``HypervisorUnavailable``,
+    ``UnsupportedFeature``; anything else is treated as a bug of the driver
+    (the flow still rolls back). ``instance`` is always the guest's name.
+
+    :mod:`migplane.testing.conformance` checks all of this against a driver.
     """
 
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
         self.settings = settings_mod.load(conf)
 
     @property
-    def hostname(self):
+    def hostname(self) -> str:
         """This host's name on the management network."""
         return self.settings.host.hostname
 
     @abc.abstractmethod
-    def describe(self):
-        """Return a :class:`DriverInfo`; callers negotiate on its capabilities."""
+    def describe(self) -> DriverInfo:
+        """Return a :class:`DriverInfo`; callers negotiate on its capabilities.
+
+        Called at load time and before each migration, from any thread; cheap
+        and side-effect free. A capability not declared is never asked for:
+        the core refuses such a migration with ``UnsupportedFeature`` before
+        any host is touched.
+        """
 
     # -- host facts ---------------------------------------------------------
 
     @abc.abstractmethod
-    def local_addresses(self):
-        """This host's IP addresses (strings), or None when unknown."""
+    def local_addresses(self) -> Optional[List[str]]:
+        """This host's IP addresses (strings), or None when unknown.
+
+        Used on the destination to check ``my_live_migration_ip`` is its own.
+        """
 
     @abc.abstractmethod
-    def get_instance_info(self, instance):
-        """Return an :class:`InstanceInfo`; raise InstanceNotFound when absent."""
+    def get_instance_info(self, instance: str) -> InstanceInfo:
+        """Return an :class:`InstanceInfo`; raise ``InstanceNotFound`` when absent.
+
+        Called on the source before the transfer (its sizes set the timeouts)
+        and from any thread for status.
+        """
 
     # -- destination side --------------------------------------------------
 
     @abc.abstractmethod
-    def check_can_live_migrate_destination(self, instance, block_migration=False):
-        """Check this host can take ``instance``; return a first :class:`MigrateData`."""
+    def check_can_live_migrate_destination(self, instance: str, block_migration: bool = False
+                                           ) -> md.MigrateData:
+        """Check this host can take ``instance``; return a first :class:`MigrateData`.
 
-    @abc.abstractmethod
-    def pre_live_migration(self, instance, migrate_data):
-        """Prepare this host; return MigrateData with ``target_connect_addr`` set.
-
-        Implementations call :meth:`inbound_migrate_data` so that
-        ``my_live_migration_ip`` (or ``inbound_cidr``) is applied and checked
-        the same way by every driver.
+        Destination side, first step; prepares nothing. Raises
+        ``DestinationCheckFailed`` naming the reason.
         """
 
     @abc.abstractmethod
-    def post_live_migration_at_destination(self, instance, migrate_data):
-        """The guest now runs here: finish (persist its definition...)."""
+    def pre_live_migration(self, instance: str, migrate_data: md.MigrateData
+                           ) -> md.MigrateData:
+        """Prepare this host; return MigrateData with ``target_connect_addr`` set.
+
+        Destination side, after both checks. Implementations call
+        :meth:`inbound_migrate_data` so that ``my_live_migration_ip`` (or
+        ``inbound_cidr``) is applied and checked the same way by every driver:
+        ``target_connect_addr`` is that address, or None (legacy) when unset.
+        Whatever it prepares, :meth:`rollback_live_migration_at_destination`
+        removes. Raises ``DestinationCheckFailed`` or ``InboundAddressError``.
+        """
 
     @abc.abstractmethod
-    def rollback_live_migration_at_destination(self, instance, migrate_data):
-        """Remove whatever the migration left on this host; idempotent."""
+    def post_live_migration_at_destination(self, instance: str,
+                                           migrate_data: md.MigrateData) -> None:
+        """The guest now runs here: finish (persist its definition...).
+
+        Destination side, after the job completed. Returns None.
+        """
+
+    @abc.abstractmethod
+    def rollback_live_migration_at_destination(self, instance: str,
+                                               migrate_data: md.MigrateData) -> None:
+        """Remove whatever the migration left on this host; idempotent.
+
+        Destination side, after a failure at any point, even before
+        :meth:`pre_live_migration` ran or a second time: it must not fail
+        because there is nothing to remove, and must never touch a guest that
+        runs here for another reason. Returns None.
+        """
 
     # -- source side --------------------------------------------------------
 
     @abc.abstractmethod
-    def check_can_live_migrate_source(self, instance, migrate_data):
-        """Check ``instance`` can leave this host; return updated MigrateData."""
+    def check_can_live_migrate_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> md.MigrateData:
+        """Check ``instance`` can leave this host; return updated MigrateData.
+
+        Source side, with the destination's first MigrateData. Raises
+        ``SourceCheckFailed`` or ``InstanceNotFound``.
+        """
 
     @abc.abstractmethod
-    def live_migration(self, instance, migrate_data, uris, settings):
-        """Start the transfer with the resolved ``uris``; return at once.
+    def live_migration(self, instance: str, migrate_data: md.MigrateData,
+                       uris: "uri_mod.MigrationURIs",
+                       settings: settings_mod.MigrationSettings) -> None:
+        """Start the transfer with the resolved ``uris``; return None at once.
+
+        Source side. The driver uses the URIs as given and decides no policy:
+        the control connection goes to ``uris.control_uri``, the data to
+        ``uris.data_uri`` (None: the hypervisor's default), the destination
+        listens on ``uris.listen_address``. Progress is then read with
+        :meth:`get_job_progress`. Raises ``MigrationError`` when the transfer
+        cannot start (the flow then rolls back).
 
         :param uris: the :class:`~migplane.core.uri.MigrationURIs` from the policy.
         :param settings: the :class:`~migplane.core.settings.MigrationSettings`
@@ -179,48 +302,85 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def get_job_progress(self, instance):
-        """Return the :class:`JobProgress` of the migration started here."""
+    def get_job_progress(self, instance: str) -> JobProgress:
+        """Return the :class:`JobProgress` of the migration started here.
+
+        Source side, polled by the flow and from any thread. ``state`` is one
+        of :data:`JOB_STATES`: ``none``/``running`` while it runs, then exactly
+        one finished state (``completed``, ``failed`` or ``cancelled``) that it
+        keeps reporting until a post or rollback step runs. Raises
+        ``NoActiveMigration`` when no migration of ``instance`` was started here.
+        """
 
     @abc.abstractmethod
-    def abort_job(self, instance):
-        """Cancel the running migration; the guest keeps running here."""
+    def abort_job(self, instance: str) -> None:
+        """Cancel the running migration; the guest keeps running here.
+
+        Source side, from the flow's thread, possibly several times (the flow
+        resends an abort the job has not obeyed). The job then ends
+        ``cancelled`` (or ``completed``/``failed`` if it ended first). Raises
+        ``NoActiveMigration`` when no migration of ``instance`` was started
+        here (after the job finished: nothing, or ``NoActiveMigration``),
+        ``MigrationError`` when it can no longer be cancelled (post-copy).
+        """
 
     @abc.abstractmethod
-    def force_complete(self, instance, post_copy):
-        """Make the migration converge: switch to post-copy, or pause the guest."""
+    def force_complete(self, instance: str, post_copy: bool) -> None:
+        """Make the migration converge: switch to post-copy, or pause the guest.
+
+        Source side. ``post_copy`` is true only when permitted and declared in
+        the capabilities; otherwise pause the guest so the copy completes.
+        Raises ``NoActiveMigration`` when no job runs.
+        """
 
     @abc.abstractmethod
-    def set_max_downtime(self, instance, downtime_ms):
-        """Raise the tolerated switch-over downtime of the running migration."""
+    def set_max_downtime(self, instance: str, downtime_ms: int) -> None:
+        """Raise the tolerated switch-over downtime of the running migration.
+
+        Source side, from the monitor, following Nova's downtime steps.
+        """
 
     @abc.abstractmethod
-    def post_live_migration_at_source(self, instance, migrate_data):
-        """The guest left: remove what is left of it on this host."""
+    def post_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> None:
+        """The guest left: remove what is left of it on this host.
 
-    def rollback_live_migration_at_source(self, instance, migrate_data):  # noqa: B027
-        """The migration failed: make sure the guest runs here again."""
+        Source side, last step of a success. Returns None.
+        """
+
+    def rollback_live_migration_at_source(  # noqa: B027
+            self, instance: str, migrate_data: md.MigrateData) -> None:
+        """The migration failed: make sure the guest runs here again.
+
+        Source side, after a failure at any point; idempotent (a second call,
+        or a call when nothing was started, is harmless). Returns None.
+        """
 
     # -- optional hooks, with defaults ----------------------------------------
 
-    def flow_timing(self):
+    def flow_timing(self) -> Tuple[Callable[[], float], Callable[[float], None]]:
         """``(clock, sleep)`` for flows driving this driver; simulated drivers
         return their own so that a migration runs in simulated time."""
         return time.monotonic, time.sleep
 
-    def plan_inbound(self, instance, block_migration=False):
+    def plan_inbound(self, instance: str, block_migration: bool = False) -> md.MigrateData:
         """What ``pre_live_migration()`` would return, preparing nothing (dry runs)."""
         return self.inbound_migrate_data(md.MigrateData(
             dest_hostname=self.hostname, block_migration=block_migration))
 
-    def describe_migration(self, instance, migrate_data, uris, settings):
+    def describe_migration(self, instance: str, migrate_data: md.MigrateData,
+                           uris: "uri_mod.MigrationURIs",
+                           settings: settings_mod.MigrationSettings) -> Optional[Dict[str, Any]]:
         """The hypervisor-level call a migration would make (flags, parameters),
         for ``migplane explain``; None when the driver cannot say."""
         return None
 
     # -- shared helpers ------------------------------------------------------
 
-    def inbound_migrate_data(self, migrate_data, driver_data=None, listen_addrs=None):
+    def inbound_migrate_data(self, migrate_data: md.MigrateData,
+                             driver_data: Optional[Mapping[str, Any]] = None,
+                             listen_addrs: Optional[Mapping[str, str]] = None
+                             ) -> md.MigrateData:
         """``migrate_data`` completed with this host's inbound address."""
         data = versioned.thaw(migrate_data.driver_data)
         data.update(driver_data or {})

@@ -1,11 +1,29 @@
-"""Progress events a caller can subscribe to while a migration runs."""
+"""Progress events a caller can subscribe to while a migration runs, and the
+statuses of a migration: the one place these strings are defined (the flow,
+the agent's records and the CLI all use them).
+"""
 
 import dataclasses
 from typing import Optional
 
 from migplane.core import driver
 
+# -- statuses of a migration (LiveMigration.status, MigrationResult.status, records) --
+
+PENDING = "pending"
 QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+ABORTED = "aborted"
+TIMED_OUT = "timed_out"
+#: A migration in one of these may still change.
+ACTIVE = (PENDING, QUEUED, RUNNING)
+#: A migration in one of these is over.
+FINISHED = (COMPLETED, FAILED, ABORTED, TIMED_OUT)
+
+# -- kinds of events (MigrationEvent.kind); queued, completed, failed as above --------
+
 STEP = "step"
 TRANSFER_STARTED = "transfer_started"
 PROGRESS = "progress"
@@ -13,8 +31,6 @@ DOWNTIME_CHANGED = "downtime_changed"
 TIMEOUT_ACTION = "timeout_action"
 ABORT_REQUESTED = "abort_requested"
 FORCE_COMPLETE_REQUESTED = "force_complete_requested"
-COMPLETED = "completed"
-FAILED = "failed"
 ROLLED_BACK = "rolled_back"
 
 

@@ -3,8 +3,68 @@
 Every error carries a message that names the values involved, so that an
 operator reading a log line knows which option, address or peer field to fix.
 Modelled on os-vif's ``ExceptionBase``: subclasses set ``msg_fmt`` and are
-raised with the keyword arguments it names.
+raised with the keyword arguments it names. Values are quoted in
+messages as bounded excerpts (:func:`excerpt`): a peer that sends a 10 MB
+address gets an error quoting its first characters, not 10 MB back.
 """
+
+import reprlib
+
+#: Characters of a value quoted in a message: a bad value from a peer may be
+#: megabytes long, and the message only needs enough of it to be recognised.
+QUOTE_LIMIT = 256
+#: Characters of text (reasons, lists) put into a message as it is.
+TEXT_LIMIT = 1024
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = QUOTE_LIMIT
+_REPR.maxother = QUOTE_LIMIT
+_REPR.maxlevel = 4
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 8
+
+
+def excerpt(value, limit=QUOTE_LIMIT):
+    """A short, bounded repr of ``value`` for an error message.
+
+    Strings longer than ``limit`` are cut and their length given; containers
+    are cut in depth and width (``reprlib``), so the cost and the size of the
+    message do not grow with the value.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return "%s... (%d characters)" % (repr(value[:limit])[:-1], len(value))
+    try:
+        text = _REPR.repr(value)
+    except RecursionError:  # a structure nested beyond what repr can walk
+        text = "<%s nested too deep>" % type(value).__name__
+    return text if len(text) <= 2 * limit else text[:2 * limit] + "..."
+
+
+class _Quoted:
+    """A message argument: its ``%r`` is an :func:`excerpt`, its ``%s`` bounded."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return excerpt(self.value)
+
+    def __str__(self):
+        text = str(self.value)
+        if len(text) <= TEXT_LIMIT:
+            return text
+        return "%s... (%d characters)" % (text[:TEXT_LIMIT], len(text))
+
+
+def _quoted(value):
+    # numbers keep working with %d; everything else is bounded
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return _Quoted(value)
+
 
 
 class MigplaneError(Exception):
@@ -15,7 +75,7 @@ class MigplaneError(Exception):
     def __init__(self, message=None, **kwargs):
         self.kwargs = kwargs
         if message is None:
-            message = self.msg_fmt % kwargs
+            message = self.msg_fmt % {k: _quoted(v) for k, v in kwargs.items()}
         self.message = message
         super().__init__(message)
 
@@ -38,7 +98,13 @@ class InvalidAddress(MigplaneError):
 # -- the pre-migration data contract -------------------------------------------
 
 
-class InvalidMigrateData(MigplaneError):
+class InvalidWireData(MigplaneError):
+    """Data that crosses between hosts (a versioned object) is malformed."""
+
+    msg_fmt = "Invalid %(name)s data: field %(field)r has value %(value)r: %(reason)s"
+
+
+class InvalidMigrateData(InvalidWireData):
     msg_fmt = "Invalid pre-migration data: field %(field)r has value %(value)r: %(reason)s"
 
 

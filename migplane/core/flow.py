@@ -25,10 +25,10 @@ from migplane.core import uri as uri_mod
 LOG = logging.getLogger(__name__)
 GiB = 1024 ** 3
 
-COMPLETED = "completed"
-FAILED = "failed"
-ABORTED = "aborted"
-TIMED_OUT = "timed_out"
+COMPLETED = events.COMPLETED
+FAILED = events.FAILED
+ABORTED = events.ABORTED
+TIMED_OUT = events.TIMED_OUT
 
 
 @dataclasses.dataclass(frozen=True)

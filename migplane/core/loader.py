@@ -1,25 +1,45 @@
 """Loading a migration driver by name through stevedore.
 
-One name selects one implementation (stevedore's driver pattern). Two
-failure modes are kept apart, unlike a bare ``ExtensionManager``: a name
-nobody installed gives an error listing what is installed, while a driver
-that is installed but fails to import raises that failure itself.
+One name selects one implementation (stevedore's driver pattern). Failure
+modes are kept apart, unlike a bare ``ExtensionManager``: a name nobody
+installed gives an error listing what is installed; a driver that is
+installed but fails to import raises that failure itself; an entry point
+that is not a :class:`~migplane.core.driver.MigrationDriver`, or whose
+``describe()`` does not answer a :class:`~migplane.core.driver.DriverInfo`,
+is refused here, naming the driver, instead of failing later with an
+``AttributeError`` after a destination was already prepared.
 """
 
 from importlib import metadata
+from typing import List
+from typing import Optional
 
+from oslo_config import cfg
 from stevedore import driver as stevedore_driver
 from stevedore import exception as stevedore_exc
 
+from migplane.core import driver as driver_mod
 from migplane.core import exception
 from migplane.core import settings as settings_mod
 
 NAMESPACE = "migplane.drivers"
 
 
-def installed_drivers():
+def _entry_points(group):
+    """``importlib.metadata.entry_points(group=...)``, also on Python 3.9.
+
+    Python 3.9's ``entry_points()`` takes no arguments and returns a dict of
+    groups; 3.10+ returns a selectable collection.
+    """
+    found = metadata.entry_points()
+    if hasattr(found, "select"):
+        return found.select(group=group)
+    return found.get(group, ())
+
+
+def installed_drivers() -> List[str]:
     """Names of the drivers installed in :data:`NAMESPACE`, without importing them."""
-    return sorted({ep.name for ep in metadata.entry_points(group=NAMESPACE)})
+    return sorted({ep.name for ep in _entry_points(NAMESPACE)})
 
 
 def _reraise(manager, entrypoint, err):
@@ -29,15 +49,61 @@ def _reraise(manager, entrypoint, err):
         type(err).__name__, err)) from err
 
 
-def load_driver(conf, name=None):
-    """Instantiate driver ``name`` (default: ``[live_migration] driver``) with ``conf``."""
+def _check_class(name, plugin):
+    if not (isinstance(plugin, type) and issubclass(plugin, driver_mod.MigrationDriver)):
+        raise exception.DriverLoadError(
+            name=name, reason="its entry point gives %s, which is not a subclass of "
+                              "migplane.core.driver.MigrationDriver"
+                              % exception.excerpt(plugin))
+
+
+def check_driver(name, drv):
+    """Check a constructed driver answers ``describe()`` with a DriverInfo.
+
+    Called at load time so that a broken ``describe()`` is noticed before any
+    host is touched. Returns the :class:`DriverInfo`.
+    """
+    try:
+        info = drv.describe()
+    except exception.MigplaneError:
+        raise
+    except Exception as err:
+        raise exception.DriverLoadError(
+            name=name, reason="describe() raised %s: %s" % (
+                type(err).__name__, exception.excerpt(str(err)))) from err
+    if not isinstance(info, driver_mod.DriverInfo):
+        raise exception.DriverLoadError(
+            name=name, reason="describe() returned %s, not a DriverInfo"
+                              % exception.excerpt(info))
+    return info
+
+
+def load_driver(conf: cfg.ConfigOpts, name: Optional[str] = None
+                ) -> driver_mod.MigrationDriver:
+    """Instantiate driver ``name`` (default: ``[live_migration] driver``) with ``conf``.
+
+    :raises DriverNotFound: no driver of that name is installed.
+    :raises DriverLoadError: the driver failed to import or to construct, is not
+        a MigrationDriver, or its ``describe()`` is not a DriverInfo.
+    :raises ConfigError: the configuration is invalid (from the driver or the core).
+    """
     if name is None:
         name = settings_mod.load(conf).driver
     try:
         manager = stevedore_driver.DriverManager(
-            namespace=NAMESPACE, name=name, invoke_on_load=True,
-            invoke_args=(conf,), on_load_failure_callback=_reraise)
+            namespace=NAMESPACE, name=name, invoke_on_load=False,
+            on_load_failure_callback=_reraise)
     except stevedore_exc.NoMatches:
         raise exception.DriverNotFound(name=name, namespace=NAMESPACE,
                                        installed=", ".join(installed_drivers()) or "none")
-    return manager.driver
+    plugin = manager.driver
+    _check_class(name, plugin)
+    try:
+        drv = plugin(conf)
+    except exception.MigplaneError:
+        raise
+    except Exception as err:
+        raise exception.DriverLoadError(name=name, reason="%s: %s" % (
+            type(err).__name__, err)) from err
+    check_driver(name, drv)
+    return drv

@@ -46,10 +46,12 @@ def _optional_host(value):
 
 
 def _optional_hostname(value):
+    """A host name or IP, kept as the destination wrote it (``[::1]`` -> ``::1``):
+    the legacy control URI must read exactly as the configured name."""
     if value is None:
         return None
     parsed = _parse(value, allow_port=False)
-    return parsed.host if parsed.kind == address.IPV6 else value
+    return parsed.written if parsed.kind == address.IPV6 else value
 
 
 def _inbound_source(value):
@@ -100,6 +102,10 @@ class MigrateData(versioned.VersionedData):
                                                default=INBOUND_NONE)
     #: Addresses the destination will listen on, by purpose ('migration', ...).
     listen_addrs: Mapping = versioned.field("1.1", _listen_addrs, default_factory=dict)
+
+    @classmethod
+    def _invalid(cls, field, value, reason):
+        return exception.InvalidMigrateData(field=field, value=value, reason=reason)
 
     def _validate(self):
         has_addr = self.target_connect_addr is not None

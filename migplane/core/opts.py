@@ -9,6 +9,8 @@ unchanged. Our own group is ``[live_migration]`` so that registering into a
 collides with it.
 """
 
+import copy
+
 from oslo_config import cfg
 from oslo_config import types
 
@@ -31,7 +33,8 @@ class MigrationAddress(types.ConfigType):
         if value is None or value == "":
             return None
         try:
-            return address.parse_host(value, field="address", allow_port=False).host
+            # as written (brackets dropped), so URIs read as configured
+            return address.parse_host(value, field="address", allow_port=False).written
         except Exception as err:  # InvalidAddress: oslo.config expects ValueError
             raise ValueError(str(err))
 
@@ -106,7 +109,9 @@ migration_opts = [
         "hostname",
         sample_default="<the system host name>",
         help="Name by which other hosts reach this host on the management network; "
-             "it addresses the control connection. Defaults to the system host name."),
+             "it addresses the control connection. Defaults to the host stack's "
+             "[DEFAULT] host when the stack registered that option (as Nova does), "
+             "otherwise to the system host name."),
     cfg.StrOpt(
         "inbound_cidr",
         default=None,
@@ -208,8 +213,35 @@ migration_opts = [
         default=1,
         min=1,
         max=255,
+        deprecated_opts=_libvirt("live_migration_parallel_connections"),
         help="Number of parallel data connections of one migration; 1 disables "
              "parallel migration."),
+    _int_opt(
+        "monitor_interval",
+        default=5,
+        min=0,
+        deprecated_opts=_libvirt("live_migration_monitor_interval"),
+        help="Seconds between two progress records of a running migration kept "
+             "for operators (logs, the agent's record); its progress is still read "
+             "every poll_interval. As Nova's interval between saves of migration "
+             "statistics."),
+    cfg.StrOpt(
+        "control_plane",
+        default="management",
+        choices=[
+            ("management", "The control connection addresses the destination's "
+                           "host name, on the management network; only the data "
+                           "goes to my_live_migration_ip (the split plane)."),
+            ("migration", "The control connection addresses the destination's "
+                          "my_live_migration_ip too, as Nova does with "
+                          "live_migration_inbound_addr set and not tunnelled: for "
+                          "deployments whose libvirtd listens on the migration "
+                          "network only."),
+        ],
+        help="Which network the control connection to the destination's hypervisor "
+             "daemon uses when the destination has an inbound migration address. "
+             "Without one, it always addresses the host name; tunnelled, it always "
+             "addresses the inbound address."),
     _int_opt(
         "max_concurrent",
         default=1,
@@ -240,10 +272,60 @@ migration_opts = [
 ]
 
 
+def nova_aliases():
+    """``{(our group, our name): (Nova's group, Nova's name)}`` for every option
+    that accepts a Nova spelling ([libvirt] live_migration_*, ...)."""
+    aliases = {}
+    for group, group_opts in list_opts():
+        for opt in group_opts:
+            for old in opt.deprecated_opts:
+                aliases[(group, opt.dest)] = (old.group or "DEFAULT", old.name)
+    return aliases
+
+
+def registered(conf, group, name):
+    """Whether someone (e.g. the host stack) registered option ``name`` in ``group``."""
+    try:
+        section = conf if group in (None, "DEFAULT") else conf[group]
+        return name in section
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, KeyError):
+        return False
+
+
+def _without_registered_aliases(conf, opt):
+    """``opt``, or a copy without the aliases the host stack registered itself.
+
+    When the stack (Nova) registered ``[libvirt] live_migration_bandwidth``,
+    that option is the stack's own, not a deprecated spelling of ours:
+    aliasing it would make oslo.config warn operators to stop using an option
+    their stack reads. :func:`migplane.core.settings.load` reads it instead.
+    """
+    keep = [old for old in opt.deprecated_opts
+            if not registered(conf, old.group or "DEFAULT", old.name)]
+    if len(keep) == len(opt.deprecated_opts):
+        return opt
+    variant = copy.copy(opt)
+    variant.deprecated_opts = keep
+    return variant
+
+
+def _register(conf, group_opts, group=None):
+    for opt in group_opts:
+        try:
+            conf.register_opt(_without_registered_aliases(conf, opt), group=group)
+        except cfg.DuplicateOptError:
+            pass  # registered before the stack's own options: keep what is there
+
+
 def register_opts(conf):
-    """Register the core options on ``conf`` (idempotent)."""
-    conf.register_opts(host_opts)
-    conf.register_opts(migration_opts, group=GROUP)
+    """Register the core options on ``conf`` (idempotent).
+
+    Register them after the host stack's own options (Nova registers its
+    ``[libvirt]`` options first): then a Nova spelling the stack registered
+    itself is read as the stack's option, without deprecation warnings.
+    """
+    _register(conf, host_opts)
+    _register(conf, migration_opts, group=GROUP)
 
 
 def list_opts():

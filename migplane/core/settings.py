@@ -11,6 +11,10 @@ import dataclasses
 import ipaddress
 import re
 import socket
+from typing import Any
+from typing import ClassVar
+from typing import Dict
+from typing import Mapping
 from typing import Optional
 
 from oslo_config import cfg
@@ -18,31 +22,53 @@ from oslo_config import cfg
 from migplane.core import address
 from migplane.core import exception
 from migplane.core import opts
+from migplane.core import versioned
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
+CONTROL_MANAGEMENT = "management"
+CONTROL_MIGRATION = "migration"
+CONTROL_PLANES = (CONTROL_MANAGEMENT, CONTROL_MIGRATION)
+
+
+_f = versioned.field
+_bool = versioned.check_bool
+_int = versioned.check_int
+_str = versioned.check_optional_str
 
 
 @dataclasses.dataclass(frozen=True)
-class MigrationSettings:
-    """How the source host migrates: the inputs of the URI policy and the monitor."""
+class MigrationSettings(versioned.VersionedData):
+    """How the source host migrates: the inputs of the URI policy and the monitor.
 
-    scheme: Optional[str] = None
-    uri_template: Optional[str] = None
-    tunnelled: bool = False
-    native_tls: bool = False
-    bandwidth_mib: int = 0
-    downtime_ms: int = 500
-    downtime_steps: int = 10
-    downtime_delay: int = 75
-    completion_timeout: int = 800
-    timeout_action: str = "abort"
-    permit_post_copy: bool = False
-    permit_auto_converge: bool = False
-    parallel_connections: int = 1
-    poll_interval: float = 0.5
+    Versioned like :class:`~migplane.core.migrate_data.MigrateData`, because
+    agents send it (and per-migration overrides of it) to each other.
+    """
 
-    def __post_init__(self):
+    # Version 1.0: scheme ... poll_interval.
+    # Version 1.1: Adds control_plane and monitor_interval (Nova parity).
+    VERSION = "1.1"
+
+    scheme: Optional[str] = _f("1.0", _str)
+    uri_template: Optional[str] = _f("1.0", _str)
+    tunnelled: bool = _f("1.0", _bool, default=False)
+    native_tls: bool = _f("1.0", _bool, default=False)
+    bandwidth_mib: int = _f("1.0", _int, default=0)
+    downtime_ms: int = _f("1.0", _int, default=500)
+    downtime_steps: int = _f("1.0", _int, default=10)
+    downtime_delay: int = _f("1.0", _int, default=75)
+    completion_timeout: int = _f("1.0", _int, default=800)
+    timeout_action: str = _f("1.0", versioned.check_str, default="abort")
+    permit_post_copy: bool = _f("1.0", _bool, default=False)
+    permit_auto_converge: bool = _f("1.0", _bool, default=False)
+    parallel_connections: int = _f("1.0", _int, default=1)
+    poll_interval: float = _f("1.0", versioned.check_number, default=0.5)
+    #: Where the control connection goes when the destination has an inbound address.
+    control_plane: str = _f("1.1", versioned.check_str, default=CONTROL_MANAGEMENT)
+    #: Seconds between two progress records kept for operators.
+    monitor_interval: int = _f("1.1", _int, default=5)
+
+    def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
             raise exception.ConfigError(
                 group=opts.GROUP, option="scheme", value=self.scheme,
@@ -60,7 +86,12 @@ class MigrationSettings:
             raise exception.ConfigError(
                 group=opts.GROUP, option="timeout_action", value=self.timeout_action,
                 reason="must be one of %s" % ", ".join(TIMEOUT_ACTIONS))
+        if self.control_plane not in CONTROL_PLANES:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="control_plane", value=self.control_plane,
+                reason="must be one of %s" % ", ".join(CONTROL_PLANES))
         for name, low in (("bandwidth_mib", 0), ("completion_timeout", 0),
+                          ("monitor_interval", 0),
                           ("downtime_ms", 100), ("downtime_steps", 3),
                           ("downtime_delay", 3), ("parallel_connections", 1)):
             if getattr(self, name) < low:
@@ -79,7 +110,71 @@ class MigrationSettings:
 
     def replace(self, **changes):
         """A copy with per-request overrides (e.g. a CLI's ``--bandwidth``)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise self._invalid(unknown[0], changes[unknown[0]], "not a migration setting")
         return dataclasses.replace(self, **changes)
+
+    # -- per-migration overrides on the wire --------------------------------------
+
+    OVERRIDES: ClassVar[str] = "MigrationSettingsOverrides"
+
+    @classmethod
+    def overrides_to_primitive(cls, overrides: Mapping[str, Any],
+                               target_version: Optional[str] = None) -> Dict[str, Any]:
+        """Per-migration overrides (a subset of the fields) as versioned primitives.
+
+        :raises IncompatibleVersion: an override the target version does not know
+            (sending it would silently change nothing on that peer).
+        """
+        version = target_version or cls.VERSION
+        target = cls._check_version(version)
+        since = {f.name: versioned.parse_version(versioned._since(f))
+                 for f in dataclasses.fields(cls)}
+        data = {}
+        for name, value in overrides.items():
+            if name not in since:
+                raise cls._invalid(name, value, "not a migration setting")
+            if since[name] > target:
+                raise exception.IncompatibleVersion(
+                    name="%s field %r" % (cls.OVERRIDES, name), version=version,
+                    supported="%d.%d and later for this field" % since[name])
+            data[name] = versioned.thaw(value)
+        return {versioned.NAME_KEY: cls.OVERRIDES, versioned.VERSION_KEY: version,
+                versioned.DATA_KEY: data}
+
+    @classmethod
+    def overrides_from_primitive(cls, primitive: Any) -> Dict[str, Any]:
+        """The overrides a peer sent, each checked as the field it overrides.
+
+        Unlike an object's fields, an override this side does not know is
+        refused even from a newer minor version: ignoring it would run the
+        migration without a setting the operator asked for.
+        """
+        if not isinstance(primitive, dict):
+            raise cls._invalid("<overrides>", primitive, "expected a JSON object")
+        try:
+            versioned.check_bounds(primitive)
+        except ValueError as err:
+            raise cls._invalid("<overrides>", primitive, str(err))
+        if primitive.get(versioned.NAME_KEY) != cls.OVERRIDES:
+            raise cls._invalid(versioned.NAME_KEY, primitive.get(versioned.NAME_KEY),
+                               "expected %r" % cls.OVERRIDES)
+        cls._check_version(primitive.get(versioned.VERSION_KEY))
+        data = primitive.get(versioned.DATA_KEY)
+        if not isinstance(data, dict):
+            raise cls._invalid(versioned.DATA_KEY, data, "expected a JSON object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        checked = {}
+        for name, value in data.items():
+            if name not in fields:
+                raise cls._invalid(name, value, "unknown setting: this host cannot "
+                                   "apply it (version %s)" % cls.VERSION)
+            try:
+                checked[name] = versioned._check(fields[name])(value)
+            except ValueError as err:
+                raise cls._invalid(name, value, str(err))
+        return checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,16 +235,65 @@ def _cidr(value):
                                     value=value, reason=str(err))
 
 
-def load(conf):
+def _opt(group, name):
+    for opt_group, group_opts in opts.list_opts():
+        for opt in group_opts:
+            if opt_group == group and opt.dest == name:
+                return opt
+    raise KeyError(name)
+
+
+def _is_default(conf, group, name):
+    where = conf.get_location(name, group)  # None: unset, no default either
+    return where is None or where.location == cfg.Locations.opt_default
+
+
+def _from_stack(conf, group, name, value):
+    """Our option's value, or the host stack's own Nova option when ours is unset.
+
+    When the stack registered e.g. ``[libvirt] live_migration_bandwidth``
+    itself, ours is registered without that alias (see ``opts.register_opts``)
+    and the stack's value is read here, through our type, so that it is
+    checked as strictly as ours.
+    """
+    alias = opts.nova_aliases().get((group, name))
+    if alias is None or not opts.registered(conf, *alias):
+        return value
+    if not _is_default(conf, None if group == "DEFAULT" else group, name):
+        return value
+    nova_group, nova_name = alias
+    nova_section = None if nova_group == "DEFAULT" else nova_group
+    if _is_default(conf, nova_section, nova_name):
+        return value
+    nova_value = _get(conf, nova_section, nova_name)
+    if nova_value is None or nova_value == "":
+        return value
+    try:
+        return _opt(group, name).type(nova_value)
+    except ValueError as err:
+        raise exception.ConfigError(group=nova_group, option=nova_name, value=nova_value,
+                                    reason=str(err))
+
+
+def _stack_host(conf):
+    """The host stack's own ``[DEFAULT] host`` (Nova's service host name), if any."""
+    if not opts.registered(conf, "DEFAULT", "host"):
+        return None
+    return _get(conf, None, "host") or None
+
+
+def load(conf: cfg.ConfigOpts) -> Settings:
     """Register the core options on ``conf`` and return validated :class:`Settings`."""
     opts.register_opts(conf)
 
     def lm(name):
-        return _get(conf, opts.GROUP, name)
+        return _from_stack(conf, opts.GROUP, name, _get(conf, opts.GROUP, name))
 
+    my_ip = _from_stack(conf, "DEFAULT", "my_live_migration_ip",
+                        _get(conf, None, "my_live_migration_ip"))
     host = HostSettings(
-        hostname=lm("hostname") or socket.gethostname(),
-        my_live_migration_ip=_get(conf, None, "my_live_migration_ip"),
+        hostname=lm("hostname") or _stack_host(conf) or socket.gethostname(),
+        my_live_migration_ip=my_ip,
         inbound_cidr=_cidr(lm("inbound_cidr")),
     )
     migration = MigrationSettings(
@@ -167,6 +311,8 @@ def load(conf):
         permit_auto_converge=lm("permit_auto_converge"),
         parallel_connections=lm("parallel_connections"),
         poll_interval=lm("poll_interval"),
+        control_plane=lm("control_plane"),
+        monitor_interval=lm("monitor_interval"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -12,7 +12,8 @@ Rules, in order:
 * With an inbound address and a direct data connection, the control URI still
   addresses the host name (management plane) and the data URI, the
   destination's listen address and the block-migration URI address the
-  inbound address (migration plane).
+  inbound address (migration plane). With ``control_plane = migration``
+  (Nova's behaviour) the control URI addresses the inbound address too.
 * Tunnelled, there is no separate data connection: the control URI addresses
   the inbound address so that the tunnelled bulk stream rides the migration
   plane.
@@ -22,49 +23,72 @@ Rules, in order:
 """
 
 import dataclasses
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Dict
 from typing import Mapping
 from typing import Optional
 
 from migplane.core import address
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import settings as settings_mod
 from migplane.core import versioned
+
+if TYPE_CHECKING:
+    from migplane.core.capabilities import Capabilities
 
 MANAGEMENT = "management"
 MIGRATION = "migration"
 DATA_SCHEME = "tcp"
 
 
+def _optional_uri(value):
+    return versioned.check_optional_str(value)
+
+
 @dataclasses.dataclass(frozen=True)
-class MigrationURIs:
-    """The resolved connections of one migration, with the reason for each."""
+class MigrationURIs(versioned.VersionedData):
+    """The resolved connections of one migration, with the reason for each.
+
+    Versioned like :class:`~migplane.core.migrate_data.MigrateData`: the source
+    agent sends it to its driver and reports it to operators.
+    """
+
+    # Version 1.0: control_uri, data_uri, listen_address, disks_uri,
+    #              tls_destination, bulk_host, plane, reasons.
+    VERSION = "1.0"
 
     #: Where the source's hypervisor daemon connects to the destination's.
-    control_uri: str
+    control_uri: str = versioned.field("1.0", versioned.check_str,
+                                       default=versioned.REQUIRED)
     #: Where the bulk memory stream goes; None lets the hypervisor choose
     #: (legacy) or means it is tunnelled through the control connection.
-    data_uri: Optional[str]
+    data_uri: Optional[str] = versioned.field("1.0", _optional_uri,
+                                              default=versioned.REQUIRED)
     #: Address the destination binds its incoming migration socket to.
-    listen_address: Optional[str]
+    listen_address: Optional[str] = versioned.field("1.0", _optional_uri,
+                                                    default=versioned.REQUIRED)
     #: Where block-migration (NBD) traffic goes; None: hypervisor default.
-    disks_uri: Optional[str]
+    disks_uri: Optional[str] = versioned.field("1.0", _optional_uri,
+                                               default=versioned.REQUIRED)
     #: Name the TLS certificate is verified against, when not the dialed host.
-    tls_destination: Optional[str]
+    tls_destination: Optional[str] = versioned.field("1.0", _optional_uri,
+                                                     default=versioned.REQUIRED)
     #: Host part of whatever carries the bulk stream.
-    bulk_host: str
+    bulk_host: str = versioned.field("1.0", versioned.check_str,
+                                     default=versioned.REQUIRED)
     #: The plane the bulk stream rides: 'migration' or 'management'.
-    plane: str
+    plane: str = versioned.field("1.0", versioned.check_choice(MANAGEMENT, MIGRATION),
+                                 default=versioned.REQUIRED)
     #: Why each field has its value, for ``migplane explain``.
-    reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    reasons: Mapping[str, str] = versioned.field("1.0", versioned.check_str_mapping,
+                                                 default_factory=dict)
 
-    def __post_init__(self):
-        object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
-
-    def to_dict(self):
-        # not dataclasses.asdict(): it deep-copies, and a mappingproxy cannot be copied
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["reasons"] = dict(self.reasons)
-        return data
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain form, for display and for peers that predate versioning."""
+        return {f.name: versioned.thaw(getattr(self, f.name))
+                for f in dataclasses.fields(self)}
 
 
 def _control_uri(settings, capabilities, target):
@@ -90,8 +114,10 @@ def _check_capabilities(settings, capabilities, driver, block):
             raise exception.UnsupportedFeature(driver=driver, feature=feature)
 
 
-def resolve(settings, migrate_data, capabilities, dest_hostname=None,
-            block_migration=None, driver="the driver"):
+def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateData,
+            capabilities: "Capabilities", dest_hostname: Optional[str] = None,
+            block_migration: Optional[bool] = None, driver: str = "the driver"
+            ) -> MigrationURIs:
     """Resolve the URIs of one migration.
 
     :param settings: the source's :class:`~migplane.core.settings.MigrationSettings`.
@@ -143,9 +169,14 @@ def resolve(settings, migrate_data, capabilities, dest_hostname=None,
         raise exception.UnsupportedFeature(
             driver=driver, feature="a separate migration data URI, needed to send data "
                                    "to the inbound address %r" % inbound.host)
-    control, why = _control_uri(settings, capabilities, dest)
-    reasons["control_uri"] = "management plane: destination host name %r, %s" % (
-        dest_name, why)
+    if settings.control_plane == settings_mod.CONTROL_MIGRATION:
+        control, why = _control_uri(settings, capabilities, inbound)
+        reasons["control_uri"] = ("migration plane: control_plane = migration (Nova's "
+                                  "behaviour), so it targets %s, %s" % (origin, why))
+    else:
+        control, why = _control_uri(settings, capabilities, dest)
+        reasons["control_uri"] = "management plane: destination host name %r, %s" % (
+            dest_name, why)
     data_uri = "%s://%s" % (DATA_SCHEME, inbound.netloc)
     reasons["data_uri"] = "migration plane: %s" % origin
 

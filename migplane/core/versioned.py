@@ -7,6 +7,22 @@ version (fields that version does not know are left out), and
 ``from_primitive()`` tolerates what peers of other minor versions send:
 unknown fields from a newer peer are ignored, fields an older peer does not
 send take their legacy defaults. Another major version is refused.
+
+Versioning rules (every class here follows them; the fingerprint tests in
+``tests/unit/core`` fail when fields change without a version bump):
+
+* Adding a field with a legacy default is a minor bump (``1.1`` -> ``1.2``);
+  removing a field, renaming it or changing its meaning is a major bump.
+* Adding a value to an enumerated field (e.g. ``inbound_addr_source``) is a
+  minor bump *and* the sender must not send the new value to a peer of an
+  older minor version: ``to_primitive(target_version=...)`` maps it to a value
+  that version knows (``_downgrade()``), or raises ``IncompatibleVersion``. A
+  receiver refuses a value it does not know as invalid, naming it; it never
+  guesses what a newer peer meant.
+* Everything from a peer is bounded before it is looked at: at most
+  :data:`MAX_DEPTH` levels of nesting, :data:`MAX_NODES` values and
+  :data:`MAX_CHARS` characters of strings in all; errors quote at most a short
+  prefix of a bad value (``exception.excerpt``).
 """
 
 import dataclasses
@@ -24,17 +40,112 @@ NAME_KEY = "migplane.name"
 VERSION_KEY = "migplane.version"
 DATA_KEY = "migplane.data"
 
+#: Levels of nesting a primitive may have (the envelope counts as one).
+MAX_DEPTH = 32
+#: Values (scalars and containers) a primitive may hold in all.
+MAX_NODES = 10000
+#: Characters of strings (keys included) a primitive may hold in all.
+MAX_CHARS = 1 << 20
+
+
+#: ``field(..., default=REQUIRED)``: a field every version must send.
+REQUIRED = dataclasses.MISSING
+
 
 def field(since, check, default=None, default_factory=None):
     """Declare a field introduced in version ``since``, validated by ``check``.
 
     ``check(value)`` returns the (possibly normalised) value or raises
-    ``ValueError`` with a reason.
+    ``ValueError`` with a reason. A field added in a minor version needs a
+    default (what an older peer means by not sending it).
     """
     metadata = {"since": since, "check": check}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def _since(f):
+    # A field declared without field() (e.g. appended in a hurry) is treated as
+    # 1.0 at run time; the fingerprint tests fail until it is declared properly.
+    return f.metadata.get("since", "1.0")
+
+
+def _check(f):
+    return f.metadata.get("check", _unchecked)
+
+
+def _unchecked(value):
+    return value
+
+
+# -- checks shared by the wire objects ----------------------------------------------
+
+
+def check_bool(value):
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def check_int(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def check_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    return value
+
+
+def check_str(value):
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    if len(value) > 4096:
+        raise ValueError("longer than 4096 characters")
+    return value
+
+
+def check_optional_str(value):
+    return None if value is None else check_str(value)
+
+
+def check_str_tuple(value):
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of strings")
+    return tuple(check_str(v) for v in value)
+
+
+def check_str_mapping(value):
+    if not isinstance(value, (dict, types.MappingProxyType)):
+        raise ValueError("expected an object of strings")
+    for key, item in value.items():
+        check_str(key)
+        check_str(item)
+    return freeze(dict(value))
+
+
+def check_choice(*choices):
+    """A check accepting one of ``choices`` only (see the rule for new values)."""
+    def check_enum(value):
+        if value not in choices:
+            raise ValueError("expected one of %s" % ", ".join(choices))
+        return value
+    return check_enum
+
+
+def check_nested(cls):
+    """A check for a field holding another versioned object (or its primitive)."""
+    def check(value):
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict) and NAME_KEY in value:
+            return cls.from_primitive(value)
+        raise ValueError("expected a %s" % cls.__name__)
+    check.__name__ = "nested_%s" % cls.__name__
+    return check
 
 
 def parse_version(text):
@@ -64,11 +175,43 @@ def thaw(value):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]
+    if isinstance(value, VersionedData):
+        return value.to_primitive()
     return value
 
 
+def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH):
+    """Raise ``ValueError`` when ``value`` is nested or sized beyond the limits.
+
+    Iterative, so that a hostile value nested thousands deep costs a loop, not
+    a ``RecursionError``.
+    """
+    nodes = chars = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ValueError("%s holds more than %d values" % (what, MAX_NODES))
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, (dict, types.MappingProxyType, list, tuple)):
+            if depth > max_depth:
+                raise ValueError("%s is nested more than %d levels deep"
+                                 % (what, max_depth))
+            if isinstance(item, (dict, types.MappingProxyType)):
+                for key, child in item.items():
+                    chars += len(key) if isinstance(key, str) else 0
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        if chars > MAX_CHARS:
+            raise ValueError("%s holds more than %d characters" % (what, MAX_CHARS))
+
+
 def check_json(value):
-    """Accept only data that survives a JSON round trip unchanged."""
+    """Accept only bounded data that survives a JSON round trip unchanged."""
+    check_bounds(value, "the value")
     plain = thaw(value)
     try:
         if json.loads(json.dumps(plain, allow_nan=False)) != plain:
@@ -87,19 +230,30 @@ class VersionedData:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             try:
-                checked = f.metadata["check"](value)
+                checked = _check(f)(value)
             except ValueError as err:
-                raise exception.InvalidMigrateData(field=f.name, value=thaw(value),
-                                                   reason=str(err))
+                raise self._invalid(f.name, value, str(err))
             object.__setattr__(self, f.name, checked)
         self._validate()
 
     def _validate(self):
-        """Cross-field rules; subclasses raise InvalidMigrateData."""
+        """Cross-field rules; subclasses raise ``self._invalid(...)``."""
+
+    @classmethod
+    def _invalid(cls, field, value, reason):
+        """The typed error for a bad field (``InvalidWireData`` naming the class)."""
+        return exception.InvalidWireData(name=cls._name(), field=field, value=value,
+                                         reason=reason)
 
     @classmethod
     def _name(cls):
         return cls.__name__
+
+    def _downgrade(self, data, target):
+        """Adjust ``data`` (this object's fields as primitives) for an older
+        minor version ``target`` (a ``(major, minor)`` tuple), e.g. map an
+        enumerated value that version does not know. Default: nothing to do."""
+        return data
 
     def to_primitive(self, target_version=None):
         """JSON-safe primitives of this object, optionally for an older peer."""
@@ -110,8 +264,10 @@ class VersionedData:
                                                 supported="up to %s" % self.VERSION)
         data = {}
         for f in dataclasses.fields(self):
-            if parse_version(f.metadata["since"]) <= target:
+            if parse_version(_since(f)) <= target:
                 data[f.name] = thaw(getattr(self, f.name))
+        if target < parse_version(self.VERSION):
+            data = self._downgrade(data, target)
         return {NAME_KEY: self._name(), VERSION_KEY: version, DATA_KEY: data}
 
     @classmethod
@@ -119,8 +275,7 @@ class VersionedData:
         try:
             theirs = parse_version(version)
         except ValueError:
-            raise exception.InvalidMigrateData(field=VERSION_KEY, value=version,
-                                               reason="not a 'major.minor' version")
+            raise cls._invalid(VERSION_KEY, version, "not a 'major.minor' version")
         ours = parse_version(cls.VERSION)
         if theirs[0] != ours[0]:
             raise exception.IncompatibleVersion(name=cls._name(), version=version,
@@ -131,34 +286,73 @@ class VersionedData:
     def from_primitive(cls, primitive):
         """Build an object from a peer's primitives, tolerating other minor versions."""
         if not isinstance(primitive, dict):
-            raise exception.InvalidMigrateData(field="<primitive>", value=primitive,
-                                               reason="expected a JSON object")
+            raise cls._invalid("<primitive>", primitive, "expected a JSON object")
+        try:
+            check_bounds(primitive)
+        except ValueError as err:
+            raise cls._invalid("<primitive>", primitive, str(err))
         name = primitive.get(NAME_KEY)
         if name != cls._name():
-            raise exception.InvalidMigrateData(field=NAME_KEY, value=name,
-                                               reason="expected %r" % cls._name())
+            raise cls._invalid(NAME_KEY, name, "expected %r" % cls._name())
         theirs = cls._check_version(primitive.get(VERSION_KEY))
         data = primitive.get(DATA_KEY)
         if not isinstance(data, dict):
-            raise exception.InvalidMigrateData(field=DATA_KEY, value=data,
-                                               reason="expected a JSON object")
+            raise cls._invalid(DATA_KEY, data, "expected a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             if theirs <= parse_version(cls.VERSION):
-                raise exception.InvalidMigrateData(
-                    field=unknown[0], value=data[unknown[0]],
-                    reason="unknown field for version %s" % primitive[VERSION_KEY])
-            LOG.debug("Ignoring fields %s of %s %s from a newer peer", unknown,
-                      cls._name(), primitive[VERSION_KEY])
-        return cls(**{k: v for k, v in data.items() if k in known})
+                raise cls._invalid(unknown[0], data.get(unknown[0]),
+                                   "unknown field for version %s" % primitive[VERSION_KEY])
+            LOG.debug("Ignoring %d field(s) of %s %s from a newer peer, e.g. %s",
+                      len(unknown), cls._name(), primitive[VERSION_KEY],
+                      exception.excerpt(unknown[0]))
+        for f in dataclasses.fields(cls):
+            required = (f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING)
+            if required and f.name not in data:
+                raise cls._invalid(f.name, None, "missing (version %s)"
+                                   % primitive[VERSION_KEY])
+        return cls._from_fields({k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_dict(cls, data):
+        """From :meth:`to_primitive`, or from the plain dict of a peer that
+        predates versioning (its unknown fields ignored, missing ones defaulted,
+        as for a newer or older minor version)."""
+        if isinstance(data, dict) and NAME_KEY in data:
+            return cls.from_primitive(data)
+        if not isinstance(data, (dict, types.MappingProxyType)):
+            raise cls._invalid("<%s>" % cls._name(), data, "expected a JSON object")
+        try:
+            check_bounds(data)
+        except ValueError as err:
+            raise cls._invalid("<%s>" % cls._name(), data, str(err))
+        for f in dataclasses.fields(cls):
+            required = (f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING)
+            if required and f.name not in data:
+                raise cls._invalid(f.name, None, "missing")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls._from_fields({k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def _from_fields(cls, fields):
+        """Build from the known fields of a primitive; subclasses holding other
+        versioned objects turn their primitives back into objects here."""
+        return cls(**fields)
 
     @classmethod
     def fingerprint(cls):
         """Version plus a hash of the fields: changes when the contract changes."""
-        spec = [(f.name, f.metadata["since"], f.metadata["check"].__name__,
-                 repr(f.default) if f.default is not dataclasses.MISSING
-                 else repr(f.default_factory()))
+        def default(f):
+            if f.default is not dataclasses.MISSING:
+                return repr(f.default)
+            if f.default_factory is not dataclasses.MISSING:
+                return repr(f.default_factory())
+            return "required"
+
+        spec = [(f.name, f.metadata.get("since"), _check(f).__name__, default(f))
                 for f in dataclasses.fields(cls)]
         digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
         return "%s-%s" % (cls.VERSION, digest)

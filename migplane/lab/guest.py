@@ -17,8 +17,10 @@ from xml.sax.saxutils import quoteattr
 
 from .errors import LabError
 
+# The sources ship inside the package (``guest/`` in a checkout links here), so
+# that ``migplane demo`` builds the guest from an installed wheel too.
 GUEST_SRC = Path(os.environ.get("MIGPLANE_GUEST_SRC",
-                                Path(__file__).resolve().parents[2] / "guest"))
+                                Path(__file__).resolve().parent / "guest_src"))
 SOURCES = ("boot.S", "kernel.c", "linker.ld")
 CFLAGS = ["-m32", "-march=i686", "-ffreestanding", "-nostdlib", "-fno-pie", "-no-pie",
           "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-mgeneral-regs-only",

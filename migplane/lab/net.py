@@ -81,8 +81,14 @@ def link_info(netns, ifname):
 
 
 def counters(netns, ifname):
-    st = link_info(netns, ifname).get("stats64", {})
-    return {"rx_bytes": st["rx"]["bytes"], "tx_bytes": st["tx"]["bytes"]}
+    """Bytes ``ifname`` in ``netns`` sent and received (migplane.netlink's reading)."""
+    from migplane import netlink
+
+    found = netlink.counters(netns)
+    if ifname not in found:
+        raise LabError(f"no interface {ifname} in {netns}")
+    tx, rx = found[ifname]
+    return {"rx_bytes": rx, "tx_bytes": tx}
 
 
 def link_up(netns, ifname):

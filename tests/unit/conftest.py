@@ -21,6 +21,7 @@ import textwrap
 import pytest
 from oslo_config import cfg
 
+from migplane import testing as testing_mod
 from migplane.agent import client as client_mod
 from migplane.agent import opts as agent_opts
 from migplane.agent import testing
@@ -79,7 +80,7 @@ def make_conf(write_config):
 
 
 @pytest.fixture
-def host_conf(world, make_conf):
+def host_conf(world, write_config):
     """The ``ConfigOpts`` of one fake host: hostname, fake world, plus overrides.
 
     Keyword overrides go to ``[DEFAULT]`` for ``my_live_migration_ip`` and to
@@ -87,10 +88,8 @@ def host_conf(world, make_conf):
     """
 
     def make(host, config=None, **overrides):
-        conf = make_conf(config)
-        core_opts.register_opts(conf)
-        fake_opts.register_opts(conf)
-        conf.set_override("hostname", host, group=core_opts.GROUP)
+        files = [write_config(config)] if config is not None else []
+        conf = testing_mod.host_conf(host, config_files=files)
         conf.set_override("world", world.name, group=fake_opts.GROUP)
         for name, value in overrides.items():
             group = None if name in _DEFAULT_OPTS else core_opts.GROUP

@@ -10,6 +10,7 @@ from migplane.agent import schemas
 from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli.commands import migrate
+from migplane.core import driver as driver_mod
 
 
 def add_parsers(subparsers, parents):
@@ -106,10 +107,8 @@ def run_list(args, directory):
 
 
 def _percent(progress):
-    total = progress.get("data_total") or 0
-    if progress.get("state") == "completed":
-        return 100.0
-    return 100.0 * (total - (progress.get("data_remaining") or 0)) / total if total else 0
+    """Percent done of a progress record, by the one rule (JobProgress.percent)."""
+    return driver_mod.JobProgress.from_dict(progress).percent
 
 
 def run_show(args, directory):

@@ -8,9 +8,10 @@ from migplane.cli import argtypes
 from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli import progress as progress_mod
+from migplane.core import events
 
 POLL_S = 0.5
-FINISHED = ("completed", "failed", "aborted", "timed_out")
+FINISHED = events.FINISHED
 
 
 def add_parser(subparsers, parents):
@@ -94,7 +95,7 @@ def run(args, directory):
         output.emit_json(record)
     else:
         summary(record)
-    return errors.OK if record["status"] == "completed" else errors.FAILED
+    return errors.OK if record["status"] == events.COMPLETED else errors.FAILED
 
 
 def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep):

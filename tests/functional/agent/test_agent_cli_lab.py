@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from migplane.agent import inlab
+from migplane.lab import agents as inlab
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 

@@ -1,7 +1,7 @@
 """The agent's small parts: slots and leases, host facts, URLs, error mapping."""
 
 import json
-import subprocess
+import socket
 
 import pytest
 
@@ -130,46 +130,66 @@ def test_cancelled_while_queued():
 # -- host facts ------------------------------------------------------------------
 
 
-def runner_for(outputs):
-    def run(argv, **kwargs):
-        key = " ".join(argv[2:])
-        if key not in outputs:
-            return subprocess.CompletedProcess(argv, 2, "", "Error: no route")
-        return subprocess.CompletedProcess(argv, 0, json.dumps(outputs[key]), "")
-    return run
+class FakeIPRoute:
+    """pyroute2's IPRoute answers, as plain dicts (what netlink messages .get())."""
+
+    def __init__(self, routes=None, broken=False):
+        self.routes = routes or {}
+        self.broken = broken
+
+    def get_links(self):
+        if self.broken:
+            from migplane import netlink
+            raise netlink.NetlinkError("permission denied")
+        return [{"index": 2, "flags": 0x1, "IFLA_IFNAME": "mig0", "IFLA_OPERSTATE": "UP",
+                 "IFLA_STATS64": {"tx_bytes": 1000, "rx_bytes": 10}},
+                {"index": 3, "flags": 0, "IFLA_IFNAME": "mgmt0", "IFLA_OPERSTATE": "DOWN",
+                 "IFLA_STATS64": {"tx_bytes": 5, "rx_bytes": 6}}]
+
+    def get_addr(self):
+        return [{"index": 2, "family": socket.AF_INET, "prefixlen": 24, "scope": 0,
+                 "IFA_LOCAL": "198.51.100.11"}]
+
+    def get_routes(self, family, table):
+        return []
+
+    def route(self, command, dst):
+        if dst not in self.routes:
+            raise OSError(101, "Network is unreachable")
+        return [self.routes[dst]]
 
 
-LINKS = [{"ifname": "mig0", "operstate": "UP", "flags": ["UP", "LOWER_UP"],
-          "addr_info": [{"family": "inet", "local": "198.51.100.11", "prefixlen": 24,
-                         "scope": "global"}],
-          "stats64": {"tx": {"bytes": 1000}, "rx": {"bytes": 10}}},
-         {"ifname": "mgmt0", "operstate": "DOWN", "flags": [],
-          "addr_info": [], "stats64": {"tx": {"bytes": 5}, "rx": {"bytes": 6}}}]
-
-
-def test_interfaces_and_counters_from_ip_json():
-    run = runner_for({"-s addr show": LINKS})
-    found = hostfacts.interfaces(run)
-    assert found[0]["addresses"][0]["address"] == "198.51.100.11"
+def test_interfaces_and_counters_over_netlink():
+    found = hostfacts.interfaces(FakeIPRoute())
+    assert found[0]["addresses"][0] == {"address": "198.51.100.11", "prefixlen": 24,
+                                        "family": "inet", "scope": "global"}
     assert found[0]["up"] and not found[1]["up"]
-    assert hostfacts.counters(run) == {"mig0": (1000, 10), "mgmt0": (5, 6)}
+    assert hostfacts.counters(FakeIPRoute()) == {"mig0": (1000, 10), "mgmt0": (5, 6)}
 
 
 def test_route_to():
-    run = runner_for({"route get 198.51.100.12": [
-        {"dst": "198.51.100.12", "dev": "mig0", "prefsrc": "198.51.100.11"}]})
-    assert hostfacts.route_to("198.51.100.12", run)["dev"] == "mig0"
-    unreachable = hostfacts.route_to("203.0.113.9", run)
+    ipr = FakeIPRoute(routes={"198.51.100.12": {"RTA_OIF": 2, "RTA_PREFSRC": "198.51.100.11",
+                                                "type": 1}})
+    route = hostfacts.route_to("198.51.100.12", ipr)
+    assert (route["dev"], route["src"], route["type"]) == ("mig0", "198.51.100.11",
+                                                           "unicast")
+    unreachable = hostfacts.route_to("203.0.113.9", ipr)
     assert unreachable["dev"] is None and "no route" in unreachable["error"]
     with pytest.raises(exception.InvalidAddress):
-        hostfacts.route_to("198.51.100.12/../x", run)
+        hostfacts.route_to("198.51.100.12/../x", ipr)
 
 
-def test_ip_failures_are_agent_errors():
-    def broken(argv, **kwargs):
-        raise FileNotFoundError("ip")
-    with pytest.raises(errors.AgentError, match="ip -j -s addr show failed"):
-        hostfacts.interfaces(broken)
+def test_netlink_failures_are_agent_errors():
+    with pytest.raises(errors.AgentError, match="netlink failed: permission denied"):
+        hostfacts.interfaces(FakeIPRoute(broken=True))
+
+
+def test_the_real_netlink_of_this_namespace():
+    found = hostfacts.interfaces()
+    lo = next(i for i in found if i["ifname"] == "lo")
+    assert {"address": "127.0.0.1", "prefixlen": 8, "family": "inet",
+            "scope": "host"} in lo["addresses"]
+    assert hostfacts.route_to("127.0.0.1")["dev"] == "lo"
 
 
 def test_traffic_by_plane():

@@ -68,7 +68,6 @@ def test_parse_accepts(value, host, kind, port):
     ("host-.example", "is not a valid host name label"),
     ("host..example", "'' is not a valid host name label"),
     ("h\u00f4st.example", "is not a valid host name label"),
-    ("under_score", "is not a valid host name label"),
     ("a" * 64 + ".example", "is not a valid host name label"),
     (".", "not a valid IPv4 address"),
     ("-.", "is not a valid host name label"),
@@ -144,3 +143,9 @@ def test_host_address_is_frozen():
     parsed = address.parse_host("192.0.2.1")
     with pytest.raises(AttributeError):
         parsed.host = "192.0.2.2"
+
+
+def test_join_host_port_brackets_ipv6_only():
+    assert address.join_host_port("192.0.2.11", 7480) == "192.0.2.11:7480"
+    assert address.join_host_port("2001:db8::11", 7480) == "[2001:db8::11]:7480"
+    assert address.join_host_port("host-a", 1) == "host-a:1"

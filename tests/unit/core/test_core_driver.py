@@ -121,10 +121,11 @@ def test_driver_info_round_trip():
     assert driver.DriverInfo.from_dict(data) == info
 
 
-def test_driver_info_from_dict_without_schemes():
+def test_driver_info_from_dict_missing_fields_take_the_defaults():
     data = {"name": "x", "version": "1", "capabilities": {"data_uri": True}}
     info = driver.DriverInfo.from_dict(data)
-    assert info.capabilities.schemes == () and info.capabilities.data_uri
+    assert info.capabilities.schemes == ("tcp",) and info.capabilities.data_uri
+    assert not info.capabilities.tunnelled
 
 
 def test_capabilities_defaults_are_the_legacy_minimum():

@@ -180,3 +180,88 @@ def test_other_errors_of_the_driver_become_driver_load_error(host_conf, monkeypa
         loader.load_driver(host_conf("host-a"), "fake")
     assert isinstance(info.value.__cause__, OSError)
     assert "'fake'" in str(info.value) and "OSError: disk on fire" in str(info.value)
+
+
+# -- what load_driver checks before anyone uses the driver -------------------------
+
+
+@pytest.fixture
+def entry_point(monkeypatch):
+    """Make ``load_driver`` find ``plugin`` under the name 'acme' (no install needed)."""
+    from stevedore import driver as stevedore_driver
+    from stevedore import extension
+
+    real = stevedore_driver.DriverManager
+
+    def install(plugin):
+        def manager(namespace, name, **kwargs):
+            if name != "acme":
+                raise AssertionError(name)
+            ext = extension.Extension("acme", None, plugin, None)
+            return real.make_test_instance(ext, namespace)
+        monkeypatch.setattr(loader.stevedore_driver, "DriverManager", manager)
+
+    return install
+
+
+class NotADriver:
+    def __init__(self, conf):
+        self.conf = conf
+
+
+def _fake_with(describe):
+    return type("AcmeDriver", (fake_driver.FakeDriver,), {"describe": describe})
+
+
+def test_an_entry_point_that_is_not_a_migration_driver_is_refused(host_conf, entry_point):
+    entry_point(NotADriver)
+    with pytest.raises(exception.DriverLoadError) as info:
+        loader.load_driver(host_conf("host-a"), "acme")
+    message = str(info.value)
+    assert "'acme'" in message and "NotADriver" in message
+    assert "not a subclass of migplane.core.driver.MigrationDriver" in message
+
+
+def test_an_entry_point_that_is_a_function_is_refused(host_conf, entry_point):
+    entry_point(lambda conf: fake_driver.FakeDriver(conf))
+    with pytest.raises(exception.DriverLoadError, match="'acme'.*not a subclass"):
+        loader.load_driver(host_conf("host-a"), "acme")
+
+
+@pytest.mark.parametrize("answer", [None, {"name": "acme"}, "acme 1.0"])
+def test_describe_must_return_a_driver_info(host_conf, entry_point, answer):
+    entry_point(_fake_with(lambda self: answer))
+    with pytest.raises(exception.DriverLoadError) as info:
+        loader.load_driver(host_conf("host-a"), "acme")
+    assert "'acme'" in str(info.value)
+    assert "describe() returned %r, not a DriverInfo" % (answer,) in str(info.value)
+
+
+def test_describe_failing_is_a_load_error_naming_the_driver(host_conf, entry_point):
+    def describe(self):
+        raise KeyError("capabilities")
+
+    entry_point(_fake_with(describe))
+    with pytest.raises(exception.DriverLoadError) as info:
+        loader.load_driver(host_conf("host-a"), "acme")
+    assert "'acme'" in str(info.value) and "describe() raised KeyError" in str(info.value)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_good_third_party_class_loads(host_conf, entry_point):
+    entry_point(_fake_with(fake_driver.FakeDriver.describe))
+    drv = loader.load_driver(host_conf("host-a"), "acme")
+    assert type(drv).__name__ == "AcmeDriver" and drv.describe().name == "fake"
+
+
+def test_installed_drivers_on_python_3_9(monkeypatch):
+    """3.9's entry_points() takes no group and returns a dict of groups."""
+    real = list(loader._entry_points(loader.NAMESPACE))
+
+    class Old(dict):
+        pass  # no .select(), like Python 3.9's result
+
+    monkeypatch.setattr(loader.metadata, "entry_points",
+                        lambda: Old({loader.NAMESPACE: real, "other": []}))
+    assert loader.installed_drivers() == sorted({ep.name for ep in real})
+    assert "fake" in loader.installed_drivers()

@@ -6,13 +6,21 @@ import logging
 
 import pytest
 
+from migplane.core import capabilities
+from migplane.core import driver
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import settings
+from migplane.core import uri
 from migplane.core import versioned
 
 # When a test below fails, read its message: the contract between hosts changed.
 EXPECTED_FINGERPRINTS = {
     md.MigrateData: "1.1-73934e8be39d25d1",
+    capabilities.Capabilities: "1.0-50e6e308f2cc2d72",
+    driver.DriverInfo: "1.0-b3912756f7b80282",
+    uri.MigrationURIs: "1.0-f5489f6d8c716569",
+    settings.MigrationSettings: "1.1-67cd3695e825f2bf",
 }
 
 
@@ -33,6 +41,10 @@ def primitive(version="1.1", **data):
 @pytest.mark.parametrize("cls", sorted(EXPECTED_FINGERPRINTS, key=lambda c: c.__name__))
 def test_fingerprint(cls):
     expected = EXPECTED_FINGERPRINTS[cls]
+    undeclared = [f.name for f in dataclasses.fields(cls) if "since" not in f.metadata]
+    assert not undeclared, (
+        f"{cls.__name__} fields {undeclared} are not declared with "
+        "versioned.field(since, check, default): they cross between hosts.")
     actual = cls.fingerprint()
     name = cls.__name__
     assert actual == expected, (
@@ -252,8 +264,10 @@ def test_target_connect_addr_forms(addr):
     assert md.MigrateData.from_primitive(data.to_primitive()).target_connect_addr == addr
 
 
-def test_ipv6_dest_hostname_is_normalised():
-    assert md.MigrateData(dest_hostname="[2001:DB8::1]").dest_hostname == "2001:db8::1"
+def test_ipv6_dest_hostname_is_kept_as_written_without_brackets():
+    """The legacy control URI must read as configured, as Nova's does."""
+    assert md.MigrateData(dest_hostname="[2001:DB8::1]").dest_hostname == "2001:DB8::1"
+    assert md.MigrateData(dest_hostname="0:0:0:0:0:0:0:1").dest_hostname == "0:0:0:0:0:0:0:1"
     assert md.MigrateData(dest_hostname="192.0.2.12").dest_hostname == "192.0.2.12"
 
 
@@ -283,3 +297,77 @@ def test_to_primitive_refuses_a_version_newer_than_ours():
     data = md.MigrateData(dest_hostname="host-b")
     with pytest.raises(exception.IncompatibleVersion, match="1.5"):
         data.to_primitive(target_version="1.5")
+
+
+# -- bounds: what a hostile peer can make from_primitive spend ---------------------
+
+
+def _nested(depth):
+    value = "leaf"
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
+def test_deeply_nested_driver_data_is_a_typed_error_not_recursion_error():
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(primitive(driver_data=_nested(500)))
+    assert "nested more than %d levels deep" % versioned.MAX_DEPTH in str(info.value)
+    assert len(str(info.value)) < 2000
+
+
+def test_nesting_within_the_limit_is_accepted():
+    data = md.MigrateData.from_primitive(primitive(driver_data=_nested(versioned.MAX_DEPTH - 3)))
+    assert data.driver_data["d"]["d"]["d"]
+
+
+def test_locally_built_deep_driver_data_is_refused_too():
+    with pytest.raises(exception.InvalidMigrateData, match="nested more than"):
+        md.MigrateData(driver_data=_nested(5000))
+
+
+def test_too_many_values_are_refused():
+    with pytest.raises(exception.InvalidMigrateData, match="more than %d values"
+                       % versioned.MAX_NODES):
+        md.MigrateData.from_primitive(primitive(driver_data={"l": list(range(20000))}))
+
+
+def test_too_many_characters_are_refused():
+    big = ["x" * 100000] * 11
+    with pytest.raises(exception.InvalidMigrateData, match="more than %d characters"
+                       % versioned.MAX_CHARS):
+        md.MigrateData.from_primitive(primitive(driver_data={"l": big}))
+
+
+@pytest.mark.parametrize("field", ["target_connect_addr", "dest_hostname"])
+def test_a_huge_bad_value_is_quoted_as_a_short_prefix(field):
+    value = "a/" * 400000  # 800 kB, below the size bound, invalid as an address
+    data = {field: value, "inbound_addr_source": "option"}
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(primitive(**data))
+    message = str(info.value)
+    assert len(message) < 2 * exception.QUOTE_LIMIT + 500
+    assert "a/a/a/" in message and "(800000 characters)" in message
+    assert info.value.kwargs["value"] == value  # the whole value stays for callers
+
+
+def test_a_huge_unknown_field_name_is_quoted_short():
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(primitive(**{"k" * 500000: 1}))
+    assert len(str(info.value)) < 1500
+
+
+def test_excerpt_bounds_containers_and_strings():
+    assert exception.excerpt("short") == "'short'"
+    long = exception.excerpt("x" * 10 ** 6)
+    assert long.endswith("... (1000000 characters)") and len(long) < 300
+    assert len(exception.excerpt({"a": [list(range(10 ** 5))] * 10})) <= 2 * 256 + 3
+
+
+def test_a_newer_minor_may_not_send_an_enum_value_an_older_peer_does_not_know():
+    """The rule for new enum values: the receiver refuses a value it does not
+    know, naming it, instead of guessing what a newer peer meant."""
+    with pytest.raises(exception.InvalidMigrateData) as info:
+        md.MigrateData.from_primitive(primitive(
+            "1.9", target_connect_addr="198.51.100.12", inbound_addr_source="dhcp"))
+    assert "'dhcp'" in str(info.value) and "inbound_addr_source" in str(info.value)

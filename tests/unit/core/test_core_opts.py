@@ -160,7 +160,8 @@ def test_all_options_from_a_file(make_conf):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("2001:DB8:2::11", "2001:db8:2::11"),
+    ("2001:DB8:2::11", "2001:DB8:2::11"),  # as written: URIs read as configured
+    ("0:0:0:0:0:0:0:1", "0:0:0:0:0:0:0:1"),
     ("[2001:db8:2::11]", "2001:db8:2::11"),
     ("fe80::1%mig0", "fe80::1%mig0"),
     ("mig.host-b.example", "mig.host-b.example"),
@@ -386,7 +387,7 @@ def test_bad_hostname_fails_at_load(make_conf, hostname):
 
 def test_migration_address_type():
     kind = opts.MigrationAddress()
-    assert kind("[2001:DB8::1]") == "2001:db8::1"
+    assert kind("[2001:DB8::1]") == "2001:DB8::1"
     assert kind("") is None and kind(None) is None
     with pytest.raises(ValueError, match="not allowed in a host"):
         kind("host/x")
@@ -394,3 +395,196 @@ def test_migration_address_type():
     assert hash(kind) == hash(opts.MigrationAddress())
     assert repr(kind) == "MigrationAddress"
     assert kind._formatter("198.51.100.12") == "198.51.100.12"
+
+
+# -- Nova parity: every [libvirt] live_migration_* option, host names, warnings --------
+
+# Every [libvirt] live_migration_* option of Nova (nova/conf/libvirt.py), with a
+# value in a Nova configuration file and what migplane reads from it.
+NOVA_LIBVIRT_OPTIONS = {
+    "live_migration_scheme": ("ssh", ("migration", "scheme"), "ssh"),
+    "live_migration_inbound_addr": ("198.51.100.12", ("host", "my_live_migration_ip"),
+                                    "198.51.100.12"),
+    "live_migration_uri": ("qemu+ssh://%s/system", ("migration", "uri_template"),
+                           "qemu+ssh://%s/system"),
+    "live_migration_tunnelled": ("true", ("migration", "tunnelled"), True),
+    "live_migration_bandwidth": ("250", ("migration", "bandwidth_mib"), 250),
+    "live_migration_downtime": ("700", ("migration", "downtime_ms"), 700),
+    "live_migration_downtime_steps": ("5", ("migration", "downtime_steps"), 5),
+    "live_migration_downtime_delay": ("30", ("migration", "downtime_delay"), 30),
+    "live_migration_completion_timeout": ("300", ("migration", "completion_timeout"), 300),
+    "live_migration_parallel_connections": ("4", ("migration", "parallel_connections"), 4),
+    "live_migration_timeout_action": ("force_complete", ("migration", "timeout_action"),
+                                      "force_complete"),
+    "live_migration_permit_post_copy": ("true", ("migration", "permit_post_copy"), True),
+    "live_migration_permit_auto_converge": ("true", ("migration", "permit_auto_converge"),
+                                            True),
+    "live_migration_with_native_tls": ("false", ("migration", "native_tls"), False),
+    "live_migration_monitor_interval": ("9", ("migration", "monitor_interval"), 9),
+}
+
+
+def _nova_conf_text():
+    lines = ["[DEFAULT]", "host = compute_1", "max_concurrent_live_migrations = 3",
+             "[libvirt]", "virt_type = kvm"]
+    lines += ["%s = %s" % (name, value) for name, (value, _, _) in
+              sorted(NOVA_LIBVIRT_OPTIONS.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _register_nova(conf):
+    """Nova's own option objects, as nova.conf registers them (types and defaults)."""
+    conf.register_opts([
+        cfg.StrOpt("host", default=socket.gethostname()),
+        cfg.IntOpt("max_concurrent_live_migrations", default=1, min=0),
+    ])
+    conf.register_opts([
+        cfg.StrOpt("virt_type", default="kvm"),
+        cfg.StrOpt("live_migration_scheme"),
+        cfg.HostDomainOpt("live_migration_inbound_addr"),
+        cfg.StrOpt("live_migration_uri", deprecated_for_removal=True),
+        cfg.BoolOpt("live_migration_tunnelled", default=False),
+        cfg.IntOpt("live_migration_bandwidth", default=0),
+        cfg.IntOpt("live_migration_downtime", default=500, min=100),
+        cfg.IntOpt("live_migration_downtime_steps", default=10, min=3),
+        cfg.IntOpt("live_migration_downtime_delay", default=75, min=3),
+        cfg.IntOpt("live_migration_completion_timeout", default=800, min=0),
+        cfg.IntOpt("live_migration_parallel_connections", default=1),
+        cfg.StrOpt("live_migration_timeout_action", default="abort",
+                   choices=("abort", "force_complete")),
+        cfg.BoolOpt("live_migration_permit_post_copy", default=False),
+        cfg.BoolOpt("live_migration_permit_auto_converge", default=False),
+        cfg.BoolOpt("live_migration_with_native_tls", default=False),
+        cfg.IntOpt("live_migration_monitor_interval", default=5),
+    ], group="libvirt")
+
+
+def test_every_nova_live_migration_option_has_an_alias():
+    aliased = {name for group, name in opts.nova_aliases().values() if group == "libvirt"}
+    assert aliased == set(NOVA_LIBVIRT_OPTIONS)
+    assert opts.nova_aliases()[("DEFAULT", "my_live_migration_ip")] == (
+        "libvirt", "live_migration_inbound_addr")
+
+
+def _read(s, where):
+    part, field = where
+    return getattr(getattr(s, part), field)
+
+
+@pytest.fixture
+def caplog_deprecations(caplog, monkeypatch):
+    """caplog, with oslo.log's once-per-process memory of deprecations emptied."""
+    try:
+        from oslo_log import versionutils
+    except ImportError:
+        pass
+    else:
+        monkeypatch.setattr(versionutils, "_deprecated_messages_sent", {})
+    caplog.set_level("DEBUG")
+    return caplog
+
+
+def _deprecation_lines(caplog):
+    """Deprecation warnings that point at one of our options ("use ... instead")."""
+    return [r.getMessage() for r in caplog.records
+            if r.name.startswith("oslo_config") and "deprecated" in r.getMessage().lower()
+            and ('from group "live_migration"' in r.getMessage()
+                 or 'Use option "my_live_migration_ip"' in r.getMessage())]
+
+
+@pytest.mark.parametrize("tunnel", [False, True])
+def test_a_nova_conf_alone_is_read_through_the_aliases(make_conf, tunnel):
+    text = _nova_conf_text()
+    if not tunnel:
+        text = text.replace("live_migration_tunnelled = true", "")
+    s = settings.load(make_conf(text))
+    for name, (_, where, expected) in NOVA_LIBVIRT_OPTIONS.items():
+        if name == "live_migration_tunnelled" and not tunnel:
+            expected = False
+        assert _read(s, where) == expected, name
+    assert s.concurrency.max_concurrent == 3
+
+
+def test_nova_registered_first_reads_its_options_without_deprecation_warnings(
+        make_conf, caplog_deprecations):
+    """The host stack registered Nova's [libvirt] options: they are its own, so
+    migplane reads them without telling operators to stop using them."""
+    caplog = caplog_deprecations
+    conf = make_conf(_nova_conf_text())
+    _register_nova(conf)
+    s = settings.load(conf)
+    for name, (_, where, expected) in NOVA_LIBVIRT_OPTIONS.items():
+        assert _read(s, where) == expected, name
+    assert s.concurrency.max_concurrent == 3
+    assert s.host.hostname == "compute_1"  # the stack's [DEFAULT] host
+    assert _deprecation_lines(caplog) == []
+    # Nova still reads its own options, and loading again is stable
+    assert conf.libvirt.live_migration_bandwidth == 250
+    assert settings.load(conf) == s
+
+
+def test_without_nova_registered_the_aliases_do_warn(make_conf, caplog_deprecations):
+    """The control: a plain nova.conf read by migplane alone is a deprecated spelling."""
+    caplog = caplog_deprecations
+    settings.load(make_conf(_nova_conf_text()))
+    assert len(_deprecation_lines(caplog)) >= 12
+    assert any("live_migration_bandwidth" in line for line in _deprecation_lines(caplog))
+
+
+def test_our_own_option_wins_over_the_stacks_nova_option(make_conf):
+    conf = make_conf("[libvirt]\nlive_migration_bandwidth = 250\n"
+                     "[live_migration]\nbandwidth = 7\n")
+    _register_nova(conf)
+    assert settings.load(conf).migration.bandwidth_mib == 7
+
+
+def test_the_stacks_nova_option_is_checked_as_strictly_as_ours(make_conf):
+    conf = make_conf("[libvirt]\nlive_migration_bandwidth = -5\n")
+    _register_nova(conf)
+    with pytest.raises(exception.ConfigError) as info:
+        settings.load(conf)
+    assert info.value.kwargs["group"] == "libvirt"
+    assert info.value.kwargs["option"] == "live_migration_bandwidth"
+    assert info.value.kwargs["value"] == -5
+
+
+def test_the_stacks_nova_defaults_leave_ours(make_conf):
+    conf = make_conf(None)
+    _register_nova(conf)
+    s = settings.load(conf)
+    assert s.migration == settings.MigrationSettings()
+    assert s.host.my_live_migration_ip is None
+
+
+@pytest.mark.parametrize("name", ["compute_1", "mig_b.example.com", "host-b", "HOST-B"])
+def test_host_names_nova_accepts(make_conf, name):
+    s = load(make_conf, "[live_migration]\nhostname = %s\n" % name)
+    assert s.host.hostname == name
+
+
+def test_hostname_defaults_to_the_stacks_host_option(make_conf):
+    conf = make_conf("[DEFAULT]\nhost = mig_b.example.com\n")
+    conf.register_opt(cfg.StrOpt("host"))
+    assert settings.load(conf).host.hostname == "mig_b.example.com"
+
+
+def test_hostname_option_wins_over_the_stacks_host(make_conf):
+    conf = make_conf("[DEFAULT]\nhost = compute_1\n[live_migration]\nhostname = host-b\n")
+    conf.register_opt(cfg.StrOpt("host"))
+    assert settings.load(conf).host.hostname == "host-b"
+
+
+def test_hostname_falls_back_to_the_system_host_name(make_conf, monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "sys_host")
+    assert load(make_conf, "[DEFAULT]\nhost = ignored\n").host.hostname == "sys_host"
+
+
+def test_control_plane_option(make_conf):
+    assert load(make_conf, "").migration.control_plane == "management"
+    s = load(make_conf, "[live_migration]\ncontrol_plane = migration\n")
+    assert s.migration.control_plane == "migration"
+    with pytest.raises(exception.ConfigError) as info:
+        load(make_conf, "[live_migration]\ncontrol_plane = both\n")
+    assert info.value.kwargs["option"] == "control_plane"
+    with pytest.raises(exception.ConfigError, match="'both'"):
+        settings.MigrationSettings(control_plane="both")

@@ -1,0 +1,1 @@
+"""An example migplane driver in its own distribution."""

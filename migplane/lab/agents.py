@@ -1,0 +1,168 @@
+"""Agents inside the hosts of a :class:`migplane.lab.Lab`, and the CLI on its controller.
+
+(Formerly ``migplane.agent.inlab``: the agent does not depend on the lab, the
+lab starts agents.)
+
+Each agent runs in its host's network, mount and UTS namespaces with the
+real libvirt driver, binds the host's management address only, serves HTTPS
+with a certificate from a throw-away CA, and is ended by its pid. The CLI
+runs in the controller namespace, which reaches the management plane only,
+as an operator's workstation would. Used by the functional tests and
+``migplane demo``.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from migplane.agent import opts as agent_opts
+from migplane.core import address
+
+PORT = agent_opts.DEFAULT_PORT
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH"))
+                                        if p)
+    return env
+
+
+def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=None,
+                port=PORT, log_file=None, ca_file=None):
+    """The agent.conf of one lab host."""
+    lines = ["[DEFAULT]"]
+    if my_ip:
+        lines.append("my_live_migration_ip = %s" % my_ip)
+    if log_file:
+        lines.append("log_file = %s" % log_file)
+    lines += ["", "[agent]", "bind_host = %s" % host.mgmt_ip, "port = %d" % port,
+              "auth_tokens = %s" % token]
+    if cert and key:
+        lines += ["cert_file = %s" % cert, "key_file = %s" % key]
+    if ca_file:
+        lines.append("peer_ca_file = %s" % ca_file)
+    lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}
+    lm.update({k: str(v) for k, v in (live_migration or {}).items()})
+    lines += ["", "[live_migration]"] + ["%s = %s" % kv for kv in sorted(lm.items())]
+    lines += ["", "[driver_libvirt]", "connection_uri = qemu:///system", ""]
+    return "\n".join(lines)
+
+
+class LabAgents:
+    """Start, stop and address the agents of ``lab``'s hosts."""
+
+    def __init__(self, lab, tls=True, token=None):
+        self.lab = lab
+        self.token = token or secrets.token_hex(16)
+        self.dir = Path(lab.base_dir) / "agents"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        self.ca_file = None
+        self.pids = {}
+        self.urls = {}
+        if tls:
+            self._issue_certificates()
+
+    def _issue_certificates(self):
+        from migplane.lab import tls as lab_tls
+        ca_key, ca_cert = lab_tls.ensure_ca(self.dir / "ca", self.lab.name)
+        self.ca_file = str(ca_cert)
+        for i, host in enumerate(self.lab.hosts):
+            lab_tls.issue_host(ca_key, ca_cert, self.dir / host.name, host.name,
+                               [host.mgmt_ip, host.name], 7000 + 2 * i)
+
+    def url(self, host):
+        scheme = "https" if self.tls else "http"
+        return "%s://%s" % (scheme, address.join_host_port(host.mgmt_ip, PORT))
+
+    def log_path(self, host):
+        return self.dir / host.name / "agent.log"
+
+    def start(self, host, my_ip=None, live_migration=None, timeout=60, env=None):
+        """Start ``host``'s agent (with ``my_live_migration_ip = my_ip``); wait until up.
+
+        ``env``: extra environment (e.g. ``MIGPLANE_WIRE_PINS`` to emulate an
+        agent of the previous release).
+        """
+        from migplane.lab import daemon
+        from migplane.lab import proc
+        if host.name in self.pids:
+            self.stop(host)
+        work = self.dir / host.name
+        work.mkdir(parents=True, exist_ok=True)
+        cert = key = None
+        if self.tls:
+            cert, key = work / "server-cert.pem", work / "server-key.pem"
+        log = self.log_path(host)
+        if log.exists():
+            log.unlink()
+        conf = work / "agent.conf"
+        conf.write_text(config_text(host, self.token, cert, key, my_ip, live_migration,
+                                    log_file=log, ca_file=self.ca_file))
+        conf.chmod(0o600)
+        argv = [*daemon.nsenter(host.holder_pid), sys.executable, "-m",
+                "migplane.agent.main", "--config-file", str(conf)]
+        pid = proc.spawn(argv, work / "agent.stdout", env=dict(_env(), **(env or {})))
+        self.pids[host.name] = pid
+        self.urls[host.name] = self.url(host)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive(pid):
+                raise RuntimeError("the agent of %s exited: %s" % (
+                    host.name, self.tail(host)))
+            if log.exists() and "serving on" in log.read_text(errors="replace"):
+                return self.urls[host.name]
+            time.sleep(0.1)
+        raise RuntimeError("the agent of %s did not start within %d s: %s" % (
+            host.name, timeout, self.tail(host)))
+
+    def tail(self, host, chars=3000):
+        texts = []
+        for path in (self.log_path(host), self.dir / host.name / "agent.stdout"):
+            if path.exists():
+                texts.append(path.read_text(errors="replace")[-chars:])
+        return "\n".join(texts) or "(no log)"
+
+    def stop(self, host):
+        from migplane.lab import proc
+        pid = self.pids.pop(host.name, None)
+        if pid is not None:
+            proc.terminate([pid], grace=10)
+
+    def stop_all(self):
+        for host in self.lab.hosts:
+            self.stop(host)
+
+    def cli_args(self):
+        """``--agent`` and ``--ca-file`` options naming every running agent."""
+        args = []
+        for name, url in sorted(self.urls.items()):
+            if name in self.pids:
+                args += ["--agent", "%s=%s" % (name, url)]
+        if self.ca_file:
+            args += ["--ca-file", self.ca_file]
+        return args
+
+    def cli_argv(self, *argv):
+        return [sys.executable, "-m", "migplane.cli.main", *argv]
+
+    def run_cli_attached(self, *argv, timeout=600):
+        """Like :meth:`run_cli`, on this terminal: a progress bar draws live."""
+        env = _env()
+        env["MIGPLANE_TOKEN"] = self.token
+        done = subprocess.run(["ip", "netns", "exec", self.lab.controller_netns,
+                               *self.cli_argv(*argv)], env=env, timeout=timeout,
+                              check=False)
+        return done.returncode
+
+    def run_cli(self, *argv, check=False, timeout=600):
+        """Run ``migplane ARGV`` on the lab's controller (management plane only)."""
+        env = _env()
+        env["MIGPLANE_TOKEN"] = self.token
+        return self.lab.run_controller(self.cli_argv(*argv), check=check,
+                                       timeout=timeout, env=env)

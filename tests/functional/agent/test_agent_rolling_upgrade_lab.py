@@ -1,0 +1,82 @@
+"""A rolling upgrade: agents speaking adjacent wire versions migrate on the lab.
+
+host-b's agent stands for the previous release: it is pinned
+(``MIGPLANE_WIRE_PINS``) to ``MigrateData`` 1.0, the version before the split
+migration plane, so it sends no inbound address, whatever its configuration.
+host-a's agent is the current release. Both directions must work: to the
+older agent exactly as before the split plane (legacy: management plane), and
+from it to the newer one.
+"""
+
+import json
+
+import pytest
+
+from migplane.agent import wire
+from migplane.lab import agents as lab_agents
+from migplane.lab import guest
+from migplane.lab.console import ConsoleWatcher
+
+libvirt = pytest.importorskip("libvirt")
+pytestmark = pytest.mark.lab
+
+PREVIOUS_RELEASE = {wire.PINS_ENV: "MigrateData=1.0"}
+
+
+@pytest.fixture(scope="module")
+def mixed_agents(lab):
+    agents = lab_agents.LabAgents(lab)
+    a, b = lab.hosts
+    try:
+        agents.start(a, my_ip=a.mig_ip)
+        agents.start(b, my_ip=b.mig_ip, env=PREVIOUS_RELEASE)
+        yield agents
+    finally:
+        agents.stop_all()
+
+
+@pytest.fixture
+def guest_name(lab):
+    name = "rolling-upgrade"
+    yield name
+    for host in lab.hosts:
+        guest.destroy_guest(host, name)
+
+
+def _migrate(agents, name, frm, to):
+    done = agents.run_cli("migrate", name, "--from", frm, "--to", to,
+                          *agents.cli_args(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = agents.run_cli("list", "--json", *agents.cli_args())
+    records = [m for m in json.loads(listed.stdout)["migrations"] if m["instance"] == name]
+    shown = agents.run_cli("show", records[-1]["id"], "--json", *agents.cli_args())
+    return json.loads(shown.stdout)
+
+
+def test_migrations_between_adjacent_wire_versions(lab, mixed_agents, guest_name):
+    a, b = lab.hosts
+    kernel = lab.build_guest()
+    cmd = guest.cmdline(tick_ms=50, dirty_mib=8, rate_mib_s=10)
+    with ConsoleWatcher.for_domain(lab.hosts, guest_name) as watcher:
+        guest.define_guest(a, guest_name, kernel, memory_mib=64, cmdline=cmd)
+        watcher.wait_ticks(3, host="host-a", timeout=60)
+
+        # new source -> old destination: the old one sends MigrateData 1.0, so the
+        # migration runs exactly as before the split plane
+        to_old = _migrate(mixed_agents, guest_name, "host-a", "host-b")
+        assert to_old["status"] == "completed"
+        assert to_old["uris"]["data_uri"] is None
+        assert to_old["uris"]["plane"] == "management"
+        assert to_old["uris"]["control_uri"] == "qemu+tcp://host-b/system"
+        watcher.wait_ticks(5, host="host-b", timeout=60)
+
+        # old source -> new destination: the newer MigrateData is understood
+        to_new = _migrate(mixed_agents, guest_name, "host-b", "host-a")
+        assert to_new["status"] == "completed"
+        assert to_new["uris"]["data_uri"] == "tcp://%s" % a.mig_ip
+        watcher.wait_ticks(5, host="host-a", timeout=60)
+
+    continuity = watcher.continuity()
+    assert continuity, continuity
+    assert [(h.frm, h.to) for h in continuity.handovers] == [("host-a", "host-b"),
+                                                              ("host-b", "host-a")]

@@ -1,0 +1,70 @@
+"""The libvirt driver passes the conformance kit on the lab.
+
+The same kit a third-party driver runs (``migplane.testing.conformance``),
+against real libvirtds and TCG guests of the session lab: two hosts, the
+destination's ``my_live_migration_ip`` on the migration plane.
+"""
+
+import pytest
+
+from migplane import testing
+from migplane.testing import conformance
+
+LIBVIRT_RUNNING, LIBVIRT_PAUSED = 1, 3
+
+
+class LabAdapter(conformance.Adapter):
+    job_timeout = 120.0
+
+    def __init__(self, lab, lv, guest_name):
+        self.lab, self.lv, self.name = lab, lv, guest_name
+        self.roles = dict(zip((conformance.SOURCE, conformance.DESTINATION), lab.hosts))
+        self.inbound_address = self.roles[conformance.DESTINATION].mig_ip
+        self.watcher = None
+
+    def cleanup(self):
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    def host_conf(self, role, inbound=True):
+        from migplane.drivers.libvirt import opts
+
+        host = self.roles[role]
+        ip = host.mig_ip if role == conformance.DESTINATION and inbound else None
+        conf = testing.host_conf(host.name, ip, poll_interval=0.1)
+        opts.register_opts(conf)
+        conf.set_override("connection_uri", host.uri, group=opts.GROUP)
+        conf.set_override("netns", host.netns, group=opts.GROUP)
+        return conf
+
+    def create_guest(self):
+        self.watcher = self.lv.start_guest(self.lab, self.name, dirty_mib=8,
+                                           rate_mib_s=10)
+        return self.name
+
+    def runs_on(self, instance):
+        return sorted(role for role, host in self.roles.items()
+                      if (self.lv.domain_state(host, instance) or (None,))[0]
+                      in (LIBVIRT_RUNNING, LIBVIRT_PAUSED))
+
+    def leftovers(self, role, instance):
+        state = self.lv.domain_state(self.roles[role], instance)
+        if state is not None and state[0] not in (LIBVIRT_RUNNING, LIBVIRT_PAUSED):
+            return ["domain defined (state %d)" % state[0]]
+        return []
+
+    def migration_settings(self, settings):
+        # 2 MiB/s for a 64 MiB guest dirtying memory: an abort always arrives first
+        return settings.replace(bandwidth_mib=2)
+
+
+class TestLibvirtConformance(conformance.DriverConformance):
+    driver_name = "libvirt"
+
+    @pytest.fixture
+    def adapter(self, drv_lab, lv, lab_guest):
+        adapter = LabAdapter(drv_lab, lv, lab_guest)
+        try:
+            yield adapter
+        finally:
+            adapter.cleanup()
