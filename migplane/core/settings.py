@@ -18,6 +18,7 @@ from oslo_config import cfg
 from migplane.core import address
 from migplane.core import exception
 from migplane.core import opts
+from migplane.core import trust
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
@@ -41,6 +42,10 @@ class MigrationSettings:
     permit_auto_converge: bool = False
     parallel_connections: int = 1
     poll_interval: float = 0.5
+    #: CIDRs the destination's inbound and listen addresses must lie in (core.trust).
+    migration_networks: tuple = ()
+    #: CIDRs they must never lie in; filled by the agent from its own interfaces.
+    management_networks: tuple = ()
 
     def __post_init__(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -56,6 +61,9 @@ class MigrationSettings:
                 options="[live_migration] tunnelled and with_native_tls",
                 reason="a tunnelled migration is carried by the control connection "
                        "and cannot also use the hypervisor's native TLS")
+        for name in ("migration_networks", "management_networks"):
+            parsed = trust.networks(getattr(self, name), option=name)
+            object.__setattr__(self, name, tuple(str(n) for n in parsed))
         if self.timeout_action not in TIMEOUT_ACTIONS:
             raise exception.ConfigError(
                 group=opts.GROUP, option="timeout_action", value=self.timeout_action,
@@ -167,6 +175,7 @@ def load(conf):
         permit_auto_converge=lm("permit_auto_converge"),
         parallel_connections=lm("parallel_connections"),
         poll_interval=lm("poll_interval"),
+        migration_networks=tuple(lm("migration_networks") or ()),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),
