@@ -60,11 +60,37 @@ def _no_constant(name):
     raise ValueError("%s is not JSON" % name)
 
 
+#: Deepest nesting of objects and arrays a request body may have.
+MAX_DEPTH = 32
+
+
+def _depth_error(value, limit=MAX_DEPTH):
+    """The path of the first value nested deeper than ``limit``, or None (no recursion)."""
+    stack = [(value, (), 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= limit:
+                return ".".join(path[:4]) + (".…" if len(path) > 4 else "") or "<body>"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, path + (str(k),), depth + 1) for k, v in items)
+    return None
+
+
 def parse_json(raw):
-    """Decode a request body; an empty body counts as ``{}``."""
+    """Decode a request body; an empty body counts as ``{}``. Nesting is bounded."""
     if not raw or not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise errors.BadRequest(field="<body>", reason="nests objects or arrays deeper "
+                                                       "than %d levels" % MAX_DEPTH)
     except (UnicodeDecodeError, ValueError) as err:
-        raise errors.BadRequest(field="<body>", reason="is not valid JSON (%s)" % err)
+        raise errors.BadRequest(field="<body>", reason="is not valid JSON (%s)"
+                                % str(err)[:200])
+    field = _depth_error(body)
+    if field is not None:
+        raise errors.BadRequest(field=field, reason="nests objects or arrays deeper "
+                                                    "than %d levels" % MAX_DEPTH)
+    return body

@@ -43,7 +43,7 @@ class MigrationSettings:
     parallel_connections: int = 1
     poll_interval: float = 0.5
     #: CIDRs the destination's inbound and listen addresses must lie in (core.trust).
-    migration_networks: tuple = ()
+    migration_networks: Optional[tuple] = None
     #: CIDRs they must never lie in; filled by the agent from its own interfaces.
     management_networks: tuple = ()
 
@@ -63,7 +63,8 @@ class MigrationSettings:
                        "and cannot also use the hypervisor's native TLS")
         for name in ("migration_networks", "management_networks"):
             parsed = trust.networks(getattr(self, name), option=name)
-            object.__setattr__(self, name, tuple(str(n) for n in parsed))
+            if parsed is not None:
+                object.__setattr__(self, name, tuple(str(n) for n in parsed))
         if self.timeout_action not in TIMEOUT_ACTIONS:
             raise exception.ConfigError(
                 group=opts.GROUP, option="timeout_action", value=self.timeout_action,
@@ -175,7 +176,7 @@ def load(conf):
         permit_auto_converge=lm("permit_auto_converge"),
         parallel_connections=lm("parallel_connections"),
         poll_interval=lm("poll_interval"),
-        migration_networks=tuple(lm("migration_networks") or ()),
+        migration_networks=tuple(lm("migration_networks")) or None,
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -16,8 +16,9 @@ Rules, in order:
 * ``address``: the inbound address is an IP address, not a name, and not an
   unspecified, loopback, multicast or reserved one.
 * ``management``: it is on none of the source's management networks.
-* ``networks``: it lies inside one of the allowed migration networks (an
-  empty list restricts nothing: the agent always passes one).
+* ``networks``: it lies inside one of the allowed migration networks (None
+  restricts nothing, an empty list allows nothing: the agent always passes a
+  list).
 * ``listen``: the destination's listen address is the inbound address or
   passes the same three rules.
 * Without an inbound address (the legacy plan) nothing came from the
@@ -53,7 +54,12 @@ class Verdict:
 
 
 def networks(values, option="migration_networks"):
-    """Parse CIDR strings (or networks) into a tuple of networks; ConfigError names the bad one."""
+    """Parse CIDR strings (or networks) into a tuple of networks; ConfigError names the bad one.
+
+    None stays None (no list given).
+    """
+    if values is None:
+        return None
     parsed = []
     for value in values or ():
         try:
@@ -97,22 +103,24 @@ def _check_address(field, value, allowed, management):
     if bare.is_unspecified or bare.is_loopback or bare.is_multicast or bare.is_reserved:
         return Verdict(False, ADDRESS, value, "%s %r is an unspecified, loopback, "
                        "multicast or reserved address" % (field, value))
-    net = _inside(ip, management)
+    net = _inside(ip, management or ())
     if net is not None:
         return Verdict(False, MANAGEMENT, value, "%s %r is on the management network %s; "
                        "the bulk stream never rides it" % (field, value, net))
-    if allowed and _inside(ip, allowed) is None:
+    if allowed is not None and _inside(ip, allowed) is None:
         return Verdict(False, NETWORKS, value, "%s %r is outside the allowed migration "
-                       "networks (%s)" % (field, value, ", ".join(str(n) for n in allowed)))
+                       "networks (%s)" % (field, value, ", ".join(str(n) for n in allowed)
+                                          or "none: set [live_migration] "
+                                             "migration_networks"))
     return None
 
 
-def check_plan(uris, migration_networks=(), management_networks=(), destination=None,
+def check_plan(uris, migration_networks=None, management_networks=(), destination=None,
                authenticated=None):
     """The :class:`Verdict` on ``uris``, resolved from a destination's answer.
 
     :param migration_networks: CIDRs the inbound and listen addresses must lie in
-        (empty: not restricted by a list).
+        (None: not restricted by a list).
     :param management_networks: CIDRs they must never lie in.
     :param destination: the host name the destination answered with.
     :param authenticated: the identity the source authenticated it as, or None.
@@ -142,7 +150,7 @@ def check_plan(uris, migration_networks=(), management_networks=(), destination=
         same = _ip(listen) is not None and _ip(listen) == _ip(
             address.parse_host(uris.bulk_host, allow_port=False).host)
         if not same:
-            if not allowed:
+            if allowed is None:
                 return Verdict(False, LISTEN, listen, "listen_address %r is not the "
                                "inbound address %r" % (listen, uris.bulk_host),
                                tuple(checked))
@@ -156,7 +164,7 @@ def check_plan(uris, migration_networks=(), management_networks=(), destination=
 
 def enforce(instance, uris, settings, destination=None, authenticated=None):
     """Raise InvalidMigrationPlan naming the value and the rule unless the plan is allowed."""
-    verdict = check_plan(uris, getattr(settings, "migration_networks", ()),
+    verdict = check_plan(uris, getattr(settings, "migration_networks", None),
                          getattr(settings, "management_networks", ()),
                          destination=destination, authenticated=authenticated)
     if not verdict.allowed:

@@ -94,6 +94,12 @@ def test_without_a_list_the_listen_address_must_be_the_inbound_address(inbound, 
     assert verdict.allowed == (inbound == listen)
 
 
+@given(allowed_v4)
+def test_an_empty_list_allows_no_migration_plane_address(inbound):
+    verdict = trust.check_plan(plan(inbound), ())
+    assert not verdict.allowed and verdict.rule == trust.NETWORKS
+
+
 @given(allowed_v4, names)
 def test_the_destination_must_be_the_authenticated_identity(inbound, name):
     verdict = check(plan(inbound), destination=name)
