@@ -302,7 +302,7 @@ class AgentServer:
         timer = threading.Timer(self.request_timeout, cut)
         timer.daemon = True
         timer.start()
-        wfile = None
+        rfile = wfile = None
         try:
             conn.settimeout(self.request_timeout)
             peer_cert = None
@@ -333,7 +333,7 @@ class AgentServer:
             LOG.debug("Connection from %s ended: %s", client[0], type(err).__name__)
         finally:
             timer.cancel()
-            for closing in (wfile, conn):
+            for closing in (rfile, wfile, conn):
                 try:
                     if closing is not None:
                         closing.close()

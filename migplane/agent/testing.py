@@ -139,3 +139,31 @@ def wait_for(client, migration_id, timeout=60.0, poll=0.02):
             raise AssertionError("migration %s still %s after %.0f s (step %s)" % (
                 migration_id, record["status"], timeout, record.get("step")))
         time.sleep(poll)
+
+
+def request(local, method, path, token=TOKEN, body=None, raw=None, headers=None,
+            peer=None):
+    """One raw HTTP request to ``local``: as an operator (``token``) or as the agent
+    ``peer`` (its certificate, no token). Returns the ``requests`` response."""
+    import json
+
+    import requests
+    headers = dict(headers or {})
+    if token and peer is None:
+        headers["Authorization"] = "Bearer %s" % token
+    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    if data is not None:
+        headers.setdefault("Content-Type", "application/json")
+    cert = None if peer is None else (peer.agent.options.cert_file,
+                                      peer.agent.options.key_file)
+    return requests.request(method, local.url + path, data=data, headers=headers,
+                            timeout=10, cert=cert)
+
+
+def peer_step(source, destination, name, body, migration_id="m1"):
+    """Destination step ``name`` called by agent ``source``, holding a slot there."""
+    if destination.agent.slots.get(migration_id) is None:
+        destination.agent.slots.lease(migration_id, source.agent.hostname,
+                                      body.get("instance", "vm1"))
+    return request(destination, "POST", "/v1/steps/%s" % name, peer=source,
+                   body=dict(body, migration_id=migration_id))

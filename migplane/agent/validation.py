@@ -42,6 +42,9 @@ def _path(error):
         reason = "must not be empty" if limit == 1 else "is too short: %s" % value
     elif kind == "maxLength":
         reason = "is too long (at most %s characters)" % limit
+    elif kind == "anyOf" and all(set(sub) == {"required"} for sub in limit):
+        reason = "needs one of the fields %s" % ", ".join(
+            repr(name) for sub in limit for name in sub["required"])
     else:
         reason = "is invalid: %s" % error.message
     return ".".join(parts) or "<body>", reason

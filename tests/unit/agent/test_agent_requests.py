@@ -3,33 +3,14 @@
 import json
 
 import pytest
-import requests
 
 from migplane.agent import testing
 
 TOKEN = testing.TOKEN
 
 
-def call(local, method, path, token=TOKEN, body=None, raw=None, headers=None, peer=None):
-    """One request to ``local``: as an operator (``token``) or as agent ``peer``."""
-    headers = dict(headers or {})
-    if token and peer is None:
-        headers["Authorization"] = "Bearer %s" % token
-    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-    if data is not None:
-        headers.setdefault("Content-Type", "application/json")
-    cert = None if peer is None else (peer.agent.options.cert_file,
-                                      peer.agent.options.key_file)
-    return requests.request(method, local.url + path, data=data, headers=headers,
-                            timeout=10, cert=cert)
-
-
-def step(a, b, name, body, migration_id="m1"):
-    """Destination step ``name`` on ``b`` called by its peer ``a``, holding a slot."""
-    if b.agent.slots.get(migration_id) is None:
-        b.agent.slots.lease(migration_id, a.agent.hostname, body.get("instance", "vm1"))
-    return call(b, "POST", "/v1/steps/%s" % name, peer=a,
-                body=dict(body, migration_id=migration_id))
+call = testing.request
+step = testing.peer_step
 
 
 def assert_still_serving(local):
