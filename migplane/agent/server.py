@@ -236,6 +236,7 @@ class AgentServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = None
+        self._deadlines = {}  # socket holder -> monotonic deadline of its request read
 
     def prepare(self):
         """Bind the socket (raises OSError naming the address when it cannot)."""
@@ -265,6 +266,7 @@ class AgentServer:
 
     def serve_forever(self):
         LOG.info("migplane-agent serving on %s", self.url)
+        threading.Thread(target=self._reap, daemon=True, name="agent-reaper").start()
         while not self._stopping.is_set():
             try:
                 ready, _, _ = select.select([self.socket], [], [], 0.2)
@@ -290,21 +292,34 @@ class AgentServer:
             threading.Thread(target=self._serve, args=(conn, client), daemon=True,
                              name="agent-conn").start()
 
+    def _reap(self):
+        """One thread cuts off every connection past its request-read deadline."""
+        while not self._stopping.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                late = [k for k, (deadline, _) in self._deadlines.items() if deadline <= now]
+                holders = [self._deadlines.pop(k)[1] for k in late]
+            for holder in holders:
+                try:  # unblocks the read the connection's thread waits in
+                    socket.socket.shutdown(holder[0], socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _watch(self, holder):
+        with self._lock:
+            self._deadlines[id(holder)] = (time.monotonic() + self.request_timeout, holder)
+
+    def _unwatch(self, holder):
+        with self._lock:
+            self._deadlines.pop(id(holder), None)
+
     def _serve(self, conn, client):
         holder = [conn]
-
-        def cut():  # the deadline: unblock whatever read is waiting
-            try:
-                socket.socket.shutdown(holder[0], socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        timer = threading.Timer(self.request_timeout, cut)
-        timer.daemon = True
-        timer.start()
+        self._watch(holder)
         rfile = wfile = None
         try:
             conn.settimeout(self.request_timeout)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer_cert = None
             if self.ssl_context is not None:
                 conn = holder[0] = self.ssl_context.wrap_socket(conn, server_side=True)
@@ -315,12 +330,12 @@ class AgentServer:
                 request = read_request(rfile, wfile, self.max_header_bytes,
                                        self.max_body_bytes)
             except Reject as rejected:
-                timer.cancel()
+                self._unwatch(holder)
                 conn.settimeout(WRITE_TIMEOUT)
                 _reply_error(wfile, rejected.status, rejected.reason)
                 _drain(conn)
                 return
-            timer.cancel()
+            self._unwatch(holder)
             conn.settimeout(WRITE_TIMEOUT)
             environ = environ_for(*request, server=self.address, client=client,
                                   scheme=self.scheme, peer_cert=peer_cert)
@@ -332,7 +347,7 @@ class AgentServer:
         except (_Closed, OSError, ssl.SSLError, ValueError) as err:
             LOG.debug("Connection from %s ended: %s", client[0], type(err).__name__)
         finally:
-            timer.cancel()
+            self._unwatch(holder)
             for closing in (rfile, wfile, conn):
                 try:
                     if closing is not None:
