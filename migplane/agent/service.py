@@ -119,11 +119,20 @@ class Agent:
         """
         try:
             interfaces = self.facts.interfaces() or []
-            peer_host = urllib.parse.urlsplit(remote.client.url).hostname
-            mgmt_devs = {self.facts.route_to(peer_host).get("dev")}
         except Exception as err:  # no facts: only the configured list can allow
             LOG.warning("Cannot read this host's interfaces for the plan check: %s", err)
-            interfaces, mgmt_devs = [], set()
+            interfaces = []
+        mgmt_devs = set()
+        # the management plane: where the agent listens, and the way to the peer's
+        # agent and to its host name (the control connection)
+        for target in (urllib.parse.urlsplit(remote.client.url).hostname, remote.hostname):
+            try:
+                dev = self.facts.route_to(target).get("dev")
+            except Exception as err:
+                LOG.warning("Cannot find the route to %s: %s", target, err)
+                dev = None
+            if dev:
+                mgmt_devs.add(dev)
 
         def nets(iface):
             return {str(ipaddress.ip_interface("%s/%s" % (a["address"].split("%")[0],
@@ -148,7 +157,9 @@ class Agent:
             if iface["ifname"] in mgmt_devs:
                 continue
             held = {a["address"] for a in iface.get("addresses", ())}
-            if mine is None or mine in held:
+            # without an inbound address of its own, every non-management interface,
+            # but only when the management one is known: otherwise fail closed
+            if (mine in held) if mine is not None else bool(mgmt_devs):
                 allowed |= nets(iface)
         if self.settings.host.inbound_cidr is not None:
             allowed.add(str(self.settings.host.inbound_cidr))
