@@ -1,6 +1,7 @@
 """The Flask application: authentication, JSON errors, request log.
 
-Operators authenticate with a token (``[agent] auth_tokens``); peer agents
+Operators authenticate with a token (``[agent] auth_tokens``) or a client
+certificate named in ``[agent] operator_names``; peer agents
 with their host certificate, whose DNS name must be one of ``[agent] peers``
 (:data:`PEER_ONLY` endpoints take nothing else). Log lines escape control
 characters, so a request cannot forge a line; tokens are never logged.
@@ -44,7 +45,8 @@ def printable(text):
 
 def authenticate(agent, request):
     """The peer host name calling, or None for an operator; raise 401/403 otherwise."""
-    peer = tls.peer_identity(request.environ.get("migplane.peer_cert"), agent.peers)
+    cert = request.environ.get("migplane.peer_cert")
+    peer = tls.peer_identity(cert, agent.peers)
     endpoint = request.endpoint
     if endpoint in PEER_ONLY or (endpoint in PEER_OR_OPERATOR and peer is not None):
         if peer is None:
@@ -53,6 +55,8 @@ def authenticate(agent, request):
                        "of [agent] peers, not a token" % (
                            printable(request.method), printable(request.path)))
         return peer
+    if tls.peer_identity(cert, agent.options.operator_names or ()) is not None:
+        return None  # an operator's client certificate
     auth.check(request.headers, agent.tokens)
     return None
 

@@ -64,12 +64,14 @@ class AgentClient:
     """
 
     def __init__(self, url, token, ca_file=None, timeout=600, session=None,
-                 ssl_context=None, peer_name=None):
+                 ssl_context=None, peer_name=None, cert=None):
         self.url = check_url(url)
         self.token = token
         self.verify = ca_file or True
         self.timeout = timeout
         self.session = session or requests.Session()
+        if cert is not None:  # an operator's client certificate: (cert_file, key_file)
+            self.session.cert = tuple(cert)
         self.peer_name = peer_name
         if ssl_context is not None:
             self.session.trust_env = False

@@ -28,6 +28,13 @@ agent_opts = [
              "at least %d characters each; list several to rotate them. They are "
              "never sent to other agents: peers authenticate with their host "
              "certificates." % MIN_TOKEN_CHARS),
+    cfg.ListOpt(
+        "operator_names",
+        default=[],
+        help="Operators may authenticate with a client certificate instead of a "
+             "token: the certificate must be signed by ca_file and carry one of these "
+             "subjectAltName DNS names. Never one of the peers' host names: an "
+             "operator is not a peer, and a peer is not an operator."),
     cfg.DictOpt(
         "peers",
         default={},

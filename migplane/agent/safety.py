@@ -75,7 +75,12 @@ def check(options, tokens, settings, inbound=None):
                                        "key_file to this host's certificate")
     if options.key_file:
         tls.check_key_file(options.key_file, insecure=insecure)
-    if options.peers and not options.ca_file:
+    both = sorted(set(options.operator_names or ()) & set(options.peers or {}))
+    if both:
+        raise exception.ConfigError(group=opts.GROUP, option="operator_names",
+                                    value=both[0], reason="is also a peer: operator and "
+                                                          "peer identities must differ")
+    if (options.peers or options.operator_names) and not options.ca_file:
         raise exception.ConfigError(group=opts.GROUP, option="ca_file", value="",
                                     reason="is required to authenticate the peers")
     bind = _ip(options.bind_host)

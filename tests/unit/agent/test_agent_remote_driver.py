@@ -156,3 +156,20 @@ def test_steps_are_listed(pair, client):
     steps = client(a).get("/v1/steps")["steps"]
     assert "pre_live_migration" in steps and "plan_inbound" in steps
     assert "live_migration" not in steps
+
+
+def test_operators_may_use_their_own_client_certificate(world, start_agent, pki, client):
+    from migplane.core import exception as exc
+    a = start_agent("host-a", agent_options={"operator_names": ["ops-1"]})
+    b = start_agent("host-b")
+    ops = client_mod.AgentClient(a.url, None, cert=pki.issue("ops-1"))
+    assert ops.get("/v1/migrations") == {"migrations": []}
+    with pytest.raises(errors.Unauthorized):  # an operator is not a peer
+        ops.take_slot("m1", "ops-1", "vm1")
+    with pytest.raises(errors.Unauthorized):  # nor a peer an operator
+        client_mod.AgentClient(a.url, None, cert=(b.agent.options.cert_file,
+                                                  b.agent.options.key_file)).get(
+            "/v1/migrations")
+    with pytest.raises(exc.ConfigError, match="also a peer"):
+        start_agent("host-c", agent_options={"operator_names": ["host-a"],
+                                             "peers": {"host-a": a.url}})
