@@ -281,3 +281,21 @@ def test_plan_refuses_what_the_driver_cannot_do(world, start_agent, client):
     b = start_agent("host-b", my_live_migration_ip=MIG_B)
     with pytest.raises(exception.UnsupportedFeature, match="gopher"):
         client(a).post("/v1/plans", {"instance": "vm1", "destination": {"url": b.url}})
+
+
+def test_operator_tokens_never_reach_a_peer(pair, world, client):
+    a, b = pair
+    seen = []
+    app = b.server.app
+
+    def spy(environ, start_response):
+        seen.append((environ["PATH_INFO"], environ.get("HTTP_AUTHORIZATION"),
+                     environ.get("HTTP_X_AUTH_TOKEN"), bool(environ["migplane.peer_cert"])))
+        return app(environ, start_response)
+
+    b.server.app = spy
+    record = start(client(a), b)
+    assert testing.wait_for(client(a), record["id"])["status"] == "completed"
+    paths = {path for path, *_ in seen}
+    assert {"/v1/host", "/v1/slots", "/v1/steps/pre_live_migration"} <= paths
+    assert all(auth is None and token is None and cert for _, auth, token, cert in seen)
