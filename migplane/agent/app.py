@@ -1,5 +1,11 @@
 """The Flask application: authentication, JSON errors, request log.
 
+Operators authenticate with a token (``[agent] auth_tokens``) or a client
+certificate named in ``[agent] operator_names``; peer agents
+with their host certificate, whose DNS name must be one of ``[agent] peers``
+(:data:`PEER_ONLY` endpoints take nothing else). Log lines escape control
+characters, so a request cannot forge a line; tokens are never logged.
+
 Whatever goes wrong in a request becomes a JSON error with a status and a
 message naming the bad value; an unexpected exception is logged with its
 trace here and answered as a 500 with a reference, never with the trace.
@@ -14,6 +20,7 @@ from werkzeug import exceptions as http_exc
 
 from migplane.agent import auth
 from migplane.agent import errors
+from migplane.agent import tls
 from migplane.agent.api import host as host_api
 from migplane.agent.api import migrations as migrations_api
 from migplane.agent.api import slots as slots_api
@@ -22,6 +29,36 @@ from migplane.core import exception
 
 LOG = logging.getLogger(__name__)
 ACCESS = logging.getLogger("migplane.agent.access")
+
+
+#: Endpoints only a peer agent may call (with its certificate, never a token).
+PEER_ONLY = frozenset({"slots.take", "slots.renew", "slots.release", "steps.step"})
+#: Endpoints both a peer (certificate) and an operator (token) may call.
+PEER_OR_OPERATOR = frozenset({"host.host"})
+
+
+def printable(text):
+    """``text`` with control and non-ASCII characters escaped: one log line stays one."""
+    return "".join(c if c.isascii() and c.isprintable() else
+                   c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def authenticate(agent, request):
+    """The peer host name calling, or None for an operator; raise 401/403 otherwise."""
+    cert = request.environ.get("migplane.peer_cert")
+    peer = tls.peer_identity(cert, agent.peers)
+    endpoint = request.endpoint
+    if endpoint in PEER_ONLY or (endpoint in PEER_OR_OPERATOR and peer is not None):
+        if peer is None:
+            raise errors.Unauthorized(
+                reason="%s %s is for peer agents only: it takes the certificate of one "
+                       "of [agent] peers, not a token" % (
+                           printable(request.method), printable(request.path)))
+        return peer
+    if tls.peer_identity(cert, agent.options.operator_names or ()) is not None:
+        return None  # an operator's client certificate
+    auth.check(request.headers, agent.tokens)
+    return None
 
 
 def _error(err, status):
@@ -43,15 +80,18 @@ def create_app(agent):
         app.register_blueprint(module.bp)
 
     @app.before_request
-    def authenticate():
+    def check_caller():
         flask.g.started = time.monotonic()
-        auth.check(flask.request.headers, agent.tokens)
+        flask.g.peer = None
+        flask.g.peer = authenticate(agent, flask.request)
 
     @app.after_request
     def log_request(response):
         started = flask.g.get("started", time.monotonic())
-        ACCESS.info("%s \"%s %s\" %s %.1f ms", flask.request.remote_addr,
-                    flask.request.method, flask.request.full_path.rstrip("?"),
+        ACCESS.info("%s %s \"%s %s\" %s %.1f ms", flask.request.remote_addr,
+                    "peer=%s" % flask.g.peer if flask.g.get("peer") else "operator",
+                    printable(flask.request.method),
+                    printable(flask.request.full_path.rstrip("?")),
                     response.status_code, 1000 * (time.monotonic() - started))
         return response
 
@@ -59,12 +99,13 @@ def create_app(agent):
     def migplane_error(err):
         status = errors.status_of(err)
         level = logging.WARNING if status < 500 else logging.ERROR
-        LOG.log(level, "%s %s: %s", flask.request.method, flask.request.path, err)
+        LOG.log(level, "%s %s: %s", printable(flask.request.method),
+                printable(flask.request.path), printable(err))
         return _error(err, status)
 
     @app.errorhandler(http_exc.HTTPException)
     def http_error(err):
-        reason = {404: "no such resource %r" % flask.request.path,
+        reason = {404: "no such resource %r" % printable(flask.request.path),
                   405: "method %s is not allowed on %s" % (flask.request.method,
                                                            flask.request.path),
                   413: "the request body is larger than %d bytes"
@@ -76,8 +117,8 @@ def create_app(agent):
     @app.errorhandler(Exception)
     def unexpected(err):
         ref = uuid.uuid4().hex[:8]
-        LOG.exception("Unexpected error in %s %s (ref %s)", flask.request.method,
-                      flask.request.path, ref)
+        LOG.exception("Unexpected error in %s %s (ref %s)", printable(flask.request.method),
+                      printable(flask.request.path), ref)
         wrapped = errors.AgentError(reason="internal error %s: %s; the agent log has "
                                            "the details (ref %s)"
                                            % (type(err).__name__, err, ref))

@@ -15,6 +15,7 @@ from migplane.agent import errors
 from migplane.agent import wire
 from migplane.core import address
 from migplane.core import driver as driver_mod
+from migplane.core import exception
 
 LOG = logging.getLogger(__name__)
 USER_AGENT = "migplane-agent-client/1"
@@ -23,7 +24,12 @@ CONNECT_TIMEOUT = 10
 
 def check_url(url, field="url"):
     """Accept only ``http(s)://host[:port]`` with nothing that could smuggle a path."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parses the port, raising ValueError when bad
+    except ValueError as err:
+        raise errors.BadRequest(field=field, reason="is not a URL (%s), got %r"
+                                % (err, url))
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise errors.BadRequest(field=field, reason="must be an http:// or https:// URL, "
                                                     "got %r" % url)
@@ -35,15 +41,41 @@ def check_url(url, field="url"):
     return "%s://%s" % (parts.scheme, parts.netloc)
 
 
-class AgentClient:
-    """JSON over HTTP(S) to one agent, with a bearer token."""
+class _PeerAdapter(requests.adapters.HTTPAdapter):
+    """HTTPS to one peer: this host's certificate, the peer's name verified."""
 
-    def __init__(self, url, token, ca_file=None, timeout=600, session=None):
+    def __init__(self, ssl_context, peer_name):
+        self._ssl_context = ssl_context
+        self._peer_name = peer_name
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["ssl_context"] = self._ssl_context
+        kwargs["assert_hostname"] = self._peer_name
+        super().init_poolmanager(*args, **kwargs)
+
+
+class AgentClient:
+    """JSON over HTTP(S) to one agent.
+
+    An operator's client sends a bearer ``token``; an agent calling a peer sends
+    none and authenticates with ``ssl_context`` (its own certificate) instead,
+    verifying that the peer's certificate is for ``peer_name``.
+    """
+
+    def __init__(self, url, token, ca_file=None, timeout=600, session=None,
+                 ssl_context=None, peer_name=None, cert=None):
         self.url = check_url(url)
         self.token = token
         self.verify = ca_file or True
         self.timeout = timeout
         self.session = session or requests.Session()
+        if cert is not None:  # an operator's client certificate: (cert_file, key_file)
+            self.session.cert = tuple(cert)
+        self.peer_name = peer_name
+        if ssl_context is not None:
+            self.session.trust_env = False
+            self.session.mount(self.url + "/", _PeerAdapter(ssl_context, peer_name))
         self.slot_lease_s = 120
 
     def __repr__(self):
@@ -104,12 +136,19 @@ def _short(err):
 
 
 class RemoteDriver(driver_mod.MigrationDriver):
-    """The driver of another host, reached through its agent."""
+    """The destination's driver, reached through its agent.
 
-    def __init__(self, client, hostname=None):  # no conf: the remote agent has it
-        self.client = client
+    Only the destination-side steps cross the wire, each with the id of the
+    migration whose slot the caller holds there. ``identity`` is the host name
+    the peer's certificate proved (checked again by the core plan check).
+    """
+
+    def __init__(self, client, hostname=None, identity=None, migration_id=None):
+        self.client = client  # no conf: the remote agent has it
         self._facts = None
         self._hostname = hostname
+        self.identity = identity
+        self.migration_id = migration_id
 
     @property
     def hostname(self):
@@ -132,17 +171,22 @@ class RemoteDriver(driver_mod.MigrationDriver):
         return wire.load_info(self.client.get(
             "/v1/instances/%s" % urllib.parse.quote(instance, safe="")))
 
+    def _step(self, name, **body):
+        if self.migration_id is not None:
+            body["migration_id"] = self.migration_id
+        return self.client.step(name, **body)
+
     def _data_step(self, name, instance, migrate_data):
-        answer = self.client.step(name, instance=instance,
-                                  migrate_data=wire.dump_data(migrate_data))
+        answer = self._step(name, instance=instance,
+                            migrate_data=wire.dump_data(migrate_data))
         data = answer.get("migrate_data")
         return None if data is None else wire.load_data(data)
 
     # -- destination side ----------------------------------------------------
 
     def check_can_live_migrate_destination(self, instance, block_migration=False):
-        answer = self.client.step("check_can_live_migrate_destination", instance=instance,
-                                  block_migration=bool(block_migration))
+        answer = self._step("check_can_live_migrate_destination", instance=instance,
+                            block_migration=bool(block_migration))
         return wire.load_data(answer["migrate_data"])
 
     def plan_inbound(self, instance, block_migration=False):
@@ -160,32 +204,33 @@ class RemoteDriver(driver_mod.MigrationDriver):
     def rollback_live_migration_at_destination(self, instance, migrate_data):
         self._data_step("rollback_live_migration_at_destination", instance, migrate_data)
 
-    # -- source side ---------------------------------------------------------
+    # -- source side: never remote --------------------------------------------
+
+    def _local_only(self, step):
+        raise exception.UnsupportedFeature(
+            driver="remote", feature="%s (source-side steps are not remote operations: "
+                                     "the source agent runs them itself)" % step)
 
     def check_can_live_migrate_source(self, instance, migrate_data):
-        return self._data_step("check_can_live_migrate_source", instance, migrate_data)
+        self._local_only("check_can_live_migrate_source")
 
     def live_migration(self, instance, migrate_data, uris, settings):
-        self.client.step("live_migration", instance=instance,
-                         migrate_data=wire.dump_data(migrate_data),
-                         uris=wire.dump_uris(uris), settings=wire.dump_settings(settings))
+        self._local_only("live_migration")
 
     def get_job_progress(self, instance):
-        answer = self.client.step("get_job_progress", instance=instance)
-        return wire.load_progress(answer["progress"])
+        self._local_only("get_job_progress")
 
     def abort_job(self, instance):
-        self.client.step("abort_job", instance=instance)
+        self._local_only("abort_job")
 
     def force_complete(self, instance, post_copy):
-        self.client.step("force_complete", instance=instance, post_copy=bool(post_copy))
+        self._local_only("force_complete")
 
     def set_max_downtime(self, instance, downtime_ms):
-        self.client.step("set_max_downtime", instance=instance,
-                         downtime_ms=int(downtime_ms))
+        self._local_only("set_max_downtime")
 
     def post_live_migration_at_source(self, instance, migrate_data):
-        self._data_step("post_live_migration_at_source", instance, migrate_data)
+        self._local_only("post_live_migration_at_source")
 
     def rollback_live_migration_at_source(self, instance, migrate_data):
-        self._data_step("rollback_live_migration_at_source", instance, migrate_data)
+        self._local_only("rollback_live_migration_at_source")

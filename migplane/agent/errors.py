@@ -41,6 +41,13 @@ class AgentUnreachable(AgentError):
     status = 502
 
 
+class PeerRefused(AgentError):
+    """A peer agent did not accept this agent's certificate."""
+
+    msg_fmt = "Peer agent %(peer)s refused this agent: %(reason)s"
+    status = 502
+
+
 class AgentRequestError(AgentError):
     """An answer from an agent that maps to no known error class."""
 

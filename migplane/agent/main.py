@@ -1,7 +1,8 @@
 """``migplane-agent``: serve this host's migration steps on the management plane.
 
 Usage: ``migplane-agent --config-file /etc/migplane/agent.conf``. The file
-holds ``[agent]`` (bind_host, port, auth_tokens, cert_file, key_file, ...),
+holds ``[agent]`` (bind_host, port, auth_tokens, cert_file, key_file, ca_file,
+peers, ...),
 ``[DEFAULT] my_live_migration_ip``, ``[live_migration]`` and the driver's
 group. Exit status: 0 after SIGTERM/SIGINT, 2 on a configuration error,
 1 when the server cannot start.
@@ -42,10 +43,16 @@ def build(conf):
     """The agent and its server, bound but not yet serving."""
     agent = service.Agent(conf)
     options = conf[opts.GROUP]
-    server = server_mod.AgentServer(
-        app_mod.create_app(agent), options.bind_host, options.port,
-        threads=options.threads, cert_file=options.cert_file, key_file=options.key_file)
-    return agent, server
+    return agent, server_for(agent, options.bind_host, options.port)
+
+
+def server_for(agent, host, port):
+    """The HTTP(S) server of ``agent`` on ``host:port``, with its ``[agent]`` limits."""
+    options = agent.options
+    return server_mod.AgentServer(
+        app_mod.create_app(agent), host, port, ssl_context=agent.server_context,
+        request_timeout=options.request_timeout, max_connections=options.max_connections,
+        max_header_bytes=options.max_header_bytes, max_body_bytes=options.max_body_bytes)
 
 
 def version(argv):
@@ -73,7 +80,7 @@ def main(argv=None):
     logging.setup(conf, DOMAIN)
     try:
         agent, server = build(conf)
-    except exception.MigplaneError as err:
+    except (exception.MigplaneError, cfg.Error, ValueError) as err:
         LOG.error("Configuration error: %s", err)
         print("migplane-agent: %s" % err, file=sys.stderr)
         return 2
@@ -94,6 +101,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if agent.options.insecure_lab_mode:
+        LOG.warning("insecure_lab_mode is on: this agent is for a throw-away lab only")
     LOG.info("migplane-agent %s for host %s (driver %s, my_live_migration_ip %s, "
              "max_concurrent %s, when_busy %s)", service.VERSION, agent.hostname,
              agent.driver.describe().name, agent.settings.host.my_live_migration_ip,
@@ -105,7 +114,7 @@ def main(argv=None):
         if not thread.is_alive():
             LOG.error("The HTTP server stopped unexpectedly")
             return 1
-    server.server.stop()
+    server.stop()
     thread.join(10)
     LOG.info("migplane-agent stopped")
     return 0

@@ -8,6 +8,7 @@ from oslo_config import cfg
 
 GROUP = "agent"
 DEFAULT_PORT = 7480
+MIN_TOKEN_CHARS = 16
 
 agent_opts = [
     cfg.HostAddressOpt(
@@ -23,36 +24,74 @@ agent_opts = [
         "auth_tokens",
         default=[],
         secret=True,
-        help="Tokens accepted from clients and peer agents (sent as "
-             "'Authorization: Bearer <token>'). At least one is required; list "
-             "several to rotate them."),
-    cfg.StrOpt(
-        "peer_token",
-        secret=True,
-        help="Token this agent presents to other agents (the destination of a "
-             "migration it coordinates). Defaults to the first of auth_tokens."),
+        help="Operator tokens (sent by the CLI as 'Authorization: Bearer <token>'), "
+             "at least %d characters each; list several to rotate them. They are "
+             "never sent to other agents: peers authenticate with their host "
+             "certificates." % MIN_TOKEN_CHARS),
+    cfg.ListOpt(
+        "operator_names",
+        default=[],
+        help="Operators may authenticate with a client certificate instead of a "
+             "token: the certificate must be signed by ca_file and carry one of these "
+             "subjectAltName DNS names. Never one of the peers' host names: an "
+             "operator is not a peer, and a peer is not an operator."),
     cfg.DictOpt(
         "peers",
         default={},
-        help="Other agents by host name, e.g. 'host-b:https://192.0.2.12:7480'. When "
-             "set, a migration may only target these agents, so a client cannot make "
-             "this agent send its peer_token elsewhere."),
+        help="The other agents this one works with, by host name, e.g. "
+             "'host-b:https://192.0.2.12:7480,host-c:https://192.0.2.13:7480'. A "
+             "migration may only target one of them, always at this URL (never one a "
+             "request names), and only these host names' certificates are accepted "
+             "for peer calls (slots, destination steps). Each URL must be https://."),
     cfg.StrOpt(
         "cert_file",
-        help="PEM certificate (chain) to serve HTTPS with; with key_file. Without "
-             "both, the agent serves plain HTTP."),
+        help="This host's own PEM certificate (chain), served as the HTTPS "
+             "certificate and presented as the client certificate to peers. Its "
+             "subjectAltName must hold this host's name ([live_migration] hostname) as "
+             "a DNS name and the address peers dial. Required unless "
+             "insecure_lab_mode."),
     cfg.StrOpt(
         "key_file",
-        help="PEM private key of cert_file."),
+        help="PEM private key of cert_file; readable by its owner only."),
     cfg.StrOpt(
-        "peer_ca_file",
-        help="CA bundle to verify peer agents' HTTPS certificates with. Defaults to "
-             "the system trust store."),
+        "ca_file",
+        deprecated_name="peer_ca_file",
+        help="PEM CA bundle that signs the peers' certificates: verifies the peers "
+             "this agent calls and the client certificates of peers calling it. "
+             "Required when peers are set."),
+    cfg.BoolOpt(
+        "insecure_lab_mode",
+        default=False,
+        help="For a throw-away lab only: serve plain HTTP without cert_file, accept "
+             "short tokens, readable keys, a wildcard bind_host and http:// peers. "
+             "Peer calls still need a verified certificate. Never in production."),
     cfg.IntOpt(
         "threads",
         default=16,
         min=2,
-        help="Worker threads of the HTTP server (requests served at once)."),
+        deprecated_for_removal=True,
+        deprecated_reason="The server serves each connection in its own thread, up "
+                          "to max_connections.",
+        help="Ignored."),
+    cfg.IntOpt(
+        "max_connections",
+        default=512,
+        min=4,
+        help="Connections served at once (one thread each); beyond, new connections "
+             "are closed at once."),
+    cfg.FloatOpt(
+        "request_timeout",
+        default=10.0,
+        min=0.5,
+        help="Seconds a client has, from connecting, to finish the TLS handshake and "
+             "send the whole request (line, headers, body); then the connection is "
+             "closed. Authentication comes after, so a slow or idle connection never "
+             "holds anything but its own thread."),
+    cfg.IntOpt(
+        "max_header_bytes",
+        default=16384,
+        min=1024,
+        help="Largest request line plus headers accepted, in bytes (431 beyond)."),
     cfg.IntOpt(
         "step_timeout",
         default=600,
@@ -64,6 +103,12 @@ agent_opts = [
         min=10,
         help="Seconds an incoming migration's slot is kept without a renewal from "
              "its source agent, so a source that died cannot hold it forever."),
+    cfg.IntOpt(
+        "slot_max_lifetime",
+        default=86400,
+        min=60,
+        help="Seconds an incoming migration's slot may be held in all, renewals "
+             "included; then it expires even if its source keeps renewing it."),
     cfg.IntOpt(
         "history",
         default=100,
@@ -80,14 +125,6 @@ agent_opts = [
 def tokens(conf):
     """The accepted tokens, blanks dropped."""
     return [t.strip() for t in conf[GROUP].auth_tokens if t and t.strip()]
-
-
-def peer_token(conf):
-    token = conf[GROUP].peer_token
-    if token:
-        return token
-    accepted = tokens(conf)
-    return accepted[0] if accepted else None
 
 
 def register_opts(conf):

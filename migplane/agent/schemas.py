@@ -4,16 +4,14 @@ Closed schemas (``additionalProperties: false``): a misspelt field is an
 error naming it, not an option silently ignored.
 """
 
-import dataclasses
-
 from migplane.core import settings as settings_mod
 from migplane.core import versioned
 
 INSTANCE = {"type": "string", "minLength": 1, "maxLength": 255,
-            "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.+:-]*$"}
-MIGRATION_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
+            "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.+:-]*\Z"}
+MIGRATION_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}\Z"}
 HOST_NAME = {"type": "string", "minLength": 1, "maxLength": 253,
-             "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:%-]*$"}
+             "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:%-]*\Z"}
 NULLABLE_STR = {"type": ["string", "null"], "maxLength": 1024}
 
 MIGRATE_DATA = {
@@ -21,7 +19,7 @@ MIGRATE_DATA = {
     "required": [versioned.NAME_KEY, versioned.VERSION_KEY, versioned.DATA_KEY],
     "properties": {
         versioned.NAME_KEY: {"type": "string"},
-        versioned.VERSION_KEY: {"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"},
+        versioned.VERSION_KEY: {"type": "string", "pattern": r"^[0-9]{1,4}\.[0-9]{1,4}\Z"},
         versioned.DATA_KEY: {"type": "object"},
     },
     "additionalProperties": False,
@@ -29,7 +27,8 @@ MIGRATE_DATA = {
 
 URIS = {
     "type": "object",
-    "required": ["control_uri", "bulk_host", "plane"],
+    "required": ["control_uri", "data_uri", "listen_address", "disks_uri",
+                 "tls_destination", "bulk_host", "plane"],
     "properties": {
         "control_uri": {"type": "string", "minLength": 1, "maxLength": 1024},
         "data_uri": NULLABLE_STR,
@@ -43,54 +42,25 @@ URIS = {
     "additionalProperties": False,
 }
 
-_SETTING_TYPES = {bool: {"type": "boolean"}, int: {"type": "integer", "minimum": 0},
-                  float: {"type": "number", "minimum": 0}}
-
-
-def _settings_schema():
-    props = {}
-    for f in dataclasses.fields(settings_mod.MigrationSettings):
-        default = f.default
-        if isinstance(default, bool):
-            props[f.name] = _SETTING_TYPES[bool]
-        elif isinstance(default, int):
-            props[f.name] = _SETTING_TYPES[int]
-        elif isinstance(default, float):
-            props[f.name] = _SETTING_TYPES[float]
-        else:
-            props[f.name] = NULLABLE_STR
-    return {"type": "object", "properties": props, "additionalProperties": False}
-
-
-SETTINGS = _settings_schema()
-
-
 def _step(required=(), **props):
     props = dict(props, instance=INSTANCE)
     return {"type": "object", "required": ["instance", *required],
             "properties": props, "additionalProperties": False}
 
 
-_WITH_DATA = _step(["migrate_data"], migrate_data=MIGRATE_DATA)
+_MIGRATION_ID = {"migration_id": MIGRATION_ID}
+_WITH_DATA = _step(["migration_id", "migrate_data"], migrate_data=MIGRATE_DATA,
+                   **_MIGRATION_ID)
 
-#: The driver steps served under /v1/steps/<name>, by name.
+#: The destination-side driver steps served under /v1/steps/<name>, by name.
 STEPS = {
-    "check_can_live_migrate_destination": _step(block_migration={"type": "boolean"}),
+    "check_can_live_migrate_destination": _step(["migration_id"],
+                                                block_migration={"type": "boolean"},
+                                                **_MIGRATION_ID),
     "plan_inbound": _step(block_migration={"type": "boolean"}),
     "pre_live_migration": _WITH_DATA,
     "post_live_migration_at_destination": _WITH_DATA,
     "rollback_live_migration_at_destination": _WITH_DATA,
-    "check_can_live_migrate_source": _WITH_DATA,
-    "live_migration": _step(["migrate_data", "uris", "settings"],
-                            migrate_data=MIGRATE_DATA, uris=URIS, settings=SETTINGS),
-    "get_job_progress": _step(),
-    "abort_job": _step(),
-    "force_complete": _step(["post_copy"], post_copy={"type": "boolean"}),
-    "set_max_downtime": _step(["downtime_ms"],
-                              downtime_ms={"type": "integer", "minimum": 0,
-                                            "maximum": 3600_000}),
-    "post_live_migration_at_source": _WITH_DATA,
-    "rollback_live_migration_at_source": _WITH_DATA,
 }
 
 #: Per-request overrides of the source's [live_migration] options.
@@ -110,10 +80,10 @@ OVERRIDES = {
 
 DESTINATION = {
     "type": "object",
-    "required": ["url"],
+    "anyOf": [{"required": ["host"]}, {"required": ["url"]}],
     "properties": {
         "url": {"type": "string", "minLength": 1, "maxLength": 1024,
-                "pattern": r"^https?://"},
+                "pattern": r"^https?://[^\s]*\Z"},
         "host": HOST_NAME,
     },
     "additionalProperties": False,
@@ -151,7 +121,7 @@ PROBE_CONNECT = {
     "properties": {
         "address": {"type": "string", "minLength": 1, "maxLength": 255},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "payload": {"type": "string", "pattern": r"^[0-9a-f]{32}$"},
+        "payload": {"type": "string", "pattern": r"^[0-9a-f]{32}\Z"},
         "timeout": {"type": "number", "minimum": 0.1, "maximum": 30},
     },
     "additionalProperties": False,

@@ -1,36 +1,255 @@
-"""Serving the app with cheroot, over HTTPS when a certificate is configured."""
+"""The agent's HTTP(S) server: one socket can never stall the others.
 
+The accept loop only accepts. Each connection gets its own thread (up to
+``max_connections``; beyond that new connections are closed at once), which
+does the TLS handshake, then reads the request line, the headers (at most
+``max_header_bytes``) and the whole body (at most ``max_body_bytes``; a
+chunked body is decoded here, and a larger one is answered 413) within one
+total deadline, ``request_timeout``: a peer that connects and says nothing,
+or trickles a byte at a time, holds only its own thread and loses it at the
+deadline. Only then is the WSGI app (which authenticates) run, and the
+connection closed after one response (HTTP/1.0 semantics, no keep-alive).
+"""
+
+import errno
+import io
+import json
 import logging
+import select
+import socket
+import ssl
 import threading
+import time
+import urllib.parse
+from wsgiref import handlers
 
-from cheroot import wsgi
-from cheroot.ssl import builtin
+from migplane.agent import errors
 
 LOG = logging.getLogger(__name__)
+WRITE_TIMEOUT = 60.0
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class Reject(Exception):
+    """A request answered by the server itself (400, 408, 413, 431, 501)."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _Closed(Exception):
+    """The peer went away (or the deadline cut it off) before a whole request."""
+
+
+_PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+            431: "Request Header Fields Too Large", 501: "Not Implemented",
+            503: "Service Unavailable"}
+
+
+def _head(rfile, limit):
+    """The request line and header lines, at most ``limit`` bytes in all."""
+    lines, total = [], 0
+    while True:
+        line = rfile.readline(limit - total + 1)
+        if not line:
+            raise _Closed()
+        total += len(line)
+        if total > limit or not line.endswith(b"\n"):
+            raise Reject(431, "the request line and headers are larger than %d bytes"
+                         % limit)
+        if line in (b"\r\n", b"\n"):
+            if lines:
+                return lines
+            continue
+        lines.append(line)
+
+
+def _parse(lines):
+    try:
+        request_line = lines[0].decode("ascii").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise Reject(400, "the request line is not ASCII")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1") or not parts[0] \
+            or set(parts[0]) - _TOKEN or not parts[1].startswith("/"):
+        raise Reject(400, "malformed request line")
+    headers = []
+    for raw in lines[1:]:
+        text = raw.decode("latin-1").rstrip("\r\n")
+        name, sep, value = text.partition(":")
+        if not sep or not name or set(name) - _TOKEN:
+            raise Reject(400, "malformed header line")
+        if any(c in value for c in "\r\n\x00"):
+            raise Reject(400, "a header value holds a control character")
+        headers.append((name.lower(), value.strip(" \t")))
+    return parts[0], parts[1], parts[2], headers
+
+
+def _header(headers, name):
+    values = [v for n, v in headers if n == name]
+    if len(set(values)) > 1:
+        raise Reject(400, "conflicting %s headers" % name)
+    return values[0] if values else None
+
+
+def _chunked(rfile, max_body, header_limit):
+    body = bytearray()
+    while True:
+        line = rfile.readline(1026)
+        if not line:
+            raise _Closed()
+        if not line.endswith(b"\n"):
+            raise Reject(400, "a chunk size line is too long")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            if not size_text or size_text.startswith((b"-", b"+", b"0x")):
+                raise ValueError
+            size = int(size_text, 16)
+        except ValueError:
+            raise Reject(400, "malformed chunk size %r" % size_text[:20])
+        if size == 0:  # then trailer lines, bounded like the headers, up to a blank one
+            trailer = 0
+            while True:
+                line = rfile.readline(header_limit + 1)
+                trailer += len(line)
+                if not line:
+                    raise _Closed()
+                if trailer > header_limit:
+                    raise Reject(431, "the trailer is larger than %d bytes" % header_limit)
+                if line in (b"\r\n", b"\n"):
+                    return bytes(body)
+        if len(body) + size > max_body:
+            raise Reject(413, "the request body is larger than %d bytes" % max_body)
+        chunk = rfile.read(size)
+        if len(chunk) < size:
+            raise _Closed()
+        body += chunk
+        if rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise Reject(400, "a chunk is not followed by CRLF")
+
+
+def read_request(rfile, wfile, max_header_bytes, max_body_bytes):
+    """``(method, target, version, headers, body)`` of one request, or Reject/_Closed."""
+    method, target, version, headers = _parse(_head(rfile, max_header_bytes))
+    length = _header(headers, "content-length")
+    coding = _header(headers, "transfer-encoding")
+    if coding is not None and length is not None:
+        raise Reject(400, "both Content-Length and Transfer-Encoding")
+    if coding is not None and coding.lower() != "chunked":
+        raise Reject(501, "transfer coding %r is not supported" % coding[:40])
+    if length is not None and (not length.isascii() or not length.isdigit()):
+        raise Reject(400, "Content-Length %r is not a number" % length[:40])
+    if length is not None and int(length) > max_body_bytes:
+        raise Reject(413, "the request body is larger than %d bytes" % max_body_bytes)
+    if (_header(headers, "expect") or "").lower() == "100-continue" \
+            and version == "HTTP/1.1":
+        wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        wfile.flush()
+    if coding is not None:
+        body = _chunked(rfile, max_body_bytes, max_header_bytes)
+    elif length:
+        body = rfile.read(int(length))
+        if len(body) < int(length):
+            raise _Closed()
+    else:
+        body = b""
+    headers = [(n, v) for n, v in headers if n not in ("transfer-encoding",
+                                                       "content-length", "expect")]
+    return method, target, version, headers, body
+
+
+def environ_for(method, target, version, headers, body, server, client, scheme,
+                peer_cert):
+    path, _, query = target.partition("?")
+    environ = {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "",
+        "PATH_INFO": urllib.parse.unquote(path, encoding="latin-1"),
+        "QUERY_STRING": query, "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]), "SERVER_PROTOCOL": version,
+        "REMOTE_ADDR": str(client[0]), "REMOTE_PORT": str(client[1]),
+        "CONTENT_LENGTH": str(len(body)), "wsgi.url_scheme": scheme,
+        "migplane.peer_cert": peer_cert,
+    }
+    for name, value in headers:
+        if name == "content-type":
+            environ["CONTENT_TYPE"] = value
+            continue
+        if "_" in name:  # never let 'x_auth_token' pose as 'x-auth-token'
+            continue
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = "%s,%s" % (environ[key], value) if key in environ else value
+    return environ
+
+
+def _reply_error(wfile, status, reason):
+    err = errors.AgentError(reason=reason)
+    payload = json.dumps(errors.to_body(err, status)).encode()
+    wfile.write(("HTTP/1.0 %d %s\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %d\r\nConnection: close\r\n\r\n"
+                 % (status, _PHRASES.get(status, "Error"), len(payload))).encode()
+                + payload)
+    wfile.flush()
+
+
+def _drain(conn, limit=4 * 1024 * 1024, seconds=2.0):
+    """Read (and drop) what the client still sends, a little, so that closing the
+    socket does not reset the connection before the client reads our answer."""
+    deadline = time.monotonic() + seconds
+    try:
+        while limit > 0 and time.monotonic() < deadline:
+            conn.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            limit -= len(chunk)
+    except (OSError, ssl.SSLError, ValueError):
+        pass
+
+
+class _Handler(handlers.SimpleHandler):
+    server_software = "migplane-agent"
+    os_environ = {}  # the agent's own environment never reaches the app
+
+    def log_exception(self, exc_info):
+        LOG.error("Error while writing a response", exc_info=exc_info)
 
 
 class AgentServer:
-    """A cheroot WSGI server for one app; ``port=0`` picks a free port."""
+    """Serve ``app`` on ``host:port`` (``port=0`` picks a free port); see the module doc."""
 
-    def __init__(self, app, host, port, threads=16, cert_file=None, key_file=None):
-        self.server = wsgi.Server((host, port), app, numthreads=threads,
-                                  server_name="migplane-agent", timeout=30,
-                                  shutdown_timeout=5)
-        # How often the accept loop looks up: bounds how long stop() takes.
-        self.server.expiration_interval = 0.1
-        if cert_file and key_file:
-            self.server.ssl_adapter = builtin.BuiltinSSLAdapter(cert_file, key_file)
-        self.scheme = "https" if cert_file and key_file else "http"
+    def __init__(self, app, host, port, ssl_context=None, request_timeout=10.0,
+                 max_connections=512, max_header_bytes=16384, max_body_bytes=1024 * 1024):
+        self.app = app
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
+        self.socket = None
+        self._active = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._thread = None
+        self._deadlines = {}  # socket holder -> monotonic deadline of its request read
 
     def prepare(self):
         """Bind the socket (raises OSError naming the address when it cannot)."""
-        self.server.prepare()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.socket = socket.create_server((self.host, self.port), family=family,
+                                           backlog=1024)
         return self
 
     @property
     def address(self):
-        host, port = self.server.bind_addr[:2]
+        if self.socket is None:  # not bound yet: what it will bind
+            return self.host, self.port
+        host, port = self.socket.getsockname()[:2]
         return host, port
 
     @property
@@ -40,19 +259,131 @@ class AgentServer:
             host = "[%s]" % host
         return "%s://%s:%d" % (self.scheme, host, port)
 
+    @property
+    def active(self):
+        """Connections being served now."""
+        return self._active
+
     def serve_forever(self):
         LOG.info("migplane-agent serving on %s", self.url)
-        self.server.serve()
+        threading.Thread(target=self._reap, daemon=True, name="agent-reaper").start()
+        while not self._stopping.is_set():
+            try:
+                ready, _, _ = select.select([self.socket], [], [], 0.2)
+                if not ready:
+                    continue
+                conn, client = self.socket.accept()
+            except OSError as err:
+                if self._stopping.is_set():
+                    break
+                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    LOG.warning("Cannot accept a connection: %s", err)
+                    self._stopping.wait(0.1)
+                continue
+            with self._lock:
+                full = self._active >= self.max_connections
+                if not full:
+                    self._active += 1
+            if full:
+                LOG.warning("%d connections open: closing the one from %s", self._active,
+                            client[0])
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn, client), daemon=True,
+                             name="agent-conn").start()
+
+    def _reap(self):
+        """One thread cuts off every connection past its request-read deadline."""
+        while not self._stopping.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                late = [k for k, (deadline, _) in self._deadlines.items() if deadline <= now]
+                holders = [self._deadlines.pop(k)[1] for k in late]
+            for holder in holders:
+                try:  # unblocks the read the connection's thread waits in
+                    socket.socket.shutdown(holder[0], socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _watch(self, holder):
+        with self._lock:
+            self._deadlines[id(holder)] = (time.monotonic() + self.request_timeout, holder)
+
+    def _unwatch(self, holder):
+        with self._lock:
+            self._deadlines.pop(id(holder), None)
+
+    def _serve(self, conn, client):
+        holder = [conn]
+        self._watch(holder)
+        rfile = wfile = None
+        try:
+            conn.settimeout(self.request_timeout)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer_cert = None
+            if self.ssl_context is not None:
+                conn = holder[0] = self.ssl_context.wrap_socket(conn, server_side=True)
+                peer_cert = conn.getpeercert() or None
+            rfile = conn.makefile("rb")
+            wfile = conn.makefile("wb")
+            try:
+                request = read_request(rfile, wfile, self.max_header_bytes,
+                                       self.max_body_bytes)
+            except Reject as rejected:
+                self._unwatch(holder)
+                conn.settimeout(WRITE_TIMEOUT)
+                _reply_error(wfile, rejected.status, rejected.reason)
+                _drain(conn)
+                return
+            self._unwatch(holder)
+            conn.settimeout(WRITE_TIMEOUT)
+            environ = environ_for(*request, server=self.address, client=client,
+                                  scheme=self.scheme, peer_cert=peer_cert)
+            handler = _Handler(io.BytesIO(request[4]), wfile, _LogStream(), environ,
+                               multithread=True, multiprocess=False)
+            handler.http_version = "1.0"
+            handler.run(self.app)
+            wfile.flush()
+        except (_Closed, OSError, ssl.SSLError, ValueError) as err:
+            LOG.debug("Connection from %s ended: %s", client[0], type(err).__name__)
+        finally:
+            self._unwatch(holder)
+            for closing in (rfile, wfile, conn):
+                try:
+                    if closing is not None:
+                        closing.close()
+                except OSError:
+                    pass
+            with self._lock:
+                self._active -= 1
 
     def start(self):
         """Serve in a background thread (tests, the demo)."""
-        self.prepare()
+        if self.socket is None:
+            self.prepare()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True,
                                         name="agent-server")
         self._thread.start()
         return self
 
     def stop(self):
-        self.server.stop()
+        self._stopping.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.socket is not None:
+            self.socket.close()
+
+
+class _LogStream:
+    """wsgi.errors: what an app writes there goes to the log, escaped."""
+
+    def write(self, text):
+        if text.strip():
+            LOG.warning("%s", text.strip().encode("unicode_escape").decode("ascii"))
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass

@@ -5,7 +5,9 @@ layer (``app`` and ``api``) only validates, calls in here and serialises.
 """
 
 import dataclasses
+import ipaddress
 import logging
+import urllib.parse
 
 from migplane.agent import client as client_mod
 from migplane.agent import errors
@@ -13,12 +15,15 @@ from migplane.agent import hostfacts
 from migplane.agent import migrations
 from migplane.agent import opts
 from migplane.agent import probe
+from migplane.agent import safety
 from migplane.agent import slots as slots_mod
+from migplane.agent import tls
 from migplane.core import exception
 from migplane.core import flow as flow_mod
 from migplane.core import inbound
 from migplane.core import loader
 from migplane.core import settings as settings_mod
+from migplane.core import trust
 from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
@@ -33,66 +38,132 @@ class Agent:
         self.conf = conf
         self.options = conf[opts.GROUP]
         self.tokens = opts.tokens(conf)
-        if not self.tokens:
-            raise exception.ConfigError(
-                group=opts.GROUP, option="auth_tokens", value="",
-                reason="at least one token is required: the agent refuses to serve "
-                       "without authentication")
-        if bool(self.options.cert_file) != bool(self.options.key_file):
-            raise exception.ConflictingOptions(
-                options="[agent] cert_file and key_file",
-                reason="set both to serve HTTPS, or neither")
-        self.peers = {}
-        for name, url in (self.options.peers or {}).items():
-            try:
-                self.peers[name] = client_mod.check_url(url)
-            except errors.BadRequest:
-                raise exception.ConfigError(group=opts.GROUP, option="peers", value=url,
-                                            reason="peer %r: want https://host:port"
-                                            % name)
-        self.driver = driver if driver is not None else loader.load_driver(conf)
         self.settings = settings_mod.load(conf)
+        safety.check(self.options, self.tokens, self.settings)
+        self.driver = driver if driver is not None else loader.load_driver(conf)
         self.hostname = self.driver.hostname
+        self.peers = safety.peers(self.options, self.hostname)
+        self.server_context = self.client_context = None
+        if self.options.cert_file:
+            self.server_context = tls.server_context(
+                self.options.cert_file, self.options.key_file, self.options.ca_file)
+            self.client_context = tls.client_context(
+                self.options.cert_file, self.options.key_file, self.options.ca_file)
         self.facts = facts
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
-                                         lease_s=self.options.slot_lease)
+                                         lease_s=self.options.slot_lease,
+                                         max_lifetime_s=self.options.slot_max_lifetime)
         self.registry = migrations.MigrationRegistry(history=self.options.history)
         self.probes = probe.Probes()
         self.clock, self.sleep = self.driver.flow_timing()
 
     @property
     def tls(self):
-        return bool(self.options.cert_file and self.options.key_file)
+        return self.server_context is not None
 
     # -- peers -------------------------------------------------------------------
 
-    def peer(self, destination):
-        """A :class:`RemoteDriver` for the destination a request names."""
-        url = client_mod.check_url(destination["url"], field="destination.url")
-        if self.peers:
-            allowed = set(self.peers.values())
-            host = destination.get("host")
-            if host is not None and host in self.peers and self.peers[host] != url:
-                raise errors.Forbidden(reason="destination.host %r is %s in [agent] peers, "
-                                              "not %s" % (host, self.peers[host], url))
-            if url not in allowed:
+    def peer_name(self, destination):
+        """The configured peer a request's ``destination`` names (by host or URL)."""
+        host = destination.get("host")
+        url = destination.get("url")
+        if url is not None:
+            url = client_mod.check_url(url, field="destination.url")
+        if not self.peers:
+            raise errors.Forbidden(reason="this agent has no [agent] peers: it migrates "
+                                          "only to configured peer agents")
+        if host is None:
+            host = next((n for n, u in sorted(self.peers.items()) if u == url), None)
+            if host is None:
                 raise errors.Forbidden(reason="destination.url %r is not one of [agent] "
-                                              "peers (%s)" % (url, ", ".join(sorted(allowed))))
-        client = client_mod.AgentClient(url, opts.peer_token(self.conf),
-                                        ca_file=self.options.peer_ca_file,
-                                        timeout=self.options.step_timeout)
-        remote = client_mod.RemoteDriver(client)
-        facts = remote.facts()
-        expected = destination.get("host")
-        if expected and expected != facts["hostname"]:
-            raise errors.BadRequest(field="destination.host",
-                                    reason="is %r but the agent at %s is %r"
-                                           % (expected, url, facts["hostname"]))
-        if facts["hostname"] == self.hostname:
-            raise errors.BadRequest(field="destination.url",
-                                    reason="%s is this host (%s): source and destination "
-                                           "must differ" % (url, self.hostname))
+                                              "peers (%s)" % (url, ", ".join(
+                                                  sorted(self.peers.values()))))
+        if host not in self.peers:
+            raise errors.Forbidden(reason="destination.host %r is not one of [agent] "
+                                          "peers (%s)" % (host, ", ".join(sorted(self.peers))))
+        if url is not None and url != self.peers[host]:
+            raise errors.Forbidden(reason="destination.host %r is %s in [agent] peers, "
+                                          "not %s" % (host, self.peers[host], url))
+        return host
+
+    def peer(self, destination):
+        """A :class:`RemoteDriver` for the configured peer ``destination`` names.
+
+        The peer is called at its configured URL with this host's certificate (no
+        token) and must prove, with its own certificate, that it is that host.
+        """
+        name = self.peer_name(destination)
+        client = client_mod.AgentClient(self.peers[name], None,
+                                        ca_file=self.options.ca_file,
+                                        timeout=self.options.step_timeout,
+                                        ssl_context=self.client_context, peer_name=name)
+        remote = client_mod.RemoteDriver(client, identity=name)
+        try:
+            facts = remote.facts()
+        except (errors.Unauthorized, errors.Forbidden) as err:
+            raise errors.PeerRefused(peer=name, reason="%s (is %s in its [agent] peers, "
+                                     "with a certificate from its ca_file?)"
+                                     % (err, self.hostname))
+        if facts.get("hostname") != name:
+            raise errors.Forbidden(reason="the peer authenticated as %r calls itself %r"
+                                          % (name, facts.get("hostname")))
         return remote
+
+    def plan_networks(self, remote):
+        """``(allowed, management)`` CIDRs for the plan check of a migration to ``remote``.
+
+        Allowed: ``[live_migration] migration_networks``, or else the networks of
+        this host's migration interfaces (holding its inbound address when it has
+        one, otherwise every interface that is not a management one). Management:
+        the networks of the interfaces holding bind_host and routing to the peer.
+        """
+        try:
+            interfaces = self.facts.interfaces() or []
+        except Exception as err:  # no facts: only the configured list can allow
+            LOG.warning("Cannot read this host's interfaces for the plan check: %s", err)
+            interfaces = []
+        mgmt_devs = set()
+        # the management plane: where the agent listens, and the way to the peer's
+        # agent and to its host name (the control connection)
+        for target in (urllib.parse.urlsplit(remote.client.url).hostname, remote.hostname):
+            try:
+                dev = self.facts.route_to(target).get("dev")
+            except Exception as err:
+                LOG.warning("Cannot find the route to %s: %s", target, err)
+                dev = None
+            if dev:
+                mgmt_devs.add(dev)
+
+        def nets(iface):
+            return {str(ipaddress.ip_interface("%s/%s" % (a["address"].split("%")[0],
+                                                          a["prefixlen"])).network)
+                    for a in iface.get("addresses", ()) if a.get("scope", "global")
+                    not in ("host",)}
+
+        bind = self.options.bind_host
+        for iface in interfaces:
+            if any(a["address"] == bind for a in iface.get("addresses", ())):
+                mgmt_devs.add(iface["ifname"])
+        management = set()
+        for iface in interfaces:
+            if iface["ifname"] in mgmt_devs:
+                management |= nets(iface)
+        configured = self.settings.migration.migration_networks
+        if configured is not None:
+            return tuple(configured), tuple(sorted(management))
+        mine = self.inbound()["address"]
+        allowed = set()
+        for iface in interfaces:
+            if iface["ifname"] in mgmt_devs:
+                continue
+            held = {a["address"] for a in iface.get("addresses", ())}
+            # without an inbound address of its own, every non-management interface,
+            # but only when the management one is known: otherwise fail closed
+            if (mine in held) if mine is not None else bool(mgmt_devs):
+                allowed |= nets(iface)
+        if self.settings.host.inbound_cidr is not None:
+            allowed.add(str(self.settings.host.inbound_cidr))
+        return tuple(sorted(allowed - management)), tuple(sorted(management))
 
     # -- host facts ----------------------------------------------------------------
 
@@ -149,17 +220,23 @@ class Agent:
         block = body.get("block_migration", False)
         settings = self.migration_settings(body.get("options"))
         remote = self.peer(body["destination"])
+        allowed, management = self.plan_networks(remote)
+        settings = settings.replace(migration_networks=allowed,
+                                    management_networks=management)
         info = self.driver.get_instance_info(instance)
         data = remote.plan_inbound(instance, block)
         caps = self.driver.describe()
         uris = uri_mod.resolve(settings, data, caps.capabilities,
                                dest_hostname=remote.hostname, block_migration=block,
                                driver=caps.name)
+        verdict = trust.check_plan(uris, allowed, management, remote.hostname,
+                                   remote.identity)
         plan = {"instance": info.to_dict(), "source": self.hostname,
                 "destination": remote.hostname, "destination_url": remote.client.url,
                 "block_migration": block, "migrate_data": data.to_primitive(),
                 "uris": uris.to_dict(), "settings": dataclasses.asdict(settings),
-                "driver": caps.to_dict(), "hypervisor": None}
+                "driver": caps.to_dict(), "hypervisor": None,
+                "trust": dataclasses.asdict(verdict)}
         plan["hypervisor"] = self.driver.describe_migration(instance, data, uris, settings)
         return plan
 
@@ -173,7 +250,11 @@ class Agent:
         block = body.get("block_migration", False)
         settings = self.migration_settings(body.get("options"))
         remote = self.peer(body["destination"])
+        allowed, management = self.plan_networks(remote)
+        settings = settings.replace(migration_networks=allowed,
+                                    management_networks=management)
         migration_id = self.registry.new_id()
+        remote.migration_id = migration_id
         record = migrations.MigrationRecord(
             migration_id, instance, self.hostname, remote.hostname, remote.client.url,
             block, body.get("options") or {}, facts=self.facts)
@@ -217,11 +298,23 @@ class Agent:
 
     # -- slots for incoming migrations ----------------------------------------------
 
-    def take_slot(self, body):
+    def take_slot(self, body, peer):
+        """A slot for ``peer``'s migration; ``source`` must be the authenticated peer."""
+        if body["source"] != peer:
+            raise errors.Forbidden(reason="source %r is not the authenticated peer %r"
+                                          % (body["source"], peer))
         try:
-            lease = self.slots.lease(body["migration_id"], body["source"], body["instance"])
+            lease = self.slots.lease(body["migration_id"], peer, body["instance"])
         except exception.TooManyMigrations as err:
             err.kwargs["when_busy"] = self.settings.concurrency.when_busy
             raise
         return {"migration_id": lease.migration_id, "lease_s": self.slots.lease_s,
                 "host": self.hostname}
+
+    def require_lease(self, migration_id, peer, instance):
+        """The lease ``peer`` holds here for ``migration_id`` of ``instance``, or 403."""
+        lease = self.slots.get(migration_id)
+        if lease is None or lease.source != peer or lease.instance != instance:
+            raise errors.Forbidden(reason="%s holds no slot here for migration %r of %r"
+                                          % (peer, migration_id, instance))
+        return lease

@@ -27,15 +27,19 @@ class Lease:
     source: str
     instance: str
     expires: float
+    #: When it was taken: renewals never keep it past ``created + max_lifetime_s``.
+    created: float = 0.0
 
 
 class HostSlots:
     """The slots of the host named ``hostname``; ``try_take`` never blocks."""
 
-    def __init__(self, hostname, concurrency, lease_s=120, clock=time.monotonic):
+    def __init__(self, hostname, concurrency, lease_s=120, clock=time.monotonic,
+                 max_lifetime_s=86400):
         self.hostname = hostname
         self.concurrency = concurrency
         self.lease_s = lease_s
+        self.max_lifetime_s = max_lifetime_s
         self._clock = clock
         self._limiter = limiter_mod.HostLimiter(
             settings_mod.ConcurrencySettings(max_concurrent=concurrency.max_concurrent,
@@ -66,27 +70,47 @@ class HostSlots:
         """Take a slot for a source agent's migration; idempotent per id."""
         with self._lock:
             if migration_id in self._leases:
-                self._leases[migration_id].expires = self._clock() + self.lease_s
-                return self._leases[migration_id]
+                lease = self._leases[migration_id]
+                if (lease.source, lease.instance) != (source, instance):
+                    raise exception.MigrationError(
+                        instance=instance, step="slot",
+                        reason="migration id %r is taken by %s for %s" % (
+                            migration_id, lease.source, lease.instance))
+                return self._extend(lease)
             self.try_take()
-            lease = Lease(migration_id, source, instance, self._clock() + self.lease_s)
+            now = self._clock()
+            lease = Lease(migration_id, source, instance, now + self.lease_s, now)
             self._leases[migration_id] = lease
             LOG.info("Slot taken for incoming migration %s of %s from %s (%d/%s)",
                      migration_id, instance, source, self._limiter.running(self.hostname),
                      self.concurrency.max_concurrent or "unlimited")
             return lease
 
-    def renew(self, migration_id):
+    def _extend(self, lease):
+        lease.expires = min(self._clock() + self.lease_s,
+                            lease.created + self.max_lifetime_s)
+        return lease
+
+    def get(self, migration_id):
+        self.expire()
+        with self._lock:
+            return self._leases.get(migration_id)
+
+    def renew(self, migration_id, source=None):
+        """Extend a lease (by its own source only), never past its maximum lifetime."""
+        self.expire()
         with self._lock:
             lease = self._leases.get(migration_id)
-            if lease is None:
+            if lease is None or (source is not None and lease.source != source):
                 return None
-            lease.expires = self._clock() + self.lease_s
-            return lease
+            return self._extend(lease)
 
-    def unlease(self, migration_id):
+    def unlease(self, migration_id, source=None):
         with self._lock:
-            lease = self._leases.pop(migration_id, None)
+            lease = self._leases.get(migration_id)
+            if lease is not None and source is not None and lease.source != source:
+                return None
+            self._leases.pop(migration_id, None)
         if lease is not None:
             self.give_back()
         return lease

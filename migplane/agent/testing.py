@@ -7,18 +7,16 @@ summary can be exercised without touching the machine's own network.
 """
 
 import time
+from pathlib import Path
 
 from migplane import netlink
-from migplane.agent import app as app_mod
-from migplane.agent import opts
-from migplane.agent import server as server_mod
 from migplane.agent import service
 from migplane.core import address
 from migplane.core import events
 
 IFNAMES = {"management": "mgmt0", "migration": "mig0"}
-#: The token of agents started by tests.
-TOKEN = "unit-test-token"  # noqa: S105 - a test fixture, not a secret
+#: The operator token of agents started by tests (at least 16 characters).
+TOKEN = "unit-test-token-0123456789"  # noqa: S105 - a test fixture, not a secret
 
 
 class WorldFacts:
@@ -76,16 +74,49 @@ def paced(world, real_s=0.002):
     return sleep
 
 
+class TestPKI:
+    """A throw-away CA under ``directory`` issuing each host's agent certificate once."""
+
+    def __init__(self, directory, addresses=("127.0.0.1", "::1")):
+        from migplane.lab import tls as lab_tls
+        self._tls = lab_tls
+        self.dir = Path(directory)
+        self.addresses = list(addresses)
+        self.ca_key, self.ca_cert = lab_tls.ensure_ca(self.dir / "ca", "unit-tests")
+        self.ca_file = str(self.ca_cert)
+        self._issued = {}
+
+    def issue(self, hostname):
+        """``(cert_file, key_file)`` of ``hostname`` (SAN: its name and the addresses)."""
+        if hostname not in self._issued:
+            cert, key = self._tls.issue_agent(self.ca_key, self.ca_cert,
+                                              self.dir / hostname, hostname,
+                                              self.addresses, 1000 + len(self._issued))
+            self._issued[hostname] = (str(cert), str(key))
+        return self._issued[hostname]
+
+    def options(self, hostname):
+        """The ``[agent]`` options that give ``hostname``'s agent its certificate."""
+        cert, key = self.issue(hostname)
+        return {"cert_file": cert, "key_file": key, "ca_file": self.ca_file}
+
+
+def introduce(locals_):
+    """Make every one of ``locals_`` (running LocalAgents) a peer of every other."""
+    for local in locals_:
+        for other in locals_:
+            if other is not local:
+                local.agent.peers[other.agent.hostname] = other.url
+
+
 class LocalAgent:
     """An agent serving on ``host:port`` in a thread of this process."""
 
     def __init__(self, conf, driver=None, facts=None, host="127.0.0.1", port=0):
+        from migplane.agent import main
         kwargs = {"facts": facts} if facts is not None else {}
         self.agent = service.Agent(conf, driver=driver, **kwargs)
-        options = conf[opts.GROUP]
-        self.server = server_mod.AgentServer(
-            app_mod.create_app(self.agent), host, port, threads=options.threads,
-            cert_file=options.cert_file, key_file=options.key_file)
+        self.server = main.server_for(self.agent, host, port)
 
     @property
     def url(self):
@@ -110,3 +141,31 @@ def wait_for(client, migration_id, timeout=60.0, poll=0.02):
             raise AssertionError("migration %s still %s after %.0f s (step %s)" % (
                 migration_id, record["status"], timeout, record.get("step")))
         time.sleep(poll)
+
+
+def request(local, method, path, token=TOKEN, body=None, raw=None, headers=None,
+            peer=None):
+    """One raw HTTP request to ``local``: as an operator (``token``) or as the agent
+    ``peer`` (its certificate, no token). Returns the ``requests`` response."""
+    import json
+
+    import requests
+    headers = dict(headers or {})
+    if token and peer is None:
+        headers["Authorization"] = "Bearer %s" % token
+    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    if data is not None:
+        headers.setdefault("Content-Type", "application/json")
+    cert = None if peer is None else (peer.agent.options.cert_file,
+                                      peer.agent.options.key_file)
+    return requests.request(method, local.url + path, data=data, headers=headers,
+                            timeout=10, cert=cert)
+
+
+def peer_step(source, destination, name, body, migration_id="m1"):
+    """Destination step ``name`` called by agent ``source``, holding a slot there."""
+    if destination.agent.slots.get(migration_id) is None:
+        destination.agent.slots.lease(migration_id, source.agent.hostname,
+                                      body.get("instance", "vm1"))
+    return request(destination, "POST", "/v1/steps/%s" % name, peer=source,
+                   body=dict(body, migration_id=migration_id))

@@ -42,6 +42,9 @@ def _path(error):
         reason = "must not be empty" if limit == 1 else "is too short: %s" % value
     elif kind == "maxLength":
         reason = "is too long (at most %s characters)" % limit
+    elif kind == "anyOf" and all(set(sub) == {"required"} for sub in limit):
+        reason = "needs one of the fields %s" % ", ".join(
+            repr(name) for sub in limit for name in sub["required"])
     else:
         reason = "is invalid: %s" % error.message
     return ".".join(parts) or "<body>", reason
@@ -60,11 +63,37 @@ def _no_constant(name):
     raise ValueError("%s is not JSON" % name)
 
 
+#: Deepest nesting of objects and arrays a request body may have.
+MAX_DEPTH = 32
+
+
+def _depth_error(value, limit=MAX_DEPTH):
+    """The path of the first value nested deeper than ``limit``, or None (no recursion)."""
+    stack = [(value, (), 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= limit:
+                return ".".join(path[:4]) + (".…" if len(path) > 4 else "") or "<body>"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, path + (str(k),), depth + 1) for k, v in items)
+    return None
+
+
 def parse_json(raw):
-    """Decode a request body; an empty body counts as ``{}``."""
+    """Decode a request body; an empty body counts as ``{}``. Nesting is bounded."""
     if not raw or not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise errors.BadRequest(field="<body>", reason="nests objects or arrays deeper "
+                                                       "than %d levels" % MAX_DEPTH)
     except (UnicodeDecodeError, ValueError) as err:
-        raise errors.BadRequest(field="<body>", reason="is not valid JSON (%s)" % err)
+        raise errors.BadRequest(field="<body>", reason="is not valid JSON (%s)"
+                                % str(err)[:200])
+    field = _depth_error(body)
+    if field is not None:
+        raise errors.BadRequest(field=field, reason="nests objects or arrays deeper "
+                                                    "than %d levels" % MAX_DEPTH)
+    return body

@@ -166,3 +166,20 @@ def is_ip_literal(value):
 def join_host_port(host, port):
     """``host:port`` for a URL, the IPv6 literal bracketed (``[2001:db8::1]:7480``)."""
     return "%s:%d" % (parse_host(host, allow_port=False).uri_host, port)
+
+
+def parse_networks(values, option="migration_networks"):
+    """Parse CIDR strings (or networks) into a tuple of networks; ConfigError names the bad one.
+
+    None stays None (no list given).
+    """
+    if values is None:
+        return None
+    parsed = []
+    for value in values or ():
+        try:
+            parsed.append(ipaddress.ip_network(value, strict=False))
+        except (TypeError, ValueError) as err:
+            raise exception.ConfigError(group="live_migration", option=option,
+                                        value=value, reason=str(err))
+    return tuple(parsed)

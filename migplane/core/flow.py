@@ -20,6 +20,7 @@ from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import trust
 from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ class LiveMigration:
                                         dest_hostname=self.destination.hostname,
                                         block_migration=self.block_migration,
                                         driver=caps.name)
+            trust.enforce(self.instance, self.uris, self.settings,
+                          destination=self.destination.hostname,
+                          authenticated=getattr(self.destination, "identity", None))
             info = self.source.get_instance_info(self.instance)
             if self._abort.is_set():
                 raise exception.MigrationAborted(instance=self.instance,

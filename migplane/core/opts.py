@@ -264,6 +264,19 @@ migration_opts = [
         min=0,
         help="Seconds a queued migration waits for a slot when when_busy=wait; "
              "0 waits forever."),
+    cfg.ListOpt(
+        "migration_networks",
+        default=[],
+        sample_default="<the networks of this host's migration interfaces>",
+        help="Networks (CIDRs, e.g. 198.51.100.0/24,2001:db8:2::/64) a destination's "
+             "inbound address and listen address must lie in before this host, as a "
+             "migration's source, sends it any memory. The destination chooses that "
+             "address, so it is checked like any peer answer: a name, an unspecified, "
+             "loopback or multicast address, or one on a management network is always "
+             "refused. Unset: the agent allows the networks of this host's own "
+             "migration interfaces (those holding my_live_migration_ip or an address in "
+             "inbound_cidr, with their prefix), never the management network; a library "
+             "caller that sets nothing is restricted only by the fixed rules."),
     _float_opt(
         "poll_interval",
         default=0.5,

@@ -37,6 +37,10 @@ _int = versioned.check_int
 _str = versioned.check_optional_str
 
 
+def _str_tuple(value):
+    return None if value is None else versioned.check_str_tuple(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class MigrationSettings(versioned.VersionedData):
     """How the source host migrates: the inputs of the URI policy and the monitor.
@@ -47,7 +51,8 @@ class MigrationSettings(versioned.VersionedData):
 
     # Version 1.0: scheme ... poll_interval.
     # Version 1.1: Adds control_plane and monitor_interval (Nova parity).
-    VERSION = "1.1"
+    # Version 1.2: Adds migration_networks and management_networks (core.trust).
+    VERSION = "1.2"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -67,6 +72,10 @@ class MigrationSettings(versioned.VersionedData):
     control_plane: str = _f("1.1", versioned.check_str, default=CONTROL_MANAGEMENT)
     #: Seconds between two progress records kept for operators.
     monitor_interval: int = _f("1.1", _int, default=5)
+    #: CIDRs the destination's inbound and listen addresses must lie in (core.trust).
+    migration_networks: Optional[tuple] = _f("1.2", _str_tuple)
+    #: CIDRs they must never lie in; filled by the agent from its own interfaces.
+    management_networks: tuple = _f("1.2", versioned.check_str_tuple, default=())
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -82,6 +91,10 @@ class MigrationSettings(versioned.VersionedData):
                 options="[live_migration] tunnelled and with_native_tls",
                 reason="a tunnelled migration is carried by the control connection "
                        "and cannot also use the hypervisor's native TLS")
+        for name in ("migration_networks", "management_networks"):
+            parsed = address.parse_networks(getattr(self, name), option=name)
+            if parsed is not None:
+                object.__setattr__(self, name, tuple(str(n) for n in parsed))
         if self.timeout_action not in TIMEOUT_ACTIONS:
             raise exception.ConfigError(
                 group=opts.GROUP, option="timeout_action", value=self.timeout_action,
@@ -313,6 +326,7 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         poll_interval=lm("poll_interval"),
         control_plane=lm("control_plane"),
         monitor_interval=lm("monitor_interval"),
+        migration_networks=tuple(lm("migration_networks")) or None,
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -5,7 +5,9 @@ lab starts agents.)
 
 Each agent runs in its host's network, mount and UTS namespaces with the
 real libvirt driver, binds the host's management address only, serves HTTPS
-with a certificate from a throw-away CA, and is ended by its pid. The CLI
+with its own certificate from a throw-away CA (which it also presents to its
+peers: every other lab host, listed in ``[agent] peers``), and is ended by its
+pid. The CLI
 runs in the controller namespace, which reaches the management plane only,
 as an operator's workstation would. Used by the functional tests and
 ``migplane demo``.
@@ -33,8 +35,8 @@ def _env():
 
 
 def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=None,
-                port=PORT, log_file=None, ca_file=None):
-    """The agent.conf of one lab host."""
+                port=PORT, log_file=None, ca_file=None, peers=None):
+    """The agent.conf of one lab host; ``peers`` maps the other hosts' names to URLs."""
     lines = ["[DEFAULT]"]
     if my_ip:
         lines.append("my_live_migration_ip = %s" % my_ip)
@@ -45,7 +47,11 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
     if cert and key:
         lines += ["cert_file = %s" % cert, "key_file = %s" % key]
     if ca_file:
-        lines.append("peer_ca_file = %s" % ca_file)
+        lines.append("ca_file = %s" % ca_file)
+    if peers:
+        lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
+    if not (cert and key):
+        lines.append("insecure_lab_mode = true")
     lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}
     lm.update({k: str(v) for k, v in (live_migration or {}).items()})
     lines += ["", "[live_migration]"] + ["%s = %s" % kv for kv in sorted(lm.items())]
@@ -73,8 +79,17 @@ class LabAgents:
         ca_key, ca_cert = lab_tls.ensure_ca(self.dir / "ca", self.lab.name)
         self.ca_file = str(ca_cert)
         for i, host in enumerate(self.lab.hosts):
-            lab_tls.issue_host(ca_key, ca_cert, self.dir / host.name, host.name,
-                               [host.mgmt_ip, host.name], 7000 + 2 * i)
+            lab_tls.issue_agent(ca_key, ca_cert, self.dir / host.name, host.name,
+                                [host.mgmt_ip], 7000 + i)
+
+    def peers(self, host):
+        """The other lab hosts' agents, as ``[agent] peers`` of ``host``'s."""
+        return {h.name: self.url(h) for h in self.lab.hosts if h.name != host.name}
+
+    def cert(self, host):
+        """``(cert_file, key_file)`` of ``host``'s agent."""
+        work = self.dir / host.name
+        return work / "agent-cert.pem", work / "agent-key.pem"
 
     def url(self, host):
         scheme = "https" if self.tls else "http"
@@ -97,13 +112,14 @@ class LabAgents:
         work.mkdir(parents=True, exist_ok=True)
         cert = key = None
         if self.tls:
-            cert, key = work / "server-cert.pem", work / "server-key.pem"
+            cert, key = self.cert(host)
         log = self.log_path(host)
         if log.exists():
             log.unlink()
         conf = work / "agent.conf"
         conf.write_text(config_text(host, self.token, cert, key, my_ip, live_migration,
-                                    log_file=log, ca_file=self.ca_file))
+                                    log_file=log, ca_file=self.ca_file,
+                                    peers=self.peers(host) if self.tls else None))
         conf.chmod(0o600)
         argv = [*daemon.nsenter(host.holder_pid), sys.executable, "-m",
                 "migplane.agent.main", "--config-file", str(conf)]

@@ -1,9 +1,15 @@
-"""A throw-away CA and per-host certificates for QEMU native TLS migration.
+"""A throw-away CA and per-host certificates: QEMU native TLS, and the agents' mTLS.
 
-Files land where libvirt's migrate_tls_x509_cert_dir points (the host's
-private pki dir) under the names QEMU expects: ca-cert.pem, server-cert.pem,
-server-key.pem, client-cert.pem, client-key.pem.  The key usages are the
-ones QEMU's x509 credential checks insist on.
+For QEMU, files land where libvirt's migrate_tls_x509_cert_dir points (the
+host's private pki dir) under the names QEMU expects: ca-cert.pem,
+server-cert.pem, server-key.pem, client-cert.pem, client-key.pem. The key
+usages are the ones QEMU's x509 credential checks insist on.
+
+For the agents, :func:`issue_agent` gives each host ONE certificate used both
+to serve HTTPS and, as a client certificate, to call its peers: CN and a
+subjectAltName DNS entry are the host name (its identity in the peers' ``[agent]
+peers``), plus the addresses peers dial. A production CA issues the same
+(``openssl req``/``x509 -req`` as in :func:`_issue`, or any CA), one per host.
 """
 
 import ipaddress
@@ -71,6 +77,15 @@ def _issue(ca_key, ca_cert, out_dir, stem, cn, eku, names, serial):
              "-extfile", ext, "-out", cert)
     csr.unlink()
     ext.unlink()
+
+
+def issue_agent(ca_key, ca_cert, out_dir, hostname, addresses, serial):
+    """``agent-cert.pem``/``agent-key.pem`` for host ``hostname``'s agent; returns both."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _issue(ca_key, ca_cert, out_dir, "agent", hostname, "serverAuth, clientAuth",
+           [hostname, *addresses], serial)
+    return out_dir / "agent-cert.pem", out_dir / "agent-key.pem"
 
 
 def issue_host(ca_key, ca_cert, pki_dir, hostname, names, serial_base):

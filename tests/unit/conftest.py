@@ -154,23 +154,35 @@ def assert_rolled_back(world):
 AGENT_TOKEN = testing.TOKEN
 
 
-@pytest.fixture
-def start_agent(world, host_conf):
-    """Start an agent for fake host ``host``; stopped after the test."""
-    running = []
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A throw-away CA issuing each fake host's agent certificate (SAN: name, 127.0.0.1)."""
+    return testing.TestPKI(tmp_path_factory.mktemp("pki"))
 
-    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, **overrides):
+
+@pytest.fixture
+def start_agent(world, host_conf, pki, monkeypatch):
+    """Start an agent for fake host ``host`` with its own certificate; stopped after
+    the test. Every agent the test starts is a peer of every other, and clients
+    (AgentClient, the CLI) trust the test CA through REQUESTS_CA_BUNDLE."""
+    running = []
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.ca_file)
+
+    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, peers=True,
+              **overrides):
         overrides.setdefault("driver", "fake")
         conf = host_conf(host, **overrides)
         agent_opts.register_opts(conf)
         conf.set_override("auth_tokens", list(tokens), group=agent_opts.GROUP)
-        for name, value in (agent_options or {}).items():
+        for name, value in dict(pki.options(host), **(agent_options or {})).items():
             conf.set_override(name, value, group=agent_opts.GROUP)
         local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host))
         if pace:
             local.agent.sleep = testing.paced(world)
         local.start()
         running.append(local)
+        if peers:
+            testing.introduce(running)
         return local
 
     yield start

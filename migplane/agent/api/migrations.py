@@ -1,5 +1,7 @@
 """Migrations this agent coordinates as their source, and their dry runs."""
 
+import re
+
 import flask
 
 from migplane.agent import api
@@ -28,7 +30,7 @@ def index():
 def show(migration_id):
     api.body()
     since = flask.request.args.get("since")
-    if since is not None and not since.isdigit():
+    if since is not None and not re.fullmatch(r"[0-9]{1,12}", since):
         raise errors.BadRequest(field="since", reason="must be an event number, got %r"
                                 % since)
     record = api.agent().migration(migration_id)

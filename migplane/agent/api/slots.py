@@ -11,13 +11,13 @@ bp = flask.Blueprint("slots", __name__)
 
 @bp.post("/v1/slots")
 def take():
-    return api.reply(api.agent().take_slot(api.body(schemas.SLOT)), 201)
+    return api.reply(api.agent().take_slot(api.body(schemas.SLOT), flask.g.peer), 201)
 
 
 @bp.put("/v1/slots/<migration_id>")
 def renew(migration_id):
     api.body()
-    if api.agent().slots.renew(migration_id) is None:
+    if api.agent().slots.renew(migration_id, source=flask.g.peer) is None:
         raise errors.NotFound(what="Slot", name=migration_id)
     return api.reply({"migration_id": migration_id,
                       "lease_s": api.agent().slots.lease_s})
@@ -26,7 +26,7 @@ def renew(migration_id):
 @bp.delete("/v1/slots/<migration_id>")
 def release(migration_id):
     api.body()
-    if api.agent().slots.unlease(migration_id) is None:
+    if api.agent().slots.unlease(migration_id, source=flask.g.peer) is None:
         raise errors.NotFound(what="Slot", name=migration_id)
     return api.reply({"migration_id": migration_id, "released": True})
 

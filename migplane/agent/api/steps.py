@@ -1,4 +1,4 @@
-"""The driver steps, ``POST /v1/steps/<name>``, for a flow coordinated elsewhere.
+"""The destination-side driver steps, ``POST /v1/steps/<name>``, for a peer's flow.
 
 Each step takes and returns what the driver method does, with MigrateData
 as ``to_primitive()``; the body schemas are in :data:`schemas.STEPS`.
@@ -34,32 +34,9 @@ def _plan_inbound(agent, body):
     return _data(agent.plan_inbound(body["instance"], body.get("block_migration", False)))
 
 
-def _live_migration(agent, body):
-    agent.driver.live_migration(body["instance"], wire.load_data(body["migrate_data"]),
-                                wire.load_uris(body["uris"]),
-                                wire.load_settings(body["settings"]))
-    return {}
-
-
-def _progress(agent, body):
-    return {"progress": agent.driver.get_job_progress(body["instance"]).to_dict()}
-
-
-def _abort(agent, body):
-    agent.driver.abort_job(body["instance"])
-    return {}
-
-
-def _force(agent, body):
-    agent.driver.force_complete(body["instance"], post_copy=body["post_copy"])
-    return {}
-
-
-def _downtime(agent, body):
-    agent.driver.set_max_downtime(body["instance"], body["downtime_ms"])
-    return {}
-
-
+#: Destination-side steps, served to the authenticated source of a migration that
+#: holds a slot here. Source-side steps are never remote operations: the source
+#: agent runs them on its own driver, with URIs its own policy built.
 HANDLERS = {
     "check_can_live_migrate_destination": _check_destination,
     "plan_inbound": _plan_inbound,
@@ -67,15 +44,9 @@ HANDLERS = {
     "post_live_migration_at_destination": _with_data("post_live_migration_at_destination"),
     "rollback_live_migration_at_destination":
         _with_data("rollback_live_migration_at_destination"),
-    "check_can_live_migrate_source": _with_data("check_can_live_migrate_source"),
-    "live_migration": _live_migration,
-    "get_job_progress": _progress,
-    "abort_job": _abort,
-    "force_complete": _force,
-    "set_max_downtime": _downtime,
-    "post_live_migration_at_source": _with_data("post_live_migration_at_source"),
-    "rollback_live_migration_at_source": _with_data("rollback_live_migration_at_source"),
 }
+#: Steps that prepare nothing, for a dry run (``migplane explain``): no slot needed.
+WITHOUT_SLOT = ("plan_inbound",)
 assert set(HANDLERS) == set(schemas.STEPS)
 
 
@@ -84,7 +55,10 @@ def step(name):
     if name not in HANDLERS:
         raise errors.NotFound(what="Step", name=name)
     body = api.body(schemas.STEPS[name])
-    return api.reply(HANDLERS[name](api.agent(), body))
+    agent = api.agent()
+    if name not in WITHOUT_SLOT:
+        agent.require_lease(body["migration_id"], flask.g.peer, body["instance"])
+    return api.reply(HANDLERS[name](agent, body))
 
 
 @bp.get("/v1/steps")

@@ -156,7 +156,7 @@ def test_check_detects_a_route_over_the_management_interface(lab, agents):
 
 PROBE = r"""
 import json, sys, requests
-url, token, ca = sys.argv[1:4]
+url, token, ca, peer_cert, peer_key = sys.argv[1:6]
 out = {}
 def call(name, method, path, **kw):
     r = requests.request(method, url + path, verify=ca, timeout=10, **kw)
@@ -167,30 +167,49 @@ call("bad_token", "GET", "/v1/host", headers={"Authorization": "Bearer nope"})
 auth = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
 call("not_json", "POST", "/v1/migrations", headers=auth, data="{oops")
 call("missing", "POST", "/v1/migrations", headers=auth, data="{}")
-call("bad_type", "POST", "/v1/steps/pre_live_migration", headers=auth,
-     data=json.dumps({"instance": "x", "migrate_data": {
+peer = {"cert": (peer_cert, peer_key), "headers": {"Content-Type": "application/json"}}
+call("step_by_token", "POST", "/v1/steps/pre_live_migration", headers=auth, data="{}")
+call("slot", "POST", "/v1/slots", **peer, data=json.dumps(
+    {"migration_id": "m1", "source": "host-a", "instance": "x"}))
+call("bad_type", "POST", "/v1/steps/pre_live_migration", **peer,
+     data=json.dumps({"instance": "x", "migration_id": "m1", "migrate_data": {
          "migplane.name": 1, "migplane.version": "1.1", "migplane.data": {}}}))
-call("bad_addr", "POST", "/v1/steps/pre_live_migration", headers=auth, data=json.dumps(
-    {"instance": "x", "migrate_data": {"migplane.name": "MigrateData",
+call("bad_addr", "POST", "/v1/steps/pre_live_migration", **peer, data=json.dumps(
+    {"instance": "x", "migration_id": "m1", "migrate_data": {
+     "migplane.name": "MigrateData",
      "migplane.version": "1.1", "migplane.data": {"target_connect_addr": "1.2.3.4/x",
      "inbound_addr_source": "option"}}}))
+call("released", "DELETE", "/v1/slots/m1", **peer)
+call("no_slot", "POST", "/v1/steps/pre_live_migration", **peer, data=json.dumps(
+    {"instance": "x", "migration_id": "m1", "migrate_data": {
+     "migplane.name": "MigrateData", "migplane.version": "1.1", "migplane.data": {}}}))
+call("source_step", "POST", "/v1/steps/live_migration", **peer, data="{}")
+call("peer_as_operator", "GET", "/v1/migrations", cert=(peer_cert, peer_key))
 call("ok", "GET", "/v1/host", headers=auth)
 print(json.dumps(out))
 """
 
 
 def test_unauthenticated_and_malformed_requests_are_refused(lab, agents):
-    b = lab.hosts[1]
+    a, b = lab.hosts
     done = lab.run_controller(
         [inlab.sys.executable, "-c", PROBE, agents.urls[b.name], agents.token,
-         agents.ca_file], env=inlab._env(), check=False, timeout=60)
+         agents.ca_file, *map(str, agents.cert(a))], env=inlab._env(), check=False,
+        timeout=60)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["no_token"][0] == 401 and seen["bad_token"][0] == 401
     assert seen["not_json"][0] == 400 and "not valid JSON" in seen["not_json"][1]
     assert seen["missing"][0] == 400 and "'instance'" in seen["missing"][1]
+    # destination steps: a token is not enough; a peer's data is validated, and
+    # a peer without a slot for the migration is refused; source steps are not served
+    assert seen["step_by_token"][0] == 401 and "peer agents only" in seen["step_by_token"][1]
     assert seen["bad_type"][0] == 400 and "migplane.name" in seen["bad_type"][1]
     assert seen["bad_addr"][0] == 400 and "target_connect_addr" in seen["bad_addr"][1]
+    assert seen["slot"][0] == 201 and seen["released"][0] == 200
+    assert seen["no_slot"][0] == 403 and "no slot" in seen["no_slot"][1]
+    assert seen["source_step"][0] == 404
+    assert seen["peer_as_operator"][0] == 401
     assert seen["ok"][0] == 200
     # and the agent goes on serving the CLI
     code, _, err = cli(agents, "check", "--from", "host-a", "--to", "host-b")
@@ -264,3 +283,28 @@ def test_the_per_host_limit_refuses_or_queues(lab, agents, kernel, when_busy):
             for host in lab.hosts:
                 guest.destroy_guest(host, name)
         agents.start(a, my_ip=a.mig_ip)
+
+
+def test_a_destination_answering_its_management_address_moves_nothing(
+        lab, agents, kernel, guest_name):
+    a, b = lab.hosts
+    rogue = "192.0.2.112"  # another address of host-b, on the management network
+    b.run(["ip", "addr", "add", rogue + "/24", "dev", b.mgmt_if])
+    try:
+        agents.start(b, my_ip=rogue)  # a compromised or misconfigured destination
+        guest.define_guest(a, guest_name, kernel, memory_mib=64,
+                           cmdline=guest.cmdline(tick_ms=100))
+        before = _counters(lab)
+        code, out, err = cli(agents, "migrate", guest_name, "--from", "host-a", "--to",
+                             "host-b")
+        after = _counters(lab)
+        assert code != 0
+        assert rogue in out + err and "'management'" in out + err
+        assert _state(a, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+        assert _state(b, guest_name) is None
+        sent = after["host-a"]["management"]["tx_bytes"] - \
+            before["host-a"]["management"]["tx_bytes"]
+        assert sent < 4 * MIB  # no guest memory went anywhere
+    finally:
+        b.run(["ip", "addr", "del", rogue + "/24", "dev", b.mgmt_if], check=False)
+        agents.start(b, my_ip=b.mig_ip)

@@ -4,7 +4,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -27,22 +26,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 (it is its own CA)."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = str(d / "agent.pem"), str(d / "agent.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return cert, key
+@pytest.fixture
+def tls_lines(pki):
+    """The [agent] lines giving host-a its certificate from the test CA."""
+    return "\n".join("%s = %s" % kv for kv in pki.options("host-a").items())
 
 
-def config_text(port, extra="", world="unit-tests"):
+def config_text(port, extra="", world="unit-tests", tls=None):
     lines = ["[DEFAULT]", "my_live_migration_ip = 198.51.100.11", "",
              "[agent]", "bind_host = 127.0.0.1", "port = %d" % port,
-             "auth_tokens = %s" % TOKEN, extra, "",
+             "auth_tokens = %s" % TOKEN, tls or "insecure_lab_mode = true", extra, "",
              "[live_migration]", "driver = fake", "hostname = host-a",
              "max_concurrent = 2", "when_busy = refuse", "",
              "[driver_fake]", "world = %s" % world]
@@ -53,31 +46,88 @@ def test_list_opts_names_the_agent_group():
     (group, options), = agent_opts.list_opts()
     assert group == "agent"
     names = {o.name for o in options}
-    assert {"bind_host", "port", "auth_tokens", "cert_file", "key_file",
-            "peer_token", "peer_ca_file", "peers"} <= names
+    assert {"bind_host", "port", "auth_tokens", "cert_file", "key_file", "ca_file",
+            "peers", "insecure_lab_mode", "request_timeout", "max_header_bytes",
+            "max_connections", "slot_max_lifetime"} <= names
+    assert "peer_token" not in names  # operator tokens are never sent to peers
     assert next(o for o in options if o.name == "auth_tokens").secret
 
 
-def test_build_from_a_configuration_file(world, write_config):
+def test_build_from_a_configuration_file(world, write_config, tls_lines, pki):
     port = free_port()
-    conf = agent_main.build_conf(["--config-file", write_config(config_text(port))])
+    text = config_text(port, "peers = host-b:https://192.0.2.12:7480", tls=tls_lines)
+    text = text.replace("ca_file", "peer_ca_file")  # the deprecated name still works
+    conf = agent_main.build_conf(["--config-file", write_config(text)])
     agent, server = agent_main.build(conf)
     assert agent.hostname == "host-a"
     assert agent.settings.host.my_live_migration_ip == "198.51.100.11"
     assert agent.settings.concurrency.when_busy == "refuse"
-    assert agent.tokens == [TOKEN] and not agent.tls
-    assert server.address == ("127.0.0.1", port) and server.url.startswith("http://")
+    assert agent.tokens == [TOKEN] and agent.tls
+    assert agent.options.ca_file == pki.ca_file
+    assert agent.peers == {"host-b": "https://192.0.2.12:7480"}
+    assert server.address == ("127.0.0.1", port) and server.url.startswith("https://")
+
+
+def test_plain_http_only_in_insecure_lab_mode(world, write_config):
+    port = free_port()
+    conf = agent_main.build_conf(["--config-file", write_config(config_text(port))])
+    agent, server = agent_main.build(conf)
+    assert not agent.tls and server.url.startswith("http://")
 
 
 @pytest.mark.parametrize("extra,message", [
     ("auth_tokens = ", "auth_tokens"),
-    ("cert_file = /x.pem", "cert_file and key_file"),
     ("peers = host-b:ftp//x", "peers"),
+    ("peers = host-b:https://192.0.2.12:7480/x", "peers"),
 ])
 def test_bad_agent_configuration_exits_2(world, write_config, capsys, extra, message):
     path = write_config(config_text(free_port(), extra))
     assert agent_main.main(["--config-file", path]) == 2
     assert message in capsys.readouterr().err
+
+
+def unsafe_cases(pki, tmp):
+    """(extra [agent] lines, text the error must hold) of setups refused at start."""
+    cert, key = pki.issue("host-a")
+    other_cert, other_key = pki.issue("host-b")
+    readable = tmp / "readable-key.pem"
+    readable.write_bytes(open(key, "rb").read())
+    readable.chmod(0o644)
+    garbage = tmp / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    tls = "cert_file = %s\nkey_file = %s\nca_file = %s\n" % (cert, key, pki.ca_file)
+    return [
+        ("", "cert_file"),  # plain HTTP
+        ("auth_tokens = short\n" + tls, "auth_tokens"),
+        ("cert_file = %s\nkey_file = %s" % (cert, readable), "readable by others"),
+        ("bind_host = 0.0.0.0\n" + tls, "bind_host"),
+        ("bind_host = ::\n" + tls, "bind_host"),
+        ("bind_host = 198.51.100.11\n" + tls, "migration address"),
+        ("peers = host-b:http://192.0.2.12:7480\n" + tls, "https://"),
+        ("peers = host-b:https://192.0.2.12:7480\ncert_file = %s\nkey_file = %s"
+         % (cert, key), "ca_file"),
+        ("cert_file = /nonexistent.pem\nkey_file = %s" % key, "/nonexistent.pem"),
+        ("cert_file = %s\nkey_file = /nonexistent.key" % cert, "/nonexistent.key"),
+        ("cert_file = %s\nkey_file = %s" % (key, cert), "swapped"),
+        ("cert_file = %s\nkey_file = %s" % (cert, other_key), "not a pair"),
+        ("cert_file = %s\nkey_file = %s" % (garbage, key), "garbage.pem"),
+        ("cert_file = %s\nkey_file = %s\nca_file = %s" % (cert, key, garbage),
+         "garbage.pem"),
+        ("cert_file = /x.pem", "cert_file and key_file"),
+    ]
+
+
+def test_unsafe_setups_refuse_to_start_with_exit_2(world, write_config, capsys, pki,
+                                                   tmp_path):
+    for extra, message in unsafe_cases(pki, tmp_path):
+        text = config_text(free_port(), extra, tls="# no insecure_lab_mode")
+        if "auth_tokens = short" in extra:
+            text = text.replace("auth_tokens = %s\n" % TOKEN, "")
+        path = write_config(text)
+        assert agent_main.main(["--config-file", path]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err, (extra, err)
+        assert "Traceback" not in err and TOKEN not in err and "short" not in err
 
 
 def test_unparsable_option_exits_2(world, write_config, capsys):
@@ -111,11 +161,11 @@ def restore_process_state():
 
 
 def test_main_serves_https_logs_like_oslo_and_stops_on_sigterm(
-        world, write_config, tmp_path, certificate, restore_process_state):
-    cert, key = certificate
+        world, write_config, tmp_path, pki, tls_lines, restore_process_state):
+    cert = pki.ca_file
     port = free_port()
     log = tmp_path / "agent.log"
-    path = write_config(config_text(port, "cert_file = %s\nkey_file = %s" % (cert, key)))
+    path = write_config(config_text(port, tls=tls_lines))
     seen = {}
 
     def exercise():

@@ -138,35 +138,46 @@ def test_unknown_migration_and_unreachable_destination(pair, client):
     a, _ = pair
     with pytest.raises(errors.NotFound, match="nope"):
         client(a).get("/v1/migrations/nope")
+    a.agent.peers["host-c"] = "https://127.0.0.1:9"
     with pytest.raises(errors.AgentUnreachable, match="127.0.0.1:9"):
         client(a).post("/v1/migrations", {"instance": "vm1",
-                                          "destination": {"url": "http://127.0.0.1:9"}})
+                                          "destination": {"host": "host-c"}})
     assert a.agent.registry.all() == []
 
 
-def test_destination_must_differ_and_match_its_name(pair, client):
+def test_only_configured_peers_are_destinations(pair, client):
     a, b = pair
-    with pytest.raises(errors.BadRequest, match="this host"):
-        start(client(a), a)
-    with pytest.raises(errors.BadRequest, match="'host-c' but the agent"):
-        client(a).post("/v1/migrations", {"instance": "vm1", "destination": {
-            "url": b.url, "host": "host-c"}})
+    for destination, message in [
+            ({"url": a.url}, "not one of"),                    # itself: not a peer
+            ({"url": "https://127.0.0.1:9"}, "not one of"),    # a URL a caller names
+            ({"host": "host-c"}, "not one of"),
+            ({"url": "https://127.0.0.1:9", "host": "host-b"}, "not https://127.0.0.1:9"),
+    ]:
+        with pytest.raises(errors.Forbidden, match=message):
+            client(a).post("/v1/migrations", {"instance": "vm1",
+                                              "destination": destination})
+    assert a.agent.registry.all() == []
+    record = start(client(a), b)  # by URL: the configured one
+    assert testing.wait_for(client(a), record["id"])["status"] == "completed"
 
 
-def test_peers_allow_list(world, start_agent, client):
+def test_a_peer_whose_certificate_is_another_host_is_refused(pair, world, client):
+    a, b = pair
+    a.agent.peers["host-c"] = b.url  # host-b's agent posing as host-c
+    with pytest.raises(errors.AgentUnreachable, match="host-c"):
+        client(a).post("/v1/migrations", {"instance": "vm1",
+                                          "destination": {"host": "host-c"}})
+    assert world.where("vm1") == ["host-a"] and a.agent.registry.all() == []
+
+
+def test_the_destination_must_know_the_source_as_a_peer(world, start_agent, client):
     world.add_guest("host-a", "vm1")
-    b = start_agent("host-b")
-    a = start_agent("host-a", agent_options={"peers": {"host-b": "http://192.0.2.12:7480"}})
-    with pytest.raises(errors.Forbidden, match="not one of"):
+    b = start_agent("host-b", peers=False)
+    a = start_agent("host-a", peers=False)
+    a.agent.peers["host-b"] = b.url
+    with pytest.raises(errors.PeerRefused, match="host-a in its"):
         start(client(a), b)
-
-
-def test_the_destination_needs_the_source_peer_token(world, start_agent, client):
-    world.add_guest("host-a", "vm1")
-    b = start_agent("host-b", tokens=("b-only",))
-    a = start_agent("host-a")
-    with pytest.raises(errors.Unauthorized):
-        start(client(a), b)
+    assert world.where("vm1") == ["host-a"]
 
 
 def test_a_guest_migrates_once_at_a_time(pair, world, client):
@@ -270,3 +281,21 @@ def test_plan_refuses_what_the_driver_cannot_do(world, start_agent, client):
     b = start_agent("host-b", my_live_migration_ip=MIG_B)
     with pytest.raises(exception.UnsupportedFeature, match="gopher"):
         client(a).post("/v1/plans", {"instance": "vm1", "destination": {"url": b.url}})
+
+
+def test_operator_tokens_never_reach_a_peer(pair, world, client):
+    a, b = pair
+    seen = []
+    app = b.server.app
+
+    def spy(environ, start_response):
+        seen.append((environ["PATH_INFO"], environ.get("HTTP_AUTHORIZATION"),
+                     environ.get("HTTP_X_AUTH_TOKEN"), bool(environ["migplane.peer_cert"])))
+        return app(environ, start_response)
+
+    b.server.app = spy
+    record = start(client(a), b)
+    assert testing.wait_for(client(a), record["id"])["status"] == "completed"
+    paths = {path for path, *_ in seen}
+    assert {"/v1/host", "/v1/slots", "/v1/steps/pre_live_migration"} <= paths
+    assert all(auth is None and token is None and cert for _, auth, token, cert in seen)

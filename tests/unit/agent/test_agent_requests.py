@@ -3,22 +3,14 @@
 import json
 
 import pytest
-import requests
 
 from migplane.agent import testing
 
 TOKEN = testing.TOKEN
 
 
-def call(local, method, path, token=TOKEN, body=None, raw=None, headers=None):
-    headers = dict(headers or {})
-    if token:
-        headers["Authorization"] = "Bearer %s" % token
-    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-    if data is not None:
-        headers.setdefault("Content-Type", "application/json")
-    return requests.request(method, local.url + path, data=data, headers=headers,
-                            timeout=10)
+call = testing.request
+step = testing.peer_step
 
 
 def assert_still_serving(local):
@@ -47,10 +39,11 @@ def test_requests_without_a_valid_token_get_401(pair, headers, method, path):
 
 
 def test_x_auth_token_and_rotated_tokens_are_accepted(world, start_agent):
-    local = start_agent("host-a", tokens=("old-token", "new-token"))
-    assert call(local, "GET", "/v1/host", token="old-token").status_code == 200
+    old, new = "old-token-0123456789", "new-token-0123456789"
+    local = start_agent("host-a", tokens=(old, new))
+    assert call(local, "GET", "/v1/host", token=old).status_code == 200
     assert call(local, "GET", "/v1/host", token=None,
-                headers={"X-Auth-Token": "new-token"}).status_code == 200
+                headers={"X-Auth-Token": new}).status_code == 200
     assert call(local, "GET", "/v1/host", token="other").status_code == 401
 
 
@@ -131,8 +124,8 @@ def _data(**fields):
     ({"instance": "vm1", "migrate_data": _data(block_migration="no")}, "block_migration"),
 ])
 def test_bad_migrate_data_is_refused_naming_the_field(pair, world, body, field):
-    _, b = pair
-    answer = call(b, "POST", "/v1/steps/pre_live_migration", body=body)
+    a, b = pair
+    answer = step(a, b, "pre_live_migration", body)
     assert answer.status_code == 400, answer.text
     assert field in answer.json()["error"]["message"]
     assert "vm1" not in world.hosts["host-b"].prepared
@@ -140,16 +133,16 @@ def test_bad_migrate_data_is_refused_naming_the_field(pair, world, body, field):
 
 
 def test_migrate_data_of_another_major_version_is_refused(pair):
-    _, b = pair
+    a, b = pair
     body = {"instance": "vm1", "migrate_data": dict(_data(), **{"migplane.version": "2.0"})}
-    answer = call(b, "POST", "/v1/steps/pre_live_migration", body=body)
+    answer = step(a, b, "pre_live_migration", body)
     assert answer.status_code == 400
     assert answer.json()["error"]["type"] == "IncompatibleVersion"
 
 
 @pytest.mark.parametrize("method,path,status", [
     ("GET", "/v1/nowhere", 404), ("DELETE", "/v1/host", 405),
-    ("POST", "/v1/steps/format_disk", 404), ("GET", "/v1/migrations/0123abc", 404),
+    ("POST", "/v1/steps/format_disk", 401), ("GET", "/v1/migrations/0123abc", 404),
     ("GET", "/v1/instances/no-such-vm", 404), ("GET", "/v1/instances/bad%20name", 400),
     ("GET", "/v1/migrations/x?since=yesterday", 400),
     ("GET", "/v1/host/route", 400), ("GET", "/v1/host/route?to=a/b", 400),
@@ -179,11 +172,10 @@ def test_oversized_bodies_are_refused(world, start_agent):
 
 
 def test_unexpected_errors_are_500_without_trace_and_logged(pair, world, caplog):
-    _, b = pair
+    a, b = pair
     world.fail("host-b", "check_can_live_migrate_destination",
                ZeroDivisionError("boom"))
-    answer = call(b, "POST", "/v1/steps/check_can_live_migrate_destination",
-                  body={"instance": "vm1"})
+    answer = step(a, b, "check_can_live_migrate_destination", {"instance": "vm1"})
     assert answer.status_code == 500
     message = answer.json()["error"]["message"]
     assert "ZeroDivisionError: boom" in message and "ref " in message
@@ -195,9 +187,9 @@ def test_unexpected_errors_are_500_without_trace_and_logged(pair, world, caplog)
 
 def test_driver_errors_keep_their_type_and_status(pair):
     a, _ = pair
-    answer = call(a, "POST", "/v1/steps/get_job_progress", body={"instance": "vm1"})
+    answer = call(a, "GET", "/v1/instances/ghost")
     assert answer.status_code == 404
-    assert answer.json()["error"]["type"] == "NoActiveMigration"
+    assert answer.json()["error"]["type"] == "InstanceNotFound"
 
 
 def test_many_bad_requests_then_a_migration_still_works(pair, world, client):

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
+from migplane.agent import testing
 from migplane.cli.commands import check as check_mod
 
-TOKEN = "unit-test-token"
+TOKEN = testing.TOKEN
 
 
 @pytest.fixture
@@ -14,7 +15,9 @@ def loopback_b(world, start_agent):
     """host-b whose migration-plane address is 127.0.0.1, so the probe can bind it."""
     world.hosts["host-b"].addresses["127.0.0.1"] = "migration"
     a = start_agent("host-a")
-    b = start_agent("host-b", my_live_migration_ip="127.0.0.1")
+    # its agent binds 127.0.0.1 too: only a lab may do that
+    b = start_agent("host-b", my_live_migration_ip="127.0.0.1",
+                    agent_options={"insecure_lab_mode": True})
     return a, b
 
 

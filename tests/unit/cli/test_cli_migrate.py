@@ -3,6 +3,7 @@
 import io
 import json
 
+from migplane.agent import testing
 from migplane.cli import progress as progress_mod
 from migplane.cli.commands import migrate
 
@@ -80,7 +81,7 @@ def test_explain_legacy_destination(cli, world, start_agent):
     world.add_guest("host-a", "vm1")
     a, b = start_agent("host-a"), start_agent("host-b")
     code, out, _ = cli("explain", "vm1", "--from", a.url, "--to", b.url, "--token",
-                       "unit-test-token")
+                       testing.TOKEN)
     assert code == 0
     assert "destination inbound address: none" in out
     assert "my_live_migration_ip unset" in out

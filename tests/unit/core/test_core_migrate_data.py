@@ -20,7 +20,7 @@ EXPECTED_FINGERPRINTS = {
     capabilities.Capabilities: "1.0-50e6e308f2cc2d72",
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
-    settings.MigrationSettings: "1.1-67cd3695e825f2bf",
+    settings.MigrationSettings: "1.2-b8e57f34e7707be2",
 }
 
 

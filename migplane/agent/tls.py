@@ -1,0 +1,100 @@
+"""TLS of the agent: its own certificate, the peers' CA, and who a peer is.
+
+Every host has its own certificate (``[agent] cert_file``/``key_file``),
+signed by a CA the other agents trust (``[agent] ca_file``). It serves HTTPS
+with it and presents it, as a client certificate, when it calls a peer: a
+peer's identity is the DNS name in its certificate's subjectAltName that is
+one of ``[agent] peers``. Files are checked when the agent starts, so a
+missing, swapped or mismatched file is a configuration error naming it.
+"""
+
+import os
+import ssl
+import stat
+
+from migplane.core import exception
+
+GROUP = "agent"
+
+
+def _config_error(option, value, reason):
+    return exception.ConfigError(group=GROUP, option=option, value=value, reason=reason)
+
+
+def check_key_file(path, insecure=False):
+    """Refuse a private key that others can read (unless ``insecure``)."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError as err:
+        raise _config_error("key_file", path, "cannot be read: %s" % err.strerror)
+    if b"PRIVATE KEY-----" not in head:
+        raise _config_error("key_file", path, "holds no PEM private key%s" % (
+            ": are cert_file and key_file swapped?" if b"CERTIFICATE-----" in head
+            else ""))
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) and not insecure:
+        raise _config_error("key_file", path, "is readable by others (mode %o): "
+                            "chmod 600 it" % stat.S_IMODE(mode))
+
+
+def _load_chain(context, cert_file, key_file):
+    for option, path in (("cert_file", cert_file), ("key_file", key_file)):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise _config_error(option, path, "is not a readable file")
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as err:
+        raise _config_error("cert_file", cert_file,
+                            "cannot be used with key_file %s: %s (are they swapped, or "
+                            "not a pair?)" % (key_file, err.reason or err))
+    except OSError as err:
+        raise _config_error("cert_file", cert_file, "cannot be read: %s" % err)
+
+
+def _load_ca(context, ca_file):
+    if not os.path.isfile(ca_file):
+        raise _config_error("ca_file", ca_file, "is not a readable file")
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (ssl.SSLError, OSError) as err:
+        raise _config_error("ca_file", ca_file, "is not a PEM CA bundle: %s" % err)
+
+
+def server_context(cert_file, key_file, ca_file=None):
+    """Serve TLS >= 1.2; ask for (not require) a client certificate signed by ``ca_file``.
+
+    Operators authenticate with a token and need no certificate; a peer's call is
+    accepted only with one (see :func:`peer_identity`).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(context, cert_file, key_file)
+    if ca_file:
+        _load_ca(context, ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def client_context(cert_file, key_file, ca_file):
+    """Call peers: verify them against ``ca_file``, present this host's certificate."""
+    context = ssl.create_default_context() if not ca_file else \
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file:
+        _load_ca(context, ca_file)
+    _load_chain(context, cert_file, key_file)
+    return context
+
+
+def names(cert):
+    """The DNS names a parsed certificate (``getpeercert()``) is for."""
+    if not cert:
+        return ()
+    return tuple(value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS")
+
+
+def peer_identity(cert, peers):
+    """The one peer host name ``cert`` proves, or None."""
+    matches = sorted(set(names(cert)) & set(peers))
+    return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,157 @@
+"""Whether the source may carry out the plan its destination answered.
+
+The destination names where the bulk stream goes (its inbound address, the
+listen address): a source that followed that answer blindly would send guest
+memory wherever a compromised or impersonated destination says. Pure: the
+resolved :class:`~migplane.core.uri.MigrationURIs`, the networks the source
+allows and its management networks, and the identity it authenticated the
+destination as, in; a frozen :class:`Verdict` naming the value and the rule
+out. Nothing here resolves names: a name could point anywhere, so the
+migration plane is only accepted as an address.
+
+Rules, in order:
+
+* ``identity``: the destination's host name is the identity the source
+  authenticated (when it authenticated one).
+* ``address``: the inbound address is an IP address, not a name, and not an
+  unspecified, loopback, multicast or reserved one.
+* ``management``: it is on none of the source's management networks.
+* ``networks``: it lies inside one of the allowed migration networks (None
+  restricts nothing, an empty list allows nothing: the agent always passes a
+  list).
+* ``listen``: the destination's listen address is the inbound address or
+  passes the same three rules.
+* Without an inbound address (the legacy plan) nothing came from the
+  destination that addresses the bulk stream, but a listen address must not
+  appear either.
+"""
+
+import dataclasses
+import ipaddress
+from typing import Optional
+from typing import Tuple
+
+from migplane.core import address
+from migplane.core import exception
+from migplane.core import uri as uri_mod
+
+IDENTITY = "identity"
+ADDRESS = "address"
+MANAGEMENT = "management"
+NETWORKS = "networks"
+LISTEN = "listen"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """``allowed``, or the refused ``value``, the ``rule`` it broke and why."""
+
+    allowed: bool
+    rule: Optional[str] = None
+    value: Optional[str] = None
+    reason: str = ""
+    checked: Tuple[str, ...] = ()
+
+
+def _ip(value):
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _bare(ip):
+    """The address without an IPv6 zone id, so that network membership works."""
+    return ipaddress.ip_address(str(ip).split("%", 1)[0])
+
+
+def _inside(ip, nets):
+    return next((n for n in nets if n.version == ip.version and _bare(ip) in n), None)
+
+
+def _check_address(field, value, allowed, management):
+    """None when ``value`` may receive guest memory, else a refusing Verdict."""
+    try:
+        host = address.parse_host(value, field=field, allow_port=False).host
+    except exception.InvalidAddress as err:
+        return Verdict(False, ADDRESS, value, "%s %r is not an address: %s"
+                       % (field, value, err.kwargs.get("reason", err)))
+    ip = _ip(host)
+    if ip is None:
+        return Verdict(False, ADDRESS, value,
+                       "%s %r is a name; the migration plane is accepted only as an IP "
+                       "address the source can check against migration_networks"
+                       % (field, value))
+    bare = _bare(ip)
+    if bare.is_unspecified or bare.is_loopback or bare.is_multicast or bare.is_reserved:
+        return Verdict(False, ADDRESS, value, "%s %r is an unspecified, loopback, "
+                       "multicast or reserved address" % (field, value))
+    net = _inside(ip, management or ())
+    if net is not None:
+        return Verdict(False, MANAGEMENT, value, "%s %r is on the management network %s; "
+                       "the bulk stream never rides it" % (field, value, net))
+    if allowed is not None and _inside(ip, allowed) is None:
+        return Verdict(False, NETWORKS, value, "%s %r is outside the allowed migration "
+                       "networks (%s)" % (field, value, ", ".join(str(n) for n in allowed)
+                                          or "none: set [live_migration] "
+                                             "migration_networks"))
+    return None
+
+
+def check_plan(uris, migration_networks=None, management_networks=(), destination=None,
+               authenticated=None):
+    """The :class:`Verdict` on ``uris``, resolved from a destination's answer.
+
+    :param migration_networks: CIDRs the inbound and listen addresses must lie in
+        (None: not restricted by a list).
+    :param management_networks: CIDRs they must never lie in.
+    :param destination: the host name the destination answered with.
+    :param authenticated: the identity the source authenticated it as, or None.
+    """
+    allowed = address.parse_networks(migration_networks)
+    management = address.parse_networks(management_networks, option="management_networks")
+    checked = []
+    if authenticated is not None:
+        checked.append(IDENTITY)
+        if destination != authenticated:
+            return Verdict(False, IDENTITY, destination,
+                           "the destination calls itself %r but the source authenticated "
+                           "%r" % (destination, authenticated), tuple(checked))
+    if uris.plane != uri_mod.MIGRATION:
+        if uris.listen_address is not None:
+            return Verdict(False, LISTEN, uris.listen_address,
+                           "listen_address %r without an inbound address"
+                           % uris.listen_address, tuple(checked))
+        return Verdict(True, checked=tuple(checked))
+    checked += [ADDRESS, MANAGEMENT, NETWORKS]
+    refused = _check_address("inbound address", uris.bulk_host, allowed, management)
+    if refused is not None:
+        return dataclasses.replace(refused, checked=tuple(checked))
+    listen = uris.listen_address
+    if listen is not None:
+        checked.append(LISTEN)
+        same = _ip(listen) is not None and _ip(listen) == _ip(
+            address.parse_host(uris.bulk_host, allow_port=False).host)
+        if not same:
+            if allowed is None:
+                return Verdict(False, LISTEN, listen, "listen_address %r is not the "
+                               "inbound address %r" % (listen, uris.bulk_host),
+                               tuple(checked))
+            refused = _check_address("listen_address", listen, allowed, management)
+            if refused is not None:
+                return dataclasses.replace(refused, rule=LISTEN
+                                           if refused.rule == ADDRESS else refused.rule,
+                                           checked=tuple(checked))
+    return Verdict(True, checked=tuple(checked))
+
+
+def enforce(instance, uris, settings, destination=None, authenticated=None):
+    """Raise InvalidMigrationPlan naming the value and the rule unless the plan is allowed."""
+    verdict = check_plan(uris, getattr(settings, "migration_networks", None),
+                         getattr(settings, "management_networks", ()),
+                         destination=destination, authenticated=authenticated)
+    if not verdict.allowed:
+        raise exception.InvalidMigrationPlan(
+            instance=instance, reason="refused by the source's plan check (rule %r): %s"
+                                      % (verdict.rule, verdict.reason))
+    return verdict
