@@ -5,6 +5,7 @@ error naming it, not an option silently ignored.
 """
 
 import dataclasses
+from typing import Optional
 
 from migplane.core import settings as settings_mod
 from migplane.core import versioned
@@ -45,13 +46,18 @@ URIS = {
 
 _SETTING_TYPES = {bool: {"type": "boolean"}, int: {"type": "integer", "minimum": 0},
                   float: {"type": "number", "minimum": 0}}
+#: Settings that may be unset (None), by their annotation.
+_OPTIONAL_TYPES = {Optional[bool]: {"type": ["boolean", "null"]},
+                   Optional[int]: {"type": ["integer", "null"], "minimum": 0}}
 
 
 def _settings_schema():
     props = {}
     for f in dataclasses.fields(settings_mod.MigrationSettings):
         default = f.default
-        if isinstance(default, bool):
+        if f.type in _OPTIONAL_TYPES:
+            props[f.name] = _OPTIONAL_TYPES[f.type]
+        elif isinstance(default, bool):
             props[f.name] = _SETTING_TYPES[bool]
         elif isinstance(default, int):
             props[f.name] = _SETTING_TYPES[int]
@@ -100,6 +106,7 @@ OVERRIDES = {
         "bandwidth_mib": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
         "permit_post_copy": {"type": "boolean"},
         "permit_auto_converge": {"type": "boolean"},
+        "strategy": {"enum": list(settings_mod.STRATEGIES)},
         "completion_timeout": {"type": "integer", "minimum": 0},
         "timeout_action": {"enum": list(settings_mod.TIMEOUT_ACTIONS)},
         "downtime_ms": {"type": "integer", "minimum": 100},

@@ -30,6 +30,8 @@ class Capabilities:
     auto_converge: bool = False
     parallel_connections: bool = False
     block_migration: bool = False
+    #: ``measure_dirty_rate()`` samples the guest (else: learned from the first pass).
+    dirty_rate_sampling: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)

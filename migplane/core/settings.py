@@ -21,6 +21,7 @@ from migplane.core import opts
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
+STRATEGIES = ("adaptive", "static")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +38,16 @@ class MigrationSettings:
     downtime_delay: int = 75
     completion_timeout: int = 800
     timeout_action: str = "abort"
-    permit_post_copy: bool = False
-    permit_auto_converge: bool = False
+    #: None (unset): the adaptive strategy may use it, the static one not.
+    permit_post_copy: Optional[bool] = None
+    permit_auto_converge: Optional[bool] = None
     parallel_connections: int = 1
     poll_interval: float = 0.5
+    strategy: str = "adaptive"
+    dirty_rate_window: int = 1
+    #: QEMU's cpu-throttle-initial/increment for auto-converge; None: its defaults.
+    auto_converge_initial: Optional[int] = None
+    auto_converge_increment: Optional[int] = None
 
     def __post_init__(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -60,7 +67,17 @@ class MigrationSettings:
             raise exception.ConfigError(
                 group=opts.GROUP, option="timeout_action", value=self.timeout_action,
                 reason="must be one of %s" % ", ".join(TIMEOUT_ACTIONS))
+        if self.strategy not in STRATEGIES:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="strategy", value=self.strategy,
+                reason="must be one of %s" % ", ".join(STRATEGIES))
+        for name in ("auto_converge_initial", "auto_converge_increment"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= 99:
+                raise exception.ConfigError(group=opts.GROUP, option=name, value=value,
+                                            reason="a percentage from 1 to 99")
         for name, low in (("bandwidth_mib", 0), ("completion_timeout", 0),
+                          ("dirty_rate_window", 0),
                           ("downtime_ms", 100), ("downtime_steps", 3),
                           ("downtime_delay", 3), ("parallel_connections", 1)):
             if getattr(self, name) < low:
@@ -70,12 +87,17 @@ class MigrationSettings:
 
     @property
     def post_copy(self):
-        """Post-copy is used when permitted; it wins over auto-converge (as in Nova)."""
-        return self.permit_post_copy
+        """Post-copy is armed at the start (explicitly permitted, or by the plan)."""
+        return bool(self.permit_post_copy)
 
     @property
     def auto_converge(self):
-        return self.permit_auto_converge and not self.permit_post_copy
+        """Auto-converge is armed at the start. In the static strategy post-copy
+        wins over it, as in Nova; the adaptive plan arms both when it may
+        escalate from one to the other."""
+        if self.strategy == "static" and self.permit_post_copy:
+            return False
+        return bool(self.permit_auto_converge)
 
     def replace(self, **changes):
         """A copy with per-request overrides (e.g. a CLI's ``--bandwidth``)."""
@@ -167,6 +189,8 @@ def load(conf):
         permit_auto_converge=lm("permit_auto_converge"),
         parallel_connections=lm("parallel_connections"),
         poll_interval=lm("poll_interval"),
+        strategy=lm("strategy"),
+        dirty_rate_window=lm("dirty_rate_window"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -83,10 +83,15 @@ def host_conf(world, make_conf):
     """The ``ConfigOpts`` of one fake host: hostname, fake world, plus overrides.
 
     Keyword overrides go to ``[DEFAULT]`` for ``my_live_migration_ip`` and to
-    ``[live_migration]`` otherwise.
+    ``[live_migration]`` otherwise. ``strategy`` defaults to ``static`` here:
+    most tests check the flow's steps, faults and Nova's timing, which the
+    adaptive strategy (measuring, escalating) would change; the tests of the
+    adaptive strategy ask for it.
     """
 
     def make(host, config=None, **overrides):
+        if config is None or "strategy" not in config:
+            overrides.setdefault("strategy", "static")
         conf = make_conf(config)
         core_opts.register_opts(conf)
         fake_opts.register_opts(conf)
