@@ -52,7 +52,7 @@ class DirtyRateMeasurement:
 
     def describe(self):
         if not self.available:
-            return "dirty rate unavailable%s" % (": " + self.reason if self.reason else "")
+            return "unavailable%s" % (": " + self.reason if self.reason else "")
         return "%s (%s%s)" % (_mib(self.dirty_rate), self.source,
                               ", %.1f s window" % self.window_s if self.window_s else "")
 

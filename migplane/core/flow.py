@@ -84,6 +84,10 @@ class MigrationResult:
 
 downtime_steps = monitor.downtime_steps
 
+#: Most of the first pass's duration a dirty-rate sample may cost; a shorter
+#: transfer learns the rate from its first pass instead (it only decides then).
+MEASURE_MAX_SHARE = 0.05
+
 #: Migrations running in this process: (source host, instance) -> migration id.
 _running = {}
 _running_lock = threading.Lock()
@@ -319,12 +323,11 @@ class LiveMigration:
         """Measure (adaptive only) and choose how to move the guest."""
         settings = self.settings
         measurement = convergence.DirtyRateMeasurement(reason="not measured (static)")
+        self.link = convergence.link_rate(settings.bandwidth_mib, self._link_speed())
         if settings.strategy == strategy_mod.ADAPTIVE:
             self._enter("measure")
-            measurement = self._measure(capabilities)
+            measurement = self._measure(capabilities, info.memory_bytes)
         self.measurement = measurement
-        self.link = convergence.link_rate(settings.bandwidth_mib,
-                                          self._link_speed())
         self.plan = strategy_mod.choose(info.memory_bytes, measurement, self.link,
                                         capabilities, settings)
         if settings.strategy == strategy_mod.ADAPTIVE:
@@ -332,11 +335,17 @@ class LiveMigration:
                 measurement.describe(), self.link.describe()))
         self._emit(events.PLANNED, message=self._describe_plan())
 
-    def _measure(self, capabilities):
+    def _measure(self, capabilities, memory_bytes):
         window = self.settings.dirty_rate_window
         if not window:
             return convergence.DirtyRateMeasurement(
                 reason="[live_migration] dirty_rate_window = 0: learned from the first pass")
+        first_pass = memory_bytes / self.link.rate if self.link.known else None
+        if first_pass is not None and window > MEASURE_MAX_SHARE * first_pass:
+            return convergence.DirtyRateMeasurement(
+                reason="a %d s sample would cost more than %d %% of the %.1f s first pass: "
+                       "learned from the first pass" % (window, 100 * MEASURE_MAX_SHARE,
+                                                        first_pass))
         if not capabilities.dirty_rate_sampling:
             return convergence.DirtyRateMeasurement(
                 reason="the driver cannot sample: learned from the first pass")
@@ -476,8 +485,7 @@ class LiveMigration:
         if decision.action == monitor.SET_DOWNTIME:
             self.source.set_max_downtime(self.instance, decision.value)
             self.downtime_ms = decision.value
-            self._emit(events.DOWNTIME_CHANGED, message="max downtime %d ms%s" % (
-                decision.value, "" if decision.escalation else ": " + decision.reason))
+            self._emit(events.DOWNTIME_CHANGED, message=decision.reason)
         elif decision.action == monitor.POST_COPY:
             self.source.force_complete(self.instance, post_copy=True)
         elif decision.action != monitor.AUTO_CONVERGE:  # armed at the start: nothing to call

@@ -32,6 +32,8 @@ ABORT = "abort"
 
 #: Polls after the first pass over which the rates must agree before acting.
 CONFIRM_POLLS = 3
+#: A guest dirtying this share of what is sent keeps pace with the link.
+KEEPING_UP = 0.95
 #: A pass counts as shrinking when it starts below this share of the one before.
 SHRINKING = 0.9
 #: Passes auto-converge gets, once relied on, before post-copy is next.
@@ -137,7 +139,8 @@ def trend(history, polls=CONFIRM_POLLS):
     """Whether a running pre-copy job converges, from its statistics.
 
     Not converging: after the first pass, either the last ``polls`` samples
-    all show the guest dirtying memory at least as fast as it is sent, or a
+    all show the guest dirtying memory about as fast as it is sent (at least
+    :data:`KEEPING_UP` of it), or a
     pass started no smaller than the one before it. Converging: passes
     shrink and the dirty rate stays below the transfer rate.
 
@@ -157,7 +160,8 @@ def trend(history, polls=CONFIRM_POLLS):
         faster = []
         for (t0, p0), (t1, p1) in zip(recent, recent[1:]):
             sent = (p1.memory_processed - p0.memory_processed) / (t1 - t0) if t1 > t0 else 0
-            faster.append(p1.dirty_rate >= sent > 0 or (sent <= 0 and p1.dirty_rate > 0))
+            faster.append(p1.dirty_rate >= KEEPING_UP * sent > 0
+                          or (sent <= 0 and p1.dirty_rate > 0))
         if all(faster):
             return Trend(False, "the guest dirties %.1f MiB/s, at least what is sent "
                          "(%s) over the last %d polls"
@@ -218,7 +222,8 @@ def adapt(plan, history, taken, current_downtime_ms):
     if strategy_mod.RAISE_DOWNTIME in ladder and strategy_mod.RAISE_DOWNTIME not in taken \
             and current < budget:
         return Decision(SET_DOWNTIME, budget, "not converging (%s): max downtime raised to "
-                        "the budget" % state.reason, escalation=strategy_mod.RAISE_DOWNTIME)
+                        "the budget, %d ms" % (state.reason, budget),
+                        escalation=strategy_mod.RAISE_DOWNTIME)
     relying = strategy_mod.ESCALATE_AUTO_CONVERGE in taken
     if plan.auto_converge and strategy_mod.ESCALATE_AUTO_CONVERGE in ladder and not relying:
         return Decision(AUTO_CONVERGE, reason="not converging (%s): relying on auto-converge "

@@ -57,8 +57,8 @@ POST_COPY_SWITCH_MS = 100
 MAX_PASSES = 400
 #: A prediction slower than this many times RAM/link counts as not converging.
 HORIZON = 20.0
-#: Pre-copy is kept when it is predicted within this factor of RAM/link.
-PRE_COPY_GOOD_ENOUGH = 1.5
+#: An escalation replaces plain pre-copy only when predicted this much faster.
+DISPLACE = 1.1
 #: Auto-converge is preferred to post-copy (which puts the guest at the mercy of
 #: the link) unless post-copy is predicted faster by more than this factor.
 AUTO_CONVERGE_PREFERENCE = 1.25
@@ -232,28 +232,22 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
                      throttle=throttle) if auto_converge_ok else None
         pc = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
                      post_copy_after_first_pass=True) if post_copy_ok else None
-        good_enough = PRE_COPY_GOOD_ENOUGH * memory_bytes / link.rate
         why["predictions"] = "; ".join(
             "%s: %s" % (name, p.describe())
             for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
-        if pre.converges and pre.total_s <= good_enough:
-            method, chosen = PRE_COPY, pre
+        method, chosen = _fastest(pre, ac, pc)
+        if method == PRE_COPY and chosen is not None:
             why["method"] = ("pre-copy: dirty rate %.2fx the link, predicted to converge "
                              "in %.1f s" % (ratio, pre.total_s))
             auto, post = auto_converge_ok, post_copy_ok
-        elif ac and ac.converges and (not pc or ac.total_s <= AUTO_CONVERGE_PREFERENCE
-                                      * pc.total_s):
-            method, chosen = AUTO_CONVERGE, ac
+        elif method == AUTO_CONVERGE:
             why["method"] = ("pre-copy with auto-converge: dirty rate %.2fx the link; "
-                             "throttling is predicted to converge in %.1f s" % (ratio,
-                                                                                ac.total_s))
+                             "throttling is predicted to converge in %.1f s"
+                             % (ratio, ac.total_s))
             auto, post = True, post_copy_ok
-        elif pc:
-            method, chosen = POST_COPY, pc
+        elif method == POST_COPY:
             why["method"] = ("post-copy after the first pass: dirty rate %.2fx the link; "
-                             "predicted %.1f s%s" % (
-                                 ratio, pc.total_s,
-                                 " (auto-converge: %s)" % ac.describe() if ac else ""))
+                             "predicted %.1f s" % (ratio, pc.total_s))
             # Throttling would only slow the guest before the switch.
             auto, post = False, True
         elif ac:
@@ -285,6 +279,22 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         predicted_time_s=chosen.total_s if chosen and chosen.converges else None,
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
         reasons=why, **common)
+
+
+def _fastest(pre, ac, pc):
+    """The method predicted fastest, the least intrusive winning near-ties:
+    pre-copy unless an escalation is :data:`DISPLACE` times faster,
+    auto-converge unless post-copy is :data:`AUTO_CONVERGE_PREFERENCE` times
+    faster. ``(method, prediction)``; ``(None, None)`` when none converges."""
+    method, best = (PRE_COPY, pre) if pre.converges else (None, None)
+    for name, candidate, margin in ((AUTO_CONVERGE, ac, DISPLACE),
+                                    (POST_COPY, pc, AUTO_CONVERGE_PREFERENCE
+                                     if method == AUTO_CONVERGE else DISPLACE)):
+        if candidate is None or not candidate.converges:
+            continue
+        if best is None or candidate.total_s * margin < best.total_s:
+            method, best = name, candidate
+    return method, best
 
 
 def _post_copy_possible(settings, capabilities, strategy):

@@ -106,6 +106,12 @@ class FakeDriver(driver.MigrationDriver):
         if self.host.running(instance):
             raise exception.DestinationCheckFailed(
                 host=self.host.name, instance=instance, reason="it already runs here")
+        if instance in self.host.guests:
+            # As libvirt: a domain of that name (e.g. being received) is defined.
+            raise exception.DestinationCheckFailed(
+                host=self.host.name, instance=instance,
+                reason="a domain of that name is already defined here (%s)"
+                       % self.host.guests[instance].state)
         return wire(md.MigrateData(dest_hostname=self.hostname,
                                    block_migration=block_migration))
 
