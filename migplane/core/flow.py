@@ -85,7 +85,10 @@ class MigrationResult:
 downtime_steps = monitor.downtime_steps
 
 #: Most of the first pass's duration a dirty-rate sample may cost; a shorter
-#: transfer learns the rate from its first pass instead (it only decides then).
+#: transfer (or one whose link rate is unknown) learns the rate from its first
+#: pass instead: the one choice that needs it before the job's end, post-copy
+#: after the first pass, is taken then, and auto-converge and post-copy are
+#: armed at the start whenever permitted.
 MEASURE_MAX_SHARE = 0.05
 
 #: Migrations running in this process: (source host, instance) -> migration id.
@@ -340,8 +343,12 @@ class LiveMigration:
         if not window:
             return convergence.DirtyRateMeasurement(
                 reason="[live_migration] dirty_rate_window = 0: learned from the first pass")
-        first_pass = memory_bytes / self.link.rate if self.link.known else None
-        if first_pass is not None and window > MEASURE_MAX_SHARE * first_pass:
+        if not self.link.known:
+            return convergence.DirtyRateMeasurement(
+                reason="the link rate is unknown until the first pass: both are learned "
+                       "from it (a sample now could not be weighed against the link)")
+        first_pass = memory_bytes / self.link.rate
+        if window > MEASURE_MAX_SHARE * first_pass:
             return convergence.DirtyRateMeasurement(
                 reason="a %d s sample would cost more than %d %% of the %.1f s first pass: "
                        "learned from the first pass" % (window, 100 * MEASURE_MAX_SHARE,
