@@ -105,6 +105,28 @@ def data_gib(info, block_migration=False):
     return gib
 
 
+def preview(driver, instance, info, settings, uris, capabilities):
+    """What the strategy would decide for a migration, before anything moves
+    (``migplane explain``): the guest's dirty rate, sampled when the driver
+    can, whatever the strategy; the link rate; the plan.
+
+    :returns: ``(DirtyRateMeasurement, LinkRate, MigrationPlan)``.
+    """
+    try:
+        speed = driver.link_speed(uris.bulk_host)
+    except Exception as err:  # a nicety, as in the flow
+        LOG.warning("Cannot read the link speed towards %s: %s", uris.bulk_host, err)
+        speed = None
+    link = convergence.link_rate(settings.bandwidth_mib, speed)
+    if capabilities.dirty_rate_sampling:
+        measurement = driver.measure_dirty_rate(instance, settings.dirty_rate_window or 1)
+    else:
+        measurement = convergence.DirtyRateMeasurement(
+            reason="the driver cannot sample: learned from the first pass")
+    plan = strategy_mod.choose(info.memory_bytes, measurement, link, capabilities, settings)
+    return measurement, link, plan
+
+
 def cross(migrate_data, step):
     """Send ``migrate_data`` across a (possibly process) boundary, as JSON does."""
     if not isinstance(migrate_data, md.MigrateData):
