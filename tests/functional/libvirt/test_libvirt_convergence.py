@@ -61,8 +61,12 @@ def test_auto_converge_completes_what_pre_copy_alone_cannot(drv_lab, lv, lab_gue
     assert result.status == flow.COMPLETED and not result.progress.postcopy
     assert result.plan.auto_converge and not result.plan.post_copy
     assert strategy.ESCALATE_AUTO_CONVERGE in escalations(seen), escalations(seen)
-    throttles = [e.progress.cpu_throttle_pct for e in seen if e.progress is not None]
-    assert max(throttles) > 0, "QEMU never throttled the guest"
+    throttles = [(round(e.elapsed, 1), e.progress.cpu_throttle_pct, e.progress.iteration,
+                  e.progress.dirty_rate // MIB) for e in seen if e.progress is not None]
+    print("auto-converge on TCG: (s, throttle %, pass, dirty MiB/s):", throttles[::10],
+          "escalations:", [(round(e.elapsed, 1), e.message) for e in seen
+                           if e.kind == events.ESCALATED], "total", result.duration_s)
+    assert max(t for _, t, _, _ in throttles) > 0, "QEMU never throttled the guest"
     assert result.progress.downtime_ms is None or result.progress.downtime_ms < 2000
     assert_moved_intact(lv, drv_lab, lab_guest, watcher)
 
