@@ -22,6 +22,9 @@ INTERFACE_SPEED = "interface-speed"    # the speed the host reports for the inte
 LEARNED = "first-iteration"            # the throughput of the first pre-copy pass
 UNKNOWN = "unknown"
 LINK_SOURCES = (BANDWIDTH_LIMIT, INTERFACE_SPEED, LEARNED, UNKNOWN)
+#: The first pass left less than this share of ``rate x its time``: the guest
+#: rewrites a working set that size rather than new memory.
+WORKING_SET_SHARE = 0.9
 
 
 def _mib(rate):
@@ -37,6 +40,8 @@ class DirtyRateMeasurement:
     #: Seconds the measurement covered.
     window_s: float = 0.0
     reason: str = ""
+    #: Bytes the guest keeps rewriting, when the measurement could tell.
+    working_set: Optional[int] = None
 
     def __post_init__(self):
         if self.source not in DIRTY_RATE_SOURCES:
@@ -134,9 +139,14 @@ def from_first_pass(history):
                 LinkRate(reason="the first pass has not finished"))
     elapsed, progress = first
     seconds = progress.time_elapsed_ms / 1000.0 if progress.time_elapsed_ms else elapsed
+    rate = max(0, int(progress.dirty_rate))
+    # What the first pass left to send is what the guest dirtied meanwhile: less
+    # than its rate allows means it keeps rewriting a smaller working set.
+    saturated = progress.memory_remaining < WORKING_SET_SHARE * rate * seconds
     dirty = DirtyRateMeasurement(
-        max(0, int(progress.dirty_rate)), FIRST_ITERATION, round(seconds, 3),
-        "the hypervisor's dirty rate at the end of the first pre-copy pass")
+        rate, FIRST_ITERATION, round(seconds, 3),
+        "the hypervisor's dirty rate at the end of the first pre-copy pass",
+        working_set=int(progress.memory_remaining) if saturated else None)
     if seconds > 0 and progress.memory_processed > 0:
         link = LinkRate(int(progress.memory_processed / seconds), LEARNED,
                         "memory sent in the first %.1f s of the transfer" % seconds)

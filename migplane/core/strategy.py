@@ -57,8 +57,9 @@ POST_COPY_SWITCH_MS = 100
 MAX_PASSES = 400
 #: A prediction slower than this many times RAM/link counts as not converging.
 HORIZON = 20.0
-#: An escalation replaces plain pre-copy only when predicted this much faster.
-DISPLACE = 1.1
+#: An escalation replaces plain pre-copy only when predicted this much faster
+#: (post-copy's page faults and auto-converge's throttle cost what the model omits).
+DISPLACE = 1.25
 #: Auto-converge is preferred to post-copy (which puts the guest at the mercy of
 #: the link) unless post-copy is predicted faster by more than this factor.
 AUTO_CONVERGE_PREFERENCE = 1.25
@@ -184,6 +185,8 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     """
     strategy = settings.strategy
     budget = settings.downtime_ms
+    if working_set is None:
+        working_set = measurement.working_set
     why = {}
     common = dict(strategy=strategy, downtime_budget_ms=budget,
                   bandwidth_mib=settings.bandwidth_mib,
