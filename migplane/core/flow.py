@@ -187,6 +187,7 @@ class LiveMigration:
         self.escalations = []
         self._data_gib = None
         self._driver_name = None
+        self._forced = False
 
     # -- control from other threads -----------------------------------------
 
@@ -447,7 +448,7 @@ class LiveMigration:
         start = self._clock()
         history = collections.deque(maxlen=self.HISTORY)
         abort_at = first_abort = None
-        forced = False
+        self._forced = False
         while True:
             progress = self.source.get_job_progress(self.instance)
             if not isinstance(progress, driver_mod.JobProgress):
@@ -498,8 +499,8 @@ class LiveMigration:
                     if first_abort is None and not progress.postcopy:
                         first_abort = now
                     self._abort_job(progress)
-            if self._force.is_set() and not forced:
-                forced = True
+            if self._force.is_set() and not self._forced:
+                self._forced = True
                 post_copy = self.plan.post_copy and capabilities.post_copy
                 self.source.force_complete(self.instance, post_copy=post_copy)
                 if post_copy:
@@ -516,6 +517,7 @@ class LiveMigration:
             self.downtime_ms = decision.value
             self._emit(events.DOWNTIME_CHANGED, message=decision.reason)
         elif decision.action == monitor.POST_COPY:
+            self._forced = True  # a later force-complete has nothing left to do
             self.source.force_complete(self.instance, post_copy=True)
         elif decision.action != monitor.AUTO_CONVERGE:  # armed at the start: nothing to call
             raise self._contract("monitor", "unexpected decision %r" % (decision,))
