@@ -70,6 +70,7 @@ OVERRIDES = {
         "bandwidth_mib": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
         "permit_post_copy": {"type": "boolean"},
         "permit_auto_converge": {"type": "boolean"},
+        "strategy": {"enum": list(settings_mod.STRATEGIES)},
         "completion_timeout": {"type": "integer", "minimum": 0},
         "timeout_action": {"enum": list(settings_mod.TIMEOUT_ACTIONS)},
         "downtime_ms": {"type": "integer", "minimum": 100},

@@ -238,6 +238,10 @@ class Agent:
                 "driver": caps.to_dict(), "hypervisor": None,
                 "trust": dataclasses.asdict(verdict)}
         plan["hypervisor"] = self.driver.describe_migration(instance, data, uris, settings)
+        measured, link, strategy = flow_mod.preview(self.driver, instance, info, settings,
+                                                    uris, caps.capabilities)
+        plan["convergence"] = {"measurement": measured.to_dict(), "link": link.to_dict(),
+                               "plan": strategy.to_dict()}
         return plan
 
     def start_migration(self, body):

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from migplane.bench import convergence
 from migplane.bench import scenarios
 from migplane.bench import schema
 from migplane.bench import targets
@@ -59,6 +60,10 @@ class Config:
     # overhead
     micro_batch: int = 2000
     micro_batches: int = 5
+    # convergence
+    conv_memory_mib: int = 128
+    conv_link_mib: int = 8
+    conv_multiples: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)
 
     @classmethod
     def full(cls, **kw):
@@ -70,13 +75,21 @@ class Config:
                     repeats_cn=1, baseline_s=3.0, settle_s=0.5, eff_stamp_mib=48,
                     pairs_idle=2, pairs_dirty=1, dirty_mib=8, scale_guests=4,
                     scale_memory_mib=32, scale_stamp_mib=16, scale_limit=2, micro_batch=500,
-                    micro_batches=3)
+                    micro_batches=3, conv_memory_mib=32)
         base.update(kw)
         return cls(**base)
 
 
 def _csv_ints(text):
     return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _csv_floats(text):
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a comma-separated list of numbers"
+                                         % text)
 
 
 def _parts(text):
@@ -117,6 +130,9 @@ def parser():
     p.add_argument("--stamp-mib", type=int, help="stamped MiB of the efficiency guest")
     p.add_argument("--scale-guests", type=int, help="guests to evacuate (8-16)")
     p.add_argument("--scale-limit", type=int, help="per-host concurrency limit")
+    p.add_argument("--convergence-rates", type=_csv_floats,
+                   help="dirty rates of the convergence part, as multiples of the link "
+                        "(default 0.25,0.5,1,2,4)")
     p.add_argument("--render-only", action="store_true",
                    help="only redo REPORT.md and the plots from OUT/results.json")
     p.add_argument("-v", "--verbose", action="store_true", help="log migplane's own messages")
@@ -138,6 +154,8 @@ def config_from_args(args):
         kw["scale_guests"] = args.scale_guests
     if args.scale_limit:
         kw["scale_limit"] = args.scale_limit
+    if args.convergence_rates:
+        kw["conv_multiples"] = args.convergence_rates
     return Config.quick_preset(**kw) if args.quick else Config.full(**kw)
 
 
@@ -209,6 +227,9 @@ def resummarize(results):
     if iso and iso.get("runs") is not None and iso.get("samples") is not None:
         concs = sorted({r["concurrency"] for r in iso["runs"]})
         iso["summary"] = scenarios.summarize_isolation(iso["runs"], concs, iso["samples"])
+    conv = results.get("convergence")
+    if conv and conv.get("runs") is not None:
+        conv["summary"] = convergence.summarize(conv["runs"])
     eff = results.get("efficiency")
     for data in ((eff or {}).get("kinds") or {}).values():
         if data.get("migrations") is not None:
@@ -218,7 +239,7 @@ def resummarize(results):
 
 def plots_names():
     return {"isolation_latency.png", "isolation_timeline.png", "isolation_cdf.png",
-            "efficiency.png", "scale.png"}
+            "efficiency.png", "scale.png", "convergence.png"}
 
 
 def _finite(obj):
@@ -269,7 +290,7 @@ def run(cfg, out_dir, log=print, command=None):
             p0 = time.monotonic()
             try:
                 fn = {"isolation": scenarios.isolation, "efficiency": scenarios.efficiency,
-                      "scale": scenarios.scale}[part]
+                      "scale": scenarios.scale, "convergence": convergence.run}[part]
                 results[part] = fn(bench, cfg, t0, log=lambda m: log(m))
                 results[part]["part_s"] = round(time.monotonic() - p0, 1)
             except Exception as err:

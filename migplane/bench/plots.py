@@ -305,7 +305,13 @@ def scale(results, out_dir):
     return _save(fig, out_dir, "scale.png")
 
 
-ALL = (isolation_latency, isolation_timeline, isolation_cdf, efficiency, scale)
+def convergence(results, out_dir):
+    from migplane.bench import convergence as part
+
+    return part.plot(results, out_dir, plt)
+
+
+ALL = (isolation_latency, isolation_timeline, isolation_cdf, efficiency, scale, convergence)
 
 
 def render_all(results, out_dir):

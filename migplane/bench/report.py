@@ -1,5 +1,6 @@
 """REPORT.md from a results dict (pure text; the plots are written by ``plots``)."""
 
+from migplane.bench import convergence
 from migplane.bench import stats
 from migplane.bench import targets
 
@@ -618,6 +619,7 @@ def render(results):
     lines += _isolation(results)
     lines += _efficiency(results)
     lines += _scale(results)
+    lines += convergence.report(results)
     lines += _overhead(results)
     lines += _noise(results)
     lines += _reproduce(results)

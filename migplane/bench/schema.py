@@ -5,7 +5,7 @@ formed); the CI smoke test and ``--render-only`` use it.
 """
 
 SCHEMA = "migplane-bench/1"
-PARTS = ("isolation", "efficiency", "scale", "overhead")
+PARTS = ("isolation", "efficiency", "scale", "overhead", "convergence")
 SCENARIOS = ("baseline", "split", "unsplit", "virsh")
 TOOLS = ("migplane", "virsh")
 
@@ -123,6 +123,21 @@ def _overhead(c, ov):
                    "overhead.micro.%s" % name, "no ops_per_s")
 
 
+def _convergence(c, conv):
+    if not c.keys(conv, "convergence", ("link_mib_s", "memory_mib", "time_limit_s",
+                                        "ram_over_link_s", "multiples", "runs", "summary")):
+        return
+    for i, run in enumerate(conv["runs"]):
+        where = "convergence.runs[%d]" % i
+        if c.keys(run, where, ("tool", "multiple", "status", "converged", "wall_s", "ratio",
+                               "downtime_ms", "iterations", "escalations", "intact")):
+            c.need(run["tool"] in ("virsh", "static", "default"), where + ".tool",
+                   "unknown tool")
+            c.need(_num(run["ratio"]) and _num(run["wall_s"]), where, "ratio/wall_s not "
+                   "numbers")
+            c.need(isinstance(run["converged"], bool), where + ".converged", "not a boolean")
+
+
 def validate(results):
     """Problems of ``results`` as a list of strings; empty when well formed."""
     c = _Checker()
@@ -136,7 +151,8 @@ def validate(results):
         isinstance(p, str) and p.endswith(".png") for p in results["plots"]),
         "plots", "not a list of .png names")
     for part, check in (("isolation", _isolation), ("efficiency", _efficiency),
-                        ("scale", _scale), ("overhead", _overhead)):
+                        ("scale", _scale), ("overhead", _overhead),
+                        ("convergence", _convergence)):
         if results.get(part) is not None:
             check(c, results[part])
     return c.problems

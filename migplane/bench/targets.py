@@ -172,5 +172,8 @@ def _scale_targets(sc):
 
 def evaluate(results):
     """The list of targets of ``results`` (see module doc)."""
+    from migplane.bench import convergence
+
     return (_iso_targets(results.get("isolation")) + _eff_targets(results.get("efficiency"))
-            + _scale_targets(results.get("scale")))
+            + _scale_targets(results.get("scale"))
+            + convergence.targets(results.get("convergence") or {}, _target))

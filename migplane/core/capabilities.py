@@ -30,7 +30,8 @@ class Capabilities(versioned.VersionedData):
     """Features a driver supports; every flag defaults to unsupported."""
 
     # Version 1.0: the flags below; what migplane 1.x drivers declare.
-    VERSION = "1.0"
+    # Version 1.1: Adds dirty_rate_sampling (convergence).
+    VERSION = "1.1"
 
     #: Control-connection URI schemes the driver accepts (``scheme`` option).
     schemes: Tuple[str, ...] = versioned.field("1.0", versioned.check_str_tuple,
@@ -54,6 +55,8 @@ class Capabilities(versioned.VersionedData):
     auto_converge: bool = versioned.field("1.0", _bool, default=False)
     parallel_connections: bool = versioned.field("1.0", _bool, default=False)
     block_migration: bool = versioned.field("1.0", _bool, default=False)
+    #: ``measure_dirty_rate()`` samples the guest (else: learned from the first pass).
+    dirty_rate_sampling: bool = versioned.field("1.1", _bool, default=False)
 
     def to_dict(self) -> Dict[str, Any]:
         """The flags as a plain dict (for display; peers get :meth:`to_primitive`)."""

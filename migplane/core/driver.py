@@ -23,6 +23,7 @@ from typing import Tuple
 from oslo_config import cfg
 
 from migplane.core import capabilities as caps_mod
+from migplane.core import convergence
 from migplane.core import inbound
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
@@ -120,6 +121,8 @@ class JobProgress:
     postcopy: bool = False
     #: Why the job failed, in the hypervisor's words.
     error: Optional[str] = None
+    #: Percent by which auto-converge throttles the guest's vCPUs now (0: not).
+    cpu_throttle_pct: int = 0
 
     @property
     def finished(self):
@@ -388,3 +391,22 @@ class MigrationDriver(metaclass=abc.ABCMeta):
             self.settings.host, self.local_addresses(),
             block_migration=migrate_data.block_migration,
             driver_data=data, listen_addrs=listen_addrs)
+
+    # -- optional: convergence (issue #8); defaults say "cannot" ----------------
+
+    def measure_dirty_rate(self, instance, window_s):
+        """Measure how fast ``instance`` dirties its memory, before it moves.
+
+        Blocks for about ``window_s`` seconds. Drivers that can sample set
+        ``Capabilities.dirty_rate_sampling``; the others return an unavailable
+        measurement, and the flow learns the rate from the first pre-copy pass.
+
+        :returns: a :class:`~migplane.core.convergence.DirtyRateMeasurement`.
+        """
+        return convergence.DirtyRateMeasurement(
+            reason="driver %s cannot sample a guest's dirty rate" % type(self).__name__)
+
+    def link_speed(self, address):
+        """Bytes per second of this host's interface towards ``address``, or None
+        when the host does not report one (virtual interfaces often do not)."""
+        return None

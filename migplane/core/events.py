@@ -31,6 +31,9 @@ DOWNTIME_CHANGED = "downtime_changed"
 TIMEOUT_ACTION = "timeout_action"
 ABORT_REQUESTED = "abort_requested"
 FORCE_COMPLETE_REQUESTED = "force_complete_requested"
+MEASURED = "measured"
+PLANNED = "planned"
+ESCALATED = "escalated"
 ROLLED_BACK = "rolled_back"
 
 

@@ -133,6 +133,12 @@ class UnsupportedFeature(MigplaneError):
     msg_fmt = "Driver %(driver)s does not support %(feature)s"
 
 
+class DriverContractError(MigplaneError):
+    """A driver answered outside its contract (a wrong type, an unknown state)."""
+
+    msg_fmt = "Driver %(driver)s broke its contract in %(step)s: %(reason)s"
+
+
 class InvalidMigrationPlan(MigplaneError):
     msg_fmt = "Cannot migrate %(instance)s: %(reason)s"
 
@@ -167,6 +173,11 @@ class MigrationTimeout(MigrationError):
         "Live migration of %(instance)s did not complete within %(timeout)s s "
         "(completion timeout %(per_gib)s s/GiB for %(data_gib)s GiB); action: %(action)s"
     )
+
+
+class MigrationInProgress(MigrationError):
+    msg_fmt = ("Live migration of %(instance)s from %(host)s is refused: migration "
+               "%(other)s of it is already running in this process")
 
 
 class InstanceNotFound(MigplaneError):

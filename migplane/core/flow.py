@@ -2,24 +2,38 @@
 
 The flow owns what must not differ between drivers: the order of the steps,
 the JSON crossing of every :class:`MigrateData` (source and destination may be
-two processes), the URI policy, the per-host concurrency limit, the downtime
-steps and the completion timeout (Nova's algorithm), the progress events, and
-the rule that a failure leaves the guest running on exactly one host with the
-other host clean.
+two processes), the URI policy, the per-host concurrency limit, the plan (``strategy``: measure
+the guest, choose how to move it) and the monitor (``monitor``: Nova's downtime
+steps and completion timeout, or the adaptive escalations), the progress
+events, and the rule that a failure leaves the guest running on exactly one
+host with the other host clean.
+
+Threading model: :meth:`LiveMigration.run` runs the whole migration in the
+calling thread; :meth:`~LiveMigration.abort` and
+:meth:`~LiveMigration.force_complete` may be called from any other thread and
+only set a flag the monitor loop reads at its next poll. Listeners are plain
+callables, called synchronously in the thread that emits the event (the
+flow's, or the caller's for abort/force-complete requests); they must be
+quick and thread-safe, and an ``async def`` listener is refused (it would
+never run): wrap it, e.g. with ``asyncio.run_coroutine_threadsafe``.
 """
 
+import collections
 import dataclasses
+import inspect
 import json
 import logging
 import threading
-import time
 import uuid
 from typing import Optional
 
+from migplane.core import convergence
 from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import monitor
+from migplane.core import strategy as strategy_mod
 from migplane.core import trust
 from migplane.core import uri as uri_mod
 
@@ -46,6 +60,12 @@ class MigrationResult:
     error: Optional[str] = None
     #: Where the guest runs afterwards: the source or the destination host name.
     running_on: Optional[str] = None
+    #: The :class:`~migplane.core.strategy.MigrationPlan` it followed.
+    plan: Optional[strategy_mod.MigrationPlan] = None
+    #: The dirty-rate measurement the plan used (or learned from the first pass).
+    measurement: Optional[convergence.DirtyRateMeasurement] = None
+    #: Escalations taken, in order: ``(name, reason)``.
+    escalations: tuple = ()
 
     def to_dict(self):
         return {
@@ -56,16 +76,25 @@ class MigrationResult:
             "progress": self.progress.to_dict() if self.progress else None,
             "timeout_action": self.timeout_action, "error": self.error,
             "running_on": self.running_on,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "measurement": self.measurement.to_dict() if self.measurement else None,
+            "escalations": [{"escalation": name, "reason": reason}
+                            for name, reason in self.escalations],
         }
 
 
-def downtime_steps(settings, data_gib):
-    """Nova's schedule of ``(seconds after start, max downtime ms)`` pairs."""
-    delay = int(settings.downtime_delay * data_gib)
-    base = settings.downtime_ms / settings.downtime_steps
-    offset = (settings.downtime_ms - base) / settings.downtime_steps
-    for i in range(settings.downtime_steps + 1):
-        yield int(delay * i), int(base + offset * i)
+downtime_steps = monitor.downtime_steps
+
+#: Most of the first pass's duration a dirty-rate sample may cost; a shorter
+#: transfer (or one whose link rate is unknown) learns the rate from its first
+#: pass instead: the one choice that needs it before the job's end, post-copy
+#: after the first pass, is taken then, and auto-converge and post-copy are
+#: armed at the start whenever permitted.
+MEASURE_MAX_SHARE = 0.05
+
+#: Migrations running in this process: (source host, instance) -> migration id.
+_running = {}
+_running_lock = threading.Lock()
 
 
 def data_gib(info, block_migration=False):
@@ -75,6 +104,28 @@ def data_gib(info, block_migration=False):
     if block_migration and info.disk_bytes:
         gib += max(2.0, info.disk_bytes / GiB)
     return gib
+
+
+def preview(driver, instance, info, settings, uris, capabilities):
+    """What the strategy would decide for a migration, before anything moves
+    (``migplane explain``): the guest's dirty rate, sampled when the driver
+    can, whatever the strategy; the link rate; the plan.
+
+    :returns: ``(DirtyRateMeasurement, LinkRate, MigrationPlan)``.
+    """
+    try:
+        speed = driver.link_speed(uris.bulk_host)
+    except Exception as err:  # a nicety, as in the flow
+        LOG.warning("Cannot read the link speed towards %s: %s", uris.bulk_host, err)
+        speed = None
+    link = convergence.link_rate(settings.bandwidth_mib, speed)
+    if capabilities.dirty_rate_sampling:
+        measurement = driver.measure_dirty_rate(instance, settings.dirty_rate_window or 1)
+    else:
+        measurement = convergence.DirtyRateMeasurement(
+            reason="the driver cannot sample: learned from the first pass")
+    plan = strategy_mod.choose(info.memory_bytes, measurement, link, capabilities, settings)
+    return measurement, link, plan
 
 
 def cross(migrate_data, step):
@@ -93,14 +144,19 @@ class LiveMigration:
     :param destination: the destination host's driver (or a proxy to it).
     :param settings: the source's :class:`MigrationSettings` for this migration.
     :param limiter: an optional shared :class:`~migplane.core.limiter.HostLimiter`.
-    :param clock, sleep: injectable time, so the fake driver can simulate it.
+    :param clock, sleep: injectable time; by default the source driver's
+        ``flow_timing()``, so that a simulated driver runs in simulated time.
     """
 
     #: Seconds after which an abort the job has not obeyed is sent again.
     ABORT_RETRY_S = 5.0
+    #: Seconds a job may go on after the first abort before the flow gives up on it.
+    ABORT_GIVE_UP_S = 120.0
+    #: Progress samples the monitor keeps (its decisions look at recent passes only).
+    HISTORY = 240
 
     def __init__(self, instance, source, destination, settings, block_migration=False,
-                 limiter=None, migration_id=None, clock=time.monotonic, sleep=time.sleep):
+                 limiter=None, migration_id=None, clock=None, sleep=None):
         self.instance = instance
         self.source = source
         self.destination = destination
@@ -108,6 +164,10 @@ class LiveMigration:
         self.block_migration = block_migration
         self.limiter = limiter
         self.id = migration_id or uuid.uuid4().hex[:12]
+        if clock is None or sleep is None:
+            driver_clock, driver_sleep = source.flow_timing()
+            clock = clock or driver_clock
+            sleep = sleep or driver_sleep
         self._clock = clock
         self._sleep = sleep
         self._listeners = []
@@ -120,12 +180,33 @@ class LiveMigration:
         self.progress = None
         self.timeout_action = None
         self.downtime_ms = None
+        self.plan = None
+        self.measurement = None
+        self.link = None
+        #: Escalations taken: name -> pass (iteration) when taken.
+        self.taken = {}
+        self.escalations = []
         self._data_gib = None
+        self._driver_name = None
+        self._forced = False
 
     # -- control from other threads -----------------------------------------
 
     def subscribe(self, listener):
-        """Call ``listener(MigrationEvent)`` for every event; errors in it are logged."""
+        """Call ``listener(MigrationEvent)`` for every event; errors in it are logged.
+
+        Listeners run synchronously in the emitting thread (see the module's
+        threading model); an ``async def`` listener is refused with TypeError.
+        """
+        if not callable(listener):
+            raise TypeError("listener %r is not callable" % (listener,))
+        method = type(listener).__dict__.get("__call__")
+        if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(method):
+            raise TypeError(
+                "listener %r is a coroutine function: migration events are delivered "
+                "synchronously from the migration's thread, so it would never run; pass "
+                "a plain callable (e.g. one that hands the event to your loop with "
+                "asyncio.run_coroutine_threadsafe)" % (listener,))
         self._listeners.append(listener)
 
     def abort(self):
@@ -161,9 +242,33 @@ class LiveMigration:
     def run(self):
         """Run the migration to its end; return a :class:`MigrationResult`.
 
+        A second migration of the same guest from the same host, in this
+        process, is refused before it touches anything (MigrationInProgress).
+
         :raises MigplaneError: after rolling back, with ``.result`` attached.
         """
         self._start = self._clock()
+        key = (self.source.hostname, self.instance)
+        with _running_lock:
+            other = _running.get(key)
+            if other is None:
+                _running[key] = self.id
+        if other is not None:
+            err = exception.MigrationInProgress(instance=self.instance,
+                                                host=self.source.hostname, other=other,
+                                                step="start")
+            self.status = FAILED
+            err.result = self._result(FAILED, str(err), running_on=None)
+            self._emit(events.FAILED, message=str(err))
+            raise err
+        try:
+            return self._limited()
+        finally:
+            with _running_lock:
+                if _running.get(key) == self.id:
+                    del _running[key]
+
+    def _limited(self):
         self.status = "queued"
         self._emit(events.QUEUED)
         hosts = (self.source.hostname, self.destination.hostname)
@@ -197,6 +302,10 @@ class LiveMigration:
             data = cross(self.destination.pre_live_migration(self.instance, data), self.step)
             self._enter("resolve_uris")
             caps = self.source.describe()
+            if not isinstance(caps, driver_mod.DriverInfo):
+                raise self._contract("describe", "returned %s, not a DriverInfo"
+                                     % type(caps).__name__)
+            self._driver_name = caps.name
             self.uris = uri_mod.resolve(self.settings, data, caps.capabilities,
                                         dest_hostname=self.destination.hostname,
                                         block_migration=self.block_migration,
@@ -205,12 +314,21 @@ class LiveMigration:
                           destination=self.destination.hostname,
                           authenticated=getattr(self.destination, "identity", None))
             info = self.source.get_instance_info(self.instance)
+            if not isinstance(info, driver_mod.InstanceInfo) or not isinstance(
+                    info.memory_bytes, int) or info.memory_bytes < 0:
+                raise self._contract("get_instance_info",
+                                     "returned %r, not an InstanceInfo with a memory size"
+                                     % (info,))
+            self._plan(info, caps.capabilities)
             if self._abort.is_set():
                 raise exception.MigrationAborted(instance=self.instance,
                                                  reason="requested before the transfer")
             self._enter("live_migration")
+            self.source.live_migration(self.instance, data, self.uris,
+                                       self.plan.transfer_settings(self.settings))
+            # Only now is there a job of ours: a driver that refused to start
+            # (e.g. another job of this guest runs) must not see it aborted.
             transferring = True
-            self.source.live_migration(self.instance, data, self.uris, self.settings)
             self._emit(events.TRANSFER_STARTED, message="data to %s (%s plane)" % (
                 self.uris.data_uri or self.uris.control_uri, self.uris.plane))
             self._monitor(info, caps.capabilities)
@@ -224,15 +342,125 @@ class LiveMigration:
                 raise self._failed(err, failed_step)
         return self._post(data)
 
+    def _contract(self, step, reason):
+        return exception.DriverContractError(
+            driver=self._driver_name or type(self.source).__name__, step=step,
+            reason=reason)
+
+    # -- the plan ---------------------------------------------------------------
+
+    def _plan(self, info, capabilities):
+        """Measure (adaptive only) and choose how to move the guest."""
+        settings = self.settings
+        measurement = convergence.DirtyRateMeasurement(reason="not measured (static)")
+        self.link = convergence.link_rate(settings.bandwidth_mib, self._link_speed())
+        if settings.strategy == strategy_mod.ADAPTIVE:
+            self._enter("measure")
+            measurement = self._measure(capabilities, info.memory_bytes)
+        self.measurement = measurement
+        self.plan = strategy_mod.choose(info.memory_bytes, measurement, self.link,
+                                        capabilities, settings)
+        if settings.strategy == strategy_mod.ADAPTIVE:
+            self._emit(events.MEASURED, message="dirty rate %s; link %s" % (
+                measurement.describe(), self.link.describe()))
+        self._emit(events.PLANNED, message=self._describe_plan())
+
+    def _measure(self, capabilities, memory_bytes):
+        window = self.settings.dirty_rate_window
+        if not window:
+            return convergence.DirtyRateMeasurement(
+                reason="[live_migration] dirty_rate_window = 0: learned from the first pass")
+        if not self.link.known:
+            return convergence.DirtyRateMeasurement(
+                reason="the link rate is unknown until the first pass: both are learned "
+                       "from it (a sample now could not be weighed against the link)")
+        first_pass = memory_bytes / self.link.rate
+        if window > MEASURE_MAX_SHARE * first_pass:
+            return convergence.DirtyRateMeasurement(
+                reason="a %d s sample would cost more than %d %% of the %.1f s first pass: "
+                       "learned from the first pass" % (window, 100 * MEASURE_MAX_SHARE,
+                                                        first_pass))
+        if not capabilities.dirty_rate_sampling:
+            return convergence.DirtyRateMeasurement(
+                reason="the driver cannot sample: learned from the first pass")
+        try:
+            found = self.source.measure_dirty_rate(self.instance, window)
+        except exception.MigplaneError as err:
+            LOG.warning("Migration %s: cannot measure the dirty rate of %s: %s", self.id,
+                        self.instance, err)
+            return convergence.DirtyRateMeasurement(reason="measuring failed: %s" % err)
+        if not isinstance(found, convergence.DirtyRateMeasurement):
+            raise self._contract("measure_dirty_rate", "returned %s, not a "
+                                 "DirtyRateMeasurement" % type(found).__name__)
+        return found
+
+    def _link_speed(self):
+        try:
+            speed = self.source.link_speed(self.uris.bulk_host)
+        except Exception as err:  # a nicety: the first pass tells the rate anyway
+            LOG.warning("Migration %s: cannot read the link speed: %s", self.id, err)
+            return None
+        return speed if isinstance(speed, int) and speed > 0 else None
+
+    def _describe_plan(self):
+        plan = self.plan
+        parts = ["%s: %s" % (plan.strategy, plan.method)]
+        if plan.escalations:
+            parts.append("escalations " + " -> ".join(plan.escalations))
+        if plan.predicted_time_s is not None:
+            parts.append("predicted %.1f s, downtime %.0f ms" % (
+                plan.predicted_time_s, plan.predicted_downtime_ms))
+        return "; ".join(parts)
+
+    def _learn_from_first_pass(self, history, capabilities):
+        """Without a sampled rate or a known link: re-plan once the first pass
+        tells them; only what was armed at the start can be used."""
+        plan = self.plan
+        if plan.strategy != strategy_mod.ADAPTIVE or (
+                self.measurement.available and self.link.known):
+            return
+        dirty, link = convergence.from_first_pass(history)
+        if not dirty.available or not link.known:
+            return
+        self.measurement = dirty if not self.measurement.available else self.measurement
+        self.link = link if not self.link.known else self.link
+        revised = strategy_mod.choose(plan.memory_bytes, self.measurement, self.link,
+                                      capabilities, self.settings)
+        post_after = (revised.post_copy_after_first_pass and plan.post_copy)
+        self.plan = dataclasses.replace(
+            revised, auto_converge=plan.auto_converge, post_copy=plan.post_copy,
+            auto_converge_initial=plan.auto_converge_initial,
+            auto_converge_increment=plan.auto_converge_increment,
+            post_copy_after_first_pass=post_after,
+            escalations=tuple(e for e in revised.escalations if e in plan.escalations),
+            reasons=dict(revised.reasons, revised="re-planned from the first pass; only "
+                         "what was armed at the start can be used"))
+        self._emit(events.MEASURED, message="from the first pass: dirty rate %s; link %s"
+                   % (self.measurement.describe(), self.link.describe()))
+        self._emit(events.PLANNED, message="revised: " + self._describe_plan())
+
+    # -- the monitor -------------------------------------------------------------
+
     def _monitor(self, info, capabilities):
         gib = self._data_gib = data_gib(info, self.block_migration)
-        steps = list(downtime_steps(self.settings, gib))
+        static = self.plan.strategy == strategy_mod.STATIC
+        steps = list(monitor.downtime_steps(self.settings, gib))
+        if not static:
+            # Adaptive: start where Nova starts; adapt() raises it when it pays.
+            steps = steps[:1]
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
-        abort_at = None
-        forced = False
+        history = collections.deque(maxlen=self.HISTORY)
+        abort_at = first_abort = None
+        self._forced = False
         while True:
             progress = self.source.get_job_progress(self.instance)
+            if not isinstance(progress, driver_mod.JobProgress):
+                raise self._contract("get_job_progress", "returned %s, not a JobProgress"
+                                     % type(progress).__name__)
+            if progress.state not in driver_mod.JOB_STATES:
+                raise self._contract("get_job_progress", "unknown job state %r (known: %s)"
+                                     % (progress.state, ", ".join(driver_mod.JOB_STATES)))
             self.progress = progress
             self._emit(events.PROGRESS, progress=progress)
             if progress.state == driver_mod.JOB_COMPLETED:
@@ -240,13 +468,17 @@ class LiveMigration:
             if progress.state in (driver_mod.JOB_FAILED, driver_mod.JOB_CANCELLED):
                 raise self._job_error(progress)
             elapsed = self._clock() - start
-            while steps and elapsed >= steps[0][0]:
-                _, downtime = steps.pop(0)
-                self.source.set_max_downtime(self.instance, downtime)
-                self.downtime_ms = downtime
-                self._emit(events.DOWNTIME_CHANGED, message="max downtime %d ms" % downtime)
-            if (self.settings.completion_timeout and elapsed > timeout
-                    and self.timeout_action is None):
+            history.append((elapsed, progress))
+            stopping = self._abort.is_set() or self.timeout_action == "abort"
+            if static or self.downtime_ms is None:
+                self._act(monitor.update_downtime(steps, elapsed, self.downtime_ms))
+            if not stopping and not static:
+                if len(history) > 1 and history[-2][1].iteration < 2 <= progress.iteration:
+                    self._learn_from_first_pass(history, capabilities)
+                self._act(monitor.adapt(self.plan, list(history), self.taken,
+                                        self.downtime_ms), progress)
+            if monitor.should_trigger_timeout_action(elapsed, timeout, progress,
+                                                     self.timeout_action is not None):
                 self.timeout_action = self.settings.timeout_action
                 self._emit(events.TIMEOUT_ACTION, message="completion timeout of %.0f s "
                            "passed: %s" % (timeout, self.timeout_action))
@@ -257,17 +489,49 @@ class LiveMigration:
                 # that arrives before its transfer has really started and drop it
                 # (libvirt's migrate_cancel before QEMU's migrate).
                 now = self._clock()
+                if (not progress.postcopy and first_abort is not None
+                        and now - first_abort > self.ABORT_GIVE_UP_S):
+                    raise exception.MigrationError(
+                        instance=self.instance, step="abort",
+                        reason="the job still runs %.0f s after it was aborted"
+                               % (now - first_abort))
                 if abort_at is None or now - abort_at >= self.ABORT_RETRY_S:
                     if abort_at is not None:
                         LOG.info("Migration %s still runs after abort; aborting again",
                                  self.id)
                     abort_at = now
+                    if first_abort is None and not progress.postcopy:
+                        first_abort = now
                     self._abort_job(progress)
-            if self._force.is_set() and not forced:
-                forced = True
-                post_copy = self.settings.permit_post_copy and capabilities.post_copy
+            if self._force.is_set() and not self._forced:
+                self._forced = True
+                post_copy = self.plan.post_copy and capabilities.post_copy
                 self.source.force_complete(self.instance, post_copy=post_copy)
+                if post_copy:
+                    self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
+                                          progress.iteration)
             self._sleep(self.settings.poll_interval)
+
+    def _act(self, decision, progress=None):
+        """Carry out one monitor decision."""
+        if not decision:
+            return
+        if decision.action == monitor.SET_DOWNTIME:
+            self.source.set_max_downtime(self.instance, decision.value)
+            self.downtime_ms = decision.value
+            self._emit(events.DOWNTIME_CHANGED, message=decision.reason)
+        elif decision.action == monitor.POST_COPY:
+            self._forced = True  # a later force-complete has nothing left to do
+            self.source.force_complete(self.instance, post_copy=True)
+        elif decision.action != monitor.AUTO_CONVERGE:  # armed at the start: nothing to call
+            raise self._contract("monitor", "unexpected decision %r" % (decision,))
+        if decision.escalation:
+            self.taken[decision.escalation] = progress.iteration if progress else 0
+            self.escalations.append((decision.escalation, decision.reason))
+            self._emit(events.ESCALATED, message="%s: %s" % (decision.escalation,
+                                                             decision.reason))
+            LOG.info("Migration %s of %s escalated: %s (%s)", self.id, self.instance,
+                     decision.escalation, decision.reason)
 
     def _abort_job(self, progress):
         """Cancel the job, unless it runs post-copy: then the guest already runs on
@@ -370,4 +634,6 @@ class LiveMigration:
             migration_id=self.id, instance=self.instance, source=self.source.hostname,
             destination=self.destination.hostname, status=status,
             duration_s=round(self._elapsed(), 3), uris=self.uris, progress=self.progress,
-            timeout_action=self.timeout_action, error=error, running_on=running_on)
+            timeout_action=self.timeout_action, error=error, running_on=running_on,
+            plan=self.plan, measurement=self.measurement,
+            escalations=tuple(self.escalations))

@@ -198,16 +198,44 @@ migration_opts = [
         help="What to do when completion_timeout expires."),
     cfg.BoolOpt(
         "permit_post_copy",
-        default=False,
+        default=None,
         deprecated_opts=_libvirt("live_migration_permit_post_copy"),
-        help="Allow switching a migration to post-copy, used by force-complete. "
-             "Takes precedence over permit_auto_converge."),
+        help="Allow switching a migration to post-copy. Unset: the adaptive strategy "
+             "may switch a guest that does not converge otherwise, the static strategy "
+             "does not (Nova's default). True: permitted to both (force-complete and "
+             "timeout_action=force_complete use it; with strategy=static it takes "
+             "precedence over permit_auto_converge, as in Nova). False: never."),
     cfg.BoolOpt(
         "permit_auto_converge",
-        default=False,
+        default=None,
         deprecated_opts=_libvirt("live_migration_permit_auto_converge"),
-        help="Allow the hypervisor to throttle the guest's CPUs so that a busy "
-             "guest converges. Not used when post-copy is permitted."),
+        help="Allow the hypervisor to throttle the guest's CPUs so that a busy guest "
+             "converges (QEMU's auto-converge). Unset: the adaptive strategy may use "
+             "it, the static strategy does not (Nova's default). True: permitted to "
+             "both (with strategy=static, not used when post-copy is permitted, as in "
+             "Nova). False: never."),
+    cfg.StrOpt(
+        "strategy",
+        default="adaptive",
+        choices=[
+            ("adaptive", "Measure the guest's dirty rate before moving it, choose the "
+                         "method from it and the link rate, and escalate while it "
+                         "moves (raise the downtime within the budget, auto-converge, "
+                         "post-copy) as far as permit_auto_converge and "
+                         "permit_post_copy allow."),
+            ("static", "Nova's algorithm exactly: downtime steps, then the completion "
+                       "timeout and timeout_action; nothing measured or escalated."),
+        ],
+        help="How a migration is planned and steered. The downtime option is the "
+             "budget no strategy exceeds."),
+    _int_opt(
+        "dirty_rate_window",
+        default=1,
+        min=0,
+        max=60,
+        help="Seconds during which the adaptive strategy samples a guest's dirty rate "
+             "before moving it (libvirt's virDomainStartDirtyRateCalc). 0, or a driver "
+             "that cannot sample: the rate is learned from the first pre-copy pass."),
     _int_opt(
         "parallel_connections",
         default=1,

@@ -26,6 +26,7 @@ from migplane.core import versioned
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
+STRATEGIES = ("adaptive", "static")
 CONTROL_MANAGEMENT = "management"
 CONTROL_MIGRATION = "migration"
 CONTROL_PLANES = (CONTROL_MANAGEMENT, CONTROL_MIGRATION)
@@ -41,6 +42,14 @@ def _str_tuple(value):
     return None if value is None else versioned.check_str_tuple(value)
 
 
+def _opt_bool(value):
+    return None if value is None else versioned.check_bool(value)
+
+
+def _opt_int(value):
+    return None if value is None else versioned.check_int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class MigrationSettings(versioned.VersionedData):
     """How the source host migrates: the inputs of the URI policy and the monitor.
@@ -52,7 +61,10 @@ class MigrationSettings(versioned.VersionedData):
     # Version 1.0: scheme ... poll_interval.
     # Version 1.1: Adds control_plane and monitor_interval (Nova parity).
     # Version 1.2: Adds migration_networks and management_networks (core.trust).
-    VERSION = "1.2"
+    # Version 1.3: Adds strategy, dirty_rate_window, auto_converge_initial and
+    #              auto_converge_increment (convergence); permit_post_copy and
+    #              permit_auto_converge may be None (unset: the strategy decides).
+    VERSION = "1.3"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -64,8 +76,9 @@ class MigrationSettings(versioned.VersionedData):
     downtime_delay: int = _f("1.0", _int, default=75)
     completion_timeout: int = _f("1.0", _int, default=800)
     timeout_action: str = _f("1.0", versioned.check_str, default="abort")
-    permit_post_copy: bool = _f("1.0", _bool, default=False)
-    permit_auto_converge: bool = _f("1.0", _bool, default=False)
+    #: None (unset): the adaptive strategy may use it, the static one not.
+    permit_post_copy: Optional[bool] = _f("1.0", _opt_bool)
+    permit_auto_converge: Optional[bool] = _f("1.0", _opt_bool)
     parallel_connections: int = _f("1.0", _int, default=1)
     poll_interval: float = _f("1.0", versioned.check_number, default=0.5)
     #: Where the control connection goes when the destination has an inbound address.
@@ -76,6 +89,12 @@ class MigrationSettings(versioned.VersionedData):
     migration_networks: Optional[tuple] = _f("1.2", _str_tuple)
     #: CIDRs they must never lie in; filled by the agent from its own interfaces.
     management_networks: tuple = _f("1.2", versioned.check_str_tuple, default=())
+    strategy: str = _f("1.3", versioned.check_str, default="adaptive")
+    #: Seconds of the dirty-rate sample taken before the move.
+    dirty_rate_window: int = _f("1.3", _int, default=1)
+    #: QEMU's cpu-throttle-initial/increment for auto-converge; None: its defaults.
+    auto_converge_initial: Optional[int] = _f("1.3", _opt_int)
+    auto_converge_increment: Optional[int] = _f("1.3", _opt_int)
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -103,8 +122,17 @@ class MigrationSettings(versioned.VersionedData):
             raise exception.ConfigError(
                 group=opts.GROUP, option="control_plane", value=self.control_plane,
                 reason="must be one of %s" % ", ".join(CONTROL_PLANES))
+        if self.strategy not in STRATEGIES:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="strategy", value=self.strategy,
+                reason="must be one of %s" % ", ".join(STRATEGIES))
+        for name in ("auto_converge_initial", "auto_converge_increment"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= 99:
+                raise exception.ConfigError(group=opts.GROUP, option=name, value=value,
+                                            reason="a percentage from 1 to 99")
         for name, low in (("bandwidth_mib", 0), ("completion_timeout", 0),
-                          ("monitor_interval", 0),
+                          ("monitor_interval", 0), ("dirty_rate_window", 0),
                           ("downtime_ms", 100), ("downtime_steps", 3),
                           ("downtime_delay", 3), ("parallel_connections", 1)):
             if getattr(self, name) < low:
@@ -114,12 +142,17 @@ class MigrationSettings(versioned.VersionedData):
 
     @property
     def post_copy(self):
-        """Post-copy is used when permitted; it wins over auto-converge (as in Nova)."""
-        return self.permit_post_copy
+        """Post-copy is armed at the start (explicitly permitted, or by the plan)."""
+        return bool(self.permit_post_copy)
 
     @property
     def auto_converge(self):
-        return self.permit_auto_converge and not self.permit_post_copy
+        """Auto-converge is armed at the start. In the static strategy post-copy
+        wins over it, as in Nova; the adaptive plan arms both when it may
+        escalate from one to the other."""
+        if self.strategy == "static" and self.permit_post_copy:
+            return False
+        return bool(self.permit_auto_converge)
 
     def replace(self, **changes):
         """A copy with per-request overrides (e.g. a CLI's ``--bandwidth``)."""
@@ -327,6 +360,8 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         control_plane=lm("control_plane"),
         monitor_interval=lm("monitor_interval"),
         migration_networks=tuple(lm("migration_networks")) or None,
+        strategy=lm("strategy"),
+        dirty_rate_window=lm("dirty_rate_window"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -84,10 +84,15 @@ def host_conf(world, write_config):
     """The ``ConfigOpts`` of one fake host: hostname, fake world, plus overrides.
 
     Keyword overrides go to ``[DEFAULT]`` for ``my_live_migration_ip`` and to
-    ``[live_migration]`` otherwise.
+    ``[live_migration]`` otherwise. ``strategy`` defaults to ``static`` here:
+    most tests check the flow's steps, faults and Nova's timing, which the
+    adaptive strategy (measuring, escalating) would change; the tests of the
+    adaptive strategy ask for it.
     """
 
     def make(host, config=None, **overrides):
+        if config is None or "strategy" not in config:
+            overrides.setdefault("strategy", "static")
         files = [write_config(config)] if config is not None else []
         conf = testing_mod.host_conf(host, config_files=files)
         conf.set_override("world", world.name, group=fake_opts.GROUP)

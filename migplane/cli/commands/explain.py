@@ -19,7 +19,10 @@ def add_parser(subparsers, parents):
                     "pre_live_migration would, preparing nothing) and the source to "
                     "resolve the URIs, then show the control URI, data URI, listen "
                     "address, disks URI, TLS name, the driver's flags and parameters, "
-                    "and why each was chosen. Nothing is changed on either host.",
+                    "the guest's measured dirty rate, the link rate and the migration "
+                    "plan (method, escalations, predicted time and downtime), and why "
+                    "each was chosen. Nothing is changed on either host (sampling the "
+                    "dirty rate takes [live_migration] dirty_rate_window seconds).",
         epilog=errors.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     migrate.add_route_args(p)
     p.add_argument("--block", action="store_true", help="plan a block migration")
@@ -66,3 +69,35 @@ def show(plan, stream=None):
     else:
         stream.write("\n  (driver %s does not describe its flags and parameters)\n"
                      % plan["driver"]["name"])
+    if plan.get("convergence"):
+        show_convergence(plan["convergence"], stream)
+
+
+def _rate(value):
+    return "unknown" if value is None else "%.1f MiB/s" % (value / 2 ** 20)
+
+
+def show_convergence(conv, stream):
+    """The measurement and the plan, as the strategy sees them before the move."""
+    measured, link, plan = conv["measurement"], conv["link"], conv["plan"]
+    stream.write("\n  convergence (strategy %s):\n" % plan["strategy"])
+    stream.write("  %-15s %s (%s)%s\n" % (
+        "dirty rate", _rate(measured.get("dirty_rate")), measured["source"],
+        ": " + measured["reason"] if measured.get("reason") else ""))
+    stream.write("  %-15s %s (%s)%s\n" % (
+        "link rate", _rate(link.get("rate")), link["source"],
+        ": " + link["reason"] if link.get("reason") else ""))
+    stream.write("  %-15s %s\n" % ("method", plan["method"]))
+    armed = [name for name, on in (("auto-converge", plan["auto_converge"]),
+                                   ("post-copy", plan["post_copy"])) if on]
+    stream.write("  %-15s %s\n" % ("armed", ", ".join(armed) or "nothing"))
+    stream.write("  %-15s %s\n" % ("escalations", " -> ".join(plan["escalations"])
+                                    or "none (static)"))
+    stream.write("  %-15s %d ms\n" % ("downtime budget", plan["downtime_budget_ms"]))
+    if plan.get("predicted_time_s") is not None:
+        stream.write("  %-15s %.1f s, downtime %.0f ms\n" % (
+            "predicted", plan["predicted_time_s"], plan["predicted_downtime_ms"]))
+    else:
+        stream.write("  %-15s none (needs a dirty rate and a link rate)\n" % "predicted")
+    for key, value in sorted((plan.get("reasons") or {}).items()):
+        stream.write("  %-15s   why %s: %s\n" % ("", key, value))

@@ -145,6 +145,26 @@ def _plane_bytes(traffic):
     return "; ".join(parts) or "no traffic counted"
 
 
+def _plan_line(plan):
+    if not plan:
+        return None
+    return "%s: %s (dirty rate from %s, link rate from %s)" % (
+        plan["strategy"], plan["method"], plan["dirty_rate_source"],
+        plan["link_rate_source"])
+
+
+def _predicted(result, progress):
+    """Predicted against actual time and downtime."""
+    plan = result.get("plan") or {}
+    if plan.get("predicted_time_s") is None:
+        return None
+    actual = progress.get("downtime_ms")
+    return "%s, downtime %.0f ms (actual: %s, downtime %s)" % (
+        output.duration(plan["predicted_time_s"]), plan["predicted_downtime_ms"],
+        output.duration(result.get("duration_s")),
+        "%d ms" % actual if actual is not None else "-")
+
+
 def summary(record, stream=None):
     stream = stream or sys.stdout
     result = record.get("result") or {}
@@ -163,6 +183,10 @@ def summary(record, stream=None):
             output.size(progress.get("data_processed")), progress.get("iteration", 0),
             ", post-copy" if progress.get("postcopy") else "")),
         ("bytes per plane", _plane_bytes(record.get("traffic"))),
+        ("plan", _plan_line(result.get("plan"))),
+        ("predicted", _predicted(result, progress)),
+        ("escalations", "; ".join("%s (%s)" % (e["escalation"], e["reason"])
+                                  for e in result.get("escalations") or ()) or None),
         ("plane", "%s (bulk stream to %s)" % (uris.get("plane"), uris.get("bulk_host"))
          if uris else None),
         ("control URI", uris.get("control_uri")),

@@ -9,6 +9,7 @@ every :class:`MigrateData` it receives or returns, as a real RPC would, and
 records which address and plane carried the data.
 """
 
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -16,6 +17,7 @@ import urllib.parse
 
 from migplane.core import address
 from migplane.core import capabilities
+from migplane.core import convergence
 from migplane.core import driver
 from migplane.core import exception
 from migplane.core import migrate_data as md
@@ -25,7 +27,8 @@ from migplane.drivers.fake import world as world_mod
 CAPABILITIES = capabilities.Capabilities(
     schemes=("tcp", "tls", "ssh"), data_uri=True, listen_address=True, disks_uri=True,
     tls_destination=True, tunnelled=True, native_tls=True, post_copy=True,
-    auto_converge=True, parallel_connections=True, block_migration=True)
+    auto_converge=True, parallel_connections=True, block_migration=True,
+    dirty_rate_sampling=True)
 
 _STATES = {"running": driver.JOB_RUNNING, "completed": driver.JOB_COMPLETED,
            "failed": driver.JOB_FAILED, "cancelled": driver.JOB_CANCELLED}
@@ -65,7 +68,11 @@ class FakeDriver(driver.MigrationDriver):
         self.host = self.world.hosts[name]
 
     def describe(self):
-        return driver.DriverInfo(name="fake", version="1.0", capabilities=CAPABILITIES)
+        caps = CAPABILITIES
+        host = getattr(self, "host", None)
+        if host is not None and not host.dirty_rate_sampling:
+            caps = dataclasses.replace(caps, dirty_rate_sampling=False)
+        return driver.DriverInfo(name="fake", version="1.0", capabilities=caps)
 
     def local_addresses(self):
         return sorted(self.host.addresses)
@@ -99,6 +106,12 @@ class FakeDriver(driver.MigrationDriver):
         if self.host.running(instance):
             raise exception.DestinationCheckFailed(
                 host=self.host.name, instance=instance, reason="it already runs here")
+        if instance in self.host.guests:
+            # As libvirt: a domain of that name (e.g. being received) is defined.
+            raise exception.DestinationCheckFailed(
+                host=self.host.name, instance=instance,
+                reason="a domain of that name is already defined here (%s)"
+                       % self.host.guests[instance].state)
         return wire(md.MigrateData(dest_hostname=self.hostname,
                                    block_migration=block_migration))
 
@@ -222,7 +235,7 @@ class FakeDriver(driver.MigrationDriver):
             instance=instance, source=self.host, dest=dest, plane=plane,
             data_host=data_host, control_host=control_host, settings=settings,
             block=block, memory_remaining=float(guest.memory_bytes),
-            pass_remaining=float(guest.memory_bytes),
+            pass_remaining=float(guest.memory_bytes), pass_size=float(guest.memory_bytes),
             disk_remaining=float(guest.disk_bytes if block else 0))
         self.world.transfers[instance] = transfer
         self.world.history.append(transfer)
@@ -240,8 +253,9 @@ class FakeDriver(driver.MigrationDriver):
             memory_total=memory_total, memory_processed=int(t.memory_processed),
             memory_remaining=int(t.memory_remaining), disk_total=int(disk_total),
             disk_processed=int(t.disk_processed), disk_remaining=int(t.disk_remaining),
-            dirty_rate=t.source.guests[instance].dirty_rate, iteration=t.iteration,
-            downtime_ms=t.downtime_ms, postcopy=t.postcopy, error=t.error)
+            dirty_rate=int(self.world.dirty_rate(t, t.source.guests[instance])),
+            iteration=t.iteration, downtime_ms=t.downtime_ms, postcopy=t.postcopy,
+            error=t.error, cpu_throttle_pct=t.throttle_pct)
 
     @step
     def abort_job(self, instance):
@@ -289,3 +303,27 @@ class FakeDriver(driver.MigrationDriver):
         if guest is not None and guest.state == "paused":
             guest.state = "running"
         self.world.transfers.pop(instance, None)
+
+    # -- convergence ------------------------------------------------------------
+
+    @step
+    def measure_dirty_rate(self, instance, window_s):
+        """Like QEMU's page sampling: distinct pages dirtied over the window
+        (so never more than the working set per window), in simulated time."""
+        guest = self._guest(instance, states=("running",))
+        if not self.host.dirty_rate_sampling:
+            raise exception.UnsupportedFeature(driver="fake",
+                                               feature="dirty-rate sampling on %s"
+                                               % self.host.name)
+        self.world.clock.sleep(window_s)
+        rate = min(guest.dirty_rate, guest.working_set / window_s) if window_s else 0
+        return convergence.DirtyRateMeasurement(
+            int(rate), convergence.SAMPLING, float(window_s),
+            "simulated page sampling of %s over %s s" % (instance, window_s))
+
+    def link_speed(self, address):
+        """The simulated link's rate, when the host reports its interfaces' speed."""
+        if not self.host.reports_link_speed:
+            return None
+        _, plane = self.world.resolve(address)
+        return int(self.host.bandwidth[plane]) if plane else None

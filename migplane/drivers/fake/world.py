@@ -57,6 +57,14 @@ class FakeGuest:
     ticks: int = 0
     #: Stands for the guest's memory contents: bumps whenever the guest writes.
     generation: int = 0
+    #: Bytes the guest keeps rewriting; None: all of its memory.
+    working_set_bytes: Optional[int] = None
+
+    @property
+    def working_set(self):
+        if self.working_set_bytes is None:
+            return self.memory_bytes
+        return min(self.working_set_bytes, self.memory_bytes)
 
     def snapshot(self):
         return (self.boot_id, self.ticks, self.generation)
@@ -78,6 +86,10 @@ class FakeHost:
     disks: Dict[str, int] = dataclasses.field(default_factory=dict)
     bytes_sent: Dict[str, float] = dataclasses.field(
         default_factory=lambda: {p: 0.0 for p in PLANES})
+    #: The hypervisor can sample a guest's dirty rate (QEMU's calc-dirty-rate).
+    dirty_rate_sampling: bool = True
+    #: The host reports its interfaces' speed (physical NICs do, veths often not).
+    reports_link_speed: bool = False
 
     def plane_of(self, addr):
         """The plane of address ``addr``; IPv6 zone ids are ignored on both sides."""
@@ -114,6 +126,12 @@ class Transfer:
     postcopy: bool = False
     downtime_ms: Optional[int] = None
     error: Optional[str] = None
+    #: Auto-converge, as QEMU does it: vCPU throttle in percent, and how many
+    #: passes in a row dirtied more than half of what they sent.
+    throttle_pct: int = 0
+    dirty_high: int = 0
+    pass_size: float = 0.0
+    pass_dirtied: float = 0.0
 
 
 class FakeWorld:
@@ -144,10 +162,13 @@ class FakeWorld:
         self.hosts[name] = host
         return host
 
-    def add_guest(self, host, name, memory_mib=256, dirty_mib_s=0, disk_mib=0):
+    def add_guest(self, host, name, memory_mib=256, dirty_mib_s=0, disk_mib=0,
+                  working_set_mib=None):
         guest = FakeGuest(name=name, memory_bytes=memory_mib * MiB,
                           dirty_rate=int(dirty_mib_s * MiB), disk_bytes=disk_mib * MiB,
-                          boot_id="boot-%04d" % next(self._boot_ids))
+                          boot_id="boot-%04d" % next(self._boot_ids),
+                          working_set_bytes=(None if working_set_mib is None
+                                             else int(working_set_mib * MiB)))
         self.hosts[host].guests[name] = guest
         if disk_mib:
             self.hosts[host].disks[name] = disk_mib * MiB
@@ -261,11 +282,13 @@ class FakeWorld:
         t.memory_processed += sent
         t.source.bytes_sent[t.plane] += sent
         if guest.state == "running" and not t.postcopy:
-            t.memory_remaining = min(guest.memory_bytes,
-                                     t.memory_remaining + guest.dirty_rate * dt)
+            before = t.memory_remaining
+            cap = min(guest.memory_bytes, max(t.pass_remaining, 0.0) + guest.working_set)
+            t.memory_remaining = max(before, min(
+                cap, t.memory_remaining + self.dirty_rate(t, guest) * dt))
+            t.pass_dirtied += t.memory_remaining - before
         if t.pass_remaining <= 0:
-            t.iteration += 1
-            t.pass_remaining = t.memory_remaining
+            self._end_pass(t)
         if t.postcopy:
             if t.memory_remaining <= 0:
                 self._complete(t, downtime_ms=t.downtime_ms or 0)
@@ -276,6 +299,25 @@ class FakeWorld:
             t.memory_processed += t.memory_remaining
             t.memory_remaining = 0
             self._complete(t, downtime_ms=int(downtime) + 1)
+
+    @staticmethod
+    def dirty_rate(t, guest):
+        """The guest's dirty rate, slowed by auto-converge's throttle."""
+        return guest.dirty_rate * (1.0 - t.throttle_pct / 100.0)
+
+    def _end_pass(self, t):
+        """A pre-copy pass ends; auto-converge reacts as QEMU's does."""
+        if t.settings.auto_converge and t.pass_dirtied > 0.5 * t.pass_size:
+            t.dirty_high += 1
+            if t.dirty_high >= 2:
+                t.dirty_high = 0
+                initial = t.settings.auto_converge_initial or 20
+                increment = t.settings.auto_converge_increment or 10
+                t.throttle_pct = initial if not t.throttle_pct else min(
+                    99, t.throttle_pct + increment)
+        t.iteration += 1
+        t.pass_remaining = t.pass_size = t.memory_remaining
+        t.pass_dirtied = 0.0
 
     def switch_to_postcopy(self, t):
         """Post-copy: the guest runs on the destination from now on."""

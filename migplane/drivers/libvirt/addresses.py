@@ -70,3 +70,32 @@ def find(local, addr):
         if ipaddress.ip_address(item.address) == wanted:
             return item
     return None
+
+
+#: Kinds of interface whose reported speed says nothing about the link.
+_VIRTUAL = ("veth", "bridge", "tun", "dummy", "vxlan", "macvlan", "ipvlan")
+
+
+def interface_speed(addr, sysfs="/sys/class/net"):
+    """Bytes per second of the physical interface this host routes ``addr``
+    through, from sysfs; None when unknown, virtual or the lookup fails."""
+    try:
+        with IPRoute() as ipr:
+            route = ipr.route("get", dst=addr.split("%", 1)[0])
+            oif = route[0].get_attr("RTA_OIF") if route else None
+            if oif is None:
+                return None
+            link = ipr.get_links(oif)[0]
+    except Exception:  # no route, a name rather than an address, ...
+        return None
+    name = link.get_attr("IFLA_IFNAME")
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    if not name or kind in _VIRTUAL:
+        return None
+    try:
+        with open("%s/%s/speed" % (sysfs, name)) as f:
+            mbit = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return mbit * 1_000_000 // 8 if mbit > 0 else None

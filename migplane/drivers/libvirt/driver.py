@@ -21,11 +21,13 @@ import libvirt
 
 from migplane.core import address
 from migplane.core import capabilities as caps_mod
+from migplane.core import convergence
 from migplane.core import driver as driver_mod
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import versioned
 from migplane.drivers.libvirt import addresses
+from migplane.drivers.libvirt import dirtyrate
 from migplane.drivers.libvirt import disks as disks_mod
 from migplane.drivers.libvirt import errors
 from migplane.drivers.libvirt import events
@@ -58,10 +60,11 @@ MIN_LIBVIRT = {
     "parallel_connections": 5_002_000,
     "tls_destination": 6_000_000,
     "disks_uri": 6_008_000,
+    "dirty_rate_sampling": 7_002_000,   # virDomainStartDirtyRateCalc
 }
 #: First QEMU version with each feature, where QEMU is the limit.
 MIN_QEMU = {"post_copy": 2_005_000, "parallel_connections": 4_000_000,
-            "native_tls": 2_009_000}
+            "native_tls": 2_009_000, "dirty_rate_sampling": 5_002_000}
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "unknown",
@@ -228,10 +231,15 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 return driver_mod.DriverInfo(
                     name=NAME, version=VERSION,
                     capabilities=capabilities(libvirt.getVersion()))
+            caps = capabilities(lib, qemu)
+            if "mt" in self.compression:
+                # QEMU cannot switch a compressed migration to post-copy: never
+                # let a plan arm it (flags.check_settings refuses it explicitly).
+                caps = dataclasses.replace(caps, post_copy=False)
             self._info = driver_mod.DriverInfo(
                 name=NAME,
                 version=f"{VERSION} (libvirt {version_text(lib)}, QEMU {version_text(qemu)})",
-                capabilities=capabilities(lib, qemu))
+                capabilities=caps)
             return self._info
 
     def local_addresses(self):
@@ -629,3 +637,31 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if ours or reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
                 LOG.info("Resuming %s on %s", instance, self.hostname)
                 dom.resume()
+
+    # -- convergence ----------------------------------------------------------------
+
+    def measure_dirty_rate(self, instance, window_s):
+        """QEMU's page-sampling dirty rate of ``instance`` (see ``dirtyrate``)."""
+        with self._translated(instance, "measure_dirty_rate"):
+            dom = self._domain(instance)
+            try:
+                return dirtyrate.measure(self._conn(), dom, window_s)
+            except libvirt.libvirtError as err:
+                if not self._alive():
+                    raise
+                LOG.warning("Cannot sample the dirty rate of %s: %s", instance, err)
+                return convergence.DirtyRateMeasurement(
+                    reason="libvirt refused the dirty-rate calculation: %s"
+                           % errors.message(err))
+
+    def link_speed(self, address):
+        """The speed sysfs reports for the interface routing to ``address``.
+
+        Only when the daemon shares this process's network namespace (sysfs
+        shows ours); virtual interfaces (veth, bridges) report none or a
+        nominal figure, which a shaped link would contradict, so they count
+        as unknown.
+        """
+        if self.netns is not None:
+            return None
+        return addresses.interface_speed(address)

@@ -196,15 +196,27 @@ def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
 
     if settings.post_copy and capabilities.post_copy:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
-        why["POSTCOPY"] = (f"{LM} permit_post_copy: force-complete (or timeout_action="
-                           "force_complete) may switch to post-copy")
+        why["POSTCOPY"] = (f"{LM} permit_post_copy (or the adaptive plan): the monitor, "
+                           "force-complete or timeout_action=force_complete may switch "
+                           "to post-copy")
     elif settings.post_copy:
         LOG.warning("Post-copy is permitted but %s does not support it; force-complete "
                     "will pause the guest instead", driver)
     if settings.auto_converge:
         if capabilities.auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-            why["AUTO_CONVERGE"] = f"{LM} permit_auto_converge (post-copy not permitted)"
+            why["AUTO_CONVERGE"] = (
+                f"{LM} permit_auto_converge (post-copy not permitted)"
+                if settings.strategy == "static" else
+                "the adaptive plan: QEMU throttles the vCPUs once it sees the job not "
+                "converging")
+            for key, value in ((libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL,
+                                settings.auto_converge_initial),
+                               (libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT,
+                                settings.auto_converge_increment)):
+                if value is not None:
+                    params[key] = value
+                    why[key] = "throttle of auto-converge, in percent (the plan's)"
         else:
             LOG.warning("Auto-converge is permitted but %s does not support it", driver)
 

@@ -59,4 +59,5 @@ def to_progress(stats, state=None, postcopy=False, error=None):
         downtime_ms=None if downtime is None else int(downtime),
         postcopy=postcopy,
         error=error,
+        cpu_throttle_pct=int(stats.get("auto_converge_throttle", 0) or 0),
         **values)

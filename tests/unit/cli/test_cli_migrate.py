@@ -150,3 +150,33 @@ def test_explain_shows_the_drivers_flags_and_params(cli, agent_args, pair):
     assert "flags           LIVE | PEER2PEER" in out
     assert "param           migrate_uri = tcp://198.51.100.12" in out
     assert "why LIVE: the guest keeps running" in out
+
+
+def test_explain_shows_the_measurement_and_the_plan(cli, agent_args, world):
+    world.add_guest("host-a", "busy", memory_mib=2048, dirty_mib_s=40, working_set_mib=64)
+    code, out, _ = cli("explain", "busy", "--from", "host-a", "--to", "host-b",
+                       "--bandwidth", "16", *agent_args)
+    assert code == 0
+    assert "convergence (strategy static)" in out
+    assert "dirty rate      40.0 MiB/s (sampling)" in out
+    assert "link rate       16.0 MiB/s (bandwidth-limit)" in out
+    assert "escalations     none (static)" in out
+    assert world.where("busy") == ["host-a"] and world.transfers == {}
+
+
+def test_adaptive_summary_shows_predicted_against_actual(cli, world, start_agent):
+    world.add_guest("host-a", "busy", memory_mib=128, dirty_mib_s=32, working_set_mib=48)
+    a = start_agent("host-a", strategy="adaptive", bandwidth=16)
+    b = start_agent("host-b", my_live_migration_ip="198.51.100.12")
+    args = ["--agent", "host-a=%s" % a.url, "--agent", "host-b=%s" % b.url,
+            "--token", testing.TOKEN]
+    code, out, err = cli("explain", "busy", "--from", "host-a", "--to", "host-b", *args)
+    assert code == 0, err
+    assert "convergence (strategy adaptive)" in out
+    assert "escalations     raise-downtime -> post-copy" in out
+    code, out, err = cli("migrate", "busy", "--from", "host-a", "--to", "host-b", *args)
+    assert code == 0, out + err
+    assert "escalated: post-copy" in err
+    assert "adaptive: pre-copy, then post-copy after the first pass" in out
+    assert "(actual: " in out
+    assert world.where("busy") == ["host-b"]

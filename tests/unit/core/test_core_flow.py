@@ -188,15 +188,19 @@ def test_limiter_refusal(world, drivers, make_migration, guest, assert_rolled_ba
 # -- events ----------------------------------------------------------------------------
 
 
-def test_events_in_order(world, drivers, make_migration, guest):
-    migration = make_migration(*drivers, migration_id="mig-1")
+def test_events_in_order(world, make_driver, make_migration, guest):
+    a = make_driver(A, strategy="adaptive")
+    b = make_driver(B, my_live_migration_ip=B_MIG4)
+    migration = make_migration(a, b, migration_id="mig-1")
     migration.run()
     seen = kinds(migration)
     assert seen[0] == events.QUEUED and seen[-1] == events.COMPLETED
     assert steps(migration) == [
         "check_can_live_migrate_destination", "check_can_live_migrate_source",
-        "pre_live_migration", "resolve_uris", "live_migration",
+        "pre_live_migration", "resolve_uris", "measure", "live_migration",
         "post_live_migration_at_destination", "post_live_migration_at_source"]
+    assert seen.index(events.MEASURED) < seen.index(events.PLANNED) \
+        < seen.index(events.TRANSFER_STARTED)
     started = seen.index(events.TRANSFER_STARTED)
     assert seen[started - 1] == events.STEP
     assert seen.index(events.DOWNTIME_CHANGED) > started
@@ -407,9 +411,11 @@ def test_completion_timeout_forces_completion(world, make_driver, make_migration
     assert events.TIMEOUT_ACTION in kinds(migration)
 
 
-def test_without_a_timeout_a_busy_guest_does_not_converge(world, drivers, make_migration):
+def test_without_a_timeout_a_busy_guest_does_not_converge(world, make_driver,
+                                                          make_migration):
     world.add_guest(A, "vm1", memory_mib=512, dirty_mib_s=150)
-    migration = make_migration(*drivers)
+    a = make_driver(A, strategy="static")
+    migration = make_migration(a, make_driver(B, my_live_migration_ip=B_MIG4))
     world.at(30.0, migration.abort)
     assert isinstance(run_failing(migration), exception.MigrationAborted)
 
@@ -475,7 +481,7 @@ def test_downtime_steps_applied_during_the_migration(world, make_driver, make_mi
                                                      monkeypatch):
     world.add_guest(A, "vm1", memory_mib=1024)
     a = make_driver(A, downtime=500, downtime_steps=3, downtime_delay=3,
-                    completion_timeout=0)
+                    completion_timeout=0, strategy="static")
     b = make_driver(B, my_live_migration_ip=B_MIG4)
     calls = []
     original = a.set_max_downtime

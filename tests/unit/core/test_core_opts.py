@@ -183,8 +183,11 @@ def test_uri_template_accepted_with_one_placeholder(make_conf):
 
 
 def test_post_copy_wins_over_auto_converge():
-    both = settings.MigrationSettings(permit_post_copy=True, permit_auto_converge=True)
+    both = settings.MigrationSettings(permit_post_copy=True, permit_auto_converge=True,
+                                      strategy="static")
     assert both.post_copy and not both.auto_converge
+    # The adaptive plan arms both and escalates from one to the other.
+    assert both.replace(strategy="adaptive").auto_converge
     only = settings.MigrationSettings(permit_auto_converge=True)
     assert only.auto_converge and not only.post_copy
 

@@ -388,7 +388,9 @@ def links(monkeypatch):
 @pytest.fixture
 def make_conf():
     def make(daemon, my_ip=None, event_loop=False, driver_opts=None, **lm):
-        conf = testing.host_conf(daemon.name, my_ip, **{"poll_interval": 0.01, **lm})
+        # static: these tests check the calls libvirt gets (Nova's flags and timing)
+        conf = testing.host_conf(daemon.name, my_ip,
+                                 **{"poll_interval": 0.01, "strategy": "static", **lm})
         conf.set_override("connection_uri", daemon.uri, group=opts.GROUP)
         conf.set_override("netns", daemon.name, group=opts.GROUP)
         conf.set_override("event_loop", event_loop, group=opts.GROUP)

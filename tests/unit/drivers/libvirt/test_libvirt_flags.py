@@ -84,12 +84,22 @@ def test_tunnelled_targets_the_inbound_address_with_the_control_connection():
 
 
 def test_post_copy_wins_over_auto_converge():
-    p = plan(permit_post_copy=True, permit_auto_converge=True)
+    p = plan(permit_post_copy=True, permit_auto_converge=True, strategy="static")
     assert p.flags & P.VIR_MIGRATE_POSTCOPY
     assert not p.flags & P.VIR_MIGRATE_AUTO_CONVERGE
     p = plan(permit_auto_converge=True)
     assert p.flags & P.VIR_MIGRATE_AUTO_CONVERGE
     assert not p.flags & P.VIR_MIGRATE_POSTCOPY
+    assert P.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL not in p.params
+
+
+def test_adaptive_plan_arms_both_with_its_throttle():
+    p = plan(permit_post_copy=True, permit_auto_converge=True, auto_converge_initial=30,
+             auto_converge_increment=15)
+    assert p.flags & P.VIR_MIGRATE_POSTCOPY and p.flags & P.VIR_MIGRATE_AUTO_CONVERGE
+    assert p.params[P.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] == 30
+    assert p.params[P.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] == 15
+    assert "adaptive" in p.reasons["AUTO_CONVERGE"]
 
 
 def test_parallel_bandwidth_and_compression_parameters():

@@ -1,0 +1,155 @@
+"""What the strategy knows of a guest and a link before anything moves.
+
+Plain, frozen records (a driver measures, the core decides) and the pure
+rules that pick a figure when several sources could give one. Every figure
+says where it came from, because a plan built on a guess must say so.
+"""
+
+import dataclasses
+from typing import Optional
+
+MiB = 1024 * 1024
+
+#: Where a dirty rate came from.
+SAMPLING = "sampling"                  # the hypervisor sampled the guest before the move
+FIRST_ITERATION = "first-iteration"    # read from the first pre-copy pass's statistics
+UNAVAILABLE = "unavailable"            # nothing measured yet
+DIRTY_RATE_SOURCES = (SAMPLING, FIRST_ITERATION, UNAVAILABLE)
+
+#: Where a link rate came from.
+BANDWIDTH_LIMIT = "bandwidth-limit"    # [live_migration] bandwidth (or a per-request one)
+INTERFACE_SPEED = "interface-speed"    # the speed the host reports for the interface
+LEARNED = "first-iteration"            # the throughput of the first pre-copy pass
+UNKNOWN = "unknown"
+LINK_SOURCES = (BANDWIDTH_LIMIT, INTERFACE_SPEED, LEARNED, UNKNOWN)
+#: The first pass left less than this share of ``rate x its time``: the guest
+#: rewrites a working set that size rather than new memory.
+WORKING_SET_SHARE = 0.9
+
+
+def _mib(rate):
+    return "unknown" if rate is None else "%.1f MiB/s" % (rate / MiB)
+
+
+@dataclasses.dataclass(frozen=True)
+class DirtyRateMeasurement:
+    """How fast a guest dirties its memory, in bytes per second."""
+
+    dirty_rate: Optional[int] = None
+    source: str = UNAVAILABLE
+    #: Seconds the measurement covered.
+    window_s: float = 0.0
+    reason: str = ""
+    #: Bytes the guest keeps rewriting, when the measurement could tell.
+    working_set: Optional[int] = None
+
+    def __post_init__(self):
+        if self.source not in DIRTY_RATE_SOURCES:
+            raise ValueError("dirty rate source %r is not one of %s"
+                             % (self.source, ", ".join(DIRTY_RATE_SOURCES)))
+        if self.source != UNAVAILABLE and (self.dirty_rate is None or self.dirty_rate < 0):
+            raise ValueError("a %s dirty rate needs a figure >= 0, got %r"
+                             % (self.source, self.dirty_rate))
+
+    @property
+    def available(self):
+        return self.source != UNAVAILABLE
+
+    def describe(self):
+        if not self.available:
+            return "unavailable%s" % (": " + self.reason if self.reason else "")
+        return "%s (%s%s)" % (_mib(self.dirty_rate), self.source,
+                              ", %.1f s window" % self.window_s if self.window_s else "")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkRate:
+    """The rate one migration can expect from its link, in bytes per second."""
+
+    rate: Optional[int] = None
+    source: str = UNKNOWN
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.source not in LINK_SOURCES:
+            raise ValueError("link rate source %r is not one of %s"
+                             % (self.source, ", ".join(LINK_SOURCES)))
+        if self.source != UNKNOWN and (self.rate is None or self.rate <= 0):
+            raise ValueError("a %s link rate needs a figure > 0, got %r"
+                             % (self.source, self.rate))
+
+    @property
+    def known(self):
+        return self.source != UNKNOWN
+
+    def describe(self):
+        return "%s (%s)" % (_mib(self.rate), self.source)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+def link_rate(bandwidth_mib, interface_speed=None):
+    """The link rate a plan starts from: the bandwidth limit when one is set
+    (the hypervisor will not go faster), else the interface speed the host
+    reports, else unknown (the monitor learns it from the first pass).
+
+    :param bandwidth_mib: the migration's bandwidth limit in MiB/s; 0 = none.
+    :param interface_speed: bytes/s of the interface towards the destination.
+    """
+    limit = bandwidth_mib * MiB if bandwidth_mib else None
+    if limit and interface_speed and interface_speed < limit:
+        return LinkRate(interface_speed, INTERFACE_SPEED,
+                        "the interface (%s) is slower than the bandwidth limit (%d MiB/s)"
+                        % (_mib(interface_speed), bandwidth_mib))
+    if limit:
+        return LinkRate(limit, BANDWIDTH_LIMIT,
+                        "[live_migration] bandwidth = %d MiB/s" % bandwidth_mib)
+    if interface_speed:
+        return LinkRate(interface_speed, INTERFACE_SPEED,
+                        "speed the host reports for the interface towards the destination")
+    return LinkRate(None, UNKNOWN, "no bandwidth limit and no interface speed reported; "
+                                   "learned from the first pass")
+
+
+def from_first_pass(history):
+    """Dirty rate and link rate learned from the first pre-copy pass.
+
+    :param history: ``(elapsed_s, JobProgress)`` samples of a running job.
+    :returns: ``(DirtyRateMeasurement, LinkRate)``; unavailable/unknown until
+        a sample of the second pass exists (the first pass's statistics are
+        then complete).
+    """
+    first = next(((t, p) for t, p in history if p.iteration >= 2), None)
+    if first is None:
+        return (DirtyRateMeasurement(reason="the first pass has not finished"),
+                LinkRate(reason="the first pass has not finished"))
+    elapsed, progress = first
+    seconds = progress.time_elapsed_ms / 1000.0 if progress.time_elapsed_ms else elapsed
+    rate = max(0, int(progress.dirty_rate))
+    # What the first pass left to send is what the guest dirtied meanwhile: less
+    # than its rate allows means it keeps rewriting a smaller working set.
+    saturated = progress.memory_remaining < WORKING_SET_SHARE * rate * seconds
+    dirty = DirtyRateMeasurement(
+        rate, FIRST_ITERATION, round(seconds, 3),
+        "the hypervisor's dirty rate at the end of the first pre-copy pass",
+        working_set=int(progress.memory_remaining) if saturated else None)
+    if seconds > 0 and progress.memory_processed > 0:
+        link = LinkRate(int(progress.memory_processed / seconds), LEARNED,
+                        "memory sent in the first %.1f s of the transfer" % seconds)
+    else:
+        link = LinkRate(reason="no throughput in the first pass")
+    return dirty, link

@@ -1,0 +1,247 @@
+"""The monitor's decisions, as small pure functions.
+
+The flow's monitor loop only reads the job's progress, asks these functions
+what to do, and does it. Each takes plain data (the progress history, the
+settings or the plan, the time elapsed, what was already done) and returns a
+frozen :class:`Decision` with its reason, in the manner of Nova's
+``update_downtime`` and ``should_trigger_timeout_action`` (``virt/libvirt/
+migration.py``), plus the convergence logic Nova lacks: :func:`trend` tells
+a job that stopped converging within a few passes, and :func:`adapt` walks
+the plan's escalations in order (raise the downtime within the budget ->
+rely on auto-converge's rising throttle -> switch to post-copy).
+
+Invariants, property-tested in ``tests/property/test_monitor.py``: no
+decision sets a downtime above the budget; post-copy is never chosen unless
+the plan armed it; a converging job is not escalated; a job that does not
+converge is escalated within a few polls; nothing is decided for a job in
+post-copy, and a job in post-copy is never aborted.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+from migplane.core import strategy as strategy_mod
+
+NONE = "none"
+SET_DOWNTIME = "set_downtime"
+AUTO_CONVERGE = "auto_converge"
+POST_COPY = "post_copy"
+PAUSE = "pause"
+ABORT = "abort"
+
+#: Polls after the first pass over which the rates must agree before acting.
+CONFIRM_POLLS = 3
+#: A guest dirtying this share of what is sent keeps pace with the link.
+KEEPING_UP = 0.95
+#: A pass counts as shrinking when it starts below this share of the one before.
+SHRINKING = 0.9
+#: Passes auto-converge gets, once relied on, before post-copy is next.
+AUTO_CONVERGE_PASSES = 4
+#: Margin over the computed switch-over time when raising the downtime.
+DOWNTIME_MARGIN = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One thing for the flow to do (or not), and why."""
+
+    action: str = NONE
+    value: Optional[int] = None
+    reason: str = ""
+    #: The plan's escalation this is (``strategy.LADDER``), if it is one.
+    escalation: Optional[str] = None
+
+    def __bool__(self):
+        return self.action != NONE
+
+
+@dataclasses.dataclass(frozen=True)
+class Trend:
+    """Is the job converging? ``converging`` is None until it can be told."""
+
+    converging: Optional[bool]
+    reason: str
+    transfer_rate: Optional[float] = None
+    dirty_rate: Optional[float] = None
+    #: Milliseconds a switch-over would take now (remaining / transfer rate).
+    switch_over_ms: Optional[float] = None
+
+
+# -- Nova's static algorithm ---------------------------------------------------------
+
+
+def downtime_steps(settings, data_gib):
+    """Nova's schedule of ``(seconds after start, max downtime ms)`` pairs."""
+    delay = int(settings.downtime_delay * data_gib)
+    base = settings.downtime_ms / settings.downtime_steps
+    offset = (settings.downtime_ms - base) / settings.downtime_steps
+    for i in range(settings.downtime_steps + 1):
+        yield int(delay * i), int(base + offset * i)
+
+
+def update_downtime(steps, elapsed, current_ms):
+    """Nova's ``update_downtime``: the last step whose time has come, if new.
+
+    :param steps: the list from :func:`downtime_steps`.
+    """
+    due = [downtime for at, downtime in steps if elapsed >= at]
+    if not due or due[-1] == current_ms:
+        return Decision()
+    return Decision(SET_DOWNTIME, due[-1], "max downtime %d ms (downtime step at %.0f s)"
+                    % (due[-1], elapsed))
+
+
+def should_trigger_timeout_action(elapsed, timeout_s, progress, triggered):
+    """Nova's question: has the completion timeout passed for this job?
+
+    Never for a job in post-copy (it cannot be aborted and is completing),
+    never twice, never when the timeout is disabled (0).
+    """
+    if triggered or not timeout_s or progress.postcopy:
+        return False
+    return elapsed > timeout_s
+
+
+def timeout_action(action, post_copy_armed):
+    """What ``timeout_action`` means for this job: abort, or converge now."""
+    if action == "abort":
+        return Decision(ABORT, reason="completion timeout: abort")
+    if post_copy_armed:
+        return Decision(POST_COPY, reason="completion timeout: switch to post-copy")
+    return Decision(PAUSE, reason="completion timeout: pause the guest so the copy ends")
+
+
+# -- convergence --------------------------------------------------------------------------
+
+
+def _pass_starts(history):
+    """``{iteration: memory_remaining}`` at the first sample seen of each pass."""
+    starts = {}
+    for _, progress in history:
+        if progress.iteration and progress.iteration not in starts:
+            starts[progress.iteration] = progress.memory_remaining
+    return starts
+
+
+def _transfer_rate(history, polls):
+    """Bytes per second sent over the last ``polls`` samples, or None."""
+    recent = list(history)[-(polls + 1):]
+    if len(recent) < 2:
+        return None
+    (t0, p0), (t1, p1) = recent[0], recent[-1]
+    if t1 <= t0 or p1.memory_processed < p0.memory_processed:
+        return None
+    return (p1.memory_processed - p0.memory_processed) / (t1 - t0)
+
+
+def trend(history, polls=CONFIRM_POLLS):
+    """Whether a running pre-copy job converges, from its statistics.
+
+    Not converging: after the first pass, either the last ``polls`` samples
+    all show the guest dirtying memory about as fast as it is sent (at least
+    :data:`KEEPING_UP` of it), or a
+    pass started no smaller than the one before it. Converging: passes
+    shrink and the dirty rate stays below the transfer rate.
+
+    :param history: ``(elapsed_s, JobProgress)`` samples, oldest first.
+    """
+    history = list(history)
+    if not history:
+        return Trend(None, "no progress yet")
+    last = history[-1][1]
+    rate = _transfer_rate(history, polls)
+    switch_over = (1000.0 * last.memory_remaining / rate) if rate else None
+    after_first = [(t, p) for t, p in history if p.iteration >= 2]
+    if not after_first:
+        return Trend(None, "the first pass is not done", rate, last.dirty_rate, switch_over)
+    recent = after_first[-(polls + 1):]
+    if len(recent) > polls:
+        faster = []
+        for (t0, p0), (t1, p1) in zip(recent, recent[1:]):
+            sent = (p1.memory_processed - p0.memory_processed) / (t1 - t0) if t1 > t0 else 0
+            faster.append(p1.dirty_rate >= KEEPING_UP * sent > 0
+                          or (sent <= 0 and p1.dirty_rate > 0))
+        if all(faster):
+            return Trend(False, "the guest dirties %.1f MiB/s, at least what is sent "
+                         "(%s) over the last %d polls"
+                         % (last.dirty_rate / 2 ** 20, _mibs(rate), polls),
+                         rate, last.dirty_rate, switch_over)
+    starts = _pass_starts(after_first)
+    passes = sorted(starts)
+    if len(passes) >= 2:
+        before, now = starts[passes[-2]], starts[passes[-1]]
+        if now >= SHRINKING * before and now > 0:
+            return Trend(False, "pass %d started with %.1f MiB to send, pass %d with %.1f "
+                         "MiB: not shrinking" % (passes[-2], before / 2 ** 20, passes[-1],
+                                                 now / 2 ** 20),
+                         rate, last.dirty_rate, switch_over)
+        return Trend(True, "passes shrink (%.1f -> %.1f MiB)"
+                     % (before / 2 ** 20, now / 2 ** 20), rate, last.dirty_rate, switch_over)
+    return Trend(None, "too few passes to tell", rate, last.dirty_rate, switch_over)
+
+
+def _mibs(rate):
+    return "unknown" if rate is None else "%.1f MiB/s" % (rate / 2 ** 20)
+
+
+# -- the adaptive strategy ---------------------------------------------------------------
+
+
+def adapt(plan, history, taken, current_downtime_ms):
+    """The next step of an adaptive migration, or :data:`NONE`.
+
+    :param plan: the :class:`~migplane.core.strategy.MigrationPlan`.
+    :param history: ``(elapsed_s, JobProgress)`` samples, oldest first.
+    :param taken: ``{escalation: iteration when taken}`` of escalations done.
+    :param current_downtime_ms: the max downtime the job has now (None: unset).
+    """
+    if not history:
+        return Decision()
+    last = history[-1][1]
+    if last.postcopy or strategy_mod.ESCALATE_POST_COPY in taken:
+        return Decision(reason="in post-copy: the job completes on its own")
+    ladder = plan.escalations
+    budget = plan.downtime_budget_ms
+    current = current_downtime_ms or 0
+    can_post_copy = plan.post_copy and strategy_mod.ESCALATE_POST_COPY in ladder
+    if plan.post_copy_after_first_pass and can_post_copy and last.iteration >= 2:
+        return Decision(POST_COPY, reason="the plan: post-copy once the first pass is done "
+                        "(%s)" % plan.reasons.get("method", ""),
+                        escalation=strategy_mod.ESCALATE_POST_COPY)
+    state = trend(history)
+    if state.switch_over_ms is not None and current < budget and last.iteration >= 2:
+        wanted = min(budget, int(math.ceil(state.switch_over_ms * DOWNTIME_MARGIN)))
+        if current < wanted and state.switch_over_ms <= budget:
+            return Decision(SET_DOWNTIME, wanted, "%.1f MiB remain at %s: a switch-over now "
+                            "takes about %.0f ms, within the %d ms budget"
+                            % (last.memory_remaining / 2 ** 20, _mibs(state.transfer_rate),
+                               state.switch_over_ms, budget))
+    if state.converging is not False:
+        return Decision(reason=state.reason)
+    if strategy_mod.RAISE_DOWNTIME in ladder and strategy_mod.RAISE_DOWNTIME not in taken \
+            and current < budget:
+        return Decision(SET_DOWNTIME, budget, "not converging (%s): max downtime raised to "
+                        "the budget, %d ms" % (state.reason, budget),
+                        escalation=strategy_mod.RAISE_DOWNTIME)
+    relying = strategy_mod.ESCALATE_AUTO_CONVERGE in taken
+    if plan.auto_converge and strategy_mod.ESCALATE_AUTO_CONVERGE in ladder and not relying:
+        return Decision(AUTO_CONVERGE, reason="not converging (%s): relying on auto-converge "
+                        "(armed at the start: throttle from %s %%, +%s %% per pass)"
+                        % (state.reason, plan.auto_converge_initial or "the default",
+                           plan.auto_converge_increment or "the default"),
+                        escalation=strategy_mod.ESCALATE_AUTO_CONVERGE)
+    if can_post_copy:
+        if relying:
+            since = taken[strategy_mod.ESCALATE_AUTO_CONVERGE]
+            throttled_out = last.cpu_throttle_pct >= strategy_mod.THROTTLE_MAX
+            if last.iteration - since < AUTO_CONVERGE_PASSES and not throttled_out:
+                return Decision(reason="auto-converge has had %d of %d passes (throttle "
+                                "%d %%)" % (last.iteration - since, AUTO_CONVERGE_PASSES,
+                                            last.cpu_throttle_pct))
+        return Decision(POST_COPY, reason="not converging (%s)%s: switch to post-copy"
+                        % (state.reason, " despite auto-converge (throttle %d %%)"
+                           % last.cpu_throttle_pct if relying else ""),
+                        escalation=strategy_mod.ESCALATE_POST_COPY)
+    return Decision(reason="not converging (%s) and no escalation left; the completion "
+                    "timeout applies" % state.reason)

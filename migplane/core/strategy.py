@@ -1,0 +1,323 @@
+"""How to move a guest: a pure choice from its size, dirty rate and link.
+
+:func:`choose` takes what was measured (``convergence``), what the driver can
+do (``Capabilities``) and what the operator permits (``MigrationSettings``)
+and returns a frozen :class:`MigrationPlan`: the method to start with, what
+the hypervisor must have armed at the start (auto-converge and post-copy
+cannot be switched on once a job runs), the order of the escalations the
+monitor may take, the downtime budget, a prediction, and a reason for each
+choice.
+
+``strategy = static`` is Nova's algorithm exactly: the permissions as
+configured (unset means no), post-copy winning over auto-converge, the
+downtime steps and the completion timeout; nothing is measured or escalated.
+
+The prediction simulates pre-copy pass by pass: a pass sends what remains at
+the link rate while the guest dirties ``dirty_rate`` bytes per second of at
+most its working set; QEMU's auto-converge throttles the vCPUs by
+``initial`` % once two passes in a row dirtied more than half of what they
+sent, then by ``increment`` % more each time it happens again, up to 99 %; a
+pass that would fit into the downtime budget is the switch-over. It is a
+model, not a promise: the monitor (``monitor``) corrects the course from the
+real statistics.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Optional
+from typing import Tuple
+
+from migplane.core import convergence
+from migplane.core import versioned
+
+ADAPTIVE = "adaptive"
+STATIC = "static"
+STRATEGIES = (ADAPTIVE, STATIC)
+
+#: Initial methods.
+PRE_COPY = "pre-copy"
+AUTO_CONVERGE = "pre-copy+auto-converge"
+POST_COPY = "pre-copy, then post-copy after the first pass"
+
+#: Escalations, in the only order the monitor takes them.
+RAISE_DOWNTIME = "raise-downtime"
+ESCALATE_AUTO_CONVERGE = "auto-converge"
+ESCALATE_POST_COPY = "post-copy"
+LADDER = (RAISE_DOWNTIME, ESCALATE_AUTO_CONVERGE, ESCALATE_POST_COPY)
+
+#: QEMU's auto-converge defaults (cpu-throttle-initial/increment, max-cpu-throttle).
+THROTTLE_INITIAL = 20
+THROTTLE_INCREMENT = 10
+THROTTLE_MAX = 99
+#: Share of a pass's bytes that, dirtied again, QEMU counts as not converging.
+THROTTLE_TRIGGER = 0.5
+#: Estimated pause of a switch to post-copy (device state, dirty bitmap).
+POST_COPY_SWITCH_MS = 100
+#: Pre-copy passes simulated at most.
+MAX_PASSES = 400
+#: A prediction slower than this many times RAM/link counts as not converging.
+HORIZON = 20.0
+#: An escalation replaces plain pre-copy only when predicted this much faster
+#: (post-copy's page faults and auto-converge's throttle cost what the model omits).
+DISPLACE = 1.25
+#: Auto-converge is preferred to post-copy (which puts the guest at the mercy of
+#: the link) unless post-copy is predicted faster by more than this factor.
+AUTO_CONVERGE_PREFERENCE = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What the model expects of one method."""
+
+    converges: bool
+    total_s: Optional[float] = None
+    downtime_ms: Optional[float] = None
+    passes: int = 0
+
+    def describe(self):
+        if not self.converges:
+            return "does not converge (%d passes simulated)" % self.passes
+        return "%.1f s, %.0f ms downtime, %d pass(es)" % (self.total_s, self.downtime_ms,
+                                                          self.passes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationPlan:
+    """How one migration starts and may adapt; ``reasons`` explain each field."""
+
+    strategy: str
+    method: str
+    #: Arm the hypervisor's auto-converge (CPU throttling) at the start.
+    auto_converge: bool
+    #: Arm post-copy at the start, so that the monitor may switch to it.
+    post_copy: bool
+    #: Escalations the monitor may take, in order (empty in static mode).
+    escalations: Tuple[str, ...]
+    downtime_budget_ms: int
+    bandwidth_mib: int = 0
+    parallel_connections: int = 1
+    auto_converge_initial: Optional[int] = None
+    auto_converge_increment: Optional[int] = None
+    #: Switch to post-copy as soon as the first pass is done.
+    post_copy_after_first_pass: bool = False
+    predicted_time_s: Optional[float] = None
+    predicted_downtime_ms: Optional[float] = None
+    memory_bytes: int = 0
+    dirty_rate: Optional[int] = None
+    dirty_rate_source: str = convergence.UNAVAILABLE
+    link_rate: Optional[int] = None
+    link_rate_source: str = convergence.UNKNOWN
+    reasons: Mapping = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
+        object.__setattr__(self, "escalations", tuple(self.escalations))
+
+    def transfer_settings(self, settings):
+        """``settings`` as the driver must start the job for this plan."""
+        return settings.replace(
+            permit_auto_converge=self.auto_converge, permit_post_copy=self.post_copy,
+            auto_converge_initial=self.auto_converge_initial,
+            auto_converge_increment=self.auto_converge_increment)
+
+    def to_dict(self):
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["reasons"] = versioned.thaw(self.reasons)
+        data["escalations"] = list(self.escalations)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
+            post_copy_after_first_pass=False):
+    """Simulate pre-copy (optionally throttled, or switching to post-copy).
+
+    :param memory: guest RAM in bytes; ``rate``, ``link``: bytes per second.
+    :param throttle: ``(initial, increment)`` percent when auto-converge is armed.
+    :returns: a :class:`Prediction`.
+    """
+    if link <= 0:
+        return Prediction(converges=False)
+    working_set = memory if working_set is None else min(working_set, memory)
+    budget_s = budget_ms / 1000.0
+    horizon = HORIZON * memory / link
+    t, remaining, throttled, high = 0.0, float(memory), 0.0, 0
+    for passes in range(1, MAX_PASSES + 1):
+        pass_s = remaining / link
+        if pass_s <= budget_s:
+            return Prediction(True, round(t + pass_s, 3), round(pass_s * 1000.0, 1), passes)
+        t += pass_s
+        dirtied = min(float(working_set), rate * (1.0 - throttled / 100.0) * pass_s)
+        if post_copy_after_first_pass:
+            return Prediction(True, round(t + dirtied / link, 3), float(POST_COPY_SWITCH_MS),
+                              passes + 1)
+        if throttle and dirtied > THROTTLE_TRIGGER * remaining:
+            high += 1
+            if high >= 2:
+                high = 0
+                throttled = float(throttle[0]) if not throttled else min(
+                    float(THROTTLE_MAX), throttled + throttle[1])
+        remaining = dirtied
+        if t > horizon:
+            break
+    return Prediction(converges=False, passes=passes)
+
+
+def _permitted(value, strategy):
+    """Unset permissions: the adaptive strategy may use the mechanism, static not."""
+    return value if value is not None else strategy == ADAPTIVE
+
+
+def choose(memory_bytes, measurement, link, capabilities, settings, working_set=None):
+    """The :class:`MigrationPlan` of one migration.
+
+    :param memory_bytes: the guest's RAM.
+    :param measurement: a :class:`~migplane.core.convergence.DirtyRateMeasurement`.
+    :param link: a :class:`~migplane.core.convergence.LinkRate`.
+    :param capabilities: the source driver's ``Capabilities``.
+    :param settings: the source's ``MigrationSettings`` (strategy, permissions,
+        ``downtime_ms`` as the budget, bandwidth, parallel connections).
+    :param working_set: bytes the guest keeps rewriting, when known.
+    """
+    strategy = settings.strategy
+    budget = settings.downtime_ms
+    if working_set is None:
+        working_set = measurement.working_set
+    why = {}
+    common = dict(strategy=strategy, downtime_budget_ms=budget,
+                  bandwidth_mib=settings.bandwidth_mib,
+                  parallel_connections=settings.parallel_connections,
+                  memory_bytes=memory_bytes, dirty_rate=measurement.dirty_rate,
+                  dirty_rate_source=measurement.source, link_rate=link.rate,
+                  link_rate_source=link.source)
+    why["measurement"] = "dirty rate %s; link %s" % (measurement.describe(), link.describe())
+    why["downtime_budget_ms"] = "[live_migration] downtime = %d ms: never exceeded" % budget
+
+    post_copy_ok, post_copy_why = _post_copy_possible(settings, capabilities, strategy)
+    auto_converge_ok, auto_converge_why = _auto_converge_possible(settings, capabilities,
+                                                                   strategy)
+    known = measurement.available and link.known
+    pre = (predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set)
+           if known else None)
+
+    if strategy == STATIC:
+        # Nova: post-copy, when permitted, wins over auto-converge.
+        auto = auto_converge_ok and not post_copy_ok
+        why["strategy"] = ("static: Nova's algorithm (downtime steps, completion timeout, "
+                           "then timeout_action); nothing is escalated")
+        why["auto_converge"] = (auto_converge_why if not auto else
+                                "permit_auto_converge = True (post-copy not permitted)")
+        why["post_copy"] = post_copy_why
+        method = AUTO_CONVERGE if auto else PRE_COPY
+        why["method"] = "as configured"
+        return MigrationPlan(method=method, auto_converge=auto, post_copy=post_copy_ok,
+                             escalations=(), reasons=why,
+                             predicted_time_s=pre.total_s if pre else None,
+                             predicted_downtime_ms=pre.downtime_ms if pre else None,
+                             **common)
+
+    why["strategy"] = ("adaptive: measured before moving; the monitor escalates in the "
+                       "order below when the job stops converging")
+    throttle = (THROTTLE_INITIAL, THROTTLE_INCREMENT)
+    ladder = [RAISE_DOWNTIME]
+    if not known:
+        method, chosen = PRE_COPY, None
+        why["method"] = ("pre-copy: no prediction without a dirty rate and a link rate; "
+                         "the monitor decides from the first passes")
+        auto, post = auto_converge_ok, post_copy_ok
+    else:
+        ratio = measurement.dirty_rate / link.rate
+        ac = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
+                     throttle=throttle) if auto_converge_ok else None
+        pc = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
+                     post_copy_after_first_pass=True) if post_copy_ok else None
+        why["predictions"] = "; ".join(
+            "%s: %s" % (name, p.describe())
+            for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
+        method, chosen = _fastest(pre, ac, pc)
+        if method == PRE_COPY and chosen is not None:
+            why["method"] = ("pre-copy: dirty rate %.2fx the link, predicted to converge "
+                             "in %.1f s" % (ratio, pre.total_s))
+            auto, post = auto_converge_ok, post_copy_ok
+        elif method == AUTO_CONVERGE:
+            why["method"] = ("pre-copy with auto-converge: dirty rate %.2fx the link; "
+                             "throttling is predicted to converge in %.1f s"
+                             % (ratio, ac.total_s))
+            auto, post = True, post_copy_ok
+        elif method == POST_COPY:
+            why["method"] = ("post-copy after the first pass: dirty rate %.2fx the link; "
+                             "predicted %.1f s" % (ratio, pc.total_s))
+            # Throttling would only slow the guest before the switch.
+            auto, post = False, True
+        elif ac:
+            method, chosen = AUTO_CONVERGE, ac
+            why["method"] = ("pre-copy with auto-converge, the only escalation permitted; "
+                             "dirty rate %.2fx the link" % ratio)
+            auto, post = True, False
+        else:
+            method, chosen = PRE_COPY, pre
+            why["method"] = ("pre-copy: dirty rate %.2fx the link and no escalation is "
+                             "permitted; %s" % (ratio, pre.describe()))
+            auto, post = False, False
+    if auto:
+        ladder.append(ESCALATE_AUTO_CONVERGE)
+    if post:
+        ladder.append(ESCALATE_POST_COPY)
+    why["auto_converge"] = (auto_converge_why if not auto_converge_ok else
+                            "armed at the start (QEMU throttles only once it sees the job "
+                            "not converging)" if auto else "not armed: it would only slow "
+                            "the guest before post-copy")
+    why["post_copy"] = (post_copy_why if not post_copy_ok else
+                        "armed at the start, so the monitor can switch to it")
+    why["escalations"] = " -> ".join(ladder)
+    return MigrationPlan(
+        method=method, auto_converge=auto, post_copy=post, escalations=tuple(ladder),
+        auto_converge_initial=throttle[0] if auto else None,
+        auto_converge_increment=throttle[1] if auto else None,
+        post_copy_after_first_pass=method == POST_COPY,
+        predicted_time_s=chosen.total_s if chosen and chosen.converges else None,
+        predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
+        reasons=why, **common)
+
+
+def _fastest(pre, ac, pc):
+    """The method predicted fastest, the least intrusive winning near-ties:
+    pre-copy unless an escalation is :data:`DISPLACE` times faster,
+    auto-converge unless post-copy is :data:`AUTO_CONVERGE_PREFERENCE` times
+    faster. ``(method, prediction)``; ``(None, None)`` when none converges."""
+    method, best = (PRE_COPY, pre) if pre.converges else (None, None)
+    for name, candidate, margin in ((AUTO_CONVERGE, ac, DISPLACE),
+                                    (POST_COPY, pc, AUTO_CONVERGE_PREFERENCE
+                                     if method == AUTO_CONVERGE else DISPLACE)):
+        if candidate is None or not candidate.converges:
+            continue
+        if best is None or candidate.total_s * margin < best.total_s:
+            method, best = name, candidate
+    return method, best
+
+
+def _post_copy_possible(settings, capabilities, strategy):
+    if not _permitted(settings.permit_post_copy, strategy):
+        return False, ("not permitted ([live_migration] permit_post_copy = %s)"
+                       % settings.permit_post_copy)
+    if not capabilities.post_copy:
+        return False, "the driver does not support post-copy"
+    if settings.tunnelled:
+        return False, "not with a tunnelled migration (no return path)"
+    if settings.parallel_connections > 1:
+        return False, ("not with %d parallel connections (QEMU cannot switch multifd to "
+                       "post-copy)" % settings.parallel_connections)
+    return True, "permitted"
+
+
+def _auto_converge_possible(settings, capabilities, strategy):
+    if not _permitted(settings.permit_auto_converge, strategy):
+        return False, ("not permitted ([live_migration] permit_auto_converge = %s)"
+                       % settings.permit_auto_converge)
+    if not capabilities.auto_converge:
+        return False, "the driver does not support auto-converge"
+    return True, "permitted"

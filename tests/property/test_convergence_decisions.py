@@ -1,0 +1,252 @@
+"""Property tests of the strategy (core.strategy) and the monitor (core.monitor).
+
+The monitor's decisions are checked over synthetic progress traces: a job
+whose passes shrink (converging) and one whose guest dirties at least as fast
+as the link carries (not converging), each sampled every poll, with random
+sizes, rates, plans and escalations already taken.
+"""
+
+from hypothesis import assume
+from hypothesis import given
+from hypothesis import strategies as st
+
+from migplane.core import capabilities as caps_mod
+from migplane.core import convergence
+from migplane.core import driver as driver_mod
+from migplane.core import monitor
+from migplane.core import settings as settings_mod
+from migplane.core import strategy
+
+MiB = 2 ** 20
+ALL = caps_mod.Capabilities(post_copy=True, auto_converge=True)
+ESCALATIONS = (monitor.AUTO_CONVERGE, monitor.POST_COPY, monitor.PAUSE, monitor.ABORT)
+
+permits = st.sampled_from([None, True, False])
+memories = st.integers(16, 8192).map(lambda m: m * MiB)
+links = st.integers(1, 2000).map(lambda r: r * MiB)
+budgets = st.integers(100, 5000)
+
+
+@st.composite
+def plans(draw, strategy_name=strategy.ADAPTIVE):
+    memory = draw(memories)
+    link = draw(links)
+    dirty = draw(st.one_of(st.none(), st.integers(0, 8 * link)))
+    settings = settings_mod.MigrationSettings(
+        strategy=strategy_name, permit_post_copy=draw(permits),
+        permit_auto_converge=draw(permits), downtime_ms=draw(budgets),
+        parallel_connections=draw(st.sampled_from([1, 1, 4])),
+        tunnelled=draw(st.booleans()))
+    caps = caps_mod.Capabilities(post_copy=draw(st.booleans()),
+                                 auto_converge=draw(st.booleans()))
+    measurement = (convergence.DirtyRateMeasurement() if dirty is None else
+                   convergence.DirtyRateMeasurement(dirty, convergence.SAMPLING, 1.0))
+    plan = strategy.choose(memory, measurement,
+                           convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
+                           caps, settings)
+    return plan, settings, caps
+
+
+def progress(iteration, remaining, processed, dirty, postcopy=False, throttle=0):
+    return driver_mod.JobProgress(
+        state=driver_mod.JOB_RUNNING, memory_remaining=int(remaining),
+        memory_processed=int(processed), dirty_rate=int(dirty), iteration=iteration,
+        postcopy=postcopy, cpu_throttle_pct=throttle)
+
+
+def trace(memory, link, dirty, polls, poll_s=0.5, working_set=None, steps=50):
+    """Samples of a simulated pre-copy job, one per poll (no switch-over)."""
+    working_set = working_set or memory
+    samples, t, remaining, pass_left, processed, iteration = [], 0.0, memory, memory, 0, 1
+    dt = poll_s / steps
+    for _ in range(polls):
+        for _ in range(steps):
+            t += dt
+            sent = min(link * dt, remaining)
+            remaining -= sent
+            pass_left -= sent
+            processed += sent
+            remaining = min(max(pass_left, 0) + working_set, remaining + dirty * dt)
+            if pass_left <= 0:
+                iteration += 1
+                pass_left = remaining
+        samples.append((t, progress(iteration, remaining, processed, dirty)))
+    return samples
+
+
+# -- strategy -------------------------------------------------------------------------
+
+
+@given(plans())
+def test_a_plan_never_arms_what_is_not_permitted_or_supported(found):
+    plan, settings, caps = found
+    assert not plan.post_copy or (settings.permit_post_copy is not False and caps.post_copy
+                                  and not settings.tunnelled
+                                  and settings.parallel_connections == 1)
+    assert not plan.auto_converge or (settings.permit_auto_converge is not False
+                                      and caps.auto_converge)
+    assert (strategy.ESCALATE_POST_COPY in plan.escalations) <= plan.post_copy
+    assert (strategy.ESCALATE_AUTO_CONVERGE in plan.escalations) <= plan.auto_converge
+    assert plan.post_copy_after_first_pass <= plan.post_copy
+    order = [strategy.LADDER.index(e) for e in plan.escalations]
+    assert order == sorted(order)
+    assert plan.downtime_budget_ms == settings.downtime_ms
+    if plan.predicted_downtime_ms is not None:
+        assert plan.predicted_downtime_ms <= settings.downtime_ms
+    assert plan.reasons["method"] and plan.reasons["measurement"]
+    assert strategy.MigrationPlan.from_dict(plan.to_dict()) == plan
+
+
+@given(plans(strategy_name=strategy.STATIC))
+def test_static_is_novas_choice(found):
+    plan, settings, caps = found
+    assert plan.escalations == () and not plan.post_copy_after_first_pass
+    assert plan.post_copy == bool(settings.permit_post_copy and caps.post_copy
+                                  and not settings.tunnelled
+                                  and settings.parallel_connections == 1)
+    assert plan.auto_converge == bool(settings.permit_auto_converge and caps.auto_converge
+                                      and not plan.post_copy)
+    # What the driver gets is what Nova would ask for.
+    transfer = plan.transfer_settings(settings)
+    assert transfer.auto_converge == plan.auto_converge
+    assert transfer.post_copy == plan.post_copy
+
+
+@given(memories, links, st.floats(0, 0.3), budgets)
+def test_a_guest_slower_than_a_third_of_the_link_gets_plain_pre_copy(memory, link, ratio,
+                                                                     budget):
+    plan = strategy.choose(
+        memory, convergence.DirtyRateMeasurement(int(ratio * link), convergence.SAMPLING),
+        convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
+        settings_mod.MigrationSettings(downtime_ms=budget))
+    assert plan.method == strategy.PRE_COPY and plan.predicted_time_s is not None
+
+
+@given(memories, links, st.floats(1.0, 8.0), budgets)
+def test_a_guest_dirtying_faster_than_the_link_is_given_an_escalation(memory, link, ratio,
+                                                                      budget):
+    assume(memory / link > budget / 1000.0)  # not a single short pass
+    plan = strategy.choose(
+        memory, convergence.DirtyRateMeasurement(int(ratio * link), convergence.SAMPLING),
+        convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
+        settings_mod.MigrationSettings(downtime_ms=budget))
+    assert plan.method in (strategy.AUTO_CONVERGE, strategy.POST_COPY)
+    assert plan.predicted_time_s is not None
+
+
+@given(memories, links, st.floats(0, 8.0), budgets, st.integers(0, 8))
+def test_predictions_respect_the_budget_and_take_at_least_one_pass(memory, link, ratio,
+                                                                   budget, initial):
+    throttle = (10 + initial * 10, 10) if initial else None
+    found = strategy.predict(memory, ratio * link, link, budget, throttle=throttle)
+    if found.converges:
+        assert found.downtime_ms <= budget
+        assert found.total_s >= memory / link - 1e-3  # rounded to ms
+
+
+# -- monitor ----------------------------------------------------------------------------
+
+
+@given(plans(), st.integers(1, 120), st.integers(0, 5000),
+       st.dictionaries(st.sampled_from(strategy.LADDER), st.integers(1, 20)))
+def test_no_decision_exceeds_the_budget_or_post_copies_unarmed(found, polls, current, taken):
+    plan, _, _ = found
+    link = plan.link_rate
+    dirty = plan.dirty_rate if plan.dirty_rate is not None else link
+    samples = trace(plan.memory_bytes, link, dirty, polls, steps=5)
+    decision = monitor.adapt(plan, samples, taken, current)
+    if decision.action == monitor.SET_DOWNTIME:
+        assert current < decision.value <= plan.downtime_budget_ms
+    if decision.action == monitor.POST_COPY:
+        assert plan.post_copy and strategy.ESCALATE_POST_COPY in plan.escalations
+    assert decision.action not in (monitor.ABORT, monitor.PAUSE)
+    if decision.escalation:
+        assert decision.escalation in plan.escalations
+        assert decision.escalation not in taken
+    assert decision.reason or decision.action == monitor.NONE
+
+
+def _run(plan, samples, start_downtime):
+    """Feed samples one poll at a time, as the flow does; return the decisions
+    (until the job would switch over within its max downtime)."""
+    taken, downtime, decisions = {}, start_downtime, []
+    for i in range(1, len(samples) + 1):
+        seen = samples[:i]
+        if seen[-1][1].memory_remaining <= plan.link_rate * downtime / 1000.0:
+            break
+        decision = monitor.adapt(plan, seen, taken, downtime)
+        if decision.action == monitor.SET_DOWNTIME:
+            downtime = decision.value
+        if decision.escalation:
+            taken[decision.escalation] = seen[-1][1].iteration
+        decisions.append((i, decision))
+        if decision.action == monitor.POST_COPY:
+            break
+    return decisions
+
+
+def _blind(memory, link, budget, **permits):
+    """An adaptive plan made without a dirty rate: only the monitor can tell."""
+    return strategy.choose(memory, convergence.DirtyRateMeasurement(),
+                           convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
+                           settings_mod.MigrationSettings(downtime_ms=budget, **permits))
+
+
+@given(st.integers(64, 2048), st.integers(10, 1000), st.floats(0.0, 0.4), budgets)
+def test_a_converging_job_is_never_escalated(memory_mib, link_mib, ratio, budget):
+    memory, link = memory_mib * MiB, link_mib * MiB
+    assume(memory / link <= 20)
+    plan = _blind(memory, link, budget)
+    samples = trace(memory, link, ratio * link, polls=int(4 * memory / link / 0.5) + 4,
+                    steps=20)
+    for _, decision in _run(plan, samples, 50):
+        assert decision.escalation is None, decision
+        assert decision.action in (monitor.NONE, monitor.SET_DOWNTIME)
+
+
+@given(st.integers(64, 2048), st.integers(10, 200), st.floats(1.0, 6.0),
+       st.sampled_from([None, True]), st.sampled_from([None, True]))
+def test_a_job_that_does_not_converge_is_escalated_within_a_few_polls(
+        memory_mib, link_mib, ratio, permit_post_copy, permit_auto_converge):
+    memory, link = memory_mib * MiB, link_mib * MiB
+    assume(1.0 < memory / link <= 20)
+    plan = _blind(memory, link, 100, permit_post_copy=permit_post_copy,
+                  permit_auto_converge=permit_auto_converge)
+    first_pass_polls = int(memory / link / 0.5) + 1
+    samples = trace(memory, link, ratio * link, polls=first_pass_polls + 40, steps=20)
+    escalated = [(i, d) for i, d in _run(plan, samples, 50) if d.escalation]
+    assert escalated, "never escalated"
+    first = escalated[0][0]
+    assert first <= first_pass_polls + monitor.CONFIRM_POLLS + 2
+    names = [d.escalation for _, d in escalated]
+    assert names == [e for e in strategy.LADDER if e in names]  # in the ladder's order
+
+
+@given(plans(), st.floats(0, 1e5), st.floats(0, 1e5), st.booleans())
+def test_post_copy_is_never_aborted_nor_escalated(found, elapsed, timeout, triggered):
+    plan, _, _ = found
+    in_post_copy = progress(5, 10 * MiB, 100 * MiB, 50 * MiB, postcopy=True)
+    assert not monitor.should_trigger_timeout_action(elapsed, timeout, in_post_copy,
+                                                     triggered)
+    assert not monitor.adapt(plan, [(elapsed, in_post_copy)], {}, 50)
+
+
+@given(st.integers(100, 5000), st.integers(3, 20), st.integers(3, 300),
+       st.floats(0, 1e4), st.integers(0, 5000))
+def test_nova_downtime_steps_stay_within_the_budget(budget, steps, delay, elapsed, current):
+    settings = settings_mod.MigrationSettings(downtime_ms=budget, downtime_steps=steps,
+                                              downtime_delay=delay)
+    schedule = list(monitor.downtime_steps(settings, 2.0))
+    # Nova truncates each step: the last one may fall 1 ms short of the budget.
+    assert budget - 1 <= schedule[-1][1] <= budget
+    assert all(d <= budget for _, d in schedule)
+    decision = monitor.update_downtime(schedule, elapsed, current)
+    if decision:
+        assert decision.value <= budget and decision.value != current
+
+
+@given(st.floats(0, 1e4), st.floats(0, 1e4), st.booleans())
+def test_timeout_action_fires_once_after_the_timeout(elapsed, timeout, triggered):
+    running = progress(3, 10 * MiB, 100 * MiB, 0)
+    fires = monitor.should_trigger_timeout_action(elapsed, timeout, running, triggered)
+    assert fires == (not triggered and timeout > 0 and elapsed > timeout)
