@@ -9,6 +9,7 @@ import logging
 
 from migplane.agent import client as client_mod
 from migplane.agent import errors
+from migplane.agent import evacuations
 from migplane.agent import hostfacts
 from migplane.agent import migrations
 from migplane.agent import opts
@@ -23,6 +24,11 @@ from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
 VERSION = "1"
+
+
+def _resources(driver):
+    found = driver.host_resources()
+    return found.to_dict() if found is not None else None
 
 
 class Agent:
@@ -57,6 +63,7 @@ class Agent:
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
                                          lease_s=self.options.slot_lease)
         self.registry = migrations.MigrationRegistry(history=self.options.history)
+        self.evacuations = evacuations.EvacuationRegistry()
         self.probes = probe.Probes()
         self.clock, self.sleep = self.driver.flow_timing()
 
@@ -131,6 +138,7 @@ class Agent:
             "interfaces": optional("interfaces", self.facts.interfaces),
             "routes": optional("routes", self.facts.routes),
             "driver": self.driver.describe().to_dict(),
+            "resources": optional("resources", lambda: _resources(self.driver)),
             "migration": dataclasses.asdict(self.settings.migration),
         }
 
