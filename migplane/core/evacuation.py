@@ -39,6 +39,10 @@ NOT_STARTED = "not_started"
 
 #: A migration off its predicted duration by more than this share re-plans the rest.
 REPLAN_TOLERANCE = 0.25
+#: The next guest starts this many fixed costs before the link frees...
+LEAD_MARGIN = 1.5
+#: ...plus this, for the switch-over of the ending guest (no bulk data then).
+SWITCHOVER_S = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,30 +119,39 @@ class _Running:
         self.flow = flow
         self.started = started
         self.transfer = None
+        #: When the first byte moved: the fixed costs end there (the hypervisor
+        #: starts the destination's QEMU inside its job, after the flow's
+        #: transfer_started).
+        self.first_byte = None
         self.progress = None
-        self.rate = None
-        self._last = None
         self.done = threading.Event()
         self.result = None
         self.error = None
 
-    def observe(self, now, progress):
-        """Follow the transfer rate from successive progress snapshots."""
+    def observe(self, elapsed, progress):
+        """Follow the transfer from its progress snapshots."""
+        if not progress.data_processed:
+            return  # the job has not sent anything yet: nothing to learn
+        if self.first_byte is None:
+            self.first_byte = elapsed
         self.progress = progress
-        if self._last is not None:
-            then, processed = self._last
-            if now > then and progress.data_processed > processed:
-                rate = (progress.data_processed - processed) / (now - then)
-                self.rate = rate if self.rate is None else 0.5 * self.rate + 0.5 * rate
-        self._last = (now, progress.data_processed)
 
-    def remaining_s(self, default_rate):
-        """Seconds of transfer left, by the data remaining and the rate seen."""
-        if self.transfer is None or self.progress is None:
+    def remaining_bytes(self):
+        """Bytes its transfer still has to send; None before its first byte."""
+        if self.first_byte is None:
             return None
-        rate = self.rate or default_rate
-        dirty = self.progress.dirty_rate or 0
-        return self.progress.data_remaining / max(rate - dirty, 0.2 * rate, 1.0)
+        return self.progress.data_remaining
+
+    def dirty_rate(self, hint=0.0):
+        """Bytes/s it dirties: measured by the hypervisor, else the plan's figure."""
+        measured = self.progress.dirty_rate if self.progress is not None else 0
+        return max(measured or 0, hint or 0)
+
+
+def link_free_in(remaining, dirty, link_rate):
+    """Seconds until transfers with ``remaining`` bytes, dirtying ``dirty`` bytes/s,
+    leave the link: pre-copy sends what remains plus what is dirtied meanwhile."""
+    return remaining / max(link_rate - dirty, 0.2 * link_rate, 1.0)
 
 
 class Evacuation:
@@ -185,6 +198,7 @@ class Evacuation:
         self.outcomes = {}
         self.running = {}
         self.fixed_cost_s = self.plan_settings.fixed_cost_s
+        self._dirty = {g.name: g.dirty_rate or 0 for g in self.guests}
 
     # -- control and events ------------------------------------------------------
 
@@ -282,10 +296,10 @@ class Evacuation:
             if replan and pending:
                 pending = self._replan(pending, replan)
             while pending and not self._stop.is_set():
-                index = self._next(pending)
+                index, why = self._next(pending)
                 if index is None:
                     break
-                self._launch(pending.pop(index))
+                self._launch(pending.pop(index), why)
             with self._lock:
                 if not pending and not self.running:
                     break
@@ -293,32 +307,60 @@ class Evacuation:
         return self._result()
 
     def _next(self, pending):
-        """Index in ``pending`` of the guest to start now, or None to wait."""
+        """``(index in pending of the guest to start now, why)``, or ``(None, None)``.
+
+        A running migration that has not sent its first byte yet counts as a
+        stream. Transferring ones count as ending once the link will be free
+        of them (their remaining bytes at the link's rate, the dirtying
+        counted) within the next guest's fixed cost: that is when the next
+        guest starts, so that its first byte follows their last.
+        """
         plan = self.plan
-        lane_rate = self.link_rate / plan.streams
+        limit = max(plan.max_running, self.plan_settings.source_max_concurrent)
         with self._lock:
             running = list(self.running.values())
-        if len(running) >= plan.max_running:
-            return None
-        streams = 0
-        for item in running:
-            left = item.remaining_s(lane_rate)
-            ending = (plan.pipelined_lanes and left is not None
-                      and left <= self.fixed_cost_s)
-            streams += 0 if ending else 1
-        if streams >= plan.streams:
-            return None
+        if len(running) >= limit:
+            return None, None
+        # Start that long before the link frees: the fixed cost with a margin, the
+        # switch-over (the link idles while the guest's last state crosses and it
+        # resumes on the destination), and the age of the progress seen (the
+        # flow's poll) and of this loop's. Early costs nothing (two streams share
+        # the link a little longer); late leaves the link idle.
+        lead = (self.fixed_cost_s * LEAD_MARGIN + SWITCHOVER_S
+                + self.settings.poll_interval + self.poll_interval)
+        waiting = [r for r in running if r.remaining_bytes() is None]
+        sending = [r for r in running if r.remaining_bytes() is not None]
+        ending = []
+        if plan.pipelined_lanes and plan.streams == 1 and sending:
+            # One stream: whatever sends shares the link, which frees when all is sent.
+            left = link_free_in(sum(r.remaining_bytes() for r in sending),
+                                sum(self._dirty_of(r) for r in sending), self.link_rate)
+            ending = [(r, left) for r in sending] if left <= lead else []
+        elif plan.pipelined_lanes:
+            share = self.link_rate / plan.streams
+            ending = [(r, left) for r, left in (
+                (r, link_free_in(r.remaining_bytes(), self._dirty_of(r), share))
+                for r in sending) if left <= lead]
+        busy = len(waiting) + len(sending) - len(ending)
+        if busy >= plan.streams:
+            return None, None
+        why = ("pipelined: the link frees in %.1f s (%s), fixed cost %.1f s" % (
+            max(left for _, left in ending), ", ".join(r.item.name for r, _ in ending),
+            self.fixed_cost_s) if ending else "a stream is free")
         per_dest = {}
         for item in running:
             per_dest[item.item.destination] = per_dest.get(item.item.destination, 0) + 1
         slots = {d.name: d.slots for d in self.destination_specs}
         for index, candidate in enumerate(pending):
-            limit = slots.get(candidate.destination)
-            if limit is None or per_dest.get(candidate.destination, 0) < limit:
-                return index
-        return None
+            cap = slots.get(candidate.destination)
+            if cap is None or per_dest.get(candidate.destination, 0) < cap:
+                return index, why
+        return None, None
 
-    def _launch(self, item):
+    def _dirty_of(self, running):
+        return running.dirty_rate(self._dirty.get(running.item.name))
+
+    def _launch(self, item, why=None):
         flow = self._factory(item.name, item.destination)
         running = _Running(item, flow, self._elapsed())
 
@@ -326,14 +368,14 @@ class Evacuation:
             if event.kind == events_mod.TRANSFER_STARTED and running.transfer is None:
                 running.transfer = self._elapsed()
             if event.kind == events_mod.PROGRESS and event.progress is not None:
-                running.observe(self._clock(), event.progress)
+                running.observe(self._elapsed(), event.progress)
             self._emit(MIGRATION, instance=item.name, migration=event)
 
         flow.subscribe(listen)
         with self._lock:
             self.running[item.name] = running
-        self._emit(MIGRATION_STARTED, instance=item.name, message="%s to %s (migration %s)"
-                   % (item.name, item.destination, flow.id))
+        self._emit(MIGRATION_STARTED, instance=item.name, message="%s to %s (migration %s): %s"
+                   % (item.name, item.destination, flow.id, why or "started"))
         thread = threading.Thread(target=self._run_one, args=(running,), daemon=True,
                                   name="evacuate-%s" % item.name)
         thread.start()
@@ -369,8 +411,8 @@ class Evacuation:
             finished_s=now, downtime_ms=progress.downtime_ms if progress else None,
             data_bytes=progress.data_processed if progress else None,
             error=str(running.error) if running.error else None)
-        if running.transfer is not None:
-            measured = running.transfer - running.started
+        if running.first_byte is not None:
+            measured = running.first_byte - running.started
             self.fixed_cost_s = 0.5 * self.fixed_cost_s + 0.5 * measured
         if status != flow_mod.COMPLETED:
             return "%s %s" % (item.name, status)
