@@ -15,8 +15,6 @@ import time
 import uuid
 
 from migplane.agent import errors
-from migplane.agent import migrations
-from migplane.agent import slots as slots_mod
 from migplane.core import evacuation as evac_mod
 from migplane.core import evacuation_plan as plan_mod
 from migplane.core import events as events_mod
@@ -308,17 +306,8 @@ def start(agent, registry, body):
     record = EvacuationRecord(evacuation_id, agent.hostname, prepared, plan)
 
     def factory(instance, destination):
-        remote = prepared.remotes[destination]
-        migration_id = agent.registry.new_id()
-        mrecord = migrations.MigrationRecord(
-            migration_id, instance, agent.hostname, remote.hostname, remote.client.url,
-            False, body.get("options") or {}, facts=agent.facts)
-        limiter = slots_mod.MigrationSlots(
-            agent.slots, remote.client, migration_id, instance,
-            cancelled=lambda: mrecord.abort_requested)
-        flow = flow_mod.LiveMigration(instance, agent.driver, remote, prepared.settings,
-                                      limiter=limiter, migration_id=migration_id,
-                                      clock=agent.clock, sleep=agent.sleep)
+        mrecord, flow = agent.new_migration(instance, prepared.remotes[destination],
+                                            prepared.settings, options=body.get("options"))
         return RegisteredMigration(agent.registry, mrecord, flow)
 
     evacuation = evac_mod.Evacuation(

@@ -181,10 +181,20 @@ class Agent:
         block = body.get("block_migration", False)
         settings = self.migration_settings(body.get("options"))
         remote = self.peer(body["destination"])
+        record, flow = self.new_migration(instance, remote, settings, block,
+                                          body.get("options"))
+        LOG.info("Migration %s: %s from %s to %s (%s)%s", record.id, instance,
+                 self.hostname, remote.hostname, remote.client.url,
+                 " with block migration" if block else "")
+        self.registry.start(record, flow)
+        return record
+
+    def new_migration(self, instance, remote, settings, block=False, options=None):
+        """A record and a flow of ``instance`` to ``remote``, with this host's slots."""
         migration_id = self.registry.new_id()
         record = migrations.MigrationRecord(
             migration_id, instance, self.hostname, remote.hostname, remote.client.url,
-            block, body.get("options") or {}, facts=self.facts)
+            block, options or {}, facts=self.facts)
         limiter = slots_mod.MigrationSlots(
             self.slots, remote.client, migration_id, instance,
             cancelled=lambda: record.abort_requested)
@@ -192,11 +202,7 @@ class Agent:
                                       block_migration=block, limiter=limiter,
                                       migration_id=migration_id, clock=self.clock,
                                       sleep=self.sleep)
-        LOG.info("Migration %s: %s from %s to %s (%s)%s", migration_id, instance,
-                 self.hostname, remote.hostname, remote.client.url,
-                 " with block migration" if block else "")
-        self.registry.start(record, flow)
-        return record
+        return record, flow
 
     def migration(self, migration_id):
         record = self.registry.get(migration_id)

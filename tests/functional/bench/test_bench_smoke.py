@@ -19,10 +19,10 @@ pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[3]
 #: Smaller than --quick: one window per scenario, two concurrent migrations,
-#: one pair per guest kind, three guests to evacuate three ways. About two minutes.
+#: one pair per guest kind, two guests to evacuate three ways. About 2.5 minutes.
 SMOKE_ARGS = ["--quick", "--concurrency", "1,2", "--pairs", "1", "--stamp-mib", "16",
-              "--evac-guests", "3", "--evac-limit", "2", "--evac-repeats", "1"]
-TIMEOUT = 170
+              "--evac-guests", "2", "--evac-limit", "2", "--evac-repeats", "1"]
+TIMEOUT = 240
 
 
 def _png_ok(path):
@@ -55,7 +55,7 @@ def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
     assert results["isolation"]["samples"], "the probe recorded nothing"
     evac = results["evacuation"]
     assert [r["way"] for r in evac["runs"]] == ["serial", "naive", "planner"]
-    assert all(r["completed"] == 3 and r["limit_respected"] for r in evac["runs"])
+    assert all(r["completed"] == 2 and r["limit_respected"] for r in evac["runs"])
     assert all(r["all_intact"] for r in evac["runs"])
     ids = {t["id"] for t in results["targets"]}
     assert {"isolation_vs_virsh_c1", "isolation_vs_unsplit_c2", "plane_share",
