@@ -129,3 +129,15 @@ def test_the_live_display_on_a_terminal_redraws_in_place():
     assert "\x1b[3F" in text  # back up over the three lines drawn
     assert "link  90%" in text and "25.0%  0/2 moved" in text
     assert "vm1" in text and "live_migration" in text
+
+
+def test_detach_then_follow(cli, three, world):
+    code, out, _ = cli("evacuate", "host-a", "--to", "host-b", "--detach", *three)
+    assert code == 0
+    evacuation_id = out.strip()
+    assert len(evacuation_id) == 12
+    code, out, err = cli("evacuate", "host-a", "--follow", evacuation_id, *three)
+    assert code == 0, err
+    assert "completed, 3 of 3 guest(s) moved" in out
+    code, _, err = cli("evacuate", "host-a", "--follow", "nope", *three)
+    assert code == 4 and "Evacuation 'nope' not found" in err

@@ -155,3 +155,27 @@ def test_abort_stops_starting_guests_and_leaves_them_running(world, setup, guest
 def test_an_empty_host_is_evacuated_at_once(world, setup):
     result = make(world, setup, []).run()
     assert result.status == flow.COMPLETED and result.guests == ()
+
+
+def test_a_migration_much_slower_than_planned_replans_the_rest(world, setup, guests):
+    source, dests, limiter = setup
+    evac = evacuation.Evacuation(
+        source, dests, guests, specs(), 1000 * MiB, source.settings.migration,
+        plan_settings=ep.PlanSettings(fixed_cost_s=0.1, source_max_concurrent=2),
+        limiter=limiter, clock=world.clock.now, sleep=testing.paced(world),
+        poll_interval=0.1)
+    events = []
+    evac.subscribe(events.append)
+    result = evac.run()
+    assert result.status == flow.COMPLETED and result.replans >= 1
+    replanned = [e.message for e in events if e.kind == evacuation.REPLANNED]
+    assert replanned and "planned" in replanned[0] and " took " in replanned[0]
+    assert evac.fixed_cost_s > 0.1  # learnt from the measured first bytes
+
+
+def test_plan_and_prediction_are_exposed(world, setup, guests):
+    evac = make(world, setup, guests)
+    plan = evac.make_plan()
+    assert plan.streams == 1 and plan.pipelined_lanes == 1 and plan.max_running == 2
+    assert {g.name for g in plan.guests} == set(SIZES)
+    assert plan.predicted_s >= plan.ideal_s
