@@ -52,8 +52,9 @@ class Config:
     pairs_dirty: int = 3
     dirty_mib: int = 16
     dirty_rate_mib_s: int = 4
-    # evacuation: 16 guests, 960 MiB stamped, 80 s a run at 100 Mbit/s; five
-    # runs (serial, naive, planner x 3) with their boots: about 9-10 minutes
+    # evacuation: 16 guests, 960 MiB stamped, 80 s a run at 100 Mbit/s at best;
+    # five runs (serial ~150 s, naive ~105 s, planner 3 x ~85 s) and their
+    # guests' boots (~25 s each): about 10 minutes
     evac_guests: int = 16
     evac_stamp_mib: tuple = (24, 48, 72, 96)
     evac_headroom_mib: int = 16
