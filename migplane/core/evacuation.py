@@ -39,6 +39,10 @@ NOT_STARTED = "not_started"
 
 #: A migration off its predicted duration by more than this share re-plans the rest.
 REPLAN_TOLERANCE = 0.25
+#: A guest refused by a busy host (when_busy = refuse) is tried again this often,
+#: this many times, before it is reported as failed.
+BUSY_RETRIES = 5
+BUSY_RETRY_S = 5.0
 #: The next guest starts this many fixed costs before the link frees...
 LEAD_MARGIN = 1.5
 #: ...plus this, for the switch-over of the ending guest (no bulk data then).
@@ -199,6 +203,9 @@ class Evacuation:
         self.running = {}
         self.fixed_cost_s = self.plan_settings.fixed_cost_s
         self._dirty = {g.name: g.dirty_rate or 0 for g in self.guests}
+        self._requeue = []
+        self._busy = {}
+        self._not_before = {}
 
     # -- control and events ------------------------------------------------------
 
@@ -278,17 +285,16 @@ class Evacuation:
         for lost in self.plan.unplaceable:
             self._finish_guest(lost.name, UNPLACEABLE, error=lost.reason)
         pending = list(self.plan.guests)
-        followed = set()
         while True:
             replan = None
             with self._lock:
-                ended = [r for r in self.running.values() if r.done.is_set()
-                         and r.item.name not in followed]
+                ended = [r for r in self.running.values() if r.done.is_set()]
             for item in ended:
-                followed.add(item.item.name)
                 replan = self._ended(item) or replan
                 with self._lock:
                     del self.running[item.item.name]
+            pending = self._requeue + pending
+            self._requeue = []
             if self._stop.is_set():
                 for left in pending:
                     self._finish_guest(left.name, NOT_STARTED, error="evacuation aborted")
@@ -351,7 +357,10 @@ class Evacuation:
         for item in running:
             per_dest[item.item.destination] = per_dest.get(item.item.destination, 0) + 1
         slots = {d.name: d.slots for d in self.destination_specs}
+        now = self._elapsed()
         for index, candidate in enumerate(pending):
+            if self._not_before.get(candidate.name, 0.0) > now:
+                continue
             cap = slots.get(candidate.destination)
             if cap is None or per_dest.get(candidate.destination, 0) < cap:
                 return index, why
@@ -401,6 +410,18 @@ class Evacuation:
         """Record a finished migration; return why to re-plan, or None."""
         item, flow, result = running.item, running.flow, running.result
         now = self._elapsed()
+        tries = self._busy.get(item.name, 0)
+        if isinstance(running.error, exception.TooManyMigrations) \
+                and tries < BUSY_RETRIES and not self._stop.is_set():
+            # Refused at once by a host at its limit (when_busy = refuse): the
+            # guest did not move; try it again a little later.
+            self._busy[item.name] = tries + 1
+            self._not_before[item.name] = now + BUSY_RETRY_S
+            self._requeue.append(item)
+            self._emit(MIGRATION_FINISHED, instance=item.name, message=(
+                "%s: refused (%s); trying again in %.0f s" % (item.name, running.error,
+                                                              BUSY_RETRY_S)))
+            return "%s refused by a busy host" % item.name
         progress = flow.progress
         status = result.status if result is not None else flow_mod.FAILED
         running_on = (result.running_on if result is not None and result.running_on

@@ -179,3 +179,22 @@ def test_plan_and_prediction_are_exposed(world, setup, guests):
     assert plan.streams == 1 and plan.pipelined_lanes == 1 and plan.max_running == 2
     assert {g.name for g in plan.guests} == set(SIZES)
     assert plan.predicted_s >= plan.ideal_s
+
+
+def test_a_guest_refused_by_a_busy_host_is_tried_again(world, setup, guests):
+    source, dests, _ = setup
+    refusing = limiter_mod.HostLimiter(ConcurrencySettings(max_concurrent=1,
+                                                           when_busy="refuse"))
+    evac = evacuation.Evacuation(
+        source, dests, guests, specs(), 100 * MiB, source.settings.migration,
+        plan_settings=ep.PlanSettings(fixed_cost_s=1.0, source_max_concurrent=2),
+        limiter=refusing, clock=world.clock.now, sleep=testing.paced(world),
+        poll_interval=0.1)
+    events = []
+    evac.subscribe(events.append)
+    result = evac.run()
+    assert result.status == flow.COMPLETED, [g.error for g in result.guests]
+    assert refusing.peak(A) == 1
+    retried = [e.message for e in events if e.kind == evacuation.MIGRATION_FINISHED
+               and "trying again" in (e.message or "")]
+    assert retried and "already runs 1 live migration(s)" in retried[0]
