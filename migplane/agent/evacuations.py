@@ -79,14 +79,24 @@ def destination_spec(remote):
     facts = remote.facts()
     resources = facts.get("resources") or {}
     agent = facts.get("agent") or {}
-    free = resources.get("memory_free_bytes")
-    if free is None:
+    if resources.get("memory_free_bytes") is None:
         raise errors.BadRequest(field="destinations", reason="%s does not report its free "
                                 "memory (an older agent?)" % remote.hostname)
+
+    def count(where, name, value):
+        # a peer's answer is data to check, like any request
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise errors.BadRequest(field="destinations", reason="%s reports %s.%s = %r, "
+                                    "not a whole number >= 0" % (remote.hostname, where,
+                                                                 name, value))
+        return value
+
     return plan_mod.DestinationSpec(
-        name=remote.hostname, free_memory_bytes=int(free),
-        load=int(agent.get("running") or 0),
-        max_concurrent=int(agent.get("max_concurrent") or 0))
+        name=remote.hostname,
+        free_memory_bytes=count("resources", "memory_free_bytes",
+                                resources["memory_free_bytes"]),
+        load=count("agent", "running", agent.get("running") or 0),
+        max_concurrent=count("agent", "max_concurrent", agent.get("max_concurrent") or 0))
 
 
 class Preparation:

@@ -105,3 +105,18 @@ def test_bad_bodies_name_the_field(hosts, client):
     assert "speed" in str(info.value)
     with pytest.raises(errors.NotFound):
         client(a).get("/v1/evacuations/nope")
+
+
+def test_a_destination_reporting_nonsense_is_refused(hosts, client, monkeypatch):
+    a, b, _ = hosts
+    facts = b.agent.host_facts
+
+    def lying():
+        data = facts()
+        data["resources"]["memory_free_bytes"] = "lots"
+        return data
+
+    monkeypatch.setattr(b.agent, "host_facts", lying)
+    with pytest.raises(errors.BadRequest) as info:
+        client(a).post("/v1/evacuations", body(b, dry_run=True))
+    assert "resources.memory_free_bytes = 'lots'" in str(info.value)
