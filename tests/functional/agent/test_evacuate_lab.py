@@ -97,9 +97,25 @@ def test_evacuate_a_host_of_mixed_guests_to_two_destinations(lab3, agents3, gues
     assert {g["name"] for g in plan["plan"]["guests"]} == set(GUESTS)
     assert set(_domains(a)) >= set(GUESTS)  # the dry run moved nothing
 
-    done = agents3.run_cli("evacuate", "host-a", "--to", "host-b,host-c", "--json",
-                           "--fixed-cost", "1", *cli_args, timeout=600)
+    done = agents3.run_cli("evacuate", "host-a", "--to", "host-b,host-c", "--fixed-cost",
+                           "1", *cli_args, timeout=600)
     assert done.returncode == 1, done.stdout + done.stderr  # one guest failed
+    # what the operator sees: the live display, then the table
+    evacuation_id = re.search(r"Evacuation (\w+) of host-a: 6 guest\(s\)",
+                              done.stderr).group(1)
+    assert "moved" in done.stderr and "link" in done.stderr
+    assert "partial, 5 of 6 guest(s) moved" in done.stdout
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()
+            if line.split() and line.split()[0] in GUESTS}
+    assert sorted(rows) == sorted(GUESTS)
+    assert "failed" in rows[VICTIM] and "host-a" in rows[VICTIM]
+    assert "%s: " % VICTIM in done.stdout and "already defined here" in done.stdout
+    assert all("completed" in rows[n] and "migration" in rows[n]
+               for n in GUESTS if n != VICTIM), done.stdout
+    # and the same as JSON, from the agent that ran it
+    done = agents3.run_cli("evacuate", "host-a", "--follow", evacuation_id, "--json",
+                           *cli_args, timeout=120)
+    assert done.returncode == 1, done.stderr
     record = json.loads(done.stdout)
     assert record["status"] == "partial"
     outcomes = {g["name"]: g for g in record["guests"]}
