@@ -260,8 +260,9 @@ class RegisteredMigration:
             running_on=record.destination if record.status == flow_mod.COMPLETED
             else record.source)
         if result.status != flow_mod.COMPLETED:
-            err = exception.MigrationError(instance=record.instance, step="evacuation",
-                                           reason=record.error or record.status)
+            err = exception.MigrationError(
+                message=record.error or "Live migration of %s %s" % (record.instance,
+                                                                     record.status))
             err.result = result
             raise err
         return result
