@@ -84,3 +84,16 @@ def test_the_plan_is_deterministic(guests, dests, rate, cfg, rnd):
     rnd.shuffle(shuffled_g)
     rnd.shuffle(shuffled_d)
     assert ep.plan(guests, dests, rate, cfg) == ep.plan(shuffled_g, shuffled_d, rate, cfg)
+
+
+@given(guest_lists, dest_lists, link_rates, plan_settings)
+def test_enough_streams_to_fill_the_link_and_no_more(guests, dests, rate, cfg):
+    plan = ep.plan(guests, dests, rate, cfg)
+    per_stream = cfg.stream_rate or rate
+    capped = (cfg.source_max_concurrent and plan.streams == cfg.source_max_concurrent) \
+        or plan.streams == max(1, len(plan.guests))
+    assert plan.streams == 1 or (plan.streams - 1) * per_stream < rate  # no more
+    assert plan.streams * per_stream >= rate or capped                   # enough
+    assert plan.pipelined_lanes <= plan.streams
+    if cfg.source_max_concurrent:
+        assert plan.max_running <= max(cfg.source_max_concurrent, 1)
