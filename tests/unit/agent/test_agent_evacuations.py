@@ -120,3 +120,20 @@ def test_a_destination_reporting_nonsense_is_refused(hosts, client, monkeypatch)
     with pytest.raises(errors.BadRequest) as info:
         client(a).post("/v1/evacuations", body(b, dry_run=True))
     assert "resources.memory_free_bytes = 'lots'" in str(info.value)
+
+
+def test_abort_stops_the_evacuation_and_leaves_every_guest_on_one_host(hosts, world,
+                                                                       client):
+    a, b, c = hosts
+    record = client(a).post("/v1/evacuations", body(b, c))
+    aborted = client(a).post("/v1/evacuations/%s/abort" % record["id"])
+    assert aborted["id"] == record["id"]
+    done = wait(client(a), record["id"])
+    assert done["status"] in ("partial", "failed")
+    for guest in done["guests"]:
+        assert len(world.where(guest["name"])) == 1
+        assert world.where(guest["name"]) == [guest["running_on"]]
+    assert any(g["status"] in ("not_started", "aborted") for g in done["guests"])
+    with pytest.raises(exception.InvalidMigrationPlan) as info:
+        client(a).post("/v1/evacuations/%s/abort" % record["id"])
+    assert "already ended" in str(info.value)
