@@ -52,13 +52,17 @@ def specs(free_b=4096, free_c=4096, limit=2):
             ep.DestinationSpec(C, free_c * MiB, 0, limit)]
 
 
-def make(world, setup, guests, dest_specs=None, **kwargs):
-    source, dests, limiter = setup
+def make(world, setup, guests, dest_specs=None, link_mib=100, fixed_cost_s=1.0,
+         limiter=None):
+    """An Evacuation of ``guests`` from host-a on the world's paced clock, recording
+    its events in ``.events``."""
+    source, dests, shared = setup
     evac = evacuation.Evacuation(
-        source, dests, guests, dest_specs or specs(), 100 * MiB, source.settings.migration,
-        plan_settings=ep.PlanSettings(fixed_cost_s=1.0, source_max_concurrent=2),
-        limiter=limiter, clock=world.clock.now, sleep=testing.paced(world),
-        poll_interval=0.1, **kwargs)
+        source, dests, guests, dest_specs or specs(), link_mib * MiB,
+        source.settings.migration,
+        plan_settings=ep.PlanSettings(fixed_cost_s=fixed_cost_s, source_max_concurrent=2),
+        limiter=limiter or shared, clock=world.clock.now, sleep=testing.paced(world),
+        poll_interval=0.1)
     evac.events = []
     evac.subscribe(evac.events.append)
     return evac
@@ -158,17 +162,10 @@ def test_an_empty_host_is_evacuated_at_once(world, setup):
 
 
 def test_a_migration_much_slower_than_planned_replans_the_rest(world, setup, guests):
-    source, dests, limiter = setup
-    evac = evacuation.Evacuation(
-        source, dests, guests, specs(), 1000 * MiB, source.settings.migration,
-        plan_settings=ep.PlanSettings(fixed_cost_s=0.1, source_max_concurrent=2),
-        limiter=limiter, clock=world.clock.now, sleep=testing.paced(world),
-        poll_interval=0.1)
-    events = []
-    evac.subscribe(events.append)
+    evac = make(world, setup, guests, link_mib=1000, fixed_cost_s=0.1)
     result = evac.run()
     assert result.status == flow.COMPLETED and result.replans >= 1
-    replanned = [e.message for e in events if e.kind == evacuation.REPLANNED]
+    replanned = [e.message for e in evac.events if e.kind == evacuation.REPLANNED]
     assert replanned and "planned" in replanned[0] and " took " in replanned[0]
     assert evac.fixed_cost_s > 0.1  # learnt from the measured first bytes
 
@@ -182,19 +179,12 @@ def test_plan_and_prediction_are_exposed(world, setup, guests):
 
 
 def test_a_guest_refused_by_a_busy_host_is_tried_again(world, setup, guests):
-    source, dests, _ = setup
     refusing = limiter_mod.HostLimiter(ConcurrencySettings(max_concurrent=1,
                                                            when_busy="refuse"))
-    evac = evacuation.Evacuation(
-        source, dests, guests, specs(), 100 * MiB, source.settings.migration,
-        plan_settings=ep.PlanSettings(fixed_cost_s=1.0, source_max_concurrent=2),
-        limiter=refusing, clock=world.clock.now, sleep=testing.paced(world),
-        poll_interval=0.1)
-    events = []
-    evac.subscribe(events.append)
+    evac = make(world, setup, guests, limiter=refusing)
     result = evac.run()
     assert result.status == flow.COMPLETED, [g.error for g in result.guests]
     assert refusing.peak(A) == 1
-    retried = [e.message for e in events if e.kind == evacuation.MIGRATION_FINISHED
+    retried = [e.message for e in evac.events if e.kind == evacuation.MIGRATION_FINISHED
                and "trying again" in (e.message or "")]
     assert retried and "already runs 1 live migration(s)" in retried[0]
