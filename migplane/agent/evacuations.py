@@ -27,6 +27,8 @@ MAX_EVENTS = 2000
 #: The link rate assumed when neither the request, the bandwidth limit nor the
 #: interface says it: 1 Gbit/s.
 DEFAULT_LINK_RATE = 125_000_000
+#: Seconds each guest's dirty rate is measured for (when asked to).
+DIRTY_WINDOW_S = 1.0
 
 _DESTINATION = {
     "type": "object", "required": ["url"],
@@ -47,6 +49,7 @@ SCHEMA = {
         "link_rate_mib": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
         "fixed_cost_s": {"type": "number", "minimum": 0, "maximum": 600},
         "pipeline": {"type": "boolean"},
+        "measure_dirty_rate": {"type": "boolean"},
         "options": {"type": "object"},
     },
     "additionalProperties": False,
@@ -72,6 +75,31 @@ def link_rate(agent, body, remotes):
             if rate:
                 return rate, "the speed of the interface to %s" % inbound
     return DEFAULT_LINK_RATE, "unknown: 1 Gbit/s assumed (give link_rate_mib)"
+
+
+def dirty_rates(driver, names, window_s=DIRTY_WINDOW_S):
+    """``{name: bytes/s}`` measured by the driver, all guests at once; guests it
+    cannot measure (or a driver without the measurement) are left out."""
+    measure = getattr(driver, "measure_dirty_rate", None)
+    if measure is None:
+        return {}
+    found = {}
+
+    def one(name):
+        try:
+            rate = measure(name, window_s).dirty_rate
+        except Exception as err:  # a measurement is a hint: plan without it
+            LOG.warning("Cannot measure the dirty rate of %s: %s", name, err)
+            return
+        if rate is not None:
+            found[name] = rate
+
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(window_s + 30)
+    return found
 
 
 def destination_spec(remote):
@@ -121,7 +149,9 @@ class Preparation:
                                                  host=agent.hostname)
             running = {name: running[name] for name in wanted}
         self.instances = running
-        self.guests = [plan_mod.GuestSpec(name, info.memory_bytes)
+        rates = (dirty_rates(agent.driver, sorted(running))
+                 if body.get("measure_dirty_rate") else {})
+        self.guests = [plan_mod.GuestSpec(name, info.memory_bytes, rates.get(name))
                        for name, info in sorted(running.items())]
         self.specs = [destination_spec(r) for r in self.remotes.values()]
         self.link_rate, self.link_source = link_rate(agent, body, self.remotes)

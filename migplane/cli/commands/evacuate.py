@@ -48,6 +48,9 @@ def add_parser(subparsers, parents):
                         "interface speed, else 1 Gbit/s)")
     p.add_argument("--fixed-cost", type=_nonnegative, metavar="SECONDS",
                    help="seconds from a migration's start to its first byte (default 2)")
+    p.add_argument("--measure-dirty-rate", action="store_true",
+                   help="measure each guest's dirty rate first (about a second) and plan "
+                        "with it, when the source's driver can")
     p.add_argument("--detach", action="store_true",
                    help="print the evacuation ID and return at once")
     p.add_argument("--follow", metavar="ID",
@@ -108,6 +111,8 @@ def request_body(args, directory):
         body["link_rate_mib"] = args.link_rate
     if args.fixed_cost is not None:
         body["fixed_cost_s"] = args.fixed_cost
+    if args.measure_dirty_rate:
+        body["measure_dirty_rate"] = True
     if args.dry_run:
         body["dry_run"] = True
     return body

@@ -137,3 +137,30 @@ def test_abort_stops_the_evacuation_and_leaves_every_guest_on_one_host(hosts, wo
     with pytest.raises(exception.InvalidMigrationPlan) as info:
         client(a).post("/v1/evacuations/%s/abort" % record["id"])
     assert "already ended" in str(info.value)
+
+
+def test_measured_dirty_rates_feed_the_plan(hosts, client, monkeypatch):
+    a, b, _ = hosts
+    calls = []
+
+    class Measurement:
+        def __init__(self, rate):
+            self.dirty_rate = rate
+
+    def measure(name, window_s):
+        calls.append((name, window_s))
+        if name == "vm3":
+            raise RuntimeError("no dirty-rate calculation here")
+        return Measurement(64 * MiB if name == "vm2" else 0)
+
+    monkeypatch.setattr(a.agent.driver, "measure_dirty_rate", measure, raising=False)
+    plan = client(a).post("/v1/evacuations", body(b, dry_run=True,
+                                                  measure_dirty_rate=True))["plan"]
+    assert sorted(n for n, _ in calls) == sorted(SIZES)
+    guests = {g["name"]: g for g in plan["guests"]}
+    # vm2 dirties 64 MiB/s of a 100 MiB/s link: it sends much more than its memory
+    assert guests["vm2"]["predicted_bytes"] > 2 * guests["vm2"]["memory_bytes"]
+    assert guests["vm3"]["predicted_bytes"] == guests["vm3"]["memory_bytes"]
+    plain = client(a).post("/v1/evacuations", body(b, dry_run=True))["plan"]
+    assert {g["name"]: g["predicted_bytes"] for g in plain["guests"]}["vm2"] \
+        == 128 * MiB
