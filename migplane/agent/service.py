@@ -11,6 +11,7 @@ import urllib.parse
 
 from migplane.agent import client as client_mod
 from migplane.agent import errors
+from migplane.agent import evacuations
 from migplane.agent import hostfacts
 from migplane.agent import migrations
 from migplane.agent import opts
@@ -28,6 +29,11 @@ from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
 VERSION = "1"
+
+
+def _resources(driver):
+    found = driver.host_resources()
+    return found.to_dict() if found is not None else None
 
 
 class Agent:
@@ -54,6 +60,7 @@ class Agent:
                                          lease_s=self.options.slot_lease,
                                          max_lifetime_s=self.options.slot_max_lifetime)
         self.registry = migrations.MigrationRegistry(history=self.options.history)
+        self.evacuations = evacuations.EvacuationRegistry()
         self.probes = probe.Probes()
         self.clock, self.sleep = self.driver.flow_timing()
 
@@ -202,6 +209,7 @@ class Agent:
             "interfaces": optional("interfaces", self.facts.interfaces),
             "routes": optional("routes", self.facts.routes),
             "driver": self.driver.describe().to_dict(),
+            "resources": optional("resources", lambda: _resources(self.driver)),
             "migration": dataclasses.asdict(self.settings.migration),
         }
 
@@ -254,6 +262,17 @@ class Agent:
         block = body.get("block_migration", False)
         settings = self.migration_settings(body.get("options"))
         remote = self.peer(body["destination"])
+        record, flow = self.new_migration(instance, remote, settings, block,
+                                          body.get("options"))
+        LOG.info("Migration %s: %s from %s to %s (%s)%s", record.id, instance,
+                 self.hostname, remote.hostname, remote.client.url,
+                 " with block migration" if block else "")
+        self.registry.start(record, flow)
+        return record
+
+    def new_migration(self, instance, remote, settings, block=False, options=None):
+        """A record and a flow of ``instance`` to ``remote``, with this host's slots
+        and the networks the plan check allows (every migration, evacuations too)."""
         allowed, management = self.plan_networks(remote)
         settings = settings.replace(migration_networks=allowed,
                                     management_networks=management)
@@ -261,7 +280,7 @@ class Agent:
         remote.migration_id = migration_id
         record = migrations.MigrationRecord(
             migration_id, instance, self.hostname, remote.hostname, remote.client.url,
-            block, body.get("options") or {}, facts=self.facts)
+            block, options or {}, facts=self.facts)
         limiter = slots_mod.MigrationSlots(
             self.slots, remote.client, migration_id, instance,
             cancelled=lambda: record.abort_requested)
@@ -269,11 +288,7 @@ class Agent:
                                       block_migration=block, limiter=limiter,
                                       migration_id=migration_id, clock=self.clock,
                                       sleep=self.sleep)
-        LOG.info("Migration %s: %s from %s to %s (%s)%s", migration_id, instance,
-                 self.hostname, remote.hostname, remote.client.url,
-                 " with block migration" if block else "")
-        self.registry.start(record, flow)
-        return record
+        return record, flow
 
     def migration(self, migration_id):
         record = self.registry.get(migration_id)

@@ -237,31 +237,39 @@ def efficiency(results, out_dir):
     return _save(fig, out_dir, "efficiency.png")
 
 
-def scale(results, out_dir):
-    """The evacuation as a Gantt chart, with the source's concurrency over time."""
-    sc = results.get("scale")
-    if not sc or not sc.get("migrations"):
+def evacuation(results, out_dir):
+    """One timeline per way of the evacuation: a lane per guest, the link under it."""
+    from migplane.bench import evacuation as evac
+
+    ev = results.get(evac.PART)
+    if not ev:
+        return []
+    return [name for name in (_evacuation_run(results, ev, run, out_dir)
+                              for run in ev["runs"] if evac.plot_name(run)) if name]
+
+
+def _evacuation_run(results, ev, run, out_dir):
+    from migplane.bench import evacuation as evac
+
+    migs = sorted(run.get("migrations") or [], key=lambda m: m["start"])
+    if not migs:
         return None
-    migs = sorted(sc["migrations"], key=lambda m: m["start"])
-    t0 = min(m["start"] for m in migs)
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 2 + 0.28 * len(migs) + 1.6),
                                   sharex=True,
                                   gridspec_kw={"height_ratios": [max(3, len(migs) / 3), 1]})
     palette = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b"]
-    dest_color = {d: palette[i % len(palette)] for i, d in enumerate(sc["destinations"])}
+    dest_color = {d: palette[i % len(palette)] for i, d in enumerate(ev["destinations"])}
     for y, m in enumerate(migs):
         slot = m.get("slot") or m["start"]
         ts = m.get("transfer_start") or slot
         te = m.get("transfer_end") or m["end"]
-        ax.barh(y, slot - m["start"], left=m["start"] - t0, color="#eeeeee", height=0.7,
+        ax.barh(y, slot - m["start"], left=m["start"], color="#eeeeee", height=0.7,
                 edgecolor="#cccccc", lw=0.5)
-        ax.barh(y, ts - slot, left=slot - t0, color="#aaaaaa", height=0.7)
-        ax.barh(y, te - ts, left=ts - t0, color=dest_color.get(m["dest"], "gray"),
-                height=0.7)
-        ax.barh(y, m["end"] - te, left=te - t0, color="#555555", height=0.7)
+        ax.barh(y, ts - slot, left=slot, color="#aaaaaa", height=0.7)
+        ax.barh(y, te - ts, left=ts, color=dest_color.get(m["dest"], "gray"), height=0.7)
+        ax.barh(y, m["end"] - te, left=te, color="#555555", height=0.7)
         if m["status"] != "completed":
-            ax.text(m["end"] - t0, y, " %s" % m["status"], va="center", fontsize=7,
-                    color="red")
+            ax.text(m["end"], y, " %s" % m["status"], va="center", fontsize=7, color="red")
     ax.set_yticks(range(len(migs)))
     ax.set_yticklabels([m["guest"] for m in migs], fontsize=7)
     ax.invert_yaxis()
@@ -269,40 +277,31 @@ def scale(results, out_dir):
     handles += [Patch(facecolor="#eeeeee", edgecolor="#cccccc", label="queued (limiter)"),
                 Patch(color="#aaaaaa", label="checks, pre_live_migration"),
                 Patch(color="#555555", label="post steps")]
-    if sc.get("ideal_s"):
-        ax.axvline(sc["ideal_s"], ls="--", color="black", lw=1)
+    if run.get("ideal_s"):
+        ax.axvline(run["ideal_s"], ls="--", color="black", lw=1)
         handles.append(plt.Line2D([], [], ls="--", color="black", lw=1,
                                   label="bytes / link rate"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("Evacuating host-a of %d guests (limit %d per host): %.1f s, "
-                 "× %.2f of bytes / link rate" % (sc["guests"], sc["limit"],
-                                                  sc["total_s"] or 0,
-                                                  sc["ratio_to_ideal"] or 0), fontsize=10)
-    # migrations holding a slot on the source over time
-    points = sorted([((m.get("slot") or m["start"]) - t0, 1) for m in migs]
-                    + [(m["end"] - t0, -1) for m in migs])
-    xs, ys, level = [0.0], [0], 0
-    for t, step in points:
-        level += step
-        xs.append(t)
-        ys.append(level)
-    lines = ax2.step(xs, ys, where="post", color="black", label="migrations holding a slot")
-    lines.append(ax2.axhline(sc["limit"], ls="--", color="red", lw=1, label="limit"))
-    series = sc.get("throughput") or []
-    if series:
-        tw = ax2.twinx()
-        lines += tw.plot([r[0] for r in series], [r[2] for r in series], lw=0.8,
-                         color="#ff7f0e", label="migration plane Mbit/s (right)")
-        tw.set_ylim(0, results["meta"]["rate_bps"] / 1e6 * 1.3)
-        tw.set_ylabel("Mbit/s", fontsize=7)
-        tw.tick_params(axis="y", labelsize=7)
-    ax2.set_ylabel("running on host-a")
+    ax.set_title("Evacuation, %s: %d guests (limit %d per host), %.1f s, × %.3f of bytes / "
+                 "link rate, link idle %.1f s" % (
+                     evac.WAY_TEXT[run["way"]], run["guests"], ev["limit"],
+                     run["total_s"] or 0, run["ratio_to_ideal"] or 0, run["idle_s"] or 0),
+                 fontsize=10)
+    series = run.get("throughput") or []
+    lines = ax2.plot([r[0] for r in series], [r[2] for r in series], lw=0.8,
+                     color="#ff7f0e", label="migration plane Mbit/s")
+    rate = results["meta"]["rate_bps"] / 1e6
+    lines.append(ax2.axhline(rate, ls="--", color="black", lw=1, label="link rate"))
+    for start, length in run.get("gaps") or []:
+        ax2.axvspan(start, start + length, color="red", alpha=0.15, lw=0)
+    lines.append(Patch(color="red", alpha=0.15, label="link idle"))
+    ax2.set_ylim(0, rate * 1.3)
+    ax2.set_ylabel("Mbit/s")
     ax2.set_xlabel("seconds since the evacuation started")
-    ax2.set_ylim(0, sc["limit"] + 1)
-    ax2.legend(handles=lines, fontsize=7, loc="upper left", bbox_to_anchor=(1.05, 1.0))
+    ax2.legend(handles=lines, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.grid(True, alpha=0.25)
     fig.tight_layout()
-    return _save(fig, out_dir, "scale.png")
+    return _save(fig, out_dir, evac.plot_name(run))
 
 
 def convergence(results, out_dir):
@@ -311,7 +310,8 @@ def convergence(results, out_dir):
     return part.plot(results, out_dir, plt)
 
 
-ALL = (isolation_latency, isolation_timeline, isolation_cdf, efficiency, scale, convergence)
+ALL = (isolation_latency, isolation_timeline, isolation_cdf, efficiency, evacuation,
+       convergence)
 
 
 def render_all(results, out_dir):
@@ -319,6 +319,8 @@ def render_all(results, out_dir):
     written = []
     for fn in ALL:
         name = fn(results, out_dir)
-        if name:
+        if isinstance(name, list):  # a part with one plot per run
+            written += name
+        elif name:
             written.append(name)
     return written

@@ -1,6 +1,7 @@
 """REPORT.md from a results dict (pure text; the plots are written by ``plots``)."""
 
 from migplane.bench import convergence
+from migplane.bench import evacuation
 from migplane.bench import stats
 from migplane.bench import targets
 
@@ -195,19 +196,9 @@ def _meaning(results):
                     _f(dirty["tools"]["migplane"]["downtime_ms"]["median"], "%.0f"),
                     _f(dirty["tools"]["virsh"]["downtime_ms"]["median"], "%.0f")))
         text.append(None)
-    sc = results.get("scale")
-    if sc:
-        idle, gaps = link_idle(sc.get("throughput"), results["meta"]["rate_bps"])
-        text.append(
-            "Evacuating %d guests with at most %d migrations per host kept the source's "
-            "link busy%s: %s s against %s s for its bytes at the link rate (× %s); the "
-            "limiter's peak was %s and %d of %d guests came through intact." % (
-                sc["guests"], sc["limit"],
-                " but for %.1f s in %d gap(s) (section 3)" % (idle, gaps) if gaps else "",
-                _f(sc.get("total_s"), "%.1f"),
-                _f(sc.get("ideal_s"), "%.1f"), _f(sc.get("ratio_to_ideal"), "%.2f"),
-                max(sc["peaks"].values()) if sc.get("peaks") else "n/a",
-                sum(1 for c in sc["guest_checks"] if c["intact"]), sc["guests"]))
+    evac_sentence = evacuation.sentence(results)
+    if evac_sentence:
+        text.append(evac_sentence)
     ov = results.get("overhead") or {}
     mon = ov.get("monitor")
     if mon and mon.get("cpu_share", {}).get("median") is not None:
@@ -256,7 +247,7 @@ def _meaning(results):
 def _count_windows(results):
     n = len((results.get("isolation") or {}).get("runs", []))
     n += sum(len(d.get("migrations", [])) for d in _kinds(results).values())
-    return n + (1 if results.get("scale") else 0)
+    return n + len(evacuation.cpu_busy(results))
 
 
 def _close_to_baseline(per):
@@ -283,9 +274,9 @@ def _cpu_bound_windows(results):
         for m in data.get("migrations", []):
             if (m.get("cpu_busy") or 0) > CPU_DOMINATES:
                 names.append("efficiency %s pair %d %s" % (kind, m["pair"], m["tool"]))
-    sc = results.get("scale")
-    if sc and (sc.get("cpu_busy") or 0) > CPU_DOMINATES:
-        names.append("scale")
+    for run in (results.get("evacuation") or {}).get("runs", []):
+        if (run.get("cpu_busy") or 0) > CPU_DOMINATES:
+            names.append("evacuation %s #%d" % (run["way"], run["repeat"] + 1))
     return names
 
 
@@ -460,68 +451,6 @@ def _efficiency(results):
     return lines
 
 
-def link_idle(series, rate_bps, threshold=0.1):
-    """``(seconds, gaps)`` the migration plane sat below ``threshold`` of the link
-    between the first and the last moment it carried a stream."""
-    rows = series or []
-    busy = [i for i, r in enumerate(rows) if r[2] * 1e6 >= threshold * rate_bps]
-    if not busy:
-        return 0.0, 0
-    idle, gaps, in_gap = 0.0, 0, False
-    for i in range(busy[0] + 1, busy[-1] + 1):
-        low = rows[i][2] * 1e6 < threshold * rate_bps
-        if low:
-            idle += rows[i][0] - rows[i - 1][0]
-            gaps += 0 if in_gap else 1
-        in_gap = low
-    return idle, gaps
-
-
-def _scale(results):
-    sc = results.get("scale")
-    if not sc:
-        return []
-    g = sc["guest"]
-    lines = [
-        "## 3. Scale: evacuating a host", "",
-        "%d guests of %d MiB (%d MiB stamped) on host-a are migrated by migplane (split "
-        "planes), half to host-b and half to host-c, all requested at once through one "
-        "shared `HostLimiter` with `max_concurrent = %d` (`when_busy = wait`). The ideal "
-        "time is what host-a's migration interface counted as sent, at the link rate; "
-        "like libvirt's byte count it leaves out most TCP/IP headers, so the ideal is a "
-        "few per cent optimistic." % (
-            sc["guests"], g["memory_mib"], g["stamp_mib"], sc["limit"]), "",
-        "| figure | value |", "|---|---|",
-        "| migrations completed | %d / %d |" % (sc["completed"], sc["guests"]),
-        "| total time (first request → last guest done) | %s s |" % _f(sc["total_s"], "%.1f"),
-        "| bytes host-a sent on the migration plane | %s MB |" % _f(
-            sc["source_migration_tx_bytes"] / 1e6, "%.1f"),
-        "| libvirt data processed (sum) | %s MB |" % _f(sc["libvirt_data_processed"] / 1e6,
-                                                        "%.1f"),
-        "| bytes / link rate | %s s |" % _f(sc["ideal_s"], "%.1f"),
-        "| total / ideal | %s |" % _f(sc["ratio_to_ideal"], "%.3f"),
-        "| limiter peak per host | %s |" % ", ".join(
-            "%s %d" % kv for kv in sorted(sc["peaks"].items())),
-        "| guests intact | %d / %d |" % (sum(1 for c in sc["guest_checks"] if c["intact"]),
-                                         sc["guests"]),
-        "| largest tick gap seen by a guest | %s s |" % _f(max(
-            (c["max_tick_gap_s"] for c in sc["guest_checks"]), default=None), "%.2f"),
-        "| CPU busy | %s |" % _pct(sc.get("cpu_busy"), "%.0f"),
-        "",
-    ]
-    idle, gaps = link_idle(sc.get("throughput"), results["meta"]["rate_bps"])
-    if gaps:
-        lines += [
-            "Between its first and last byte the migration plane sat idle for %.1f s in %d "
-            "gap(s). A gap opens when every running migration ends at about the same time "
-            "(same-sized guests started together finish together) and the next ones are "
-            "all still in their fixed costs, mostly starting QEMU on the destination; "
-            "whether that happens varies from run to run." % (idle, gaps), ""]
-    if "scale.png" in results.get("plots", []):
-        lines += ["![Evacuation timeline](scale.png)", ""]
-    return lines
-
-
 def _overhead(results):
     ov = results.get("overhead")
     if not ov:
@@ -564,8 +493,7 @@ def _noise(results):
     busy = [r.get("cpu_busy") for r in (results.get("isolation") or {}).get("runs", [])]
     for data in _kinds(results).values():
         busy += [x.get("cpu_busy") for x in data.get("migrations", [])]
-    if results.get("scale"):
-        busy.append(results["scale"].get("cpu_busy"))
+    busy += evacuation.cpu_busy(results)
     spread = stats.spread(busy)
     lines = ["## Noise", "",
              "* This machine has %s CPUs and is shared: %s other lab(s) (%s) and %s other "
@@ -618,7 +546,7 @@ def render(results):
     lines += _meaning(results)
     lines += _isolation(results)
     lines += _efficiency(results)
-    lines += _scale(results)
+    lines += evacuation.section(results)
     lines += convergence.report(results)
     lines += _overhead(results)
     lines += _noise(results)

@@ -13,8 +13,6 @@ from migplane.bench.labrun import MIGPLANE
 from migplane.bench.labrun import VIRSH
 from migplane.bench.labrun import GuestSpec
 from migplane.bench.labrun import realtime_prefix
-from migplane.core import limiter as limiter_mod
-from migplane.core import settings as settings_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -300,67 +298,6 @@ def summarize_efficiency(migrations, rate_bps):
                  if m.get("transfer_end") is not None])
     return {"pairs": pairs, "ratio": stats.spread(ratios),
             "job_ratio": stats.spread(job_ratios), "tools": per_tool}
-
-
-# -- 3. scale -------------------------------------------------------------------------
-
-def scale(bench, cfg, t0, log=print):
-    """Evacuate host-a of ``cfg.scale_guests`` guests to host-b and host-c under a
-    shared per-host limit."""
-    src = bench.host("host-a")
-    dests = [h.name for h in bench.hosts if h.name != src.name][:2]
-    specs = [GuestSpec("mpb-ev%02d" % i, cfg.scale_memory_mib, stamp_mib=cfg.scale_stamp_mib)
-             for i in range(cfg.scale_guests)]
-    limiter = limiter_mod.HostLimiter(settings_mod.ConcurrencySettings(
-        max_concurrent=cfg.scale_limit, when_busy="wait", busy_timeout=3600))
-    moves = [(s.name, dests[i % len(dests)]) for i, s in enumerate(specs)]
-    try:
-        bench.start_guests(specs, src, poll_s=0.2)   # many consoles: read them less often
-        before = {h.name: h.counters() for h in bench.hosts}
-        snap0 = bench.snapshot()
-        t_start = time.monotonic()
-        records = bench.migrate(MIGPLANE, moves, split=True, limiter=limiter,
-                                max_concurrent=cfg.scale_limit)
-        t_end = time.monotonic()
-        snap1 = bench.snapshot()
-        after = {h.name: h.counters() for h in bench.hosts}
-        checks = [bench.guest_check(s.name) for s in specs]
-    finally:
-        bench.destroy_guests([s.name for s in specs])
-    src_tx = after[src.name]["migration"]["tx_bytes"] - before[src.name]["migration"]["tx_bytes"]
-    moved = sum(_job(r, "data_processed") or 0 for r in records)
-    ok = [r for r in records if r["status"] == "completed"]
-    # from the moment the operator asks for the evacuation to the last guest's arrival
-    total_s = (max(r["end"] for r in ok) - min(r["start"] for r in records)) if ok else None
-    ideal_s = src_tx * 8.0 / bench.rate_bps
-    peaks = {h.name: limiter.peak(h.name) for h in bench.hosts}
-    log("  scale: %d guests in %.1f s (ideal %.1f s), peaks %s" % (
-        len(specs), total_s or -1, ideal_s, peaks))
-    recs = [_clean_record(r, t0) for r in records]
-    first = min(r["start"] for r in records)
-    throughput = [[round(t - first, 3), mg, mi] for t, mg, mi in
-                  bench.throughput(first, t_end, 0.0)]
-    return {
-        "guests": len(specs),
-        "guest": specs[0].to_dict(),
-        "limit": cfg.scale_limit,
-        "destinations": dests,
-        "completed": len(ok),
-        "total_s": total_s,
-        "wall_s": t_end - t_start,
-        "source_migration_tx_bytes": src_tx,
-        "libvirt_data_processed": moved,
-        "ideal_s": ideal_s,
-        "ratio_to_ideal": stats.ratio(total_s, ideal_s),
-        "peaks": peaks,
-        "limit_respected": all(p <= cfg.scale_limit for p in peaks.values()),
-        "guest_checks": checks,
-        "all_intact": all(c["intact"] for c in checks) and len(ok) == len(specs),
-        "cpu_busy": bench.delta(snap0, snap1)["cpu_busy"],
-        "plane_bytes": bench.delta(snap0, snap1)["plane_bytes"],
-        "migrations": recs,
-        "throughput": throughput,
-    }
 
 
 # -- 4. overhead ------------------------------------------------------------------------

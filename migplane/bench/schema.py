@@ -5,7 +5,7 @@ formed); the CI smoke test and ``--render-only`` use it.
 """
 
 SCHEMA = "migplane-bench/1"
-PARTS = ("isolation", "efficiency", "scale", "overhead", "convergence")
+PARTS = ("isolation", "efficiency", "evacuation", "convergence", "overhead")
 SCENARIOS = ("baseline", "split", "unsplit", "virsh")
 TOOLS = ("migplane", "virsh")
 
@@ -106,14 +106,10 @@ def _efficiency(c, eff):
                 c.need(_num(p["ratio"]), "%s.pairs[%d].ratio" % (where, j), "not a number")
 
 
-def _scale(c, sc):
-    if not c.keys(sc, "scale", ("guests", "limit", "total_s", "ideal_s", "ratio_to_ideal",
-                                "peaks", "limit_respected", "guest_checks", "all_intact",
-                                "migrations", "source_migration_tx_bytes")):
-        return
-    c.need(_num(sc["total_s"], none=True), "scale.total_s", "not a number")
-    c.need(isinstance(sc["peaks"], dict) and all(_num(v) for v in sc["peaks"].values()),
-           "scale.peaks", "not a host -> number object")
+def _evacuation(c, ev):
+    from migplane.bench import evacuation  # its own shape, beside its code
+
+    evacuation.validate(c, ev)
 
 
 def _overhead(c, ov):
@@ -151,7 +147,7 @@ def validate(results):
         isinstance(p, str) and p.endswith(".png") for p in results["plots"]),
         "plots", "not a list of .png names")
     for part, check in (("isolation", _isolation), ("efficiency", _efficiency),
-                        ("scale", _scale), ("overhead", _overhead),
+                        ("evacuation", _evacuation), ("overhead", _overhead),
                         ("convergence", _convergence)):
         if results.get(part) is not None:
             check(c, results[part])

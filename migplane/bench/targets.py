@@ -4,6 +4,7 @@ Each target is ``met`` True/False with the measured figure, or ``met`` None
 when its part was not run or produced no figure.
 """
 
+from migplane.bench import evacuation
 from migplane.bench import stats
 
 #: Split counts as quiet up to the baseline's worst per-window p99 plus the larger of
@@ -14,7 +15,6 @@ ISO_VS_UNSPLIT = 10.0
 PLANE_SHARE = 0.99
 WALL_RATIO = 1.1
 GOODPUT_SHARE = 0.90
-EVACUATION = 1.2
 
 
 def _fmt(value, fmt="%.2f"):
@@ -142,38 +142,10 @@ def _eff_targets(eff):
     return out
 
 
-def _scale_targets(sc):
-    if not sc:
-        return []
-    r = sc.get("ratio_to_ideal")
-    out = [_target(
-        "evacuation", "scale",
-        "Evacuation of %d guests to %d hosts: total time / (bytes / link rate)"
-        % (sc["guests"], len(sc["destinations"])),
-        "≤ %.1f" % EVACUATION, r, r is not None and r <= EVACUATION,
-        "%s s for %s MB at the link rate = %s s ideal (× %s)" % (
-            _fmt(sc.get("total_s"), "%.1f"), _fmt(sc["source_migration_tx_bytes"] / 1e6,
-                                                  "%.0f"),
-            _fmt(sc["ideal_s"], "%.1f"), _fmt(r, "%.3f")))]
-    peak = max(sc["peaks"].values()) if sc.get("peaks") else None
-    out.append(_target(
-        "limit", "scale", "Per-host concurrency limit never exceeded (limiter.peak)",
-        "≤ %d" % sc["limit"], peak, sc.get("limit_respected"),
-        ", ".join("%s %d" % (h, p) for h, p in sorted(sc["peaks"].items()))))
-    intact = sum(1 for c in sc["guest_checks"] if c["intact"])
-    out.append(_target(
-        "intact", "scale",
-        "Every evacuated guest intact (one boot id, counter continuous, no bad word)",
-        "%d / %d" % (sc["guests"], sc["guests"]), intact, sc.get("all_intact"),
-        "%d / %d intact, %d / %d migrations completed" % (
-            intact, sc["guests"], sc["completed"], sc["guests"])))
-    return out
-
-
 def evaluate(results):
     """The list of targets of ``results`` (see module doc)."""
     from migplane.bench import convergence
 
     return (_iso_targets(results.get("isolation")) + _eff_targets(results.get("efficiency"))
-            + _scale_targets(results.get("scale"))
+            + evacuation.targets(results.get("evacuation"))
             + convergence.targets(results.get("convergence") or {}, _target))

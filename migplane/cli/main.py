@@ -19,6 +19,7 @@ from migplane.cli import demo
 from migplane.cli import errors
 from migplane.cli import examples
 from migplane.cli.commands import check
+from migplane.cli.commands import evacuate
 from migplane.cli.commands import explain
 from migplane.cli.commands import manage
 from migplane.cli.commands import migrate
@@ -103,6 +104,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parents = [common_options()]
     migrate.add_parser(sub, parents)
+    evacuate.add_parser(sub, parents)
     explain.add_parser(sub, parents)
     check.add_parser(sub, parents)
     manage.add_parsers(sub, parents)

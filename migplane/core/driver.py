@@ -97,6 +97,17 @@ class InstanceInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class HostResources:
+    """What a host has room for (an evacuation places guests by it)."""
+
+    memory_total_bytes: int
+    memory_free_bytes: int
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class JobProgress:
     """A snapshot of a running (or finished) migration job, in bytes."""
 
@@ -376,6 +387,16 @@ class MigrationDriver(metaclass=abc.ABCMeta):
                            settings: settings_mod.MigrationSettings) -> Optional[Dict[str, Any]]:
         """The hypervisor-level call a migration would make (flags, parameters),
         for ``migplane explain``; None when the driver cannot say."""
+        return None
+
+    # -- optional hooks for evacuations --------------------------------------------
+
+    def list_instances(self):
+        """:class:`InstanceInfo` of every running guest here (an evacuation moves them)."""
+        raise NotImplementedError("%s cannot list its guests" % type(self).__name__)
+
+    def host_resources(self):
+        """This host's :class:`HostResources`; None when unknown."""
         return None
 
     # -- shared helpers ------------------------------------------------------

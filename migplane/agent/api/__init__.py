@@ -14,6 +14,9 @@ POST     /v1/migrations/<id>/abort|force-complete    act on a running one
 POST     /v1/plans                                   dry run (``explain``)
 POST     /v1/slots, PUT|DELETE /v1/slots/<id>        a source's slot lease here
 GET      /v1/steps, POST /v1/steps/<step>            the driver steps
+POST     /v1/evacuations                             evacuate this host (or dry run)
+GET      /v1/evacuations[/<id>[?since=N]]            list / one with its events
+POST     /v1/evacuations/<id>/abort                  start no more, abort the rest
 =======  ==========================================  ==========================
 
 One blueprint per resource; ``migplane.agent.app`` adds authentication and

@@ -99,6 +99,19 @@ class FakeDriver(driver.MigrationDriver):
                                    memory_bytes=guest.memory_bytes,
                                    disk_bytes=guest.disk_bytes)
 
+    @step
+    def list_instances(self):
+        return [driver.InstanceInfo(name=g.name, state=g.state, memory_bytes=g.memory_bytes,
+                                    disk_bytes=g.disk_bytes)
+                for g in sorted(self.host.guests.values(), key=lambda g: g.name)
+                if g.state == "running"]
+
+    @step
+    def host_resources(self):
+        used = sum(g.memory_bytes for g in self.host.guests.values())
+        return driver.HostResources(memory_total_bytes=self.host.memory_bytes,
+                                    memory_free_bytes=max(0, self.host.memory_bytes - used))
+
     # -- destination side --------------------------------------------------
 
     @step

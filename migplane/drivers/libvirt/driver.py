@@ -271,6 +271,21 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                                        state=_STATE_NAMES.get(state, "unknown"),
                                        memory_bytes=max_kib * 1024, disk_bytes=disk_bytes)
 
+    def list_instances(self):
+        with self._translated("*", "list_instances"):
+            domains = self._conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
+            found = [(d.name(), d.info()[1]) for d in domains]
+        return [driver_mod.InstanceInfo(name=name, state="running", memory_bytes=kib * 1024)
+                for name, kib in sorted(found)]
+
+    def host_resources(self):
+        with self._translated("*", "host_resources"):
+            conn = self._conn()
+            total_mib = conn.getInfo()[1]
+            free = conn.getFreeMemory()
+        return driver_mod.HostResources(memory_total_bytes=total_mib * 1048576,
+                                        memory_free_bytes=int(free))
+
     # -- destination side -------------------------------------------------------
 
     def check_can_live_migrate_destination(self, instance, block_migration=False):

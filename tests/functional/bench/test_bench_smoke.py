@@ -19,12 +19,12 @@ pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[3]
 #: Smaller than --quick: one window per scenario, two concurrent migrations,
-#: one pair per guest kind, two guests to evacuate. About two minutes.
+#: one pair per guest kind, two guests to evacuate three ways. About 2.5 minutes.
 SMOKE_ARGS = ["--quick", "--concurrency", "1,2", "--pairs", "1", "--stamp-mib", "16",
-              "--scale-guests", "2", "--scale-limit", "1",
+              "--evac-guests", "2", "--evac-limit", "2", "--evac-repeats", "1",
               # convergence has its own smoke (test_bench_convergence_smoke.py)
               "--parts", ",".join(p for p in schema.PARTS if p != "convergence")]
-TIMEOUT = 170
+TIMEOUT = 240
 
 
 def _png_ok(path):
@@ -57,11 +57,14 @@ def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
     assert {r["scenario"] for r in results["isolation"]["runs"]} == set(schema.SCENARIOS)
     assert all(r["ok"] for r in results["isolation"]["runs"])
     assert results["isolation"]["samples"], "the probe recorded nothing"
-    assert results["scale"]["completed"] == 2 and results["scale"]["limit_respected"]
-    assert results["scale"]["all_intact"]
+    evac = results["evacuation"]
+    assert [r["way"] for r in evac["runs"]] == ["serial", "naive", "planner"]
+    assert all(r["completed"] == 2 and r["limit_respected"] for r in evac["runs"])
+    assert all(r["all_intact"] for r in evac["runs"])
     ids = {t["id"] for t in results["targets"]}
     assert {"isolation_quiet_c1", "isolation_vs_unsplit_c2", "plane_share",
-            "wall_ratio_idle", "goodput_idle", "evacuation", "limit", "intact"} <= ids
+            "wall_ratio_idle", "goodput_idle", "evacuation_planner", "evacuation_fastest",
+            "evacuation_limit", "evacuation_intact"} <= ids
     assert all(t["met"] is not None for t in results["targets"])
 
     text = (out / "REPORT.md").read_text()
@@ -72,7 +75,9 @@ def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
     assert "## What the figures mean" in text
 
     assert set(results["plots"]) == {"isolation_latency.png", "isolation_timeline.png",
-                                     "isolation_cdf.png", "efficiency.png", "scale.png"}
+                                     "isolation_cdf.png", "efficiency.png",
+                                     "evacuation_serial.png", "evacuation_naive.png",
+                                     "evacuation_planner.png"}
     for name in results["plots"]:
         assert _png_ok(out / name), name
         assert "(%s)" % name in text

@@ -6,6 +6,8 @@ import random
 
 import pytest
 
+from migplane.bench import evacuation
+from migplane.bench import main as bench_main
 from migplane.bench import scenarios
 from migplane.bench import schema
 
@@ -39,6 +41,39 @@ def _migration(tool, guest, start, wall, job_ms, moved, pair=None, mode="split",
         rec["pair"] = pair
         rec["link_use"] = {"sending_s": wall - 1, "bytes": moved, "share_of_link": 0.95}
     return rec
+
+
+EVAC_CFG = bench_main.Config.full(evac_guests=12, evac_repeats=3)
+
+
+def _evacuation_run(way, repeat, total, guests=12):
+    """One run of the evacuation part: ``guests`` migrations in ``total`` seconds."""
+    each = total / guests
+    migs = [_migration("migplane", "ev%s%d-%02d" % (way[0], repeat, i), i * each, each,
+                       each * 900, 48 * MiB, dest="host-b" if i % 2 == 0 else "host-c")
+            for i in range(guests)]
+    sent = guests * 48 * MiB
+    ideal = sent * 8.0 / RATE_BPS
+    throughput = [[round(i * 0.1, 2), 0.1, 95.0 if i % 60 else 0.0]
+                  for i in range(int(total * 10))]
+    idle, gaps = evacuation.link_idle(throughput, RATE_BPS, total)
+    return {"way": way, "repeat": repeat, "index": 0, "guests": guests,
+            "completed": guests, "total_s": total, "source_migration_tx_bytes": sent,
+            "ideal_s": ideal, "ratio_to_ideal": total / ideal, "idle_s": idle, "gaps": gaps,
+            "downtime_ms": {"median": 150, "min": 100, "max": 300, "n": guests},
+            "fixed_cost_s": {"median": 1.5, "min": 1.2, "max": 2.0, "n": guests},
+            "peaks": {"host-a": 2 if way == "planner" else 1 if way == "serial" else 3,
+                      "host-b": 1, "host-c": 1},
+            "limit_respected": True,
+            "guest_checks": [{"guest": m["guest"], "intact": True, "max_tick_gap_s": 0.3}
+                             for m in migs],
+            "all_intact": True, "cpu_busy": 0.6,
+            "plane_bytes": {"management": 1e5, "migration": sent},
+            "migrations": migs, "throughput": throughput,
+            "plan": None if way != "planner" else {
+                "streams": 1, "pipelined_lanes": 1, "max_running": 2,
+                "predicted_s": 49.0, "ideal_s": 47.0, "overlapped_s": 22.0,
+                "fixed_cost_s": 2.0, "guests": [{}] * guests, "reasons": ["one stream"]}}
 
 
 def make_results(seed=1):
@@ -99,23 +134,11 @@ def make_results(seed=1):
                               "verify_mib_s": 1, "tick_ms": 100},
                        guest_check={"intact": True}, migrations=migs)
         kinds[kind] = summary
-    evac = [_migration("migplane", "ev%02d" % i, 400.0 + i * 2.0, 6.0, 5500, 48 * MiB,
-                       dest="host-b" if i % 2 == 0 else "host-c") for i in range(12)]
-    scale = {
-        "guests": 12, "guest": {"name": "ev00", "memory_mib": 64, "stamp_mib": 48,
-                                "dirty_mib": 0, "rate_mib_s": 0, "verify_mib_s": 1,
-                                "tick_ms": 100},
-        "limit": 2, "destinations": ["host-b", "host-c"], "completed": 12,
-        "total_s": 52.0, "wall_s": 52.1, "source_migration_tx_bytes": 12 * 48 * MiB,
-        "libvirt_data_processed": 12 * 48 * MiB, "ideal_s": 48.3, "ratio_to_ideal": 1.077,
-        "peaks": {"host-a": 2, "host-b": 2, "host-c": 2}, "limit_respected": True,
-        "guest_checks": [{"guest": "ev%02d" % i, "intact": True, "max_tick_gap_s": 0.3}
-                         for i in range(12)],
-        "all_intact": True, "cpu_busy": 0.6,
-        "plane_bytes": {"management": 1e5, "migration": 12 * 48 * MiB},
-        "migrations": evac,
-        "throughput": [[i * 0.1, 0.1, 95.0] for i in range(520)],
-    }
+    evac_runs = [_evacuation_run(way, repeat, total)
+                 for way, repeat, total in (("serial", 0, 70.0), ("naive", 0, 58.0),
+                                            ("planner", 0, 49.8), ("planner", 1, 50.2),
+                                            ("planner", 2, 51.5))]
+    evac = [m for run in evac_runs for m in run["migrations"]]
     every = [m for r in runs for m in r["migrations"]] + evac
     for k in kinds.values():
         every += k["migrations"]
@@ -132,7 +155,8 @@ def make_results(seed=1):
                                      "other_qemu_processes": 0, "cpus": 2}}},
         "isolation": isolation,
         "efficiency": {"kinds": kinds, "link_rate_bps": RATE_BPS},
-        "scale": scale,
+        "evacuation": evacuation.summarize(evac_runs, EVAC_CFG, ["host-b", "host-c"],
+                                           RATE_BPS),
         "overhead": {"micro": {"uri_resolve_split": {
             "ops_per_s": 50000.0, "min_ops_per_s": 45000.0, "max_ops_per_s": 52000.0,
             "batches": 3, "batch": 100}},

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from migplane.bench import main as bench_main
+from migplane.bench import schema
 
 
 def _cfg(*argv):
@@ -16,21 +17,23 @@ def test_full_and_quick_presets():
     assert not full.quick and quick.quick
     assert full.concurrency == quick.concurrency == (1, 4)
     assert full.eff_stamp_mib == 256 and quick.eff_stamp_mib < full.eff_stamp_mib
-    assert 8 <= full.scale_guests <= 16
-    assert quick.scale_guests < full.scale_guests
-    assert full.rate == "100mbit" and full.parts == ("isolation", "efficiency", "scale",
-                                                     "overhead")
+    assert full.evac_guests == 16 and full.evac_repeats >= 3
+    assert quick.evac_guests < full.evac_guests
+    assert full.rate == "100mbit" and full.parts == schema.PARTS
+    assert "evacuation" in full.parts and "convergence" in full.parts
 
 
 def test_overrides():
     cfg = _cfg("--quick", "--rate", "50mbit", "--concurrency", "1,2", "--repeats", "2",
-               "--pairs", "4", "--stamp-mib", "64", "--scale-guests", "9",
-               "--scale-limit", "3", "--parts", "scale,overhead", "--lab-name", "x1")
+               "--pairs", "4", "--stamp-mib", "64", "--evac-guests", "9",
+               "--evac-limit", "3", "--evac-repeats", "5", "--parts", "evacuation,overhead",
+               "--lab-name", "x1")
     assert cfg.quick and cfg.rate == "50mbit" and cfg.concurrency == (1, 2)
     assert cfg.repeats_c1 == cfg.repeats_cn == 2
     assert cfg.pairs_idle == cfg.pairs_dirty == 4
-    assert cfg.eff_stamp_mib == 64 and cfg.scale_guests == 9 and cfg.scale_limit == 3
-    assert cfg.parts == ("scale", "overhead") and cfg.lab_name == "x1"
+    assert cfg.eff_stamp_mib == 64 and cfg.evac_guests == 9 and cfg.evac_limit == 3
+    assert cfg.evac_repeats == 5
+    assert cfg.parts == ("evacuation", "overhead") and cfg.lab_name == "x1"
 
 
 def test_unknown_part_is_refused(capsys):
@@ -92,11 +95,12 @@ def test_a_lab_that_does_not_come_up_still_gives_a_report(tmp_path, monkeypatch)
 
     monkeypatch.setattr(labrun.BenchLab, "up", broken_up)
     monkeypatch.setattr(bench_main.os, "geteuid", lambda: 0)
-    rc = bench_main.main(["--quick", "--parts", "scale,overhead", "--out", str(tmp_path)])
+    rc = bench_main.main(["--quick", "--parts", "evacuation,overhead", "--out",
+                          str(tmp_path)])
     assert rc == 1
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["errors"] == [{"part": "lab", "error": "RuntimeError: no libvirtd here"}]
-    assert "scale" not in data and data["overhead"]["micro"]
+    assert "evacuation" not in data and data["overhead"]["micro"]
     assert "Parts that failed:** lab: RuntimeError: no libvirtd here" in (
         tmp_path / "REPORT.md").read_text()
 

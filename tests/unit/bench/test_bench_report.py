@@ -5,6 +5,7 @@ import struct
 
 import pytest
 
+from migplane.bench import evacuation
 from migplane.bench import main as bench_main
 from migplane.bench import plots
 from migplane.bench import report
@@ -25,7 +26,7 @@ def png_size(path):
 def test_report_has_the_targets_table_and_every_part(synthetic_results):
     r = synthetic_results
     r["targets"] = targets.evaluate(r)
-    r["plots"] = ["isolation_latency.png", "efficiency.png", "scale.png"]
+    r["plots"] = ["isolation_latency.png", "efficiency.png", "evacuation_planner.png"]
     text = report.render(r)
     assert text.startswith("# migplane benchmark")
     assert report.TARGETS_HEADING in text and report.TARGETS_HEADER in text
@@ -33,7 +34,7 @@ def test_report_has_the_targets_table_and_every_part(synthetic_results):
                                                                        or "not met" in ln)]
     assert len(rows) == len(r["targets"])
     for heading in ("## What the figures mean", "## 1. Isolation", "## 2. Efficiency",
-                    "## 3. Scale", "## 4. Overhead", "## Noise", "## Reproduce"):
+                    "## 3. Evacuation", "## 4. Overhead", "## Noise", "## Reproduce"):
         assert heading in text
     assert "(isolation_latency.png)" in text and "(efficiency.png)" in text
     assert "(isolation_cdf.png)" not in text       # not in r["plots"]
@@ -59,7 +60,7 @@ def test_report_flags_cpu_bound_windows(synthetic_results):
     r["targets"] = targets.evaluate(r)
     text = report.render(r)
     # the link was held at 95 % while sending: the CPU did not set the pace
-    assert "**CPU:** 1 of 29 measurement windows" in text   # 16 + 12 + 1
+    assert "**CPU:** 1 of 33 measurement windows" in text   # 16 + 12 + 5 evacuations
     assert "the link, not the CPU, set the pace" in text
     for kind in r["efficiency"]["kinds"].values():
         for m in kind["migrations"]:
@@ -86,7 +87,7 @@ def test_plots_are_valid_pngs(synthetic_results, tmp_path):
 
 def test_plots_skip_parts_without_data(tmp_path):
     r = {"meta": {"rate": "100mbit", "rate_bps": 1e8}, "isolation": None,
-         "efficiency": None, "scale": None}
+         "efficiency": None, "evacuation": None}
     assert plots.render_all(r, str(tmp_path)) == []
     assert list(tmp_path.iterdir()) == []
 
@@ -127,7 +128,9 @@ def test_render_without_matplotlib_still_writes_the_report(synthetic_results, tm
     (lambda r: r["isolation"]["runs"][0].update(start=9e9), "isolation.runs[0]"),
     (lambda r: r["isolation"]["samples"].append([1.0]), "isolation.samples"),
     (lambda r: r["efficiency"]["kinds"]["idle"]["tools"].pop("virsh"), "efficiency.kinds"),
-    (lambda r: r["scale"].update(peaks={"host-a": "x"}), "scale.peaks"),
+    (lambda r: r["evacuation"]["runs"][0].update(peaks={"host-a": "x"}),
+     "evacuation.runs[0].peaks"),
+    (lambda r: r["evacuation"]["runs"][1].update(way="odd"), "evacuation.runs[1].way"),
     (lambda r: r["overhead"]["micro"]["uri_resolve_split"].pop("ops_per_s"),
      "overhead.micro"),
     (lambda r: r.update(plots=["a.svg"]), "plots"),
@@ -145,17 +148,24 @@ def test_schema_of_a_non_object():
     assert schema.validate([]) == ["results: not an object"]
 
 
-def test_link_idle_counts_gaps_between_first_and_last_byte():
-    rows = [[0.0, 0, 0.0], [0.1, 0, 0.0], [0.2, 0, 95.0], [0.3, 0, 2.0], [0.4, 0, 1.0],
-            [0.5, 0, 96.0], [0.6, 0, 0.0], [0.7, 0, 97.0], [0.8, 0, 0.0]]
-    idle, gaps = report.link_idle(rows, 100e6)
-    assert gaps == 2 and idle == pytest.approx(0.3)
-    assert report.link_idle([], 100e6) == (0.0, 0)
-    assert report.link_idle([[0.0, 0, 1.0]], 100e6) == (0.0, 0)
+def test_link_idle_counts_gaps_from_the_start_to_the_last_arrival():
+    rows = [[0.1, 0, 0.0], [0.2, 0, 0.0], [0.3, 0, 0.0], [0.4, 0, 95.0], [0.5, 0, 2.0],
+            [0.6, 0, 1.0], [0.7, 0, 1.0], [0.8, 0, 1.0], [0.9, 0, 96.0], [1.0, 0, 0.0],
+            [1.1, 0, 97.0], [1.2, 0, 0.0], [1.3, 0, 0.0]]
+    idle, gaps = evacuation.link_idle(rows, 100e6, total_s=1.1)
+    assert idle == pytest.approx(0.8)
+    assert gaps == [[0.0, 0.3], [0.4, 0.4]]   # the 0.1 s dip at 1.0 is no gap
+    assert evacuation.link_idle([], 100e6) == (0.0, [])
 
 
-def test_scale_section_mentions_idle_gaps(synthetic_results):
+def test_evacuation_section_compares_the_three_ways(synthetic_results):
     r = synthetic_results
-    r["scale"]["throughput"][100:120] = [[10.0 + i * 0.1, 0.1, 0.0] for i in range(20)]
     r["targets"] = targets.evaluate(r)
-    assert "sat idle for 2.0 s in 1 gap(s)" in report.render(r)
+    r["plots"] = ["evacuation_serial.png", "evacuation_planner.png"]
+    text = report.render(r)
+    section = text[text.index("## 3. Evacuation"):text.index("## 4. Overhead")]
+    assert "| serial | 1 | 70.0 s |" in section
+    assert "| planner | 3 | 50.2 (49.8–51.5) s | 1.039 (1.031–1.066) |" in section
+    assert "2 lane(s)" not in section and "1 stream(s) on the link" in section
+    assert "(evacuation_serial.png)" in section and "(evacuation_naive.png)" not in section
+    assert "serial 70.0 s (× 1.45" in text    # the summary sentence

@@ -1,0 +1,46 @@
+"""Evacuations of this host: ``/v1/evacuations`` (``migplane evacuate``)."""
+
+import flask
+
+from migplane.agent import api
+from migplane.agent import errors
+from migplane.agent import evacuations
+
+bp = flask.Blueprint("evacuations", __name__)
+
+
+@bp.post("/v1/evacuations")
+def start():
+    body = api.body(evacuations.SCHEMA)
+    agent = api.agent()
+    if body.get("dry_run"):
+        return api.reply(evacuations.dry_run(agent, body))
+    record = evacuations.start(agent, agent.evacuations, body)
+    response, status = api.reply(record.to_dict(), 202)
+    response.headers["Location"] = "/v1/evacuations/%s" % record.id
+    return response, status
+
+
+@bp.get("/v1/evacuations")
+def index():
+    api.body()
+    return api.reply({"evacuations": [r.to_dict(events=False)
+                                      for r in api.agent().evacuations.all()]})
+
+
+@bp.get("/v1/evacuations/<evacuation_id>")
+def show(evacuation_id):
+    api.body()
+    since = flask.request.args.get("since")
+    if since is not None and not since.isdigit():
+        raise errors.BadRequest(field="since", reason="must be an event number, got %r"
+                                % since)
+    record = api.agent().evacuations.get(evacuation_id)
+    return api.reply(record.to_dict(since=None if since is None else int(since)))
+
+
+@bp.post("/v1/evacuations/<evacuation_id>/abort")
+def abort(evacuation_id):
+    api.body()
+    record = evacuations.abort(api.agent().evacuations, evacuation_id)
+    return api.reply(record.to_dict(events=False), 202)

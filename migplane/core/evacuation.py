@@ -1,0 +1,468 @@
+"""Run an evacuation plan: the guests of one host, migrated by the core flow.
+
+:class:`Evacuation` starts each guest's :class:`~migplane.core.flow.LiveMigration`
+in the plan's order, keeping the plan's number of streams on the link; a
+stream whose remaining transfer will take less than the next guest's fixed
+cost counts as ending, so the next guest's checks and ``pre_live_migration``
+run while it finishes (pipelining). Every flow shares the caller's limiter.
+When a migration finishes much earlier or later than planned, or fails, the
+guests not started yet are planned again with what was learned (the fixed
+cost measured, the memory the failed guests did not take). A failed guest
+stays on the source, running (the flow's rule), and the others go on.
+"""
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from typing import Optional
+
+from migplane.core import evacuation_plan as plan_mod
+from migplane.core import events as events_mod
+from migplane.core import exception
+from migplane.core import flow as flow_mod
+
+LOG = logging.getLogger(__name__)
+
+# Evacuation event kinds (migration events are forwarded with kind MIGRATION).
+PLANNED = "planned"
+REPLANNED = "replanned"
+MIGRATION_STARTED = "migration_started"
+MIGRATION = "migration"
+MIGRATION_FINISHED = "migration_finished"
+FINISHED = "finished"
+
+# Guest end states besides the flow's (completed, failed, aborted, timed_out).
+UNPLACEABLE = "unplaceable"
+NOT_STARTED = "not_started"
+
+#: A migration off its predicted duration by more than this share re-plans the rest.
+REPLAN_TOLERANCE = 0.25
+#: A guest refused by a busy host (when_busy = refuse) is tried again this often,
+#: this many times, before it is reported as failed.
+BUSY_RETRIES = 5
+BUSY_RETRY_S = 5.0
+#: The next guest starts this many fixed costs before the link frees...
+LEAD_MARGIN = 1.5
+#: ...plus this, for the switch-over of the ending guest (no bulk data then).
+SWITCHOVER_S = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class EvacuationEvent:
+    kind: str
+    evacuation_id: str
+    elapsed: float
+    instance: Optional[str] = None
+    message: Optional[str] = None
+    migration: Optional[events_mod.MigrationEvent] = None
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        if self.migration is not None:
+            data["migration"] = self.migration.to_dict()
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestOutcome:
+    """How one guest's part of the evacuation ended."""
+
+    name: str
+    status: str
+    running_on: str
+    destination: Optional[str] = None
+    migration_id: Optional[str] = None
+    #: Seconds after the evacuation's start.
+    started_s: Optional[float] = None
+    transfer_s: Optional[float] = None
+    finished_s: Optional[float] = None
+    downtime_ms: Optional[int] = None
+    data_bytes: Optional[int] = None
+    error: Optional[str] = None
+
+    @property
+    def duration_s(self):
+        if self.started_s is None or self.finished_s is None:
+            return None
+        return self.finished_s - self.started_s
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["duration_s"] = self.duration_s
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class EvacuationResult:
+    evacuation_id: str
+    source: str
+    status: str  # completed (every guest moved), partial, failed (none moved)
+    duration_s: float
+    plan: plan_mod.EvacuationPlan
+    guests: tuple
+    replans: int = 0
+
+    @property
+    def moved(self):
+        return [g for g in self.guests if g.status == flow_mod.COMPLETED]
+
+    def to_dict(self):
+        return {"evacuation_id": self.evacuation_id, "source": self.source,
+                "status": self.status, "duration_s": self.duration_s,
+                "plan": self.plan.to_dict(), "replans": self.replans,
+                "guests": [g.to_dict() for g in self.guests]}
+
+
+class _Running:
+    """A started migration, as the executor follows it."""
+
+    def __init__(self, item, flow, started):
+        self.item = item
+        self.flow = flow
+        self.started = started
+        self.transfer = None
+        #: When the first byte moved: the fixed costs end there (the hypervisor
+        #: starts the destination's QEMU inside its job, after the flow's
+        #: transfer_started).
+        self.first_byte = None
+        self.progress = None
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+
+    def observe(self, elapsed, progress):
+        """Follow the transfer from its progress snapshots."""
+        if not progress.data_processed:
+            return  # the job has not sent anything yet: nothing to learn
+        if self.first_byte is None:
+            self.first_byte = elapsed
+        self.progress = progress
+
+    def remaining_bytes(self):
+        """Bytes its transfer still has to send; None before its first byte."""
+        if self.first_byte is None:
+            return None
+        return self.progress.data_remaining
+
+    def dirty_rate(self, hint=0.0):
+        """Bytes/s it dirties: measured by the hypervisor, else the plan's figure."""
+        measured = self.progress.dirty_rate if self.progress is not None else 0
+        return max(measured or 0, hint or 0)
+
+
+def link_free_in(remaining, dirty, link_rate):
+    """Seconds until transfers with ``remaining`` bytes, dirtying ``dirty`` bytes/s,
+    leave the link: pre-copy sends what remains plus what is dirtied meanwhile."""
+    return remaining / max(link_rate - dirty, 0.2 * link_rate, 1.0)
+
+
+class Evacuation:
+    """Empty the ``source`` host into ``destinations``.
+
+    :param source: the source host's driver.
+    :param destinations: ``{name: driver}`` of the candidate destinations.
+    :param guests: :class:`~migplane.core.evacuation_plan.GuestSpec` values.
+    :param destination_specs: their :class:`DestinationSpec` (free memory, limits).
+    :param link_rate: the source's migration link rate, bytes/s.
+    :param settings: the source's :class:`MigrationSettings`.
+    :param plan_settings: the planner's :class:`PlanSettings`.
+    :param limiter: shared by every flow (a :class:`HostLimiter` or alike).
+    :param migration_factory: ``(instance, destination name) -> LiveMigration``;
+        the default builds one with the drivers, the settings and the limiter.
+    :param on_migration_done: ``(flow, result, error)`` called when a flow ends.
+    """
+
+    def __init__(self, source, destinations, guests, destination_specs, link_rate,
+                 settings, plan_settings=None, limiter=None, migration_factory=None,
+                 on_migration_done=None, evacuation_id=None, clock=time.monotonic,
+                 sleep=time.sleep, poll_interval=0.5):
+        self.id = evacuation_id or uuid.uuid4().hex[:12]
+        self.source = source
+        self.destinations = dict(destinations)
+        self.guests = list(guests)
+        self.destination_specs = list(destination_specs)
+        self.link_rate = link_rate
+        self.settings = settings
+        self.plan_settings = plan_settings or plan_mod.PlanSettings()
+        self.limiter = limiter
+        self._factory = migration_factory or self._default_factory
+        self._on_done = on_migration_done
+        self._clock = clock
+        self._sleep = sleep
+        self.poll_interval = poll_interval
+        self._listeners = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._start = None
+        self.plan = None
+        self.replans = 0
+        self.status = "pending"
+        self.outcomes = {}
+        self.running = {}
+        self.fixed_cost_s = self.plan_settings.fixed_cost_s
+        self._dirty = {g.name: g.dirty_rate or 0 for g in self.guests}
+        self._requeue = []
+        self._busy = {}
+        self._not_before = {}
+
+    # -- control and events ------------------------------------------------------
+
+    def subscribe(self, listener):
+        """Call ``listener(EvacuationEvent)`` for every event; errors are logged."""
+        self._listeners.append(listener)
+
+    def abort(self):
+        """Start no more migrations and abort the running ones (guests stay put)."""
+        self._stop.set()
+        with self._lock:
+            running = list(self.running.values())
+        for item in running:
+            item.flow.abort()
+
+    def _elapsed(self):
+        return 0.0 if self._start is None else self._clock() - self._start
+
+    def _emit(self, kind, instance=None, message=None, migration=None):
+        event = EvacuationEvent(kind=kind, evacuation_id=self.id, elapsed=self._elapsed(),
+                                instance=instance, message=message, migration=migration)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                LOG.exception("Evacuation event listener %r failed", listener)
+
+    # -- planning ------------------------------------------------------------------
+
+    def make_plan(self, guests=None, committed=None):
+        """Plan ``guests`` (default: all) with the memory ``committed`` per destination."""
+        committed = committed or {}
+        specs = [dataclasses.replace(d, free_memory_bytes=d.free_memory_bytes
+                                     - committed.get(d.name, 0))
+                 for d in self.destination_specs if d.name in self.destinations]
+        settings = dataclasses.replace(self.plan_settings, fixed_cost_s=self.fixed_cost_s)
+        return plan_mod.plan(self.guests if guests is None else guests, specs,
+                             self.link_rate, settings)
+
+    def _replan(self, pending, why):
+        """Plan the guests not started yet again; return their new order."""
+        committed = {}
+        with self._lock:
+            for outcome in self.outcomes.values():
+                if outcome.status == flow_mod.COMPLETED:
+                    committed[outcome.destination] = committed.get(
+                        outcome.destination, 0) + self._memory(outcome.name)
+            for item in self.running.values():
+                dest = item.item.destination
+                committed[dest] = committed.get(dest, 0) + item.item.memory_bytes
+        names = {g.name for g in pending}
+        new = self.make_plan([g for g in self.guests if g.name in names], committed)
+        self.replans += 1
+        for lost in new.unplaceable:
+            self._finish_guest(lost.name, UNPLACEABLE, error=lost.reason)
+        self._emit(REPLANNED, message="%s: %d guest(s) planned again, %d stream(s)"
+                   % (why, len(new.guests), new.streams))
+        return list(new.guests)
+
+    def _memory(self, name):
+        return next(g.memory_bytes for g in self.guests if g.name == name)
+
+    # -- running -----------------------------------------------------------------
+
+    def _default_factory(self, instance, destination):
+        clock, sleep = self._clock, self._sleep
+        return flow_mod.LiveMigration(instance, self.source, self.destinations[destination],
+                                      self.settings, limiter=self.limiter, clock=clock,
+                                      sleep=sleep)
+
+    def run(self):
+        """Run the whole evacuation; return an :class:`EvacuationResult`."""
+        self._start = self._clock()
+        self.status = "running"
+        self.plan = self.make_plan()
+        self._emit(PLANNED, message="; ".join(self.plan.reasons))
+        for lost in self.plan.unplaceable:
+            self._finish_guest(lost.name, UNPLACEABLE, error=lost.reason)
+        pending = list(self.plan.guests)
+        while True:
+            replan = None
+            with self._lock:
+                ended = [r for r in self.running.values() if r.done.is_set()]
+            for item in ended:
+                replan = self._ended(item) or replan
+                with self._lock:
+                    del self.running[item.item.name]
+            pending = self._requeue + pending
+            self._requeue = []
+            if self._stop.is_set():
+                for left in pending:
+                    self._finish_guest(left.name, NOT_STARTED, error="evacuation aborted")
+                pending = []
+            if replan and pending:
+                pending = self._replan(pending, replan)
+            while pending and not self._stop.is_set():
+                index, why = self._next(pending)
+                if index is None:
+                    break
+                self._launch(pending.pop(index), why)
+            with self._lock:
+                if not pending and not self.running:
+                    break
+            self._sleep(self.poll_interval)
+        return self._result()
+
+    def _next(self, pending):
+        """``(index in pending of the guest to start now, why)``, or ``(None, None)``.
+
+        A running migration that has not sent its first byte yet counts as a
+        stream. Transferring ones count as ending once the link will be free
+        of them (their remaining bytes at the link's rate, the dirtying
+        counted) within the next guest's fixed cost: that is when the next
+        guest starts, so that its first byte follows their last.
+        """
+        plan = self.plan
+        limit = max(plan.max_running, self.plan_settings.source_max_concurrent)
+        with self._lock:
+            running = list(self.running.values())
+        if len(running) >= limit:
+            return None, None
+        # Start that long before the link frees: the fixed cost with a margin, the
+        # switch-over (the link idles while the guest's last state crosses and it
+        # resumes on the destination), and the age of the progress seen (the
+        # flow's poll) and of this loop's. Early costs nothing (two streams share
+        # the link a little longer); late leaves the link idle.
+        lead = (self.fixed_cost_s * LEAD_MARGIN + SWITCHOVER_S
+                + self.settings.poll_interval + self.poll_interval)
+        waiting = [r for r in running if r.remaining_bytes() is None]
+        sending = [r for r in running if r.remaining_bytes() is not None]
+        ending = []
+        if plan.pipelined_lanes and plan.streams == 1 and sending:
+            # One stream: whatever sends shares the link, which frees when all is sent.
+            left = link_free_in(sum(r.remaining_bytes() for r in sending),
+                                sum(self._dirty_of(r) for r in sending), self.link_rate)
+            ending = [(r, left) for r in sending] if left <= lead else []
+        elif plan.pipelined_lanes:
+            share = self.link_rate / plan.streams
+            ending = [(r, left) for r, left in (
+                (r, link_free_in(r.remaining_bytes(), self._dirty_of(r), share))
+                for r in sending) if left <= lead]
+        busy = len(waiting) + len(sending) - len(ending)
+        if busy >= plan.streams:
+            return None, None
+        why = ("pipelined: the link frees in %.1f s (%s), fixed cost %.1f s" % (
+            max(left for _, left in ending), ", ".join(r.item.name for r, _ in ending),
+            self.fixed_cost_s) if ending else "a stream is free")
+        per_dest = {}
+        for item in running:
+            per_dest[item.item.destination] = per_dest.get(item.item.destination, 0) + 1
+        slots = {d.name: d.slots for d in self.destination_specs}
+        now = self._elapsed()
+        for index, candidate in enumerate(pending):
+            if self._not_before.get(candidate.name, 0.0) > now:
+                continue
+            cap = slots.get(candidate.destination)
+            if cap is None or per_dest.get(candidate.destination, 0) < cap:
+                return index, why
+        return None, None
+
+    def _dirty_of(self, running):
+        return running.dirty_rate(self._dirty.get(running.item.name))
+
+    def _launch(self, item, why=None):
+        flow = self._factory(item.name, item.destination)
+        running = _Running(item, flow, self._elapsed())
+
+        def listen(event):
+            if event.kind == events_mod.TRANSFER_STARTED and running.transfer is None:
+                running.transfer = self._elapsed()
+            if event.kind == events_mod.PROGRESS and event.progress is not None:
+                running.observe(self._elapsed(), event.progress)
+            self._emit(MIGRATION, instance=item.name, migration=event)
+
+        flow.subscribe(listen)
+        with self._lock:
+            self.running[item.name] = running
+        self._emit(MIGRATION_STARTED, instance=item.name, message="%s to %s (migration %s): %s"
+                   % (item.name, item.destination, flow.id, why or "started"))
+        thread = threading.Thread(target=self._run_one, args=(running,), daemon=True,
+                                  name="evacuate-%s" % item.name)
+        thread.start()
+
+    def _run_one(self, running):
+        try:
+            running.result = running.flow.run()
+        except exception.MigplaneError as err:
+            running.error = err
+            running.result = getattr(err, "result", None)
+        except Exception as err:  # a bug in a driver: the others go on
+            LOG.exception("Migration of %s crashed", running.item.name)
+            running.error = err
+        finally:
+            if self._on_done is not None:
+                try:
+                    self._on_done(running.flow, running.result, running.error)
+                except Exception:
+                    LOG.exception("on_migration_done failed for %s", running.item.name)
+            running.done.set()
+
+    def _ended(self, running):
+        """Record a finished migration; return why to re-plan, or None."""
+        item, flow, result = running.item, running.flow, running.result
+        now = self._elapsed()
+        tries = self._busy.get(item.name, 0)
+        if isinstance(running.error, exception.TooManyMigrations) \
+                and tries < BUSY_RETRIES and not self._stop.is_set():
+            # Refused at once by a host at its limit (when_busy = refuse): the
+            # guest did not move; try it again a little later.
+            self._busy[item.name] = tries + 1
+            self._not_before[item.name] = now + BUSY_RETRY_S
+            self._requeue.append(item)
+            self._emit(MIGRATION_FINISHED, instance=item.name, message=(
+                "%s: refused (%s); trying again in %.0f s" % (item.name, running.error,
+                                                              BUSY_RETRY_S)))
+            return "%s refused by a busy host" % item.name
+        progress = flow.progress
+        status = result.status if result is not None else flow_mod.FAILED
+        running_on = (result.running_on if result is not None and result.running_on
+                      else self.source.hostname)
+        self._finish_guest(
+            item.name, status, running_on=running_on, destination=item.destination,
+            migration_id=flow.id, started_s=running.started, transfer_s=running.transfer,
+            finished_s=now, downtime_ms=progress.downtime_ms if progress else None,
+            data_bytes=progress.data_processed if progress else None,
+            error=str(running.error) if running.error else None)
+        if running.first_byte is not None:
+            measured = running.first_byte - running.started
+            self.fixed_cost_s = 0.5 * self.fixed_cost_s + 0.5 * measured
+        if status != flow_mod.COMPLETED:
+            return "%s %s" % (item.name, status)
+        planned = item.finish_s - item.start_s
+        actual = now - running.started
+        if planned and abs(actual - planned) > REPLAN_TOLERANCE * planned:
+            return "%s took %.1f s, planned %.1f s" % (item.name, actual, planned)
+        return None
+
+    def _finish_guest(self, name, status, running_on=None, **fields):
+        outcome = GuestOutcome(name=name, status=status,
+                               running_on=running_on or self.source.hostname, **fields)
+        with self._lock:
+            self.outcomes[name] = outcome
+        self._emit(MIGRATION_FINISHED, instance=name, message="%s: %s, running on %s%s" % (
+            name, status, outcome.running_on,
+            " (%s)" % outcome.error if outcome.error else ""))
+
+    def _result(self):
+        order = [g.name for g in self.plan.guests] + [u.name for u in self.plan.unplaceable]
+        guests = tuple(self.outcomes[name] for name in order if name in self.outcomes)
+        moved = sum(1 for g in guests if g.status == flow_mod.COMPLETED)
+        if moved == len(guests):
+            self.status = flow_mod.COMPLETED
+        else:
+            self.status = "partial" if moved else flow_mod.FAILED
+        duration = self._elapsed()
+        self._emit(FINISHED, message="%d of %d guest(s) moved in %.1f s"
+                   % (moved, len(guests), duration))
+        return EvacuationResult(evacuation_id=self.id, source=self.source.hostname,
+                                status=self.status, duration_s=round(duration, 3),
+                                plan=self.plan, guests=guests, replans=self.replans)

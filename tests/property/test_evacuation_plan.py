@@ -1,0 +1,99 @@
+"""Property tests of the evacuation planner (migplane.core.evacuation_plan)."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from migplane.core import evacuation_plan as ep
+
+MiB = 1 << 20
+
+guest_lists = st.lists(
+    st.builds(lambda mem, dirty: (mem * MiB, None if dirty is None else dirty * MiB),
+              st.integers(1, 4096), st.one_of(st.none(), st.integers(0, 200))),
+    min_size=0, max_size=14).map(
+        lambda items: [ep.GuestSpec("vm%02d" % i, mem, dirty)
+                       for i, (mem, dirty) in enumerate(items)])
+dest_lists = st.lists(
+    st.builds(lambda free, load, limit: (free * MiB, load, limit),
+              st.integers(0, 16384), st.integers(0, 3), st.integers(0, 4)),
+    min_size=1, max_size=4).map(
+        lambda items: [ep.DestinationSpec("host-%d" % i, free, load, limit)
+                       for i, (free, load, limit) in enumerate(items)])
+plan_settings = st.builds(
+    ep.PlanSettings, fixed_cost_s=st.floats(0, 20), stream_rate=st.one_of(
+        st.none(), st.integers(10, 2000).map(lambda r: r * MiB)),
+    source_max_concurrent=st.integers(0, 6), pipeline=st.booleans(),
+    reserve_bytes=st.integers(0, 512).map(lambda r: r * MiB))
+link_rates = st.integers(10, 3000).map(lambda r: r * MiB)
+
+
+def _peak(intervals):
+    points = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals],
+                    key=lambda p: (p[0], p[1]))
+    peak = count = 0
+    for _, delta in points:
+        count += delta
+        peak = max(peak, count)
+    return peak
+
+
+@given(guest_lists, dest_lists, link_rates, plan_settings)
+def test_every_guest_is_placed_once_or_reported_with_a_reason(guests, dests, rate, cfg):
+    plan = ep.plan(guests, dests, rate, cfg)
+    placed = [g.name for g in plan.guests]
+    stays = [u.name for u in plan.unplaceable]
+    assert sorted(placed + stays) == sorted(g.name for g in guests)
+    assert len(set(placed)) == len(placed)
+    assert all(u.reason and "needs" in u.reason for u in plan.unplaceable)
+    assert all(g.reason for g in plan.guests)
+    assert [g.order for g in plan.guests] == list(range(len(plan.guests)))
+
+
+@given(guest_lists, dest_lists, link_rates, plan_settings)
+def test_capacity_and_limits_are_never_exceeded(guests, dests, rate, cfg):
+    plan = ep.plan(guests, dests, rate, cfg)
+    for dest in dests:
+        mine = [g for g in plan.guests if g.destination == dest.name]
+        assert sum(g.memory_bytes for g in mine) <= max(0, dest.free_memory_bytes
+                                                        - cfg.reserve_bytes)
+        if dest.max_concurrent and mine:
+            assert _peak([(g.start_s, g.finish_s) for g in mine]) + dest.load \
+                <= dest.max_concurrent
+    every = [(g.start_s, g.finish_s) for g in plan.guests]
+    assert _peak(every) <= plan.max_running
+    if cfg.source_max_concurrent:
+        assert _peak(every) <= cfg.source_max_concurrent
+    # never more transfers at once than streams: the link is shared by design
+    assert _peak([(g.transfer_s, g.finish_s) for g in plan.guests]) <= plan.streams
+
+
+@given(guest_lists, dest_lists, link_rates, plan_settings)
+def test_predicted_finish_is_never_below_the_ideal(guests, dests, rate, cfg):
+    plan = ep.plan(guests, dests, rate, cfg)
+    assert plan.predicted_s >= plan.ideal_s * (1 - 1e-9)
+    assert plan.total_bytes >= sum(g.memory_bytes for g in plan.guests)
+    assert 0 <= plan.overlapped_s <= cfg.fixed_cost_s * len(plan.guests) + 1e-6
+    for g in plan.guests:
+        assert g.start_s <= g.transfer_s <= g.finish_s
+        assert g.transfer_s - g.start_s >= cfg.fixed_cost_s - 1e-6
+
+
+@given(guest_lists, dest_lists, link_rates, plan_settings, st.randoms())
+def test_the_plan_is_deterministic(guests, dests, rate, cfg, rnd):
+    shuffled_g, shuffled_d = list(guests), list(dests)
+    rnd.shuffle(shuffled_g)
+    rnd.shuffle(shuffled_d)
+    assert ep.plan(guests, dests, rate, cfg) == ep.plan(shuffled_g, shuffled_d, rate, cfg)
+
+
+@given(guest_lists, dest_lists, link_rates, plan_settings)
+def test_enough_streams_to_fill_the_link_and_no_more(guests, dests, rate, cfg):
+    plan = ep.plan(guests, dests, rate, cfg)
+    per_stream = cfg.stream_rate or rate
+    capped = (cfg.source_max_concurrent and plan.streams == cfg.source_max_concurrent) \
+        or plan.streams == max(1, len(plan.guests))
+    assert plan.streams == 1 or (plan.streams - 1) * per_stream < rate  # no more
+    assert plan.streams * per_stream >= rate or capped                   # enough
+    assert plan.pipelined_lanes <= plan.streams
+    if cfg.source_max_concurrent:
+        assert plan.max_running <= max(cfg.source_max_concurrent, 1)
