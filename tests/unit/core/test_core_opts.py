@@ -605,5 +605,8 @@ def test_registration_order_with_nova_is_stable(make_conf, nova_first):
     first = settings.load(conf)
     if not nova_first:
         _register_nova(conf)
-    assert settings.load(conf) == first
+    again = settings.load(conf)
+    assert (again.migration, again.concurrency) == (first.migration, first.concurrency)
+    assert again.host.my_live_migration_ip == first.host.my_live_migration_ip
+    assert again.host.hostname == "compute_1"  # the stack's [DEFAULT] host, once registered
     assert first.migration.bandwidth_mib == 250
