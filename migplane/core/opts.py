@@ -352,10 +352,15 @@ def _without_registered_aliases(conf, opt):
 
 def _register(conf, group_opts, group=None):
     for opt in group_opts:
+        variant = _without_registered_aliases(conf, opt)
         try:
-            conf.register_opt(_without_registered_aliases(conf, opt), group=group)
+            conf.register_opt(variant, group=group)
         except cfg.DuplicateOptError:
-            pass  # registered before the stack's own options: keep what is there
+            if variant is opt:
+                raise  # someone else's option under our name: a real conflict
+            # ours was registered before the stack's Nova options: keep it (an
+            # unrelated option under our name still raises here)
+            conf.register_opt(opt, group=group)
 
 
 def register_opts(conf):

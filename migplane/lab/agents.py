@@ -28,9 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _env():
+    """The environment of agents and the CLI: a checkout's tree importable too
+    (an installed wheel needs nothing added)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH"))
-                                        if p)
+    if (REPO / "setup.cfg").exists():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH"))
+                                            if p)
     return env
 
 

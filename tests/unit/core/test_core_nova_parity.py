@@ -169,3 +169,20 @@ def test_difference_a_link_local_zone_is_escaped():
     URI (RFC 6874 wants %25); migplane escapes the zone id."""
     result = uri.resolve(settings_mod.MigrationSettings(), inbound("fe80::1%eth0"), CAPS)
     assert result.data_uri == "tcp://[fe80::1%25eth0]"
+
+
+def test_control_plane_migration_runs_a_migration_end_to_end():
+    """Nova's behaviour as an option: the control connection to the inbound
+    address too, e.g. for a libvirtd listening on the migration network only."""
+    from migplane.testing import fixtures as mp_fixtures
+
+    with mp_fixtures.FakeWorldFixture() as fake:
+        fake.world.add_guest("host-a", "vm1", memory_mib=64)
+        source = fake.driver("host-a", control_plane="migration")
+        destination = fake.driver("host-b", "198.51.100.12")
+        result = fake.migration("vm1", source, destination).run()
+        assert result.status == "completed"
+        assert result.uris.control_uri == "qemu+tcp://198.51.100.12/system"
+        assert result.uris.data_uri == "tcp://198.51.100.12"
+        transfer = fake.world.history[-1]
+        assert (transfer.control_host, transfer.plane) == ("198.51.100.12", "migration")

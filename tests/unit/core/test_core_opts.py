@@ -591,3 +591,25 @@ def test_control_plane_option(make_conf):
     assert info.value.kwargs["option"] == "control_plane"
     with pytest.raises(exception.ConfigError, match="'both'"):
         settings.MigrationSettings(control_plane="both")
+
+
+def test_an_unrelated_option_under_our_name_is_still_a_conflict(make_conf):
+    conf = make_conf(None)
+    conf.register_opt(cfg.IntOpt("bandwidth", default=3), group="live_migration")
+    with pytest.raises(cfg.DuplicateOptError):
+        settings.load(conf)
+
+
+@pytest.mark.parametrize("nova_first", [True, False])
+def test_registration_order_with_nova_is_stable(make_conf, nova_first):
+    conf = make_conf(_nova_conf_text())
+    if nova_first:
+        _register_nova(conf)
+    first = settings.load(conf)
+    if not nova_first:
+        _register_nova(conf)
+    again = settings.load(conf)
+    assert (again.migration, again.concurrency) == (first.migration, first.concurrency)
+    assert again.host.my_live_migration_ip == first.host.my_live_migration_ip
+    assert again.host.hostname == "compute_1"  # the stack's [DEFAULT] host, once registered
+    assert first.migration.bandwidth_mib == 250
