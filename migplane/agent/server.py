@@ -194,13 +194,14 @@ def _reply_error(wfile, status, reason):
     wfile.flush()
 
 
-def _drain(conn, limit=4 * 1024 * 1024, seconds=2.0):
+def _drain(conn, limit=4 * 1024 * 1024, seconds=2.0, pause=0.2):
     """Read (and drop) what the client still sends, a little, so that closing the
-    socket does not reset the connection before the client reads our answer."""
+    socket does not reset the connection before the client reads our answer:
+    until it pauses for ``pause`` s, or ``limit`` bytes or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     try:
         while limit > 0 and time.monotonic() < deadline:
-            conn.settimeout(max(0.05, deadline - time.monotonic()))
+            conn.settimeout(pause)
             chunk = conn.recv(65536)
             if not chunk:
                 return
