@@ -15,7 +15,6 @@ import errno
 import io
 import json
 import logging
-import select
 import socket
 import ssl
 import threading
@@ -244,6 +243,7 @@ class AgentServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.socket = socket.create_server((self.host, self.port), family=family,
                                            backlog=1024)
+        self.socket.settimeout(0.2)  # accept() wakes up to notice stop()
         return self
 
     @property
@@ -270,10 +270,9 @@ class AgentServer:
         threading.Thread(target=self._reap, daemon=True, name="agent-reaper").start()
         while not self._stopping.is_set():
             try:
-                ready, _, _ = select.select([self.socket], [], [], 0.2)
-                if not ready:
-                    continue
                 conn, client = self.socket.accept()
+            except socket.timeout:
+                continue  # look at _stopping again
             except OSError as err:
                 if self._stopping.is_set():
                     break
