@@ -15,7 +15,6 @@ import errno
 import io
 import json
 import logging
-import select
 import socket
 import ssl
 import threading
@@ -194,13 +193,14 @@ def _reply_error(wfile, status, reason):
     wfile.flush()
 
 
-def _drain(conn, limit=4 * 1024 * 1024, seconds=2.0):
+def _drain(conn, limit=4 * 1024 * 1024, seconds=2.0, pause=0.2):
     """Read (and drop) what the client still sends, a little, so that closing the
-    socket does not reset the connection before the client reads our answer."""
+    socket does not reset the connection before the client reads our answer:
+    until it pauses for ``pause`` s, or ``limit`` bytes or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     try:
         while limit > 0 and time.monotonic() < deadline:
-            conn.settimeout(max(0.05, deadline - time.monotonic()))
+            conn.settimeout(pause)
             chunk = conn.recv(65536)
             if not chunk:
                 return
@@ -243,6 +243,7 @@ class AgentServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.socket = socket.create_server((self.host, self.port), family=family,
                                            backlog=1024)
+        self.socket.settimeout(0.2)  # accept() wakes up to notice stop()
         return self
 
     @property
@@ -269,10 +270,9 @@ class AgentServer:
         threading.Thread(target=self._reap, daemon=True, name="agent-reaper").start()
         while not self._stopping.is_set():
             try:
-                ready, _, _ = select.select([self.socket], [], [], 0.2)
-                if not ready:
-                    continue
                 conn, client = self.socket.accept()
+            except socket.timeout:
+                continue  # look at _stopping again
             except OSError as err:
                 if self._stopping.is_set():
                     break

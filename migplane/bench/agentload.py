@@ -95,10 +95,20 @@ def start_agent(work):
     raise RuntimeError("the agent did not start (exit code %s)" % process.exitcode)
 
 
+_CONTEXTS = {}
+
+
+def _context(ca_file):
+    """One client TLS context per CA and process (as one CLI run has one)."""
+    if ca_file not in _CONTEXTS:
+        _CONTEXTS[ca_file] = ssl.create_default_context(cafile=ca_file)
+    return _CONTEXTS[ca_file]
+
+
 def _one_request(url, ca_file, timeout=60.0):
     """Seconds for one authenticated GET on a new TLS connection (None if it failed)."""
     host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
-    context = ssl.create_default_context(cafile=ca_file)
+    context = _context(ca_file)
     started = time.monotonic()
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as raw:
@@ -175,7 +185,7 @@ def stall(url, ca_file, idle=20, samples=20):
     """Latency of requests while ``idle`` x 3 hostile connections are held open."""
     host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
     address = (host, int(port))
-    context = ssl.create_default_context(cafile=ca_file)
+    context = _context(ca_file)
     held = []
     try:
         for _ in range(idle):

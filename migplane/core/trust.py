@@ -61,12 +61,14 @@ def _ip(value):
 
 
 def _bare(ip):
-    """The address without an IPv6 zone id, so that network membership works."""
-    return ipaddress.ip_address(str(ip).split("%", 1)[0])
+    """The address without an IPv6 zone id, an IPv4-mapped one as IPv4: what it reaches."""
+    bare = ipaddress.ip_address(str(ip).split("%", 1)[0])
+    return getattr(bare, "ipv4_mapped", None) or bare
 
 
 def _inside(ip, nets):
-    return next((n for n in nets if n.version == ip.version and _bare(ip) in n), None)
+    bare = _bare(ip)
+    return next((n for n in nets if n.version == bare.version and bare in n), None)
 
 
 def _check_address(field, value, allowed, management):

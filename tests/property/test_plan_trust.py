@@ -116,3 +116,9 @@ def test_the_legacy_plan_has_nothing_from_the_destination_to_check(host):
     assert trust.check_plan(uris, ALLOWED, MANAGEMENT).allowed
     bad = uri_mod.MigrationURIs(**dict(uris.to_dict(), listen_address="0.0.0.0"))
     assert trust.check_plan(bad, ALLOWED, MANAGEMENT).rule == trust.LISTEN
+
+
+@given(management_ip)
+def test_an_ipv4_mapped_management_address_is_still_the_management_network(inbound):
+    verdict = trust.check_plan(plan("::ffff:" + inbound), None, MANAGEMENT)
+    assert not verdict.allowed and verdict.rule == trust.MANAGEMENT

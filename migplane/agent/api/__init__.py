@@ -1,26 +1,33 @@
-"""The agent's HTTP API (JSON, every request with ``Authorization: Bearer``).
+"""The agent's HTTP API (JSON over HTTPS).
 
-=======  ==========================================  ==========================
-GET      /v1/host                                    host facts (``host``)
-GET      /v1/host/route?to=ADDR                      the kernel's route to ADDR
-GET      /v1/instances/<name>                        a guest's state and size
-POST     /v1/probes                                  listen once on the inbound
-                                                     address (for ``check``)
-GET      /v1/probes/<id>                             did the probe arrive
-POST     /v1/probes/connect                          dial a peer's probe
-POST     /v1/migrations                              start one, as its source
-GET      /v1/migrations[/<id>[?since=N]]             list / one with its events
-POST     /v1/migrations/<id>/abort|force-complete    act on a running one
-POST     /v1/plans                                   dry run (``explain``)
-POST     /v1/slots, PUT|DELETE /v1/slots/<id>        a source's slot lease here
-GET      /v1/steps, POST /v1/steps/<step>            the driver steps
-POST     /v1/evacuations                             evacuate this host (or dry run)
-GET      /v1/evacuations[/<id>[?since=N]]            list / one with its events
-POST     /v1/evacuations/<id>/abort                  start no more, abort the rest
-=======  ==========================================  ==========================
+Who may call what (``migplane.agent.app`` enforces it): *operator* = a token
+of ``[agent] auth_tokens`` or a client certificate named in
+``operator_names``; *peer* = the certificate of an agent in ``[agent] peers``.
 
-One blueprint per resource; ``migplane.agent.app`` adds authentication and
-the JSON errors.
+=======  ==========================================  ==================  =========
+GET      /v1/host                                    host facts          either
+GET      /v1/host/route?to=ADDR                      the kernel's route  operator
+GET      /v1/instances/<name>                        a guest's size      operator
+POST     /v1/probes, GET /v1/probes/<id>             listen once on the  operator
+                                                     inbound address
+POST     /v1/probes/connect                          dial a peer's probe operator
+POST     /v1/migrations                              start one (source)  operator
+GET      /v1/migrations[/<id>[?since=N]]             list / one          operator
+POST     /v1/migrations/<id>/abort|force-complete    act on a running    operator
+POST     /v1/plans                                   dry run (explain)   operator
+GET      /v1/slots, GET /v1/steps                    what is held/served operator
+POST     /v1/slots, PUT|DELETE /v1/slots/<id>        the caller's slot   peer
+POST     /v1/steps/<step>                            destination steps,  peer
+                                                     slot holder only
+POST     /v1/evacuations                             evacuate this host  operator
+                                                     (or dry run)
+GET      /v1/evacuations[/<id>[?since=N]]            list / one          operator
+POST     /v1/evacuations/<id>/abort                  abort the rest      operator
+=======  ==========================================  ==================  =========
+
+Source-side steps are not served: the source agent runs them itself. One
+blueprint per resource; ``migplane.agent.app`` adds authentication and the
+JSON errors.
 """
 
 import flask
