@@ -5,6 +5,7 @@ import json
 import pytest
 
 from migplane.bench import main as bench_main
+from migplane.bench import schema
 
 
 def _cfg(*argv):
@@ -18,8 +19,11 @@ def test_full_and_quick_presets():
     assert full.eff_stamp_mib == 256 and quick.eff_stamp_mib < full.eff_stamp_mib
     assert 8 <= full.scale_guests <= 16
     assert quick.scale_guests < full.scale_guests
-    assert full.rate == "100mbit" and full.parts == ("isolation", "efficiency", "scale",
-                                                     "overhead")
+    assert full.rate == "100mbit" and full.parts == schema.PARTS
+    assert "convergence" in full.parts
+    assert full.conv_multiples == (0.25, 0.5, 1.0, 2.0, 4.0)
+    assert quick.conv_memory_mib < full.conv_memory_mib
+    assert _cfg("--convergence-rates", "0.5,2").conv_multiples == (0.5, 2.0)
 
 
 def test_overrides():

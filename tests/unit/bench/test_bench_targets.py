@@ -12,7 +12,8 @@ def test_every_target_of_a_full_run(synthetic_results):
     assert set(got) == {
         "isolation_vs_virsh_c1", "isolation_vs_unsplit_c1", "isolation_vs_virsh_c4",
         "isolation_vs_unsplit_c4", "plane_share", "wall_ratio_idle", "wall_ratio_dirtying",
-        "goodput_idle", "evacuation", "limit", "intact"}
+        "goodput_idle", "evacuation", "limit", "intact", "convergence_default",
+        "convergence_downtime", "convergence_intact", "convergence_vs_static"}
     for t in got.values():
         assert t["met"] in (True, False)
         assert t["measured"] and t["target"] and t["what"]
