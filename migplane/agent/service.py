@@ -160,11 +160,13 @@ class Agent:
                 "block_migration": block, "migrate_data": data.to_primitive(),
                 "uris": uris.to_dict(), "settings": dataclasses.asdict(settings),
                 "driver": caps.to_dict(), "hypervisor": None}
-        plan["hypervisor"] = self.driver.describe_migration(instance, data, uris, settings)
         measured, link, strategy = flow_mod.preview(self.driver, instance, info, settings,
                                                     uris, caps.capabilities)
         plan["convergence"] = {"measurement": measured.to_dict(), "link": link.to_dict(),
                                "plan": strategy.to_dict()}
+        # The call the flow would make: with what the plan arms at the start.
+        plan["hypervisor"] = self.driver.describe_migration(
+            instance, data, uris, strategy.transfer_settings(settings))
         return plan
 
     def start_migration(self, body):
