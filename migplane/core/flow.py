@@ -448,7 +448,7 @@ class LiveMigration:
         start = self._clock()
         history = collections.deque(maxlen=self.HISTORY)
         abort_at = first_abort = None
-        self._forced = False
+        self._forced = learned = False
         while True:
             progress = self.source.get_job_progress(self.instance)
             if not isinstance(progress, driver_mod.JobProgress):
@@ -469,7 +469,8 @@ class LiveMigration:
             if static or self.downtime_ms is None:
                 self._act(monitor.update_downtime(steps, elapsed, self.downtime_ms))
             if not stopping and not static:
-                if len(history) > 1 and history[-2][1].iteration < 2 <= progress.iteration:
+                if not learned and progress.iteration >= 2:
+                    learned = True
                     self._learn_from_first_pass(history, capabilities)
                 self._act(monitor.adapt(self.plan, list(history), self.taken,
                                         self.downtime_ms), progress)
