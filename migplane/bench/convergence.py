@@ -266,7 +266,7 @@ def plot(results, out_dir, plt):
     if not part or not part.get("runs"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for tool, marker in zip(TOOLS, ("s", "^", "o")):
+    for i, (tool, marker) in enumerate(zip(TOOLS, ("s", "^", "o"))):
         mults = part["multiples"]
         ys, failed = [], []
         for m in mults:
@@ -281,7 +281,8 @@ def plot(results, out_dir, plt):
         ax.plot([m for m, y in zip(mults, ys) if y is not None],
                 [y for y in ys if y is not None], marker=marker, label=tool)
         if failed:
-            ax.scatter(failed, [TIME_LIMIT] * len(failed), marker="x", s=80,
+            # one row per tool, so that the crosses do not hide each other
+            ax.scatter(failed, [TIME_LIMIT + 0.15 * (1 - i)] * len(failed), marker="x", s=80,
                        label="%s: not converged" % tool)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("dirty rate / link rate")
