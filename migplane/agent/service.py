@@ -250,6 +250,9 @@ class Agent:
                                                     uris, caps.capabilities)
         plan["convergence"] = {"measurement": measured.to_dict(), "link": link.to_dict(),
                                "plan": strategy.to_dict()}
+        # The call the flow would make: with what the plan arms at the start.
+        plan["hypervisor"] = self.driver.describe_migration(
+            instance, data, uris, strategy.transfer_settings(settings))
         return plan
 
     def start_migration(self, body):

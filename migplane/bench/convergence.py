@@ -32,8 +32,20 @@ MAX_PRECOPY_DOWNTIME_MS = 500
 NOT_SLOWER = 1.05
 
 
+_drivers = {}
+
+
 def _conf_driver(bench, host_name, strategy, link_mib):
-    """A libvirt driver for one lab host with the strategy and the link cap."""
+    """A libvirt driver for one lab host with the strategy and the link cap; one
+    per combination for the whole part, as an agent keeps its driver (a fresh
+    connection per run would count its setup into the migration's time)."""
+    key = (id(bench), host_name, strategy, link_mib)
+    if key not in _drivers:
+        _drivers[key] = _new_driver(bench, host_name, strategy, link_mib)
+    return _drivers[key]
+
+
+def _new_driver(bench, host_name, strategy, link_mib):
     from oslo_config import cfg
 
     from migplane import opts as migplane_opts
@@ -81,8 +93,6 @@ def _migplane(bench, name, src, dest, strategy, link_mib, limit_s):
     rec["plan"] = ({"method": plan.method, "predicted_time_s": plan.predicted_time_s,
                     "dirty_rate_source": plan.dirty_rate_source,
                     "link_rate_source": plan.link_rate_source} if plan else None)
-    for closing in (source, destination):
-        closing.close()
     return rec
 
 
@@ -153,6 +163,8 @@ def run(bench, cfg, t0, log=print):
                 time.sleep(cfg.settle_s)
         finally:
             bench.destroy_guests([spec.name])
+    for key in [k for k in _drivers if k[0] == id(bench)]:
+        _drivers.pop(key).close()
     return {"link_mib_s": link, "memory_mib": memory, "time_limit_s": limit_s,
             "ram_over_link_s": base_s, "multiples": list(cfg.conv_multiples),
             "runs": runs, "summary": summarize(runs)}
@@ -254,7 +266,7 @@ def plot(results, out_dir, plt):
     if not part or not part.get("runs"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for tool, marker in zip(TOOLS, ("s", "^", "o")):
+    for i, (tool, marker) in enumerate(zip(TOOLS, ("s", "^", "o"))):
         mults = part["multiples"]
         ys, failed = [], []
         for m in mults:
@@ -269,7 +281,8 @@ def plot(results, out_dir, plt):
         ax.plot([m for m, y in zip(mults, ys) if y is not None],
                 [y for y in ys if y is not None], marker=marker, label=tool)
         if failed:
-            ax.scatter(failed, [TIME_LIMIT] * len(failed), marker="x", s=80,
+            # one row per tool, so that the crosses do not hide each other
+            ax.scatter(failed, [TIME_LIMIT + 0.15 * (1 - i)] * len(failed), marker="x", s=80,
                        label="%s: not converged" % tool)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("dirty rate / link rate")

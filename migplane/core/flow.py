@@ -446,13 +446,15 @@ class LiveMigration:
         static = self.plan.strategy == strategy_mod.STATIC
         steps = list(monitor.downtime_steps(self.settings, gib))
         if not static:
-            # Adaptive: start where Nova starts; adapt() raises it when it pays.
-            steps = steps[:1]
+            # Adaptive: half the budget from the start (near QEMU's own default,
+            # what bare virsh gets; Nova's first step of a tenth makes a guest that
+            # would converge iterate on); adapt() raises it to the budget.
+            steps = [(0, self.settings.downtime_ms // 2)]
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
         history = collections.deque(maxlen=self.HISTORY)
         abort_at = first_abort = None
-        self._forced = False
+        self._forced = learned = False
         while True:
             progress = self.source.get_job_progress(self.instance)
             if not isinstance(progress, driver_mod.JobProgress):
@@ -473,7 +475,8 @@ class LiveMigration:
             if static or self.downtime_ms is None:
                 self._act(monitor.update_downtime(steps, elapsed, self.downtime_ms))
             if not stopping and not static:
-                if len(history) > 1 and history[-2][1].iteration < 2 <= progress.iteration:
+                if not learned and progress.iteration >= 2:
+                    learned = True
                     self._learn_from_first_pass(history, capabilities)
                 self._act(monitor.adapt(self.plan, list(history), self.taken,
                                         self.downtime_ms), progress)

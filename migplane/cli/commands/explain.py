@@ -28,6 +28,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--block", action="store_true", help="plan a block migration")
     p.add_argument("--postcopy", action="store_true", help="plan with post-copy permitted")
     p.add_argument("--bandwidth", type=int, metavar="MiB/s", help="plan with this limit")
+    migrate.add_strategy_arg(p)
     p.set_defaults(run=run)
     return p
 

@@ -32,6 +32,7 @@ def add_parser(subparsers, parents):
                    help="force the migration to complete after SECONDS of transfer")
     p.add_argument("--bandwidth", type=_nonnegative_int, metavar="MiB/s",
                    help="bandwidth limit of this migration in MiB/s (0: unlimited)")
+    add_strategy_arg(p)
     p.add_argument("--detach", action="store_true",
                    help="print the migration ID and return at once")
     p.set_defaults(run=run)
@@ -48,6 +49,13 @@ def _nonnegative_int(text):
     return value
 
 
+def add_strategy_arg(p):
+    p.add_argument("--strategy", choices=("adaptive", "static"),
+                   help="override the source's [live_migration] strategy for this "
+                        "migration: adaptive (measure, plan, escalate) or static "
+                        "(Nova's algorithm exactly)")
+
+
 def add_route_args(p):
     p.add_argument("domain", metavar="DOMAIN", help="name of the guest (libvirt domain)")
     p.add_argument("--from", dest="source", required=True, metavar="HOST",
@@ -62,6 +70,8 @@ def request_body(args, directory):
         options["bandwidth_mib"] = args.bandwidth
     if getattr(args, "postcopy", False):
         options["permit_post_copy"] = True
+    if getattr(args, "strategy", None):
+        options["strategy"] = args.strategy
     body = {"instance": args.domain,
             "destination": {"url": directory.url(args.destination, "--to")},
             "block_migration": bool(getattr(args, "block", False))}

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from migplane.bench import convergence
 from migplane.bench import evacuation
 from migplane.bench import main as bench_main
 from migplane.bench import scenarios
@@ -161,8 +162,28 @@ def make_results(seed=1):
             "ops_per_s": 50000.0, "min_ops_per_s": 45000.0, "max_ops_per_s": 52000.0,
             "batches": 3, "batch": 100}},
             "monitor": scenarios.monitor_overhead(every)},
+        "convergence": convergence_part(),
     }
     return results
+
+
+def convergence_part():
+    """The convergence part of a full run: virsh and static stop converging at 1x."""
+    runs = []
+    for mult in convergence.MULTIPLES:
+        for tool in convergence.TOOLS:
+            converged = tool == "default" or mult < 1.0
+            wall = (1.2 + 0.1 * mult) * 16.0 if converged else 80.0
+            runs.append({
+                "tool": tool, "multiple": mult, "status": "completed" if converged
+                else "aborted", "converged": converged, "wall_s": wall,
+                "ratio": wall / 16.0, "downtime_ms": 300 if converged else None,
+                "iterations": 4 if converged else 12, "postcopy": tool == "default"
+                and mult >= 1.0, "escalations": ["post-copy"] if tool == "default"
+                and mult >= 1.0 else [], "intact": True})
+    return {"link_mib_s": 8, "memory_mib": 128, "time_limit_s": 80.0,
+            "ram_over_link_s": 16.0, "multiples": list(convergence.MULTIPLES),
+            "runs": runs, "summary": convergence.summarize(runs)}
 
 
 @pytest.fixture

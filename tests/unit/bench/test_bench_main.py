@@ -21,6 +21,9 @@ def test_full_and_quick_presets():
     assert quick.evac_guests < full.evac_guests
     assert full.rate == "100mbit" and full.parts == schema.PARTS
     assert "evacuation" in full.parts and "convergence" in full.parts
+    assert full.conv_multiples == (0.25, 0.5, 1.0, 2.0, 4.0)
+    assert quick.conv_memory_mib < full.conv_memory_mib
+    assert _cfg("--convergence-rates", "0.5,2").conv_multiples == (0.5, 2.0)
 
 
 def test_overrides():

@@ -18,7 +18,8 @@ def test_every_target_of_a_full_run(synthetic_results):
         "isolation_quiet_c1", "isolation_vs_unsplit_c1", "isolation_quiet_c4",
         "isolation_vs_unsplit_c4", "plane_share", "wall_ratio_idle", "wall_ratio_dirtying",
         "goodput_idle", "evacuation_planner", "evacuation_fastest", "evacuation_limit",
-        "evacuation_intact"}
+        "evacuation_intact", "convergence_default", "convergence_downtime",
+        "convergence_intact", "convergence_vs_static"}
     for t in got.values():
         assert t["met"] in (True, False)
         assert t["measured"] and t["target"] and t["what"]

@@ -164,6 +164,21 @@ def test_explain_shows_the_measurement_and_the_plan(cli, agent_args, world):
     assert world.where("busy") == ["host-a"] and world.transfers == {}
 
 
+def test_strategy_per_migration(cli, agent_args, world):
+    world.add_guest("host-a", "busy", memory_mib=128, dirty_mib_s=32, working_set_mib=48)
+    code, out, _ = cli("explain", "busy", "--from", "host-a", "--to", "host-b",
+                       "--strategy", "adaptive", "--bandwidth", "16", *agent_args)
+    assert code == 0 and "convergence (strategy adaptive)" in out
+    code, out, err = cli("migrate", "busy", "--from", "host-a", "--to", "host-b",
+                         "--strategy", "adaptive", "--bandwidth", "16", "--json",
+                         *agent_args)
+    record = json.loads(out)
+    assert code == 0, err
+    assert record["options"] == {"bandwidth_mib": 16, "strategy": "adaptive"}
+    assert record["result"]["plan"]["strategy"] == "adaptive"
+    assert record["progress"]["postcopy"] is True
+
+
 def test_adaptive_summary_shows_predicted_against_actual(cli, world, start_agent):
     world.add_guest("host-a", "busy", memory_mib=128, dirty_mib_s=32, working_set_mib=48)
     a = start_agent("host-a", strategy="adaptive", bandwidth=16)

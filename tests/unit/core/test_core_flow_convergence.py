@@ -154,7 +154,7 @@ def test_escalations_follow_the_ladder_when_blind(world, make_driver, make_migra
     assert taken == [e for e in strategy.LADDER if e in taken]
     assert taken[0] == strategy.RAISE_DOWNTIME
     downtimes = [e.message for e in migration.events if e.kind == events.DOWNTIME_CHANGED]
-    assert downtimes[0] == "max downtime 10 ms (downtime step at 0 s)"  # Nova's first
+    assert downtimes[0] == "max downtime 50 ms (downtime step at 0 s)"  # half the budget
     assert downtimes[-1].endswith("raised to the budget, 100 ms")
     assert migration.downtime_ms == world.history[-1].max_downtime_ms == 100
 

@@ -85,6 +85,13 @@ def test_impossible_options_are_refused_when_loaded(daemons, make_conf):
         driver_mod_lv.LibvirtDriver(conf)
 
 
+def test_mt_compression_never_lets_a_plan_arm_post_copy(daemons, make_conf):
+    drv = driver_mod_lv.LibvirtDriver(make_conf(daemons[0], strategy="adaptive",
+                                                driver_opts={"compression": ["mt"]}))
+    caps = drv.describe().capabilities
+    assert not caps.post_copy and caps.auto_converge and caps.dirty_rate_sampling
+
+
 def test_instance_info(daemons, make_drivers):
     a, _ = daemons
     a.add_domain("g1", disk=True)
