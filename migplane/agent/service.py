@@ -13,7 +13,9 @@ from migplane.agent import hostfacts
 from migplane.agent import migrations
 from migplane.agent import opts
 from migplane.agent import probe
+from migplane.agent import reconcile
 from migplane.agent import slots as slots_mod
+from migplane.agent import store as store_mod
 from migplane.core import exception
 from migplane.core import flow as flow_mod
 from migplane.core import inbound
@@ -56,9 +58,34 @@ class Agent:
         self.facts = facts
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
                                          lease_s=self.options.slot_lease)
-        self.registry = migrations.MigrationRegistry(history=self.options.history)
+        self.store = self._open_store()
+        self.registry = migrations.MigrationRegistry(
+            history=self.options.history, store=self.store, facts=facts,
+            max_age_s=self.options.history_days * 86400 or None)
         self.probes = probe.Probes()
         self.clock, self.sleep = self.driver.flow_timing()
+        self.reconciler = reconcile.Reconciler(self)
+        self.reconcile()  # in threads: the agent serves while they settle
+
+    def _open_store(self):
+        state_dir = self.options.state_dir
+        if not state_dir:
+            LOG.warning("[agent] state_dir is unset: migration records are kept in "
+                        "memory only; a restart of this agent loses them")
+            return store_mod.RecordStore(None)
+        try:
+            store = store_mod.RecordStore(state_dir)
+        except OSError as err:
+            raise exception.ConfigError(group=opts.GROUP, option="state_dir",
+                                        value=state_dir, reason=str(err))
+        if store.moved_aside:
+            LOG.error("Migration records: %s was unreadable and moved aside to %s",
+                      store.error, store.moved_aside)
+        return store
+
+    def reconcile(self):
+        """Settle the migrations that were in flight when this agent last stopped."""
+        return self.reconciler.start()
 
     @property
     def tls(self):
@@ -165,22 +192,25 @@ class Agent:
 
     def start_migration(self, body):
         instance = body["instance"]
-        busy = self.registry.active_for(instance)
-        if busy:
-            raise exception.MigrationError(
-                instance=instance, step="start",
-                reason="migration %s of it is already %s" % (busy[0].id, busy[0].status))
+        migration_id = self.registry.new_id()
+        self.registry.claim(instance, migration_id)  # 409 when it is already moving
+        try:
+            return self._start_migration(body, instance, migration_id)
+        finally:
+            self.registry.unclaim(instance, migration_id)
+
+    def _start_migration(self, body, instance, migration_id):
         block = body.get("block_migration", False)
         settings = self.migration_settings(body.get("options"))
         remote = self.peer(body["destination"])
-        migration_id = self.registry.new_id()
         record = migrations.MigrationRecord(
             migration_id, instance, self.hostname, remote.hostname, remote.client.url,
             block, body.get("options") or {}, facts=self.facts)
         limiter = slots_mod.MigrationSlots(
             self.slots, remote.client, migration_id, instance,
             cancelled=lambda: record.abort_requested)
-        flow = flow_mod.LiveMigration(instance, self.driver, remote, settings,
+        flow = flow_mod.LiveMigration(instance, self.driver,
+                                      migrations.PreparedData(remote, record), settings,
                                       block_migration=block, limiter=limiter,
                                       migration_id=migration_id, clock=self.clock,
                                       sleep=self.sleep)
@@ -200,12 +230,20 @@ class Agent:
         record = self.migration(migration_id)
         self._require_active(record, "abort")
         record.abort_requested = True
-        record.flow.abort()
+        if record.flow is not None:
+            record.flow.abort()
+        else:  # being reconciled after a restart: the reconciler acts on the flag
+            record.note("abort_requested", message="abort requested")
         return record
 
     def force_complete(self, migration_id):
         record = self.migration(migration_id)
         self._require_active(record, "force-complete")
+        if record.flow is None:
+            raise exception.MigrationError(
+                instance=record.instance, step="force-complete",
+                reason="migration %s is being reconciled after an agent restart; only "
+                       "abort is possible" % record.id)
         record.flow.force_complete()
         return record
 
