@@ -65,7 +65,7 @@ def decide(obs):
     src, dst, job = obs.source_state, obs.destination_state, obs.job_state
     src_alive = src in ALIVE
     if job == driver_mod.JOB_RUNNING:
-        if obs.abort_requested and dst != "running":
+        if obs.abort_requested and dst != "running" and src_alive:
             return Decision(ROLLBACK, "abort requested while the job still runs")
         return Decision(WATCH, "the hypervisor's migration job still runs")
     if dst == "running" and src == "running":
@@ -99,9 +99,10 @@ class Reconciler:
     #: Seconds between two attempts to reach an unreachable destination agent.
     RETRY_S = 5.0
 
-    def __init__(self, agent, sleep=time.sleep, clock=time.monotonic, max_watch_s=3600):
+    def __init__(self, agent, sleep=None, clock=time.monotonic, max_watch_s=3600):
         self.agent = agent
-        self._sleep = sleep
+        # the agent's flow sleep, looked up when used: a simulated driver's clock
+        self._sleep = sleep or (lambda seconds: agent.sleep(seconds))
         self._clock = clock
         self.max_watch_s = max_watch_s
         self.threads = []
@@ -172,6 +173,10 @@ class Reconciler:
 
     def _settle(self, record):
         destination = self._destination(record)
+        # the destination serves steps of a migration whose slot its source holds;
+        # the lease of the agent that died may have lapsed (idempotent per id)
+        _safely(destination.client.take_slot, record.id, self.agent.hostname,
+                record.instance)
         deadline = self._clock() + self.max_watch_s
         watching = False
         renewed = 0.0

@@ -1,0 +1,268 @@
+"""Records that survive the source agent (issue 10, part 4), with the fake driver.
+
+An agent "dies" here by stopping its server and freezing its flow thread in
+its next sleep (what SIGKILL does to a process, minus the process); the
+hypervisor, the fake world, goes on without it. A new agent on the same
+state directory then finds the record and settles it.
+"""
+
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from migplane.agent import migrations
+from migplane.agent import opts as agent_opts
+from migplane.agent import store as store_mod
+from migplane.agent import testing
+from migplane.core import flow as flow_mod
+
+MIG_B = "198.51.100.12"
+# a dead agent's flow thread ends with SystemExit when the test is over
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+class Mortal:
+    """A flow sleep that, once ``dead`` is set, never returns to the flow."""
+
+    def __init__(self, sleep):
+        self._sleep = sleep
+        self.dead = threading.Event()
+        self.frozen = threading.Event()
+        self.buried = threading.Event()
+
+    def __call__(self, seconds):
+        if self.dead.is_set():
+            self.frozen.set()
+            self.buried.wait(60)
+            raise SystemExit("dead agent")  # ends the thread quietly
+        self._sleep(seconds)
+
+
+@pytest.fixture
+def durable(world, host_conf, tmp_path):
+    """Start agents with a state directory; ``kill`` one mid-migration."""
+    running, mortals = [], []
+
+    def start(host, state="state-a", port=0, agent_options=None, **overrides):
+        overrides.setdefault("driver", "fake")
+        conf = host_conf(host, **overrides)
+        agent_opts.register_opts(conf)
+        conf.set_override("auth_tokens", [testing.TOKEN], group=agent_opts.GROUP)
+        conf.set_override("state_dir", str(tmp_path / state), group=agent_opts.GROUP)
+        for name, value in (agent_options or {}).items():
+            conf.set_override(name, value, group=agent_opts.GROUP)
+        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host), port=port)
+        mortal = Mortal(testing.paced(world))
+        local.agent.sleep = mortal
+        local.mortal = mortal
+        mortals.append(mortal)
+        running.append(local.start())
+        return local
+
+    def kill(local):
+        local.mortal.dead.set()
+        assert local.mortal.frozen.wait(20), "the flow never slept again"
+        for record in local.agent.registry.all():
+            if record.flow is not None and record.flow.limiter is not None:
+                record.flow.limiter._stop.set()  # its slot renewals die with it
+        local.stop()
+        local.agent.store.close()
+
+    start.kill = kill
+    yield start
+    for mortal in mortals:
+        mortal.buried.set()
+    for local in running:
+        local.stop()
+
+
+def _client(local):
+    from migplane.agent import client as client_mod
+    return client_mod.AgentClient(local.url, testing.TOKEN, timeout=30)
+
+
+def _begin(world, durable, converge=False):
+    # dirties faster than the planes carry: the job runs until the test says
+    world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=150)
+    a = durable("host-a")
+    b = durable("host-b", state="state-b", my_live_migration_ip=MIG_B)
+    record = _client(a).post("/v1/migrations", {"instance": "vm1",
+                                                "destination": {"url": b.url},
+                                                "options": {"completion_timeout": 0}})
+    deadline = time.monotonic() + 20
+    while "vm1" not in world.transfers or world.transfers["vm1"].elapsed < 1:
+        assert time.monotonic() < deadline, "the transfer never started"
+        time.sleep(0.01)
+    durable.kill(a)
+    return a, b, record["id"]
+
+
+def _converge(world):
+    world.hosts["host-a"].guests["vm1"].dirty_rate = 0
+
+
+def test_job_completed_while_the_agent_was_dead(world, durable):
+    a, b, migration_id = _begin(world, durable)
+    _converge(world)
+    world.clock.sleep(30)  # libvirt finishes the job alone
+    assert world.transfers["vm1"].state == "completed"
+    a2 = durable("host-a")
+    a2.agent.reconciler.join(20)
+    done = testing.wait_for(_client(a2), migration_id)
+    assert done["status"] == flow_mod.COMPLETED, done["error"]
+    assert done["result"]["running_on"] == "host-b"
+    assert done["error"] is None
+    assert world.where("vm1") == ["host-b"]
+    assert world.defined_on("vm1") == ["host-b"]  # post steps ran on both sides
+    kinds = [e["kind"] for e in done["events"]]
+    assert "reconciling" in kinds and kinds[-1] == "completed"
+    assert "transfer_started" in kinds  # the events before the death are kept
+    assert b.agent.slots.running == 0
+
+
+def test_guest_stayed_on_the_source(world, durable, assert_rolled_back):
+    a, b, migration_id = _begin(world, durable)
+    boot = world.hosts["host-a"].guests["vm1"].boot_id
+    # the job failed while nobody watched: libvirt removed the incoming domain
+    t = world.transfers["vm1"]
+    t.state, t.error = "failed", "connection reset"
+    world.hosts["host-b"].guests.pop("vm1")
+    a2 = durable("host-a")
+    done = testing.wait_for(_client(a2), migration_id)
+    assert done["status"] == flow_mod.FAILED
+    assert done["result"]["running_on"] == "host-a"
+    assert "restarted" in done["error"]
+    assert_rolled_back(boot_id=boot)
+    assert b.agent.slots.running == 0
+
+
+def test_job_still_running_is_watched_to_its_end(world, durable):
+    a, b, migration_id = _begin(world, durable)
+    _converge(world)
+    a2 = durable("host-a")
+    done = testing.wait_for(_client(a2), migration_id)
+    assert done["status"] == flow_mod.COMPLETED, done["error"]
+    assert [e for e in done["events"] if e["kind"] == "watching"]
+    assert world.where("vm1") == ["host-b"] and world.defined_on("vm1") == ["host-b"]
+
+
+def test_abort_while_reconciling_keeps_the_guest_on_the_source(world, durable,
+                                                              assert_rolled_back):
+    a, b, migration_id = _begin(world, durable)
+    a2 = durable("host-a")
+    deadline = time.monotonic() + 20
+    while not [e for e in _client(a2).get("/v1/migrations/%s" % migration_id)["events"]
+               if e["kind"] == "watching"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    _client(a2).post("/v1/migrations/%s/abort" % migration_id)
+    done = testing.wait_for(_client(a2), migration_id)
+    assert done["status"] == flow_mod.ABORTED
+    assert_rolled_back()
+
+
+def test_show_and_attached_migrate_survive_a_restart(world, durable, cli_run):
+    world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=150)
+    with socket.socket() as probe:  # a fixed port, as agents have: SO_REUSEADDR
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    a = durable("host-a", port=port)
+    b = durable("host-b", state="state-b", my_live_migration_ip=MIG_B)
+    agents = ["--agent", "host-a=%s" % a.url, "--agent", "host-b=%s" % b.url,
+              "--token", testing.TOKEN]
+    outcome = {}
+    watcher = threading.Thread(target=lambda: outcome.update(cli=cli_run(
+        "migrate", "vm1", "--from", "host-a", "--to", "host-b", *agents)))
+    watcher.start()
+    deadline = time.monotonic() + 20
+    while "vm1" not in world.transfers or world.transfers["vm1"].elapsed < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    migration_id = a.agent.registry.all()[0].id
+    durable.kill(a)
+    time.sleep(1.5)  # the CLI finds the agent gone
+    _converge(world)
+    world.clock.sleep(30)
+    durable("host-a", port=port)
+    watcher.join(60)
+    code, out, err = outcome["cli"]
+    assert code == 0, (out, err)
+    assert "reconnecting" in err and "reconnected" in err
+    assert "Migration %s of vm1: completed (guest running on host-b)" % migration_id in out
+    code, out, _ = cli_run("show", migration_id, *agents)
+    assert code == 0
+    assert "completed (guest running on host-b)" in out and "reconciling" in out
+
+
+@pytest.fixture
+def cli_run():
+    import contextlib
+    import io
+
+    from migplane.cli import main as cli_main
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main.main([str(a) for a in args])
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+# -- the store itself -------------------------------------------------------------
+
+def _record(i, status="completed", created=None):
+    return {"id": "m%03d" % i, "instance": "vm%d" % i, "status": status,
+            "created": created if created is not None else 1000.0 + i, "finished": None,
+            "events": [{"seq": 1, "kind": "queued"}]}
+
+
+def test_store_round_trip_and_retention(tmp_path):
+    store = store_mod.RecordStore(str(tmp_path))
+    for i in range(10):
+        store.save(_record(i))
+    store.save(_record(10, status="running", created=1.0))
+    gone = store.trim(keep=3, active=migrations.ACTIVE)
+    assert sorted(gone) == ["m%03d" % i for i in range(7)]
+    store.close()
+    again = store_mod.RecordStore(str(tmp_path))
+    assert [r["id"] for r in again.load_all()] == ["m010", "m007", "m008", "m009"]
+    assert again.trim(keep=100, max_age_s=1, active=migrations.ACTIVE) == [
+        "m009", "m008", "m007"]  # older than a second; the running one stays
+    assert [r["id"] for r in again.load_all()] == ["m010"]
+
+
+def test_registry_keeps_history_bounded_on_disk(tmp_path, world, durable):
+    world.add_guest("host-a", "vm1", memory_mib=16)
+    a = durable("host-a", agent_options={"history": 2})
+    b = durable("host-b", state="state-b", my_live_migration_ip=MIG_B)
+    ids = []
+    for dest, src in ((b, a), (a, b), (b, a)):
+        ids.append(_client(src).post("/v1/migrations", {
+            "instance": "vm1", "destination": {"url": dest.url}})["id"])
+        testing.wait_for(_client(src), ids[-1])
+    rows = sqlite3.connect(str(tmp_path / "state-a" / store_mod.FILENAME)).execute(
+        "SELECT id FROM migrations").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(ids[0::2])
+
+
+def test_corrupt_database_is_moved_aside_and_the_agent_serves(tmp_path, world, durable,
+                                                              caplog):
+    state = tmp_path / "state-a"
+    state.mkdir()
+    (state / store_mod.FILENAME).write_bytes(b"this is not a database" * 100)
+    world.add_guest("host-a", "vm1", memory_mib=16)
+    a = durable("host-a")
+    b = durable("host-b", state="state-b", my_live_migration_ip=MIG_B)
+    assert a.agent.store.moved_aside is not None
+    assert "cannot be read" in caplog.text and "moved aside" in caplog.text
+    assert (tmp_path / "state-a" / a.agent.store.moved_aside).exists()
+    done = testing.wait_for(_client(a), _client(a).post("/v1/migrations", {
+        "instance": "vm1", "destination": {"url": b.url}})["id"])
+    assert done["status"] == "completed"
+    assert [r["id"] for r in store_mod.RecordStore(str(state)).load_all()] == [done["id"]]
