@@ -10,6 +10,7 @@ as an operator's workstation would. Used by the functional tests and
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ def _env():
 
 
 def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=None,
-                port=PORT, log_file=None, ca_file=None):
+                port=PORT, log_file=None, ca_file=None, state_dir=None):
     """The agent.conf of one lab host."""
     lines = ["[DEFAULT]"]
     if my_ip:
@@ -42,6 +43,8 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
         lines += ["cert_file = %s" % cert, "key_file = %s" % key]
     if ca_file:
         lines.append("peer_ca_file = %s" % ca_file)
+    if state_dir:
+        lines.append("state_dir = %s" % state_dir)
     lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}
     lm.update({k: str(v) for k, v in (live_migration or {}).items()})
     lines += ["", "[live_migration]"] + ["%s = %s" % kv for kv in sorted(lm.items())]
@@ -95,7 +98,8 @@ class LabAgents:
             log.unlink()
         conf = work / "agent.conf"
         conf.write_text(config_text(host, self.token, cert, key, my_ip, live_migration,
-                                    log_file=log, ca_file=self.ca_file))
+                                    log_file=log, ca_file=self.ca_file,
+                                    state_dir=work / "state"))
         conf.chmod(0o600)
         argv = [*daemon.nsenter(host.holder_pid), sys.executable, "-m",
                 "migplane.agent.main", "--config-file", str(conf)]
@@ -119,6 +123,14 @@ class LabAgents:
             if path.exists():
                 texts.append(path.read_text(errors="replace")[-chars:])
         return "\n".join(texts) or "(no log)"
+
+    def kill(self, host):
+        """SIGKILL ``host``'s agent (a crash: no cleanup); :meth:`start` restarts it."""
+        from migplane.lab import proc
+        pid = self.pids.pop(host.name, None)
+        if pid is not None:
+            proc.signal_pids([pid], signal.SIGKILL)
+            proc.wait_dead([pid], 10.0)
 
     def stop(self, host):
         from migplane.lab import proc
