@@ -73,11 +73,7 @@ class Agent:
             LOG.warning("[agent] state_dir is unset: migration records are kept in "
                         "memory only; a restart of this agent loses them")
             return store_mod.RecordStore(None)
-        try:
-            store = store_mod.RecordStore(state_dir)
-        except OSError as err:
-            raise exception.ConfigError(group=opts.GROUP, option="state_dir",
-                                        value=state_dir, reason=str(err))
+        store = store_mod.RecordStore(state_dir)
         if store.moved_aside:
             LOG.error("Migration records: %s was unreadable and moved aside to %s",
                       store.error, store.moved_aside)
@@ -150,7 +146,10 @@ class Agent:
                       "running": self.slots.running,
                       "incoming": [dataclasses.asdict(lease)
                                    for lease in self.slots.leases()],
-                      "peers": self.peers},
+                      "peers": self.peers,
+                      "records": {"path": self.store.path, "durable": self.store.durable,
+                                  "error": self.store.error,
+                                  "moved_aside": self.store.moved_aside}},
             "my_live_migration_ip": host.my_live_migration_ip,
             "inbound_cidr": str(host.inbound_cidr) if host.inbound_cidr else None,
             "inbound": self.inbound(),

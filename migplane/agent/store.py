@@ -53,7 +53,13 @@ class RecordStore:
         self.error = None
         self._lock = threading.Lock()
         if state_dir is not None:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            try:
+                os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            except OSError as err:
+                self.error = "state directory %s: %s" % (state_dir, err)
+                LOG.error("Cannot use the state directory %s (%s): migration records are "
+                          "kept in memory only until this is fixed", state_dir, err)
+                self.path = MEMORY
         try:
             self._db = self._open()
         except (sqlite3.Error, StoreError) as err:

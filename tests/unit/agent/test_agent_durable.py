@@ -262,7 +262,25 @@ def test_corrupt_database_is_moved_aside_and_the_agent_serves(tmp_path, world, d
     assert a.agent.store.moved_aside is not None
     assert "cannot be read" in caplog.text and "moved aside" in caplog.text
     assert (tmp_path / "state-a" / a.agent.store.moved_aside).exists()
+    records = _client(a).get("/v1/host")["agent"]["records"]
+    assert records["moved_aside"] == a.agent.store.moved_aside and records["durable"]
+    assert "file is not a database" in records["error"]
     done = testing.wait_for(_client(a), _client(a).post("/v1/migrations", {
         "instance": "vm1", "destination": {"url": b.url}})["id"])
     assert done["status"] == "completed"
     assert [r["id"] for r in store_mod.RecordStore(str(state)).load_all()] == [done["id"]]
+
+
+def test_unusable_state_directory_is_reported_and_the_agent_serves(tmp_path, world,
+                                                                  durable, caplog):
+    (tmp_path / "state-a").write_text("a file where the directory should be")
+    world.add_guest("host-a", "vm1", memory_mib=16)
+    a = durable("host-a")
+    b = durable("host-b", state="state-b", my_live_migration_ip=MIG_B)
+    records = _client(a).get("/v1/host")["agent"]["records"]
+    assert records["durable"] is False and "state-a" in records["error"]
+    assert "Cannot use the state directory" in caplog.text
+    done = testing.wait_for(_client(a), _client(a).post("/v1/migrations", {
+        "instance": "vm1", "destination": {"url": b.url}})["id"])
+    assert done["status"] == "completed"
+    assert _client(b).get("/v1/host")["agent"]["records"]["durable"] is True
