@@ -22,22 +22,6 @@ libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def agents(lab):
-    lab_agents = inlab.LabAgents(lab)
-    try:
-        for host in lab.hosts:
-            lab_agents.start(host, my_ip=host.mig_ip)
-        yield lab_agents
-    finally:
-        lab_agents.stop_all()
-
-
-@pytest.fixture(scope="module")
-def kernel(lab):
-    return lab.build_guest()
-
-
 def _domains(host):
     conn = libvirt.open(host.uri)
     try:
@@ -51,14 +35,15 @@ def _show(agents, migration_id):
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
-def test_migrate_survives_a_sigkill_of_the_source_agent(lab, agents, kernel):
+def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
+    agents = lab_agents
     a, b = lab.hosts
     name = "ag-restart"
     env = inlab._env()
     env["MIGPLANE_TOKEN"] = agents.token
     try:
         with ConsoleWatcher.for_domain(lab.hosts, name) as w:
-            guest.define_guest(a, name, kernel, memory_mib=64,
+            guest.define_guest(a, name, lab.build_guest(), memory_mib=64,
                                cmdline=guest.cmdline(tick_ms=50, dirty_mib=8,
                                                      rate_mib_s=2, stamp_mib=24))
             w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")

@@ -5,7 +5,6 @@ import random
 
 import pytest
 
-from migplane.agent import inlab
 from migplane.bench import faults
 
 pytest.importorskip("libvirt")
@@ -15,14 +14,8 @@ SMOKE = ("agent_source", "migration_link", "abort")
 
 
 @pytest.fixture(scope="module")
-def matrix(lab):
-    agents = inlab.LabAgents(lab)
-    try:
-        for host in lab.hosts:
-            agents.start(host, my_ip=host.mig_ip)
-        yield faults.FaultMatrix(lab, agents, lab.build_guest(), random.Random(10))
-    finally:
-        agents.stop_all()
+def matrix(lab, lab_agents):
+    return faults.FaultMatrix(lab, lab_agents, lab.build_guest(), random.Random(10))
 
 
 @pytest.mark.parametrize("kind", SMOKE)
