@@ -66,7 +66,7 @@ class Run:
     source: str
     destination: str
     target: str = ""           # which host the fault hit (links)
-    delay_s: float = 0.0       # after the CLI started
+    delay_s: float = 0.0       # after the migration started
     duration_s: float = 0.0    # of the fault (links, daemon downtime)
     cli_code: int = None
     cli_status: str = None
@@ -224,7 +224,10 @@ class FaultMatrix:
                     env=_cli_env(self.agents), stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, text=True)
                 try:
-                    run.delay_s = round(self.rng.uniform(0.5, 6.0), 1)
+                    # the clock starts once the source agent accepted the migration:
+                    # the fault is for the migration, not for the CLI's first request
+                    self.record_of(name, timeout=60)
+                    run.delay_s = round(self.rng.uniform(0.0, 6.0), 1)
                     time.sleep(run.delay_s)
                     run.during = cli.poll() is None
                     self.inject(run, name, src, dst)
