@@ -213,9 +213,9 @@ class Reconciler:
         elif decision.action == ROLLBACK:
             self._rollback(record, destination, data, decision)
         else:
+            _safely(destination.client.release_slot, record.id)
             record.note("failed", message=decision.reason)
             record.finish(None, "after an agent restart: %s" % decision.reason)
-        _safely(destination.client.release_slot, record.id)
 
     def _complete(self, record, destination, data, decision):
         errors = []
@@ -230,6 +230,7 @@ class Reconciler:
             except Exception as err:
                 LOG.warning("Migration %s: %s failed: %s", record.id, step, err)
                 errors.append("%s: %s" % (step, err))
+        _safely(destination.client.release_slot, record.id)  # before the record ends
         record.note(flow_mod.COMPLETED, message="running on %s (%s)" % (
             record.destination, decision.reason), status=flow_mod.COMPLETED)
         record.error = "; ".join(errors) or None
@@ -241,6 +242,7 @@ class Reconciler:
             _safely(self.agent.driver.rollback_live_migration_at_source,
                     record.instance, data)
         _safely(destination.rollback_live_migration_at_destination, record.instance, data)
+        _safely(destination.client.release_slot, record.id)  # before the record ends
         record.note("rolled_back", message="guest kept on %s" % record.source)
         status = flow_mod.ABORTED if record.abort_requested else flow_mod.FAILED
         record.note(status, message=decision.reason)
