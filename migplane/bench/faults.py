@@ -186,6 +186,9 @@ class FaultMatrix:
             host = src if kind.endswith("source") else dst
             run.target = host.name
             self.agents.kill(host)
+            log = self.agents.log_path(host)
+            if log.exists():  # start() begins a new log: keep the dead agent's
+                log.replace(log.with_name("agent.log.run%03d" % run.index))
             time.sleep(self.rng.uniform(0.5, 3.0))
             self.start_agent(host)
         elif kind == "abort":
@@ -403,6 +406,8 @@ def run_matrix(runs, seed=None, kinds=KINDS, lab_name="mpfaults", log=print):
                     "(%.0f s)%s" % (i + 1, runs, kind, run.source, run.destination,
                                     run.intact, run.verdict_true, run.leftovers or 0,
                                     run.seconds, "  " + run.error if run.error else ""))
+                if not (run.intact and run.verdict_true and not run.leftovers):
+                    log("  details: %s" % json.dumps(dataclasses.asdict(run)))
         finally:
             agents.stop_all()
     finally:
