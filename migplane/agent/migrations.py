@@ -165,9 +165,13 @@ class MigrationRecord:
         self.migrate_data = migrate_data.to_primitive()
         self.save()
 
-    def finish(self, result=None, error=None, running_on=None):
+    def finish(self, result=None, error=None, running_on=None, status=None):
+        """The end: ``result`` of the flow, or ``error``, or (reconciled) ``status``
+        and ``running_on``; all set at once, so no reader sees a status without them."""
         self._stop_counting()
         with self._lock:
+            if status is not None:
+                self.status = status
             self.finished = time.time()
             self.result = result.to_dict() if result is not None else None
             if result is not None:

@@ -232,9 +232,9 @@ class Reconciler:
                 errors.append("%s: %s" % (step, err))
         _safely(destination.client.release_slot, record.id)  # before the record ends
         record.note(flow_mod.COMPLETED, message="running on %s (%s)" % (
-            record.destination, decision.reason), status=flow_mod.COMPLETED)
+            record.destination, decision.reason))
         record.error = "; ".join(errors) or None
-        record.finish(None, None, running_on=record.destination)
+        record.finish(None, None, running_on=record.destination, status=flow_mod.COMPLETED)
 
     def _rollback(self, record, destination, data, decision):
         record.note("step", message="rollback", step="rollback")

@@ -124,6 +124,28 @@ def test_job_completed_while_the_agent_was_dead(world, durable):
     assert b.agent.slots.running == 0
 
 
+def test_an_ended_record_always_says_where_the_guest_is(world, durable, monkeypatch):
+    """No reader (the CLI polling) ever sees a final status without its result."""
+    a, b, migration_id = _begin(world, durable)
+    _converge(world)
+    world.clock.sleep(30)
+    written = []
+    save = store_mod.RecordStore.save
+
+    def recording_save(self, data):
+        written.append((data["status"], data.get("result")))
+        return save(self, data)
+
+    monkeypatch.setattr(store_mod.RecordStore, "save", recording_save)
+    a2 = durable("host-a")
+    assert testing.wait_for(_client(a2), migration_id)["status"] == "completed"
+    a2.agent.reconciler.join(20)
+    ended = [(status, result) for status, result in written
+             if status not in migrations.ACTIVE]
+    assert ended and all(result and result["running_on"] == "host-b"
+                         for _, result in ended), ended
+
+
 def test_guest_stayed_on_the_source(world, durable, assert_rolled_back):
     a, b, migration_id = _begin(world, durable)
     boot = world.hosts["host-a"].guests["vm1"].boot_id
