@@ -138,8 +138,11 @@ class Reconciler:
     def _destination(self, record):
         while True:
             try:
-                return self.agent.peer({"url": record.destination_url,
-                                        "host": record.destination})
+                remote = self.agent.peer({"url": record.destination_url,
+                                          "host": record.destination})
+                if hasattr(remote, "migration_id"):  # steps name the migration they serve
+                    remote.migration_id = record.id
+                return remote
             except exception.MigplaneError as err:
                 LOG.warning("Migration %s: destination agent %s not reachable yet (%s); "
                             "retrying", record.id, record.destination_url, err)

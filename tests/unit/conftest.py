@@ -160,14 +160,15 @@ def start_agent(world, host_conf):
     """Start an agent for fake host ``host``; stopped after the test."""
     running = []
 
-    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, **overrides):
+    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, port=0,
+              **overrides):
         overrides.setdefault("driver", "fake")
         conf = host_conf(host, **overrides)
         agent_opts.register_opts(conf)
         conf.set_override("auth_tokens", list(tokens), group=agent_opts.GROUP)
         for name, value in (agent_options or {}).items():
             conf.set_override(name, value, group=agent_opts.GROUP)
-        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host))
+        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host), port=port)
         if pace:
             local.agent.sleep = testing.paced(world)
         local.start()

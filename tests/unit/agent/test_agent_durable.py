@@ -14,7 +14,6 @@ import time
 import pytest
 
 from migplane.agent import migrations
-from migplane.agent import opts as agent_opts
 from migplane.agent import store as store_mod
 from migplane.agent import testing
 from migplane.core import flow as flow_mod
@@ -43,24 +42,16 @@ class Mortal:
 
 
 @pytest.fixture
-def durable(world, host_conf, tmp_path):
+def durable(start_agent, world, tmp_path):
     """Start agents with a state directory; ``kill`` one mid-migration."""
-    running, mortals = [], []
+    mortals = []
 
-    def start(host, state="state-a", port=0, agent_options=None, **overrides):
-        overrides.setdefault("driver", "fake")
-        conf = host_conf(host, **overrides)
-        agent_opts.register_opts(conf)
-        conf.set_override("auth_tokens", [testing.TOKEN], group=agent_opts.GROUP)
-        conf.set_override("state_dir", str(tmp_path / state), group=agent_opts.GROUP)
-        for name, value in (agent_options or {}).items():
-            conf.set_override(name, value, group=agent_opts.GROUP)
-        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host), port=port)
-        mortal = Mortal(testing.paced(world))
-        local.agent.sleep = mortal
-        local.mortal = mortal
-        mortals.append(mortal)
-        running.append(local.start())
+    def start(host, state="state-a", agent_options=None, **kwargs):
+        options = dict(agent_options or {}, state_dir=str(tmp_path / state))
+        local = start_agent(host, agent_options=options, **kwargs)
+        local.mortal = Mortal(local.agent.sleep)
+        local.agent.sleep = local.mortal
+        mortals.append(local.mortal)
         return local
 
     def kill(local):
@@ -76,8 +67,6 @@ def durable(world, host_conf, tmp_path):
     yield start
     for mortal in mortals:
         mortal.buried.set()
-    for local in running:
-        local.stop()
 
 
 def _client(local):
