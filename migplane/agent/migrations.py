@@ -75,11 +75,16 @@ class MigrationRecord:
             setattr(record, name, data.get(name))
         record.events.extend(data.get("events") or [])
         record._seq = data.get("last_event") or 0
+        counting = data.get("counting") or {}
+        if counting.get("before") is not None:  # bytes per plane span the restart
+            record._counters = counting["before"]
+            record._planes = counting.get("planes") or {}
         return record
 
     def to_stored(self):
         data = self.to_dict()
         data["migrate_data"] = self.migrate_data
+        data["counting"] = {"before": self._counters, "planes": self._planes}
         return data
 
     def save(self, force=True):

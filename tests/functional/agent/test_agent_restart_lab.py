@@ -84,6 +84,8 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
             migration_id, name) in out
         shown = _show(agents, migration_id)
         assert shown["status"] == "completed" and shown["result"]["running_on"] == "host-b"
+        # bytes per plane, counted from before the transfer to after the restart
+        assert shown["traffic"]["planes"]["migration"]["tx_bytes"] > 32 << 20
         kinds = [e["kind"] for e in shown["events"]]
         assert "transfer_started" in kinds and "reconciling" in kinds
         assert kinds[-1] == "completed"

@@ -110,6 +110,8 @@ def test_job_completed_while_the_agent_was_dead(world, durable):
     kinds = [e["kind"] for e in done["events"]]
     assert "reconciling" in kinds and kinds[-1] == "completed"
     assert "transfer_started" in kinds  # the events before the death are kept
+    # bytes per plane, counted from before the transfer, across the restart
+    assert done["traffic"]["planes"]["migration"]["tx_bytes"] >= 256 * 1024 * 1024
     assert b.agent.slots.running == 0
 
 
