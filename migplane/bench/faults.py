@@ -325,15 +325,17 @@ def _cli_env(agents):
 def summarize(runs):
     table = {}
     for run in runs:
-        row = table.setdefault(run.kind, {"runs": 0, "during": 0, "intact": 0,
-                                          "verdict_true": 0, "leftovers": 0})
+        row = table.setdefault(run.kind, {"runs": 0, "during": 0, "moved": 0,
+                                          "intact": 0, "verdict_true": 0,
+                                          "leftovers": 0})
         row["runs"] += 1
         row["during"] += run.during
+        row["moved"] += run.running_on == [run.destination]
         row["intact"] += run.intact
         row["verdict_true"] += run.verdict_true
         row["leftovers"] += bool(run.leftovers)
     total = {k: sum(r[k] for r in table.values())
-             for k in ("runs", "during", "intact", "verdict_true", "leftovers")}
+             for k in ("runs", "during", "moved", "intact", "verdict_true", "leftovers")}
     return table, total
 
 
@@ -351,17 +353,19 @@ def report(runs, seconds, command, seed):
              "where the guest is; *leftovers* count runs that left a domain on the other "
              "host or a slot held on an agent; *mid-migration* counts the runs whose "
              "fault struck while the migration was still running (the others hit it "
-             "just after it ended, which must be harmless too).", "",
-             "| fault | runs | mid-migration | intact | verdict true | leftovers |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "just after it ended, which must be harmless too); *moved* counts the runs "
+             "that ended with the guest on the destination (the others kept it on the "
+             "source).", "",
+             "| fault | runs | mid-migration | moved | intact | verdict true | leftovers |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for kind in KINDS:
         if kind in table:
             r = table[kind]
-            lines.append("| %s | %d | %d | %d | %d | %d |" % (
-                kind, r["runs"], r["during"], r["intact"], r["verdict_true"],
+            lines.append("| %s | %d | %d | %d | %d | %d | %d |" % (
+                kind, r["runs"], r["during"], r["moved"], r["intact"], r["verdict_true"],
                 r["leftovers"]))
-    lines.append("| **all** | %d | %d | %d (%.0f %%) | %d (%.0f %%) | %d |" % (
-        total["runs"], total["during"], total["intact"],
+    lines.append("| **all** | %d | %d | %d | %d (%.0f %%) | %d (%.0f %%) | %d |" % (
+        total["runs"], total["during"], total["moved"], total["intact"],
         100.0 * total["intact"] / max(1, total["runs"]),
         total["verdict_true"], 100.0 * total["verdict_true"] / max(1, total["runs"]),
         total["leftovers"]))
@@ -426,7 +430,12 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks",
                    help="directory for FAULTS.md and faults.json (default benchmarks)")
     p.add_argument("--lab-name", default="mpfaults")
+    p.add_argument("--render-only", action="store_true",
+                   help="rewrite FAULTS.md from the faults.json in --out; run nothing")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.render_only:
+        return render(out)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or args.runs < 1:
@@ -438,14 +447,23 @@ def main(argv=None):
                             log=lambda m: print(m, flush=True))
     seconds = time.monotonic() - start
     command = "python -m migplane.bench.faults --runs %d" % args.runs
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "FAULTS.md").write_text(report(runs, seconds, command, seed))
     table, total = summarize(runs)
     (out / "faults.json").write_text(json.dumps({
-        "seed": seed, "seconds": round(seconds, 1), "kinds": table, "total": total,
-        "runs": [dataclasses.asdict(r) for r in runs]}, indent=1) + "\n")
-    print(report(runs, seconds, command, seed))
+        "seed": seed, "seconds": round(seconds, 1), "command": command, "kinds": table,
+        "total": total, "runs": [dataclasses.asdict(r) for r in runs]}, indent=1) + "\n")
+    return render(out)
+
+
+def render(out):
+    """FAULTS.md from ``out``/faults.json; exit status 0 when every target is met."""
+    data = json.loads((out / "faults.json").read_text())
+    runs = [Run(**r) for r in data["runs"]]
+    command = data.get("command") or "python -m migplane.bench.faults --runs %d" % len(runs)
+    text = report(runs, data["seconds"], command, data["seed"])
+    (out / "FAULTS.md").write_text(text)
+    print(text)
+    _, total = summarize(runs)
     ok = total["intact"] == total["verdict_true"] == total["runs"] and not total["leftovers"]
     return 0 if ok else 1
 

@@ -33,8 +33,8 @@ def test_the_report_counts_each_kind():
             faults.Run(index=1, kind="abort", source="host-b", destination="host-a",
                        intact=False, verdict_true=True, leftovers=["domain on host-a"])]
     table, total = faults.summarize(runs)
-    assert table["abort"] == {"runs": 2, "during": 0, "intact": 1, "verdict_true": 2,
-                              "leftovers": 1}
+    assert table["abort"] == {"runs": 2, "during": 0, "moved": 0, "intact": 1,
+                              "verdict_true": 2, "leftovers": 1}
     text = faults.report(runs, 60, "python -m migplane.bench.faults --runs 2", 1)
-    assert "| abort | 2 | 0 | 1 | 2 | 1 |" in text
+    assert "| abort | 2 | 0 | 0 | 1 | 2 | 1 |" in text
     assert "run 1, abort" in text and "domain on host-a" in text
