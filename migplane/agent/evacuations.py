@@ -278,7 +278,13 @@ class RegisteredMigration:
         return getattr(self.flow, name)
 
     def run(self):
-        self.registry.start(self.record, self.flow).join()
+        instance, migration_id = self.record.instance, self.record.id
+        self.registry.claim(instance, migration_id)  # refused while it is moving already
+        try:
+            thread = self.registry.start(self.record, self.flow)
+        finally:
+            self.registry.unclaim(instance, migration_id)
+        thread.join()
         record = self.record
         result = flow_mod.MigrationResult(
             migration_id=record.id, instance=record.instance, source=record.source,

@@ -2,7 +2,11 @@
 
 A record keeps what ``migplane show`` needs long after the flow ended: the
 events, the latest progress, the URIs, the result, and how many bytes each
-network plane carried while the data moved.
+network plane carried while the data moved. Records are written to a
+:class:`~migplane.agent.store.RecordStore` at each step, so an agent that
+restarts finds them (and :mod:`migplane.agent.reconcile` finishes the ones
+that were in flight). Starting a migration claims its guest first: one
+active migration per guest on this host, any other start refused (409).
 """
 
 import collections
@@ -12,6 +16,7 @@ import time
 import uuid
 
 from migplane.agent import hostfacts
+from migplane.agent import store as store_mod
 from migplane.core import events as events_mod
 from migplane.core import exception
 from migplane.core import flow as flow_mod
@@ -20,6 +25,8 @@ from migplane.core import uri as uri_mod
 LOG = logging.getLogger(__name__)
 MAX_EVENTS = 1000
 ACTIVE = events_mod.ACTIVE
+#: Progress is written to disk at most this often (steps are written at once).
+PROGRESS_WRITE_S = 1.0
 
 
 class MigrationRecord:
@@ -51,6 +58,61 @@ class MigrationRecord:
         self._facts = facts
         self._counters = None
         self._planes = {}
+        #: The MigrateData pre_live_migration() answered (primitive), for reconciling.
+        self.migrate_data = None
+        #: Called with this record whenever it should be written down.
+        self.persist = None
+        self._written = 0.0
+
+    @classmethod
+    def from_stored(cls, data, facts=hostfacts):
+        """A record as :meth:`to_stored` wrote it (after an agent restart)."""
+        record = cls(data["id"], data["instance"], data["source"], data["destination"],
+                     data["destination_url"], data["block_migration"],
+                     data.get("options") or {}, facts=facts)
+        for name in ("created", "finished", "status", "step", "progress", "uris",
+                     "result", "error", "traffic", "migrate_data"):
+            setattr(record, name, data.get(name))
+        record.events.extend(data.get("events") or [])
+        record._seq = data.get("last_event") or 0
+        counting = data.get("counting") or {}
+        if counting.get("before") is not None:  # bytes per plane span the restart
+            record._counters = counting["before"]
+            record._planes = counting.get("planes") or {}
+        return record
+
+    def to_stored(self):
+        data = self.to_dict()
+        data["migrate_data"] = self.migrate_data
+        data["counting"] = {"before": self._counters, "planes": self._planes}
+        return data
+
+    def save(self, force=True):
+        """Write this record down now (``force``) or if progress is due."""
+        if self.persist is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._written < PROGRESS_WRITE_S:
+            return
+        self._written = now
+        try:
+            self.persist(self)
+        except Exception as err:  # a full disk must not break the migration
+            LOG.error("Migration %s: cannot write its record: %s", self.id, err)
+
+    def note(self, kind, message=None, step=None, status=None):
+        """An event of the agent itself (not of a flow), e.g. while reconciling."""
+        with self._lock:
+            self._seq += 1
+            if step:
+                self.step = step
+            if status:
+                self.status = status
+            self.events.append({
+                "kind": kind, "migration_id": self.id, "instance": self.instance,
+                "elapsed": round(time.time() - self.created, 3), "step": self.step,
+                "message": message, "progress": None, "seq": self._seq})
+        self.save()
 
     # -- fed by the flow -------------------------------------------------------
 
@@ -70,8 +132,11 @@ class MigrationRecord:
                 self.status = "queued"
             elif event.kind == events_mod.STEP and self.status in ("pending", "queued"):
                 self.status = "running"
+            if self.flow is not None and self.flow.uris is not None and self.uris is None:
+                self.uris = self.flow.uris.to_dict()
         if event.kind == events_mod.STEP and event.step == "live_migration":
             self._start_counting()
+        self.save(force=event.kind != events_mod.PROGRESS)
 
     def _start_counting(self):
         """Counters just before the transfer; which interface is which plane."""
@@ -100,9 +165,18 @@ class MigrationRecord:
         except Exception as err:
             LOG.warning("Migration %s: cannot read interface counters: %s", self.id, err)
 
-    def finish(self, result=None, error=None):
+    def prepared(self, migrate_data):
+        """pre_live_migration() answered: keep its data for a restarted agent."""
+        self.migrate_data = migrate_data.to_primitive()
+        self.save()
+
+    def finish(self, result=None, error=None, running_on=None, status=None):
+        """The end: ``result`` of the flow, or ``error``, or (reconciled) ``status``
+        and ``running_on``; all set at once, so no reader sees a status without them."""
         self._stop_counting()
         with self._lock:
+            if status is not None:
+                self.status = status
             self.finished = time.time()
             self.result = result.to_dict() if result is not None else None
             if result is not None:
@@ -119,6 +193,15 @@ class MigrationRecord:
                     self.status = (flow_mod.ABORTED
                                    if isinstance(error, exception.MigrationAborted)
                                    else flow_mod.FAILED)
+            if result is None and running_on is not None:
+                self.result = {"migration_id": self.id, "instance": self.instance,
+                               "source": self.source, "destination": self.destination,
+                               "status": self.status,
+                               "duration_s": round(self.finished - self.created, 3),
+                               "uris": self.uris, "progress": self.progress,
+                               "timeout_action": None, "error": self.error,
+                               "running_on": running_on}
+        self.save()
 
     # -- read by the API ---------------------------------------------------------
 
@@ -147,23 +230,94 @@ class MigrationRecord:
             return data
 
 
-class MigrationRegistry:
-    """Starts flows in threads and remembers the last ``history`` of them."""
+class PreparedData:
+    """The destination driver, noting what pre_live_migration() answers in a record.
 
-    def __init__(self, history=100):
+    Everything else is passed through, so the flow sees the driver it was given.
+    """
+
+    def __init__(self, destination, record):
+        self._destination = destination
+        self._record = record
+
+    def __getattr__(self, name):
+        return getattr(self._destination, name)
+
+    def pre_live_migration(self, instance, migrate_data):
+        data = self._destination.pre_live_migration(instance, migrate_data)
+        try:
+            self._record.prepared(data)
+        except Exception as err:  # an odd answer is the flow's to refuse
+            LOG.warning("Migration %s: cannot keep its migrate data: %s", self._record.id,
+                        err)
+        return data
+
+
+class MigrationRegistry:
+    """Starts flows in threads; keeps the last ``history`` of them in ``store``.
+
+    :param store: a :class:`~migplane.agent.store.RecordStore` (default: memory).
+    :param max_age_s: finished records older than this are dropped (None: never).
+    """
+
+    def __init__(self, history=100, store=None, max_age_s=None, facts=hostfacts):
         self._records = collections.OrderedDict()
         self._history = history
+        self._max_age_s = max_age_s
         self._lock = threading.Lock()
+        self._claims = {}
+        self.store = store if store is not None else store_mod.RecordStore(None)
+        for data in self.store.load_all():
+            record = MigrationRecord.from_stored(data, facts=facts)
+            record.persist = self._persist
+            self._records[record.id] = record
+        self._trim()
+
+    def _persist(self, record):
+        self.store.save(record.to_stored())
 
     def new_id(self):
         return uuid.uuid4().hex[:12]
 
+    def claim(self, instance, migration_id):
+        """Reserve ``instance`` for ``migration_id``, atomically, or raise (409).
+
+        One active migration per guest here; :meth:`start` or :meth:`unclaim` ends
+        the claim.
+        """
+        with self._lock:
+            holder = self._claims.get(instance)
+            if holder is None:
+                busy = [r for r in self._records.values()
+                        if r.instance == instance and r.active]
+                holder = busy[0].id if busy else None
+            if holder is not None:
+                record = self._records.get(holder)
+                raise exception.MigrationError(
+                    instance=instance, step="start",
+                    reason="migration %s of it is already %s" % (
+                        holder, record.status if record is not None else "starting"))
+            self._claims[instance] = migration_id
+
+    def unclaim(self, instance, migration_id):
+        with self._lock:
+            if self._claims.get(instance) == migration_id:
+                del self._claims[instance]
+
+    def add(self, record):
+        """Keep (and write down) ``record``; its claim, if any, passes to it."""
+        record.persist = self._persist
+        with self._lock:
+            self._records[record.id] = record
+            if self._claims.get(record.instance) == record.id:
+                del self._claims[record.instance]
+            self._trim()
+        record.save()
+
     def start(self, record, flow):
         record.flow = flow
         flow.subscribe(record.on_event)
-        with self._lock:
-            self._records[record.id] = record
-            self._trim()
+        self.add(record)
         thread = threading.Thread(target=self._run, args=(record, flow), daemon=True,
                                   name="migration-%s" % record.id)
         thread.start()
@@ -182,11 +336,21 @@ class MigrationRegistry:
             LOG.info("Migration %s of %s %s in %.1f s", record.id, record.instance,
                      result.status, result.duration_s)
             record.finish(result)
+        with self._lock:
+            self._trim()
 
     def _trim(self):
+        now = time.time()
         finished = [k for k, r in self._records.items() if not r.active]
-        while len(self._records) > self._history and finished:
+        while finished and (len(self._records) > self._history or (
+                self._max_age_s and now - self._records[finished[0]].created
+                > self._max_age_s)):
             self._records.pop(finished.pop(0))
+        try:
+            self.store.trim(self._history, self._max_age_s, active=ACTIVE)
+        except Exception as err:
+            LOG.error("Cannot trim the migration records in %s: %s", self.store.path,
+                      err)
 
     def get(self, migration_id):
         with self._lock:
@@ -198,3 +362,7 @@ class MigrationRegistry:
 
     def active_for(self, instance):
         return [r for r in self.all() if r.instance == instance and r.active]
+
+    def in_flight(self):
+        """Records that were active when they were last written (for reconciling)."""
+        return [r for r in self.all() if r.active and r.flow is None]

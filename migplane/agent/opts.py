@@ -119,6 +119,19 @@ agent_opts = [
         default=1024 * 1024,
         min=1024,
         help="Largest request body accepted, in bytes."),
+    cfg.StrOpt(
+        "state_dir",
+        help="Directory of this agent's state: the SQLite database of migration "
+             "records (migrations.sqlite3), written at each step, so that an agent "
+             "that restarts finds the migrations it was running and finishes them "
+             "(e.g. /var/lib/migplane). Unset: records are kept in memory only and "
+             "lost with the process (the agent warns at start)."),
+    cfg.IntOpt(
+        "history_days",
+        default=30,
+        min=0,
+        help="Finished migration records older than this many days are deleted "
+             "(besides the 'history' count); 0 keeps them until 'history' drops them."),
 ]
 
 

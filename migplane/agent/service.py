@@ -16,8 +16,10 @@ from migplane.agent import hostfacts
 from migplane.agent import migrations
 from migplane.agent import opts
 from migplane.agent import probe
+from migplane.agent import reconcile
 from migplane.agent import safety
 from migplane.agent import slots as slots_mod
+from migplane.agent import store as store_mod
 from migplane.agent import tls
 from migplane.core import exception
 from migplane.core import flow as flow_mod
@@ -59,10 +61,31 @@ class Agent:
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
                                          lease_s=self.options.slot_lease,
                                          max_lifetime_s=self.options.slot_max_lifetime)
-        self.registry = migrations.MigrationRegistry(history=self.options.history)
+        self.store = self._open_store()
+        self.registry = migrations.MigrationRegistry(
+            history=self.options.history, store=self.store, facts=facts,
+            max_age_s=self.options.history_days * 86400 or None)
         self.evacuations = evacuations.EvacuationRegistry()
         self.probes = probe.Probes()
         self.clock, self.sleep = self.driver.flow_timing()
+        self.reconciler = reconcile.Reconciler(self)
+        self.reconcile()  # in threads: the agent serves while they settle
+
+    def _open_store(self):
+        state_dir = self.options.state_dir
+        if not state_dir:
+            LOG.warning("[agent] state_dir is unset: migration records are kept in "
+                        "memory only; a restart of this agent loses them")
+            return store_mod.RecordStore(None)
+        store = store_mod.RecordStore(state_dir)
+        if store.moved_aside:
+            LOG.error("Migration records: %s was unreadable and moved aside to %s",
+                      store.error, store.moved_aside)
+        return store
+
+    def reconcile(self):
+        """Settle the migrations that were in flight when this agent last stopped."""
+        return self.reconciler.start()
 
     @property
     def tls(self):
@@ -201,7 +224,10 @@ class Agent:
                       "running": self.slots.running,
                       "incoming": [dataclasses.asdict(lease)
                                    for lease in self.slots.leases()],
-                      "peers": self.peers},
+                      "peers": self.peers,
+                      "records": {"path": self.store.path, "durable": self.store.durable,
+                                  "error": self.store.error,
+                                  "moved_aside": self.store.moved_aside}},
             "my_live_migration_ip": host.my_live_migration_ip,
             "inbound_cidr": str(host.inbound_cidr) if host.inbound_cidr else None,
             "inbound": self.inbound(),
@@ -257,29 +283,36 @@ class Agent:
 
     def start_migration(self, body):
         instance = body["instance"]
-        busy = self.registry.active_for(instance)
-        if busy:
-            raise exception.MigrationError(
-                instance=instance, step="start",
-                reason="migration %s of it is already %s" % (busy[0].id, busy[0].status))
+        migration_id = self.registry.new_id()
+        self.registry.claim(instance, migration_id)  # 409 when it is already moving
+        try:
+            return self._start_migration(body, instance, migration_id)
+        finally:
+            self.registry.unclaim(instance, migration_id)
+
+    def _start_migration(self, body, instance, migration_id):
         block = body.get("block_migration", False)
         settings = self.migration_settings(body.get("options"))
         remote = self.peer(body["destination"])
         record, flow = self.new_migration(instance, remote, settings, block,
-                                          body.get("options"))
+                                          body.get("options"), migration_id=migration_id)
         LOG.info("Migration %s: %s from %s to %s (%s)%s", record.id, instance,
                  self.hostname, remote.hostname, remote.client.url,
                  " with block migration" if block else "")
         self.registry.start(record, flow)
         return record
 
-    def new_migration(self, instance, remote, settings, block=False, options=None):
+    def new_migration(self, instance, remote, settings, block=False, options=None,
+                      migration_id=None):
         """A record and a flow of ``instance`` to ``remote``, with this host's slots
-        and the networks the plan check allows (every migration, evacuations too)."""
+        and the networks the plan check allows (every migration, evacuations too).
+
+        The caller claims ``instance`` in the registry before starting the flow.
+        """
         allowed, management = self.plan_networks(remote)
         settings = settings.replace(migration_networks=allowed,
                                     management_networks=management)
-        migration_id = self.registry.new_id()
+        migration_id = migration_id or self.registry.new_id()
         remote.migration_id = migration_id
         record = migrations.MigrationRecord(
             migration_id, instance, self.hostname, remote.hostname, remote.client.url,
@@ -287,7 +320,8 @@ class Agent:
         limiter = slots_mod.MigrationSlots(
             self.slots, remote.client, migration_id, instance,
             cancelled=lambda: record.abort_requested)
-        flow = flow_mod.LiveMigration(instance, self.driver, remote, settings,
+        flow = flow_mod.LiveMigration(instance, self.driver,
+                                      migrations.PreparedData(remote, record), settings,
                                       block_migration=block, limiter=limiter,
                                       migration_id=migration_id, clock=self.clock,
                                       sleep=self.sleep)
@@ -303,12 +337,20 @@ class Agent:
         record = self.migration(migration_id)
         self._require_active(record, "abort")
         record.abort_requested = True
-        record.flow.abort()
+        if record.flow is not None:
+            record.flow.abort()
+        else:  # being reconciled after a restart: the reconciler acts on the flag
+            record.note("abort_requested", message="abort requested")
         return record
 
     def force_complete(self, migration_id):
         record = self.migration(migration_id)
         self._require_active(record, "force-complete")
+        if record.flow is None:
+            raise exception.MigrationError(
+                instance=record.instance, step="force-complete",
+                reason="migration %s is being reconciled after an agent restart; only "
+                       "abort is possible" % record.id)
         record.flow.force_complete()
         return record
 

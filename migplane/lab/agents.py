@@ -15,6 +15,7 @@ as an operator's workstation would. Used by the functional tests and
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ def _env():
 
 
 def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=None,
-                port=PORT, log_file=None, ca_file=None, peers=None):
+                port=PORT, log_file=None, ca_file=None, peers=None, state_dir=None):
     """The agent.conf of one lab host; ``peers`` maps the other hosts' names to URLs."""
     lines = ["[DEFAULT]"]
     if my_ip:
@@ -51,6 +52,8 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
         lines += ["cert_file = %s" % cert, "key_file = %s" % key]
     if ca_file:
         lines.append("ca_file = %s" % ca_file)
+    if state_dir:
+        lines.append("state_dir = %s" % state_dir)
     if peers:
         lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
     if not (cert and key):
@@ -122,7 +125,8 @@ class LabAgents:
         conf = work / "agent.conf"
         conf.write_text(config_text(host, self.token, cert, key, my_ip, live_migration,
                                     log_file=log, ca_file=self.ca_file,
-                                    peers=self.peers(host) if self.tls else None))
+                                    peers=self.peers(host) if self.tls else None,
+                                    state_dir=work / "state"))
         conf.chmod(0o600)
         argv = [*daemon.nsenter(host.holder_pid), sys.executable, "-m",
                 "migplane.agent.main", "--config-file", str(conf)]
@@ -146,6 +150,14 @@ class LabAgents:
             if path.exists():
                 texts.append(path.read_text(errors="replace")[-chars:])
         return "\n".join(texts) or "(no log)"
+
+    def kill(self, host):
+        """SIGKILL ``host``'s agent (a crash: no cleanup); :meth:`start` restarts it."""
+        from migplane.lab import proc
+        pid = self.pids.pop(host.name, None)
+        if pid is not None:
+            proc.signal_pids([pid], signal.SIGKILL)
+            proc.wait_dead([pid], 10.0)
 
     def stop(self, host):
         from migplane.lab import proc

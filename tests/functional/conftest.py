@@ -59,3 +59,17 @@ def lab():
 @pytest.fixture(scope="session")
 def lab3():
     yield from _lab("c", 3)
+
+
+@pytest.fixture(scope="module")
+def lab_agents(lab):
+    """An agent on each host of ``lab`` (my_live_migration_ip set), for one test module."""
+    from migplane.agent import inlab
+
+    agents = inlab.LabAgents(lab)
+    try:
+        for host in lab.hosts:
+            agents.start(host, my_ip=host.mig_ip)
+        yield agents
+    finally:
+        agents.stop_all()

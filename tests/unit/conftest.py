@@ -173,7 +173,7 @@ def start_agent(world, host_conf, pki, monkeypatch):
     running = []
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki.ca_file)
 
-    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, peers=True,
+    def start(host, tokens=(AGENT_TOKEN,), agent_options=None, pace=True, peers=True, port=0,
               **overrides):
         overrides.setdefault("driver", "fake")
         conf = host_conf(host, **overrides)
@@ -181,7 +181,7 @@ def start_agent(world, host_conf, pki, monkeypatch):
         conf.set_override("auth_tokens", list(tokens), group=agent_opts.GROUP)
         for name, value in dict(pki.options(host), **(agent_options or {})).items():
             conf.set_override(name, value, group=agent_opts.GROUP)
-        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host))
+        local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host), port=port)
         if pace:
             local.agent.sleep = testing.paced(world)
         local.start()

@@ -4,6 +4,7 @@ import argparse
 import sys
 import time
 
+from migplane.agent import errors as agent_errors
 from migplane.cli import argtypes
 from migplane.cli import errors
 from migplane.cli import output
@@ -11,6 +12,8 @@ from migplane.cli import progress as progress_mod
 from migplane.core import events
 
 POLL_S = 0.5
+#: Seconds ``migrate`` keeps trying to reach a source agent that went away.
+RECONNECT_S = 300.0
 FINISHED = events.FINISHED
 
 
@@ -35,6 +38,11 @@ def add_parser(subparsers, parents):
     add_strategy_arg(p)
     p.add_argument("--detach", action="store_true",
                    help="print the migration ID and return at once")
+    p.add_argument("--reconnect", type=_nonnegative_int, default=int(RECONNECT_S),
+                   metavar="SECONDS",
+                   help="while watching, keep trying this long to reach a source agent "
+                        "that went away (it restarts and finishes the migration) "
+                        "(default: %(default)s)")
     p.set_defaults(run=run)
     return p
 
@@ -94,7 +102,8 @@ def run(args, directory):
         bar.message("Migration %s: %s from %s to %s" % (
             record["id"], args.domain, record["source"], record["destination"]))
     try:
-        record = watch(source, record["id"], bar, args.force_complete_after)
+        record = watch(source, record["id"], bar, args.force_complete_after,
+                       reconnect_s=getattr(args, "reconnect", RECONNECT_S))
     except KeyboardInterrupt:
         if bar:
             bar.close()
@@ -108,14 +117,37 @@ def run(args, directory):
     return errors.OK if record["status"] == events.COMPLETED else errors.FAILED
 
 
-def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep):
-    """Poll the source agent until the migration ends; return its record."""
+def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
+          reconnect_s=RECONNECT_S, clock=time.monotonic):
+    """Poll the source agent until the migration ends; return its record.
+
+    An agent that goes away (restarts) is asked again for up to ``reconnect_s``:
+    it keeps its records on disk and settles the migration when it is back.
+    """
     since = 0
     transfer_started = None
     forced = False
+    lost = None
     while True:
-        record = client.get("/v1/migrations/%s" % migration_id,
-                            params={"since": str(since)})
+        try:
+            record = client.get("/v1/migrations/%s" % migration_id,
+                                params={"since": str(since)})
+        except agent_errors.AgentUnreachable as err:
+            now = clock()
+            if lost is None:
+                lost = now
+                if bar:
+                    bar.message("  source agent unreachable (%s); reconnecting for up "
+                                "to %d s" % (err, reconnect_s))
+            if now - lost >= reconnect_s:
+                raise
+            sleep(POLL_S * 2)
+            continue
+        if lost is not None:
+            lost = None
+            if bar:
+                bar.message("  reconnected to the source agent; following migration %s"
+                            % migration_id)
         since = record.get("last_event", since)
         progress = record.get("progress") or {}
         if bar and progress.get("data_total"):

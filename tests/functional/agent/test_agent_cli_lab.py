@@ -22,14 +22,8 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def agents(lab):
-    lab_agents = inlab.LabAgents(lab)
-    try:
-        for host in lab.hosts:
-            lab_agents.start(host, my_ip=host.mig_ip)
-        yield lab_agents
-    finally:
-        lab_agents.stop_all()
+def agents(lab_agents):
+    return lab_agents
 
 
 @pytest.fixture(scope="module")

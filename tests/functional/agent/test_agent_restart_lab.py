@@ -1,0 +1,109 @@
+"""The source agent SIGKILLed mid-migration on the lab (issue 10, part 4).
+
+Real libvirtd + QEMU: the job goes on without the agent; the restarted agent
+finds its record in its state directory, watches the job to its end, runs
+the post steps, and the attached ``migplane migrate`` (which kept following
+the same ID) reports the real outcome.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from migplane.agent import inlab
+from migplane.bench import faults
+from migplane.lab import guest
+from migplane.lab.console import ConsoleWatcher
+
+libvirt = pytest.importorskip("libvirt")
+pytestmark = pytest.mark.lab
+
+
+def _domains(host):
+    conn = libvirt.open(host.uri)
+    try:
+        return {d.name(): (d.state()[0], d.isPersistent()) for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def _show(agents, migration_id):
+    done = agents.run_cli("show", migration_id, "--json", *agents.cli_args(), timeout=60)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
+    agents = lab_agents
+    a, b = lab.hosts
+    name = "ag-restart"
+    env = inlab._env()
+    env["MIGPLANE_TOKEN"] = agents.token
+    try:
+        with ConsoleWatcher.for_domain(lab.hosts, name) as w:
+            guest.define_guest(a, name, lab.build_guest(), memory_mib=64,
+                               cmdline=guest.cmdline(tick_ms=50, dirty_mib=8,
+                                                     rate_mib_s=2, stamp_mib=24))
+            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+            w.wait_ticks(5, timeout=30)
+            # 4 MiB/s: the transfer takes about 20 s, long enough to kill and restart
+            watcher = subprocess.Popen(
+                ["ip", "netns", "exec", lab.controller_netns, *agents.cli_argv(
+                    "migrate", name, "--from", "host-a", "--to", "host-b",
+                    "--bandwidth", "4", *agents.cli_args())],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 120
+                record = None
+                while time.monotonic() < deadline:
+                    listed = agents.run_cli("list", "--json", *agents.cli_args(),
+                                            timeout=60)
+                    found = [m for m in json.loads(listed.stdout or "{}").get(
+                        "migrations", []) if m["instance"] == name]
+                    record = found[-1] if found else None
+                    if record and (record.get("progress") or {}).get("data_processed"):
+                        break
+                    time.sleep(0.5)
+                assert record and record["status"] == "running", record
+                migration_id = record["id"]
+                agents.kill(a)  # SIGKILL: no cleanup, the job goes on in libvirtd
+                time.sleep(3)
+                agents.start(a, my_ip=a.mig_ip)
+                out, err = watcher.communicate(timeout=300)
+            finally:
+                if watcher.poll() is None:
+                    watcher.kill()
+            assert watcher.returncode == 0, out + err
+            w.wait_ticks(10, host="host-b", timeout=60)
+
+        # the CLI followed the same migration through the restart and tells the truth
+        assert "reconnecting" in err and "reconnected" in err, err
+        assert "Migration %s of %s: completed (guest running on host-b)" % (
+            migration_id, name) in out
+        shown = _show(agents, migration_id)
+        assert shown["status"] == "completed" and shown["result"]["running_on"] == "host-b"
+        # bytes per plane, counted from before the transfer to after the restart
+        assert shown["traffic"]["planes"]["migration"]["tx_bytes"] > 32 << 20
+        kinds = [e["kind"] for e in shown["events"]]
+        assert "transfer_started" in kinds and "reconciling" in kinds
+        assert kinds[-1] == "completed"
+        steps = [e["message"] for e in shown["events"] if e["kind"] == "step"]
+        assert steps[-2:] == ["post_live_migration_at_destination",
+                              "post_live_migration_at_source"]
+
+        # on exactly one host, defined only there (the post steps ran), intact
+        assert _domains(b)[name] == (libvirt.VIR_DOMAIN_RUNNING, True)
+        assert name not in _domains(a)
+        continuity = w.continuity()
+        assert continuity, continuity
+        assert len(w.boot_ids()) == 1 and w.max_bad() == 0
+        # no slot is held on either agent any more
+        held = json.loads(lab.run_controller(
+            [sys.executable, "-c", faults.SLOT_PROBE, agents.token, agents.ca_file or "",
+             *agents.urls.values()], env=inlab._env(), check=False, timeout=60).stdout)
+        assert all(s == {"running": 0, "incoming": 0} for s in held.values()), held
+    finally:
+        for host in lab.hosts:
+            guest.destroy_guest(host, name)
