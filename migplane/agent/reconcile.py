@@ -99,12 +99,15 @@ class Reconciler:
     #: Seconds between two attempts to reach an unreachable destination agent.
     RETRY_S = 5.0
 
-    def __init__(self, agent, sleep=None, clock=time.monotonic, max_watch_s=3600):
+    #: Seconds a migration is watched (or its destination agent awaited) at most.
+    MAX_WATCH_S = 3600.0
+
+    def __init__(self, agent, sleep=None, clock=time.monotonic, max_watch_s=None):
         self.agent = agent
         # the agent's flow sleep, looked up when used: a simulated driver's clock
         self._sleep = sleep or (lambda seconds: agent.sleep(seconds))
         self._clock = clock
-        self.max_watch_s = max_watch_s
+        self.max_watch_s = self.MAX_WATCH_S if max_watch_s is None else max_watch_s
         self.threads = []
 
     def start(self):
@@ -136,6 +139,8 @@ class Reconciler:
             record.finish(None, "reconciling after a restart failed: %s" % err)
 
     def _destination(self, record):
+        """A driver for the destination's agent; None when it stays unreachable."""
+        deadline = self._clock() + self.max_watch_s
         while True:
             try:
                 remote = self.agent.peer({"url": record.destination_url,
@@ -146,6 +151,8 @@ class Reconciler:
             except exception.MigplaneError as err:
                 LOG.warning("Migration %s: destination agent %s not reachable yet (%s); "
                             "retrying", record.id, record.destination_url, err)
+                if self._clock() > deadline:
+                    return None
             self._sleep(self.RETRY_S)
 
     def _data(self, record):
@@ -176,6 +183,8 @@ class Reconciler:
 
     def _settle(self, record):
         destination = self._destination(record)
+        if destination is None:
+            return self._alone(record)
         # the destination serves steps of a migration whose slot its source holds;
         # the lease of the agent that died may have lapsed (idempotent per id)
         _safely(destination.client.take_slot, record.id, self.agent.hostname,
@@ -198,7 +207,7 @@ class Reconciler:
             if not watching:
                 watching = True
                 record.note("watching", message=decision.reason)
-            if self._clock() > deadline:
+            if self._clock() > deadline and not record.abort_requested:
                 record.note("watching", message="still in flight after %d s; aborting"
                             % self.max_watch_s)
                 record.abort_requested = True
@@ -219,6 +228,30 @@ class Reconciler:
             _safely(destination.client.release_slot, record.id)
             record.note("failed", message=decision.reason)
             record.finish(None, "after an agent restart: %s" % decision.reason)
+
+    def _alone(self, record):
+        """The destination's agent stayed unreachable: settle what this host knows."""
+        unreachable = "the destination agent %s stayed unreachable for %d s" % (
+            record.destination_url, self.max_watch_s)
+        if self._job(record) == driver_mod.JOB_RUNNING:
+            _safely(self.agent.driver.abort_job, record.instance)
+            self._sleep(self.POLL_S)
+        try:
+            here = _state(self.agent.driver, record.instance)
+        except exception.MigplaneError as err:
+            here = None
+            LOG.warning("Migration %s: cannot ask the local hypervisor: %s", record.id, err)
+        if here == "running":
+            reason = ("%s; the guest runs on %s; what the migration left on %s was not "
+                      "cleaned up" % (unreachable, record.source, record.destination))
+            record.note("failed", message=reason)
+            record.finish(None, "after an agent restart: %s" % reason,
+                          running_on=record.source)
+        else:
+            reason = "%s and the guest is not running here (%s)" % (unreachable,
+                                                                   here or "gone")
+            record.note("failed", message=reason)
+            record.finish(None, "after an agent restart: %s" % reason)
 
     def _complete(self, record, destination, data, decision):
         errors = []

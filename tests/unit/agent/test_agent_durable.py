@@ -14,6 +14,7 @@ import time
 import pytest
 
 from migplane.agent import migrations
+from migplane.agent import reconcile
 from migplane.agent import store as store_mod
 from migplane.agent import testing
 from migplane.core import flow as flow_mod
@@ -161,6 +162,20 @@ def test_job_still_running_is_watched_to_its_end(world, durable):
     assert done["status"] == flow_mod.COMPLETED, done["error"]
     assert [e for e in done["events"] if e["kind"] == "watching"]
     assert world.where("vm1") == ["host-b"] and world.defined_on("vm1") == ["host-b"]
+
+
+def test_destination_agent_gone_for_good(world, durable, monkeypatch):
+    monkeypatch.setattr(reconcile.Reconciler, "MAX_WATCH_S", 1.0)
+    monkeypatch.setattr(reconcile.Reconciler, "RETRY_S", 0.05)
+    a, b, migration_id = _begin(world, durable)
+    b.stop()
+    a2 = durable("host-a")
+    done = testing.wait_for(_client(a2), migration_id)
+    assert done["status"] == flow_mod.FAILED
+    assert done["result"]["running_on"] == "host-a"
+    assert "stayed unreachable" in done["error"] and "not cleaned up" in done["error"]
+    assert world.where("vm1") == ["host-a"]
+    assert world.transfers["vm1"].state == "cancelled"  # the job was stopped
 
 
 def test_abort_while_reconciling_keeps_the_guest_on_the_source(world, durable,
