@@ -34,8 +34,9 @@ ACCESS = logging.getLogger("migplane.agent.access")
 
 #: Endpoints only a peer agent may call (with its certificate, never a token).
 PEER_ONLY = frozenset({"slots.take", "slots.renew", "slots.release", "steps.step"})
-#: Endpoints both a peer (certificate) and an operator (token) may call.
-PEER_OR_OPERATOR = frozenset({"host.host"})
+#: Endpoints both a peer (certificate) and an operator (token) may call: read-only
+#: facts; a restarted source asks the destination where a guest runs (reconcile).
+PEER_OR_OPERATOR = frozenset({"host.host", "host.instance"})
 
 
 def printable(text):

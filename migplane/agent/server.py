@@ -244,14 +244,15 @@ class AgentServer:
         self.socket = socket.create_server((self.host, self.port), family=family,
                                            backlog=1024)
         self.socket.settimeout(0.2)  # accept() wakes up to notice stop()
+        self._bound = self.socket.getsockname()[:2]
         return self
 
     @property
     def address(self):
+        """Where it listens (the bound port, still known once stopped)."""
         if self.socket is None:  # not bound yet: what it will bind
             return self.host, self.port
-        host, port = self.socket.getsockname()[:2]
-        return host, port
+        return self._bound
 
     @property
     def url(self):

@@ -102,9 +102,11 @@ class TestPKI:
 
 
 def introduce(locals_):
-    """Make every one of ``locals_`` (running LocalAgents) a peer of every other."""
-    for local in locals_:
-        for other in locals_:
+    """Make every one of ``locals_`` still serving a peer of every other (an agent
+    restarted under the same host name replaces the stopped one)."""
+    serving = [local for local in locals_ if not local.stopped]
+    for local in serving:
+        for other in serving:
             if other is not local:
                 local.agent.peers[other.agent.hostname] = other.url
 
@@ -117,6 +119,7 @@ class LocalAgent:
         kwargs = {"facts": facts} if facts is not None else {}
         self.agent = service.Agent(conf, driver=driver, **kwargs)
         self.server = main.server_for(self.agent, host, port)
+        self.stopped = False
 
     @property
     def url(self):
@@ -127,6 +130,7 @@ class LocalAgent:
         return self
 
     def stop(self):
+        self.stopped = True
         self.server.stop()
 
 

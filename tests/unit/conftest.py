@@ -181,6 +181,11 @@ def start_agent(world, host_conf, pki, monkeypatch):
         conf.set_override("auth_tokens", list(tokens), group=agent_opts.GROUP)
         for name, value in dict(pki.options(host), **(agent_options or {})).items():
             conf.set_override(name, value, group=agent_opts.GROUP)
+        if peers:  # the agents already serving, known from the start (as from a config)
+            known = {other.agent.hostname: other.url for other in running
+                     if not other.stopped and other.agent.hostname != host}
+            if known:
+                conf.set_override("peers", known, group=agent_opts.GROUP)
         local = testing.LocalAgent(conf, facts=testing.WorldFacts(world, host), port=port)
         if pace:
             local.agent.sleep = testing.paced(world)

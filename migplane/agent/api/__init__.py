@@ -7,7 +7,7 @@ of ``[agent] auth_tokens`` or a client certificate named in
 =======  ==========================================  ==================  =========
 GET      /v1/host                                    host facts          either
 GET      /v1/host/route?to=ADDR                      the kernel's route  operator
-GET      /v1/instances/<name>                        a guest's size      operator
+GET      /v1/instances/<name>                        a guest's size      either
 POST     /v1/probes, GET /v1/probes/<id>             listen once on the  operator
                                                      inbound address
 POST     /v1/probes/connect                          dial a peer's probe operator
