@@ -4,15 +4,25 @@ import argparse
 import math
 
 
-def _finite(text, zero_ok):
+def _finite(text, zero_ok, what="number of seconds"):
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        raise argparse.ArgumentTypeError("want a %s number of seconds, got %r" % (
-            "finite, non-negative" if zero_ok else "positive", text))
+        raise argparse.ArgumentTypeError("want a %s %s, got %r" % (
+            "finite, non-negative" if zero_ok else "positive", what, text))
     return value
+
+
+def positive_number(text):
+    """A positive, finite number (``--link-rate``)."""
+    return _finite(text, zero_ok=False, what="number")
+
+
+def non_negative_number(text):
+    """A finite number, 0 included (``--fixed-cost``)."""
+    return _finite(text, zero_ok=True, what="number")
 
 
 def seconds(text):

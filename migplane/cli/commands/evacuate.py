@@ -12,6 +12,7 @@ import sys
 import time
 
 from migplane.agent import errors as agent_errors
+from migplane.cli import argtypes
 from migplane.cli import errors
 from migplane.cli import output
 
@@ -43,10 +44,10 @@ def add_parser(subparsers, parents):
                    help="move only these guests (default: every running guest)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and its prediction; move nothing")
-    p.add_argument("--link-rate", type=_positive, metavar="MiB/s",
+    p.add_argument("--link-rate", type=argtypes.positive_number, metavar="MiB/s",
                    help="the migration link's rate (default: the bandwidth limit, the "
                         "interface speed, else 1 Gbit/s)")
-    p.add_argument("--fixed-cost", type=_nonnegative, metavar="SECONDS",
+    p.add_argument("--fixed-cost", type=argtypes.non_negative_number, metavar="SECONDS",
                    help="seconds from a migration's start to its first byte (default 2)")
     p.add_argument("--measure-dirty-rate", action="store_true",
                    help="measure each guest's dirty rate first (about a second) and plan "
@@ -57,27 +58,6 @@ def add_parser(subparsers, parents):
                    help="watch the running evacuation ID of HOST instead of starting one")
     p.set_defaults(run=run)
     return p
-
-
-def _number(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text)
-
-
-def _positive(text):
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("%r must be more than 0" % text)
-    return value
-
-
-def _nonnegative(text):
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must be 0 or more" % text)
-    return value
 
 
 def _split(text):

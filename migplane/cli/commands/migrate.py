@@ -33,28 +33,18 @@ def add_parser(subparsers, parents):
                         "with timeout_action=force_complete) switches to it")
     p.add_argument("--force-complete-after", type=argtypes.seconds_or_now, metavar="SECONDS",
                    help="force the migration to complete after SECONDS of transfer")
-    p.add_argument("--bandwidth", type=_nonnegative_int, metavar="MiB/s",
+    p.add_argument("--bandwidth", type=argtypes.at_least(0), metavar="MiB/s",
                    help="bandwidth limit of this migration in MiB/s (0: unlimited)")
     add_strategy_arg(p)
     p.add_argument("--detach", action="store_true",
                    help="print the migration ID and return at once")
-    p.add_argument("--reconnect", type=_nonnegative_int, default=int(RECONNECT_S),
+    p.add_argument("--reconnect", type=argtypes.at_least(0), default=int(RECONNECT_S),
                    metavar="SECONDS",
                    help="while watching, keep trying this long to reach a source agent "
                         "that went away (it restarts and finishes the migration) "
                         "(default: %(default)s)")
     p.set_defaults(run=run)
     return p
-
-
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must be 0 or more" % text)
-    return value
 
 
 def add_strategy_arg(p):

@@ -93,7 +93,12 @@ def test_bad_numbers_are_usage_errors(cli, three, capsys):
     with pytest.raises(SystemExit) as info:
         cli("evacuate", "host-a", "--link-rate", "0", *three)
     assert info.value.code == 2
-    assert "'0' must be more than 0" in capsys.readouterr().err
+    assert "want a positive number, got '0'" in capsys.readouterr().err
+    for flag, bad in (("--link-rate", "nan"), ("--fixed-cost", "-1"), ("--fixed-cost", "inf")):
+        with pytest.raises(SystemExit) as info:
+            cli("evacuate", "host-a", flag, bad, *three)
+        assert info.value.code == 2
+        assert repr(bad) in capsys.readouterr().err
 
 
 def test_no_room_names_the_guest_and_the_memory(cli, three, world):
