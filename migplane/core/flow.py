@@ -148,6 +148,8 @@ class LiveMigration:
         ``flow_timing()``, so that a simulated driver runs in simulated time.
     """
 
+    #: Seconds a failed flow waits for the source to say where the guest runs.
+    ARRIVAL_WAIT_S = 30.0
     #: Seconds after which an abort the job has not obeyed is sent again.
     ABORT_RETRY_S = 5.0
     #: Seconds a job may go on after the first abort before the flow gives up on it.
@@ -337,6 +339,10 @@ class LiveMigration:
             if transferring and self._finish_job() == driver_mod.JOB_COMPLETED:
                 LOG.warning("Migration %s failed while monitoring (%s) but the job "
                             "completed; finishing it", self.id, err)
+            elif transferring and self._arrived():
+                LOG.warning("Migration %s failed while monitoring (%s) but %s already "
+                            "runs on %s; finishing it", self.id, err, self.instance,
+                            self.destination.hostname)
             else:
                 self._rollback(data, prepared, transferring)
                 raise self._failed(err, failed_step)
@@ -575,6 +581,34 @@ class LiveMigration:
         except Exception:
             LOG.exception("Could not learn how migration %s ended", self.id)
             return None
+
+    def _arrived(self):
+        """Does the guest run on the destination and not here, whatever the job says?
+
+        The source's daemon may restart just as the job ends, and then report it
+        failed or forget it; rolling back would report the guest here while it
+        runs there. Finishing the migration keeps it whole on one host.
+        """
+        try:
+            there = self.destination.get_instance_info(self.instance)
+        except Exception:
+            return False
+        if there.state != "running":
+            return False
+        deadline = self._clock() + self.ARRIVAL_WAIT_S
+        while True:  # the source's daemon may still be restarting: wait for its word
+            try:
+                here = self.source.get_instance_info(self.instance)
+            except exception.InstanceNotFound:
+                return True
+            except Exception as err:
+                if self._clock() >= deadline:
+                    LOG.warning("Migration %s: the source cannot say where %s runs (%s)",
+                                self.id, self.instance, err)
+                    return False
+                self._sleep(self.settings.poll_interval)
+                continue
+            return here.state != "running"
 
     def _rollback(self, data, prepared, transferring):
         self._enter("rollback")

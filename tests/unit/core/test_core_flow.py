@@ -303,6 +303,40 @@ def test_fault_after_the_switch_over_completes_with_an_error(world, drivers,
     assert kinds(migration)[-1] == events.COMPLETED
 
 
+def test_a_job_the_source_lost_but_that_arrived_is_finished(world, drivers, make_migration,
+                                                           guest):
+    """The source's daemon restarted as the job ended and calls it failed, yet the
+    guest runs on the destination: the flow finishes the migration, not rolls back
+    (found by the fault matrix: libvirtd of the source killed at the switch-over)."""
+    a, b = drivers
+    real = a.get_job_progress
+
+    def lost(instance):
+        progress = real(instance)
+        if progress.state == driver_mod.JOB_COMPLETED:
+            return driver_mod.JobProgress(state=driver_mod.JOB_FAILED,
+                                          error="connection to the daemon lost")
+        return progress
+
+    a.get_job_progress = lost
+    result = make_migration(a, b).run()
+    assert result.status == flow.COMPLETED and result.running_on == B
+    assert world.where("vm1") == [B] and world.defined_on("vm1") == [B]
+    assert world.hosts[B].guests["vm1"].boot_id == guest.boot_id
+
+
+def test_a_failed_job_with_the_guest_still_here_rolls_back(world, drivers, make_migration,
+                                                          guest, assert_rolled_back):
+    """The same lost job, but the guest never left: rolled back as before."""
+    a, b = drivers
+    a.get_job_progress = lambda instance: driver_mod.JobProgress(
+        state=driver_mod.JOB_FAILED, error="connection to the daemon lost")
+    migration = make_migration(a, b)
+    run_failing(migration)
+    assert migration.status == flow.FAILED
+    assert world.where("vm1") == [A]
+
+
 @pytest.mark.parametrize("host, step", ROLLBACK_STEPS)
 def test_fault_during_rollback_keeps_the_original_error(world, drivers, make_migration,
                                                         guest, host, step, caplog):
