@@ -459,7 +459,7 @@ class LiveMigration:
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
         history = collections.deque(maxlen=self.HISTORY)
-        abort_at = first_abort = None
+        abort_at = first_abort = logged_at = None
         self._forced = learned = False
         while True:
             progress = self.source.get_job_progress(self.instance)
@@ -471,6 +471,7 @@ class LiveMigration:
                                      % (progress.state, ", ".join(driver_mod.JOB_STATES)))
             self.progress = progress
             self._emit(events.PROGRESS, progress=progress)
+            logged_at = self._log_progress(progress, logged_at)
             if progress.state == driver_mod.JOB_COMPLETED:
                 return progress
             if progress.state in (driver_mod.JOB_FAILED, driver_mod.JOB_CANCELLED):
@@ -520,6 +521,17 @@ class LiveMigration:
                     self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
                                           progress.iteration)
             self._sleep(self.settings.poll_interval)
+
+    def _log_progress(self, progress, logged_at):
+        """Log progress every ``monitor_interval`` s (0: never), as Nova logs and
+        saves its migration statistics; it is still read every ``poll_interval``."""
+        interval, now = self.settings.monitor_interval, self._clock()
+        if not interval or (logged_at is not None and now - logged_at < interval):
+            return logged_at
+        LOG.info("Migration %s of %s: %.0f%% sent, %s of %s bytes remaining, pass %d",
+                 self.id, self.instance, progress.percent, progress.data_remaining,
+                 progress.data_total, progress.iteration)
+        return now
 
     def _act(self, decision, progress=None):
         """Carry out one monitor decision."""

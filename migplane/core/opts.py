@@ -249,10 +249,9 @@ migration_opts = [
         default=5,
         min=0,
         deprecated_opts=_libvirt("live_migration_monitor_interval"),
-        help="Seconds between two progress records of a running migration kept "
-             "for operators (logs, the agent's record); its progress is still read "
-             "every poll_interval. As Nova's interval between saves of migration "
-             "statistics."),
+        help="Seconds between two progress lines a running migration logs "
+             "(0: none); its progress is still read every poll_interval. As Nova's "
+             "interval between saves of migration statistics."),
     cfg.StrOpt(
         "control_plane",
         default="management",

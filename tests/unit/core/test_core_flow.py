@@ -665,3 +665,49 @@ def test_an_abort_the_hypervisor_dropped_is_sent_again(world, drivers, make_migr
     assert len(calls) == 2
     assert calls[1] - calls[0] >= flow.LiveMigration.ABORT_RETRY_S
     assert_rolled_back(boot_id=guest.boot_id)
+
+
+# -- monitor_interval --------------------------------------------------------------------
+
+
+class _SimulatedTimes(logging.Handler):
+    """The world's simulated time of every progress line logged."""
+
+    def __init__(self, world):
+        super().__init__(logging.INFO)
+        self.world, self.times = world, []
+
+    def emit(self, record):
+        if "% sent" in record.getMessage():
+            self.times.append(self.world.clock.now())
+
+
+@pytest.mark.parametrize("interval", [2, 7])
+def test_progress_is_logged_every_monitor_interval(world, drivers, make_migration, interval):
+    world.add_guest(A, "vm1", memory_mib=2048, dirty_mib_s=10)
+    a, b = drivers
+    settings = MigrationSettings(monitor_interval=interval, poll_interval=0.5)
+    migration = make_migration(a, b, settings=settings)
+    handler = _SimulatedTimes(world)
+    log = logging.getLogger("migplane.core.flow")
+    log.addHandler(handler)
+    level, log.level = log.level, logging.INFO
+    try:
+        migration.run()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    polls = [e for e in migration.events if e.kind == events.PROGRESS]
+    assert len(handler.times) >= 3 and len(polls) > 2 * len(handler.times)
+    gaps = [b - a for a, b in zip(handler.times, handler.times[1:])]
+    # Progress is read every poll, logged once per monitor_interval (the poll after it).
+    assert all(interval <= gap < interval + 1 for gap in gaps), gaps
+
+
+def test_monitor_interval_zero_logs_no_progress(world, drivers, make_migration, caplog,
+                                                guest):
+    a, b = drivers
+    migration = make_migration(a, b, settings=MigrationSettings(monitor_interval=0))
+    with caplog.at_level(logging.INFO, logger="migplane.core.flow"):
+        migration.run()
+    assert not [r for r in caplog.records if "% sent" in r.getMessage()]
