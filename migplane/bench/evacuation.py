@@ -416,29 +416,3 @@ def plot_names():
 def cpu_busy(results):
     return [r.get("cpu_busy") for r in (results.get(PART) or {}).get("runs", [])]
 
-
-# -- schema (dependency-free) ---------------------------------------------------------------
-
-def validate(c, ev):
-    """Check the part's shape with the schema module's checker ``c``."""
-    if not c.keys(ev, PART, ("guests", "limit", "destinations", "repeats", "runs", "ways",
-                             "specs", "link_rate_bps")):
-        return
-    for i, run in enumerate(ev["runs"]):
-        where = "%s.runs[%d]" % (PART, i)
-        if not c.keys(run, where, ("way", "repeat", "total_s", "ideal_s", "ratio_to_ideal",
-                                   "idle_s", "gaps", "downtime_ms", "peaks",
-                                   "limit_respected", "guest_checks", "all_intact",
-                                   "migrations", "throughput",
-                                   "source_migration_tx_bytes")):
-            continue
-        c.need(run["way"] in WAYS, where + ".way", "not one of %s" % ", ".join(WAYS))
-        c.need(isinstance(run["peaks"], dict) and all(
-            isinstance(v, int) for v in run["peaks"].values()), where + ".peaks",
-            "not a host -> number object")
-        c.spread(run["downtime_ms"], where + ".downtime_ms")
-    for way, w in ev["ways"].items():
-        c.need(way in WAYS, "%s.ways" % PART, "unknown way %r" % way)
-        for key in ("total_s", "ratio_to_ideal", "idle_s"):
-            if c.keys(w, "%s.ways.%s" % (PART, way), (key,)):
-                c.spread(w[key], "%s.ways.%s.%s" % (PART, way, key))

@@ -1,154 +1,169 @@
-"""The shape of ``results.json`` and a dependency-free check of it.
+"""The shape of ``results.json``, as a JSON Schema, and its check.
 
 :func:`validate` returns a list of problems (empty when the file is well
-formed); the CI smoke test and ``--render-only`` use it.
+formed), each naming the path of the bad value (``isolation.runs[0].scenario:
+...``); the CI smoke tests and ``--render-only`` use it. Records are open:
+a part may add fields (a schema lists what the report and the targets read),
+so the parts can grow without touching this file.
 """
+
+import jsonschema
+
+from migplane.bench import evacuation
 
 SCHEMA = "migplane-bench/1"
 PARTS = ("isolation", "efficiency", "evacuation", "convergence", "overhead")
 SCENARIOS = ("baseline", "split", "unsplit", "virsh")
 TOOLS = ("migplane", "virsh")
+CONVERGENCE_TOOLS = ("virsh", "static", "default")
+
+NUMBER = {"type": "number"}
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+TEXT = {"type": "string", "minLength": 1}
+BOOLEAN = {"type": "boolean"}
 
 
-def _num(v, none=False):
-    if v is None:
-        return none
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def record(*required, **properties):
+    """An object with ``required`` fields; fields not named here are allowed."""
+    return {"type": "object", "required": list(required), "properties": properties}
 
 
-class _Checker:
-    def __init__(self):
-        self.problems = []
-
-    def need(self, cond, where, what):
-        if not cond:
-            self.problems.append("%s: %s" % (where, what))
-        return cond
-
-    def keys(self, obj, where, keys):
-        if not self.need(isinstance(obj, dict), where, "not an object"):
-            return False
-        missing = [k for k in keys if k not in obj]
-        return self.need(not missing, where, "missing %s" % ", ".join(missing))
-
-    def spread(self, obj, where):
-        if self.keys(obj, where, ("median", "min", "max", "n")):
-            for k in ("median", "min", "max"):
-                self.need(_num(obj[k], none=True), "%s.%s" % (where, k), "not a number")
+def mapping(values, keys=None):
+    """An object whose values all match ``values`` (and keys ``keys``)."""
+    schema = {"type": "object", "additionalProperties": values}
+    if keys is not None:
+        schema["propertyNames"] = {"enum": list(keys)}
+    return schema
 
 
-def _meta(c, meta):
-    if not c.keys(meta, "meta", ("started_at", "duration_s", "quick", "rate", "rate_bps",
-                                 "lab", "versions", "noise", "parts")):
-        return
-    c.need(isinstance(meta["quick"], bool), "meta.quick", "not a boolean")
-    c.need(_num(meta["rate_bps"]) and meta["rate_bps"] > 0, "meta.rate_bps",
-           "not a positive number")
-    c.need(_num(meta["duration_s"], none=True), "meta.duration_s", "not a number")
-    c.need(isinstance(meta["parts"], list) and all(p in PARTS for p in meta["parts"]),
-           "meta.parts", "not a list of %s" % ", ".join(PARTS))
+def array(items, **extra):
+    return dict({"type": "array", "items": items}, **extra)
 
 
-def _targets(c, targets):
-    if not c.need(isinstance(targets, list) and targets, "targets", "not a non-empty list"):
-        return
-    for i, t in enumerate(targets):
-        where = "targets[%d]" % i
-        if c.keys(t, where, ("id", "part", "what", "target", "value", "met", "measured")):
-            c.need(t["met"] in (True, False, None), where + ".met", "not true/false/null")
-            c.need(_num(t["value"], none=True), where + ".value", "not a number")
-            for k in ("id", "what", "target", "measured"):
-                c.need(isinstance(t[k], str) and t[k], "%s.%s" % (where, k), "not a string")
+SPREAD = record("median", "min", "max", "n", median=NUMBER_OR_NULL, min=NUMBER_OR_NULL,
+                max=NUMBER_OR_NULL)
+
+META = record("started_at", "duration_s", "quick", "rate", "rate_bps", "lab", "versions",
+              "noise", "parts", quick=BOOLEAN, duration_s=NUMBER_OR_NULL,
+              rate_bps={"type": "number", "exclusiveMinimum": 0},
+              parts=array({"enum": list(PARTS)}))
+
+TARGET = record("id", "part", "what", "target", "value", "met", "measured",
+                id=TEXT, what=TEXT, target=TEXT, measured=TEXT, value=NUMBER_OR_NULL,
+                met={"enum": [True, False, None]})
+
+ISOLATION = record(
+    "probe", "runs", "summary", "samples", "guest",
+    runs=array(record(
+        "id", "scenario", "concurrency", "start", "end", "probe", "plane_bytes",
+        "migration_bytes", "migrations", "ok",
+        scenario={"enum": list(SCENARIOS)}, start=NUMBER, end=NUMBER,
+        probe=record("n", "lost", "p50_ms", "p99_ms", "max_ms"),
+        plane_bytes=record("management", "migration"))),
+    summary=mapping(mapping(record("p50_ms", "p99_ms", "max_ms", "migration_bytes", "runs"),
+                            keys=SCENARIOS)),
+    samples=array({"type": "array", "prefixItems": [NUMBER, NUMBER_OR_NULL],
+                   "minItems": 2, "maxItems": 2}))
+
+_TOOL_FIGURES = ("wall_s", "job_ms", "downtime_ms", "iterations", "goodput_Bps",
+                 "goodput_share_of_link")
+_TOOL = record(*_TOOL_FIGURES, **dict.fromkeys(_TOOL_FIGURES, SPREAD))
+EFFICIENCY = record(
+    "kinds", "link_rate_bps",
+    kinds=mapping(record(
+        "pairs", "ratio", "tools", "migrations", "guest", ratio=SPREAD,
+        tools=record(*TOOLS, **{tool: _TOOL for tool in TOOLS}),
+        pairs=array(record("migplane_wall_s", "virsh_wall_s", "ratio", ratio=NUMBER)))))
+
+EVACUATION = record(
+    "guests", "limit", "destinations", "repeats", "runs", "ways", "specs", "link_rate_bps",
+    runs=array(record(
+        "way", "repeat", "total_s", "ideal_s", "ratio_to_ideal", "idle_s", "gaps",
+        "downtime_ms", "peaks", "limit_respected", "guest_checks", "all_intact",
+        "migrations", "throughput", "source_migration_tx_bytes",
+        way={"enum": list(evacuation.WAYS)}, peaks=mapping({"type": "integer"}),
+        downtime_ms=SPREAD)),
+    ways=mapping(record("total_s", "ratio_to_ideal", "idle_s", total_s=SPREAD,
+                        ratio_to_ideal=SPREAD, idle_s=SPREAD), keys=evacuation.WAYS))
+
+CONVERGENCE = record(
+    "link_mib_s", "memory_mib", "time_limit_s", "ram_over_link_s", "multiples", "runs",
+    "summary",
+    runs=array(record(
+        "tool", "multiple", "status", "converged", "wall_s", "ratio", "downtime_ms",
+        "iterations", "escalations", "intact",
+        tool={"enum": list(CONVERGENCE_TOOLS)}, ratio=NUMBER, wall_s=NUMBER,
+        converged=BOOLEAN)))
+
+OVERHEAD = record("micro", micro=mapping(record("ops_per_s", ops_per_s=NUMBER)))
+
+#: The whole file. A part that did not run is absent or null.
+RESULTS = record(
+    "schema", "meta", "targets", "errors", "plots",
+    schema={"const": SCHEMA}, meta=META, targets=array(TARGET, minItems=1),
+    errors={"type": "array"},
+    plots=array({"type": "string", "pattern": r"\.png\Z"}),
+    isolation=ISOLATION, efficiency=EFFICIENCY, evacuation=EVACUATION,
+    convergence=CONVERGENCE, overhead=OVERHEAD)
+
+_validator = None
 
 
-def _isolation(c, iso):
-    if not c.keys(iso, "isolation", ("probe", "runs", "summary", "samples", "guest")):
-        return
-    for i, run in enumerate(iso["runs"]):
-        where = "isolation.runs[%d]" % i
-        if not c.keys(run, where, ("id", "scenario", "concurrency", "start", "end", "probe",
-                                   "plane_bytes", "migration_bytes", "migrations", "ok")):
-            continue
-        c.need(run["scenario"] in SCENARIOS, where + ".scenario", "unknown scenario")
-        c.need(_num(run["start"]) and _num(run["end"]) and run["start"] <= run["end"],
-               where, "start/end not an ordered pair of numbers")
-        c.keys(run["probe"], where + ".probe", ("n", "lost", "p50_ms", "p99_ms", "max_ms"))
-        c.keys(run["plane_bytes"], where + ".plane_bytes", ("management", "migration"))
-    for key, per in iso["summary"].items():
-        for sc, s in per.items():
-            c.need(sc in SCENARIOS, "isolation.summary.%s" % key, "unknown scenario %r" % sc)
-            c.keys(s, "isolation.summary.%s.%s" % (key, sc),
-                   ("p50_ms", "p99_ms", "max_ms", "migration_bytes", "runs"))
-    ok = isinstance(iso["samples"], list) and all(
-        isinstance(s, list) and len(s) == 2 and _num(s[0]) and _num(s[1], none=True)
-        for s in iso["samples"])
-    c.need(ok, "isolation.samples", "not a list of [t, rtt_ms|null]")
+def _checker():
+    global _validator
+    if _validator is None:
+        jsonschema.Draft202012Validator.check_schema(RESULTS)
+        _validator = jsonschema.Draft202012Validator(RESULTS)
+    return _validator
 
 
-def _efficiency(c, eff):
-    if not c.keys(eff, "efficiency", ("kinds", "link_rate_bps")):
-        return
-    for kind, data in eff["kinds"].items():
-        where = "efficiency.kinds.%s" % kind
-        if not c.keys(data, where, ("pairs", "ratio", "tools", "migrations", "guest")):
-            continue
-        c.spread(data["ratio"], where + ".ratio")
-        for tool in TOOLS:
-            if c.keys(data["tools"], where + ".tools", (tool,)):
-                t = data["tools"][tool]
-                for k in ("wall_s", "job_ms", "downtime_ms", "iterations", "goodput_Bps",
-                          "goodput_share_of_link"):
-                    if c.keys(t, "%s.tools.%s" % (where, tool), (k,)):
-                        c.spread(t[k], "%s.tools.%s.%s" % (where, tool, k))
-        for j, p in enumerate(data["pairs"]):
-            if c.keys(p, "%s.pairs[%d]" % (where, j), ("migplane_wall_s", "virsh_wall_s",
-                                                        "ratio")):
-                c.need(_num(p["ratio"]), "%s.pairs[%d].ratio" % (where, j), "not a number")
+def path_of(parts):
+    """``isolation.runs[0].scenario`` for the path ``isolation, runs, 0, scenario``."""
+    text = ""
+    for part in parts:
+        text += "[%d]" % part if isinstance(part, int) else ("." if text else "") + part
+    return text or "results"
 
 
-def _evacuation(c, ev):
-    from migplane.bench import evacuation  # its own shape, beside its code
-
-    evacuation.validate(c, ev)
+_ARTICLE = {"object": "an object", "array": "a list", "integer": "an integer",
+            "number": "a number", "string": "a string", "boolean": "a boolean"}
 
 
-def _overhead(c, ov):
-    if c.keys(ov, "overhead", ("micro",)):
-        for name, m in ov["micro"].items():
-            c.need(isinstance(m, dict) and _num(m.get("ops_per_s")),
-                   "overhead.micro.%s" % name, "no ops_per_s")
+def _problem(error):
+    where, kind, limit = path_of(error.absolute_path), error.validator, error.validator_value
+    if kind == "required":
+        missing = [k for k in limit if k not in error.instance]
+        return "%s: missing %s" % (where, ", ".join(missing))
+    if kind == "type":
+        types_ = [limit] if isinstance(limit, str) else limit
+        return "%s: not %s, got %s" % (where, " or ".join(_ARTICLE.get(t, t) for t in types_),
+                                       _short(error.instance))
+    if kind == "enum":
+        return "%s: not one of %s, got %s" % (where, ", ".join(map(str, limit)),
+                                              _short(error.instance))
+    if kind == "minItems" and limit == 1:
+        return "%s: not a non-empty list" % where
+    return "%s: %s" % (where, error.message[:200])
 
 
-def _convergence(c, conv):
-    if not c.keys(conv, "convergence", ("link_mib_s", "memory_mib", "time_limit_s",
-                                        "ram_over_link_s", "multiples", "runs", "summary")):
-        return
-    for i, run in enumerate(conv["runs"]):
-        where = "convergence.runs[%d]" % i
-        if c.keys(run, where, ("tool", "multiple", "status", "converged", "wall_s", "ratio",
-                               "downtime_ms", "iterations", "escalations", "intact")):
-            c.need(run["tool"] in ("virsh", "static", "default"), where + ".tool",
-                   "unknown tool")
-            c.need(_num(run["ratio"]) and _num(run["wall_s"]), where, "ratio/wall_s not "
-                   "numbers")
-            c.need(isinstance(run["converged"], bool), where + ".converged", "not a boolean")
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _ordered(results):
+    """What a JSON Schema cannot say: each isolation run ends after it starts."""
+    runs = (results.get("isolation") or {}).get("runs") or []
+    return ["isolation.runs[%d]: start/end not an ordered pair of numbers" % i
+            for i, run in enumerate(runs)
+            if run["start"] > run["end"]]
 
 
 def validate(results):
-    """Problems of ``results`` as a list of strings; empty when well formed."""
-    c = _Checker()
-    if not c.keys(results, "results", ("schema", "meta", "targets", "errors", "plots")):
-        return c.problems
-    c.need(results["schema"] == SCHEMA, "schema", "expected %r" % SCHEMA)
-    _meta(c, results["meta"])
-    _targets(c, results["targets"])
-    c.need(isinstance(results["errors"], list), "errors", "not a list")
-    c.need(isinstance(results["plots"], list) and all(
-        isinstance(p, str) and p.endswith(".png") for p in results["plots"]),
-        "plots", "not a list of .png names")
-    for part, check in (("isolation", _isolation), ("efficiency", _efficiency),
-                        ("evacuation", _evacuation), ("overhead", _overhead),
-                        ("convergence", _convergence)):
-        if results.get(part) is not None:
-            check(c, results[part])
-    return c.problems
+    """Problems of ``results`` as a list of strings naming the paths; empty when
+    well formed."""
+    if not isinstance(results, dict):
+        return ["results: not an object"]
+    results = {k: v for k, v in results.items() if not (k in PARTS and v is None)}
+    problems = sorted(_problem(e) for e in _checker().iter_errors(results))
+    return problems or _ordered(results)

@@ -2,6 +2,7 @@
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,46 @@ def test_evacuation_section_compares_the_three_ways(synthetic_results):
     assert "2 lane(s)" not in section and "1 stream(s) on the link" in section
     assert "(evacuation_serial.png)" in section and "(evacuation_naive.png)" not in section
     assert "serial 70.0 s (× 1.45" in text    # the summary sentence
+
+
+def test_a_broken_results_file_names_the_path_of_each_bad_value(synthetic_results):
+    r = synthetic_results
+    r["targets"] = targets.evaluate(r)
+    r["isolation"]["runs"][1]["probe"]["p99_ms"] = 3  # open records: unchecked figures
+    r["isolation"]["runs"][1]["scenario"] = "odd"
+    r["meta"]["quick"] = "yes"
+    r["evacuation"]["runs"][0]["peaks"]["host-a"] = "x"
+    del r["convergence"]["runs"][0]["tool"]
+    assert schema.validate(r) == [
+        "convergence.runs[0]: missing tool",
+        "evacuation.runs[0].peaks.host-a: not an integer, got 'x'",
+        "isolation.runs[1].scenario: not one of baseline, split, unsplit, virsh, got 'odd'",
+        "meta.quick: not a boolean, got 'yes'"]
+
+
+def test_parts_may_add_fields_to_their_records(synthetic_results):
+    r = synthetic_results
+    r["targets"] = targets.evaluate(r)
+    for part in ("evacuation", "convergence", "isolation"):
+        r[part]["runs"][0]["a_new_figure"] = {"anything": [1, "two"]}
+        r[part]["a_new_summary"] = 1
+    r["meta"]["new_meta"] = None
+    assert schema.validate(r) == []
+
+
+def test_the_committed_results_validate_and_render(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    results = json.loads((repo / "benchmarks" / "results.json").read_text())
+    assert schema.validate(results) == []
+    assert schema.validate(dict(results, convergence=None)) == []  # a part not run
+    shutil.copy(repo / "benchmarks" / "results.json", tmp_path / "results.json")
+    done = subprocess.run([sys.executable, "-m", "migplane.bench", "--render-only",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not well formed" not in done.stdout + done.stderr
+    assert (tmp_path / "REPORT.md").read_text().startswith("#")
