@@ -85,6 +85,8 @@ class AgentClient:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer %s" % self.token
+        if body and method in ("POST", "PUT"):
+            body = wire.dump_request(path, body)
         try:
             response = self.session.request(
                 method, self.url + path, json=body, params=params, headers=headers,
@@ -98,7 +100,7 @@ class AgentClient:
                               "message": response.text[:200] or "an empty answer"}}
         if response.status_code >= 400:
             raise errors.from_body(self.url, response.status_code, data)
-        return data
+        return wire.load_answer(data)
 
     def get(self, path, **kwargs):
         return self.request("GET", path, **kwargs)

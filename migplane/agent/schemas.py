@@ -52,6 +52,11 @@ _MIGRATION_ID = {"migration_id": MIGRATION_ID}
 _WITH_DATA = _step(["migration_id", "migrate_data"], migrate_data=MIGRATE_DATA,
                    **_MIGRATION_ID)
 
+#: Every field a step body may have (``wire.StepRequest``); :data:`STEPS` says
+#: which one each step needs.
+STEP = _step(block_migration={"type": "boolean"}, migrate_data=MIGRATE_DATA,
+             **_MIGRATION_ID)
+
 #: The destination-side driver steps served under /v1/steps/<name>, by name.
 STEPS = {
     "check_can_live_migrate_destination": _step(["migration_id"],

@@ -21,6 +21,7 @@ from migplane.agent import safety
 from migplane.agent import slots as slots_mod
 from migplane.agent import store as store_mod
 from migplane.agent import tls
+from migplane.agent import wire
 from migplane.core import exception
 from migplane.core import flow as flow_mod
 from migplane.core import inbound
@@ -234,9 +235,9 @@ class Agent:
             "local_addresses": self.driver.local_addresses(),
             "interfaces": optional("interfaces", self.facts.interfaces),
             "routes": optional("routes", self.facts.routes),
-            "driver": self.driver.describe().to_dict(),
+            "driver": wire.dump_driver_info(self.driver.describe()),
             "resources": optional("resources", lambda: _resources(self.driver)),
-            "migration": dataclasses.asdict(self.settings.migration),
+            "migration": wire.dump_settings(self.settings.migration),
         }
 
     # -- migrations ------------------------------------------------------------------

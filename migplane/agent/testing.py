@@ -150,7 +150,9 @@ def wait_for(client, migration_id, timeout=60.0, poll=0.02):
 def request(local, method, path, token=TOKEN, body=None, raw=None, headers=None,
             peer=None):
     """One raw HTTP request to ``local``: as an operator (``token``) or as the agent
-    ``peer`` (its certificate, no token). Returns the ``requests`` response."""
+    ``peer`` (its certificate, no token). ``body`` is sent as given (a plain
+    body is read as the agent's own version). Returns the ``requests`` response,
+    whose ``json()`` is the answer's fields (``envelope()``: the body as sent)."""
     import json
 
     import requests
@@ -162,8 +164,26 @@ def request(local, method, path, token=TOKEN, body=None, raw=None, headers=None,
         headers.setdefault("Content-Type", "application/json")
     cert = None if peer is None else (peer.agent.options.cert_file,
                                       peer.agent.options.key_file)
-    return requests.request(method, local.url + path, data=data, headers=headers,
-                            timeout=10, cert=cert)
+    return _Answer(requests.request(method, local.url + path, data=data, headers=headers,
+                                    timeout=10, cert=cert))
+
+
+class _Answer:
+    """A ``requests`` response whose ``json()`` unwraps the versioned answer."""
+
+    def __init__(self, response):
+        self._response = response
+
+    def __getattr__(self, name):
+        return getattr(self._response, name)
+
+    def envelope(self):
+        return self._response.json()
+
+    def json(self):
+        from migplane.agent import wire
+
+        return wire.load_answer(self._response.json())
 
 
 def peer_step(source, destination, name, body, migration_id="m1"):

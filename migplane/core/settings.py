@@ -9,6 +9,7 @@ migration.
 
 import dataclasses
 import ipaddress
+import logging
 import re
 import socket
 from typing import Any
@@ -23,6 +24,8 @@ from migplane.core import address
 from migplane.core import exception
 from migplane.core import opts
 from migplane.core import versioned
+
+LOG = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*\Z")
 TIMEOUT_ACTIONS = ("abort", "force_complete")
@@ -193,9 +196,11 @@ class MigrationSettings(versioned.VersionedData):
     def overrides_from_primitive(cls, primitive: Any) -> Dict[str, Any]:
         """The overrides a peer sent, each checked as the field it overrides.
 
-        Unlike an object's fields, an override this side does not know is
-        refused even from a newer minor version: ignoring it would run the
-        migration without a setting the operator asked for.
+        As for every versioned object, an override a newer minor version added
+        is ignored (logged as a warning; the agent's record lists the overrides
+        it applied, and a sender that knows the peer's version refuses to send
+        one it cannot apply: :meth:`overrides_to_primitive`); an unknown one
+        in this or an older version is refused.
         """
         if not isinstance(primitive, dict):
             raise cls._invalid("<overrides>", primitive, "expected a JSON object")
@@ -206,13 +211,18 @@ class MigrationSettings(versioned.VersionedData):
         if primitive.get(versioned.NAME_KEY) != cls.OVERRIDES:
             raise cls._invalid(versioned.NAME_KEY, primitive.get(versioned.NAME_KEY),
                                "expected %r" % cls.OVERRIDES)
-        cls._check_version(primitive.get(versioned.VERSION_KEY))
+        theirs = cls._check_version(primitive.get(versioned.VERSION_KEY))
         data = primitive.get(versioned.DATA_KEY)
         if not isinstance(data, dict):
             raise cls._invalid(versioned.DATA_KEY, data, "expected a JSON object")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         checked = {}
         for name, value in data.items():
+            if name not in fields and theirs > versioned.parse_version(cls.VERSION):
+                LOG.warning("Ignoring the override %s of %s %s from a newer peer: this "
+                            "host speaks %s", exception.excerpt(name), cls.OVERRIDES,
+                            primitive[versioned.VERSION_KEY], cls.VERSION)
+                continue
             if name not in fields:
                 raise cls._invalid(name, value, "unknown setting: this host cannot "
                                    "apply it (version %s)" % cls.VERSION)

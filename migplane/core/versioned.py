@@ -180,7 +180,8 @@ def thaw(value):
     return value
 
 
-def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH):
+def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH, max_nodes=MAX_NODES,
+                 max_chars=MAX_CHARS):
     """Raise ``ValueError`` when ``value`` is nested or sized beyond the limits.
 
     Iterative, so that a hostile value nested thousands deep costs a loop, not
@@ -191,8 +192,8 @@ def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH):
     while stack:
         item, depth = stack.pop()
         nodes += 1
-        if nodes > MAX_NODES:
-            raise ValueError("%s holds more than %d values" % (what, MAX_NODES))
+        if nodes > max_nodes:
+            raise ValueError("%s holds more than %d values" % (what, max_nodes))
         if isinstance(item, str):
             chars += len(item)
         elif isinstance(item, (dict, types.MappingProxyType, list, tuple)):
@@ -205,8 +206,8 @@ def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH):
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in item)
-        if chars > MAX_CHARS:
-            raise ValueError("%s holds more than %d characters" % (what, MAX_CHARS))
+        if chars > max_chars:
+            raise ValueError("%s holds more than %d characters" % (what, max_chars))
 
 
 def check_json(value):
@@ -225,6 +226,9 @@ class VersionedData:
     """Mixin for frozen dataclasses that form part of a cross-host contract."""
 
     VERSION: ClassVar[str] = "1.0"
+    #: Values and characters a primitive of this class may hold (``check_bounds``).
+    MAX_NODES: ClassVar[int] = MAX_NODES
+    MAX_CHARS: ClassVar[int] = MAX_CHARS
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -288,7 +292,7 @@ class VersionedData:
         if not isinstance(primitive, dict):
             raise cls._invalid("<primitive>", primitive, "expected a JSON object")
         try:
-            check_bounds(primitive)
+            check_bounds(primitive, max_nodes=cls.MAX_NODES, max_chars=cls.MAX_CHARS)
         except ValueError as err:
             raise cls._invalid("<primitive>", primitive, str(err))
         name = primitive.get(NAME_KEY)
@@ -325,7 +329,7 @@ class VersionedData:
         if not isinstance(data, (dict, types.MappingProxyType)):
             raise cls._invalid("<%s>" % cls._name(), data, "expected a JSON object")
         try:
-            check_bounds(data)
+            check_bounds(data, max_nodes=cls.MAX_NODES, max_chars=cls.MAX_CHARS)
         except ValueError as err:
             raise cls._invalid("<%s>" % cls._name(), data, str(err))
         for f in dataclasses.fields(cls):

@@ -27,13 +27,14 @@ POST     /v1/evacuations/<id>/abort                  abort the rest      operato
 
 Source-side steps are not served: the source agent runs them itself. One
 blueprint per resource; ``migplane.agent.app`` adds authentication and the
-JSON errors.
+JSON errors. Every body is a versioned object of ``migplane.agent.wire``
+(requests and answers; errors stay ``{"error": {...}}``).
 """
 
 import flask
 
-from migplane.agent import schemas
 from migplane.agent import validation
+from migplane.agent import wire
 
 
 def agent():
@@ -41,10 +42,15 @@ def agent():
     return flask.current_app.config["MIGPLANE_AGENT"]
 
 
-def body(schema=schemas.EMPTY):
-    """The request's JSON body, validated against ``schema``."""
-    return validation.validate(validation.parse_json(flask.request.get_data()), schema)
+def body(cls=None):
+    """The request's body as the plain dict of the fields of ``cls`` (a
+    ``wire.Request``; none: the body must be empty or ``{}``)."""
+    data = validation.parse_json(flask.request.get_data())
+    if cls is None:
+        return validation.validate(data, wire.Request.SCHEMA)
+    return wire.load_request(cls, data)
 
 
-def reply(data, status=200):
-    return flask.jsonify(data), status
+def reply(cls, data, status=200):
+    """Answer ``data`` as the versioned body ``cls`` (a ``wire.Answer``)."""
+    return flask.jsonify(wire.dump_answer(cls, data)), status

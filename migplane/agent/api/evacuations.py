@@ -5,18 +5,19 @@ import flask
 from migplane.agent import api
 from migplane.agent import errors
 from migplane.agent import evacuations
+from migplane.agent import wire
 
 bp = flask.Blueprint("evacuations", __name__)
 
 
 @bp.post("/v1/evacuations")
 def start():
-    body = api.body(evacuations.SCHEMA)
+    body = api.body(wire.EvacuationRequest)
     agent = api.agent()
     if body.get("dry_run"):
-        return api.reply(evacuations.dry_run(agent, body))
+        return api.reply(wire.EvacuationPlan, evacuations.dry_run(agent, body))
     record = evacuations.start(agent, agent.evacuations, body)
-    response, status = api.reply(record.to_dict(), 202)
+    response, status = api.reply(wire.EvacuationRecord, record.to_dict(), 202)
     response.headers["Location"] = "/v1/evacuations/%s" % record.id
     return response, status
 
@@ -24,8 +25,9 @@ def start():
 @bp.get("/v1/evacuations")
 def index():
     api.body()
-    return api.reply({"evacuations": [r.to_dict(events=False)
-                                      for r in api.agent().evacuations.all()]})
+    return api.reply(wire.EvacuationList, {"evacuations": [
+        wire.dump_answer(wire.EvacuationSummary, r.to_dict(events=False))
+        for r in api.agent().evacuations.all()]})
 
 
 @bp.get("/v1/evacuations/<evacuation_id>")
@@ -36,11 +38,12 @@ def show(evacuation_id):
         raise errors.BadRequest(field="since", reason="must be an event number, got %r"
                                 % since)
     record = api.agent().evacuations.get(evacuation_id)
-    return api.reply(record.to_dict(since=None if since is None else int(since)))
+    return api.reply(wire.EvacuationRecord,
+                     record.to_dict(since=None if since is None else int(since)))
 
 
 @bp.post("/v1/evacuations/<evacuation_id>/abort")
 def abort(evacuation_id):
     api.body()
     record = evacuations.abort(api.agent().evacuations, evacuation_id)
-    return api.reply(record.to_dict(events=False), 202)
+    return api.reply(wire.EvacuationSummary, record.to_dict(events=False), 202)

@@ -7,6 +7,7 @@ from migplane.agent import errors
 from migplane.agent import probe
 from migplane.agent import schemas
 from migplane.agent import validation
+from migplane.agent import wire
 
 bp = flask.Blueprint("host", __name__)
 
@@ -14,7 +15,7 @@ bp = flask.Blueprint("host", __name__)
 @bp.get("/v1/host")
 def host():
     api.body()
-    return api.reply(api.agent().host_facts())
+    return api.reply(wire.HostFacts, dict(api.agent().host_facts(), wire=wire.versions()))
 
 
 @bp.get("/v1/host/route")
@@ -26,7 +27,7 @@ def route():
     target = flask.request.args.get("to")
     if not target:
         raise errors.BadRequest(field="to", reason="is required (?to=ADDRESS)")
-    return api.reply(api.agent().facts.route_to(target))
+    return api.reply(wire.Route, api.agent().facts.route_to(target))
 
 
 @bp.get("/v1/instances/<name>")
@@ -34,24 +35,24 @@ def instance(name):
     api.body()
     validation.validate({"instance": name}, {"type": "object",
                                              "properties": {"instance": schemas.INSTANCE}})
-    return api.reply(api.agent().driver.get_instance_info(name).to_dict())
+    return api.reply(wire.Instance, api.agent().driver.get_instance_info(name).to_dict())
 
 
 @bp.post("/v1/probes")
 def probe_listen():
     """Listen once on this host's inbound migration address (see ``probe``)."""
-    body = api.body(schemas.PROBE_LISTEN)
+    body = api.body(wire.ProbeRequest)
     agent = api.agent()
     inbound = agent.inbound()
     if inbound["address"] is None:
         raise errors.BadRequest(field="inbound", reason="is unset on %s: %s" % (
             agent.hostname, inbound["error"] or "my_live_migration_ip is not configured"))
     try:
-        listening = agent.probes.listen(inbound["address"], body.get("timeout", 10))
+        listening = agent.probes.listen(inbound["address"], body["timeout"] or 10)
     except OSError as err:
         raise errors.AgentError(reason="cannot listen on %s: %s" % (inbound["address"],
                                                                     err))
-    return api.reply(listening.to_dict(), 201)
+    return api.reply(wire.Probe, listening.to_dict(), 201)
 
 
 @bp.get("/v1/probes/<probe_id>")
@@ -60,12 +61,12 @@ def probe_status(probe_id):
     found = api.agent().probes.get(probe_id)
     if found is None:
         raise errors.NotFound(what="Probe", name=probe_id)
-    return api.reply(found.to_dict())
+    return api.reply(wire.Probe, found.to_dict())
 
 
 @bp.post("/v1/probes/connect")
 def probe_connect():
     """Dial a peer's probe from here, as this host's hypervisor would."""
-    body = api.body(schemas.PROBE_CONNECT)
-    return api.reply(probe.connect(body["address"], body["port"], body["payload"],
-                                   body.get("timeout", 5.0)))
+    body = api.body(wire.ProbeConnectRequest)
+    return api.reply(wire.ProbeResult, probe.connect(body["address"], body["port"],
+                                                     body["payload"], body["timeout"] or 5.0))

@@ -6,15 +6,15 @@ import flask
 
 from migplane.agent import api
 from migplane.agent import errors
-from migplane.agent import schemas
+from migplane.agent import wire
 
 bp = flask.Blueprint("migrations", __name__)
 
 
 @bp.post("/v1/migrations")
 def start():
-    record = api.agent().start_migration(api.body(schemas.MIGRATION))
-    response, status = api.reply(record.to_dict(), 202)
+    record = api.agent().start_migration(api.body(wire.MigrationRequest))
+    response, status = api.reply(wire.MigrationRecord, record.to_dict(), 202)
     response.headers["Location"] = "/v1/migrations/%s" % record.id
     return response, status
 
@@ -22,8 +22,9 @@ def start():
 @bp.get("/v1/migrations")
 def index():
     api.body()
-    return api.reply({"migrations": [r.to_dict(events=False)
-                                     for r in api.agent().registry.all()]})
+    return api.reply(wire.MigrationList, {"migrations": [
+        wire.dump_answer(wire.MigrationSummary, r.to_dict(events=False))
+        for r in api.agent().registry.all()]})
 
 
 @bp.get("/v1/migrations/<migration_id>")
@@ -34,21 +35,24 @@ def show(migration_id):
         raise errors.BadRequest(field="since", reason="must be an event number, got %r"
                                 % since)
     record = api.agent().migration(migration_id)
-    return api.reply(record.to_dict(since=None if since is None else int(since)))
+    return api.reply(wire.MigrationRecord,
+                     record.to_dict(since=None if since is None else int(since)))
 
 
 @bp.post("/v1/migrations/<migration_id>/abort")
 def abort(migration_id):
     api.body()
-    return api.reply(api.agent().abort(migration_id).to_dict(events=False), 202)
+    return api.reply(wire.MigrationSummary,
+                     api.agent().abort(migration_id).to_dict(events=False), 202)
 
 
 @bp.post("/v1/migrations/<migration_id>/force-complete")
 def force_complete(migration_id):
     api.body()
-    return api.reply(api.agent().force_complete(migration_id).to_dict(events=False), 202)
+    return api.reply(wire.MigrationSummary,
+                     api.agent().force_complete(migration_id).to_dict(events=False), 202)
 
 
 @bp.post("/v1/plans")
 def plan():
-    return api.reply(api.agent().plan(api.body(schemas.MIGRATION)))
+    return api.reply(wire.Plan, api.agent().plan(api.body(wire.MigrationRequest)))

@@ -9,6 +9,7 @@ import flask
 from migplane.agent import api
 from migplane.agent import errors
 from migplane.agent import schemas
+from migplane.agent import validation
 from migplane.agent import wire
 
 bp = flask.Blueprint("steps", __name__)
@@ -27,11 +28,11 @@ def _with_data(method):
 
 def _check_destination(agent, body):
     return _data(agent.driver.check_can_live_migrate_destination(
-        body["instance"], body.get("block_migration", False)))
+        body["instance"], body["block_migration"] or False))
 
 
 def _plan_inbound(agent, body):
-    return _data(agent.plan_inbound(body["instance"], body.get("block_migration", False)))
+    return _data(agent.plan_inbound(body["instance"], body["block_migration"] or False))
 
 
 #: Destination-side steps, served to the authenticated source of a migration that
@@ -54,14 +55,15 @@ assert set(HANDLERS) == set(schemas.STEPS)
 def step(name):
     if name not in HANDLERS:
         raise errors.NotFound(what="Step", name=name)
-    body = api.body(schemas.STEPS[name])
+    body = api.body(wire.StepRequest)
+    validation.validate({k: v for k, v in body.items() if v is not None}, schemas.STEPS[name])
     agent = api.agent()
     if name not in WITHOUT_SLOT:
         agent.require_lease(body["migration_id"], flask.g.peer, body["instance"])
-    return api.reply(HANDLERS[name](agent, body))
+    return api.reply(wire.StepAnswer, HANDLERS[name](agent, body))
 
 
 @bp.get("/v1/steps")
 def steps():
     api.body()
-    return api.reply({"steps": sorted(HANDLERS)})
+    return api.reply(wire.StepList, {"steps": sorted(HANDLERS)})

@@ -2,13 +2,17 @@
 
 host-b's agent stands for the previous release: it is pinned
 (``MIGPLANE_WIRE_PINS``) to ``MigrateData`` 1.0, the version before the split
-migration plane, so it sends no inbound address, whatever its configuration.
-host-a's agent is the current release. Both directions must work: to the
-older agent exactly as before the split plane (legacy: management plane), and
-from it to the newer one.
+migration plane, so it sends no inbound address, whatever its configuration,
+and to the previous versions of its bodies (``HostFacts`` 1.0, without the
+body versions it speaks). host-a's agent is the current release. Both
+directions must work: to the older agent exactly as before the split plane
+(legacy: management plane), and from it to the newer one. The first
+migration is started by a CLI of the release before versioned bodies (plain
+request bodies, ``envelopes=off``), the second by the current one.
 """
 
 import json
+import sys
 
 import pytest
 
@@ -20,7 +24,14 @@ from migplane.lab.console import ConsoleWatcher
 libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
 
-PREVIOUS_RELEASE = {wire.PINS_ENV: "MigrateData=1.0"}
+PREVIOUS_RELEASE = {wire.PINS_ENV: "MigrateData=1.0,HostFacts=1.0,DriverInfo=1.0"}
+#: Raw answers of GET /v1/host from both agents, as the controller sees them.
+RAW_FACTS = """
+import json, sys, requests
+token, ca, urls = sys.argv[1], sys.argv[2], sys.argv[3:]
+print(json.dumps([requests.get(url + "/v1/host", headers={"Authorization": "Bearer " + token},
+                               verify=ca, timeout=30).json() for url in urls]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,13 @@ def guest_name(lab):
         guest.destroy_guest(host, name)
 
 
+def _raw_facts(lab, agents, *hosts):
+    done = lab.run_controller([sys.executable, "-c", RAW_FACTS, agents.token, agents.ca_file,
+                               *(agents.url(h) for h in hosts)], check=False, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
 def _migrate(agents, name, frm, to):
     done = agents.run_cli("migrate", name, "--from", frm, "--to", to,
                           *agents.cli_args(), timeout=300)
@@ -62,8 +80,10 @@ def test_migrations_between_adjacent_wire_versions(lab, mixed_agents, guest_name
         watcher.wait_ticks(3, host="host-a", timeout=60)
 
         # new source -> old destination: the old one sends MigrateData 1.0, so the
-        # migration runs exactly as before the split plane
-        to_old = _migrate(mixed_agents, guest_name, "host-a", "host-b")
+        # migration runs exactly as before the split plane; an old CLI (plain bodies)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(wire.PINS_ENV, "envelopes=off")
+            to_old = _migrate(mixed_agents, guest_name, "host-a", "host-b")
         assert to_old["status"] == "completed"
         assert to_old["uris"]["data_uri"] is None
         assert to_old["uris"]["plane"] == "management"
@@ -75,6 +95,14 @@ def test_migrations_between_adjacent_wire_versions(lab, mixed_agents, guest_name
         assert to_new["status"] == "completed"
         assert to_new["uris"]["data_uri"] == "tcp://%s" % a.mig_ip
         watcher.wait_ticks(5, host="host-a", timeout=60)
+
+    # the bodies: each agent answers at the versions it speaks or is pinned to
+    new, old = _raw_facts(lab, mixed_agents, a, b)
+    assert new["migplane.name"] == old["migplane.name"] == "HostFacts"
+    assert (new["migplane.version"], old["migplane.version"]) == (
+        wire.HostFacts.VERSION, "1.0")
+    assert "wire" in new["migplane.data"] and "wire" not in old["migplane.data"]
+    assert old["migplane.data"]["driver"]["migplane.version"] == "1.0"
 
     continuity = watcher.continuity()
     assert continuity, continuity

@@ -9,6 +9,7 @@ test_core_migrate_data.py, one table for every wire object.)
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -158,10 +159,21 @@ def test_an_override_the_peer_does_not_know_is_refused_before_sending():
     assert prim[versioned.VERSION_KEY] == "1.0"
 
 
-def test_an_unknown_override_is_refused_even_from_a_newer_minor():
-    """Ignoring it would run the migration without what the operator asked for."""
+def test_an_override_of_a_newer_minor_is_ignored_with_a_warning(caplog):
+    """As every versioned object's fields; the agent's record says what it applied."""
     prim = {versioned.NAME_KEY: settings.MigrationSettings.OVERRIDES,
-            versioned.VERSION_KEY: "1.9", versioned.DATA_KEY: {"warp": 9}}
+            versioned.VERSION_KEY: "1.9", versioned.DATA_KEY: {"warp": 9,
+                                                               "bandwidth_mib": 5}}
+    with caplog.at_level(logging.WARNING, logger="migplane.core.settings"):
+        got = settings.MigrationSettings.overrides_from_primitive(prim)
+    assert got == {"bandwidth_mib": 5}
+    assert "Ignoring the override 'warp'" in caplog.text
+
+
+def test_an_unknown_override_of_this_version_is_refused():
+    prim = {versioned.NAME_KEY: settings.MigrationSettings.OVERRIDES,
+            versioned.VERSION_KEY: settings.MigrationSettings.VERSION,
+            versioned.DATA_KEY: {"warp": 9}}
     with pytest.raises(exception.InvalidWireData, match="'warp'.*cannot apply"):
         settings.MigrationSettings.overrides_from_primitive(prim)
 
