@@ -454,8 +454,10 @@ def dump_request(path, body):
 
 
 def load_request(cls, data):
-    """A request body as the plain dict of its fields (defaults filled in)."""
-    return cls.load(data).fields()
+    """A request body as the plain dict of its fields: defaults filled in, a
+    field neither sent nor defaulted (None) left out, so ``body.get(name,
+    default)`` reads as before versioned bodies."""
+    return {k: v for k, v in cls.load(data).fields().items() if v is not None}
 
 
 def dump_answer(cls, data):

@@ -48,7 +48,7 @@ def probe_listen():
         raise errors.BadRequest(field="inbound", reason="is unset on %s: %s" % (
             agent.hostname, inbound["error"] or "my_live_migration_ip is not configured"))
     try:
-        listening = agent.probes.listen(inbound["address"], body["timeout"] or 10)
+        listening = agent.probes.listen(inbound["address"], body.get("timeout", 10))
     except OSError as err:
         raise errors.AgentError(reason="cannot listen on %s: %s" % (inbound["address"],
                                                                     err))
@@ -69,4 +69,4 @@ def probe_connect():
     """Dial a peer's probe from here, as this host's hypervisor would."""
     body = api.body(wire.ProbeConnectRequest)
     return api.reply(wire.ProbeResult, probe.connect(body["address"], body["port"],
-                                                     body["payload"], body["timeout"] or 5.0))
+                                                     body["payload"], body.get("timeout", 5.0)))

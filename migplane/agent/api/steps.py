@@ -28,11 +28,11 @@ def _with_data(method):
 
 def _check_destination(agent, body):
     return _data(agent.driver.check_can_live_migrate_destination(
-        body["instance"], body["block_migration"] or False))
+        body["instance"], body.get("block_migration", False)))
 
 
 def _plan_inbound(agent, body):
-    return _data(agent.plan_inbound(body["instance"], body["block_migration"] or False))
+    return _data(agent.plan_inbound(body["instance"], body.get("block_migration", False)))
 
 
 #: Destination-side steps, served to the authenticated source of a migration that
@@ -56,7 +56,7 @@ def step(name):
     if name not in HANDLERS:
         raise errors.NotFound(what="Step", name=name)
     body = api.body(wire.StepRequest)
-    validation.validate({k: v for k, v in body.items() if v is not None}, schemas.STEPS[name])
+    validation.validate(body, schemas.STEPS[name])
     agent = api.agent()
     if name not in WITHOUT_SLOT:
         agent.require_lease(body["migration_id"], flask.g.peer, body["instance"])
