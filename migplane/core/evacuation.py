@@ -52,8 +52,12 @@ REPLAN_TOLERANCE = 0.25
 #: this many times, before it is reported as failed.
 BUSY_RETRIES = 5
 BUSY_RETRY_S = 5.0
-#: A new migration is expected at its first byte after this many fixed costs...
-LEAD_MARGIN = 1.25
+#: A new migration is expected at its first byte after this many fixed costs,
+#: plus LEAD_EXTRA_S: the remaining bytes seen count pages that cross almost
+#: free (zero pages), so the link often frees a second early; starting early
+#: only shares the link a little longer, late idles it...
+LEAD_MARGIN = 1.5
+LEAD_EXTRA_S = 0.5
 #: ...the largest of the last this many measured (they grow with the load).
 FIXED_COST_WINDOW = 3
 
@@ -350,9 +354,9 @@ class Evacuation:
 
     def lead_s(self):
         """Seconds a migration started now needs to its first byte, with margins:
-        the fixed cost (the largest of the last measured), and the age of the
-        progress seen (the flow's poll) and of this loop's."""
-        return (self.fixed_cost_s * LEAD_MARGIN + self.settings.poll_interval
+        the fixed cost (the largest of the last measured) and slack, and the age
+        of the progress seen (the flow's poll) and of this loop's."""
+        return (self.fixed_cost_s * LEAD_MARGIN + LEAD_EXTRA_S + self.settings.poll_interval
                 + self.poll_interval)
 
     def _in_flight(self, running, now):
