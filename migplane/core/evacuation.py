@@ -336,8 +336,11 @@ class Evacuation:
             running = list(self.running.values())
         now = self._elapsed()
         in_flight = [self._in_flight(r, now) for r in running]
+        # The first plan's cap, not a re-plan's: that one sees only the guests not
+        # started yet (a tail of two would allow two at once, the running included).
+        cap = max(self.plan.max_running, plan.max_running, 1)
         step = plan_mod.next_start(in_flight, plan.streams, self.link_rate, self.lead_s(),
-                                   max(1, plan.max_running) - len(running))
+                                   cap - len(running))
         if not step.start:
             return None, None
         per_dest = {}
