@@ -53,9 +53,10 @@ class Config:
     pairs_dirty: int = 3
     dirty_mib: int = 16
     dirty_rate_mib_s: int = 4
-    # evacuation: 16 guests, 48-192 MiB stamped (1920 MiB, ~175 s of link at
-    # 100 Mbit/s); serial ~255 s, naive ~195 s, the planner 2 x ~185 s, and each
-    # way's boots and checks (~50 s): about 17 minutes
+    # evacuation: 16 guests, 48-192 MiB stamped (1920 MiB, ~180 s of link at
+    # 100 Mbit/s); serial ~280 s, naive ~190 s, the planner 2 x ~190 s, and each
+    # way's boots and checks (~60 s): about 15 minutes on a quiet machine, 18
+    # measured with 4 helpers' load (fixed costs 5 s instead of 2)
     evac_guests: int = 16
     evac_stamp_mib: tuple = (48, 96, 144, 192)
     evac_headroom_mib: int = 16
