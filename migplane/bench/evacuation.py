@@ -474,7 +474,7 @@ def section(results):
         "`pre_live_migration`, starting QEMU on the destination). Naive parallel keeps "
         "several streams sharing the link, and when they end together the next ones are "
         "all still in their fixed costs. The planner runs one stream when one fills the "
-        "link and, every half second, starts the next guest when the link will be free "
+        "link and, at every poll (0.2 s), starts the next guest when the link will be free "
         "(the running transfers' remaining bytes, then the prepared guests' predicted "
         "bytes) within the fixed cost measured so far: its checks, `pre_live_migration` "
         "and the destination's QEMU start run while the link is busy, and when transfers "
