@@ -9,6 +9,7 @@ runs here, not in the CLI: a CLI that goes away interrupts nothing.
 """
 
 import collections
+import copy
 import logging
 import threading
 import time
@@ -351,7 +352,10 @@ def start(agent, registry, body):
     record = EvacuationRecord(evacuation_id, agent.hostname, prepared, plan)
 
     def factory(instance, destination):
-        mrecord, flow = agent.new_migration(instance, prepared.remotes[destination],
+        # A RemoteDriver carries its migration's id to the peer: one each, as
+        # several migrations to the same destination run at once.
+        remote = copy.copy(prepared.remotes[destination])
+        mrecord, flow = agent.new_migration(instance, remote,
                                             prepared.settings, options=body.get("options"))
         return RegisteredMigration(agent.registry, mrecord, flow)
 

@@ -72,13 +72,23 @@ def run_part(bench, cfg, t0, log=print):
             way, " #%d" % (repeat + 1) if way == "planner" else "", len(specs)))
         run = _run_way(bench, cfg, way, specs, src, dests, t0, scenarios)
         run.update(way=way, repeat=repeat, index=index)
-        log("    %.1f s, x %s of bytes / link rate, link idle %.1f s in %d gap(s), "
-            "peaks %s, %d/%d intact" % (
-                run["total_s"] or -1, _f(run["ratio_to_ideal"], "%.3f"), run["idle_s"],
-                len(run["gaps"]), run["peaks"],
+        log("    %.1f s, x %s of bytes / link rate (x %s of interface bytes), link idle "
+            "%.1f s in %d gap(s) (%s), downtime %s ms, peaks %s, %d/%d intact" % (
+                run["total_s"] or -1, _f(run["ratio_to_ideal"], "%.3f"),
+                _f(run["ratio_to_ideal_iface"], "%.3f"), run["idle_s"], len(run["gaps"]),
+                _breakdown(run.get("idle_breakdown")), run["downtime_ms"], run["peaks"],
                 sum(1 for c in run["guest_checks"] if c["intact"]), len(specs)))
         runs.append(run)
     return summarize(runs, cfg, dests, bench.rate_bps)
+
+
+def _breakdown(b):
+    if not b:
+        return "n/a"
+    return ("first fixed cost %.1f s, %.1f s in %d gap(s) between guests, last "
+            "switch-over %.1f s, link underfilled %.1f s" % (
+                b["head_s"], b["between_s"], b["between_gaps"], b["tail_s"],
+                b["underfilled_s"]))
 
 
 def _limiter(cfg):
@@ -89,6 +99,23 @@ def _limiter(cfg):
         max_concurrent=cfg.evac_limit, when_busy="wait", busy_timeout=3600))
 
 
+def shaped_bytes(host):
+    """Bytes the shaper of ``host``'s migration interface charged to the link rate.
+
+    A veth counts a GSO packet's headers once; the shaper (like a wire)
+    charges them for every frame, about 4.4 % more at a 1500-byte MTU: the
+    interface's count never reaches the link rate. None when not shaped.
+    """
+    import re
+
+    from migplane.lab.proc import run
+
+    out = run(["tc", "-s", "-n", host.netns, "class", "show", "dev",
+               host.ifname("migration")], check=False).stdout
+    found = re.search(r"class htb 1:10 .*?\n\s*Sent (\d+) bytes", out)
+    return int(found.group(1)) if found else None
+
+
 def _run_way(bench, cfg, way, specs, src, dests, t0, scenarios):
     limiter = _limiter(cfg)
     moves = [(s.name, dests[i % len(dests)]) for i, s in enumerate(specs)]
@@ -97,6 +124,7 @@ def _run_way(bench, cfg, way, specs, src, dests, t0, scenarios):
         bench.start_guests(specs, src, poll_s=0.2)
         snap0 = bench.snapshot()
         before = src.counters()
+        wire0 = shaped_bytes(src)
         t_start = time.monotonic()
         if way == "serial":
             records = []
@@ -111,13 +139,17 @@ def _run_way(bench, cfg, way, specs, src, dests, t0, scenarios):
         t_end = time.monotonic()
         snap1 = bench.snapshot()
         after = src.counters()
+        wire1 = shaped_bytes(src)
         checks = [bench.guest_check(s.name) for s in specs]
     finally:
         bench.destroy_guests([s.name for s in specs])
     sent = after["migration"]["tx_bytes"] - before["migration"]["tx_bytes"]
     ok = [r for r in records if r["status"] == "completed"]
     total = (max(r["end"] for r in ok) - t_start) if ok else None
-    ideal = sent * 8.0 / bench.rate_bps
+    wire = (wire1 - wire0) if wire0 is not None and wire1 is not None else None
+    # The ideal: the bytes the link carried (as its shaper charges them) at its rate.
+    ideal = (wire or sent) * 8.0 / bench.rate_bps
+    ideal_iface = sent * 8.0 / bench.rate_bps
     throughput = [[round(t - t_start, 3), mg, mi]
                   for t, mg, mi in bench.throughput(t_start, t_end, 0.0)]
     idle, gaps = link_idle(throughput, bench.rate_bps, total)
@@ -125,8 +157,11 @@ def _run_way(bench, cfg, way, specs, src, dests, t0, scenarios):
     delta = bench.delta(snap0, snap1)
     return {
         "guests": len(specs), "completed": len(ok), "total_s": total,
-        "source_migration_tx_bytes": sent, "ideal_s": ideal,
-        "ratio_to_ideal": stats.ratio(total, ideal), "idle_s": idle, "gaps": gaps,
+        "source_migration_tx_bytes": sent, "source_migration_wire_bytes": wire,
+        "ideal_s": ideal, "ratio_to_ideal": stats.ratio(total, ideal),
+        "ideal_iface_s": ideal_iface, "ratio_to_ideal_iface": stats.ratio(total, ideal_iface),
+        "idle_s": idle, "gaps": gaps,
+        "idle_breakdown": idle_breakdown(throughput, bench.rate_bps, total, ideal),
         "downtime_ms": stats.spread([(r.get("job") or {}).get("downtime") for r in ok]),
         "fixed_cost_s": stats.spread([r["transfer_start"] - (r.get("slot") or r["start"])
                                       for r in ok if r.get("transfer_start")]),
@@ -229,6 +264,37 @@ def link_idle(throughput, rate_bps, total_s=None):
     return round(idle, 2), gaps
 
 
+def idle_breakdown(throughput, rate_bps, total_s, ideal_s):
+    """Where a run's time beyond the ideal went, in seconds.
+
+    ``head``: before the first byte (the first guest's fixed cost); ``between``:
+    idle gaps between the first and the last byte (the link waiting for a
+    guest's fixed costs); ``tail``: after the last byte (the last guest's
+    switch-over); ``underfilled``: the rest, the link busy below its rate.
+    """
+    if total_s is None or not throughput:
+        return None
+    busy = [t for t, _, mig in throughput
+            if t <= total_s + 1e-9 and mig * 1e6 >= IDLE_SHARE * rate_bps]
+    if not busy:
+        return None
+    first = max(0.0, busy[0] - _sample(throughput))  # where the first busy sample began
+    last = busy[-1]
+    inner = [[t - first, mg, mig] for t, mg, mig in throughput if first < t <= last]
+    between, gaps = link_idle(inner, rate_bps, last - first)
+    tail = max(0.0, total_s - last)
+    return {"head_s": round(first, 2), "between_s": between, "between_gaps": len(gaps),
+            "tail_s": round(tail, 2),
+            "underfilled_s": round(total_s - ideal_s - first - between - tail, 2)}
+
+
+def _sample(throughput):
+    """The sampling interval of a throughput series."""
+    if len(throughput) < 2:
+        return 0.0
+    return (throughput[-1][0] - throughput[0][0]) / (len(throughput) - 1)
+
+
 def summarize(runs, cfg, dests, rate_bps):
     ways = {}
     for way in WAYS:
@@ -239,6 +305,10 @@ def summarize(runs, cfg, dests, rate_bps):
             "runs": len(mine),
             "total_s": stats.spread([r["total_s"] for r in mine]),
             "ratio_to_ideal": stats.spread([r["ratio_to_ideal"] for r in mine]),
+            "ratio_to_ideal_iface": stats.spread([r.get("ratio_to_ideal_iface")
+                                                  for r in mine]),
+            "between_s": stats.spread([(r.get("idle_breakdown") or {}).get("between_s")
+                                       for r in mine]),
             "idle_s": stats.spread([r["idle_s"] for r in mine]),
             "gaps": stats.spread([len(r["gaps"]) for r in mine]),
             "downtime_median_ms": stats.spread([r["downtime_ms"]["median"] for r in mine]),
@@ -272,23 +342,29 @@ def targets(ev):
     planner = ways.get("planner")
     if planner:
         r = planner["ratio_to_ideal"]
+        # The median of three or more repeats; of fewer, the worst.
+        judged = r["median"] if r["n"] >= 3 else r["max"]
+        iface = planner.get("ratio_to_ideal_iface") or {}
         out.append(_target(
             "evacuation_planner", "Evacuation of %d guests by migplane's planner: total "
-            "time / (bytes sent / link rate), median of %d repeat(s)"
-            % (ev["guests"], r["n"]),
-            "≤ %.2f" % PLANNER_RATIO, r["median"],
-            r["median"] is not None and r["median"] <= PLANNER_RATIO,
-            "× %s (repeats %s–%s)" % (_f(r["median"], "%.3f"), _f(r["min"], "%.3f"),
-                                     _f(r["max"], "%.3f"))))
+            "time / (bytes the link carried / link rate), %s of %d repeat(s)"
+            % (ev["guests"], "median" if r["n"] >= 3 else "worst", r["n"]),
+            "≤ %.2f" % PLANNER_RATIO, judged,
+            judged is not None and judged <= PLANNER_RATIO,
+            "× %s (repeats %s–%s; × %s of the bytes the interface counted)" % (
+                _f(judged, "%.3f"), _f(r["min"], "%.3f"), _f(r["max"], "%.3f"),
+                _f(iface.get("median"), "%.3f"))))
         others = {w: ways[w]["total_s"]["median"] for w in ("serial", "naive") if w in ways}
-        mine = planner["total_s"]["median"]
+        totals = planner["total_s"]
+        mine = totals["median"] if totals["n"] >= 3 else totals["max"]
         known = mine is not None and others and all(v is not None for v in others.values())
         out.append(_target(
             "evacuation_fastest", "The planner evacuates faster than serial and naive "
             "parallel in the same run", "faster than both",
             (mine / min(others.values())) if known else None,
             known and all(mine < v for v in others.values()),
-            "planner %s s (median) vs %s" % (_f(mine, "%.1f"), ", ".join(
+            "planner %s s (%s) vs %s" % (_f(mine, "%.1f"), "median" if totals["n"] >= 3
+                                         else "worst", ", ".join(
                 "%s %s s" % (w, _f(v, "%.1f")) for w, v in sorted(others.items())))))
     peak = max(w["peak"] for w in ways.values())
     out.append(_target(
@@ -343,14 +419,20 @@ def section(results):
         "`HostLimiter` with `max_concurrent = %d`: %s. The ideal is what host-a's "
         "migration interface counted as sent, at the link rate; total is from the "
         "request to the last guest's arrival. The planner ran %d time(s); its ratio "
-        "is judged on the median." % (
+        "is judged on the median of three or more, on the worst of fewer. The ideal counts "
+        "the bytes host-a's migration link carried as its shaper charges them (every "
+        "frame's headers; the interface's own counter sees a GSO packet's headers once, "
+        "about 4.4 %% less, and can never reach the link rate): its ratio is shown too. "
+        "Idle time splits into the first guest's fixed cost, gaps between guests and the "
+        "last guest's switch-over." % (
             ev["guests"], "–".join(str(s) for s in (sizes[0], sizes[-1])) if sizes else "?",
             ev["specs"][0]["memory_mib"] - ev["specs"][0]["stamp_mib"], len(dirty),
             dirty[0]["dirty_mib"] if dirty else 0, dirty[0]["rate_mib_s"] if dirty else 0,
             ev["limit"], "; ".join(WAY_TEXT[w] for w in WAYS), ev["repeats"]), "",
-        "| way | runs | total | total / ideal | link idle (gaps) | fixed cost per guest "
-        "| downtime median / max | limiter peak | guests intact |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| way | runs | total | total / ideal (interface bytes) | link idle (gaps) "
+        "| first fixed cost / between guests / last switch-over "
+        "| fixed cost per guest | downtime median / max | limiter peak | guests intact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for way in WAYS:
         runs = [r for r in ev["runs"] if r["way"] == way]
@@ -358,10 +440,15 @@ def section(results):
             continue
         w = ev["ways"][way]
         intact = sum(1 for r in runs for c in r["guest_checks"] if c["intact"])
-        lines.append("| %s | %d | %s s | %s | %s s (%s) | %s s | %s / %s ms | %d | %d / %d |"
+        parts = [r.get("idle_breakdown") or {} for r in runs]
+        split = " / ".join(_f(stats.median([p.get(k) for p in parts if p.get(k) is not None]),
+                              "%.1f") for k in ("head_s", "between_s", "tail_s"))
+        lines.append("| %s | %d | %s s | %s (%s) | %s s (%s) | %s s | %s s | %s / %s ms "
+                     "| %d | %d / %d |"
                      % (way, w["runs"], _spread(w["total_s"], "%.1f"),
-                        _spread(w["ratio_to_ideal"], "%.3f"), _spread(w["idle_s"], "%.1f"),
-                        _spread(w["gaps"], "%.0f"),
+                        _spread(w["ratio_to_ideal"], "%.3f"),
+                        _spread(w.get("ratio_to_ideal_iface"), "%.3f"),
+                        _spread(w["idle_s"], "%.1f"), _spread(w["gaps"], "%.0f"), split,
                         _f(stats.median([r["fixed_cost_s"]["median"] for r in runs]), "%.1f"),
                         _f(w["downtime_median_ms"]["median"], "%.0f"),
                         _f(w["downtime_max_ms"]["max"], "%.0f"), w["peak"], intact,
@@ -371,11 +458,13 @@ def section(results):
     if plans:
         p = plans[0]
         lines += [
-            "The planner's plan: %d stream(s) on the link, %d lane(s) preparing the next "
-            "guest during a transfer (at most %d migrations at once); predicted %s s "
+            "The planner's plan: %d stream(s) on the link, up to %d guest(s) prepared "
+            "ahead during the transfers (at most %d migrations at once, the ones being "
+            "prepared included: each holds its limiter slot); predicted %s s "
             "against an ideal of %s s for its predicted bytes, %s of %s s of fixed costs "
             "overlapped. Its reasons: %s." % (
-                p["streams"], p["pipelined_lanes"], p["max_running"],
+                p["streams"], p.get("prepare_ahead", p["pipelined_lanes"]),
+                p["max_running"],
                 _f(p["predicted_s"], "%.1f"), _f(p["ideal_s"], "%.1f"),
                 _f(p["overlapped_s"], "%.1f"),
                 _f(p["fixed_cost_s"] * len(p["guests"]), "%.1f"),
@@ -385,8 +474,13 @@ def section(results):
         "`pre_live_migration`, starting QEMU on the destination). Naive parallel keeps "
         "several streams sharing the link, and when they end together the next ones are "
         "all still in their fixed costs. The planner runs one stream when one fills the "
-        "link and starts the next guest's fixed costs while the current transfer is in "
-        "its last seconds, so only the first guest's fixed cost is left in the total.", ""]
+        "link and, at every poll (0.2 s), starts the next guest when the link will be free "
+        "(the running transfers' remaining bytes, then the prepared guests' predicted "
+        "bytes) within the fixed cost measured so far: its checks, `pre_live_migration` "
+        "and the destination's QEMU start run while the link is busy, and when transfers "
+        "are shorter than a fixed cost more than one guest is prepared ahead, within the "
+        "limit. Only the first guest's fixed cost and the last one's switch-over should "
+        "remain.", ""]
     for run in ev["runs"]:
         name = plot_name(run)
         if name in results.get("plots", []):

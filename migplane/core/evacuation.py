@@ -1,16 +1,25 @@
 """Run an evacuation plan: the guests of one host, migrated by the core flow.
 
 :class:`Evacuation` starts each guest's :class:`~migplane.core.flow.LiveMigration`
-in the plan's order, keeping the plan's number of streams on the link; a
-stream whose remaining transfer will take less than the next guest's fixed
-cost counts as ending, so the next guest's checks and ``pre_live_migration``
-run while it finishes (pipelining). Every flow shares the caller's limiter.
-When a migration finishes much earlier or later than planned, or fails, the
-guests not started yet are planned again with what was learned (the fixed
-cost measured, the memory the failed guests did not take). A failed guest
-stays on the source, running (the flow's rule), and the others go on.
+in the plan's order, keeping the plan's number of streams on the link. It
+pipelines from the live progress of the running migrations: every poll it
+asks :func:`~migplane.core.evacuation_plan.next_start` whether a lane of the
+link frees (their remaining bytes at the link rate, then the predicted bytes
+of the guests still in their fixed costs) within the time a new migration
+needs to its first byte (the fixed cost measured so far, with margins); if
+so, and a slot is free, the next guest starts, so that its checks,
+``pre_live_migration`` and the destination's QEMU start run while the link
+is still busy. Up to ``plan.max_running`` migrations run at once, the ones
+in their fixed costs included: every flow takes its slot of the shared
+limiter before its checks, so preparing ahead counts towards the per-host
+limit and the limit holds as the limiter defines it. When a migration
+finishes much earlier or later than planned, or fails, the guests not
+started yet are planned again with what was learned (the fixed cost
+measured, the memory the failed guests did not take). A failed guest stays
+on the source, running (the flow's rule), and the others go on.
 """
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -43,10 +52,14 @@ REPLAN_TOLERANCE = 0.25
 #: this many times, before it is reported as failed.
 BUSY_RETRIES = 5
 BUSY_RETRY_S = 5.0
-#: The next guest starts this many fixed costs before the link frees...
+#: A new migration is expected at its first byte after this many fixed costs,
+#: plus LEAD_EXTRA_S: the remaining bytes seen count pages that cross almost
+#: free (zero pages), so the link often frees a second early; starting early
+#: only shares the link a little longer, late idles it...
 LEAD_MARGIN = 1.5
-#: ...plus this, for the switch-over of the ending guest (no bulk data then).
-SWITCHOVER_S = 1.5
+LEAD_EXTRA_S = 0.5
+#: ...the largest of the last this many measured (they grow with the load).
+FIXED_COST_WINDOW = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,12 +146,14 @@ class _Running:
         self.error = None
 
     def observe(self, elapsed, progress):
-        """Follow the transfer from its progress snapshots."""
+        """Follow the transfer from its progress snapshots; True at its first byte."""
         if not progress.data_processed:
-            return  # the job has not sent anything yet: nothing to learn
+            return False  # the job has not sent anything yet: nothing to learn
+        self.progress = progress
         if self.first_byte is None:
             self.first_byte = elapsed
-        self.progress = progress
+            return True
+        return False
 
     def remaining_bytes(self):
         """Bytes its transfer still has to send; None before its first byte."""
@@ -150,12 +165,6 @@ class _Running:
         """Bytes/s it dirties: measured by the hypervisor, else the plan's figure."""
         measured = self.progress.dirty_rate if self.progress is not None else 0
         return max(measured or 0, hint or 0)
-
-
-def link_free_in(remaining, dirty, link_rate):
-    """Seconds until transfers with ``remaining`` bytes, dirtying ``dirty`` bytes/s,
-    leave the link: pre-copy sends what remains plus what is dirtied meanwhile."""
-    return remaining / max(link_rate - dirty, 0.2 * link_rate, 1.0)
 
 
 class Evacuation:
@@ -202,6 +211,8 @@ class Evacuation:
         self.outcomes = {}
         self.running = {}
         self.fixed_cost_s = self.plan_settings.fixed_cost_s
+        self._fixed_costs = collections.deque(maxlen=FIXED_COST_WINDOW)
+        self._current = None
         self._dirty = {g.name: g.dirty_rate or 0 for g in self.guests}
         self._requeue = []
         self._busy = {}
@@ -258,6 +269,7 @@ class Evacuation:
                 committed[dest] = committed.get(dest, 0) + item.item.memory_bytes
         names = {g.name for g in pending}
         new = self.make_plan([g for g in self.guests if g.name in names], committed)
+        self._current = new
         self.replans += 1
         for lost in new.unplaceable:
             self._finish_guest(lost.name, UNPLACEABLE, error=lost.reason)
@@ -280,7 +292,7 @@ class Evacuation:
         """Run the whole evacuation; return an :class:`EvacuationResult`."""
         self._start = self._clock()
         self.status = "running"
-        self.plan = self.make_plan()
+        self.plan = self._current = self.make_plan()
         self._emit(PLANNED, message="; ".join(self.plan.reasons))
         for lost in self.plan.unplaceable:
             self._finish_guest(lost.name, UNPLACEABLE, error=lost.reason)
@@ -315,56 +327,55 @@ class Evacuation:
     def _next(self, pending):
         """``(index in pending of the guest to start now, why)``, or ``(None, None)``.
 
-        A running migration that has not sent its first byte yet counts as a
-        stream. Transferring ones count as ending once the link will be free
-        of them (their remaining bytes at the link's rate, the dirtying
-        counted) within the next guest's fixed cost: that is when the next
-        guest starts, so that its first byte follows their last.
+        :func:`~migplane.core.evacuation_plan.next_start` decides from the
+        running migrations' live progress; then the first pending guest whose
+        destination has a free slot (and is not waiting to retry) starts.
         """
-        plan = self.plan
-        limit = max(plan.max_running, self.plan_settings.source_max_concurrent)
+        plan = self._current
         with self._lock:
             running = list(self.running.values())
-        if len(running) >= limit:
+        now = self._elapsed()
+        in_flight = [self._in_flight(r, now) for r in running]
+        # The first plan's cap, not a re-plan's: that one sees only the guests not
+        # started yet (a tail of two would allow two at once, the running included).
+        cap = max(self.plan.max_running, plan.max_running, 1)
+        step = plan_mod.next_start(in_flight, plan.streams, self.link_rate, self.lead_s(),
+                                   cap - len(running))
+        if not step.start:
             return None, None
-        # Start that long before the link frees: the fixed cost with a margin, the
-        # switch-over (the link idles while the guest's last state crosses and it
-        # resumes on the destination), and the age of the progress seen (the
-        # flow's poll) and of this loop's. Early costs nothing (two streams share
-        # the link a little longer); late leaves the link idle.
-        lead = (self.fixed_cost_s * LEAD_MARGIN + SWITCHOVER_S
-                + self.settings.poll_interval + self.poll_interval)
-        waiting = [r for r in running if r.remaining_bytes() is None]
-        sending = [r for r in running if r.remaining_bytes() is not None]
-        ending = []
-        if plan.pipelined_lanes and plan.streams == 1 and sending:
-            # One stream: whatever sends shares the link, which frees when all is sent.
-            left = link_free_in(sum(r.remaining_bytes() for r in sending),
-                                sum(self._dirty_of(r) for r in sending), self.link_rate)
-            ending = [(r, left) for r in sending] if left <= lead else []
-        elif plan.pipelined_lanes:
-            share = self.link_rate / plan.streams
-            ending = [(r, left) for r, left in (
-                (r, link_free_in(r.remaining_bytes(), self._dirty_of(r), share))
-                for r in sending) if left <= lead]
-        busy = len(waiting) + len(sending) - len(ending)
-        if busy >= plan.streams:
-            return None, None
-        why = ("pipelined: the link frees in %.1f s (%s), fixed cost %.1f s" % (
-            max(left for _, left in ending), ", ".join(r.item.name for r, _ in ending),
-            self.fixed_cost_s) if ending else "a stream is free")
         per_dest = {}
         for item in running:
             per_dest[item.item.destination] = per_dest.get(item.item.destination, 0) + 1
         slots = {d.name: d.slots for d in self.destination_specs}
-        now = self._elapsed()
         for index, candidate in enumerate(pending):
             if self._not_before.get(candidate.name, 0.0) > now:
                 continue
             cap = slots.get(candidate.destination)
             if cap is None or per_dest.get(candidate.destination, 0) < cap:
-                return index, why
+                return index, step.reason
         return None, None
+
+    def lead_s(self):
+        """Seconds a migration started now needs to its first byte, with margins:
+        the fixed cost (the largest of the last measured) and slack, and the age
+        of the progress seen (the flow's poll) and of this loop's."""
+        return (self.fixed_cost_s * LEAD_MARGIN + LEAD_EXTRA_S + self.settings.poll_interval
+                + self.poll_interval)
+
+    def _in_flight(self, running, now):
+        remaining = running.remaining_bytes()
+        dirty = self._dirty_of(running)
+        if remaining is not None:
+            return plan_mod.InFlight(remaining_bytes=remaining, dirty_rate=dirty)
+        return plan_mod.InFlight(
+            dirty_rate=dirty, predicted_bytes=running.item.predicted_bytes,
+            ready_in_s=max(0.0, self.fixed_cost_s - (now - running.started)))
+
+    def _learn_fixed_cost(self, measured):
+        """A migration sent its first byte ``measured`` s after it started."""
+        with self._lock:
+            self._fixed_costs.append(measured)
+            self.fixed_cost_s = max(self._fixed_costs)
 
     def _dirty_of(self, running):
         return running.dirty_rate(self._dirty.get(running.item.name))
@@ -377,7 +388,8 @@ class Evacuation:
             if event.kind == events_mod.TRANSFER_STARTED and running.transfer is None:
                 running.transfer = self._elapsed()
             if event.kind == events_mod.PROGRESS and event.progress is not None:
-                running.observe(self._elapsed(), event.progress)
+                if running.observe(self._elapsed(), event.progress):
+                    self._learn_fixed_cost(running.first_byte - running.started)
             self._emit(MIGRATION, instance=item.name, migration=event)
 
         flow.subscribe(listen)
@@ -432,9 +444,6 @@ class Evacuation:
             finished_s=now, downtime_ms=progress.downtime_ms if progress else None,
             data_bytes=progress.data_processed if progress else None,
             error=str(running.error) if running.error else None)
-        if running.first_byte is not None:
-            measured = running.first_byte - running.started
-            self.fixed_cost_s = 0.5 * self.fixed_cost_s + 0.5 * measured
         if status != flow_mod.COMPLETED:
             return "%s %s" % (item.name, status)
         planned = item.finish_s - item.start_s

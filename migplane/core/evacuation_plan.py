@@ -5,11 +5,18 @@ It decides where each guest goes (never beyond a destination's free memory),
 in which order, how many transfer streams share the source's link (enough to
 fill it, no more: extra streams only share the same link and stretch every
 guest's time in its last iterations), and when each migration starts. Each
-stream is a *lane*: guests follow one another on it, and the next guest's
+stream is a *lane*: guests follow one another on it, and the next guests'
 fixed costs (checks, ``pre_live_migration``, the destination's QEMU start)
-run while the lane's current transfer is still in its last iterations, so the
-link does not idle between guests. The prediction is a simulation of these
-lanes; the ideal is the bytes to send over the link rate.
+run while the lane's current transfer is still in its last seconds, so the
+link does not idle between guests. When transfers are shorter than a fixed
+cost, more than one guest is prepared ahead (``prepare_ahead``). A migration
+being prepared holds its per-host slot like any other (the flow takes the
+slot before its checks): the plan never runs more than the source's limit at
+once, preparing ones included. The prediction is a simulation of these lanes;
+the ideal is the bytes to send over the link rate.
+
+:func:`link_busy_for` and :func:`next_start` are the same model for the
+executor, fed with the live progress of the running migrations.
 
 Dirty rate and link rate are plain inputs: measured, configured or learned
 elsewhere.
@@ -72,10 +79,15 @@ class PlanSettings:
     pipeline: bool = True
     #: Memory kept free on every destination.
     reserve_bytes: int = 0
+    #: Seconds a migration keeps its slot after its last byte (switch-over,
+    #: ``post_live_migration``): the link is free then, the slot is not.
+    switchover_s: float = 1.0
 
     def __post_init__(self):
         if self.fixed_cost_s < 0:
             raise ValueError("fixed_cost_s must be 0 or more, got %r" % self.fixed_cost_s)
+        if self.switchover_s < 0:
+            raise ValueError("switchover_s must be 0 or more, got %r" % self.switchover_s)
         if self.stream_rate is not None and self.stream_rate <= 0:
             raise ValueError("stream_rate must be positive, got %r" % self.stream_rate)
         if self.source_max_concurrent < 0 or self.reserve_bytes < 0:
@@ -96,6 +108,8 @@ class GuestPlan:
     #: begins, the guest runs on its destination.
     start_s: float
     transfer_s: float
+    #: Its last byte crosses the link (then the switch-over until finish_s).
+    link_free_s: float
     finish_s: float
     #: Seconds of this guest's fixed cost hidden behind a running transfer.
     overlap_s: float
@@ -123,7 +137,8 @@ class EvacuationPlan:
     streams: int
     #: Lanes whose next guest is prepared while the current one transfers.
     pipelined_lanes: int
-    #: The most migrations the plan runs at once (streams + pipelined lanes).
+    #: The most migrations the plan runs at once (streams + prepare_ahead); each
+    #: holds a per-host slot, the ones being prepared included.
     max_running: int
     guests: Tuple[GuestPlan, ...]
     unplaceable: Tuple[Unplaceable, ...]
@@ -133,6 +148,8 @@ class EvacuationPlan:
     fixed_cost_s: float
     overlapped_s: float
     reasons: Tuple[str, ...]
+    #: Migrations started ahead of the streams, in their fixed costs.
+    prepare_ahead: int = 0
 
     @property
     def ratio(self):
@@ -252,55 +269,56 @@ def plan(guests, destinations, link_rate, settings=None):
     streams, why = streams_for(link_rate, settings, len(placed))
     reasons.append(why)
     limit = settings.source_max_concurrent
-    spare = (limit - streams) if limit else streams
-    pipelined = min(streams, max(0, spare)) if settings.pipeline else 0
-    if not settings.pipeline:
-        reasons.append("pipelining is off: each guest's fixed costs idle its lane")
-    elif pipelined < streams:
-        reasons.append("the source's limit of %d leaves %d of %d lane(s) a spare slot to "
-                       "prepare the next guest during a transfer" % (limit, pipelined,
-                                                                     streams))
-    else:
-        reasons.append("the next guest's fixed costs (%.1f s) run during the last "
-                       "seconds of the current transfer on each lane"
-                       % settings.fixed_cost_s)
     lane_rate = link_rate / streams
     if settings.stream_rate is not None:
         lane_rate = min(lane_rate, settings.stream_rate)
-    fixed = settings.fixed_cost_s
-    limits = {d.name: d.slots for d in dests}
-    busy = {d.name: [] for d in dests}  # (start, finish) per destination
-    lanes = [(0.0, lane) for lane in range(streams)]  # (free at, lane)
-    heapq.heapify(lanes)
-    # A lane's next guest starts no earlier than its current one's transfer,
-    # so a lane never holds more than two migrations.
-    began = [0.0] * streams
+    fixed, switchover = settings.fixed_cost_s, settings.switchover_s
     queue = [(g, dest) + predicted_bytes(g.memory_bytes, g.dirty_rate, lane_rate)
              for g, dest in placed]
     # Largest transfers first, so that the last to finish are short.
     queue.sort(key=lambda q: (-q[2], q[0].name))
+    ahead = _prepare_ahead(settings, streams, [q[2] / lane_rate for q in queue])
+    if not settings.pipeline:
+        reasons.append("pipelining is off: each guest's fixed costs idle its lane")
+    elif ahead:
+        reasons.append("up to %d guest(s) prepared ahead: their fixed costs (%.1f s) run "
+                       "during the last seconds of the current transfers; they hold "
+                       "their slots meanwhile" % (ahead, fixed))
+    elif limit:
+        reasons.append("the source's limit of %d leaves no slot to prepare the next "
+                       "guest during a transfer" % limit)
+    max_running = streams + ahead
+    limits = {d.name: d.slots for d in dests}
+    busy = {d.name: [] for d in dests}  # (start, finish) per destination
+    every = []                          # (start, finish) of every migration
+    lanes = [(0.0, lane) for lane in range(streams)]  # (link free at, lane)
+    heapq.heapify(lanes)
     result = []
     while queue:
         lane_free, lane = heapq.heappop(lanes)
-        earliest = (max(began[lane], lane_free - fixed)
-                    if lane < pipelined and lane_free > 0 else lane_free)
+        want = max(0.0, lane_free - fixed) if ahead else lane_free
         best = None
         for index, (_, dest, nbytes, _ok) in enumerate(queue):
             duration = nbytes / lane_rate
-            start = earliest
+            start = want
             while True:
                 transfer = max(lane_free, start + fixed)
-                finish = transfer + duration
-                if limits[dest] is None or _peak(busy[dest], start, finish) < limits[dest]:
+                finish = transfer + duration + switchover
+                if _peak(every, start, finish) < max_running and (
+                        limits[dest] is None
+                        or _peak(busy[dest], start, finish) < limits[dest]):
                     break
-                start = min(b for a, b in busy[dest] if b > start)
+                start = min(b for a, b in every + busy[dest] if b > start)
             if best is None or start < best[0]:
-                best = (start, transfer, finish, index)
-            if start == earliest:
+                best = (start, transfer, duration, index)
+            if start == want:
                 break
-        start, transfer, finish, index = best
+        start, transfer, duration, index = best
         guest, dest, nbytes, converges = queue.pop(index)
+        link_end = transfer + duration
+        finish = link_end + switchover
         busy[dest].append((start, finish))
+        every.append((start, finish))
         overlap = max(0.0, min(fixed, lane_free - start)) if lane_free > 0 else 0.0
         reason = "to %s (%s)%s%s" % (
             dest, "most room and least queued", "" if converges else
@@ -310,11 +328,10 @@ def plan(guests, destinations, link_rate, settings=None):
         result.append(GuestPlan(
             name=guest.name, destination=dest, order=len(result), lane=lane,
             memory_bytes=guest.memory_bytes, predicted_bytes=nbytes,
-            start_s=start, transfer_s=transfer,
+            start_s=start, transfer_s=transfer, link_free_s=link_end,
             finish_s=finish, overlap_s=overlap, converges=converges,
             reason=reason))
-        began[lane] = transfer
-        heapq.heappush(lanes, (finish, lane))
+        heapq.heappush(lanes, (link_end, lane))
     result.sort(key=lambda g: (g.start_s, g.order))
     result = [dataclasses.replace(g, order=i) for i, g in enumerate(result)]
     total = sum(g.predicted_bytes for g in result)
@@ -330,8 +347,102 @@ def plan(guests, destinations, link_rate, settings=None):
     for item in unplaceable:
         reasons.append("%s stays: %s" % (item.name, item.reason))
     return EvacuationPlan(
-        link_rate=float(link_rate), streams=streams, pipelined_lanes=pipelined,
-        max_running=streams + pipelined, guests=tuple(result),
+        link_rate=float(link_rate), streams=streams,
+        pipelined_lanes=streams if ahead else 0, max_running=max_running,
+        guests=tuple(result),
         unplaceable=tuple(sorted(unplaceable, key=lambda u: u.name)), total_bytes=total,
         ideal_s=ideal, predicted_s=predicted, fixed_cost_s=fixed,
-        overlapped_s=overlapped, reasons=tuple(reasons))
+        overlapped_s=overlapped, reasons=tuple(reasons), prepare_ahead=ahead)
+
+
+def _prepare_ahead(settings, streams, durations):
+    """Migrations to prepare beyond the streams so that fixed costs hide behind
+    transfers: enough that the shortest transfers cover a fixed cost and the
+    switch-over of the one ending (which keeps its slot), plus one, within the
+    source's limit and the guests there are. The executor starts each as late
+    as the link allows, so a spare slot costs nothing when fixed costs are short."""
+    if not settings.pipeline or len(durations) <= streams:
+        return 0
+    shortest = min(durations)
+    cover = settings.fixed_cost_s + settings.switchover_s
+    # One more than the cover needs: fixed costs vary with the hosts' load.
+    per_lane = 1 + (max(1, int(math.ceil(cover / shortest))) if shortest > 0 else 1)
+    ahead = min(streams * per_lane, len(durations) - streams)
+    if settings.source_max_concurrent:
+        ahead = min(ahead, max(0, settings.source_max_concurrent - streams))
+    return ahead
+
+
+# -- the same model, live: when should the executor start the next guest ----------------
+
+@dataclasses.dataclass(frozen=True)
+class InFlight:
+    """A started migration as the pipeline sees it."""
+
+    #: Bytes its transfer still has to send; None while in its fixed costs.
+    remaining_bytes: Optional[int] = None
+    #: Bytes/s it dirties (pre-copy resends them).
+    dirty_rate: float = 0.0
+    #: For one in its fixed costs: the bytes the plan expects it to send...
+    predicted_bytes: int = 0
+    #: ...and the seconds until its first byte is expected.
+    ready_in_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineStep:
+    """Whether to start the next guest now, and why."""
+
+    start: bool
+    #: Seconds until a lane is free of the work already started.
+    link_busy_s: float
+    #: Seconds a new migration takes to its first byte (fixed cost, margins).
+    lead_s: float
+    reason: str
+
+
+def sending_time(remaining, dirty, rate):
+    """Seconds to send ``remaining`` bytes at ``rate`` while dirtying ``dirty``
+    bytes/s (pre-copy resends it; counted at no less than a fifth of the rate)."""
+    return remaining / max(rate - (dirty or 0.0), 0.2 * rate, 1.0)
+
+
+def link_busy_for(in_flight, streams, link_rate):
+    """Seconds until one of the ``streams`` lanes is free of the started work.
+
+    Sending migrations share the link; those in their fixed costs join a lane
+    when it frees and they are ready, in the order given.
+    """
+    lane_rate = link_rate / max(1, streams)
+    sending = sorted((sending_time(f.remaining_bytes, f.dirty_rate, lane_rate)
+                      for f in in_flight if f.remaining_bytes is not None), reverse=True)
+    lanes = [0.0] * max(1, streams)
+    for seconds in sending:
+        # More sending than lanes share them: the same bytes, queued behind.
+        lanes.sort()
+        lanes[0] += seconds
+    for item in in_flight:
+        if item.remaining_bytes is None:
+            lanes.sort()
+            lanes[0] = max(lanes[0], item.ready_in_s) + sending_time(
+                item.predicted_bytes, item.dirty_rate, lane_rate)
+    return min(lanes)
+
+
+def next_start(in_flight, streams, link_rate, lead_s, slots_free):
+    """Start the next guest now? Yes when a lane frees within ``lead_s`` (the
+    new guest's fixed cost with its margins) and a slot is free: then its first
+    byte follows the last byte before it. Earlier only shares the link; later
+    idles it."""
+    busy = link_busy_for(in_flight, streams, link_rate)
+    if slots_free <= 0:
+        return PipelineStep(False, busy, lead_s, "no free slot (%d running)"
+                            % len(in_flight))
+    if busy > lead_s:
+        return PipelineStep(False, busy, lead_s, "the link is busy for %.1f s more, "
+                            "more than the %.1f s a new guest needs to its first byte"
+                            % (busy, lead_s))
+    if not in_flight:
+        return PipelineStep(True, busy, lead_s, "a stream is free")
+    return PipelineStep(True, busy, lead_s, "pipelined: a lane frees in %.1f s, a new "
+                        "guest needs %.1f s to its first byte" % (busy, lead_s))

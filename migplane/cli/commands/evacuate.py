@@ -165,6 +165,9 @@ def print_plan(answer, stream=None):
     stream.write("prediction: %s; %.1f of %.1f s of fixed costs overlapped\n" % (
         _prediction(plan), plan["overlapped_s"],
         plan["fixed_cost_s"] * len(plan["guests"])))
+    stream.write("streams: %d, up to %d guest(s) prepared ahead: at most %d migrations at "
+                 "once, each holding its slot of the per-host limit\n" % (
+                     plan["streams"], plan.get("prepare_ahead", 0), plan["max_running"]))
     for dest in answer["destinations"]:
         stream.write("destination %s: %s free, %d running, limit %s\n" % (
             dest["name"], output.size(dest["free_memory_bytes"]), dest["load"],

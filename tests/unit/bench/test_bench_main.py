@@ -17,7 +17,7 @@ def test_full_and_quick_presets():
     assert not full.quick and quick.quick
     assert full.concurrency == quick.concurrency == (1, 4)
     assert full.eff_stamp_mib == 256 and quick.eff_stamp_mib < full.eff_stamp_mib
-    assert full.evac_guests == 16 and full.evac_repeats >= 3
+    assert full.evac_guests == 16 and full.evac_repeats >= 2
     assert quick.evac_guests < full.evac_guests
     assert full.rate == "100mbit" and full.parts == schema.PARTS
     assert "evacuation" in full.parts and "convergence" in full.parts

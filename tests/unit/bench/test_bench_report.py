@@ -166,7 +166,9 @@ def test_evacuation_section_compares_the_three_ways(synthetic_results):
     text = report.render(r)
     section = text[text.index("## 3. Evacuation"):text.index("## 4. Overhead")]
     assert "| serial | 1 | 70.0 s |" in section
-    assert "| planner | 3 | 50.2 (49.8–51.5) s | 1.039 (1.031–1.066) |" in section
+    assert "| planner | 3 | 50.2 (49.8–51.5) s | 1.039 (1.031–1.066) (1.086 (1.077–1.114)) |" \
+        in section
+    assert "| 0.8 s (0) | 0.0 / 0.8 / 0.1 s |" in section  # first fixed cost / between / last
     assert "2 lane(s)" not in section and "1 stream(s) on the link" in section
     assert "(evacuation_serial.png)" in section and "(evacuation_naive.png)" not in section
     assert "serial 70.0 s (× 1.45" in text    # the summary sentence

@@ -52,6 +52,7 @@ def test_dry_run_prints_the_plan_and_moves_nothing(cli, three, world):
     assert code == 0
     assert "Evacuation plan of host-a (link 100.0 MiB/s, given by the request)" in out
     assert "prediction: 1 stream(s)" in out and "overlapped" in out
+    assert "prepared ahead: at most" in out and "slot of the per-host limit" in out
     assert "destination host-b:" in out
     assert sorted(world.hosts["host-a"].guests) == sorted(SIZES)
     code, out, _ = cli("evacuate", "host-a", "--to", "host-b", "--dry-run", "--json",

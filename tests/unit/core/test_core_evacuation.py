@@ -53,14 +53,15 @@ def specs(free_b=4096, free_c=4096, limit=2):
 
 
 def make(world, setup, guests, dest_specs=None, link_mib=100, fixed_cost_s=1.0,
-         limiter=None):
+         limiter=None, source_limit=2):
     """An Evacuation of ``guests`` from host-a on the world's paced clock, recording
     its events in ``.events``."""
     source, dests, shared = setup
     evac = evacuation.Evacuation(
         source, dests, guests, dest_specs or specs(), link_mib * MiB,
         source.settings.migration,
-        plan_settings=ep.PlanSettings(fixed_cost_s=fixed_cost_s, source_max_concurrent=2),
+        plan_settings=ep.PlanSettings(fixed_cost_s=fixed_cost_s,
+                                      source_max_concurrent=source_limit),
         limiter=limiter or shared, clock=world.clock.now, sleep=testing.paced(world),
         poll_interval=0.1)
     evac.events = []
@@ -105,6 +106,24 @@ def test_pipelining_starts_the_next_guest_before_the_stream_ends(world, setup, g
                 if nxt.started_s < cur.finished_s - 0.5]
     assert overlaps
     assert setup[2].peak(A) == 2
+
+
+def test_short_transfers_get_more_than_one_guest_prepared_ahead(world, setup):
+    """Transfers shorter than a fixed cost: with a limit of 3, two guests are in
+    their fixed costs while one sends, and the limit (which counts them) holds."""
+    names = ["vm%d" % i for i in range(6)]
+    for name in names:
+        world.add_guest(A, name, memory_mib=32)
+    small = [ep.GuestSpec(name, 32 * MiB) for name in names]
+    limiter = limiter_mod.HostLimiter(ConcurrencySettings(max_concurrent=3))
+    evac = make(world, setup, small, dest_specs=specs(limit=3), limiter=limiter,
+                source_limit=3)
+    assert evac.make_plan().prepare_ahead == 2 and evac.make_plan().max_running == 3
+    result = evac.run()
+    assert result.status == flow.COMPLETED
+    assert limiter.peak(A) == 3
+    starts = [e for e in evac.events if e.kind == evacuation.MIGRATION_STARTED]
+    assert any("pipelined" in e.message for e in starts)
 
 
 def test_a_failed_guest_stays_on_the_source_and_the_rest_move(world, setup, guests):
