@@ -430,8 +430,12 @@ class LiveMigration:
             return
         self.measurement = dirty if not self.measurement.available else self.measurement
         self.link = link if not self.link.known else self.link
+        elapsed, now = history[-1]
+        # The first pass is behind: the methods are weighed on what remains.
         revised = strategy_mod.choose(plan.memory_bytes, self.measurement, self.link,
-                                      capabilities, self.settings)
+                                      capabilities, self.settings,
+                                      remaining_bytes=now.memory_remaining,
+                                      elapsed_s=elapsed)
         post_after = (revised.post_copy_after_first_pass and plan.post_copy)
         self.plan = dataclasses.replace(
             revised, auto_converge=plan.auto_converge, post_copy=plan.post_copy,

@@ -133,11 +133,13 @@ class MigrationPlan:
 
 
 def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
-            post_copy_after_first_pass=False):
+            post_copy_after_first_pass=False, start=None):
     """Simulate pre-copy (optionally throttled, or switching to post-copy).
 
     :param memory: guest RAM in bytes; ``rate``, ``link``: bytes per second.
     :param throttle: ``(initial, increment)`` percent when auto-converge is armed.
+    :param start: bytes left to send now (default: all of ``memory``, a job
+        that has not started); the first simulated pass sends them.
     :returns: a :class:`Prediction`.
     """
     if link <= 0:
@@ -145,7 +147,8 @@ def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
     working_set = memory if working_set is None else min(working_set, memory)
     budget_s = budget_ms / 1000.0
     horizon = HORIZON * memory / link
-    t, remaining, throttled, high = 0.0, float(memory), 0.0, 0
+    remaining = float(memory if start is None else min(start, memory))
+    t, throttled, high = 0.0, 0.0, 0
     for passes in range(1, MAX_PASSES + 1):
         pass_s = remaining / link
         if pass_s <= budget_s:
@@ -167,13 +170,27 @@ def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
     return Prediction(converges=False, passes=passes)
 
 
+def post_copy_now(remaining, link):
+    """Switching to post-copy at once: what remains is sent once, at the link rate."""
+    if link <= 0:
+        return Prediction(converges=False)
+    return Prediction(True, round(remaining / link, 3), float(POST_COPY_SWITCH_MS), 1)
+
+
 def _permitted(value, strategy):
     """Unset permissions: the adaptive strategy may use the mechanism, static not."""
     return value if value is not None else strategy == ADAPTIVE
 
 
-def choose(memory_bytes, measurement, link, capabilities, settings, working_set=None):
+def choose(memory_bytes, measurement, link, capabilities, settings, working_set=None,
+           remaining_bytes=None, elapsed_s=0.0):
     """The :class:`MigrationPlan` of one migration.
+
+    Before the transfer, every method is predicted from the whole RAM. Once the
+    first pass is done (``remaining_bytes`` given, ``elapsed_s`` into the job),
+    the pass is a sunk cost common to every method: the methods are weighed on
+    what is left (post-copy then switches at once), and the predicted total
+    adds ``elapsed_s``.
 
     :param memory_bytes: the guest's RAM.
     :param measurement: a :class:`~migplane.core.convergence.DirtyRateMeasurement`.
@@ -182,6 +199,8 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     :param settings: the source's ``MigrationSettings`` (strategy, permissions,
         ``downtime_ms`` as the budget, bandwidth, parallel connections).
     :param working_set: bytes the guest keeps rewriting, when known.
+    :param remaining_bytes: bytes left to send after the first pass (re-plan).
+    :param elapsed_s: seconds the job has run when re-planning.
     """
     strategy = settings.strategy
     budget = settings.downtime_ms
@@ -201,8 +220,9 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     auto_converge_ok, auto_converge_why = _auto_converge_possible(settings, capabilities,
                                                                    strategy)
     known = measurement.available and link.known
-    pre = (predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set)
-           if known else None)
+    start = remaining_bytes
+    pre = (predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
+                   start=start) if known else None)
 
     if strategy == STATIC:
         # Nova: post-copy, when permitted, wins over auto-converge.
@@ -232,25 +252,35 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     else:
         ratio = measurement.dirty_rate / link.rate
         ac = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
-                     throttle=throttle) if auto_converge_ok else None
-        pc = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
-                     post_copy_after_first_pass=True) if post_copy_ok else None
-        why["predictions"] = "; ".join(
+                     throttle=throttle, start=start) if auto_converge_ok else None
+        if not post_copy_ok:
+            pc = None
+        elif start is None:
+            pc = predict(memory_bytes, measurement.dirty_rate, link.rate, budget,
+                         working_set, post_copy_after_first_pass=True)
+        else:
+            pc = post_copy_now(start, link.rate)
+        why["predictions"] = ("" if start is None else
+                              "after the first pass (%.1f s in, %.1f MiB left), from "
+                              "now: " % (elapsed_s, start / convergence.MiB)) + "; ".join(
             "%s: %s" % (name, p.describe())
             for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
         method, chosen = _fastest(pre, ac, pc)
         if method == PRE_COPY and chosen is not None:
             why["method"] = ("pre-copy: dirty rate %.2fx the link, predicted to converge "
-                             "in %.1f s" % (ratio, pre.total_s))
+                             "in %.1f s" % (ratio, elapsed_s + pre.total_s))
             auto, post = auto_converge_ok, post_copy_ok
         elif method == AUTO_CONVERGE:
             why["method"] = ("pre-copy with auto-converge: dirty rate %.2fx the link; "
                              "throttling is predicted to converge in %.1f s"
-                             % (ratio, ac.total_s))
+                             % (ratio, elapsed_s + ac.total_s))
             auto, post = True, post_copy_ok
         elif method == POST_COPY:
             why["method"] = ("post-copy after the first pass: dirty rate %.2fx the link; "
-                             "predicted %.1f s" % (ratio, pc.total_s))
+                             "predicted %.1f s, pre-copy %s" % (
+                                 ratio, elapsed_s + pc.total_s,
+                                 "%.1f s" % (elapsed_s + pre.total_s) if pre.converges
+                                 else "does not converge"))
             # Throttling would only slow the guest before the switch.
             auto, post = False, True
         elif ac:
@@ -279,7 +309,8 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         auto_converge_initial=throttle[0] if auto else None,
         auto_converge_increment=throttle[1] if auto else None,
         post_copy_after_first_pass=method == POST_COPY,
-        predicted_time_s=chosen.total_s if chosen and chosen.converges else None,
+        predicted_time_s=(round(elapsed_s + chosen.total_s, 3)
+                          if chosen and chosen.converges else None),
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
         reasons=why, **common)
 

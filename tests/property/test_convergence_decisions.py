@@ -41,9 +41,12 @@ def plans(draw, strategy_name=strategy.ADAPTIVE):
                                  auto_converge=draw(st.booleans()))
     measurement = (convergence.DirtyRateMeasurement() if dirty is None else
                    convergence.DirtyRateMeasurement(dirty, convergence.SAMPLING, 1.0))
+    # A plan before the transfer, or a re-plan once the first pass is done.
+    remaining = draw(st.one_of(st.none(), st.integers(0, memory)))
     plan = strategy.choose(memory, measurement,
                            convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
-                           caps, settings)
+                           caps, settings, remaining_bytes=remaining,
+                           elapsed_s=0.0 if remaining is None else memory / link)
     return plan, settings, caps
 
 
@@ -142,6 +145,29 @@ def test_predictions_respect_the_budget_and_take_at_least_one_pass(memory, link,
     if found.converges:
         assert found.downtime_ms <= budget
         assert found.total_s >= memory / link - 1e-3  # rounded to ms
+
+
+@given(memories, links, st.floats(0, 8.0), budgets, st.floats(0, 1), st.floats(0, 600))
+def test_a_re_plan_weighs_only_what_is_left(memory, link, ratio, budget, left, elapsed):
+    """After the first pass, post-copy is chosen only when switching now is
+    predicted DISPLACE times faster than finishing by pre-copy; the total
+    prediction includes the time already spent; the same inputs, the same plan."""
+    args = (memory, convergence.DirtyRateMeasurement(int(ratio * link),
+                                                     convergence.FIRST_ITERATION),
+            convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
+            settings_mod.MigrationSettings(downtime_ms=budget, permit_auto_converge=False))
+    remaining = int(left * memory)
+    plan = strategy.choose(*args, remaining_bytes=remaining, elapsed_s=elapsed)
+    assert plan == strategy.choose(*args, remaining_bytes=remaining, elapsed_s=elapsed)
+    pre = strategy.predict(memory, int(ratio * link), link, budget, start=remaining)
+    now = strategy.post_copy_now(remaining, link)
+    if plan.method == strategy.POST_COPY:
+        assert plan.post_copy_after_first_pass
+        assert not pre.converges or now.total_s * strategy.DISPLACE < pre.total_s
+    elif pre.converges:
+        assert plan.method == strategy.PRE_COPY
+    if plan.predicted_time_s is not None:
+        assert plan.predicted_time_s >= elapsed - 1e-3
 
 
 # -- monitor ----------------------------------------------------------------------------
