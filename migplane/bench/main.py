@@ -84,7 +84,7 @@ class Config:
                     pairs_idle=2, pairs_dirty=1, dirty_mib=8, evac_guests=6,
                     evac_stamp_mib=(16, 24, 32), evac_dirty_mib=4, evac_limit=3,
                     evac_repeats=1, micro_batch=500, micro_batches=3,
-                    conv_memory_mib=32)
+                    conv_memory_mib=32, conv_link_mib=16)
         base.update(kw)
         return cls(**base)
 

@@ -31,7 +31,8 @@ class Capabilities(versioned.VersionedData):
 
     # Version 1.0: the flags below; what migplane 1.x drivers declare.
     # Version 1.1: Adds dirty_rate_sampling (convergence).
-    VERSION = "1.1"
+    # Version 1.2: Adds compression (methods the strategy may arm).
+    VERSION = "1.2"
 
     #: Control-connection URI schemes the driver accepts (``scheme`` option).
     schemes: Tuple[str, ...] = versioned.field("1.0", versioned.check_str_tuple,
@@ -57,6 +58,10 @@ class Capabilities(versioned.VersionedData):
     block_migration: bool = versioned.field("1.0", _bool, default=False)
     #: ``measure_dirty_rate()`` samples the guest (else: learned from the first pass).
     dirty_rate_sampling: bool = versioned.field("1.1", _bool, default=False)
+    #: Compression methods of the stream the driver can arm per migration
+    #: (``MigrationSettings.compression``), e.g. ``("xbzrle",)``.
+    compression: Tuple[str, ...] = versioned.field("1.2", versioned.check_str_tuple,
+                                                   default=())
 
     def to_dict(self) -> Dict[str, Any]:
         """The flags as a plain dict (for display; peers get :meth:`to_primitive`)."""

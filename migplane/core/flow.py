@@ -430,17 +430,26 @@ class LiveMigration:
             return
         self.measurement = dirty if not self.measurement.available else self.measurement
         self.link = link if not self.link.known else self.link
+        elapsed, now = history[-1]
+        # The first pass is behind: the methods are weighed on what remains.
+        # Connections and what was armed are the job's: predicted as they are.
+        settings = self.settings.replace(parallel_connections=plan.parallel_connections)
         revised = strategy_mod.choose(plan.memory_bytes, self.measurement, self.link,
-                                      capabilities, self.settings)
+                                      capabilities, settings,
+                                      remaining_bytes=now.memory_remaining,
+                                      elapsed_s=elapsed)
         post_after = (revised.post_copy_after_first_pass and plan.post_copy)
         self.plan = dataclasses.replace(
             revised, auto_converge=plan.auto_converge, post_copy=plan.post_copy,
             auto_converge_initial=plan.auto_converge_initial,
             auto_converge_increment=plan.auto_converge_increment,
             post_copy_after_first_pass=post_after,
+            parallel_connections=plan.parallel_connections, compression=plan.compression,
             escalations=tuple(e for e in revised.escalations if e in plan.escalations),
             reasons=dict(revised.reasons, revised="re-planned from the first pass; only "
-                         "what was armed at the start can be used"))
+                         "what was armed at the start can be used",
+                         parallel_connections=plan.reasons.get("parallel_connections", ""),
+                         compression=plan.reasons.get("compression", "")))
         self._emit(events.MEASURED, message="from the first pass: dirty rate %s; link %s"
                    % (self.measurement.describe(), self.link.describe()))
         self._emit(events.PLANNED, message="revised: " + self._describe_plan())

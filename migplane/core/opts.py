@@ -245,6 +245,33 @@ migration_opts = [
         help="Number of parallel data connections of one migration; 1 disables "
              "parallel migration."),
     _int_opt(
+        "max_parallel_connections",
+        default=1,
+        min=1,
+        max=255,
+        help="Most parallel data connections the adaptive strategy may open by itself "
+             "(QEMU's multifd) when the link is faster than one connection can push "
+             "(stream_rate) and the guest is predicted to converge without post-copy, "
+             "which cannot run with them. 1: never chosen. A parallel_connections "
+             "above 1 is the operator's own choice and is used as it is."),
+    _int_opt(
+        "stream_rate",
+        default=128,
+        min=1,
+        help="MiB/s one migration connection can push, the limit of a single stream "
+             "whatever the link (a CPU-bound copy loop; measured about 135 MB/s for "
+             "one stream of a TCG guest over a veth pair). The adaptive strategy "
+             "predicts with min(link, connections x stream_rate)."),
+    cfg.BoolOpt(
+        "permit_compression",
+        default=False,
+        help="Let the adaptive strategy arm XBZRLE compression (pages sent again are "
+             "sent as deltas against the copy sent before) when the guest rewrites "
+             "its working set at least once per pass and the driver declares it. "
+             "It can only be armed at the start and acts from the second pass on; it "
+             "costs source CPU and a page cache. False: only [driver_libvirt] "
+             "compression, as configured."),
+    _int_opt(
         "monitor_interval",
         default=5,
         min=0,

@@ -67,7 +67,10 @@ class MigrationSettings(versioned.VersionedData):
     # Version 1.3: Adds strategy, dirty_rate_window, auto_converge_initial and
     #              auto_converge_increment (convergence); permit_post_copy and
     #              permit_auto_converge may be None (unset: the strategy decides).
-    VERSION = "1.3"
+    # Version 1.4: Adds max_parallel_connections, stream_rate_mib, permit_compression
+    #              and compression (the strategy's choices of connections and
+    #              compression).
+    VERSION = "1.4"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -98,6 +101,14 @@ class MigrationSettings(versioned.VersionedData):
     #: QEMU's cpu-throttle-initial/increment for auto-converge; None: its defaults.
     auto_converge_initial: Optional[int] = _f("1.3", _opt_int)
     auto_converge_increment: Optional[int] = _f("1.3", _opt_int)
+    #: Most connections the adaptive strategy may choose by itself (1: never).
+    max_parallel_connections: int = _f("1.4", _int, default=1)
+    #: MiB/s one connection can push, whatever the link.
+    stream_rate_mib: int = _f("1.4", _int, default=128)
+    #: The adaptive strategy may arm XBZRLE compression.
+    permit_compression: bool = _f("1.4", _bool, default=False)
+    #: Compression methods the plan arms (on top of a driver's own configuration).
+    compression: tuple = _f("1.4", versioned.check_str_tuple, default=())
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -137,7 +148,8 @@ class MigrationSettings(versioned.VersionedData):
         for name, low in (("bandwidth_mib", 0), ("completion_timeout", 0),
                           ("monitor_interval", 0), ("dirty_rate_window", 0),
                           ("downtime_ms", 100), ("downtime_steps", 3),
-                          ("downtime_delay", 3), ("parallel_connections", 1)):
+                          ("downtime_delay", 3), ("parallel_connections", 1),
+                          ("max_parallel_connections", 1), ("stream_rate_mib", 1)):
             if getattr(self, name) < low:
                 raise exception.ConfigError(
                     group=opts.GROUP, option=name, value=getattr(self, name),
@@ -372,6 +384,9 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         migration_networks=tuple(lm("migration_networks")) or None,
         strategy=lm("strategy"),
         dirty_rate_window=lm("dirty_rate_window"),
+        max_parallel_connections=lm("max_parallel_connections"),
+        stream_rate_mib=lm("stream_rate"),
+        permit_compression=lm("permit_compression"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

@@ -23,6 +23,7 @@ real statistics.
 """
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Optional
 from typing import Tuple
@@ -38,6 +39,9 @@ STRATEGIES = (ADAPTIVE, STATIC)
 PRE_COPY = "pre-copy"
 AUTO_CONVERGE = "pre-copy+auto-converge"
 POST_COPY = "pre-copy, then post-copy after the first pass"
+
+#: Compression the strategy may arm (QEMU's XBZRLE: deltas of pages sent before).
+XBZRLE = "xbzrle"
 
 #: Escalations, in the only order the monitor takes them.
 RAISE_DOWNTIME = "raise-downtime"
@@ -95,7 +99,10 @@ class MigrationPlan:
     escalations: Tuple[str, ...]
     downtime_budget_ms: int
     bandwidth_mib: int = 0
+    #: Data connections of the job (QEMU's multifd above 1).
     parallel_connections: int = 1
+    #: Compression methods armed at the start.
+    compression: Tuple[str, ...] = ()
     auto_converge_initial: Optional[int] = None
     auto_converge_increment: Optional[int] = None
     #: Switch to post-copy as soon as the first pass is done.
@@ -112,18 +119,22 @@ class MigrationPlan:
     def __post_init__(self):
         object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
         object.__setattr__(self, "escalations", tuple(self.escalations))
+        object.__setattr__(self, "compression", tuple(self.compression))
 
     def transfer_settings(self, settings):
         """``settings`` as the driver must start the job for this plan."""
         return settings.replace(
             permit_auto_converge=self.auto_converge, permit_post_copy=self.post_copy,
             auto_converge_initial=self.auto_converge_initial,
-            auto_converge_increment=self.auto_converge_increment)
+            auto_converge_increment=self.auto_converge_increment,
+            parallel_connections=self.parallel_connections,
+            compression=tuple(self.compression))
 
     def to_dict(self):
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["reasons"] = versioned.thaw(self.reasons)
         data["escalations"] = list(self.escalations)
+        data["compression"] = list(self.compression)
         return data
 
     @classmethod
@@ -133,11 +144,13 @@ class MigrationPlan:
 
 
 def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
-            post_copy_after_first_pass=False):
+            post_copy_after_first_pass=False, start=None):
     """Simulate pre-copy (optionally throttled, or switching to post-copy).
 
     :param memory: guest RAM in bytes; ``rate``, ``link``: bytes per second.
     :param throttle: ``(initial, increment)`` percent when auto-converge is armed.
+    :param start: bytes left to send now (default: all of ``memory``, a job
+        that has not started); the first simulated pass sends them.
     :returns: a :class:`Prediction`.
     """
     if link <= 0:
@@ -145,7 +158,8 @@ def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
     working_set = memory if working_set is None else min(working_set, memory)
     budget_s = budget_ms / 1000.0
     horizon = HORIZON * memory / link
-    t, remaining, throttled, high = 0.0, float(memory), 0.0, 0
+    remaining = float(memory if start is None else min(start, memory))
+    t, throttled, high = 0.0, 0.0, 0
     for passes in range(1, MAX_PASSES + 1):
         pass_s = remaining / link
         if pass_s <= budget_s:
@@ -167,13 +181,27 @@ def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
     return Prediction(converges=False, passes=passes)
 
 
+def post_copy_now(remaining, link):
+    """Switching to post-copy at once: what remains is sent once, at the link rate."""
+    if link <= 0:
+        return Prediction(converges=False)
+    return Prediction(True, round(remaining / link, 3), float(POST_COPY_SWITCH_MS), 1)
+
+
 def _permitted(value, strategy):
     """Unset permissions: the adaptive strategy may use the mechanism, static not."""
     return value if value is not None else strategy == ADAPTIVE
 
 
-def choose(memory_bytes, measurement, link, capabilities, settings, working_set=None):
+def choose(memory_bytes, measurement, link, capabilities, settings, working_set=None,
+           remaining_bytes=None, elapsed_s=0.0):
     """The :class:`MigrationPlan` of one migration.
+
+    Before the transfer, every method is predicted from the whole RAM. Once the
+    first pass is done (``remaining_bytes`` given, ``elapsed_s`` into the job),
+    the pass is a sunk cost common to every method: the methods are weighed on
+    what is left (post-copy then switches at once), and the predicted total
+    adds ``elapsed_s``.
 
     :param memory_bytes: the guest's RAM.
     :param measurement: a :class:`~migplane.core.convergence.DirtyRateMeasurement`.
@@ -182,6 +210,8 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     :param settings: the source's ``MigrationSettings`` (strategy, permissions,
         ``downtime_ms`` as the budget, bandwidth, parallel connections).
     :param working_set: bytes the guest keeps rewriting, when known.
+    :param remaining_bytes: bytes left to send after the first pass (re-plan).
+    :param elapsed_s: seconds the job has run when re-planning.
     """
     strategy = settings.strategy
     budget = settings.downtime_ms
@@ -201,8 +231,9 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     auto_converge_ok, auto_converge_why = _auto_converge_possible(settings, capabilities,
                                                                    strategy)
     known = measurement.available and link.known
-    pre = (predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set)
-           if known else None)
+    start = remaining_bytes
+    pre = (predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
+                   start=start) if known else None)
 
     if strategy == STATIC:
         # Nova: post-copy, when permitted, wins over auto-converge.
@@ -214,6 +245,9 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         why["post_copy"] = post_copy_why
         method = AUTO_CONVERGE if auto else PRE_COPY
         why["method"] = "as configured"
+        why["parallel_connections"] = ("%d, as configured ([live_migration] "
+                                       "parallel_connections)" % settings.parallel_connections)
+        why["compression"] = "as the driver is configured ([driver_libvirt] compression)"
         return MigrationPlan(method=method, auto_converge=auto, post_copy=post_copy_ok,
                              escalations=(), reasons=why,
                              predicted_time_s=pre.total_s if pre else None,
@@ -223,50 +257,59 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     why["strategy"] = ("adaptive: measured before moving; the monitor escalates in the "
                        "order below when the job stops converging")
     throttle = (THROTTLE_INITIAL, THROTTLE_INCREMENT)
+    per_stream = settings.stream_rate_mib * convergence.MiB
+    streams = settings.parallel_connections
+    wide, wide_why = _parallel_possible(settings, capabilities, link, per_stream, start)
     ladder = [RAISE_DOWNTIME]
+    chosen = None
     if not known:
-        method, chosen = PRE_COPY, None
+        method = PRE_COPY
         why["method"] = ("pre-copy: no prediction without a dirty rate and a link rate; "
                          "the monitor decides from the first passes")
         auto, post = auto_converge_ok, post_copy_ok
-    else:
-        ratio = measurement.dirty_rate / link.rate
-        ac = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
-                     throttle=throttle) if auto_converge_ok else None
-        pc = predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
-                     post_copy_after_first_pass=True) if post_copy_ok else None
-        why["predictions"] = "; ".join(
-            "%s: %s" % (name, p.describe())
-            for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
-        method, chosen = _fastest(pre, ac, pc)
-        if method == PRE_COPY and chosen is not None:
-            why["method"] = ("pre-copy: dirty rate %.2fx the link, predicted to converge "
-                             "in %.1f s" % (ratio, pre.total_s))
-            auto, post = auto_converge_ok, post_copy_ok
-        elif method == AUTO_CONVERGE:
-            why["method"] = ("pre-copy with auto-converge: dirty rate %.2fx the link; "
-                             "throttling is predicted to converge in %.1f s"
-                             % (ratio, ac.total_s))
-            auto, post = True, post_copy_ok
-        elif method == POST_COPY:
-            why["method"] = ("post-copy after the first pass: dirty rate %.2fx the link; "
-                             "predicted %.1f s" % (ratio, pc.total_s))
-            # Throttling would only slow the guest before the switch.
-            auto, post = False, True
-        elif ac:
-            method, chosen = AUTO_CONVERGE, ac
-            why["method"] = ("pre-copy with auto-converge, the only escalation permitted; "
-                             "dirty rate %.2fx the link" % ratio)
-            auto, post = True, False
+        if wide > 1 and not post_copy_ok:
+            streams = wide
+            why["parallel_connections"] = "%d: %s (post-copy is not possible anyway)" % (
+                wide, wide_why)
+        elif wide > 1:
+            why["parallel_connections"] = (
+                "1: %s, but with no dirty rate to predict from, post-copy (which cannot "
+                "run with parallel connections) is kept as the way out" % wide_why)
         else:
-            method, chosen = PRE_COPY, pre
-            why["method"] = ("pre-copy: dirty rate %.2fx the link and no escalation is "
-                             "permitted; %s" % (ratio, pre.describe()))
-            auto, post = False, False
+            why["parallel_connections"] = wide_why
+    else:
+        method, chosen, auto, post, texts = _adaptive_method(
+            memory_bytes, measurement, _rate(link.rate, streams, per_stream), budget,
+            working_set, start, elapsed_s, auto_converge_ok, post_copy_ok, throttle)
+        why["parallel_connections"] = wide_why
+        if wide > 1:
+            many = _adaptive_method(
+                memory_bytes, measurement, _rate(link.rate, wide, per_stream), budget,
+                working_set, start, elapsed_s, auto_converge_ok, False, throttle)
+            if many[1] is not None and many[1].converges and (
+                    chosen is None or not chosen.converges
+                    or many[1].total_s < chosen.total_s):
+                why["parallel_connections"] = "%d: %s; predicted %s, one connection %s" % (
+                    wide, wide_why, many[1].describe(),
+                    chosen.describe() if chosen else "does not converge")
+                streams = wide
+                method, chosen, auto, post, texts = many
+                post_copy_ok, post_copy_why = False, (
+                    "not with %d parallel connections (QEMU cannot switch multifd to "
+                    "post-copy)" % wide)
+            else:
+                why["parallel_connections"] = "1: %s, but one connection is predicted " \
+                    "as fast (%s; with %d: %s)" % (
+                        wide_why, chosen.describe() if chosen else "does not converge",
+                        wide, many[1].describe() if many[1] else "does not converge")
+        why["predictions"], why["method"] = texts
     if auto:
         ladder.append(ESCALATE_AUTO_CONVERGE)
     if post:
         ladder.append(ESCALATE_POST_COPY)
+    compression, why["compression"] = _compression(
+        settings, capabilities, measurement, memory_bytes, working_set,
+        _rate(link.rate, streams, per_stream) if link.known else None, streams, start)
     why["auto_converge"] = (auto_converge_why if not auto_converge_ok else
                             "armed at the start (QEMU throttles only once it sees the job "
                             "not converging)" if auto else "not armed: it would only slow "
@@ -274,14 +317,126 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     why["post_copy"] = (post_copy_why if not post_copy_ok else
                         "armed at the start, so the monitor can switch to it")
     why["escalations"] = " -> ".join(ladder)
+    common["parallel_connections"] = streams
     return MigrationPlan(
         method=method, auto_converge=auto, post_copy=post, escalations=tuple(ladder),
         auto_converge_initial=throttle[0] if auto else None,
         auto_converge_increment=throttle[1] if auto else None,
-        post_copy_after_first_pass=method == POST_COPY,
-        predicted_time_s=chosen.total_s if chosen and chosen.converges else None,
+        post_copy_after_first_pass=method == POST_COPY, compression=compression,
+        predicted_time_s=(round(elapsed_s + chosen.total_s, 3)
+                          if chosen and chosen.converges else None),
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
         reasons=why, **common)
+
+
+def _rate(link, streams, per_stream):
+    """What ``streams`` connections can push over a link of ``link`` bytes/s."""
+    return min(link, max(1, streams) * per_stream)
+
+
+def _adaptive_method(memory, measurement, rate, budget, working_set, start, elapsed_s,
+                     auto_converge_ok, post_copy_ok, throttle):
+    """The method predicted best at ``rate`` bytes/s:
+    ``(method, prediction, arm auto-converge, arm post-copy, (predictions, reason))``."""
+    dirty = measurement.dirty_rate
+    ratio = dirty / rate
+    pre = predict(memory, dirty, rate, budget, working_set, start=start)
+    ac = predict(memory, dirty, rate, budget, working_set, throttle=throttle,
+                 start=start) if auto_converge_ok else None
+    if not post_copy_ok:
+        pc = None
+    elif start is None:
+        pc = predict(memory, dirty, rate, budget, working_set,
+                     post_copy_after_first_pass=True)
+    else:
+        pc = post_copy_now(start, rate)
+    predictions = ("" if start is None else
+                   "after the first pass (%.1f s in, %.1f MiB left), from now: "
+                   % (elapsed_s, start / convergence.MiB)) + "; ".join(
+        "%s: %s" % (name, p.describe())
+        for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
+    method, chosen = _fastest(pre, ac, pc)
+    if method == PRE_COPY and chosen is not None:
+        reason = ("pre-copy: dirty rate %.2fx the link, predicted to converge in %.1f s"
+                  % (ratio, elapsed_s + pre.total_s))
+        auto, post = auto_converge_ok, post_copy_ok
+    elif method == AUTO_CONVERGE:
+        reason = ("pre-copy with auto-converge: dirty rate %.2fx the link; throttling is "
+                  "predicted to converge in %.1f s" % (ratio, elapsed_s + ac.total_s))
+        auto, post = True, post_copy_ok
+    elif method == POST_COPY:
+        reason = ("post-copy after the first pass: dirty rate %.2fx the link; predicted "
+                  "%.1f s, pre-copy %s" % (ratio, elapsed_s + pc.total_s,
+                                           "%.1f s" % (elapsed_s + pre.total_s)
+                                           if pre.converges else "does not converge"))
+        # Throttling would only slow the guest before the switch.
+        auto, post = False, True
+    elif ac:
+        method, chosen = AUTO_CONVERGE, ac
+        reason = ("pre-copy with auto-converge, the only escalation permitted; dirty rate "
+                  "%.2fx the link" % ratio)
+        auto, post = True, False
+    else:
+        method, chosen = PRE_COPY, pre
+        reason = ("pre-copy: dirty rate %.2fx the link and no escalation is permitted; %s"
+                  % (ratio, pre.describe()))
+        auto, post = False, False
+    return method, chosen, auto, post, (predictions, reason)
+
+
+def _parallel_possible(settings, capabilities, link, per_stream, start):
+    """How many connections the strategy may open by itself, and why:
+    ``(n, reason)``, n > 1 only when the link outruns one connection."""
+    if settings.parallel_connections > 1:
+        return 1, ("%d, as configured ([live_migration] parallel_connections)"
+                   % settings.parallel_connections)
+    if start is not None:
+        return 1, "fixed when the job started"
+    if settings.max_parallel_connections <= 1:
+        return 1, "1: not permitted ([live_migration] max_parallel_connections = 1)"
+    if not capabilities.parallel_connections:
+        return 1, "1: the driver does not support parallel connections"
+    if settings.tunnelled:
+        return 1, "1: not with a tunnelled migration"
+    if not link.known:
+        return 1, "1: the link rate is unknown before the first pass"
+    if link.rate <= per_stream:
+        return 1, ("1: the link (%s) is no faster than one connection ([live_migration] "
+                   "stream_rate = %d MiB/s)" % (link.describe(), settings.stream_rate_mib))
+    wanted = int(math.ceil(link.rate / per_stream))
+    return min(settings.max_parallel_connections, wanted), (
+        "the link (%s) is faster than one connection pushes (stream_rate = %d MiB/s; "
+        "at most %d permitted)" % (link.describe(), settings.stream_rate_mib,
+                                   settings.max_parallel_connections))
+
+
+def _compression(settings, capabilities, measurement, memory, working_set, rate, streams,
+                 start):
+    """XBZRLE when permitted and declared and the guest rewrites its working set
+    at least once per pass (pages sent again, as deltas): ``(methods, reason)``."""
+    if start is not None:
+        return (), "fixed when the job started"
+    if not settings.permit_compression:
+        return (), "not armed: not permitted ([live_migration] permit_compression = False)"
+    if XBZRLE not in capabilities.compression:
+        return (), "not armed: the driver does not declare xbzrle"
+    if streams > 1:
+        return (), ("not armed: not with parallel connections (QEMU's multifd channels do "
+                    "not use XBZRLE)")
+    if not measurement.available or not rate:
+        return (), ("not armed: no dirty rate before the move, nothing says the guest "
+                    "rewrites the same pages")
+    size = min(working_set or memory, memory) or 1
+    rewrites = measurement.dirty_rate * (memory / rate) / size
+    what = "%.0f MiB%s" % (size / convergence.MiB, "" if working_set else ", all its RAM "
+                           "as none was measured")
+    if rewrites < 1:
+        return (), ("not armed: the guest rewrites its working set (%s) %.2f times per "
+                    "pass; too little would be sent again" % (what, rewrites))
+    return (XBZRLE,), ("xbzrle armed at the start: the guest rewrites its working set "
+                       "(%s) %.1f times per pass, so pages are sent again; from the second "
+                       "pass on they go as deltas (source CPU and a page cache)"
+                       % (what, rewrites))
 
 
 def _fastest(pre, ac, pc):

@@ -36,14 +36,22 @@ def plans(draw, strategy_name=strategy.ADAPTIVE):
         strategy=strategy_name, permit_post_copy=draw(permits),
         permit_auto_converge=draw(permits), downtime_ms=draw(budgets),
         parallel_connections=draw(st.sampled_from([1, 1, 4])),
-        tunnelled=draw(st.booleans()))
+        tunnelled=draw(st.booleans()),
+        max_parallel_connections=draw(st.sampled_from([1, 2, 8])),
+        stream_rate_mib=draw(st.integers(1, 2000)),
+        permit_compression=draw(st.booleans()))
     caps = caps_mod.Capabilities(post_copy=draw(st.booleans()),
-                                 auto_converge=draw(st.booleans()))
+                                 auto_converge=draw(st.booleans()),
+                                 parallel_connections=draw(st.booleans()),
+                                 compression=draw(st.sampled_from([(), ("xbzrle", "mt")])))
     measurement = (convergence.DirtyRateMeasurement() if dirty is None else
                    convergence.DirtyRateMeasurement(dirty, convergence.SAMPLING, 1.0))
+    # A plan before the transfer, or a re-plan once the first pass is done.
+    remaining = draw(st.one_of(st.none(), st.integers(0, memory)))
     plan = strategy.choose(memory, measurement,
                            convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
-                           caps, settings)
+                           caps, settings, remaining_bytes=remaining,
+                           elapsed_s=0.0 if remaining is None else memory / link)
     return plan, settings, caps
 
 
@@ -97,6 +105,61 @@ def test_a_plan_never_arms_what_is_not_permitted_or_supported(found):
     assert strategy.MigrationPlan.from_dict(plan.to_dict()) == plan
 
 
+@given(plans(), plans(strategy_name=strategy.STATIC))
+def test_connections_and_compression_only_when_permitted_and_declared(found, static):
+    for plan, settings, caps in (found, static):
+        chosen = plan.parallel_connections != settings.parallel_connections
+        assert not chosen or (
+            plan.strategy == strategy.ADAPTIVE and settings.parallel_connections == 1
+            and 1 < plan.parallel_connections <= settings.max_parallel_connections
+            and caps.parallel_connections and not settings.tunnelled
+            and plan.link_rate > settings.stream_rate_mib * MiB)
+        assert not plan.compression or (
+            plan.strategy == strategy.ADAPTIVE and settings.permit_compression
+            and plan.compression == (strategy.XBZRLE,)
+            and strategy.XBZRLE in caps.compression and plan.parallel_connections == 1
+            and plan.dirty_rate is not None)
+        assert plan.parallel_connections == 1 or not plan.post_copy
+        assert plan.reasons["parallel_connections"] and plan.reasons["compression"]
+        transfer = plan.transfer_settings(settings)
+        assert transfer.parallel_connections == plan.parallel_connections
+        assert transfer.compression == plan.compression
+
+
+@given(memories, st.integers(2, 16), st.floats(0, 0.3), st.integers(2, 8))
+def test_a_link_faster_than_one_connection_gets_parallel_connections(
+        memory, times, ratio, most):
+    """A guest that converges by pre-copy over a link several connections wide
+    gets them (as many as the link needs, at most the permitted), the same way
+    every time."""
+    stream = 100 * MiB
+    link = convergence.LinkRate(times * stream, convergence.BANDWIDTH_LIMIT)
+    args = (memory, convergence.DirtyRateMeasurement(int(ratio * stream),
+                                                     convergence.SAMPLING),
+            link, caps_mod.Capabilities(post_copy=True, auto_converge=True,
+                                        parallel_connections=True),
+            settings_mod.MigrationSettings(max_parallel_connections=most,
+                                           stream_rate_mib=100))
+    plan = strategy.choose(*args)
+    assert plan == strategy.choose(*args)
+    assert plan.parallel_connections == min(most, times)
+    assert not plan.post_copy and plan.method == strategy.PRE_COPY
+
+
+@given(memories, links, st.floats(1.05, 8.0))
+def test_xbzrle_is_armed_for_a_guest_rewriting_its_working_set(memory, link, ratio):
+    args = (memory, convergence.DirtyRateMeasurement(int(ratio * link),
+                                                     convergence.SAMPLING),
+            convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
+            caps_mod.Capabilities(post_copy=True, compression=("xbzrle",)))
+    on = strategy.choose(*args, settings_mod.MigrationSettings(
+        permit_compression=True, stream_rate_mib=2000))
+    assert on.compression == (strategy.XBZRLE,)
+    assert "xbzrle armed" in on.reasons["compression"]
+    off = strategy.choose(*args, settings_mod.MigrationSettings(stream_rate_mib=2000))
+    assert off.compression == () and "not permitted" in off.reasons["compression"]
+
+
 @given(plans(strategy_name=strategy.STATIC))
 def test_static_is_novas_choice(found):
     plan, settings, caps = found
@@ -118,7 +181,7 @@ def test_a_guest_slower_than_a_third_of_the_link_gets_plain_pre_copy(memory, lin
     plan = strategy.choose(
         memory, convergence.DirtyRateMeasurement(int(ratio * link), convergence.SAMPLING),
         convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
-        settings_mod.MigrationSettings(downtime_ms=budget))
+        settings_mod.MigrationSettings(downtime_ms=budget, stream_rate_mib=2000))
     assert plan.method == strategy.PRE_COPY and plan.predicted_time_s is not None
 
 
@@ -142,6 +205,30 @@ def test_predictions_respect_the_budget_and_take_at_least_one_pass(memory, link,
     if found.converges:
         assert found.downtime_ms <= budget
         assert found.total_s >= memory / link - 1e-3  # rounded to ms
+
+
+@given(memories, links, st.floats(0, 8.0), budgets, st.floats(0, 1), st.floats(0, 600))
+def test_a_re_plan_weighs_only_what_is_left(memory, link, ratio, budget, left, elapsed):
+    """After the first pass, post-copy is chosen only when switching now is
+    predicted DISPLACE times faster than finishing by pre-copy; the total
+    prediction includes the time already spent; the same inputs, the same plan."""
+    args = (memory, convergence.DirtyRateMeasurement(int(ratio * link),
+                                                     convergence.FIRST_ITERATION),
+            convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
+            settings_mod.MigrationSettings(downtime_ms=budget, permit_auto_converge=False,
+                                           stream_rate_mib=2000))
+    remaining = int(left * memory)
+    plan = strategy.choose(*args, remaining_bytes=remaining, elapsed_s=elapsed)
+    assert plan == strategy.choose(*args, remaining_bytes=remaining, elapsed_s=elapsed)
+    pre = strategy.predict(memory, int(ratio * link), link, budget, start=remaining)
+    now = strategy.post_copy_now(remaining, link)
+    if plan.method == strategy.POST_COPY:
+        assert plan.post_copy_after_first_pass
+        assert not pre.converges or now.total_s * strategy.DISPLACE < pre.total_s
+    elif pre.converges:
+        assert plan.method == strategy.PRE_COPY
+    if plan.predicted_time_s is not None:
+        assert plan.predicted_time_s >= elapsed - 1e-3
 
 
 # -- monitor ----------------------------------------------------------------------------

@@ -91,7 +91,9 @@ def show_convergence(conv, stream):
     stream.write("  %-15s %s\n" % ("method", plan["method"]))
     armed = [name for name, on in (("auto-converge", plan["auto_converge"]),
                                    ("post-copy", plan["post_copy"])) if on]
+    armed += list(plan.get("compression") or ())
     stream.write("  %-15s %s\n" % ("armed", ", ".join(armed) or "nothing"))
+    stream.write("  %-15s %d\n" % ("connections", plan.get("parallel_connections") or 1))
     stream.write("  %-15s %s\n" % ("escalations", " -> ".join(plan["escalations"])
                                     or "none (static)"))
     stream.write("  %-15s %d ms\n" % ("downtime budget", plan["downtime_budget_ms"]))

@@ -62,6 +62,8 @@ MIN_LIBVIRT = {
     "disks_uri": 6_008_000,
     "dirty_rate_sampling": 7_002_000,   # virDomainStartDirtyRateCalc
 }
+#: Features that are not a Capabilities flag of their own.
+MIN_LIBVIRT_OTHER = {"compression": 1_003_004}   # VIR_MIGRATE_PARAM_COMPRESSION
 #: First QEMU version with each feature, where QEMU is the limit.
 MIN_QEMU = {"post_copy": 2_005_000, "parallel_connections": 4_000_000,
             "native_tls": 2_009_000, "dirty_rate_sampling": 5_002_000}
@@ -117,13 +119,15 @@ def version_text(number):
 def capabilities(libvirt_version, qemu_version=None):
     """What a libvirt daemon of ``libvirt_version`` (and its QEMU) supports."""
     def has(feature):
-        if libvirt_version < MIN_LIBVIRT[feature]:
+        if libvirt_version < {**MIN_LIBVIRT, **MIN_LIBVIRT_OTHER}[feature]:
             return False
         return not qemu_version or qemu_version >= MIN_QEMU.get(feature, 0)
 
     return caps_mod.Capabilities(
         schemes=SCHEMES, default_scheme="tcp",
         control_uri_format="qemu+{scheme}://{host}/system",
+        # What a plan may arm per migration (VIR_MIGRATE_PARAM_COMPRESSION).
+        compression=opts.COMPRESSION_METHODS if has("compression") else (),
         **{feature: has(feature) for feature in MIN_LIBVIRT})
 
 

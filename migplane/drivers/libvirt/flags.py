@@ -226,11 +226,15 @@ def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
         flags |= libvirt.VIR_MIGRATE_PARALLEL
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = \
             settings.parallel_connections
-        why["PARALLEL"] = f"{LM} parallel_connections={settings.parallel_connections}"
-    if compression:
+        why["PARALLEL"] = (f"{LM} parallel_connections={settings.parallel_connections}"
+                           " (configured, or the adaptive plan's)")
+    chosen = tuple(m for m in settings.compression if m not in compression)
+    if compression or chosen:
         flags |= libvirt.VIR_MIGRATE_COMPRESSED
-        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = list(compression)
-        why["COMPRESSED"] = f"[driver_libvirt] compression={','.join(compression)}"
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = list(compression) + list(chosen)
+        why["COMPRESSED"] = "; ".join(
+            ([f"[driver_libvirt] compression={','.join(compression)}"] if compression
+             else []) + ([f"the adaptive plan: {','.join(chosen)}"] if chosen else []))
     if settings.bandwidth_mib:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = settings.bandwidth_mib
         why[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = f"{LM} bandwidth, in MiB/s"

@@ -189,6 +189,9 @@ def test_adaptive_summary_shows_predicted_against_actual(cli, world, start_agent
     assert code == 0, err
     assert "convergence (strategy adaptive)" in out
     assert "escalations     raise-downtime -> post-copy" in out
+    assert "connections     1" in out
+    assert "why parallel_connections: 1: not permitted" in out
+    assert "why compression: not armed: not permitted" in out
     code, out, err = cli("migrate", "busy", "--from", "host-a", "--to", "host-b", *args)
     assert code == 0, out + err
     assert "escalated: post-copy" in err

@@ -96,6 +96,28 @@ def test_a_short_transfer_learns_from_the_first_pass_instead(world, make_driver,
     assert result.measurement.dirty_rate == 32 * MiB
 
 
+def test_the_re_plan_weighs_what_the_first_pass_left(world, make_driver, make_migration):
+    # Half the link: pre-copy converges, but after the first pass switching to
+    # post-copy at once sends what is left once instead of pass after pass.
+    busy(world, dirty_mib_s=8, working_set_mib=64)
+    migration = make_migration(*pair(make_driver))
+    result = migration.run()
+    assert result.status == flow.COMPLETED and result.progress.postcopy
+    assert result.plan.method == strategy.POST_COPY
+    assert "after the first pass" in result.plan.reasons["predictions"]
+    assert "re-planned" in result.plan.reasons["revised"]
+    assert result.plan.predicted_time_s > 128 / 16 * 0.5   # the first pass counts
+
+
+def test_a_slow_guest_stays_in_pre_copy_after_the_re_plan(world, make_driver,
+                                                          make_migration):
+    busy(world, dirty_mib_s=2, working_set_mib=64)
+    migration = make_migration(*pair(make_driver))
+    result = migration.run()
+    assert result.status == flow.COMPLETED and not result.progress.postcopy
+    assert result.plan.method == strategy.PRE_COPY and escalations(migration) == []
+
+
 def test_without_sampling_it_says_so_and_learns(world, make_driver, make_migration):
     world.add_guest(A, "vm1", memory_mib=2048, dirty_mib_s=4)
     world.hosts[A].dirty_rate_sampling = False

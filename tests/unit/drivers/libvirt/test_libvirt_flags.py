@@ -111,6 +111,20 @@ def test_parallel_bandwidth_and_compression_parameters():
     assert p.call_params()[P.VIR_MIGRATE_PARAM_COMPRESSION] == ["xbzrle"]
 
 
+def test_the_plans_compression_joins_the_configured_one():
+    assert not plan().flags & P.VIR_MIGRATE_COMPRESSED
+    settings = settings_mod.MigrationSettings(compression=("xbzrle",))
+    uris = uri_mod.resolve(settings, data(), CAPS, driver="libvirt")
+    armed = flags.build(settings, uris, CAPS)
+    assert armed.flags & P.VIR_MIGRATE_COMPRESSED
+    assert armed.call_params()[P.VIR_MIGRATE_PARAM_COMPRESSION] == ["xbzrle"]
+    assert "adaptive plan" in armed.reasons["COMPRESSED"]
+    both = flags.build(settings, uris, CAPS, compression=("xbzrle",))
+    assert both.call_params()[P.VIR_MIGRATE_PARAM_COMPRESSION] == ["xbzrle"]
+    assert CAPS.compression == ("xbzrle", "mt")
+    assert driver.capabilities(1_003_000).compression == ()
+
+
 def test_persistent_and_destination_xml_are_passed_when_given():
     settings = settings_mod.MigrationSettings()
     uris = uri_mod.resolve(settings, data(), CAPS)
