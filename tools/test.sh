@@ -29,8 +29,9 @@ if [ $# -gt 0 ]; then
 fi
 # The functional tests mostly wait (guests tick, links are capped, daemons
 # start); the others mostly compute. On two CPUs they run side by side, each
-# with its own coverage data, combined for the gate below.
-COV=(--cov=migplane --cov-branch --cov-report=)
+# with its own coverage data, combined for the gate below; each names its
+# slowest tests, to see where CI time goes.
+COV=(--cov=migplane --cov-branch --cov-report= --durations=15)
 fast_log=$(mktemp)
 COVERAGE_FILE=.coverage.fast $PY -m pytest -p no:cacheprovider "${COV[@]}" \
   --ignore=tests/functional tests examples >"$fast_log" 2>&1 &
