@@ -80,7 +80,7 @@ class Config:
     @classmethod
     def quick_preset(cls, **kw):
         base = dict(quick=True, iso_memory_mib=32, iso_stamp_mib=16, repeats_c1=1,
-                    repeats_cn=1, baseline_s=3.0, settle_s=0.5, eff_stamp_mib=48,
+                    repeats_cn=1, baseline_s=2.0, settle_s=0.5, eff_stamp_mib=48,
                     pairs_idle=2, pairs_dirty=1, dirty_mib=8, evac_guests=6,
                     evac_stamp_mib=(16, 24, 32), evac_dirty_mib=4, evac_limit=3,
                     evac_repeats=1, micro_batch=500, micro_batches=3,
