@@ -7,6 +7,7 @@ answers is raised again as the same :mod:`migplane.core.exception` class.
 """
 
 import logging
+import re
 import urllib.parse
 
 import requests
@@ -96,8 +97,9 @@ class AgentClient:
         try:
             data = response.json()
         except ValueError:
-            data = {"error": {"type": "AgentRequestError",
-                              "message": response.text[:200] or "an empty answer"}}
+            # e.g. a proxy's HTML error page: say what came, not the markup
+            raise errors.AgentRequestError(url=self.url, status_code=response.status_code,
+                                           reason=_not_json(response))
         if response.status_code >= 400:
             raise errors.from_body(self.url, response.status_code, data)
         return wire.load_answer(data)
@@ -127,6 +129,15 @@ class AgentClient:
 
     def release_slot(self, migration_id):
         return self.request("DELETE", "/v1/slots/%s" % migration_id)
+
+
+def _not_json(response):
+    """What a non-JSON answer was, in one short line (its type and the start of
+    its text with the markup stripped): never a page of HTML in an error."""
+    kind = response.headers.get("Content-Type") or "no content type"
+    text = " ".join(re.sub(r"<[^>]*>", " ", response.text or "").split())
+    return "not a JSON answer (%s)%s" % (kind.split(";")[0], ": %s" % text[:120]
+                                         if text else ", empty")
 
 
 def _short(err):

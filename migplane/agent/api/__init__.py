@@ -28,7 +28,9 @@ POST     /v1/evacuations/<id>/abort                  abort the rest      operato
 Source-side steps are not served: the source agent runs them itself. One
 blueprint per resource; ``migplane.agent.app`` adds authentication and the
 JSON errors. Every body is a versioned object of ``migplane.agent.wire``
-(requests and answers; errors stay ``{"error": {...}}``).
+(requests and answers). Errors stay ``{"error": {...}}``, frozen across
+versions: the refusal of an incompatible version is itself an error, and a
+peer of any version must be able to read it.
 """
 
 import flask

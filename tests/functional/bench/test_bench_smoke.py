@@ -20,12 +20,14 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[3]
 #: Smaller than --quick: one window per scenario at one concurrency (2: the
 #: concurrent path, a superset of the single one), one pair per guest kind, two
-#: guests to evacuate three ways. About 1.5 minutes on a quiet machine.
+#: guests to evacuate three ways, two convergence cells (0.5x: every tool
+#: converges, the default re-plans to post-copy; 2x: virsh and static are
+#: aborted at the time limit) of a 32 MiB guest over a 16 MiB/s link. Every
+#: part on one lab, one report. About 2.5 minutes on a quiet machine.
 SMOKE_ARGS = ["--quick", "--concurrency", "2", "--pairs", "1", "--stamp-mib", "8",
               "--evac-guests", "2", "--evac-limit", "2", "--evac-repeats", "1",
-              # convergence has its own smoke (test_bench_convergence_smoke.py)
-              "--parts", ",".join(p for p in schema.PARTS if p != "convergence")]
-TIMEOUT = 240
+              "--convergence-rates", "0.5,2", "--parts", ",".join(schema.PARTS)]
+TIMEOUT = 420
 
 
 def _png_ok(path):
@@ -62,10 +64,15 @@ def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
     assert [r["way"] for r in evac["runs"]] == ["serial", "naive", "planner"]
     assert all(r["completed"] == 2 and r["limit_respected"] for r in evac["runs"])
     assert all(r["all_intact"] for r in evac["runs"])
+    conv = results["convergence"]
+    assert [(r["multiple"], r["tool"]) for r in conv["runs"]] == [
+        (m, t) for m in (0.5, 2.0) for t in ("virsh", "static", "default")]
+    assert all(r["intact"] for r in conv["runs"]), conv["runs"]
     ids = {t["id"] for t in results["targets"]}
     assert {"isolation_quiet_c2", "isolation_vs_unsplit_c2", "plane_share",
             "wall_ratio_idle", "goodput_idle", "evacuation_planner", "evacuation_fastest",
-            "evacuation_limit", "evacuation_intact"} <= ids
+            "evacuation_limit", "evacuation_intact", "convergence_default",
+            "convergence_downtime", "convergence_intact", "convergence_vs_static"} <= ids
     assert all(t["met"] is not None for t in results["targets"])
 
     text = (out / "REPORT.md").read_text()
@@ -74,11 +81,12 @@ def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
         "**met**" in ln or "**not met**" in ln)]
     assert len(rows) == len(results["targets"])
     assert "## What the figures mean" in text
+    assert "## Convergence" in text and "| 2.0x |" in text
 
     assert set(results["plots"]) == {"isolation_latency.png", "isolation_timeline.png",
                                      "isolation_cdf.png", "efficiency.png",
                                      "evacuation_serial.png", "evacuation_naive.png",
-                                     "evacuation_planner.png"}
+                                     "evacuation_planner.png", "convergence.png"}
     for name in results["plots"]:
         assert _png_ok(out / name), name
         assert "(%s)" % name in text

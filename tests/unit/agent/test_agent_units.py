@@ -230,6 +230,27 @@ def test_errors_cross_the_wire_with_their_type():
     assert "answered 500" in str(errors.from_body("http://x", 500, {}))
 
 
+@pytest.mark.parametrize("status", [200, 502])
+def test_an_answer_that_is_not_json_is_named_not_dumped(monkeypatch, status):
+    """A proxy's HTML page (even with a 200) is an error saying what came, in
+    one short line, never the page's markup."""
+    import requests
+
+    page = ("<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway"
+            "</h1>" + "<p>filler</p>" * 500 + "</body></html>")
+    response = requests.Response()
+    response.status_code = status
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    response._content = page.encode()
+    client = client_mod.AgentClient("https://192.0.2.11:8775", token=None)
+    monkeypatch.setattr(client.session, "request", lambda *a, **kw: response)
+    with pytest.raises(errors.AgentRequestError) as caught:
+        client.get("/v1/host")
+    text = str(caught.value)
+    assert "not a JSON answer (text/html)" in text and "Bad Gateway" in text
+    assert "<" not in text and len(text) < 300 and str(status) in text
+
+
 def test_every_schema_is_a_valid_schema():
     for schema in [*schemas.STEPS.values(), schemas.MIGRATION, schemas.SLOT,
                    schemas.PROBE_LISTEN, schemas.PROBE_CONNECT, schemas.EMPTY]:
