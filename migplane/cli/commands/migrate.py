@@ -78,9 +78,24 @@ def request_body(args, directory):
     return body
 
 
+def unapplied(body, record):
+    """The overrides sent in ``body`` that the source agent's ``record`` does not
+    list as applied: an agent of an older release ignores (and logs) one its
+    version of the settings does not have, and the operator must hear of it."""
+    applied = record.get("options") or {}
+    return sorted(k for k in body.get("options") or {} if k not in applied)
+
+
 def run(args, directory):
     source = directory.client(args.source, "--from")
-    record = source.post("/v1/migrations", request_body(args, directory))
+    body = request_body(args, directory)
+    record = source.post("/v1/migrations", body)
+    ignored = unapplied(body, record)
+    if ignored:
+        print("warning: the agent of %s did not apply %s (an older release that does "
+              "not know %s); the migration goes on without %s" % (
+                  args.source, ", ".join(ignored), "them" if len(ignored) > 1 else "it",
+                  "them" if len(ignored) > 1 else "it"), file=sys.stderr)
     if args.detach:
         if args.json:
             output.emit_json(record)

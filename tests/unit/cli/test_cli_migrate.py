@@ -198,3 +198,30 @@ def test_adaptive_summary_shows_predicted_against_actual(cli, world, start_agent
     assert "adaptive: pre-copy, then post-copy after the first pass" in out
     assert "(actual: " in out
     assert world.where("busy") == ["host-b"]
+
+
+def test_an_override_an_older_agent_ignored_is_named(capsys):
+    """An agent of an older release ignores an override it does not know (and
+    lists only what it applied): the operator is told, by option name."""
+    class Source:
+        def post(self, path, body):
+            return {"id": "m1", "source": "host-a", "destination": "host-b",
+                    "options": {"bandwidth_mib": 16}}
+
+    class Directory:
+        def client(self, name, flag):
+            return Source()
+
+        def url(self, name, flag):
+            return "https://192.0.2.12:8775"
+
+    class Args:
+        domain, source, destination = "vm1", "host-a", "host-b"
+        bandwidth, postcopy, strategy, block = 16, False, "adaptive", False
+        detach, json = True, False
+
+    assert migrate.unapplied({"options": {"a": 1}}, {"options": {"a": 1}}) == []
+    assert migrate.unapplied({}, {"options": None}) == []
+    assert migrate.run(Args(), Directory()) == 0
+    err = capsys.readouterr().err
+    assert "did not apply strategy" in err and "bandwidth_mib" not in err
