@@ -188,9 +188,10 @@ def _meaning(results):
             mi = dirty["tools"]["migplane"]["iterations"]["median"]
             vi = dirty["tools"]["virsh"]["iterations"]["median"]
             text.append(
-                "With a dirtying guest migplane follows Nova's downtime schedule, which "
-                "(with the default options) starts at a max downtime of 50 ms where bare "
-                "virsh keeps QEMU's 300 ms: "
+                "With a dirtying guest migplane's default (`strategy = adaptive`) "
+                "starts at half its downtime budget (250 ms with the default options; "
+                "`static` would follow Nova's steps from 50 ms) where bare virsh keeps "
+                "QEMU's 300 ms: "
                 "median %s vs %s pre-copy iterations, and downtime %s vs %s ms." % (
                     _f(mi, "%.0f"), _f(vi, "%.0f"),
                     _f(dirty["tools"]["migplane"]["downtime_ms"]["median"], "%.0f"),
