@@ -54,9 +54,8 @@ class Config:
     dirty_mib: int = 16
     dirty_rate_mib_s: int = 4
     # evacuation: 16 guests, 48-192 MiB stamped (1920 MiB, ~180 s of link at
-    # 100 Mbit/s); serial ~280 s, naive ~190 s, the planner 2 x ~190 s, and each
-    # way's boots and checks (~60 s): about 15 minutes on a quiet machine, 18
-    # measured with 4 helpers' load (fixed costs 5 s instead of 2)
+    # 100 Mbit/s); serial ~250 s, naive ~190 s, the planner 2 x ~185 s, and each
+    # way's boots and checks (~60 s): 15.7 minutes measured on a quiet machine
     evac_guests: int = 16
     evac_stamp_mib: tuple = (48, 96, 144, 192)
     evac_headroom_mib: int = 16
@@ -117,7 +116,7 @@ def parser():
                     "bare virsh, and write results.json, REPORT.md and PNG plots (needs "
                     "root; also 'python -m migplane.bench').",
         epilog="examples:\n"
-               "  migplane bench --out benchmarks                  # about 15 minutes\n"
+               "  migplane bench --out benchmarks                  # about 40 minutes\n"
                "  migplane bench --quick --out /tmp/b              # about 2-3 minutes\n"
                "  migplane bench --render-only --out benchmarks    # from results.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
