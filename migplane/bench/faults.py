@@ -45,13 +45,14 @@ BANDWIDTH = 4
 MEMORY_MIB = 48
 SLOT_PROBE = r"""
 import json, sys, requests
+from migplane.agent import wire
 token, ca = sys.argv[1:3]
 out = {}
 for url in sys.argv[3:]:
     try:
         r = requests.get(url + "/v1/host", verify=ca or True, timeout=10,
                          headers={"Authorization": "Bearer " + token})
-        agent = r.json()["agent"]
+        agent = wire.load_answer(r.json())["agent"]
         out[url] = {"running": agent["running"], "incoming": len(agent["incoming"])}
     except Exception as err:
         out[url] = {"error": str(err)}
