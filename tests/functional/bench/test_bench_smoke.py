@@ -20,13 +20,14 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[3]
 #: Smaller than --quick: one window per scenario at one concurrency (2: the
 #: concurrent path, a superset of the single one), one pair per guest kind, two
-#: guests to evacuate three ways, two convergence cells (0.5x: every tool
-#: converges, the default re-plans to post-copy; 2x: virsh and static are
-#: aborted at the time limit) of a 32 MiB guest over a 16 MiB/s link. Every
+#: guests to evacuate three ways, two convergence cells (0.25x: every tool
+#: converges by pre-copy, so every convergence target is measured; 2x: virsh
+#: and static are aborted at the time limit, the default escalates) of a 32 MiB
+#: guest over a 16 MiB/s link. Every
 #: part on one lab, one report. About 2.5 minutes on a quiet machine.
 SMOKE_ARGS = ["--quick", "--concurrency", "2", "--pairs", "1", "--stamp-mib", "8",
               "--evac-guests", "2", "--evac-limit", "2", "--evac-repeats", "1",
-              "--convergence-rates", "0.5,2", "--parts", ",".join(schema.PARTS)]
+              "--convergence-rates", "0.25,2", "--parts", ",".join(schema.PARTS)]
 TIMEOUT = 420
 
 
@@ -66,14 +67,14 @@ def test_quick_run_writes_a_well_formed_report(lab_env, tmp_path):
     assert all(r["all_intact"] for r in evac["runs"])
     conv = results["convergence"]
     assert [(r["multiple"], r["tool"]) for r in conv["runs"]] == [
-        (m, t) for m in (0.5, 2.0) for t in ("virsh", "static", "default")]
+        (m, t) for m in (0.25, 2.0) for t in ("virsh", "static", "default")]
     assert all(r["intact"] for r in conv["runs"]), conv["runs"]
     ids = {t["id"] for t in results["targets"]}
     assert {"isolation_quiet_c2", "isolation_vs_unsplit_c2", "plane_share",
             "wall_ratio_idle", "goodput_idle", "evacuation_planner", "evacuation_fastest",
             "evacuation_limit", "evacuation_intact", "convergence_default",
             "convergence_downtime", "convergence_intact", "convergence_vs_static"} <= ids
-    assert all(t["met"] is not None for t in results["targets"])
+    assert [t["id"] for t in results["targets"] if t["met"] is None] == []
 
     text = (out / "REPORT.md").read_text()
     assert report.TARGETS_HEADING in text and report.TARGETS_HEADER in text
