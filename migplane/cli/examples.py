@@ -16,6 +16,11 @@ EXAMPLES = {
         "migplane explain vm1 --from host-a --to host-b",
         "migplane explain vm1 --from host-a --to host-b --block --json",
     ),
+    "evacuate": (
+        "migplane evacuate host-a --to host-b --dry-run",
+        "migplane evacuate host-a --to host-b --dry-run --json",
+        "migplane evacuate host-a --to host-b",
+    ),
     "check": (
         "migplane check --from host-a --to host-b",
         "migplane --json check --from host-a --to host-b",

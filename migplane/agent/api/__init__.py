@@ -33,8 +33,11 @@ versions: the refusal of an incompatible version is itself an error, and a
 peer of any version must be able to read it.
 """
 
+import re
+
 import flask
 
+from migplane.agent import errors
 from migplane.agent import validation
 from migplane.agent import wire
 
@@ -51,6 +54,18 @@ def body(cls=None):
     if cls is None:
         return validation.validate(data, wire.Request.SCHEMA)
     return wire.load_request(cls, data)
+
+
+def since():
+    """The ``?since=N`` event number of a record's ``GET``, or None: a decimal of
+    at most 12 ASCII digits, else a 400 naming the field."""
+    value = flask.request.args.get("since")
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,12}", value):
+        raise errors.BadRequest(field="since", reason="must be an event number, got %r"
+                                % value)
+    return int(value)
 
 
 def reply(cls, data, status=200):

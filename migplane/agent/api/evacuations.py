@@ -3,7 +3,6 @@
 import flask
 
 from migplane.agent import api
-from migplane.agent import errors
 from migplane.agent import evacuations
 from migplane.agent import wire
 
@@ -33,13 +32,10 @@ def index():
 @bp.get("/v1/evacuations/<evacuation_id>")
 def show(evacuation_id):
     api.body()
-    since = flask.request.args.get("since")
-    if since is not None and not since.isdigit():
-        raise errors.BadRequest(field="since", reason="must be an event number, got %r"
-                                % since)
+    since = api.since()  # checked before the record is looked up
     record = api.agent().evacuations.get(evacuation_id)
     return api.reply(wire.EvacuationRecord,
-                     record.to_dict(since=None if since is None else int(since)))
+                     record.to_dict(since=since))
 
 
 @bp.post("/v1/evacuations/<evacuation_id>/abort")

@@ -1,11 +1,9 @@
 """Migrations this agent coordinates as their source, and their dry runs."""
 
-import re
 
 import flask
 
 from migplane.agent import api
-from migplane.agent import errors
 from migplane.agent import wire
 
 bp = flask.Blueprint("migrations", __name__)
@@ -30,13 +28,10 @@ def index():
 @bp.get("/v1/migrations/<migration_id>")
 def show(migration_id):
     api.body()
-    since = flask.request.args.get("since")
-    if since is not None and not re.fullmatch(r"[0-9]{1,12}", since):
-        raise errors.BadRequest(field="since", reason="must be an event number, got %r"
-                                % since)
+    since = api.since()  # checked before the record is looked up
     record = api.agent().migration(migration_id)
     return api.reply(wire.MigrationRecord,
-                     record.to_dict(since=None if since is None else int(since)))
+                     record.to_dict(since=since))
 
 
 @bp.post("/v1/migrations/<migration_id>/abort")

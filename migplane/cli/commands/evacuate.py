@@ -19,12 +19,6 @@ from migplane.cli import output
 POLL_S = 0.5
 MiB = 1048576
 
-EXAMPLES = """\
-examples:
-  migplane evacuate host-a --to host-b --dry-run
-  migplane evacuate host-a --to host-b --dry-run --json
-  migplane evacuate host-a --to host-b
-"""
 
 
 def add_parser(subparsers, parents):
@@ -34,7 +28,7 @@ def add_parser(subparsers, parents):
                     "planned against HOST's migration link: enough streams to fill it, "
                     "the next guest prepared while the current one finishes. The "
                     "source agent runs it; interrupting this command does not stop it.",
-        epilog=EXAMPLES + "\n" + errors.EPILOG,
+        epilog=errors.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("host", metavar="HOST", help="the host to empty")
     p.add_argument("--to", dest="destinations", metavar="HOST,...",

@@ -38,10 +38,11 @@ def test_driver_data_nested_900_deep_is_400_naming_it(pair, world):
     assert world.hosts["host-b"].prepared == {}
 
 
+@pytest.mark.parametrize("resource", ["migrations", "evacuations"])
 @pytest.mark.parametrize("since", ["²", "١٢", "-1", "1.0", "1e3", "9" * 40])
-def test_since_must_be_an_ascii_number(pair, since):
+def test_since_must_be_an_ascii_number(pair, since, resource):
     a, _ = pair
-    answer = call(a, "GET", "/v1/migrations/abc?since=%s" % since)
+    answer = call(a, "GET", "/v1/%s/abc?since=%s" % (resource, since))
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == "since"
 
