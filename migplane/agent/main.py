@@ -6,11 +6,20 @@ peers, ...),
 ``[DEFAULT] my_live_migration_ip``, ``[live_migration]`` and the driver's
 group. Exit status: 0 after SIGTERM/SIGINT, 2 on a configuration error,
 1 when the server cannot start.
+
+SIGHUP (``systemctl reload migplane-agent``) reads the configuration files
+again and, with them, the TLS files and peers: new connections are served
+with the new certificate, connections and migrations under way keep theirs.
+When anything new is wrong the agent logs it and keeps what it had. Under
+systemd (``etc/systemd/migplane-agent.service``, ``Type=notify``) the agent
+reports READY=1 once it serves, RELOADING=1 and READY=1 around a reload,
+and STOPPING=1.
 """
 
 import signal
 import sys
 import threading
+import time
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -19,13 +28,17 @@ from migplane.agent import app as app_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
+from migplane.agent import systemd
 from migplane.core import exception
 from migplane.core import opts as core_opts
 
 LOG = logging.getLogger(__name__)
 DOMAIN = "migplane-agent"
 VERSION_HELP = ("--version prints the versions of migplane and of the libvirt and QEMU "
-                "that the configured driver sees, then exits.")
+                "that the configured driver sees, then exits. SIGHUP reads the "
+                "certificate, key, CA and peers again.")
+#: Seconds between two looks at the certificate's expiry date.
+EXPIRY_CHECK_S = 86400
 
 
 def build_conf(argv):
@@ -53,6 +66,29 @@ def server_for(agent, host, port):
         app_mod.create_app(agent), host, port, ssl_context=agent.server_context,
         request_timeout=options.request_timeout, max_connections=options.max_connections,
         max_header_bytes=options.max_header_bytes, max_body_bytes=options.max_body_bytes)
+
+
+def reload_tls(conf, agent, server):
+    """SIGHUP: the configuration files, then the TLS files and peers, read again; on
+    any error the agent logs it (naming the file or option) and keeps serving as
+    before. True when the new ones are in use."""
+    systemd.reloading()
+    try:
+        try:
+            conf.mutate_config_files()
+        except (cfg.Error, ValueError) as err:
+            raise exception.ConfigError(group="DEFAULT", option="config_file",
+                                        value=", ".join(conf.config_file or ()),
+                                        reason="cannot be read again: %s" % err)
+        agent.reload_tls()
+        server.set_ssl_context(agent.server_context)
+        return True
+    except exception.MigplaneError as err:
+        LOG.error("Reload refused, still serving with the certificate, key, CA and peers "
+                  "read before: %s", err)
+        return False
+    finally:
+        systemd.ready("Serving on %s" % server.url)
 
 
 def version(argv):
@@ -93,14 +129,20 @@ def main(argv=None):
               % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
         return 1
 
-    stopping = threading.Event()
+    stopping, reload_asked, wake = threading.Event(), threading.Event(), threading.Event()
 
     def stop(signum, frame):
         LOG.info("Signal %d: stopping", signum)
         stopping.set()
+        wake.set()
+
+    def reload(signum, frame):
+        reload_asked.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     if agent.options.insecure_lab_mode:
         LOG.warning("insecure_lab_mode is on: this agent is for a throw-away lab only")
     LOG.info("migplane-agent %s for host %s (driver %s, my_live_migration_ip %s, "
@@ -110,10 +152,23 @@ def main(argv=None):
              agent.settings.concurrency.when_busy)
     thread = threading.Thread(target=server.serve_forever, name="agent-server")
     thread.start()
-    while not stopping.wait(1.0):
+    systemd.ready("Serving on %s" % server.url)
+    agent.warn_if_certificate_expires()
+    next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
+    while not stopping.is_set():
+        wake.wait(1.0)
+        wake.clear()
         if not thread.is_alive():
             LOG.error("The HTTP server stopped unexpectedly")
             return 1
+        if reload_asked.is_set() and not stopping.is_set():
+            reload_asked.clear()
+            reload_tls(conf, agent, server)
+            next_expiry_check = 0
+        if time.monotonic() >= next_expiry_check:
+            agent.warn_if_certificate_expires()
+            next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
+    systemd.stopping()
     server.stop()
     thread.join(10)
     LOG.info("migplane-agent stopped")

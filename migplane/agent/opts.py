@@ -38,6 +38,7 @@ agent_opts = [
     cfg.DictOpt(
         "peers",
         default={},
+        mutable=True,
         help="The other agents this one works with, by host name, e.g. "
              "'host-b:https://192.0.2.12:7480,host-c:https://192.0.2.13:7480'. A "
              "migration may only target one of them, always at this URL (never one a "
@@ -45,6 +46,7 @@ agent_opts = [
              "for peer calls (slots, destination steps). Each URL must be https://."),
     cfg.StrOpt(
         "cert_file",
+        mutable=True,
         help="This host's own PEM certificate (chain), served as the HTTPS "
              "certificate and presented as the client certificate to peers. Its "
              "subjectAltName must hold this host's name ([live_migration] hostname) as "
@@ -52,10 +54,12 @@ agent_opts = [
              "insecure_lab_mode."),
     cfg.StrOpt(
         "key_file",
+        mutable=True,
         help="PEM private key of cert_file; readable by its owner only."),
     cfg.StrOpt(
         "ca_file",
         deprecated_name="peer_ca_file",
+        mutable=True,
         help="PEM CA bundle that signs the peers' certificates: verifies the peers "
              "this agent calls and the client certificates of peers calling it. "
              "Required when peers are set."),

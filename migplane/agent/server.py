@@ -261,6 +261,12 @@ class AgentServer:
             host = "[%s]" % host
         return "%s://%s:%d" % (self.scheme, host, port)
 
+    def set_ssl_context(self, context):
+        """Serve new connections with ``context`` (a rotated certificate); the
+        connections already open keep the one they were accepted with."""
+        with self._lock:
+            self.ssl_context = context
+
     @property
     def active(self):
         """Connections being served now."""
@@ -322,8 +328,10 @@ class AgentServer:
             conn.settimeout(self.request_timeout)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer_cert = None
-            if self.ssl_context is not None:
-                conn = holder[0] = self.ssl_context.wrap_socket(conn, server_side=True)
+            with self._lock:
+                context = self.ssl_context
+            if context is not None:
+                conn = holder[0] = context.wrap_socket(conn, server_side=True)
                 peer_cert = conn.getpeercert() or None
             rfile = conn.makefile("rb")
             wfile = conn.makefile("wb")

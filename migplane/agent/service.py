@@ -7,6 +7,7 @@ layer (``app`` and ``api``) only validates, calls in here and serialises.
 import dataclasses
 import ipaddress
 import logging
+import time
 import urllib.parse
 
 from migplane.agent import client as client_mod
@@ -51,13 +52,8 @@ class Agent:
         safety.check(self.options, self.tokens, self.settings)
         self.driver = driver if driver is not None else loader.load_driver(conf)
         self.hostname = self.driver.hostname
-        self.peers = safety.peers(self.options, self.hostname)
-        self.server_context = self.client_context = None
-        if self.options.cert_file:
-            self.server_context = tls.server_context(
-                self.options.cert_file, self.options.key_file, self.options.ca_file)
-            self.client_context = tls.client_context(
-                self.options.cert_file, self.options.key_file, self.options.ca_file)
+        self.peers, self.server_context, self.client_context, self.certificate = \
+            self._read_tls()
         self.facts = facts
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
                                          lease_s=self.options.slot_lease,
@@ -91,6 +87,51 @@ class Agent:
     @property
     def tls(self):
         return self.server_context is not None
+
+    def _read_tls(self):
+        """``(peers, server context, client context, certificate)`` from ``[agent]``
+        as the files hold them now (ConfigError naming the first bad one)."""
+        peers = safety.peers(self.options, self.hostname)
+        if not self.options.cert_file:
+            return peers, None, None, None
+        files = self.options.cert_file, self.options.key_file, self.options.ca_file
+        return (peers, tls.server_context(*files), tls.client_context(*files),
+                tls.read_certificate(self.options.cert_file))
+
+    def reload_tls(self):
+        """Read ``[agent]`` cert_file, key_file, ca_file and peers again (SIGHUP).
+
+        All or nothing: when anything is wrong the agent keeps what it had and
+        raises the ConfigError naming it. Peer calls already under way keep the
+        context they started with (a migration in flight continues); the server
+        takes :attr:`server_context` for its new connections.
+        """
+        safety.check(self.options, self.tokens, self.settings)
+        peers, server, client, certificate = self._read_tls()
+        if (server is None) != (self.server_context is None):
+            raise exception.ConfigError(
+                group=opts.GROUP, option="cert_file", value=self.options.cert_file or "",
+                reason="switching between HTTP and HTTPS needs a restart")
+        self.peers, self.server_context, self.client_context, self.certificate = \
+            peers, server, client, certificate
+        LOG.info("TLS files and peers read again: certificate %s (serial %x), peers %s",
+                 self.options.cert_file, certificate.serial if certificate else 0,
+                 ", ".join(sorted(peers)) or "none")
+
+    def warn_if_certificate_expires(self, now=None):
+        """Log a warning when this agent's certificate ends within
+        :data:`tls.EXPIRY_WARNING_DAYS` days; True when it did."""
+        if self.certificate is None:
+            return False
+        now = time.time() if now is None else now
+        if not tls.expires_soon(self.certificate.not_after, now):
+            return False
+        days = (self.certificate.not_after - now) / 86400
+        LOG.warning("The agent's certificate %s (serial %x) %s: issue a new one and "
+                    "reload the agent (systemctl reload migplane-agent)",
+                    self.certificate.path, self.certificate.serial,
+                    "expires in %.0f days" % days if days > 0 else "has expired")
+        return True
 
     # -- peers -------------------------------------------------------------------
 

@@ -75,25 +75,31 @@ def paced(world, real_s=0.002):
 
 
 class TestPKI:
-    """A throw-away CA under ``directory`` issuing each host's agent certificate once."""
+    """A throw-away CA under ``directory`` issuing each host's agent certificate once
+    (:meth:`renew` issues it again, in place, as an operator rotating it would)."""
 
     def __init__(self, directory, addresses=("127.0.0.1", "::1")):
-        from migplane.lab import tls as lab_tls
-        self._tls = lab_tls
+        from migplane import pki
+        self._pki = pki
         self.dir = Path(directory)
         self.addresses = list(addresses)
-        self.ca_key, self.ca_cert = lab_tls.ensure_ca(self.dir / "ca", "unit-tests")
+        self.ca_key, self.ca_cert = pki.ensure_ca(self.dir / "ca", "unit-tests CA", days=30)
         self.ca_file = str(self.ca_cert)
         self._issued = {}
 
     def issue(self, hostname):
         """``(cert_file, key_file)`` of ``hostname`` (SAN: its name and the addresses)."""
         if hostname not in self._issued:
-            cert, key = self._tls.issue_agent(self.ca_key, self.ca_cert,
-                                              self.dir / hostname, hostname,
-                                              self.addresses, 1000 + len(self._issued))
-            self._issued[hostname] = (str(cert), str(key))
+            self.renew(hostname)
         return self._issued[hostname]
+
+    def renew(self, hostname, days=30):
+        """A new certificate and key for ``hostname`` in the same files; its serial."""
+        cert, key = self._pki.issue_agent(self.ca_key, self.ca_cert, self.dir / hostname,
+                                          hostname, self.addresses, days=days)
+        self._issued[hostname] = (str(cert), str(key))
+        from migplane.agent import tls
+        return tls.read_certificate(cert).serial
 
     def options(self, hostname):
         """The ``[agent]`` options that give ``hostname``'s agent its certificate."""

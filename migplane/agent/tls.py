@@ -6,8 +6,16 @@ with it and presents it, as a client certificate, when it calls a peer: a
 peer's identity is the DNS name in its certificate's subjectAltName that is
 one of ``[agent] peers``. Files are checked when the agent starts, so a
 missing, swapped or mismatched file is a configuration error naming it.
+
+The agent reads the files again on SIGHUP (see :mod:`migplane.agent.main`)
+and warns, :data:`EXPIRY_WARNING_DAYS` ahead, of its certificate's end:
+:func:`certificate_not_after` reads it with the standard library only.
 """
 
+import base64
+import binascii
+import calendar
+import collections
 import os
 import ssl
 import stat
@@ -15,6 +23,11 @@ import stat
 from migplane.core import exception
 
 GROUP = "agent"
+#: The agent warns in its log this many days before its certificate expires.
+EXPIRY_WARNING_DAYS = 30
+#: A certificate file larger than this is not read (a chain of a few certificates
+#: is a few kilobytes).
+MAX_CERT_FILE_BYTES = 1024 * 1024
 
 
 def _config_error(option, value, reason):
@@ -98,3 +111,95 @@ def peer_identity(cert, peers):
     """The one peer host name ``cert`` proves, or None."""
     matches = sorted(set(names(cert)) & set(peers))
     return matches[0] if len(matches) == 1 else None
+
+
+Certificate = collections.namedtuple("Certificate", "serial not_before not_after path",
+                                     defaults=(None,))
+Certificate.__doc__ = ("A certificate's serial number and validity (UNIX seconds, "
+                       "UTC), and the file it was read from.")
+
+
+def _tlv(data, pos, end):
+    """``(tag, content start, content end)`` of the DER element at ``pos``."""
+    if pos + 2 > end:
+        raise ValueError("truncated DER")
+    tag, length, pos = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or pos + count > end:
+            raise ValueError("bad DER length")
+        length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+    if pos + length > end:
+        raise ValueError("truncated DER")
+    return tag, pos, pos + length
+
+
+def _der_time(tag, text):
+    """UNIX seconds of an X.509 UTCTime (0x17) or GeneralizedTime (0x18)."""
+    text = text.decode("ascii")
+    if tag == 0x17 and len(text) == 13 and text.endswith("Z"):
+        year = int(text[:2])
+        text = "%d%s" % (year + (1900 if year >= 50 else 2000), text[2:])
+    elif not (tag == 0x18 and len(text) == 15 and text.endswith("Z")):
+        raise ValueError("unsupported time %r" % text)
+    if not text[:14].isdigit():
+        raise ValueError("unsupported time %r" % text)
+    fields = [int(text[i:j]) for i, j in ((0, 4), (4, 6), (6, 8), (8, 10), (10, 12),
+                                          (12, 14))]
+    return float(calendar.timegm(tuple(fields)))
+
+
+def parse_certificate(der):
+    """:class:`Certificate` of a DER X.509 certificate (ValueError if it is not one)."""
+    _, pos, end = _tlv(der, 0, len(der))                  # Certificate
+    tag, pos, end = _tlv(der, pos, end)                   # tbsCertificate
+    if tag != 0x30:
+        raise ValueError("not an X.509 certificate")
+    tag, start, stop = _tlv(der, pos, end)
+    if tag == 0xA0:                                       # [0] version
+        tag, start, stop = _tlv(der, stop, end)
+    if tag != 0x02:
+        raise ValueError("no serial number")
+    serial = int.from_bytes(der[start:stop], "big", signed=True)
+    _, _, stop = _tlv(der, stop, end)                     # signature algorithm
+    _, _, stop = _tlv(der, stop, end)                     # issuer
+    tag, pos, end = _tlv(der, stop, end)                  # validity
+    if tag != 0x30:
+        raise ValueError("no validity")
+    times = []
+    for _ in range(2):
+        tag, start, pos = _tlv(der, pos, end)
+        times.append(_der_time(tag, der[start:pos]))
+    return Certificate(serial, times[0], times[1])
+
+
+def read_certificate(path, option="cert_file"):
+    """:class:`Certificate` of the first certificate in PEM file ``path``
+    (ConfigError naming the file when it holds none)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_CERT_FILE_BYTES)
+    except OSError as err:
+        raise _config_error(option, path, "cannot be read: %s" % err.strerror)
+    begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        raise _config_error(option, path, "holds no PEM certificate")
+    try:
+        der = base64.b64decode(b"".join(text[start + len(begin):stop].split()),
+                               validate=True)
+        return parse_certificate(der)._replace(path=str(path))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
+        raise _config_error(option, path, "holds an unreadable certificate: %s" % err)
+
+
+def certificate_not_after(path):
+    """When the certificate in PEM file ``path`` expires, in UNIX seconds (UTC)."""
+    return read_certificate(path).not_after
+
+
+def expires_soon(not_after, now, days=EXPIRY_WARNING_DAYS):
+    """Whether a certificate valid until ``not_after`` (UNIX seconds) ends within
+    ``days`` of ``now`` (or has ended): time to rotate it."""
+    return not_after - now <= days * 86400
