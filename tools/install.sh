@@ -9,6 +9,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   iproute2 iptables iputils-ping openssl gnutls-bin
+  systemd
   gcc libc6-dev python3-dev python3-venv git
 )
 

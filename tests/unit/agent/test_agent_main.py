@@ -4,6 +4,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 
@@ -151,6 +152,7 @@ def restore_process_state():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     term, intr = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    hup = signal.getsignal(signal.SIGHUP)
     yield
     for handler in list(root.handlers):
         if handler not in handlers:
@@ -158,6 +160,7 @@ def restore_process_state():
     root.setLevel(level)
     signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGINT, intr)
+    signal.signal(signal.SIGHUP, hup)
 
 
 def test_main_serves_https_logs_like_oslo_and_stops_on_sigterm(
@@ -217,3 +220,70 @@ def test_agent_refuses_to_start_without_tokens(world, host_conf):
     conf = host_conf("host-a", driver="fake")
     with pytest.raises(exception.ConfigError, match="auth_tokens"):
         testing.LocalAgent(conf)
+
+
+def served_serial(port, ca_file):
+    """The serial of the certificate served on a new connection to ``port``."""
+    context = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        return int(conn.getpeercert()["serialNumber"], 16)
+
+
+def test_main_notifies_systemd_and_reads_its_certificate_again_on_sighup(
+        world, write_config, tmp_path, restore_process_state, monkeypatch):
+    own = testing.TestPKI(tmp_path / "pki")
+    tls = "\n".join("%s = %s" % kv for kv in own.options("host-a").items())
+    cert = own.options("host-a")["cert_file"]
+    port = free_port()
+    log = tmp_path / "agent.log"
+    path = write_config(config_text(port, tls=tls))
+    name = "@migplane-test-notify-%d" % os.getpid()  # an abstract socket, as systemd's
+    systemd_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd_socket.bind("\0" + name[1:])
+    systemd_socket.settimeout(60)  # only turns a hang into a failure
+    monkeypatch.setenv("NOTIFY_SOCKET", name)
+    seen = {}
+
+    def notification():
+        return dict(line.split("=", 1) for line in
+                    systemd_socket.recv(4096).decode().splitlines())
+
+    def exercise():
+        try:
+            seen["ready"] = notification()
+            seen["old"] = served_serial(port, own.ca_file)
+            seen["new"] = own.renew("host-a")
+            os.kill(os.getpid(), signal.SIGHUP)
+            seen["reloading"], seen["reloaded"] = notification(), notification()
+            seen["after"] = served_serial(port, own.ca_file)
+            with open(cert, "w") as f:
+                f.write("not a certificate\n")
+            os.kill(os.getpid(), signal.SIGHUP)
+            seen["refused"] = [notification(), notification()]
+            seen["kept"] = served_serial(port, own.ca_file)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            seen["stopping"] = notification()
+
+    thread = threading.Thread(target=exercise)
+    thread.start()
+    try:
+        code = agent_main.main(["--config-file", path, "--log-file", str(log)])
+        thread.join(60)
+    finally:
+        systemd_socket.close()
+    assert code == 0
+    assert seen["ready"]["READY"] == "1"
+    assert seen["ready"]["STATUS"] == "Serving on https://127.0.0.1:%d" % port
+    assert seen["new"] != seen["old"]
+    assert seen["reloading"]["RELOADING"] == "1" and seen["reloading"]["MONOTONIC_USEC"]
+    assert seen["reloaded"]["READY"] == "1"
+    assert seen["after"] == seen["new"]
+    assert [n.get("RELOADING", n.get("READY")) for n in seen["refused"]] == ["1", "1"]
+    assert seen["kept"] == seen["new"]
+    assert seen["stopping"]["STOPPING"] == "1"
+    text = log.read_text()
+    assert "certificate %s (serial %x)" % (cert, seen["new"]) in text
+    assert "Reload refused" in text and cert in text.split("Reload refused")[1]
+    assert "expires in 30 days" in text  # a 30-day certificate: warned of at start
