@@ -39,6 +39,11 @@ EXAMPLES = {
     "force-complete": (
         "migplane force-complete ID --on host-a",
     ),
+    "certs": (
+        "migplane certs --out /tmp/pki host-a=192.0.2.11,198.51.100.11 "
+        "host-b=192.0.2.12,198.51.100.12",
+        "migplane certs --out /tmp/pki host-c=192.0.2.13,2001:db8:3::11 --days 90 --json",
+    ),
     "demo": (
         "migplane demo",
         "migplane demo --memory 256 --bandwidth 32 --keep",

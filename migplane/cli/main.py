@@ -1,7 +1,7 @@
 """``migplane``: live-migrate guests over the migration plane, through the agents.
 
-Every command except ``lab``, ``bench`` and ``demo`` talks to the hosts'
-``migplane-agent``s; which agent serves which HOST is set with
+Every command except ``lab``, ``bench``, ``demo`` and ``certs`` talks to the
+hosts' ``migplane-agent``s; which agent serves which HOST is set with
 ``--agent NAME=URL`` or a CLI file (see :mod:`migplane.cli.agents`). The
 options naming agents are accepted before and after the command, as
 ``openstack`` and ``virsh`` users expect.
@@ -18,6 +18,7 @@ from migplane.cli import argtypes
 from migplane.cli import demo
 from migplane.cli import errors
 from migplane.cli import examples
+from migplane.cli.commands import certs
 from migplane.cli.commands import check
 from migplane.cli.commands import evacuate
 from migplane.cli.commands import explain
@@ -108,6 +109,7 @@ def build_parser():
     explain.add_parser(sub, parents)
     check.add_parser(sub, parents)
     manage.add_parsers(sub, parents)
+    certs.add_parser(sub, parents)
     for name in passthrough.TOOLS:
         passthrough.add_parser(sub, name)
     demo.add_parser(sub, parents)
