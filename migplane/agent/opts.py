@@ -51,7 +51,9 @@ agent_opts = [
              "certificate and presented as the client certificate to peers. Its "
              "subjectAltName must hold this host's name ([live_migration] hostname) as "
              "a DNS name and the address peers dial. Required unless "
-             "insecure_lab_mode."),
+             "insecure_lab_mode. SIGHUP (systemctl reload) reads it, key_file, "
+             "ca_file and peers again: new connections get the new certificate, "
+             "migrations under way continue."),
     cfg.StrOpt(
         "key_file",
         mutable=True,
