@@ -38,6 +38,15 @@ def _env():
     return env
 
 
+_SERVED_SERIAL = """
+import socket, ssl, sys
+context = ssl.create_default_context(cafile=sys.argv[3])
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as raw, \\
+        context.wrap_socket(raw, server_hostname=sys.argv[1]) as conn:
+    print(int(conn.getpeercert()["serialNumber"], 16))
+"""
+
+
 def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=None,
                 port=PORT, log_file=None, ca_file=None, peers=None, state_dir=None):
     """The agent.conf of one lab host; ``peers`` maps the other hosts' names to URLs."""
@@ -81,12 +90,43 @@ class LabAgents:
             self._issue_certificates()
 
     def _issue_certificates(self):
+        for i, host in enumerate(self.lab.hosts):
+            self._issue(host, 7000 + i)
+
+    def _issue(self, host, serial=None):
         from migplane.lab import tls as lab_tls
         ca_key, ca_cert = lab_tls.ensure_ca(self.dir / "ca", self.lab.name)
         self.ca_file = str(ca_cert)
-        for i, host in enumerate(self.lab.hosts):
-            lab_tls.issue_agent(ca_key, ca_cert, self.dir / host.name, host.name,
-                                [host.mgmt_ip], 7000 + i)
+        return lab_tls.issue_agent(ca_key, ca_cert, self.dir / host.name, host.name,
+                                   [host.mgmt_ip], serial)
+
+    def rotate_certificate(self, host, timeout=30):
+        """Give ``host``'s agent a new certificate from the same CA, in the same files,
+        and SIGHUP it (what ``systemctl reload`` does); wait until it serves it.
+        Returns the new serial number."""
+        from migplane.agent import tls
+        from migplane.lab import proc
+        cert, _ = self._issue(host)
+        serial = tls.read_certificate(cert).serial
+        log = self.log_path(host)
+        proc.signal_pids([self.pids[host.name]], signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "(serial %x)" % serial in text and "read again" in text:
+                return serial
+            if "Reload refused" in text:
+                break
+            time.sleep(0.1)
+        raise RuntimeError("the agent of %s did not take its new certificate: %s" % (
+            host.name, self.tail(host)))
+
+    def served_serial(self, host):
+        """The serial of the certificate ``host``'s agent serves a new connection from
+        the controller (the operator's side of the management plane)."""
+        done = self.lab.run_controller([sys.executable, "-c", _SERVED_SERIAL, host.mgmt_ip,
+                                        str(PORT), self.ca_file], env=_env(), timeout=60)
+        return int(done.stdout.strip())
 
     def peers(self, host):
         """The other lab hosts' agents, as ``[agent] peers`` of ``host``'s."""
