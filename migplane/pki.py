@@ -126,3 +126,12 @@ def issue_agent(ca_key, ca_cert, out_dir, hostname, addresses, serial_number=Non
     ``agent-key.pem``): server and client, for its name and ``addresses``."""
     return issue(ca_key, ca_cert, out_dir, "agent", hostname, AGENT_EKU,
                  [hostname, *addresses], serial_number, days, organization)
+
+
+def issue_operator(ca_key, ca_cert, out_dir, name, serial_number=None, days=365,
+                   organization="migplane"):
+    """``(cert, key)`` of operator ``name`` (``operator-cert.pem``,
+    ``operator-key.pem``): a client certificate only, for ``[agent] operator_names``
+    (a CLI, a Prometheus scraping the agents)."""
+    return issue(ca_key, ca_cert, out_dir, "operator", name, "clientAuth", [name],
+                 serial_number, days, organization)

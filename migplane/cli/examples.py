@@ -43,6 +43,7 @@ EXAMPLES = {
         "migplane certs --out /tmp/pki host-a=192.0.2.11,198.51.100.11 "
         "host-b=192.0.2.12,198.51.100.12",
         "migplane certs --out /tmp/pki host-c=192.0.2.13,2001:db8:3::11 --days 90 --json",
+        "migplane certs --out /tmp/pki --operator prometheus",
     ),
     "demo": (
         "migplane demo",

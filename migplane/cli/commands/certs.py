@@ -8,7 +8,10 @@ address (``my_live_migration_ip``), so that a peer endpoint on the migration
 plane can be verified with the same certificate. The CA is created in
 ``OUT/ca`` on the first run and reused after, so running the command again
 renews certificates (or adds hosts) under the same CA; ``systemctl reload
-migplane-agent`` then serves the new one without a restart.
+migplane-agent`` then serves the new one without a restart. ``--operator
+NAME`` issues a client certificate an operator (or a scraper) authenticates
+with instead of a token, accepted by agents listing NAME in ``[agent]
+operator_names``.
 """
 
 import argparse
@@ -49,18 +52,33 @@ def host_spec(text):
     return name, addresses
 
 
+def operator_name(text):
+    """An operator's name: a DNS name (its certificate's subjectAltName)."""
+    try:
+        parsed = address.parse_host(text, field="operator name", allow_port=False)
+    except exception.InvalidAddress as err:
+        raise argparse.ArgumentTypeError(str(err))
+    if parsed.is_ip:
+        raise argparse.ArgumentTypeError("operator %r: want a name, not an address" % text)
+    return text
+
+
 def add_parser(subparsers, parents):
     p = subparsers.add_parser(
         "certs", parents=parents,
         help="issue a CA and the agents' certificates (mutual TLS)",
         description=__doc__, epilog=errors.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("hosts", nargs="+", type=host_spec, metavar="NAME=ADDRESS[,ADDRESS...]",
+    p.add_argument("hosts", nargs="*", type=host_spec, metavar="NAME=ADDRESS[,ADDRESS...]",
                    help="a host's name and the addresses it is reached at: management "
                         "address first, then the migration address")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="directory of the CA (DIR/ca) and of each host's files "
                         "(DIR/NAME: agent-cert.pem, agent-key.pem, ca-cert.pem)")
+    p.add_argument("--operator", action="append", default=[], type=operator_name,
+                   metavar="NAME",
+                   help="also issue operator NAME's client certificate (DIR/operators/"
+                        "NAME: operator-cert.pem, operator-key.pem); repeatable")
     p.add_argument("--days", type=argtypes.at_least(1), default=365,
                    help="days the host certificates are valid (default %(default)s)")
     p.add_argument("--ca-days", type=argtypes.at_least(1), default=3650,
@@ -78,10 +96,18 @@ def _date(seconds):
 
 
 def run(args, directory):
-    names = [name for name, _ in args.hosts]
+    if not args.hosts and not args.operator:
+        raise errors.CliError("name at least one host (NAME=ADDRESS,...) or --operator",
+                              code=errors.USAGE)
+    names = [name for name, _ in args.hosts] + args.operator
+    taken = sorted(set(names) & {"ca", "operators"})
+    if taken:
+        raise errors.CliError("host %r: OUT/%s holds the CA's or the operators' files"
+                              % (taken[0], taken[0]), code=errors.USAGE)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise errors.CliError("host %s is given twice" % twice[0], code=errors.USAGE)
+        raise errors.CliError("%s is given twice: a host and an operator need names of "
+                              "their own" % twice[0], code=errors.USAGE)
     out = Path(args.out)
     ca_dir = out / "ca"
     created = not (ca_dir / pki.CA_CERT).exists()
@@ -98,10 +124,19 @@ def run(args, directory):
         issued.append({"host": name, "names": [name, *addresses], "cert_file": str(cert),
                        "key_file": str(key), "ca_file": str(host_dir / pki.CA_CERT),
                        "serial": "%x" % info.serial, "not_after": _date(info.not_after)})
+    operators = []
+    for name in args.operator:
+        cert, key = pki.issue_operator(ca_key, ca_cert, out / "operators" / name, name,
+                                       days=args.days)
+        cert.parent.chmod(0o700)
+        info = tls.read_certificate(cert)
+        operators.append({"operator": name, "cert_file": str(cert), "key_file": str(key),
+                          "serial": "%x" % info.serial,
+                          "not_after": _date(info.not_after)})
     result = {"ca": {"cert_file": str(ca_cert), "key_file": str(ca_key),
                      "created": created,
                      "not_after": _date(tls.certificate_not_after(ca_cert))},
-              "hosts": issued}
+              "hosts": issued, "operators": operators}
     if args.json:
         print(json.dumps(result, indent=2))
         return errors.OK
@@ -111,6 +146,12 @@ def run(args, directory):
         print("%s: %s, serial %s, valid until %s, for %s" % (
             host["host"], Path(host["cert_file"]).parent, host["serial"],
             host["not_after"], " ".join(host["names"])))
+    for operator in operators:
+        print("operator %s: %s, serial %s, valid until %s ([agent] operator_names = %s)"
+              % (operator["operator"], Path(operator["cert_file"]).parent,
+                 operator["serial"], operator["not_after"], operator["operator"]))
+    if not issued:
+        return errors.OK
     print("\nCopy %s/NAME/ to %s/ on host NAME, with in its agent.conf:\n"
           "  [agent]\n  cert_file = %s/agent-cert.pem\n  key_file = %s/agent-key.pem\n"
           "  ca_file = %s/ca-cert.pem\nthen: systemctl reload migplane-agent"

@@ -78,6 +78,8 @@ def test_a_second_run_renews_under_the_same_ca(cli, tmp_path):
     (["host-a-=192.0.2.11"], "host-a-"),
     (["host-a=192.0.2.11/24"], "192.0.2.11/24"),
     (["host-a=192.0.2.11", "host-a=192.0.2.12"], "given twice"),
+    (["ca=192.0.2.11"], "OUT/ca"),
+    (["operators=192.0.2.11"], "OUT/operators"),
 ])
 def test_bad_hosts_are_usage_errors_naming_them(cli, tmp_path, capsys, hosts, message):
     try:
@@ -87,3 +89,29 @@ def test_bad_hosts_are_usage_errors_naming_them(cli, tmp_path, capsys, hosts, me
     assert code == 2
     assert not (tmp_path / "pki").exists()
     assert message in err and "Traceback" not in err
+
+
+def test_an_operator_certificate_is_accepted_instead_of_a_token(
+        cli, tmp_path, world, start_agent, monkeypatch):
+    import requests
+
+    out = tmp_path / "pki"
+    issue(cli, out, "host-a=127.0.0.1", extra=["--operator", "prometheus"])
+    operator = (str(out / "operators" / "prometheus" / "operator-cert.pem"),
+                str(out / "operators" / "prometheus" / "operator-key.pem"))
+    text = subprocess.run(["openssl", "x509", "-in", operator[0], "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "TLS Web Client Authentication" in text and "Server" not in text
+    assert (out / "operators" / "prometheus" / "operator-key.pem").stat().st_mode \
+        & 0o777 == 0o600
+    a = start_agent("host-a", agent_options=dict(files(out, "host-a"),
+                                                 operator_names=["prometheus"]))
+    ca = str(out / "ca" / "ca-cert.pem")
+    assert requests.get(a.url + "/v1/host", cert=operator, verify=ca,
+                        timeout=10).status_code == 200
+    assert requests.get(a.url + "/v1/host", verify=ca, timeout=10).status_code == 401
+
+
+def test_nothing_to_issue_is_a_usage_error(cli, tmp_path):
+    code, _, err = cli("certs", "--out", tmp_path / "pki")
+    assert code == 2 and "--operator" in err
