@@ -94,9 +94,9 @@ class Agent:
         peers = safety.peers(self.options, self.hostname)
         if not self.options.cert_file:
             return peers, None, None, None
-        certificate = tls.read_certificate(self.options.cert_file)
         files = self.options.cert_file, self.options.key_file, self.options.ca_file
-        return peers, tls.server_context(*files), tls.client_context(*files), certificate
+        server, client = tls.server_context(*files), tls.client_context(*files)
+        return peers, server, client, tls.read_certificate(self.options.cert_file)
 
     def reload_tls(self):
         """Read ``[agent]`` cert_file, key_file, ca_file and peers again (SIGHUP).
