@@ -78,7 +78,7 @@ def serial():
     return secrets.randbits(63) | 1 << 62
 
 
-def ensure_ca(ca_dir, subject, days=3650):
+def ensure_ca(ca_dir, subject, days=3650, organization="migplane"):
     """``(key, cert)`` of the CA in ``ca_dir``: created once (CN ``subject``), reused
     after, so that host certificates issued later are trusted by the same file."""
     ca_dir = Path(ca_dir)
@@ -88,7 +88,7 @@ def ensure_ca(ca_dir, subject, days=3650):
         return key, cert
     new_key(key)
     _openssl(cert, "req", "-new", "-x509", "-key", key, "-out", cert, "-days", days,
-             "-subj", "/O=migplane/CN=%s" % subject,
+             "-subj", "/O=%s/CN=%s" % (organization, subject),
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     return key, cert

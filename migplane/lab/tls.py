@@ -18,7 +18,8 @@ ORGANIZATION = "migplane lab"
 
 def ensure_ca(ca_dir, lab_name):
     """Create the lab CA once; later calls reuse it."""
-    return pki.ensure_ca(ca_dir, f"{lab_name} test CA", days=DAYS)
+    return pki.ensure_ca(ca_dir, f"{lab_name} test CA", days=DAYS,
+                         organization=ORGANIZATION)
 
 
 def issue_agent(ca_key, ca_cert, out_dir, hostname, addresses, serial=None):
