@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   iproute2 iptables iputils-ping openssl gnutls-bin
   gcc libc6-dev python3-dev python3-venv git
+  chromium chromium-driver
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

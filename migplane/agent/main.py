@@ -16,6 +16,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from migplane.agent import app as app_mod
+from migplane.agent import metrics as metrics_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
@@ -92,6 +93,19 @@ def main(argv=None):
         print("migplane-agent: cannot listen on %s port %s: %s"
               % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
         return 1
+
+    metrics_host = agent.options.metrics_bind_host
+    if metrics_host:
+        try:
+            metrics_mod.serve(agent.metrics, metrics_host, agent.options.metrics_port)
+        except OSError as err:
+            LOG.error("Cannot serve metrics on %s port %s: %s", metrics_host,
+                      agent.options.metrics_port, err)
+            print("migplane-agent: cannot serve metrics on %s port %s: %s"
+                  % (metrics_host, agent.options.metrics_port, err), file=sys.stderr)
+            return 1
+        LOG.info("Metrics served without authentication on http://%s:%s/metrics",
+                 metrics_host, agent.options.metrics_port)
 
     stopping = threading.Event()
 

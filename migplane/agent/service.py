@@ -13,6 +13,7 @@ from migplane.agent import client as client_mod
 from migplane.agent import errors
 from migplane.agent import evacuations
 from migplane.agent import hostfacts
+from migplane.agent import metrics as metrics_mod
 from migplane.agent import migrations
 from migplane.agent import opts
 from migplane.agent import probe
@@ -63,11 +64,13 @@ class Agent:
                                          lease_s=self.options.slot_lease,
                                          max_lifetime_s=self.options.slot_max_lifetime)
         self.store = self._open_store()
+        self.metrics = metrics_mod.AgentMetrics(facts=facts)
         self.registry = migrations.MigrationRegistry(
             history=self.options.history, store=self.store, facts=facts,
-            max_age_s=self.options.history_days * 86400 or None)
+            max_age_s=self.options.history_days * 86400 or None, observer=self.metrics)
         self.evacuations = evacuations.EvacuationRegistry()
         self.probes = probe.Probes()
+        self.metrics.agent = self
         self.clock, self.sleep = self.driver.flow_timing()
         self.reconciler = reconcile.Reconciler(self)
         self.reconcile()  # in threads: the agent serves while they settle
