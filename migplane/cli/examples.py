@@ -39,6 +39,10 @@ EXAMPLES = {
     "force-complete": (
         "migplane force-complete ID --on host-a",
     ),
+    "dashboard": (
+        "migplane dashboard",
+        "migplane dashboard --port 8080 --on host-a,host-b",
+    ),
     "demo": (
         "migplane demo",
         "migplane demo --memory 256 --bandwidth 32 --keep",
