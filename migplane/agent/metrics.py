@@ -14,10 +14,12 @@ policy's planes, ``direction`` ``tx`` or ``rx``. No migration ID, guest or
 host name is ever a label.
 
 The plane byte counters count an interface's bytes while at least one
-migration of this host transfers (the interfaces and planes of the
-migrations' routes, as the per-plane summary of ``migplane show``), once
-however many migrations share the interface; they rise during a transfer,
-not only when it ends.
+migration transfers from or to this host, once however many migrations share
+the interface; they rise during a transfer, not only when it ends. As a
+source, the interfaces and planes are those of the migration's routes (as in
+the per-plane summary of ``migplane show``), from its transfer's start to its
+end; as a destination, the interfaces holding the inbound migration address
+and the agent's own address, while the source holds a slot here.
 """
 
 import logging
@@ -29,11 +31,15 @@ from prometheus_client import exposition
 
 from migplane.agent import hostfacts
 from migplane.core import events as events_mod
+from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
 
 CONTENT_TYPE = exposition.CONTENT_TYPE_LATEST
 UNKNOWN = "unknown"
+#: Keys of the transfers the plane meter counts: this host's own migrations (as
+#: their source) and the incoming ones (a peer's slot here).
+OUTGOING, INCOMING = "out", "in"
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 MiB = 1 << 20
@@ -57,6 +63,23 @@ NAMES = (
     "migplane_evacuations_in_progress",
     "migplane_evacuation_guests_left",
 )
+
+
+def incoming_planes(interfaces, inbound_address, management_address):
+    """``{ifname: plane}`` of a destination: the interface holding its inbound
+    migration address carries the migration plane, the one holding the agent's
+    own (management) address the management plane.
+
+    :param interfaces: :func:`hostfacts.interfaces`.
+    """
+    planes = {}
+    for interface in interfaces:
+        held = {a.get("address") for a in interface.get("addresses") or ()}
+        if management_address in held:
+            planes[interface["ifname"]] = uri_mod.MANAGEMENT
+        if inbound_address and inbound_address in held:
+            planes[interface["ifname"]] = uri_mod.MIGRATION
+    return planes
 
 
 def strategy_of(record):
@@ -88,6 +111,10 @@ class PlaneMeter:
         self._active = set()    # ids of the records transferring now
         self._planes = {}       # ifname -> plane, of the active transfers
         self._before = None     # counters when the first active transfer began
+
+    def active(self):
+        with self._lock:
+            return set(self._active)
 
     def start(self, record_id, planes):
         if not planes:
@@ -148,6 +175,8 @@ class _Gauges:
 
     def collect(self):
         m = self._metrics
+        if m.agent is not None:
+            m.forget_expired({lease.migration_id for lease in m.agent.slots.leases()})
         totals = m.planes.totals()
         family = prom_core.CounterMetricFamily(
             "migplane_plane_bytes", "Bytes each network plane carried (tx: sent, rx: "
@@ -230,14 +259,14 @@ class AgentMetrics:
         self.started.labels(strategy_of(record)).inc()
 
     def transfer_started(self, record, planes):
-        self.planes.start(record.id, planes)
+        self.planes.start((OUTGOING, record.id), planes)
 
     def migration_event(self, record, event):
         if event.kind == events_mod.POSTCOPY_RECOVERED:
             self.recoveries.inc()
 
     def migration_finished(self, record):
-        self.planes.stop(record.id)
+        self.planes.stop((OUTGOING, record.id))
         strategy = strategy_of(record)
         self.finished.labels(record.status, strategy).inc()
         if record.finished is not None:
@@ -250,6 +279,21 @@ class AgentMetrics:
             self.plane_bytes.labels(plane).observe(sums["tx_bytes"] + sums["rx_bytes"])
         for taken in (record.result or {}).get("escalations") or ():
             self.escalations.labels(taken["escalation"]).inc()
+
+    # -- fed by the slots peers take here (incoming migrations) -----------------
+
+    def incoming_started(self, migration_id, planes):
+        self.planes.start((INCOMING, migration_id), planes)
+
+    def incoming_finished(self, migration_id):
+        self.planes.stop((INCOMING, migration_id))
+
+    def forget_expired(self, leased):
+        """Stop counting for incoming migrations whose slot is gone (expired: the
+        source stopped renewing it), so a vanished source never counts forever."""
+        for key in self.planes.active():
+            if key[0] == INCOMING and key[1] not in leased:
+                self.planes.stop(key)
 
     # -- read by GET /metrics -----------------------------------------------------
 

@@ -376,8 +376,27 @@ class Agent:
         except exception.TooManyMigrations as err:
             err.kwargs["when_busy"] = self.settings.concurrency.when_busy
             raise
+        self._count_incoming(lease.migration_id)
         return {"migration_id": lease.migration_id, "lease_s": self.slots.lease_s,
                 "host": self.hostname}
+
+    def _count_incoming(self, migration_id):
+        """Count this host's planes' bytes while the incoming migration holds its slot."""
+        try:
+            planes = metrics_mod.incoming_planes(self.facts.interfaces(),
+                                                 self.inbound()["address"],
+                                                 self.options.bind_host)
+        except Exception as err:  # a nicety; never refuse a slot for it
+            LOG.warning("Metrics: cannot tell which interface is which plane: %s", err)
+            return
+        self.metrics.incoming_started(migration_id, planes)
+
+    def release_slot(self, migration_id, peer):
+        """Give back ``peer``'s slot of ``migration_id``: the lease, or None."""
+        lease = self.slots.unlease(migration_id, source=peer)
+        if lease is not None:
+            self.metrics.incoming_finished(migration_id)
+        return lease
 
     def require_lease(self, migration_id, peer, instance):
         """The lease ``peer`` holds here for ``migration_id`` of ``instance``, or 403."""

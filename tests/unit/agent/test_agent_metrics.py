@@ -215,7 +215,7 @@ def test_slots_queue_and_evacuations_are_read_when_scraped():
         registry=types.SimpleNamespace(all=lambda: [
             types.SimpleNamespace(status=s) for s in ("queued", "queued", "running",
                                                       "completed")]),
-        slots=types.SimpleNamespace(running=3),
+        slots=types.SimpleNamespace(running=3, leases=list),
         settings=types.SimpleNamespace(concurrency=types.SimpleNamespace(max_concurrent=4)),
         evacuations=types.SimpleNamespace(active=lambda: [
             evacuation("completed", "running", "pending", "failed")]))
@@ -228,3 +228,47 @@ def test_slots_queue_and_evacuations_are_read_when_scraped():
     assert value(found, "migplane_migrations_running") == 1
     assert value(found, "migplane_evacuations_in_progress") == 1
     assert value(found, "migplane_evacuation_guests_left") == 2
+
+
+def test_a_destination_counts_the_interfaces_of_its_inbound_and_own_addresses():
+    interfaces = [
+        {"ifname": "lo", "addresses": [{"address": "127.0.0.1"}]},
+        {"ifname": "mgmt0", "addresses": [{"address": "192.0.2.12"}]},
+        {"ifname": "mig0", "addresses": [{"address": "198.51.100.12"},
+                                         {"address": "2001:db8:2::11"}]}]
+    assert metrics.incoming_planes(interfaces, "198.51.100.12", "192.0.2.12") == {
+        "mgmt0": "management", "mig0": "migration"}
+    # no inbound address: the data rides the management plane's interface
+    assert metrics.incoming_planes(interfaces, None, "192.0.2.12") == {
+        "mgmt0": "management"}
+
+
+def test_an_incoming_migration_counts_while_its_slot_is_held():
+    facts = Counters()
+    m = metrics.AgentMetrics(facts=facts)
+    m.incoming_started("m9", {"mig0": "migration"})
+    facts.add("mig0", 0, 400)
+    m.forget_expired({"m9"})                    # still leased: still counted
+    facts.add("mig0", 0, 100)
+    assert m.planes.totals() == {("migration", "tx"): 0, ("migration", "rx"): 500}
+    m.forget_expired(set())                     # its slot expired: counting stops
+    facts.add("mig0", 0, 1000)
+    assert m.planes.totals()[("migration", "rx")] == 500
+    assert not m.planes.active()
+
+
+def test_the_destination_counts_while_the_source_holds_its_slot(pair, client,
+                                                                monkeypatch):
+    a, b = pair
+    started = []
+    count = b.agent.metrics.incoming_started
+    monkeypatch.setattr(b.agent.metrics, "incoming_started",
+                        lambda mid, planes: (started.append((mid, planes)),
+                                             count(mid, planes)))
+    migration_id = client(a).post("/v1/migrations", {
+        "instance": "vm1", "destination": {"url": b.url}})["id"]
+    testing.wait_for(client(a), migration_id)
+    # host-b's inbound address 198.51.100.12 is on its mig0
+    assert started == [(migration_id, {"mig0": "migration"})]
+    assert not b.agent.metrics.planes.active()
+    assert not a.agent.metrics.planes.active()

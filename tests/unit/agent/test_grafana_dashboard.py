@@ -31,7 +31,8 @@ def exported_samples():
     m.planes.start("m1", {"mig0": "migration"})
     counters["mig0"] = (10, 10)
     m.agent = types.SimpleNamespace(
-        registry=types.SimpleNamespace(all=list), slots=types.SimpleNamespace(running=0),
+        registry=types.SimpleNamespace(all=list),
+        slots=types.SimpleNamespace(running=0, leases=list),
         settings=types.SimpleNamespace(concurrency=types.SimpleNamespace(max_concurrent=1)),
         evacuations=types.SimpleNamespace(active=list))
     text = m.exposition().decode()
