@@ -102,3 +102,68 @@ class Browser:
             self.driver.quit()
         finally:
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+class NetnsForward:
+    """127.0.0.1:``port`` here forwarded to 127.0.0.1:``port`` in network namespace
+    ``netns`` (a page served in a lab's controller namespace, for a browser run
+    here). The same port on both sides, so the page's Host header is its own."""
+
+    CLONE_NEWNET = 0x40000000
+
+    def __init__(self, netns, port):
+        import socket
+        import threading
+
+        self.netns = netns
+        self.port = port
+        self._socket = socket
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _enter(self):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open("/var/run/netns/%s" % self.netns, os.O_RDONLY)
+        try:
+            if libc.setns(fd, self.CLONE_NEWNET) != 0:  # this thread only
+                raise OSError(ctypes.get_errno(), "setns %s" % self.netns)
+        finally:
+            os.close(fd)
+
+    def _accept(self):
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client):
+        import selectors
+
+        try:
+            self._enter()
+            upstream = self._socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        with client, upstream:
+            selector = selectors.DefaultSelector()
+            selector.register(client, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, client)
+            while not self._stop.is_set():
+                for key, _ in selector.select(1.0):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    key.data.sendall(data)
+
+    def close(self):
+        self._stop.set()
+        self.listener.close()
