@@ -94,10 +94,11 @@ def main(argv=None):
               % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
         return 1
 
-    metrics_host = agent.options.metrics_bind_host
+    metrics_host, metrics_server = agent.options.metrics_bind_host, None
     if metrics_host:
         try:
-            metrics_mod.serve(agent.metrics, metrics_host, agent.options.metrics_port)
+            metrics_server = metrics_mod.serve(agent.metrics, metrics_host,
+                                               agent.options.metrics_port)
         except OSError as err:
             LOG.error("Cannot serve metrics on %s port %s: %s", metrics_host,
                       agent.options.metrics_port, err)
@@ -129,6 +130,8 @@ def main(argv=None):
             LOG.error("The HTTP server stopped unexpectedly")
             return 1
     server.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     thread.join(10)
     LOG.info("migplane-agent stopped")
     return 0

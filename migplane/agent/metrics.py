@@ -305,6 +305,6 @@ class AgentMetrics:
 def serve(metrics, host, port):
     """A plain-HTTP server of ``metrics`` alone on ``host:port`` (``[agent]
     metrics_bind_host``), in a daemon thread; returns the server."""
-    server, thread = prometheus_client.start_http_server(port, addr=host,
-                                                         registry=metrics.registry)
+    server, _ = prometheus_client.start_http_server(port, addr=host,
+                                                    registry=metrics.registry)
     return server
