@@ -215,18 +215,17 @@ class _Gauges:
 class AgentMetrics:
     """The metrics of one agent; ``agent`` is set once the agent is built."""
 
-    def __init__(self, facts=hostfacts, version=None):
+    def __init__(self, facts=hostfacts, version=None, api=None):
         from migplane import version as version_mod
-        from migplane.agent import wire
 
         self.agent = None
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
         self.planes = PlaneMeter(facts)
         r = self.registry
         prometheus_client.Info(
-            "migplane_build", "The agent's version.", registry=r).info(
-            {"version": version or version_mod.package_version(),
-             "wire": ",".join("%s=%s" % item for item in sorted(wire.versions().items()))})
+            "migplane_build", "The agent's version and the version of its API.",
+            registry=r).info({"version": version or version_mod.package_version(),
+                              "api": api or UNKNOWN})
         self.started = prometheus_client.Counter(
             "migplane_migrations_started", "Migrations this agent started as their "
             "source.", ("strategy",), registry=r)

@@ -64,7 +64,7 @@ class Agent:
                                          lease_s=self.options.slot_lease,
                                          max_lifetime_s=self.options.slot_max_lifetime)
         self.store = self._open_store()
-        self.metrics = metrics_mod.AgentMetrics(facts=facts)
+        self.metrics = metrics_mod.AgentMetrics(facts=facts, api=VERSION)
         self.registry = migrations.MigrationRegistry(
             history=self.options.history, store=self.store, facts=facts,
             max_age_s=self.options.history_days * 86400 or None, observer=self.metrics)

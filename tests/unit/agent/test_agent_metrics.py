@@ -7,6 +7,7 @@ import requests
 from prometheus_client import parser
 
 from migplane.agent import metrics
+from migplane.agent import service
 from migplane.agent import testing
 from migplane.core import events
 
@@ -61,6 +62,7 @@ def test_a_migration_is_counted_with_its_outcome_bytes_and_downtime(pair, client
     assert value(found, "migplane_migrations_running") == 0
     info = [k for k in found if k[0] == "migplane_build_info"]
     assert len(info) == 1 and dict(info[0][1])["version"]
+    assert dict(info[0][1])["api"] == service.VERSION
     # no label names a migration, a guest or a host
     for name, labels in found:
         for label, text in labels:
