@@ -105,7 +105,9 @@ def migration_row(agent, record):
         "step": record.get("step"), "percent": round(percent, 1),
         "data_processed": progress.get("data_processed"),
         "data_total": progress.get("data_total"),
-        "downtime_ms": progress.get("downtime_ms"),
+        # a running job's figure is the hypervisor's estimate, not a downtime
+        "downtime_ms": (None if record["status"] in events_mod.ACTIVE
+                        else progress.get("downtime_ms")),
         "escalations": escalations(record),
         "running_on": result.get("running_on"), "error": record.get("error"),
         "created": record.get("created"), "finished": record.get("finished"),

@@ -78,8 +78,8 @@ function migrationRow(m) {
   const shown = Object.entries(m.planes || {}).filter(([, p]) => p.length)
     .map(([plane, p]) => plane + " " + rate(active ? p[p.length - 1][1]
                                                    : Math.max(...p.map(v => v[1]))));
-  planes.appendChild(el("div", {class: "muted rates"},
-                        (active ? "" : "peak: ") + shown.join(", ")));
+  planes.appendChild(el("div", {class: "muted rates"}, !shown.length ? "not sampled"
+                        : (active ? "" : "peak: ") + shown.join(", ")));
   tr.appendChild(planes);
   tr.appendChild(el("td", {class: "downtime", "data-downtime-ms": m.downtime_ms ?? ""},
                     m.downtime_ms === null || m.downtime_ms === undefined
@@ -99,7 +99,7 @@ function evacuationBlock(e) {
     "Evacuation " + e.id + " of " + e.source + ": " + e.status + ", " +
     (e.guests_total - e.guests_left) + " of " + e.guests_total + " guests moved, " +
     e.elapsed_s.toFixed(0) + " s"));
-  const laneH = 18, labelW = 170, width = 760;
+  const laneH = 18, labelW = 190, width = 780;
   const span = Math.max(1, e.elapsed_s, ...e.lanes.map(l => l.finished_s || 0));
   const box = svg("svg", {width: width, height: e.lanes.length * laneH + 20,
                           class: "timeline"});
@@ -108,7 +108,11 @@ function evacuationBlock(e) {
     const y = i * laneH;
     const g = svg("g", {class: "lane", "data-guest": lane.name, "data-status": lane.status});
     const label = svg("text", {x: 0, y: y + 13, "font-size": 12});
-    label.textContent = lane.name + " \u2192 " + (lane.destination || "?");
+    const full = lane.name + " \u2192 " + (lane.destination || "?");
+    label.textContent = full.length > 26 ? full.slice(0, 25) + "\u2026" : full;
+    const tip = svg("title", {});
+    tip.textContent = full;
+    g.appendChild(tip);
     g.appendChild(label);
     if (lane.started_s !== null && lane.started_s !== undefined) {
       const end = lane.finished_s ?? e.elapsed_s;

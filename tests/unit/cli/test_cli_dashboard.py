@@ -222,3 +222,14 @@ def test_the_page_follows_a_migration_and_an_evacuation(world, start_agent, serv
     assert "2 of 2 guests moved" in shown["heading"]
     path = browser.screenshot("dashboard-evacuation.png")
     assert path.stat().st_size > 0
+
+
+def test_a_running_migration_shows_no_downtime_yet():
+    record = {"id": "m1", "instance": "vm1", "source": "host-a", "destination": "host-b",
+              "status": "running", "progress": {"state": "running", "data_total": 100,
+                                                "data_remaining": 40, "downtime_ms": 250}}
+    row = dashboard.migration_row("host-a", record)
+    assert row["downtime_ms"] is None and row["percent"] == 60.0
+    row = dashboard.migration_row("host-a", dict(record, status="completed", progress=dict(
+        record["progress"], state="completed", data_remaining=0, downtime_ms=31)))
+    assert row["downtime_ms"] == 31 and row["percent"] == 100.0
