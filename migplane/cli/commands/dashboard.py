@@ -6,6 +6,7 @@ and hands the page what they said (see :mod:`migplane.cli.dashboard`).
 """
 
 import argparse
+import ipaddress
 import sys
 
 from migplane.cli import argtypes
@@ -39,6 +40,13 @@ def add_parser(subparsers, parents):
     return p
 
 
+def _wildcard(text):
+    try:
+        return ipaddress.ip_address(text.strip("[]")).is_unspecified
+    except ValueError:
+        return text.strip() in ("", "*")
+
+
 def run(args, directory):
     from migplane.cli import dashboard
 
@@ -51,6 +59,10 @@ def run(args, directory):
         directory.url(host, "--on")
     if not 0 <= args.port <= 65535:
         raise errors.CliError("--port %d: want 0 to 65535" % args.port)
+    if _wildcard(args.bind):
+        raise errors.CliError("--bind %s: a wildcard would show what the token reads to "
+                              "every network of this machine; give one address (default "
+                              "127.0.0.1)" % args.bind)
     monitor = dashboard.Monitor(directory, hosts, interval=args.interval)
     try:
         server = dashboard.make_server(monitor, args.bind, args.port)

@@ -15,6 +15,7 @@ import concurrent.futures
 import http.server
 import json
 import logging
+import socket
 import threading
 import time
 from importlib import resources
@@ -171,6 +172,7 @@ class Monitor:
         self._clock = clock
         self._planes = {host: collections.deque(maxlen=HISTORY) for host in self.hosts}
         self._progress = {}   # (agent, id) -> deque of (time, data_processed)
+        self._finished = {}   # (agent, id) -> an ended evacuation's record
         self._lock = threading.Lock()
         self._snapshot = {"time": clock(), "agents": [], "migrations": [],
                           "evacuations": [], "polls": 0}
@@ -193,7 +195,13 @@ class Monitor:
             evacuations = client.get("/v1/evacuations")["evacuations"]
             evacuations = sorted(evacuations, key=lambda e: e.get("created") or 0)
             for record in evacuations[-MAX_EVACUATIONS:]:
-                found["evacuations"].append(client.get("/v1/evacuations/%s" % record["id"]))
+                key = (host, record["id"])
+                full = self._finished.get(key)
+                if full is None:
+                    full = client.get("/v1/evacuations/%s" % record["id"])
+                    if full["status"] != "running":  # it changes no more
+                        self._finished[key] = full
+                found["evacuations"].append(full)
             found["planes"] = plane_bytes(client.metrics())
         except (agent_errors.AgentError, ValueError, KeyError, TypeError) as err:
             found["error"] = "%s: %s" % (type(err).__name__, err)
@@ -229,6 +237,10 @@ class Monitor:
                                      for plane, points in series.items()}
                     migrations.append(row)
                 evacuations += [evacuation_view(host, r, now) for r in found["evacuations"]]
+            shown = {(m["agent"], m["id"]) for m in migrations}
+            self._progress = {k: v for k, v in self._progress.items() if k in shown}
+            shown = {(e["agent"], e["id"]) for e in evacuations}
+            self._finished = {k: v for k, v in self._finished.items() if k in shown}
             migrations.sort(key=lambda m: m["created"] or 0, reverse=True)
             self._snapshot = {"time": now, "interval": self.interval, "agents": agents,
                               "migrations": migrations, "evacuations": evacuations,
@@ -302,9 +314,7 @@ class DashboardServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, monitor):
-        family = http.server.socket.AF_INET6 if ":" in address[0] else \
-            http.server.socket.AF_INET
-        self.address_family = family
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.monitor = monitor
         host, port = self.server_address[:2]

@@ -233,3 +233,11 @@ def test_a_running_migration_shows_no_downtime_yet():
     row = dashboard.migration_row("host-a", dict(record, status="completed", progress=dict(
         record["progress"], state="completed", data_remaining=0, downtime_ms=31)))
     assert row["downtime_ms"] == 31 and row["percent"] == 100.0
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "[::]", "*"])
+def test_the_page_is_never_served_on_a_wildcard(cli, bind):
+    code, out, err = cli("dashboard", "--bind", bind, "--agent",
+                         "host-a=https://192.0.2.11:7480", "--token", testing.TOKEN)
+    assert code == 2
+    assert "--bind %s: a wildcard" % bind in err
