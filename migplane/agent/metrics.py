@@ -44,8 +44,8 @@ DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 MiB = 1 << 20
 BYTES_BUCKETS = tuple(MiB * 4 ** i for i in range(9))  # 1 MiB .. 64 GiB
-#: Names of every metric family the agent exports (the Grafana test checks the
-#: dashboard's queries against them).
+#: Names of every metric family the agent exports (a unit test holds the
+#: exposition to exactly these).
 NAMES = (
     "migplane_build_info",
     "migplane_migrations_started_total",

@@ -142,6 +142,7 @@ class MigrationRecord:
         self.save(force=event.kind != events_mod.PROGRESS)
 
     def observe(self, what, *args):
+        """Tell the observer ``what`` happened (the name of its method)."""
         if self.observer is None:
             return
         try:
