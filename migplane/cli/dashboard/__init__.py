@@ -65,7 +65,7 @@ def rates(history):
     for (t0, b0), (t1, b1) in zip(samples, samples[1:]):
         if t1 <= t0:
             continue
-        for plane in set(b0) | set(b1):
+        for plane in sorted(set(b0) | set(b1), key=lambda p: (p != "migration", p)):
             delta = max(0.0, b1.get(plane, 0) - b0.get(plane, 0))
             series.setdefault(plane, []).append([round(t1, 3), delta / (t1 - t0)])
     return series
