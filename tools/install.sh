@@ -11,6 +11,7 @@ APT_PACKAGES=(
   iproute2 iptables iputils-ping openssl gnutls-bin
   systemd
   gcc libc6-dev python3-dev python3-venv git
+  chromium chromium-driver
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

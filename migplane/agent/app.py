@@ -23,6 +23,7 @@ from migplane.agent import errors
 from migplane.agent import tls
 from migplane.agent.api import evacuations as evacuations_api
 from migplane.agent.api import host as host_api
+from migplane.agent.api import metrics as metrics_api
 from migplane.agent.api import migrations as migrations_api
 from migplane.agent.api import slots as slots_api
 from migplane.agent.api import steps as steps_api
@@ -78,7 +79,8 @@ def create_app(agent):
     app.config["MAX_CONTENT_LENGTH"] = agent.options.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.config["PROPAGATE_EXCEPTIONS"] = False
-    for module in (host_api, steps_api, migrations_api, slots_api, evacuations_api):
+    for module in (host_api, steps_api, migrations_api, slots_api, evacuations_api,
+                   metrics_api):
         app.register_blueprint(module.bp)
 
     @app.before_request

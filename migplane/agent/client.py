@@ -6,6 +6,7 @@ unchanged with one local and one remote driver. Every error the agent
 answers is raised again as the same :mod:`migplane.core.exception` class.
 """
 
+import json
 import logging
 import re
 import urllib.parse
@@ -21,6 +22,8 @@ from migplane.core import exception
 LOG = logging.getLogger(__name__)
 USER_AGENT = "migplane-agent-client/1"
 CONNECT_TIMEOUT = 10
+#: The most of an agent's ``GET /metrics`` text read (an agent exports a few KiB).
+MAX_METRICS_BYTES = 1 << 20
 
 
 def check_url(url, field="url"):
@@ -106,6 +109,31 @@ class AgentClient:
 
     def get(self, path, **kwargs):
         return self.request("GET", path, **kwargs)
+
+    def metrics(self, limit=MAX_METRICS_BYTES):
+        """The agent's ``GET /metrics`` text, at most ``limit`` bytes of it."""
+        headers = {"User-Agent": USER_AGENT, "Accept": "text/plain"}
+        if self.token:
+            headers["Authorization"] = "Bearer %s" % self.token
+        try:
+            with self.session.get(self.url + "/metrics", headers=headers,
+                                  verify=self.verify, stream=True,
+                                  timeout=(CONNECT_TIMEOUT, self.timeout)) as response:
+                data = response.raw.read(limit + 1, decode_content=True)
+        except requests.RequestException as err:
+            raise errors.AgentUnreachable(url=self.url, reason=_short(err))
+        if response.status_code >= 400:
+            try:
+                body = json.loads(data)
+            except ValueError:
+                raise errors.AgentRequestError(url=self.url,
+                                               status_code=response.status_code,
+                                               reason="an error that is not JSON")
+            raise errors.from_body(self.url, response.status_code, body)
+        if len(data) > limit:
+            raise errors.AgentRequestError(url=self.url, status_code=response.status_code,
+                                           reason="its metrics exceed %d bytes" % limit)
+        return data.decode("utf-8", errors="replace")
 
     def post(self, path, body=None, **kwargs):
         return self.request("POST", path, body=body if body is not None else {}, **kwargs)

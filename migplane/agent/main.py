@@ -25,6 +25,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from migplane.agent import app as app_mod
+from migplane.agent import metrics as metrics_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
@@ -129,6 +130,20 @@ def main(argv=None):
               % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
         return 1
 
+    metrics_host, metrics_server = agent.options.metrics_bind_host, None
+    if metrics_host:
+        try:
+            metrics_server = metrics_mod.serve(agent.metrics, metrics_host,
+                                               agent.options.metrics_port)
+        except OSError as err:
+            LOG.error("Cannot serve metrics on %s port %s: %s", metrics_host,
+                      agent.options.metrics_port, err)
+            print("migplane-agent: cannot serve metrics on %s port %s: %s"
+                  % (metrics_host, agent.options.metrics_port, err), file=sys.stderr)
+            return 1
+        LOG.info("Metrics served without authentication on http://%s:%s/metrics",
+                 metrics_host, agent.options.metrics_port)
+
     stopping, reload_asked, wake = threading.Event(), threading.Event(), threading.Event()
 
     def stop(signum, frame):
@@ -170,6 +185,8 @@ def main(argv=None):
             next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
     systemd.stopping()
     server.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     thread.join(10)
     LOG.info("migplane-agent stopped")
     return 0

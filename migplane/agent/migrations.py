@@ -62,6 +62,8 @@ class MigrationRecord:
         self.migrate_data = None
         #: Called with this record whenever it should be written down.
         self.persist = None
+        #: Told of its start, transfer, events and end (the agent's metrics).
+        self.observer = None
         self._written = 0.0
 
     @classmethod
@@ -136,7 +138,17 @@ class MigrationRecord:
                 self.uris = self.flow.uris.to_dict()
         if event.kind == events_mod.STEP and event.step == "live_migration":
             self._start_counting()
+        self.observe("migration_event", event)
         self.save(force=event.kind != events_mod.PROGRESS)
+
+    def observe(self, what, *args):
+        """Tell the observer ``what`` happened (the name of its method)."""
+        if self.observer is None:
+            return
+        try:
+            getattr(self.observer, what)(self, *args)
+        except Exception:  # metrics are a nicety; never fail a migration
+            LOG.exception("Migration %s: the observer failed on %s", self.id, what)
 
     def _start_counting(self):
         """Counters just before the transfer; which interface is which plane."""
@@ -155,6 +167,7 @@ class MigrationRecord:
         except Exception as err:  # counting is a nicety; never fail a migration
             LOG.warning("Migration %s: cannot read interface counters: %s", self.id, err)
             self._counters = None
+        self.observe("transfer_started", self._planes)
 
     def _stop_counting(self):
         if self._counters is None:
@@ -202,6 +215,7 @@ class MigrationRecord:
                                "timeout_action": None, "error": self.error,
                                "running_on": running_on}
         self.save()
+        self.observe("migration_finished")
 
     # -- read by the API ---------------------------------------------------------
 
@@ -260,8 +274,10 @@ class MigrationRegistry:
     :param max_age_s: finished records older than this are dropped (None: never).
     """
 
-    def __init__(self, history=100, store=None, max_age_s=None, facts=hostfacts):
+    def __init__(self, history=100, store=None, max_age_s=None, facts=hostfacts,
+                 observer=None):
         self._records = collections.OrderedDict()
+        self._observer = observer
         self._history = history
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
@@ -270,6 +286,7 @@ class MigrationRegistry:
         for data in self.store.load_all():
             record = MigrationRecord.from_stored(data, facts=facts)
             record.persist = self._persist
+            record.observer = observer
             self._records[record.id] = record
         self._trim()
 
@@ -307,6 +324,7 @@ class MigrationRegistry:
     def add(self, record):
         """Keep (and write down) ``record``; its claim, if any, passes to it."""
         record.persist = self._persist
+        record.observer = self._observer
         with self._lock:
             self._records[record.id] = record
             if self._claims.get(record.instance) == record.id:
@@ -318,6 +336,7 @@ class MigrationRegistry:
         record.flow = flow
         flow.subscribe(record.on_event)
         self.add(record)
+        record.observe("migration_started")
         thread = threading.Thread(target=self._run, args=(record, flow), daemon=True,
                                   name="migration-%s" % record.id)
         thread.start()

@@ -138,6 +138,17 @@ agent_opts = [
         min=0,
         help="Finished migration records older than this many days are deleted "
              "(besides the 'history' count); 0 keeps them until 'history' drops them."),
+    cfg.HostAddressOpt(
+        "metrics_bind_host",
+        help="An address of a scrape network on which GET /metrics is also served, "
+             "over plain HTTP and without authentication, on metrics_port. Unset: "
+             "metrics are served only on the agent's own address, to operators (a "
+             "token or an operator certificate). Give a wildcard (0.0.0.0, ::) only "
+             "if every network of this host may read the metrics."),
+    cfg.PortOpt(
+        "metrics_port",
+        default=9480,
+        help="TCP port of metrics_bind_host."),
 ]
 
 

@@ -14,6 +14,7 @@ from migplane.agent import client as client_mod
 from migplane.agent import errors
 from migplane.agent import evacuations
 from migplane.agent import hostfacts
+from migplane.agent import metrics as metrics_mod
 from migplane.agent import migrations
 from migplane.agent import opts
 from migplane.agent import probe
@@ -59,11 +60,13 @@ class Agent:
                                          lease_s=self.options.slot_lease,
                                          max_lifetime_s=self.options.slot_max_lifetime)
         self.store = self._open_store()
+        self.metrics = metrics_mod.AgentMetrics(facts=facts, api=VERSION)
         self.registry = migrations.MigrationRegistry(
             history=self.options.history, store=self.store, facts=facts,
-            max_age_s=self.options.history_days * 86400 or None)
+            max_age_s=self.options.history_days * 86400 or None, observer=self.metrics)
         self.evacuations = evacuations.EvacuationRegistry()
         self.probes = probe.Probes()
+        self.metrics.agent = self
         self.clock, self.sleep = self.driver.flow_timing()
         self.reconciler = reconcile.Reconciler(self)
         self.reconcile()  # in threads: the agent serves while they settle
@@ -414,8 +417,27 @@ class Agent:
         except exception.TooManyMigrations as err:
             err.kwargs["when_busy"] = self.settings.concurrency.when_busy
             raise
+        self._count_incoming(lease.migration_id)
         return {"migration_id": lease.migration_id, "lease_s": self.slots.lease_s,
                 "host": self.hostname}
+
+    def _count_incoming(self, migration_id):
+        """Count this host's planes' bytes while the incoming migration holds its slot."""
+        try:
+            planes = metrics_mod.incoming_planes(self.facts.interfaces(),
+                                                 self.inbound()["address"],
+                                                 self.options.bind_host)
+        except Exception as err:  # a nicety; never refuse a slot for it
+            LOG.warning("Metrics: cannot tell which interface is which plane: %s", err)
+            return
+        self.metrics.incoming_started(migration_id, planes)
+
+    def release_slot(self, migration_id, peer):
+        """Give back ``peer``'s slot of ``migration_id``: the lease, or None."""
+        lease = self.slots.unlease(migration_id, source=peer)
+        if lease is not None:
+            self.metrics.incoming_finished(migration_id)
+        return lease
 
     def require_lease(self, migration_id, peer, instance):
         """The lease ``peer`` holds here for ``migration_id`` of ``instance``, or 403."""

@@ -45,6 +45,10 @@ EXAMPLES = {
         "migplane certs --out /tmp/pki host-c=192.0.2.13,2001:db8:3::11 --days 90 --json",
         "migplane certs --out /tmp/pki --operator prometheus",
     ),
+    "dashboard": (
+        "migplane dashboard",
+        "migplane dashboard --port 8080 --on host-a,host-b",
+    ),
     "demo": (
         "migplane demo",
         "migplane demo --memory 256 --bandwidth 32 --keep",

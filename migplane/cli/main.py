@@ -20,6 +20,7 @@ from migplane.cli import errors
 from migplane.cli import examples
 from migplane.cli.commands import certs
 from migplane.cli.commands import check
+from migplane.cli.commands import dashboard
 from migplane.cli.commands import evacuate
 from migplane.cli.commands import explain
 from migplane.cli.commands import manage
@@ -110,6 +111,7 @@ def build_parser():
     check.add_parser(sub, parents)
     manage.add_parsers(sub, parents)
     certs.add_parser(sub, parents)
+    dashboard.add_parser(sub, parents)
     for name in passthrough.TOOLS:
         passthrough.add_parser(sub, name)
     demo.add_parser(sub, parents)

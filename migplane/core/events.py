@@ -35,6 +35,8 @@ MEASURED = "measured"
 PLANNED = "planned"
 ESCALATED = "escalated"
 ROLLED_BACK = "rolled_back"
+#: A post-copy migration whose stream broke was resumed.
+POSTCOPY_RECOVERED = "postcopy_recovered"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,9 +27,10 @@ SETUP = {
     "force-complete": "migplane migrate busy --from host-a --to host-b --detach",
 }
 BUSY = {"memory_mib": 512, "dirty_mib_s": 150}
-#: Examples that build labs or run for minutes: parse-checked here; the functional
-#: tests run the lab and demo, the bench smoke runs migplane bench.
-NOT_RUN_HERE = ("lab", "bench", "demo")
+#: Examples that build labs, run for minutes or serve until interrupted: parse-checked
+#: here; the functional tests run the lab and demo, the bench smoke runs migplane
+#: bench, tests/unit/cli/test_cli_dashboard.py the dashboard in a browser.
+NOT_RUN_HERE = ("lab", "bench", "demo", "dashboard")
 
 
 def _blocks():

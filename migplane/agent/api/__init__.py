@@ -23,6 +23,7 @@ POST     /v1/evacuations                             evacuate this host  operato
                                                      (or dry run)
 GET      /v1/evacuations[/<id>[?since=N]]            list / one          operator
 POST     /v1/evacuations/<id>/abort                  abort the rest      operator
+GET      /metrics                                    Prometheus metrics  operator
 =======  ==========================================  ==================  =========
 
 Source-side steps are not served: the source agent runs them itself. One

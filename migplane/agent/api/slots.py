@@ -27,7 +27,7 @@ def renew(migration_id):
 @bp.delete("/v1/slots/<migration_id>")
 def release(migration_id):
     api.body()
-    if api.agent().slots.unlease(migration_id, source=flask.g.peer) is None:
+    if api.agent().release_slot(migration_id, flask.g.peer) is None:
         raise errors.NotFound(what="Slot", name=migration_id)
     return api.reply(wire.Slot, {"migration_id": migration_id, "released": True})
 

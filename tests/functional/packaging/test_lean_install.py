@@ -3,8 +3,8 @@
 Builds migplane's wheel, installs it with ``--no-deps`` into a fresh virtualenv
 (no system site-packages) next to stevedore and oslo.config only (pip's cache
 is warm), and runs a fake migration there, as an embedding stack would. Also
-checks what a wheel must carry: the guest sources (``migplane demo``) and
-``py.typed``.
+checks what a wheel must carry: the guest sources (``migplane demo``),
+the dashboard's page and ``py.typed``.
 """
 
 import json
@@ -69,6 +69,8 @@ def test_the_wheel_carries_the_guest_sources_and_py_typed(wheel):
     for name in ("kernel.c", "boot.S", "linker.ld"):
         assert "migplane/lab/guest_src/%s" % name in names
     assert "migplane/py.typed" in names
+    for name in ("page.html", "page.js"):   # migplane dashboard's page
+        assert "migplane/cli/dashboard/%s" % name in names
     requires = [line for line in zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("METADATA"))).decode().splitlines()
         if line.startswith("Requires-Dist:") and "extra ==" not in line]
