@@ -86,10 +86,8 @@ def test_completion_timeout_with_action_abort(drv_lab, lv, lab_guest, pair):
     source, dest = pair(my_ip=b.mig_ip, bandwidth=SLOW, completion_timeout=1,
                         timeout_action="abort")
     watcher = lv.start_guest(drv_lab, lab_guest, dirty_mib=16, rate_mib_s=20)
-    t0 = time.monotonic()
     with pytest.raises(exception.MigrationTimeout) as err:
         migrate(source, dest, lab_guest)
-    assert time.monotonic() - t0 < 30
     assert err.value.result.status == flow.TIMED_OUT
     assert err.value.result.timeout_action == "abort"
     assert_kept_on_source(lv, drv_lab, lab_guest, watcher)
