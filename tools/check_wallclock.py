@@ -25,6 +25,14 @@ build, so this scan (of ``tests/`` and ``examples/*/tests/``) flags:
 * a fixed ``time.sleep(N)`` directly followed by an ``assert``: a race with
   whatever the test waits for (wait on the event instead).
 
+A lower bound on a measured time (``assert waited >= busy_timeout``) passes:
+a slow machine only makes it hold more surely.
+
+What it cannot see: a timeout handed to a helper as an argument
+(``wait_ticks(3, timeout=10)``), ``datetime`` readings, and a figure derived
+from timing under a plain name (a throughput in bytes per second); review
+those by eye.
+
 Anything else must be in ``ALLOWED`` below, with the reason it cannot make a
 slow machine fail. An entry that no longer matches anything is an error too.
 
