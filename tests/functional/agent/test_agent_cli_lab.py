@@ -63,7 +63,7 @@ def test_cli_migrates_a_dirtying_guest_through_two_agents(lab, agents, kernel, g
     cmd = guest.cmdline(tick_ms=50, dirty_mib=24, rate_mib_s=40, stamp_mib=32)
     with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
         guest.define_guest(a, guest_name, kernel, memory_mib=96, cmdline=cmd)
-        w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+        w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
         w.wait_ticks(5, timeout=30)
 
         code, out, err = cli(agents, "explain", guest_name, "--from", "host-a", "--to",
@@ -252,7 +252,7 @@ def test_the_per_host_limit_refuses_or_queues(lab, agents, kernel, when_busy):
             for name in names:
                 guest.define_guest(a, name, kernel, memory_mib=64,
                                    cmdline=guest.cmdline(tick_ms=100, stamp_mib=48))
-            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+            w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
         # Both at once, so that the second arrives while the first runs however
         # slowly each CLI starts; which one is first is the agent's to decide.
         with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:

@@ -60,7 +60,7 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
             guest.define_guest(a, name, lab.build_guest(), memory_mib=64,
                                cmdline=guest.cmdline(tick_ms=50, dirty_mib=8,
                                                      rate_mib_s=2, stamp_mib=24))
-            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+            w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
             w.wait_ticks(5, timeout=30)
             # 4 MiB/s: the transfer takes about 20 s, long enough to kill and restart
             watcher = subprocess.Popen(

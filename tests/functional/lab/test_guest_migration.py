@@ -61,7 +61,7 @@ def test_live_migration_of_a_dirtying_guest(lab, kernel, guest_name):
     cmd = guest.cmdline(tick_ms=50, dirty_mib=24, rate_mib_s=40, stamp_mib=32)
     with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
         guest.define_guest(a, guest_name, kernel, memory_mib=96, cmdline=cmd)
-        w.wait_for(lambda w: w.stamped(), 30, "MPSTAMPED")
+        w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
         w.wait_ticks(5, timeout=30)
         before = _counters(lab)
         t0 = time.monotonic()
@@ -99,7 +99,7 @@ def test_block_migration_keeps_the_disk(lab, kernel, guest_name):
         with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
             guest.define_guest(a, guest_name, kernel, disk=disk,
                                cmdline=guest.cmdline(tick_ms=50, disk_write=True))
-            w.wait_for(lambda w: "host-a" in w.disk_sums(), 30, "MPDISK")
+            w.wait_for(lambda w: "host-a" in w.disk_sums(), 120, "MPDISK")
             want = w.disk_sums()["host-a"]
             assert guest.disk_checksum(a, disk) == want
             assert guest.disk_checksum(b, disk) != want

@@ -161,7 +161,7 @@ def test_libvirtd_crash_and_restart_keeps_the_guest(lab, kernel):
     try:
         with ConsoleWatcher.for_domain([b], name) as w:
             guest.define_guest(b, name, kernel, cmdline=guest.cmdline(tick_ms=50))
-            w.wait_ticks(2, timeout=30)
+            w.wait_ticks(2, timeout=120)
             b.kill_libvirtd()
             assert b.libvirtd_pid is None and not b.libvirtd_alive()
             with pytest.raises(libvirt.libvirtError):
