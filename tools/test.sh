@@ -11,6 +11,20 @@ PY=.venv/bin/python
 echo "==> ruff"
 .venv/bin/ruff check .
 
+echo "==> no leftover files committed"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  leftovers=$(git ls-files -- '*.orig' '*.rej' '*.bak' '*~')
+  if [ -n "$leftovers" ]; then
+    printf 'leftover files committed (remove them with git rm):\n%s\n' "$leftovers" >&2
+    exit 1
+  fi
+else
+  echo "(not a git checkout: skipped)"
+fi
+
+echo "==> no wall-clock assertions in tests"
+$PY tools/check_wallclock.py
+
 echo "==> sample configuration is up to date"
 tmp=$(mktemp)
 .venv/bin/oslo-config-generator --config-file etc/migplane-config-generator.conf --output-file "$tmp"
@@ -20,12 +34,21 @@ if ! diff -u etc/migplane.conf.sample "$tmp"; then
 fi
 rm -f "$tmp"
 
+# A failure under load is the first thing to rule out: say how busy the
+# machine was when a run failed (each failed test's report says it too).
+load_average() {
+  echo "load average as the failed pytest run ended: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (1, 5, 15 min) on $(nproc) CPUs" >&2
+}
+
 echo "==> pytest"
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 rm -f .coverage .coverage.*
 if [ $# -gt 0 ]; then
   # A chosen subset (e.g. tools/test.sh tests/unit -k flow): no coverage gate.
-  exec $PY -m pytest -p no:cacheprovider "$@"
+  rc=0
+  $PY -m pytest -p no:cacheprovider "$@" || rc=$?
+  [ "$rc" -eq 0 ] || load_average
+  exit "$rc"
 fi
 # The functional tests mostly wait (guests tick, links are capped, daemons
 # start); the others mostly compute. On two CPUs they run side by side, each
@@ -42,8 +65,10 @@ set +e
 COVERAGE_FILE=.coverage.functional $PY -m pytest -p no:cacheprovider "${COV[@]}" \
   tests/functional
 functional=$?
+[ "$functional" -eq 0 ] || load_average
 wait "$fast"
 fast_rc=$?
+[ "$fast_rc" -eq 0 ] || load_average
 set -e
 echo "==> pytest of the unit, property and example tests (ran alongside)"
 cat "$fast_log"

@@ -117,8 +117,10 @@ def run_client(host, port, out, size=DEFAULT_SIZE, interval=DEFAULT_INTERVAL,
             if now < next_send:
                 sleep(min(next_send - now, 0.05))
                 continue
-            # never burst to catch up after a slow round trip
-            next_send = max(next_send + interval, now)
+            # never burst to catch up after a slow round trip: a late request
+            # restarts the schedule from itself, so the next one waits an interval
+            next_send = (next_send + interval if now < next_send + interval
+                         else now + interval)
             t0 = clock()
             try:
                 if sock is None:

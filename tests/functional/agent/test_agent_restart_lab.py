@@ -9,6 +9,7 @@ the same ID) reports the real outcome.
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -35,6 +36,19 @@ def _show(agents, migration_id):
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
+def _lines_of(stream):
+    """Read ``stream`` in a thread; the lines so far, and the thread."""
+    lines = []
+
+    def read():
+        for line in stream:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
     agents = lab_agents
     a, b = lab.hosts
@@ -46,7 +60,7 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
             guest.define_guest(a, name, lab.build_guest(), memory_mib=64,
                                cmdline=guest.cmdline(tick_ms=50, dirty_mib=8,
                                                      rate_mib_s=2, stamp_mib=24))
-            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+            w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
             w.wait_ticks(5, timeout=30)
             # 4 MiB/s: the transfer takes about 20 s, long enough to kill and restart
             watcher = subprocess.Popen(
@@ -54,6 +68,8 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
                     "migrate", name, "--from", "host-a", "--to", "host-b",
                     "--bandwidth", "4", *agents.cli_args())],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            out_lines, out_reader = _lines_of(watcher.stdout)
+            err_lines, err_reader = _lines_of(watcher.stderr)
             try:
                 deadline = time.monotonic() + 120
                 record = None
@@ -69,12 +85,19 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
                 assert record and record["status"] == "running", record
                 migration_id = record["id"]
                 agents.kill(a)  # SIGKILL: no cleanup, the job goes on in libvirtd
-                time.sleep(3)
+                deadline = time.monotonic() + 120
+                while not any("reconnecting" in line for line in err_lines):
+                    assert time.monotonic() < deadline, "the CLI never found the agent gone"
+                    time.sleep(0.1)
                 agents.start(a, my_ip=a.mig_ip)
-                out, err = watcher.communicate(timeout=300)
+                watcher.wait(timeout=300)
             finally:
                 if watcher.poll() is None:
                     watcher.kill()
+                    watcher.wait()
+            out_reader.join(60)
+            err_reader.join(60)
+            out, err = "".join(out_lines), "".join(err_lines)
             assert watcher.returncode == 0, out + err
             w.wait_ticks(10, host="host-b", timeout=60)
 

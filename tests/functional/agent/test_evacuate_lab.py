@@ -54,7 +54,7 @@ def guests(lab3):
             guest.define_guest(a, name, kernel, memory_mib=mib, cmdline=guest.cmdline(
                 tick_ms=50, dirty_mib=dirty, rate_mib_s=rate, stamp_mib=8))
         for w in watchers.values():
-            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
+            w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
             w.wait_ticks(3, timeout=30)
         # the fault: a (shut off) domain of the victim's name on both destinations
         for host in lab3.hosts[1:]:

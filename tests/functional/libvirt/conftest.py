@@ -185,7 +185,7 @@ def start_guest(lab, name, memory_mib=64, disk=None, **cmdline):
     watcher = ConsoleWatcher.for_domain(lab.hosts, name).start()
     guest.define_guest(lab.hosts[0], name, lab.kernel, memory_mib=memory_mib, cmdline=cmd,
                        disk=disk)
-    watcher.wait_ticks(3, host="host-a", timeout=30)
+    watcher.wait_ticks(3, host="host-a", timeout=120)  # a boot: a hang guard
     return watcher
 
 

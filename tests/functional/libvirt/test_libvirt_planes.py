@@ -134,7 +134,7 @@ def test_incoming_socket_listens_on_the_migration_address_only(
     # listening before the source's connection arrives.
     drv_lab.shape("migration", rate=None, delay="1500ms", hosts=["host-a"])
     run = lv.background(source, dest, lab_guest)
-    listeners, deadline = [], time.monotonic() + 20
+    listeners, deadline = [], time.monotonic() + 60
     while not listeners and time.monotonic() < deadline:
         listeners = lv.qemu_listeners(b)
         time.sleep(0.05)

@@ -173,7 +173,7 @@ def test_main_serves_https_logs_like_oslo_and_stops_on_sigterm(
 
     def exercise():
         url = "https://127.0.0.1:%d" % port
-        for _ in range(100):
+        for _ in range(1200):  # up to a minute for main() to listen
             try:
                 requests.get(url, verify=cert, timeout=2)
                 break
@@ -202,7 +202,7 @@ def test_main_serves_https_logs_like_oslo_and_stops_on_sigterm(
     thread = threading.Thread(target=exercise)
     thread.start()
     code = agent_main.main(["--config-file", path, "--log-file", str(log)])
-    thread.join(10)
+    thread.join(60)
     assert code == 0
     assert seen["host"] == "host-a"
     assert "CERTIFICATE_VERIFY_FAILED" in seen["untrusted"]

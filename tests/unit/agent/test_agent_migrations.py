@@ -16,7 +16,7 @@ def start(c, dest, instance="vm1", **body):
                                            "destination": {"url": dest.url}}, **body))
 
 
-def wait_status(c, migration_id, statuses, timeout=20):
+def wait_status(c, migration_id, statuses, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = c.get("/v1/migrations/%s" % migration_id)

@@ -43,8 +43,18 @@ def exchange(local, pki, data, read_timeout=10):
     return int(head.split(b" ")[1]), body
 
 
+def _until(predicate, what, timeout=60):
+    """Wait for ``predicate()``; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 def test_idle_and_slow_connections_do_not_delay_a_request(world, start_agent, pki):
-    local = start_agent("host-a", agent_options={"request_timeout": 60})
+    # Far longer than the test: the held connections stay held throughout, so a
+    # request answered while they are still there did not wait for them.
+    local = start_agent("host-a", agent_options={"request_timeout": 3600})
     held = []
     try:
         for _ in range(20):  # idle TCP: not even a TLS hello
@@ -57,14 +67,12 @@ def test_idle_and_slow_connections_do_not_delay_a_request(world, start_agent, pk
             s = raw_tls(local, pki)
             s.sendall(b"GET /v1/host HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             held.append(s)
-        time.sleep(0.2)
-        assert local.server.active >= 60
+        _until(lambda: local.server.active >= 60, "the server never took them all")
         for _ in range(5):
-            started = time.monotonic()
-            answer = get(local, timeout=20)
+            answer = get(local, timeout=600)
             assert answer.status_code == 200
-        # the figure is measured by migplane.bench.agentload; this bound is generous
-        assert time.monotonic() - started < 10
+        # answered while all 60 still stall (how fast: migplane.bench.agentload)
+        assert local.server.active >= 60
     finally:
         for s in held:
             s.close()
@@ -73,18 +81,17 @@ def test_idle_and_slow_connections_do_not_delay_a_request(world, start_agent, pk
 def test_a_request_not_sent_within_the_deadline_is_cut_off(world, start_agent, pki):
     local = start_agent("host-a", agent_options={"request_timeout": 1})
     with raw_tls(local, pki) as s:
-        started = time.monotonic()
-        s.settimeout(10)
+        s.settimeout(60)
         closed = False
         try:
-            for _ in range(40):  # a byte every 0.1 s: never idle, never done
+            # A byte every 0.1 s for up to a minute: never idle, never done. Only
+            # the request's own deadline can close the connection while it trickles.
+            for _ in range(600):
                 s.sendall(b"G")
                 time.sleep(0.1)
         except (ConnectionError, ssl.SSLError, OSError):
             closed = True
-        if not closed:
-            closed = s.recv(100) == b""
-    assert closed and time.monotonic() - started < 5
+    assert closed
     assert get(local).status_code == 200
 
 
@@ -159,6 +166,5 @@ def test_connections_are_closed_after_their_answer(world, start_agent):
     for _ in range(30):
         with requests.Session() as session:
             session.get(local.url + "/v1/host", timeout=10)
-    time.sleep(0.3)
+    _until(lambda: local.server.active == 0, "connections still open")
     assert len(os.listdir("/proc/self/fd")) <= before + 5
-    assert local.server.active == 0

@@ -691,7 +691,10 @@ def test_progress_is_logged_every_monitor_interval(world, drivers, make_migratio
     handler = _SimulatedTimes(world)
     log = logging.getLogger("migplane.core.flow")
     log.addHandler(handler)
-    level, log.level = log.level, logging.INFO
+    # setLevel, not an assignment to ``level``: only setLevel clears the logger's
+    # cache of enabled levels, which an earlier migration's INFO lines filled.
+    level = log.level
+    log.setLevel(logging.INFO)
     try:
         migration.run()
     finally:

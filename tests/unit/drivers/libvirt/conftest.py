@@ -166,7 +166,7 @@ class FakeDomain:
         self.daemon.migrations.append((dconnuri, dict(params), flags))
         self.job_stats = dict(self.daemon.running_stats)
         self.daemon.job_started.set()
-        self.daemon.gate.wait(10)
+        self.daemon.gate.wait(60)  # a hang guard: tests open the gate
         self.job_stats = {"type": libvirt.VIR_DOMAIN_JOB_NONE}
         if self.daemon.migrate_error is not None:
             if self.state_ == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION]:

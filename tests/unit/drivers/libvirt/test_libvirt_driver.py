@@ -130,12 +130,12 @@ def test_downtime_steps_reach_libvirt(daemons, make_drivers):
     a.gate.clear()
     src, dst = make_drivers(downtime=400, downtime_steps=4)
     m, t, outcome = start(src, dst)
-    for _ in range(500):
+    for _ in range(6000):  # up to a minute: a hang guard
         if ("migrateSetMaxDowntime", 100) in dom.calls:
             break
         time.sleep(0.01)
     a.gate.set()
-    t.join(10)
+    t.join(60)
     assert ("migrateSetMaxDowntime", 100) in dom.calls   # the first of Nova's steps
     assert outcome["result"].status == flow.COMPLETED
 
@@ -170,17 +170,20 @@ def test_live_migration_returns_at_once_and_progress_is_polled(daemons, make_dri
         "g1", dst.check_can_live_migrate_destination("g1")))
     from migplane.core import uri as uri_mod
     uris = uri_mod.resolve(src.settings.migration, data, src.describe().capabilities)
-    t0 = time.monotonic()
-    src.live_migration("g1", data, uris, src.settings.migration)
-    assert time.monotonic() - t0 < 1
-    assert a.job_started.wait(5)
+    # The job cannot end before the gate opens: live_migration returns anyway.
+    call = threading.Thread(target=src.live_migration,
+                            args=("g1", data, uris, src.settings.migration))
+    call.start()
+    call.join(60)
+    assert not call.is_alive(), "live_migration waited for the job"
+    assert a.job_started.wait(60)
     p = src.get_job_progress("g1")
     assert p.state == driver_mod.JOB_RUNNING and p.data_processed == 40
     assert p.dirty_rate == 10 * 4096 and p.iteration == 2
     with pytest.raises(exception.MigrationError, match="already runs"):
         src.live_migration("g1", data, uris, src.settings.migration)
     a.gate.set()
-    for _ in range(200):
+    for _ in range(6000):  # up to a minute: a hang guard
         p = src.get_job_progress("g1")
         if p.finished:
             break
@@ -210,10 +213,10 @@ def test_abort_mid_migration(daemons, make_drivers):
     a.gate.clear()
     src, dst = make_drivers()
     m, t, outcome = start(src, dst)
-    assert a.job_started.wait(5)
+    assert a.job_started.wait(60)
     time.sleep(0.05)
     m.abort()
-    t.join(10)
+    t.join(60)
     err = outcome["error"]
     assert isinstance(err, exception.MigrationAborted)
     assert "canceled by client" in str(err)
@@ -257,7 +260,7 @@ def _running_job(daemons, make_drivers, **lm):
     a.gate.clear()
     src, dst = make_drivers(**lm)
     m, t, outcome = start(src, dst)
-    assert a.job_started.wait(5)
+    assert a.job_started.wait(60)
     return a, dom, src, m, t, outcome
 
 
@@ -265,13 +268,13 @@ def test_force_complete_switches_to_post_copy(daemons, make_drivers):
     a, dom, src, m, t, outcome = _running_job(daemons, make_drivers, permit_post_copy=True)
     assert a.migrations[0][2] & libvirt.VIR_MIGRATE_POSTCOPY
     m.force_complete()
-    for _ in range(200):
+    for _ in range(6000):  # up to a minute: a hang guard
         if ("migrateStartPostCopy",) in dom.calls:
             break
         time.sleep(0.01)
     assert src.get_job_progress("g1").postcopy
     a.gate.set()
-    t.join(10)
+    t.join(60)
     assert outcome["result"].status == flow.COMPLETED
     assert outcome["result"].progress.postcopy
 
@@ -280,14 +283,14 @@ def test_force_complete_pauses_without_post_copy_and_rollback_resumes(daemons,
                                                                        make_drivers):
     a, dom, src, m, t, outcome = _running_job(daemons, make_drivers)
     m.force_complete()
-    for _ in range(200):
+    for _ in range(6000):  # up to a minute: a hang guard
         if ("suspend",) in dom.calls:
             break
         time.sleep(0.01)
     assert dom.state_[0] == libvirt.VIR_DOMAIN_PAUSED
     a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED, "migration failed late")
     a.gate.set()
-    t.join(10)
+    t.join(60)
     assert isinstance(outcome["error"], exception.MigrationError)
     assert ("resume",) in dom.calls and dom.state_[0] == libvirt.VIR_DOMAIN_RUNNING
 
@@ -298,7 +301,7 @@ def test_rollback_never_resumes_a_guest_that_switched_to_post_copy(daemons, make
     dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
     a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED, "post-copy failed")
     a.gate.set()
-    t.join(10)
+    t.join(60)
     assert isinstance(outcome["error"], exception.MigrationError)
     assert ("resume",) not in dom.calls
 
@@ -479,7 +482,7 @@ def test_tunnelled_block_migration_is_refused_before_the_destination_prepares(
 
 def test_a_failed_progress_read_is_not_a_failed_migration(daemons, make_drivers):
     a, dom, src, m, t, outcome = _running_job(daemons, make_drivers)
-    for _ in range(200):
+    for _ in range(6000):  # up to a minute: a hang guard
         if src._jobs["g1"].last_stats:
             break
         time.sleep(0.01)
@@ -493,7 +496,7 @@ def test_a_failed_progress_read_is_not_a_failed_migration(daemons, make_drivers)
         src.get_job_progress("g1")
     a.stats_error = None
     a.gate.set()
-    t.join(10)
+    t.join(60)
 
 
 def test_completed_jobs_wait_for_their_event():
@@ -505,7 +508,7 @@ def test_completed_jobs_wait_for_their_event():
             return "u1"
 
     threading.Timer(0.05, jobs._on_event, (None, Dom(), {"downtime": 7}, None)).start()
-    assert jobs.get("u1", timeout=5) == {"downtime": 7}
+    assert jobs.get("u1", timeout=60) == {"downtime": 7}
     jobs.forget("u1")
     assert jobs.get("u1") is None
 
