@@ -35,7 +35,9 @@ def _driver(conf, name):
     if conf is None:
         return "unknown (the configuration was not read)"
     quiet = logging.getLogger("migplane")
-    level, quiet.level = quiet.level, logging.CRITICAL  # a failed connect is reported below
+    level = quiet.level
+    # setLevel, not an assignment: it also clears the loggers' cached levels.
+    quiet.setLevel(logging.CRITICAL)  # a failed connect is reported below
     try:
         info = loader.load_driver(conf, name).describe()
     except Exception as err:   # --version must answer whatever the driver does
@@ -43,7 +45,7 @@ def _driver(conf, name):
                                         str(err).splitlines()[0] if str(err) else
                                         type(err).__name__)
     finally:
-        quiet.level = level
+        quiet.setLevel(level)
     text = "%s %s" % (info.name, info.version)
     if info.name == "libvirt" and "QEMU" not in info.version:
         text += " (its libvirt daemon did not answer; QEMU version unknown)"

@@ -78,7 +78,7 @@ class Browser:
     def page(self):
         return self.driver.execute_script(READ_PAGE)
 
-    def wait(self, predicate, timeout, what, poll=0.2):
+    def wait(self, predicate, timeout=120, what="the awaited state", poll=0.2):
         """The page once ``predicate(page)`` holds; a generous ``timeout`` only turns
         a hang into a failure naming ``what`` and the last page read."""
         deadline = time.monotonic() + timeout

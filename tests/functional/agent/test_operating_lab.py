@@ -100,7 +100,7 @@ def lab_bytes(host, plane, direction):
     return host.counters()[plane]["%s_bytes" % direction]
 
 
-def wait_record(agents, migration_id, predicate, timeout, what):
+def wait_record(agents, migration_id, predicate, timeout=600, what="done"):
     """The record once ``predicate`` holds (the deadline only turns a hang into a
     failure)."""
     deadline = time.monotonic() + timeout
