@@ -561,7 +561,12 @@ class FaultMatrix:
             run.during = not done.is_set()
             run.phase = rules.phase_at(sampler.snapshot(), now, not run.during)
             sampler.period = 0.25   # enough for the two-copies check and recovery times
-            self._fault_end = self.inject(run, k, name, hosts)
+            if k.fault == "qemu" and run.phase != "postcopy":
+                # killing a guest that is not in post-copy proves nothing about post-copy
+                run.error = "no post-copy to strike in (phase %s): QEMU not killed" % run.phase
+                self._fault_end = time.monotonic()
+            else:
+                self._fault_end = self.inject(run, k, name, hosts)
             if not done.wait(900):
                 raise TimeoutError("migplane migrate still runs 900 s after the fault")
         finally:

@@ -354,3 +354,18 @@ def test_bad_arguments_are_named(argv, message, capsys):
         faults.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_libvirts_states_in_the_rules_words():
+    libvirt = pytest.importorskip("libvirt")
+    assert faults.view(libvirt.VIR_DOMAIN_PAUSED,
+                       libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED) == "paused:postcopy-failed"
+    assert faults.view(libvirt.VIR_DOMAIN_RUNNING,
+                       libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED) == \
+        "running:migration-canceled"
+    assert faults.view(libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED) == \
+        "running"
+    assert faults.view(libvirt.VIR_DOMAIN_SHUTOFF, 0) == "shut-off"
+    sample = rules.Sample(0.0, faults.view(libvirt.VIR_DOMAIN_PAUSED,
+                                           libvirt.VIR_DOMAIN_PAUSED_POSTCOPY), "absent")
+    assert rules.in_postcopy(sample)
