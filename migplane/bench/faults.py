@@ -133,7 +133,8 @@ class Run:
     continuity_text: str = ""
     #: The guest ticked on the host it runs on after the run ended.
     ticked: bool = False
-    two_copies: bool = False
+    #: None: not checked (runs recorded before the check existed).
+    two_copies: bool = None
     two_copies_seen_by: list = dataclasses.field(default_factory=list)
     #: Post-copy network faults: link back -> the stream moved again (s).
     recovery_s: float = None
@@ -757,7 +758,8 @@ def summarize(runs):
         "intact": sum(r.intact for r in runs),
         "lost": sum(r.expected == "lost" for r in runs),
         "verdict_true": sum(r.verdict_true for r in runs),
-        "two_copies": sum(r.two_copies for r in runs),
+        "two_copies": sum(r.two_copies is True for r in runs),
+        "unchecked": sum(r.two_copies is None for r in runs),
         "unresolved": len(unresolved),
         "settled": len(settled),
         "settle_max": max((r.settle_s for r in unresolved if r.settle_s is not None),
@@ -774,9 +776,12 @@ def _row(label, s):
         settle += " (max %.0f s)" % s["settle_max"]
     recovery = "-" if s["recovery_median"] is None else "%.1f (max %.1f)" % (
         s["recovery_median"], s["recovery_max"])
-    return "| %s | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s | %d |" % (
+    two = "%d" % s["two_copies"]
+    if s["unchecked"]:
+        two += " (%d not checked)" % s["unchecked"]
+    return "| %s | %d | %d | %d | %d | %d | %d | %d | %s | %s | %s | %d |" % (
         label, s["runs"], s["during"], s["postcopy"], s["moved"], s["intact"], s["lost"],
-        s["verdict_true"], s["two_copies"], settle, recovery, s["leftovers"])
+        s["verdict_true"], two, settle, recovery, s["leftovers"])
 
 
 def _table(first, groups):

@@ -274,7 +274,7 @@ def _run(index, **kw):
     base = dict(index=index, kind="management_outage", strike="switchover",
                 source="host-a", destination="host-b", phase="precopy", during=True,
                 cli_code=0, cli_verdict="completed", running_on=["host-b"],
-                expected="completed", intact=True, verdict_true=True)
+                expected="completed", intact=True, verdict_true=True, two_copies=False)
     base.update(kw)
     return faults.Run(**base)
 
@@ -303,6 +303,9 @@ def test_a_results_file_of_one_session_still_loads(tmp_path):
     results = faults.Results.load(tmp_path / "faults.json")
     assert results.runs[0].strike == "random" and results.runs[0].kind == "abort"
     assert results.data["sessions"][0]["seed"] == 5
+    # those runs were never looked at for a second copy: the report says so
+    assert "| abort | 1 | 1 | 0 | 0 | 1 | 0 | 1 | 0 (1 not checked) |" in faults.report(
+        results.runs, results.data["sessions"])
 
 
 def test_the_report_has_a_table_per_strike_point_and_per_kind():
