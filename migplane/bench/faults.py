@@ -613,7 +613,7 @@ class FaultMatrix:
                 w.wait_ticks(5, host=run.running_on[0], timeout=30)
                 run.ticked = True
             except TimeoutError as e:
-                run.error = (run.error or "") + " no ticks: %s" % e
+                run.error = "; ".join(filter(None, (run.error, "no ticks: %s" % e)))
 
     def resume(self, run):
         """``migplane resume`` of a paused post-copy; True when it was accepted."""

@@ -263,6 +263,16 @@ def test_a_paused_postcopy_keeps_both_halves():
     assert not rules.judge(resumed_source).verdict_true
 
 
+def test_a_broken_postcopy_called_completed_is_a_false_verdict():
+    """The destination "runs" without its pages: not a completed migration."""
+    broken = facts(kind="migration_reset", phase="postcopy",
+                   hosts={"host-a": "paused:postcopy-failed",
+                          "host-b": "running:postcopy-failed"},
+                   persistent=["host-a", "host-b"], ticked=False)
+    j = rules.judge(broken)
+    assert j.expected == "postcopy-paused" and not j.verdict_true and not j.intact
+
+
 def test_held_slots_are_leftovers():
     j = rules.judge(facts(slots_held=["https://192.0.2.1:8473: {'running': 1}"]))
     assert j.leftovers == ("slot https://192.0.2.1:8473: {'running': 1}",)
