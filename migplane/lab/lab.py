@@ -129,8 +129,9 @@ class LabHost:
         ifname = self.ifname(plane)
         for tool in ("iptables", "ip6tables"):
             for chain, way in (("INPUT", "-i"), ("OUTPUT", "-o")):
-                rule = [chain, way, ifname, "-p", "tcp", "-j", "REJECT",
-                        "--reject-with", "tcp-reset"]
+                # resets themselves pass: the peer must get the one sent for it
+                rule = [chain, way, ifname, "-p", "tcp", "!", "--tcp-flags", "RST", "RST",
+                        "-j", "REJECT", "--reject-with", "tcp-reset"]
                 present = net.iptables(self.netns, tool, "-C", *rule, check=False)
                 if on and present.returncode != 0:
                     net.iptables(self.netns, tool, "-I", *rule)
