@@ -618,6 +618,11 @@ class FaultMatrix:
     def resume(self, run):
         """``migplane resume`` of a paused post-copy; True when it was accepted."""
         done = self.cli("resume", run.migration_id, "--on", run.source, timeout=300)
+        if done.returncode == 2:   # a resume that finds the migration's host itself
+            done = self.cli("resume", run.migration_id, timeout=300)
+        if done.returncode != 0:
+            LOG.warning("migplane resume %s: exit %d: %s", run.migration_id,
+                        done.returncode, (done.stderr or done.stdout).strip()[-300:])
         return done.returncode == 0
 
     def judge(self, run):
