@@ -179,7 +179,8 @@ KIND_LIST = (
          "timeout_action = abort) passes", strikes=(RANDOM,)),
 )
 KINDS = {k.name: k for k in KIND_LIST}
-NETWORK = ("link", "reset", "agent_stop")
+#: Faults that end (a link back, a daemon restarted): the stream can resume after them.
+RECOVERABLE = ("link", "reset", "agent_stop", "libvirtd", "agent")
 
 
 def cells(strikes=STRIKES, kinds=None):

@@ -136,7 +136,7 @@ class Run:
     #: None: not checked (runs recorded before the check existed).
     two_copies: bool = None
     two_copies_seen_by: list = dataclasses.field(default_factory=list)
-    #: Post-copy network faults: link back -> the stream moved again (s).
+    #: Faults in post-copy: their end (link back...) -> the stream moved again (s).
     recovery_s: float = None
     #: Unresolved migrations: the fault's end -> a settled verdict (s).
     settle_s: float = None
@@ -508,7 +508,7 @@ class FaultMatrix:
                 seen.append("consoles")
             run.two_copies_seen_by = seen
             run.two_copies = bool(seen)
-            if run.phase == "postcopy" and k.fault in rules.NETWORK:
+            if run.phase == "postcopy" and k.fault in rules.RECOVERABLE:
                 run.recovery_s = rules.recovery_s(samples, self._fault_end)
             run.slots_held = self.held_slots()
             self.judge(run)
@@ -827,12 +827,13 @@ def report(runs, sessions):
               "when the CLI's exit code matches the verdict it names and that verdict, "
               "the record's and the host they name match where the guest is. "
               "*Unresolved settled* counts unresolved migrations that settled within "
-              "%.0f s of the fault's end. *Recovery* is, for network faults in post-copy, "
-              "the seconds from the link's return to the stream moving again (median, "
-              "max). *Leftovers* count runs that left a domain (even a shut-off "
-              "definition) on a host that does not run the guest, or a slot held on an "
-              "agent. *Mid-migration* counts faults that struck while the migration "
-              "still ran; *moved*, runs that ended with the guest on the destination."
+              "%.0f s of the fault's end. *Recovery* is, for faults in post-copy that end "
+              "(a link back, a daemon restarted), the seconds from the fault's end to the "
+              "stream moving again (median, max). *Leftovers* count runs that left a "
+              "domain (even a shut-off definition) on a host that does not run the guest, "
+              "or a slot held on an agent. *Mid-migration* counts faults that struck "
+              "while the migration still ran; *moved*, runs that ended with the guest on "
+              "the destination."
               % rules.SETTLE_LIMIT_S, "", "## By strike point", ""]
     strikes = list(rules.STRIKES) + sorted({r.strike for r in runs} - set(rules.STRIKES))
     lines += _table("strike point", [(s, [r for r in runs if r.strike == s])
