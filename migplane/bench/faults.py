@@ -468,7 +468,8 @@ class FaultMatrix:
         hosts = self.targets(k, src, dst, hit)
         run.target = ",".join(h.name for h in hosts)
         low, high = duration or k.durations or (0, 0)
-        run.duration_s = round(self.rng.uniform(low, high), 1)
+        drawn = round(self.rng.uniform(low, high), 1)
+        run.duration_s = drawn if k.durations else 0.0
         delay = round(self.rng.uniform(0.0, 6.0), 1)
         fraction = self.rng.random()
         started = self._fault_end = time.monotonic()
@@ -759,7 +760,7 @@ def summarize(runs):
         "runs": len(runs),
         "during": sum(r.during for r in runs),
         "postcopy": sum(r.phase == "postcopy" for r in runs),
-        "moved": sum(r.running_on == [r.destination] for r in runs),
+        "moved": sum(r.running_on == [r.destination] and not r.kept for r in runs),
         "intact": sum(r.intact for r in runs),
         "lost": sum(r.expected == "lost" for r in runs),
         "verdict_true": sum(r.verdict_true for r in runs),
