@@ -609,7 +609,9 @@ class FaultMatrix:
         run.hosts, run.persistent = self.domains(name)
         run.running_on = [h for h, v in sorted(run.hosts.items()) if rules.running(v)]
         run.defined_on = [h for h, v in sorted(run.hosts.items()) if v != "absent"]
-        if len(run.running_on) == 1 and not (k.fault == "qemu" and run.phase == "postcopy"):
+        # a guest still in post-copy (or lost in it) cannot be asked to tick
+        if (len(run.running_on) == 1 and "postcopy" not in run.hosts[run.running_on[0]]
+                and not (k.fault == "qemu" and run.phase == "postcopy")):
             try:
                 w.wait_ticks(5, host=run.running_on[0], timeout=30)
                 run.ticked = True
