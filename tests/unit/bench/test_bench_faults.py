@@ -151,6 +151,19 @@ def test_two_copies_are_three_answers_in_a_row():
     assert rules.two_copies_by_state(rules.queries_of(samples, "host-a", "host-b"))
 
 
+@given(st.integers(1, 200), st.integers(1, 200), st.floats(0.0, 10.0),
+       st.integers(0, 2), st.floats(0.001, 0.2))
+def test_a_handover_on_the_consoles_is_never_two_copies(before, after, downtime, late,
+                                                        poll):
+    """The source printed until the switch, the destination after it; up to
+    two of the source's last ticks read a poll late do not make a second copy."""
+    ticks = [("host-a", i * 0.05) for i in range(before)]
+    switch = before * 0.05 + downtime
+    ticks += [("host-b", switch + i * 0.05) for i in range(after)]
+    ticks += [("host-a", switch + poll)] * late
+    assert not rules.two_copies_by_console(ticks)
+
+
 def test_interleaved_console_ticks_are_two_copies():
     handover = [("host-a", t / 10) for t in range(50)] + [("host-b", 5.0 + t / 10)
                                                          for t in range(50)]
