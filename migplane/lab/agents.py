@@ -86,6 +86,8 @@ class LabAgents:
         self.ca_file = None
         self.pids = {}
         self.urls = {}
+        #: Hosts whose agent :meth:`freeze` stopped.
+        self.frozen = set()
         if tls:
             self._issue_certificates()
 
@@ -194,13 +196,32 @@ class LabAgents:
     def kill(self, host):
         """SIGKILL ``host``'s agent (a crash: no cleanup); :meth:`start` restarts it."""
         from migplane.lab import proc
+        self.frozen.discard(host.name)   # SIGKILL ends a stopped process too
         pid = self.pids.pop(host.name, None)
         if pid is not None:
             proc.signal_pids([pid], signal.SIGKILL)
             proc.wait_dead([pid], 10.0)
 
+    def freeze(self, host):
+        """SIGSTOP ``host``'s agent: it holds its port and answers nothing (an
+        agent that hangs while its libvirtd runs); :meth:`thaw` continues it."""
+        from migplane.lab import proc
+        pid = self.pids.get(host.name)
+        if pid is not None:
+            proc.signal_pids([pid], signal.SIGSTOP)
+            self.frozen.add(host.name)
+
+    def thaw(self, host):
+        from migplane.lab import proc
+        pid = self.pids.get(host.name)
+        if pid is not None:
+            proc.signal_pids([pid], signal.SIGCONT)
+        self.frozen.discard(host.name)
+
     def stop(self, host):
         from migplane.lab import proc
+        if host.name in self.frozen:   # a stopped process cannot act on SIGTERM
+            self.thaw(host)
         pid = self.pids.pop(host.name, None)
         if pid is not None:
             proc.terminate([pid], grace=10)

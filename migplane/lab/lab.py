@@ -7,6 +7,7 @@ it is created, and removed by `down()`, which needs nothing but that file.
 """
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -29,6 +30,8 @@ from .proc import wait_dead
 
 IMAGE_ROOT = Path(os.environ.get("MIGPLANE_LAB_IMAGE_ROOT", "/var/lib/migplane-lab"))
 STATE_VERSION = 1
+#: What a lab guest may be called (it names the QEMU pidfile).
+GUEST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class LabHost:
@@ -118,6 +121,46 @@ class LabHost:
 
     def link_up(self, plane):
         return net.link_up(self.netns, self.ifname(plane))
+
+    def set_tcp_reset(self, plane, on):
+        """Answer every TCP segment in or out of a plane's interface with a
+        reset (on) or stop doing so (off): a stream over that plane really
+        breaks, where a link down only stalls it."""
+        ifname = self.ifname(plane)
+        for tool in ("iptables", "ip6tables"):
+            for chain, way in (("INPUT", "-i"), ("OUTPUT", "-o")):
+                # resets themselves pass: the peer must get the one sent for it
+                rule = [chain, way, ifname, "-p", "tcp", "!", "--tcp-flags", "RST", "RST",
+                        "-j", "REJECT", "--reject-with", "tcp-reset"]
+                present = net.iptables(self.netns, tool, "-C", *rule, check=False)
+                if on and present.returncode != 0:
+                    net.iptables(self.netns, tool, "-I", *rule)
+                while not on and present.returncode == 0:
+                    net.iptables(self.netns, tool, "-D", *rule)
+                    present = net.iptables(self.netns, tool, "-C", *rule, check=False)
+
+    # -- guests -----------------------------------------------------------
+    def qemu_pid(self, name):
+        """The pid of guest ``name``'s QEMU on this host, from libvirt's own
+        pidfile under the host's root; None when no such QEMU runs here."""
+        if not GUEST_NAME.fullmatch(name):
+            raise LabError(f"bad guest name {name!r}")
+        path = self.host_path(f"/run/libvirt/qemu/{name}.pid")
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) and in_netns(pid, self.netns) else None
+
+    def kill_qemu(self, name, sig=signal.SIGKILL):
+        """Kill guest ``name``'s QEMU on this host (a crash); return its pid."""
+        pid = self.qemu_pid(name)
+        if pid is None:
+            raise LabError(f"no QEMU of {name} runs on {self.name}")
+        os.kill(pid, sig)
+        if sig == signal.SIGKILL and wait_dead([pid], 10):
+            raise LabError(f"QEMU {pid} of {name} on {self.name} survived SIGKILL")
+        return pid
 
     # -- libvirtd ---------------------------------------------------------
     def libvirtd_alive(self):

@@ -37,6 +37,11 @@ def sysctl(netns, *settings):
     run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", *settings], timeout=30)
 
 
+def iptables(netns, tool, *args, check=True):
+    """``iptables`` (or ``ip6tables``) in ``netns``, waiting for the xtables lock."""
+    return run(["ip", "netns", "exec", netns, tool, "-w", *args], check=check, timeout=30)
+
+
 def make_switch(netns):
     """Two bridges (one per plane); IPv6 off on the switch itself so it only
     forwards."""

@@ -179,3 +179,84 @@ def test_libvirtd_crash_and_restart_keeps_the_guest(lab, kernel):
         if not b.libvirtd_alive():
             b.start_libvirtd()
         guest.destroy_guest(b, name)
+
+
+STREAM_END = textwrap.dedent("""
+    import socket, sys, time
+    role, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if role == "listen":
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ip, port))
+        s.listen(1)
+        s.settimeout(30)
+        c, _ = s.accept()
+    else:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = socket.create_connection((ip, port), timeout=30)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    c.settimeout(30)
+    print("up", flush=True)
+    try:
+        while True:    # both ends talk, as a migration stream's control does
+            c.sendall(b"x" * 1024)
+            c.recv(1 << 16)
+            time.sleep(0.05)
+    except OSError as err:
+        print(type(err).__name__, flush=True)
+""")
+
+
+def test_a_tcp_reset_breaks_a_stream_at_both_ends(lab):
+    import subprocess
+
+    from migplane.lab.daemon import nsenter
+
+    a, b = lab.hosts
+    ends = [subprocess.Popen([*nsenter(h.holder_pid), sys.executable, "-c", STREAM_END,
+                              role, b.mig_ip, "5202"], stdout=subprocess.PIPE, text=True)
+            for h, role in ((b, "listen"), (a, "connect"))]
+    try:
+        for end in ends:
+            assert end.stdout.readline().strip() == "up"
+        b.set_tcp_reset("migration", True)
+        outs = [end.communicate(timeout=60)[0].strip() for end in ends]
+        assert outs == ["ConnectionResetError", "ConnectionResetError"]
+    finally:
+        b.set_tcp_reset("migration", False)
+        for end in ends:
+            if end.poll() is None:
+                end.kill()
+                end.wait()
+    assert throughput(a, b, 1 << 20, port=5203) > 0   # the plane carries TCP again
+
+
+def test_the_guests_qemu_is_found_by_its_pidfile_and_killed(lab, kernel):
+    b = lab.hosts[1]
+    name = "g-qemu"
+    with pytest.raises(LabError, match="bad guest name"):
+        b.qemu_pid("../x")
+    try:
+        guest.define_guest(b, name, kernel, cmdline=guest.cmdline(tick_ms=50))
+        pid = b.qemu_pid(name)
+        assert pid is not None
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            assert b"guest=%s" % name.encode() in f.read()
+        assert b.kill_qemu(name) == pid
+        assert b.qemu_pid(name) is None
+        conn = libvirt.open(b.uri)
+        try:   # libvirtd learns of the death from the monitor's end, soon
+            deadline = time.monotonic() + 60
+            while conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING:
+                assert time.monotonic() < deadline, "libvirtd still sees QEMU running"
+                time.sleep(0.2)
+        finally:
+            conn.close()
+    finally:
+        guest.destroy_guest(b, name)
