@@ -4,6 +4,7 @@ a downed link is seen, a killed libvirtd is gone until restarted."""
 import re
 import sys
 import textwrap
+import time
 
 import libvirt
 import pytest
