@@ -159,6 +159,15 @@ class JobProgress:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def progress_problem(progress: Any) -> Optional[str]:
+    """How ``progress`` breaks the contract of ``get_job_progress``; None when it keeps it."""
+    if not isinstance(progress, JobProgress):
+        return "returned %s, not a JobProgress" % type(progress).__name__
+    if progress.state not in JOB_STATES:
+        return "unknown job state %r (known: %s)" % (progress.state, ", ".join(JOB_STATES))
+    return None
+
+
 class MigrationDriver(metaclass=abc.ABCMeta):
     """Base class of migration drivers, loaded from ``migplane.drivers``.
 

@@ -139,6 +139,21 @@ class DriverContractError(MigplaneError):
     msg_fmt = "Driver %(driver)s broke its contract in %(step)s: %(reason)s"
 
 
+class StepTimedOut(MigplaneError):
+    """A driver step gave no answer in time: what it did on its host is unknown."""
+
+    msg_fmt = ("Driver step %(step)s on host %(host)s gave no answer %(reason)s; what it "
+               "did there is unknown and a late answer is ignored")
+
+    @property
+    def step(self):
+        return self.kwargs.get("step")
+
+    @property
+    def host(self):
+        return self.kwargs.get("host")
+
+
 class InvalidMigrationPlan(MigplaneError):
     msg_fmt = "Cannot migrate %(instance)s: %(reason)s"
 

@@ -17,6 +17,8 @@ from oslo_config import types
 from migplane.core import address
 
 GROUP = "live_migration"
+#: Smallest step deadline accepted, in seconds.
+STEP_DEADLINE_MIN = 0.1
 
 
 class MigrationAddress(types.ConfigType):
@@ -331,6 +333,17 @@ migration_opts = [
              "migration interfaces (those holding my_live_migration_ip or an address in "
              "inbound_cidr, with their prefix), never the management network; a library "
              "caller that sets nothing is restricted only by the fixed rules."),
+    _float_opt(
+        "step_deadline",
+        default=120.0,
+        min=STEP_DEADLINE_MIN,
+        help="Seconds a migration waits for one step of a driver (a check, the "
+             "preparation of the destination, one read of the progress, a rollback) "
+             "before it stops waiting and fails with a timeout naming the step and the "
+             "host. A step that hangs (a hypervisor daemon that stopped answering) "
+             "cannot be cancelled: what it did is unknown, so the other host is then "
+             "handled as unreachable. An abort requested while a step runs waits at "
+             "most 2 seconds more for it."),
     _float_opt(
         "poll_interval",
         default=0.5,
