@@ -185,8 +185,9 @@ class Adapter(abc.ABC):
 
     def inject_failure(self, role: str, step: str) -> Optional[str]:
         """Make the next call of ``step`` on ``role``'s host fail as the
-        hypervisor would fail it. Returns None when done, or the reason it
-        cannot (that check is then skipped with the reason)."""
+        hypervisor would fail it (called before the test's guest is created).
+        Returns None when done, or the reason it cannot (that check is then
+        skipped with the reason)."""
         return "%s does not implement Adapter.inject_failure()" % type(self).__name__
 
 
@@ -644,12 +645,13 @@ class DriverConformance:
     @pytest.mark.parametrize("role, step", FAILING_STEPS,
                              ids=["%s-%s" % rs for rs in FAILING_STEPS])
     def test_a_failing_step_is_typed_and_rolled_back(self, adapter, source, destination,
-                                                     guest, role, step):
+                                                     role, step):
         recorders = {SOURCE: _Recorder(_unwrap(source)),
                      DESTINATION: _Recorder(_unwrap(destination))}
         why_not = adapter.inject_failure(role, step)
         if why_not is not None:
             pytest.skip("cannot make %s fail: %s" % (step, why_not))
+        guest = adapter.create_guest()
         clock, sleep = _unwrap(source).flow_timing()
         migration = flow.LiveMigration(guest, recorders[SOURCE], recorders[DESTINATION],
                                        self.settings(adapter, source, slow=True),

@@ -11,6 +11,9 @@ from migplane import testing
 from migplane.testing import conformance
 
 LIBVIRT_RUNNING, LIBVIRT_PAUSED = 1, 3
+#: Memory of the lab's guest (conftest.start_guest), in MiB.
+GUEST_MIB = 64
+MIB = 1 << 20
 
 
 class LabAdapter(conformance.Adapter):
@@ -40,7 +43,38 @@ class LabAdapter(conformance.Adapter):
     def create_guest(self):
         self.watcher = self.lv.start_guest(self.lab, self.name, dirty_mib=8,
                                            rate_mib_s=10)
+        self.sent_before = self.roles[conformance.SOURCE].counters()
         return self.name
+
+    def observe_transfer(self, instance):
+        """What host-a's interfaces carried since the guest started: the bulk
+        stream rode the plane that carried most of it, and host-b has one
+        address on each plane."""
+        source = self.roles[conformance.SOURCE]
+        dest = self.roles[conformance.DESTINATION]
+        after = source.counters()
+        sent = {plane: after[plane]["tx_bytes"] - self.sent_before[plane]["tx_bytes"]
+                for plane in ("management", "migration")}
+        unseen = {"data_port": "interface counters do not see ports",
+                  "control_host": "libvirtd's peer-to-peer connection closes with the job",
+                  "tunnelled": "the lab does not tell a tunnelled stream from a direct one",
+                  "tls": "the lab does not look into the stream",
+                  "postcopy": "the lab does not record the job's phases",
+                  "disks_copied": "the lab adapter creates no guest with a local disk"}
+        if sent["migration"] < GUEST_MIB * MIB // 2:
+            if sent["management"] < GUEST_MIB * MIB // 2:
+                unseen["data_address"] = "neither plane carried the guest's memory (%s)" \
+                    % sent
+                return conformance.Observed(unobserved=unseen)
+            return conformance.Observed(data_address=dest.mgmt_ip, unobserved=unseen)
+        return conformance.Observed(data_address=dest.mig_ip, unobserved=unseen)
+
+    def inject_failure(self, role, step):
+        if (role, step) != (conformance.DESTINATION, "pre_live_migration"):
+            return "the lab adapter makes only the destination's pre_live_migration fail"
+        # the inbound address's link is down: the driver must refuse it, typed
+        self.roles[role].set_link("migration", False)
+        return None
 
     def runs_on(self, instance):
         return sorted(role for role, host in self.roles.items()
