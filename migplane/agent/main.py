@@ -19,6 +19,7 @@ from migplane.agent import app as app_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
+from migplane.agent import wire
 from migplane.core import exception
 from migplane.core import opts as core_opts
 
@@ -41,6 +42,7 @@ def build_conf(argv):
 
 def build(conf):
     """The agent and its server, bound but not yet serving."""
+    wire.configure_pins(conf[opts.GROUP].wire_pins)
     agent = service.Agent(conf)
     options = conf[opts.GROUP]
     return agent, server_for(agent, options.bind_host, options.port)

@@ -140,33 +140,54 @@ class HostResources:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class JobProgress:
-    """A snapshot of a running (or finished) migration job, in bytes."""
+def _optional_int(value: Any) -> Optional[int]:
+    return None if value is None else versioned.check_int(value)
 
-    state: str = JOB_NONE
-    time_elapsed_ms: int = 0
-    data_total: int = 0
-    data_processed: int = 0
-    data_remaining: int = 0
-    memory_total: int = 0
-    memory_processed: int = 0
-    memory_remaining: int = 0
-    disk_total: int = 0
-    disk_processed: int = 0
-    disk_remaining: int = 0
+
+def _hypervisor_text(value: Any) -> Optional[str]:
+    """A hypervisor's error text, cut to the length a wire string may have."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value[:4096]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobProgress(versioned.VersionedData):
+    """A snapshot of a running (or finished) migration job, in bytes.
+
+    Versioned: agents send it to each other and to the CLI. ``state`` is not
+    checked against :data:`JOB_STATES` here: a driver's unknown state must
+    reach the flow, which refuses it as a contract error naming the driver.
+    """
+
+    # Version 1.0: state ... cpu_throttle_pct.
+    VERSION = "1.0"
+
+    state: str = versioned.field("1.0", versioned.check_str, default=JOB_NONE)
+    time_elapsed_ms: int = versioned.field("1.0", versioned.check_int, default=0)
+    data_total: int = versioned.field("1.0", versioned.check_int, default=0)
+    data_processed: int = versioned.field("1.0", versioned.check_int, default=0)
+    data_remaining: int = versioned.field("1.0", versioned.check_int, default=0)
+    memory_total: int = versioned.field("1.0", versioned.check_int, default=0)
+    memory_processed: int = versioned.field("1.0", versioned.check_int, default=0)
+    memory_remaining: int = versioned.field("1.0", versioned.check_int, default=0)
+    disk_total: int = versioned.field("1.0", versioned.check_int, default=0)
+    disk_processed: int = versioned.field("1.0", versioned.check_int, default=0)
+    disk_remaining: int = versioned.field("1.0", versioned.check_int, default=0)
     #: Bytes of guest memory dirtied per second.
-    dirty_rate: int = 0
+    dirty_rate: int = versioned.field("1.0", versioned.check_int, default=0)
     #: Pre-copy pass number (libvirt's memory iteration).
-    iteration: int = 0
+    iteration: int = versioned.field("1.0", versioned.check_int, default=0)
     #: Downtime of the switch-over, once completed.
-    downtime_ms: Optional[int] = None
+    downtime_ms: Optional[int] = versioned.field("1.0", _optional_int)
     #: Whether the job has switched to post-copy.
-    postcopy: bool = False
+    postcopy: bool = versioned.field("1.0", versioned.check_bool, default=False)
     #: Why the job failed, in the hypervisor's words.
-    error: Optional[str] = None
+    error: Optional[str] = versioned.field("1.0", _hypervisor_text)
     #: Percent by which auto-converge throttles the guest's vCPUs now (0: not).
-    cpu_throttle_pct: int = 0
+    cpu_throttle_pct: int = versioned.field("1.0", versioned.check_int, default=0)
 
     @property
     def finished(self):
@@ -183,13 +204,9 @@ class JobProgress:
         return max(0.0, min(100.0, 100.0 * (self.data_total - remaining)
                             / self.data_total))
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
+        """The plain form (records, displays); :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def progress_problem(progress: Any) -> Optional[str]:
