@@ -28,7 +28,9 @@ import threading
 import time
 from typing import Any
 from typing import Callable
+from typing import Dict
 from typing import Optional
+from typing import Tuple
 
 from migplane.core import driver as driver_mod
 from migplane.core import exception
@@ -58,7 +60,8 @@ class _Call:
         self.abandoned_at: Optional[float] = None
         self._lock = threading.Lock()
 
-    def run(self, method: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    def run(self, method: Callable[..., Any], args: Tuple[Any, ...],
+            kwargs: Dict[str, Any]) -> None:
         _worker.step = self.step
         try:
             self.result = method(*args, **kwargs)
@@ -98,7 +101,7 @@ class StepDeadlines:
                  aborted: Optional[threading.Event] = None) -> None:
         if isinstance(driver, StepDeadlines):
             driver = driver.driver
-        self.driver = driver
+        self.driver: Any = driver
         self.deadline_s = deadline_s
         self.aborted = aborted
 
@@ -149,7 +152,7 @@ class StepDeadlines:
             % self.deadline_s
         worker.start()
         while True:
-            if watch_abort and aborted.is_set():
+            if watch_abort and aborted is not None and aborted.is_set():
                 watch_abort = False
                 if now + ABORT_GRACE_S < deadline:
                     deadline = now + ABORT_GRACE_S

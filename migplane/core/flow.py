@@ -481,7 +481,7 @@ class LiveMigration:
                 # An answer outside the contract ends the migration now (the
                 # failure path reads the job through the same check); the job
                 # is cancelled first unless it may be in post-copy.
-                broken = getattr(err, "progress", None)
+                broken = err.progress
                 if isinstance(broken, driver_mod.JobProgress) and not broken.postcopy:
                     try:
                         self.source.abort_job(self.instance)
