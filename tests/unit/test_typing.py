@@ -11,6 +11,12 @@ PUBLIC = ["migplane/core/driver.py", "migplane/core/uri.py", "migplane/core/load
           "migplane/testing"]
 
 
+#: Modules that hold under ``mypy --strict``, so that an embedding script
+#: type-checks strictly against them.
+STRICT = ["migplane/core/deadlines.py", "migplane/core/limiter.py",
+          "migplane/core/loader.py", "migplane/core/opts.py", "migplane/opts.py"]
+
+
 def test_mypy_accepts_the_public_api(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
@@ -18,3 +24,11 @@ def test_mypy_accepts_the_public_api(tmp_path):
         cwd=str(REPO), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (REPO / "migplane" / "py.typed").exists()
+
+
+def test_mypy_strict_accepts_the_strict_modules(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports",
+         "--follow-imports=silent", "--cache-dir", str(tmp_path), *STRICT],
+        cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
