@@ -13,7 +13,7 @@ PUBLIC = ["migplane/core/driver.py", "migplane/core/uri.py", "migplane/core/load
 
 #: Modules that hold under ``mypy --strict``, so that an embedding script
 #: type-checks strictly against them.
-STRICT = ["migplane/core/deadlines.py", "migplane/core/limiter.py",
+STRICT = ["migplane/core/deadlines.py", "migplane/core/limiter.py", "migplane/core/versioned.py",
           "migplane/core/loader.py", "migplane/core/opts.py", "migplane/opts.py"]
 
 
