@@ -52,6 +52,7 @@ import functools
 import json
 from typing import Any
 from typing import Dict
+from typing import Iterator
 from typing import List
 from typing import Optional
 from typing import Tuple
@@ -229,7 +230,7 @@ def _wait_finished(drv: Any, instance: str, timeout: float, states: List[str]
     clock, sleep = _unwrap(drv).flow_timing()
     deadline = clock() + timeout
     while True:
-        progress = drv.get_job_progress(instance)
+        progress: driver_mod.JobProgress = drv.get_job_progress(instance)
         problem = driver_mod.progress_problem(progress)
         assert problem is None, (
             "get_job_progress(%r) %s: the contract requires a JobProgress whose state is "
@@ -273,7 +274,7 @@ class DriverConformance:
     # -- fixtures ----------------------------------------------------------------
 
     @pytest.fixture
-    def adapter(self):
+    def adapter(self) -> Iterator[Adapter]:
         adapter = self.adapter_class()
         adapter.setup()
         try:
@@ -292,15 +293,15 @@ class DriverConformance:
         return deadlines.StepDeadlines(drv, adapter.step_deadline)
 
     @pytest.fixture
-    def source(self, adapter):
+    def source(self, adapter: Adapter) -> Any:
         return self.load(adapter, SOURCE)
 
     @pytest.fixture
-    def destination(self, adapter):
+    def destination(self, adapter: Adapter) -> Any:
         return self.load(adapter, DESTINATION)
 
     @pytest.fixture
-    def guest(self, adapter):
+    def guest(self, adapter: Adapter) -> str:
         return adapter.create_guest()
 
     # -- helpers -------------------------------------------------------------------
@@ -387,7 +388,7 @@ class DriverConformance:
 
     # -- describe() and loading ------------------------------------------------------
 
-    def test_loads_by_entry_point_and_describes_itself(self, source):
+    def test_loads_by_entry_point_and_describes_itself(self, source: Any) -> None:
         drv = _unwrap(source)
         assert isinstance(drv, driver_mod.MigrationDriver), (
             "%r is not a migplane.core.driver.MigrationDriver" % (drv,))
@@ -406,7 +407,7 @@ class DriverConformance:
         assert again == info, "DriverInfo changed crossing the wire: %r -> %r" % (
             info, again)
 
-    def test_local_addresses(self, source):
+    def test_local_addresses(self, source: Any) -> None:
         addrs = source.local_addresses()
         assert addrs is None or (isinstance(addrs, list)
                                  and all(isinstance(a, str) for a in addrs)), (
@@ -415,7 +416,7 @@ class DriverConformance:
 
     # -- host facts ---------------------------------------------------------------------
 
-    def test_instance_info(self, source, guest):
+    def test_instance_info(self, source: Any, guest: str) -> None:
         info = source.get_instance_info(guest)
         assert isinstance(info, driver_mod.InstanceInfo), (
             "get_instance_info(%r) returned %r: the contract requires an InstanceInfo"
@@ -424,14 +425,14 @@ class DriverConformance:
             "get_instance_info(%r) returned %r: the guest's name and its memory size "
             "are required" % (guest, info))
 
-    def test_unknown_instance_is_instance_not_found(self, source):
+    def test_unknown_instance_is_instance_not_found(self, source: Any) -> None:
         with pytest.raises(exception.InstanceNotFound):
             source.get_instance_info("conformance-no-such-guest")
 
     # -- destination side -----------------------------------------------------------------
 
-    def test_pre_live_migration_sets_target_connect_addr(self, adapter, source,
-                                                         destination, guest):
+    def test_pre_live_migration_sets_target_connect_addr(self, adapter: Adapter,
+            source: Any, destination: Any, guest: str) -> None:
         data, _ = self.prepare(source, destination, guest)
         assert data.target_connect_addr == adapter.inbound_address, (
             "pre_live_migration() returned target_connect_addr=%r with "
@@ -446,8 +447,8 @@ class DriverConformance:
             % (data.dest_hostname, destination.hostname))
         self.assert_clean_rollback(adapter, source, destination, guest, data)
 
-    def test_pre_live_migration_without_inbound_address_is_legacy(self, adapter, source,
-                                                                  guest):
+    def test_pre_live_migration_without_inbound_address_is_legacy(self, adapter: Adapter,
+            source: Any, guest: str) -> None:
         destination = self.load(adapter, DESTINATION, inbound=False)
         data = self.cross(destination.check_can_live_migrate_destination(guest, False))
         data = self.cross(destination.pre_live_migration(guest, data))
@@ -458,15 +459,15 @@ class DriverConformance:
             % (data.target_connect_addr, data.inbound_addr_source))
         self.assert_clean_rollback(adapter, source, destination, guest, data)
 
-    def test_rollback_of_a_migration_that_never_started_is_harmless(
-            self, adapter, source, destination, guest):
+    def test_rollback_of_a_migration_that_never_started_is_harmless(self,
+            adapter: Adapter, source: Any, destination: Any, guest: str) -> None:
         self.assert_clean_rollback(adapter, source, destination, guest,
                                    md.MigrateData(dest_hostname=destination.hostname))
 
     # -- capabilities: declared ones honoured, undeclared ones refused --------------------
 
-    def test_an_undeclared_capability_is_refused_by_the_core(self, adapter, source,
-                                                             destination, guest):
+    def test_an_undeclared_capability_is_refused_by_the_core(self, adapter: Adapter,
+            source: Any, destination: Any, guest: str) -> None:
         caps = source.describe().capabilities
         asked = {"tunnelled": dict(tunnelled=True), "native_tls": dict(native_tls=True)}
         name = next((n for n in asked if not getattr(caps, n)), None)
@@ -482,8 +483,8 @@ class DriverConformance:
         self.assert_on_source_and_clean(adapter, guest)
 
     @pytest.mark.parametrize("capability", CAPABILITIES)
-    def test_the_driver_itself_refuses_an_undeclared_capability(
-            self, adapter, source, destination, capability):
+    def test_the_driver_itself_refuses_an_undeclared_capability(self, adapter: Adapter,
+            source: Any, destination: Any, capability: str) -> None:
         """A stack may call the driver without the core's check: asked for what it
         did not declare, ``live_migration`` raises UnsupportedFeature."""
         caps = source.describe().capabilities
@@ -523,8 +524,8 @@ class DriverConformance:
                         source.describe().name, capability))
 
     @pytest.mark.parametrize("capability", CAPABILITIES)
-    def test_a_declared_capability_is_honoured(self, adapter, source, destination,
-                                               capability):
+    def test_a_declared_capability_is_honoured(self, adapter: Adapter, source: Any,
+            destination: Any, capability: str) -> None:
         caps = source.describe().capabilities
         if not getattr(caps, capability):
             pytest.skip("%s is not declared" % capability)
@@ -559,7 +560,8 @@ class DriverConformance:
             % (source.describe().name, capability, expected, seen))
         assert adapter.runs_on(guest) == [DESTINATION]
 
-    def test_the_split_plane_is_kept(self, adapter, source, destination, guest):
+    def test_the_split_plane_is_kept(self, adapter: Adapter, source: Any,
+            destination: Any, guest: str) -> None:
         """The bulk stream goes to ``target_connect_addr``, the control connection
         to the destination's host name (``control_plane = management``)."""
         settings = self.settings(adapter, source, control_plane="management",
@@ -586,8 +588,8 @@ class DriverConformance:
 
     # -- the transfer --------------------------------------------------------------------
 
-    def test_steps_return_their_types_and_the_job_stays_finished(
-            self, adapter, source, destination, guest):
+    def test_steps_return_their_types_and_the_job_stays_finished(self, adapter: Adapter,
+            source: Any, destination: Any, guest: str) -> None:
         data, uris = self.prepare(source, destination, guest)
         settings = self.settings(adapter, source)  # full speed: it must converge alone
         started = source.live_migration(guest, data, uris, settings)
@@ -617,8 +619,8 @@ class DriverConformance:
         assert adapter.runs_on(guest) == [DESTINATION]
         assert adapter.leftovers(SOURCE, guest) == []
 
-    def test_abort_keeps_the_guest_on_the_source(self, adapter, source, destination,
-                                                 guest):
+    def test_abort_keeps_the_guest_on_the_source(self, adapter: Adapter, source: Any,
+            destination: Any, guest: str) -> None:
         data, uris = self.prepare(source, destination, guest)
         settings = self.settings(adapter, source, slow=True)
         source.live_migration(guest, data, uris, settings)
@@ -649,7 +651,8 @@ class DriverConformance:
             "after a second abort_job() the job says %r, not %r" % (again, progress.state))
         self.assert_clean_rollback(adapter, source, destination, guest, data)
 
-    def test_force_complete_converges(self, adapter, source, destination, guest):
+    def test_force_complete_converges(self, adapter: Adapter, source: Any,
+            destination: Any, guest: str) -> None:
         data, uris = self.prepare(source, destination, guest)
         source.live_migration(guest, data, uris, self.settings(adapter, source))
         try:
@@ -659,7 +662,7 @@ class DriverConformance:
         self.finish(adapter, source, destination, guest, data)
         assert adapter.runs_on(guest) == [DESTINATION]
 
-    def test_no_job_is_a_typed_error(self, source, guest):
+    def test_no_job_is_a_typed_error(self, source: Any, guest: str) -> None:
         for step in ("abort_job", "get_job_progress"):
             with pytest.raises(exception.NoActiveMigration):
                 getattr(source, step)(guest)
@@ -668,8 +671,8 @@ class DriverConformance:
 
     @pytest.mark.parametrize("role, step", FAILING_STEPS,
                              ids=["%s-%s" % rs for rs in FAILING_STEPS])
-    def test_a_failing_step_is_typed_and_rolled_back(self, adapter, source, destination,
-                                                     role, step):
+    def test_a_failing_step_is_typed_and_rolled_back(self, adapter: Adapter, source: Any,
+            destination: Any, role: str, step: str) -> None:
         recorders = {SOURCE: _Recorder(_unwrap(source)),
                      DESTINATION: _Recorder(_unwrap(destination))}
         why_not = adapter.inject_failure(role, step)
@@ -690,17 +693,18 @@ class DriverConformance:
             "%s on the %s failed with %s: %s: the contract requires one of the core's "
             "typed exceptions (migplane.core.exception: %s)"
             % (step, role, type(raised).__name__, raised, DOCUMENTED_ERRORS[step]))
-        assert info.value.result.running_on == source.hostname, (
+        result = getattr(info.value, "result", None)
+        assert result is not None and result.running_on == source.hostname, (
             "after %s failed the flow reports the guest on %r"
-            % (step, info.value.result.running_on))
+            % (step, result and result.running_on))
         self.assert_on_source_and_clean(adapter, guest)
         data = md.MigrateData(dest_hostname=destination.hostname)
         self.assert_clean_rollback(adapter, source, destination, guest, data)
 
     # -- the whole flow ------------------------------------------------------------------
 
-    def test_a_live_migration_through_the_core_flow(self, adapter, source, destination,
-                                                    guest):
+    def test_a_live_migration_through_the_core_flow(self, adapter: Adapter, source: Any,
+            destination: Any, guest: str) -> None:
         clock, sleep = _unwrap(source).flow_timing()
         settings = self.settings(adapter, source, slow=True, bandwidth_mib=0)
         result = flow.LiveMigration(guest, source, destination, settings,
@@ -722,37 +726,37 @@ def fake_adapter_class(**world_kwargs: Any) -> type:
         job_timeout = 600.0
         roles = {SOURCE: "host-a", DESTINATION: "host-b"}
 
-        def setup(self):
+        def setup(self) -> None:
             self.fixture = mp_fixtures.FakeWorldFixture(**world_kwargs)
             self.fixture.setUp()
             self.world = self.fixture.world
             self.guests = 0
 
-        def cleanup(self):
+        def cleanup(self) -> None:
             self.fixture.cleanUp()
 
-        def host_conf(self, role, inbound=True):
+        def host_conf(self, role: str, inbound: bool = True) -> cfg.ConfigOpts:
             ip = self.inbound_address if role == DESTINATION and inbound else None
             return self.fixture.conf(self.roles[role], ip)
 
-        def _add_guest(self, **kwargs):
+        def _add_guest(self, **kwargs: Any) -> str:
             self.guests += 1
             name = "conformance-%d" % self.guests
             self.world.add_guest(self.roles[SOURCE], name, memory_mib=256, dirty_mib_s=2,
                                  **kwargs)
             return name
 
-        def create_guest(self):
+        def create_guest(self) -> str:
             return self._add_guest()
 
-        def create_guest_with_disk(self):
+        def create_guest_with_disk(self) -> Optional[str]:
             return self._add_guest(disk_mib=64)
 
-        def runs_on(self, instance):
+        def runs_on(self, instance: str) -> List[str]:
             hosts = {v: k for k, v in self.roles.items()}
             return sorted(hosts[h] for h in self.world.where(instance))
 
-        def leftovers(self, role, instance):
+        def leftovers(self, role: str, instance: str) -> List[str]:
             host = self.world.hosts[self.roles[role]]
             left = []
             if instance in host.guests and not host.running(instance):
@@ -763,26 +767,27 @@ def fake_adapter_class(**world_kwargs: Any) -> type:
                 left.append("disk")
             return left
 
-        def migration_settings(self, settings):
+        def migration_settings(self, settings: Any) -> Any:
             return settings.replace(bandwidth_mib=10)
 
-        def observe_transfer(self, instance):
+        def observe_transfer(self, instance: str) -> Observed:
             """The world's record of the transfer: where the simulated hypervisor
             sent the data, not what the driver reported."""
             done = [t for t in self.world.history if t.instance == instance]
             if not done:
                 return super().observe_transfer(instance)
             t = done[-1]
+            settings: Any = t.settings
             data = address.parse_host(t.data_host)
             return Observed(
                 data_address=data.host, data_port=data.port,
                 control_host=address.parse_host(t.control_host).host,
-                tunnelled=bool(t.settings.tunnelled), tls=bool(t.settings.native_tls),
+                tunnelled=bool(settings.tunnelled), tls=bool(settings.native_tls),
                 postcopy=t.postcopy, disks_copied=t.block and t.disk_processed > 0,
                 unobserved={} if data.port is not None else {
                     "data_port": "the fake world's data URIs name no port"})
 
-        def inject_failure(self, role, step):
+        def inject_failure(self, role: str, step: str) -> Optional[str]:
             host = self.roles[role]
             self.world.fail(host, step, exception.HypervisorUnavailable(
                 host=host, reason="failure injected into %s by the conformance kit" % step))
