@@ -22,6 +22,7 @@ class LabAdapter(conformance.Adapter):
         self.roles = dict(zip((conformance.SOURCE, conformance.DESTINATION), lab.hosts))
         self.inbound_address = self.roles[conformance.DESTINATION].mig_ip
         self.watcher = None
+        self.disk = self.written = None
 
     def cleanup(self):
         if self.watcher is not None:
@@ -44,6 +45,18 @@ class LabAdapter(conformance.Adapter):
         self.sent_before = self.roles[conformance.SOURCE].counters()
         return self.name
 
+    def create_guest_with_disk(self):
+        from migplane.lab import guest
+
+        source = self.roles[conformance.SOURCE]
+        self.disk = guest.create_disk(source, self.name, size_mib=16)
+        self.watcher = self.lv.start_guest(self.lab, self.name, disk=self.disk,
+                                           disk_write=True)
+        self.watcher.wait_for(lambda w: "host-a" in w.disk_sums(), 30, "MPDISK")
+        self.written = self.watcher.disk_sums()["host-a"]
+        self.sent_before = source.counters()
+        return self.name
+
     def observe_transfer(self, instance):
         """What host-a's interfaces carried since the guest started: the bulk
         stream rode the plane that carried most of it, and host-b has one
@@ -58,14 +71,20 @@ class LabAdapter(conformance.Adapter):
                   "tunnelled": "the lab does not tell a tunnelled stream from a direct one",
                   "tls": "the lab does not look into the stream",
                   "postcopy": "the lab does not record the job's phases",
-                  "disks_copied": "the lab adapter creates no guest with a local disk"}
+                  "disks_copied": "the guest has no local disk"}
+        seen = {}
+        if self.disk is not None:  # the block the guest wrote, read on host-b's copy
+            from migplane.lab import guest
+
+            seen["disks_copied"] = guest.disk_checksum(dest, self.disk) == self.written
+            del unseen["disks_copied"]
         plane = max(sent, key=sent.get)
         if sent[plane] < MIB:  # zero pages are not sent: a little is enough
             unseen["data_address"] = "no plane carried the guest's memory (%s)" % sent
-            return conformance.Observed(unobserved=unseen)
+            return conformance.Observed(unobserved=unseen, **seen)
         return conformance.Observed(
             data_address=dest.mig_ip if plane == "migration" else dest.mgmt_ip,
-            unobserved=unseen)
+            unobserved=unseen, **seen)
 
     def cannot_run(self, capability):
         if capability == "native_tls":
