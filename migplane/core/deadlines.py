@@ -51,9 +51,9 @@ _worker = threading.local()
 class _Call:
     """One driver call running in its worker thread, and its outcome."""
 
-    def __init__(self, step: str, host: str) -> None:
+    def __init__(self, step: str) -> None:
         self.step = step
-        self.host = host
+        self.host = ""
         self.done = threading.Event()
         self.result: Any = None
         self.error: Optional[BaseException] = None
@@ -77,11 +77,12 @@ class _Call:
                         "%s: %s" % (type(self.error).__name__, self.error)
                         if self.error is not None else exception.excerpt(self.result))
 
-    def abandon(self) -> bool:
+    def abandon(self, host: str) -> bool:
         """Stop waiting; False when the call answered in the meantime."""
         with self._lock:
             if self.done.is_set():
                 return False
+            self.host = host
             self.abandoned_at = time.monotonic()
             return True
 
@@ -140,10 +141,9 @@ class StepDeadlines:
             # scheduled events, a proxy calling its backend) is bounded by the
             # outer call's deadline, and may need locks its caller holds.
             return method(*args, **kwargs)
-        host = self._host()
-        call = _Call(step, host)
+        call = _Call(step)
         worker = threading.Thread(target=call.run, args=(method, args, kwargs),
-                                  name="migplane-%s-%s" % (step, host), daemon=True)
+                                  name="migplane-%s" % step, daemon=True)
         aborted = self.aborted
         watch_abort = aborted is not None and not aborted.is_set()
         now = time.monotonic()
@@ -158,8 +158,8 @@ class StepDeadlines:
                     deadline = now + ABORT_GRACE_S
                     reason = "within %g s of the abort request" % ABORT_GRACE_S
             wait = deadline - now
-            if wait <= 0 and call.abandon():
-                raise exception.StepTimedOut(step=step, host=host, reason=reason)
+            if wait <= 0 and call.abandon(self._host()):
+                raise exception.StepTimedOut(step=step, host=call.host, reason=reason)
             if call.done.wait(min(wait, ABORT_POLL_S) if watch_abort else max(wait, 0)):
                 break
             now = time.monotonic()
