@@ -76,7 +76,8 @@ DESTINATION = "destination"
 #: The capabilities the kit migrates with, when declared.
 CAPABILITIES = ("tunnelled", "native_tls", "post_copy", "block_migration")
 
-#: Steps the kit makes fail (role, step), and the flow step whose failure it is.
+#: Steps the kit makes fail, by role (a rollback or post step failing leaves a
+#: host for reconciliation: not a clean rollback the kit could check).
 FAILING_STEPS = (
     (DESTINATION, "check_can_live_migrate_destination"),
     (SOURCE, "check_can_live_migrate_source"),
@@ -84,6 +85,7 @@ FAILING_STEPS = (
     (SOURCE, "get_instance_info"),
     (SOURCE, "live_migration"),
     (SOURCE, "get_job_progress"),
+    (SOURCE, "set_max_downtime"),
 )
 
 #: Errors each step is documented to raise (any ``MigplaneError`` is typed).
@@ -94,6 +96,7 @@ DOCUMENTED_ERRORS = {
     "get_instance_info": "InstanceNotFound or HypervisorUnavailable",
     "live_migration": "MigrationError",
     "get_job_progress": "NoActiveMigration or HypervisorUnavailable",
+    "set_max_downtime": "NoActiveMigration or MigrationError",
 }
 
 
