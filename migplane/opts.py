@@ -6,6 +6,11 @@ optional dependency (libvirt-python is not imported by option modules).
 """
 
 import importlib
+from typing import Dict
+from typing import List
+from typing import Tuple
+
+from oslo_config import cfg
 
 _PARTS = (
     "migplane.core.opts",
@@ -15,8 +20,8 @@ _PARTS = (
 )
 
 
-def list_opts():
-    merged = {}
+def list_opts() -> List[Tuple[str, List[cfg.Opt]]]:
+    merged: Dict[str, List[cfg.Opt]] = {}
     for name in _PARTS:
         module = importlib.import_module(name)
         for group, opts in module.list_opts():
@@ -24,7 +29,7 @@ def list_opts():
     return list(merged.items())
 
 
-def register_opts(conf):
+def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register every migplane option on ``conf`` (drivers also do it when loaded)."""
     from migplane.core import opts as core_opts
 

@@ -1,8 +1,9 @@
 """Client of a migplane agent, and a driver that runs on another host.
 
-:class:`RemoteDriver` implements :class:`MigrationDriver` by calling the
-agent of the host it stands for, so the core :class:`LiveMigration` runs
-unchanged with one local and one remote driver. Every error the agent
+:class:`RemoteDriver` implements the destination role
+(:class:`~migplane.core.driver.DestinationDriver`) by calling the agent of the
+host it stands for, so the core :class:`LiveMigration` runs unchanged with a
+local source driver and a remote destination. Every error the agent
 answers is raised again as the same :mod:`migplane.core.exception` class.
 """
 
@@ -17,7 +18,6 @@ from migplane.agent import errors
 from migplane.agent import wire
 from migplane.core import address
 from migplane.core import driver as driver_mod
-from migplane.core import exception
 
 LOG = logging.getLogger(__name__)
 USER_AGENT = "migplane-agent-client/1"
@@ -176,12 +176,14 @@ def _short(err):
     return text.rstrip(")'\"")[:300]
 
 
-class RemoteDriver(driver_mod.MigrationDriver):
-    """The destination's driver, reached through its agent.
+class RemoteDriver(driver_mod.DestinationDriver):
+    """The destination's driver, reached through its agent: the destination role.
 
-    Only the destination-side steps cross the wire, each with the id of the
-    migration whose slot the caller holds there. ``identity`` is the host name
-    the peer's certificate proved (checked again by the core plan check).
+    Only the destination's steps cross the wire, each with the id of the
+    migration whose slot the caller holds there; the source's steps are no
+    remote operations (the source agent runs them itself). ``identity`` is
+    the host name the peer's certificate proved (checked again by the core
+    plan check).
     """
 
     def __init__(self, client, hostname=None, identity=None, migration_id=None):
@@ -244,34 +246,3 @@ class RemoteDriver(driver_mod.MigrationDriver):
 
     def rollback_live_migration_at_destination(self, instance, migrate_data):
         self._data_step("rollback_live_migration_at_destination", instance, migrate_data)
-
-    # -- source side: never remote --------------------------------------------
-
-    def _local_only(self, step):
-        raise exception.UnsupportedFeature(
-            driver="remote", feature="%s (source-side steps are not remote operations: "
-                                     "the source agent runs them itself)" % step)
-
-    def check_can_live_migrate_source(self, instance, migrate_data):
-        self._local_only("check_can_live_migrate_source")
-
-    def live_migration(self, instance, migrate_data, uris, settings):
-        self._local_only("live_migration")
-
-    def get_job_progress(self, instance):
-        self._local_only("get_job_progress")
-
-    def abort_job(self, instance):
-        self._local_only("abort_job")
-
-    def force_complete(self, instance, post_copy):
-        self._local_only("force_complete")
-
-    def set_max_downtime(self, instance, downtime_ms):
-        self._local_only("set_max_downtime")
-
-    def post_live_migration_at_source(self, instance, migrate_data):
-        self._local_only("post_live_migration_at_source")
-
-    def rollback_live_migration_at_source(self, instance, migrate_data):
-        self._local_only("rollback_live_migration_at_source")

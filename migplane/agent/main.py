@@ -30,6 +30,7 @@ from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
 from migplane.agent import systemd
+from migplane.agent import wire
 from migplane.core import exception
 from migplane.core import opts as core_opts
 
@@ -55,6 +56,7 @@ def build_conf(argv):
 
 def build(conf):
     """The agent and its server, bound but not yet serving."""
+    wire.configure_pins(conf[opts.GROUP].wire_pins)
     agent = service.Agent(conf)
     options = conf[opts.GROUP]
     return agent, server_for(agent, options.bind_host, options.port)

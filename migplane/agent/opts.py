@@ -132,6 +132,15 @@ agent_opts = [
              "that restarts finds the migrations it was running and finishes them "
              "(e.g. /var/lib/migplane). Unset: records are kept in memory only and "
              "lost with the process (the agent warns at start)."),
+    cfg.DictOpt(
+        "wire_pins",
+        default={},
+        help="Versions of the objects this agent sends to its peers and clients, as "
+             "name:version pairs (e.g. MigrateData:1.0,HostFacts:1.0), during a rolling "
+             "upgrade until every host speaks the newer versions; envelopes:off sends "
+             "the plain bodies of the release before versioned bodies. Empty: the "
+             "newest versions. The MIGPLANE_WIRE_PINS environment variable "
+             "(name=version,...) overrides it name by name."),
     cfg.IntOpt(
         "history_days",
         default=30,

@@ -319,8 +319,7 @@ class Agent:
         plan["hypervisor"] = self.driver.describe_migration(instance, data, uris, settings)
         measured, link, strategy = flow_mod.preview(self.driver, instance, info, settings,
                                                     uris, caps.capabilities)
-        plan["convergence"] = {"measurement": measured.to_dict(), "link": link.to_dict(),
-                               "plan": strategy.to_dict()}
+        plan["convergence"] = wire.dump_convergence(measured, link, strategy)
         # The call the flow would make: with what the plan arms at the start.
         plan["hypervisor"] = self.driver.describe_migration(
             instance, data, uris, strategy.transfer_settings(settings))

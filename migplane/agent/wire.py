@@ -36,30 +36,68 @@ from migplane.agent import errors
 from migplane.agent import evacuations
 from migplane.agent import schemas
 from migplane.agent import validation
+from migplane.core import convergence
 from migplane.core import driver as driver_mod
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
+from migplane.core import strategy
 from migplane.core import uri as uri_mod
 from migplane.core import versioned
 
 LOG = logging.getLogger(__name__)
 
 #: Environment variable pinning the versions this process sends, e.g.
-#: ``MigrateData=1.0,HostFacts=1.0``: what an agent of the next release does
-#: until every host is upgraded (and how the rolling-upgrade test emulates an
-#: agent of the previous release). ``envelopes=off`` sends plain bodies, as the
-#: release before versioned bodies did (requests and answers).
+#: ``MigrateData=1.0,HostFacts=1.0``: it overrides, name by name, the pins of
+#: ``[agent] wire_pins`` (:func:`configure_pins`), and is how the CLI and the
+#: rolling-upgrade test emulate a client or an agent of the previous release.
+#: ``envelopes=off`` sends plain bodies, as the release before versioned
+#: bodies did (requests and answers).
 PINS_ENV = "MIGPLANE_WIRE_PINS"
+#: The pin of plain bodies: ``envelopes`` = ``off``.
+ENVELOPES = "envelopes"
+
+#: Pins of this process's configuration (``[agent] wire_pins``).
+_configured = {}
+
+
+def configure_pins(pins):
+    """Pin the versions this process sends, ``{object name: version}`` (the
+    agent's ``[agent] wire_pins``); an unknown name or a malformed version is
+    refused naming it, before anything is sent."""
+    checked = {}
+    known = set(BODIES) | set(CORE_OBJECTS)
+    for name, version in (pins or {}).items():
+        name, version = str(name).strip(), str(version).strip()
+        if name == ENVELOPES:
+            if version != "off":
+                raise exception.ConfigError(
+                    group="agent", option="wire_pins", value="%s:%s" % (name, version),
+                    reason="envelopes can only be pinned 'off' (plain bodies)")
+        elif name not in known:
+            raise exception.ConfigError(
+                group="agent", option="wire_pins", value=name,
+                reason="not an object this agent sends (known: %s)"
+                       % ", ".join(sorted(known)))
+        else:
+            try:
+                versioned.parse_version(version)
+            except ValueError as err:
+                raise exception.ConfigError(group="agent", option="wire_pins",
+                                            value="%s:%s" % (name, version), reason=str(err))
+        checked[name] = version
+    _configured.clear()
+    _configured.update(checked)
 
 
 def pinned(name):
-    """The version pinned for object ``name`` in :data:`PINS_ENV`, or None."""
+    """The version pinned for object ``name``: :data:`PINS_ENV` first, then
+    ``[agent] wire_pins``; None when not pinned."""
     for item in os.environ.get(PINS_ENV, "").split(","):
         key, sep, version = item.strip().partition("=")
         if sep and key.strip() == name:
             return version.strip()
-    return None
+    return _configured.get(name)
 
 
 def dump_data(migrate_data):
@@ -90,6 +128,22 @@ def load_progress(data):
     return driver_mod.JobProgress.from_dict(data)
 
 
+def dump_convergence(measurement, link, plan):
+    """What the strategy saw and chose (``POST /v1/plans``), as versioned objects."""
+    return {"measurement": measurement.to_primitive(
+                target_version=pinned("DirtyRateMeasurement")),
+            "link": link.to_primitive(target_version=pinned("LinkRate")),
+            "plan": plan.to_primitive(target_version=pinned("MigrationPlan"))}
+
+
+def load_convergence(data):
+    """``(DirtyRateMeasurement, LinkRate, MigrationPlan)`` from
+    :func:`dump_convergence`, or from the plain dicts of an older agent."""
+    return (convergence.DirtyRateMeasurement.from_dict(data["measurement"]),
+            convergence.LinkRate.from_dict(data["link"]),
+            strategy.MigrationPlan.from_dict(data["plan"]))
+
+
 def load_info(data):
     return driver_mod.InstanceInfo(**{k: data[k] for k in
                                       ("name", "state", "memory_bytes", "disk_bytes")
@@ -102,6 +156,14 @@ def dump_driver_info(info):
 
 def load_driver_info(data):
     return driver_mod.DriverInfo.from_dict(data)
+
+
+#: The core's versioned objects, by wire name (they cross inside the bodies).
+CORE_OBJECTS = {cls._name(): cls for cls in (
+    md.MigrateData, uri_mod.MigrationURIs, settings_mod.MigrationSettings,
+    driver_mod.DriverInfo, driver_mod.JobProgress, convergence.DirtyRateMeasurement,
+    convergence.LinkRate, strategy.MigrationPlan)}
+CORE_OBJECTS[settings_mod.MigrationSettings.OVERRIDES] = settings_mod.MigrationSettings
 
 
 def plain_bodies():

@@ -116,7 +116,8 @@ def _parse_name_or_ipv4(text, value, field):
     return text, HOSTNAME
 
 
-def parse_host(value, field="address", allow_port=True):
+def parse_host(value: object, field: str = "address", allow_port: bool = True
+               ) -> "HostAddress":
     """Parse ``value`` into a :class:`HostAddress` or raise InvalidAddress.
 
     Accepted: ``192.0.2.1``, ``192.0.2.1:49152``, ``2001:db8::1``,

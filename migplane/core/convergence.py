@@ -8,6 +8,8 @@ says where it came from, because a plan built on a guess must say so.
 import dataclasses
 from typing import Optional
 
+from migplane.core import versioned
+
 MiB = 1024 * 1024
 
 #: Where a dirty rate came from.
@@ -31,25 +33,36 @@ def _mib(rate):
     return "unknown" if rate is None else "%.1f MiB/s" % (rate / MiB)
 
 
+def _optional_int(value):
+    return None if value is None else versioned.check_int(value)
+
+
+_f = versioned.field
+
+
 @dataclasses.dataclass(frozen=True)
-class DirtyRateMeasurement:
-    """How fast a guest dirties its memory, in bytes per second."""
+class DirtyRateMeasurement(versioned.VersionedData):
+    """How fast a guest dirties its memory, in bytes per second.
 
-    dirty_rate: Optional[int] = None
-    source: str = UNAVAILABLE
+    Versioned: agents send it with their plans (``migplane explain``) and records.
+    """
+
+    # Version 1.0: dirty_rate, source, window_s, reason, working_set.
+    VERSION = "1.0"
+
+    dirty_rate: Optional[int] = _f("1.0", _optional_int)
+    source: str = _f("1.0", versioned.check_choice(*DIRTY_RATE_SOURCES),
+                     default=UNAVAILABLE)
     #: Seconds the measurement covered.
-    window_s: float = 0.0
-    reason: str = ""
+    window_s: float = _f("1.0", versioned.check_number, default=0.0)
+    reason: str = _f("1.0", versioned.check_str, default="")
     #: Bytes the guest keeps rewriting, when the measurement could tell.
-    working_set: Optional[int] = None
+    working_set: Optional[int] = _f("1.0", _optional_int)
 
-    def __post_init__(self):
-        if self.source not in DIRTY_RATE_SOURCES:
-            raise ValueError("dirty rate source %r is not one of %s"
-                             % (self.source, ", ".join(DIRTY_RATE_SOURCES)))
+    def _validate(self):
         if self.source != UNAVAILABLE and (self.dirty_rate is None or self.dirty_rate < 0):
-            raise ValueError("a %s dirty rate needs a figure >= 0, got %r"
-                             % (self.source, self.dirty_rate))
+            raise self._invalid("dirty_rate", self.dirty_rate,
+                                "a %s dirty rate needs a figure >= 0" % self.source)
 
     @property
     def available(self):
@@ -62,29 +75,29 @@ class DirtyRateMeasurement:
                               ", %.1f s window" % self.window_s if self.window_s else "")
 
     def to_dict(self):
+        """The plain form (displays, records); :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data):
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+        return super().from_dict(data or {})
 
 
 @dataclasses.dataclass(frozen=True)
-class LinkRate:
+class LinkRate(versioned.VersionedData):
     """The rate one migration can expect from its link, in bytes per second."""
 
-    rate: Optional[int] = None
-    source: str = UNKNOWN
-    reason: str = ""
+    # Version 1.0: rate, source, reason.
+    VERSION = "1.0"
 
-    def __post_init__(self):
-        if self.source not in LINK_SOURCES:
-            raise ValueError("link rate source %r is not one of %s"
-                             % (self.source, ", ".join(LINK_SOURCES)))
+    rate: Optional[int] = _f("1.0", _optional_int)
+    source: str = _f("1.0", versioned.check_choice(*LINK_SOURCES), default=UNKNOWN)
+    reason: str = _f("1.0", versioned.check_str, default="")
+
+    def _validate(self):
         if self.source != UNKNOWN and (self.rate is None or self.rate <= 0):
-            raise ValueError("a %s link rate needs a figure > 0, got %r"
-                             % (self.source, self.rate))
+            raise self._invalid("rate", self.rate,
+                                "a %s link rate needs a figure > 0" % self.source)
 
     @property
     def known(self):
@@ -94,12 +107,12 @@ class LinkRate:
         return "%s (%s)" % (_mib(self.rate), self.source)
 
     def to_dict(self):
+        """The plain form (displays, records); :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data):
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+        return super().from_dict(data or {})
 
 
 def link_rate(bandwidth_mib, interface_speed=None):

@@ -1,11 +1,44 @@
 """The driver API: what every migration driver implements.
 
-Modelled on os-vif's ``PluginBase``: a small abstract class whose
+Modelled on os-vif's ``PluginBase``: small abstract classes whose
 ``describe()`` says what the driver supports, and one method per step of a
-live migration, named as in Nova. The core's :class:`~migplane.core.flow.LiveMigration`
-calls the destination-side methods on the destination host's driver and the
-source-side ones on the source host's; the two may live in different
-processes, so every :class:`MigrateData` they exchange crosses as primitives.
+live migration, named as in Nova. A migration has two roles:
+:class:`SourceDriver` (the host the guest leaves) and
+:class:`DestinationDriver` (the host it goes to). The core's
+:class:`~migplane.core.flow.LiveMigration` calls each step on the driver of
+the role that owns it; the two may live in different processes, so every
+:class:`MigrateData` they exchange crosses as primitives.
+
+A driver loaded from ``migplane.drivers`` is a :class:`MigrationDriver`: both
+roles in one class, since any host can be either. A stack that reaches the
+destination over its own RPC implements :class:`DestinationDriver` only for
+its proxy (as the agent's ``RemoteDriver`` does).
+
+**Order of the calls.** ``check_can_live_migrate_destination`` (destination)
+-> ``check_can_live_migrate_source`` (source) -> ``pre_live_migration``
+(destination) -> ``describe``, ``get_instance_info`` (source) ->
+``live_migration`` (source) -> ``get_job_progress`` every ``poll_interval``
+(source; with ``set_max_downtime``, ``abort_job`` and ``force_complete`` as
+the monitor decides) -> either ``post_live_migration_at_destination`` +
+``post_live_migration_at_source``, or ``rollback_live_migration_at_source`` +
+``rollback_live_migration_at_destination``.
+
+**Threads.** The flow calls every step of one migration in a worker thread
+of its own (:mod:`migplane.core.deadlines`) and stops waiting for it at
+``[live_migration] step_deadline``: a step must not rely on the thread it
+runs in, and one that answers after the deadline is ignored (what it did is
+left for the rollback and reconciliation to find). Different migrations run
+at once, so steps must be safe to call concurrently for different instances.
+``describe``, ``get_instance_info`` and ``get_job_progress`` may also be
+called from any thread at any time (agents answer status requests with them).
+Steps block until done, except ``live_migration``, which returns once the
+transfer has started.
+
+**Errors.** Steps raise the core's typed exceptions
+(:mod:`migplane.core.exception`), as documented on each; anything else is
+treated as a bug of the driver (the flow still rolls back). ``instance`` is
+always the guest's name. :mod:`migplane.testing.conformance` checks all of
+this against a driver.
 """
 
 import abc
@@ -107,33 +140,54 @@ class HostResources:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class JobProgress:
-    """A snapshot of a running (or finished) migration job, in bytes."""
+def _optional_int(value: Any) -> Optional[int]:
+    return None if value is None else versioned.check_int(value)
 
-    state: str = JOB_NONE
-    time_elapsed_ms: int = 0
-    data_total: int = 0
-    data_processed: int = 0
-    data_remaining: int = 0
-    memory_total: int = 0
-    memory_processed: int = 0
-    memory_remaining: int = 0
-    disk_total: int = 0
-    disk_processed: int = 0
-    disk_remaining: int = 0
+
+def _hypervisor_text(value: Any) -> Optional[str]:
+    """A hypervisor's error text, cut to the length a wire string may have."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value[:4096]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobProgress(versioned.VersionedData):
+    """A snapshot of a running (or finished) migration job, in bytes.
+
+    Versioned: agents send it to each other and to the CLI. ``state`` is not
+    checked against :data:`JOB_STATES` here: a driver's unknown state must
+    reach the flow, which refuses it as a contract error naming the driver.
+    """
+
+    # Version 1.0: state ... cpu_throttle_pct.
+    VERSION = "1.0"
+
+    state: str = versioned.field("1.0", versioned.check_str, default=JOB_NONE)
+    time_elapsed_ms: int = versioned.field("1.0", versioned.check_int, default=0)
+    data_total: int = versioned.field("1.0", versioned.check_int, default=0)
+    data_processed: int = versioned.field("1.0", versioned.check_int, default=0)
+    data_remaining: int = versioned.field("1.0", versioned.check_int, default=0)
+    memory_total: int = versioned.field("1.0", versioned.check_int, default=0)
+    memory_processed: int = versioned.field("1.0", versioned.check_int, default=0)
+    memory_remaining: int = versioned.field("1.0", versioned.check_int, default=0)
+    disk_total: int = versioned.field("1.0", versioned.check_int, default=0)
+    disk_processed: int = versioned.field("1.0", versioned.check_int, default=0)
+    disk_remaining: int = versioned.field("1.0", versioned.check_int, default=0)
     #: Bytes of guest memory dirtied per second.
-    dirty_rate: int = 0
+    dirty_rate: int = versioned.field("1.0", versioned.check_int, default=0)
     #: Pre-copy pass number (libvirt's memory iteration).
-    iteration: int = 0
+    iteration: int = versioned.field("1.0", versioned.check_int, default=0)
     #: Downtime of the switch-over, once completed.
-    downtime_ms: Optional[int] = None
+    downtime_ms: Optional[int] = versioned.field("1.0", _optional_int)
     #: Whether the job has switched to post-copy.
-    postcopy: bool = False
+    postcopy: bool = versioned.field("1.0", versioned.check_bool, default=False)
     #: Why the job failed, in the hypervisor's words.
-    error: Optional[str] = None
+    error: Optional[str] = versioned.field("1.0", _hypervisor_text)
     #: Percent by which auto-converge throttles the guest's vCPUs now (0: not).
-    cpu_throttle_pct: int = 0
+    cpu_throttle_pct: int = versioned.field("1.0", versioned.check_int, default=0)
 
     @property
     def finished(self):
@@ -150,17 +204,248 @@ class JobProgress:
         return max(0.0, min(100.0, 100.0 * (self.data_total - remaining)
                             / self.data_total))
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
+        """The plain form (records, displays); :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data):
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+
+def progress_problem(progress: Any) -> Optional[str]:
+    """How ``progress`` breaks the contract of ``get_job_progress``; None when it keeps it."""
+    if not isinstance(progress, JobProgress):
+        return "returned %s, not a JobProgress" % type(progress).__name__
+    if progress.state not in JOB_STATES:
+        return "unknown job state %r (known: %s)" % (progress.state, ", ".join(JOB_STATES))
+    return None
 
 
-class MigrationDriver(metaclass=abc.ABCMeta):
-    """Base class of migration drivers, loaded from ``migplane.drivers``.
+class _Role(metaclass=abc.ABCMeta):
+    """What both roles answer: who they are and what they support."""
+
+    @property
+    @abc.abstractmethod
+    def hostname(self) -> str:
+        """The host's name on the management network (control connections go there)."""
+
+    @abc.abstractmethod
+    def describe(self) -> DriverInfo:
+        """Return a :class:`DriverInfo`; callers negotiate on its capabilities.
+
+        Called by the loader once, and by the flow before each migration (the
+        source's capabilities decide the URIs), from any thread; cheap and
+        side-effect free. A capability not declared is never asked for by the
+        core, which refuses such a migration with ``UnsupportedFeature``
+        before any host is touched; asked directly, the driver refuses it too.
+        """
+
+    @abc.abstractmethod
+    def get_instance_info(self, instance: str) -> InstanceInfo:
+        """Return the :class:`InstanceInfo` of ``instance`` on this host.
+
+        Called by the flow on the source before the transfer (its sizes set the
+        timeouts), on both hosts after a failure mid-transfer (where does the
+        guest run?), and from any thread for status. Raises
+        ``InstanceNotFound`` when the guest is not on this host,
+        ``HypervisorUnavailable`` when the host cannot be asked. Changes nothing.
+        """
+
+
+class DestinationDriver(_Role):
+    """The steps a migration runs on the host the guest goes to.
+
+    Implement this alone for a proxy of a remote destination; the flow calls
+    nothing else on the destination.
+    """
+
+    @abc.abstractmethod
+    def check_can_live_migrate_destination(self, instance: str, block_migration: bool = False
+                                           ) -> md.MigrateData:
+        """Check this host can take ``instance``; return a first :class:`MigrateData`.
+
+        Called by the flow first, on the destination. Returns MigrateData with
+        ``dest_hostname`` and ``block_migration`` set. Raises
+        ``DestinationCheckFailed`` naming the reason (a guest of that name is
+        already defined here, too little memory...). Prepares nothing, so a
+        failure leaves nothing behind.
+        """
+
+    @abc.abstractmethod
+    def pre_live_migration(self, instance: str, migrate_data: md.MigrateData
+                           ) -> md.MigrateData:
+        """Prepare this host; return MigrateData with ``target_connect_addr`` set.
+
+        Called by the flow on the destination, after both checks, with the
+        source's MigrateData. ``target_connect_addr`` is ``my_live_migration_ip``
+        (or the address in ``inbound_cidr``), or None (legacy) when unset;
+        :meth:`MigrationDriver.inbound_migrate_data` applies and checks it the
+        same way for every driver. Raises ``DestinationCheckFailed`` or
+        ``InboundAddressError``. Whatever it prepared, even when it fails
+        halfway, :meth:`rollback_live_migration_at_destination` removes.
+        """
+
+    @abc.abstractmethod
+    def post_live_migration_at_destination(self, instance: str,
+                                           migrate_data: md.MigrateData) -> None:
+        """The guest now runs here: finish (persist its definition...).
+
+        Called by the flow on the destination once the job completed. Returns
+        None. A failure (``MigrationError``) is reported with the result but
+        undoes nothing: the guest runs here.
+        """
+
+    @abc.abstractmethod
+    def rollback_live_migration_at_destination(self, instance: str,
+                                               migrate_data: md.MigrateData) -> None:
+        """Remove whatever the migration left on this host; idempotent.
+
+        Called by the flow on the destination after a failure at any point,
+        even before :meth:`pre_live_migration` ran or a second time: it must
+        not fail because there is nothing to remove, and must never touch a
+        guest that runs here for another reason. Returns None; raises
+        ``HypervisorUnavailable`` when the host cannot be asked (the flow logs
+        it and reconciliation finishes the job).
+        """
+
+
+class SourceDriver(_Role):
+    """The steps a migration runs on the host the guest leaves."""
+
+    @abc.abstractmethod
+    def check_can_live_migrate_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> md.MigrateData:
+        """Check ``instance`` can leave this host; return updated MigrateData.
+
+        Called by the flow on the source with the destination's first
+        MigrateData. Raises ``SourceCheckFailed`` or ``InstanceNotFound``.
+        Prepares nothing.
+        """
+
+    @abc.abstractmethod
+    def live_migration(self, instance: str, migrate_data: md.MigrateData,
+                       uris: "uri_mod.MigrationURIs",
+                       settings: settings_mod.MigrationSettings) -> None:
+        """Start the transfer with the resolved ``uris``; return None at once.
+
+        Called by the flow on the source after ``pre_live_migration``. The
+        driver uses the URIs as given and decides no policy: the control
+        connection goes to ``uris.control_uri``, the data to ``uris.data_uri``
+        (None: the hypervisor's default), the destination listens on
+        ``uris.listen_address``. Progress is then read with
+        :meth:`get_job_progress`. Raises ``MigrationError`` when the transfer
+        cannot start, ``UnsupportedFeature`` when asked for a capability it
+        did not declare; then no job of this migration runs and the guest
+        runs here as before.
+
+        :param uris: the :class:`~migplane.core.uri.MigrationURIs` from the policy.
+        :param settings: the :class:`~migplane.core.settings.MigrationSettings`
+            of this migration (bandwidth, post-copy, ...).
+        """
+
+    @abc.abstractmethod
+    def get_job_progress(self, instance: str) -> JobProgress:
+        """Return the :class:`JobProgress` of the migration started here.
+
+        Polled by the flow on the source, and from any thread. ``state`` is
+        one of :data:`JOB_STATES`: ``none``/``running`` while it runs, then
+        exactly one finished state (``completed``, ``failed`` or
+        ``cancelled``) that it keeps reporting until a post or rollback step
+        runs. Raises ``NoActiveMigration`` when no migration of ``instance``
+        was started here, ``HypervisorUnavailable`` when the host cannot be
+        asked. Changes nothing.
+        """
+
+    @abc.abstractmethod
+    def abort_job(self, instance: str) -> None:
+        """Cancel the running migration; the guest keeps running here.
+
+        Called by the flow on the source, possibly several times (it resends
+        an abort the job has not obeyed). The job then ends ``cancelled`` (or
+        ``completed``/``failed`` if it ended first). Raises
+        ``NoActiveMigration`` when no migration of ``instance`` was started
+        here (after the job finished: nothing, or ``NoActiveMigration``),
+        ``MigrationError`` when it can no longer be cancelled (post-copy).
+        """
+
+    @abc.abstractmethod
+    def force_complete(self, instance: str, post_copy: bool) -> None:
+        """Make the migration converge: switch to post-copy, or pause the guest.
+
+        Called by the flow on the source when the monitor or an operator
+        decides. ``post_copy`` is true only when permitted and declared in
+        the capabilities; otherwise pause the guest so the copy completes.
+        Raises ``NoActiveMigration`` when no job runs.
+        """
+
+    @abc.abstractmethod
+    def set_max_downtime(self, instance: str, downtime_ms: int) -> None:
+        """Raise the tolerated switch-over downtime of the running migration.
+
+        Called by the flow's monitor on the source, following Nova's downtime
+        steps. Raises ``NoActiveMigration`` when no job runs.
+        """
+
+    @abc.abstractmethod
+    def post_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> None:
+        """The guest left: remove what is left of it on this host.
+
+        Called by the flow on the source, last step of a success. Returns
+        None. A failure is reported with the result; the guest runs on the
+        destination whatever this step does.
+        """
+
+    def rollback_live_migration_at_source(  # noqa: B027
+            self, instance: str, migrate_data: md.MigrateData) -> None:
+        """The migration failed: make sure the guest runs here again.
+
+        Called by the flow on the source after a failure at any point, once a
+        transfer was started; idempotent (a second call, or a call when
+        nothing was started, is harmless). Returns None.
+        """
+
+    # -- optional hooks, with defaults ----------------------------------------
+
+    def flow_timing(self) -> Tuple[Callable[[], float], Callable[[float], None]]:
+        """``(clock, sleep)`` for flows driving this driver; simulated drivers
+        return their own so that a migration runs in simulated time."""
+        return time.monotonic, time.sleep
+
+    def describe_migration(self, instance: str, migrate_data: md.MigrateData,
+                           uris: "uri_mod.MigrationURIs",
+                           settings: settings_mod.MigrationSettings) -> Optional[Dict[str, Any]]:
+        """The hypervisor-level call a migration would make (flags, parameters),
+        for ``migplane explain``; None when the driver cannot say."""
+        return None
+
+    def measure_dirty_rate(self, instance: str, window_s: int
+                           ) -> convergence.DirtyRateMeasurement:
+        """Measure how fast ``instance`` dirties its memory, before it moves.
+
+        Called by the flow on the source (adaptive strategy); blocks for about
+        ``window_s`` seconds. Drivers that can sample set
+        ``Capabilities.dirty_rate_sampling``; the others return an unavailable
+        measurement, and the flow learns the rate from the first pre-copy pass.
+        """
+        return convergence.DirtyRateMeasurement(
+            reason="driver %s cannot sample a guest's dirty rate" % type(self).__name__)
+
+    def link_speed(self, address: str) -> Optional[int]:
+        """Bytes per second of this host's interface towards ``address``, or None
+        when the host does not report one (virtual interfaces often do not)."""
+        return None
+
+    # -- optional hooks for evacuations --------------------------------------------
+
+    def list_instances(self) -> List[InstanceInfo]:
+        """:class:`InstanceInfo` of every running guest here (an evacuation moves them)."""
+        raise NotImplementedError("%s cannot list its guests" % type(self).__name__)
+
+    def host_resources(self) -> Optional[HostResources]:
+        """This host's :class:`HostResources`; None when unknown."""
+        return None
+
+
+class MigrationDriver(SourceDriver, DestinationDriver):
+    """Base class of migration drivers, loaded from ``migplane.drivers``: both roles.
 
     **Loading.** :func:`migplane.core.loader.load_driver` imports the entry
     point, checks it is a subclass of this class, constructs it with the
@@ -175,36 +460,8 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     ``list_opts()`` in an ``oslo.config.opts`` entry point; it rejects bad
     values in ``__init__`` with ``ConfigError``.
 
-    **Who calls what.** The core's :class:`~migplane.core.flow.LiveMigration`
-    calls the destination-side steps on the destination host's driver and the
-    source-side ones on the source host's, in this order:
-    ``check_can_live_migrate_destination`` -> ``check_can_live_migrate_source``
-    -> ``pre_live_migration`` -> ``get_instance_info`` -> ``live_migration``
-    -> ``get_job_progress`` every ``poll_interval`` (with ``set_max_downtime``,
-    ``abort_job`` and ``force_complete`` as the monitor decides) -> either
-    ``post_live_migration_at_destination`` + ``post_live_migration_at_source``
-    or ``rollback_live_migration_at_source`` +
-    ``rollback_live_migration_at_destination``. The two drivers may live in
-    different processes (agents), so every :class:`MigrateData` crosses as
-    JSON primitives: do not rely on object identity.
-
-    **Threads.** A flow calls all steps of one migration from the one thread
-    that runs ``LiveMigration.run()``; different migrations run in different
-    threads at once, so steps must be safe to call concurrently for different
-    instances. :meth:`describe`, :meth:`local_addresses`,
-    :meth:`get_instance_info` and :meth:`get_job_progress` may also be called
-    from any thread at any time (agents answer status requests with them).
-    Steps block until done, except :meth:`live_migration`, which returns once
-    the transfer has started.
-
-    **Errors.** Steps raise the core's typed exceptions
-    (:mod:`migplane.core.exception`): ``InstanceNotFound``,
-    ``NoActiveMigration``, ``DestinationCheckFailed``, ``SourceCheckFailed``,
-    ``InboundAddressError``, ``MigrationError``, ``HypervisorUnavailable``,
-    ``UnsupportedFeature``; anything else is treated as a bug of the driver
-    (the flow still rolls back). ``instance`` is always the guest's name.
-
-    :mod:`migplane.testing.conformance` checks all of this against a driver.
+    The steps are documented on their roles, :class:`SourceDriver` and
+    :class:`DestinationDriver`.
     """
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
@@ -217,187 +474,17 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         return self.settings.host.hostname
 
     @abc.abstractmethod
-    def describe(self) -> DriverInfo:
-        """Return a :class:`DriverInfo`; callers negotiate on its capabilities.
-
-        Called at load time and before each migration, from any thread; cheap
-        and side-effect free. A capability not declared is never asked for:
-        the core refuses such a migration with ``UnsupportedFeature`` before
-        any host is touched.
-        """
-
-    # -- host facts ---------------------------------------------------------
-
-    @abc.abstractmethod
     def local_addresses(self) -> Optional[List[str]]:
         """This host's IP addresses (strings), or None when unknown.
 
-        Used on the destination to check ``my_live_migration_ip`` is its own.
+        Used by :meth:`inbound_migrate_data` on the destination to check
+        ``my_live_migration_ip`` is its own, and by agents for their host facts.
         """
-
-    @abc.abstractmethod
-    def get_instance_info(self, instance: str) -> InstanceInfo:
-        """Return an :class:`InstanceInfo`; raise ``InstanceNotFound`` when absent.
-
-        Called on the source before the transfer (its sizes set the timeouts)
-        and from any thread for status.
-        """
-
-    # -- destination side --------------------------------------------------
-
-    @abc.abstractmethod
-    def check_can_live_migrate_destination(self, instance: str, block_migration: bool = False
-                                           ) -> md.MigrateData:
-        """Check this host can take ``instance``; return a first :class:`MigrateData`.
-
-        Destination side, first step; prepares nothing. Raises
-        ``DestinationCheckFailed`` naming the reason.
-        """
-
-    @abc.abstractmethod
-    def pre_live_migration(self, instance: str, migrate_data: md.MigrateData
-                           ) -> md.MigrateData:
-        """Prepare this host; return MigrateData with ``target_connect_addr`` set.
-
-        Destination side, after both checks. Implementations call
-        :meth:`inbound_migrate_data` so that ``my_live_migration_ip`` (or
-        ``inbound_cidr``) is applied and checked the same way by every driver:
-        ``target_connect_addr`` is that address, or None (legacy) when unset.
-        Whatever it prepares, :meth:`rollback_live_migration_at_destination`
-        removes. Raises ``DestinationCheckFailed`` or ``InboundAddressError``.
-        """
-
-    @abc.abstractmethod
-    def post_live_migration_at_destination(self, instance: str,
-                                           migrate_data: md.MigrateData) -> None:
-        """The guest now runs here: finish (persist its definition...).
-
-        Destination side, after the job completed. Returns None.
-        """
-
-    @abc.abstractmethod
-    def rollback_live_migration_at_destination(self, instance: str,
-                                               migrate_data: md.MigrateData) -> None:
-        """Remove whatever the migration left on this host; idempotent.
-
-        Destination side, after a failure at any point, even before
-        :meth:`pre_live_migration` ran or a second time: it must not fail
-        because there is nothing to remove, and must never touch a guest that
-        runs here for another reason. Returns None.
-        """
-
-    # -- source side --------------------------------------------------------
-
-    @abc.abstractmethod
-    def check_can_live_migrate_source(self, instance: str, migrate_data: md.MigrateData
-                                      ) -> md.MigrateData:
-        """Check ``instance`` can leave this host; return updated MigrateData.
-
-        Source side, with the destination's first MigrateData. Raises
-        ``SourceCheckFailed`` or ``InstanceNotFound``.
-        """
-
-    @abc.abstractmethod
-    def live_migration(self, instance: str, migrate_data: md.MigrateData,
-                       uris: "uri_mod.MigrationURIs",
-                       settings: settings_mod.MigrationSettings) -> None:
-        """Start the transfer with the resolved ``uris``; return None at once.
-
-        Source side. The driver uses the URIs as given and decides no policy:
-        the control connection goes to ``uris.control_uri``, the data to
-        ``uris.data_uri`` (None: the hypervisor's default), the destination
-        listens on ``uris.listen_address``. Progress is then read with
-        :meth:`get_job_progress`. Raises ``MigrationError`` when the transfer
-        cannot start (the flow then rolls back).
-
-        :param uris: the :class:`~migplane.core.uri.MigrationURIs` from the policy.
-        :param settings: the :class:`~migplane.core.settings.MigrationSettings`
-            of this migration (bandwidth, post-copy, ...).
-        """
-
-    @abc.abstractmethod
-    def get_job_progress(self, instance: str) -> JobProgress:
-        """Return the :class:`JobProgress` of the migration started here.
-
-        Source side, polled by the flow and from any thread. ``state`` is one
-        of :data:`JOB_STATES`: ``none``/``running`` while it runs, then exactly
-        one finished state (``completed``, ``failed`` or ``cancelled``) that it
-        keeps reporting until a post or rollback step runs. Raises
-        ``NoActiveMigration`` when no migration of ``instance`` was started here.
-        """
-
-    @abc.abstractmethod
-    def abort_job(self, instance: str) -> None:
-        """Cancel the running migration; the guest keeps running here.
-
-        Source side, from the flow's thread, possibly several times (the flow
-        resends an abort the job has not obeyed). The job then ends
-        ``cancelled`` (or ``completed``/``failed`` if it ended first). Raises
-        ``NoActiveMigration`` when no migration of ``instance`` was started
-        here (after the job finished: nothing, or ``NoActiveMigration``),
-        ``MigrationError`` when it can no longer be cancelled (post-copy).
-        """
-
-    @abc.abstractmethod
-    def force_complete(self, instance: str, post_copy: bool) -> None:
-        """Make the migration converge: switch to post-copy, or pause the guest.
-
-        Source side. ``post_copy`` is true only when permitted and declared in
-        the capabilities; otherwise pause the guest so the copy completes.
-        Raises ``NoActiveMigration`` when no job runs.
-        """
-
-    @abc.abstractmethod
-    def set_max_downtime(self, instance: str, downtime_ms: int) -> None:
-        """Raise the tolerated switch-over downtime of the running migration.
-
-        Source side, from the monitor, following Nova's downtime steps.
-        """
-
-    @abc.abstractmethod
-    def post_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
-                                      ) -> None:
-        """The guest left: remove what is left of it on this host.
-
-        Source side, last step of a success. Returns None.
-        """
-
-    def rollback_live_migration_at_source(  # noqa: B027
-            self, instance: str, migrate_data: md.MigrateData) -> None:
-        """The migration failed: make sure the guest runs here again.
-
-        Source side, after a failure at any point; idempotent (a second call,
-        or a call when nothing was started, is harmless). Returns None.
-        """
-
-    # -- optional hooks, with defaults ----------------------------------------
-
-    def flow_timing(self) -> Tuple[Callable[[], float], Callable[[float], None]]:
-        """``(clock, sleep)`` for flows driving this driver; simulated drivers
-        return their own so that a migration runs in simulated time."""
-        return time.monotonic, time.sleep
 
     def plan_inbound(self, instance: str, block_migration: bool = False) -> md.MigrateData:
         """What ``pre_live_migration()`` would return, preparing nothing (dry runs)."""
         return self.inbound_migrate_data(md.MigrateData(
             dest_hostname=self.hostname, block_migration=block_migration))
-
-    def describe_migration(self, instance: str, migrate_data: md.MigrateData,
-                           uris: "uri_mod.MigrationURIs",
-                           settings: settings_mod.MigrationSettings) -> Optional[Dict[str, Any]]:
-        """The hypervisor-level call a migration would make (flags, parameters),
-        for ``migplane explain``; None when the driver cannot say."""
-        return None
-
-    # -- optional hooks for evacuations --------------------------------------------
-
-    def list_instances(self):
-        """:class:`InstanceInfo` of every running guest here (an evacuation moves them)."""
-        raise NotImplementedError("%s cannot list its guests" % type(self).__name__)
-
-    def host_resources(self):
-        """This host's :class:`HostResources`; None when unknown."""
-        return None
 
     # -- shared helpers ------------------------------------------------------
 
@@ -412,22 +499,3 @@ class MigrationDriver(metaclass=abc.ABCMeta):
             self.settings.host, self.local_addresses(),
             block_migration=migrate_data.block_migration,
             driver_data=data, listen_addrs=listen_addrs)
-
-    # -- optional: convergence (issue #8); defaults say "cannot" ----------------
-
-    def measure_dirty_rate(self, instance, window_s):
-        """Measure how fast ``instance`` dirties its memory, before it moves.
-
-        Blocks for about ``window_s`` seconds. Drivers that can sample set
-        ``Capabilities.dirty_rate_sampling``; the others return an unavailable
-        measurement, and the flow learns the rate from the first pre-copy pass.
-
-        :returns: a :class:`~migplane.core.convergence.DirtyRateMeasurement`.
-        """
-        return convergence.DirtyRateMeasurement(
-            reason="driver %s cannot sample a guest's dirty rate" % type(self).__name__)
-
-    def link_speed(self, address):
-        """Bytes per second of this host's interface towards ``address``, or None
-        when the host does not report one (virtual interfaces often do not)."""
-        return None

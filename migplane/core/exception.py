@@ -9,6 +9,8 @@ address gets an error quoting its first characters, not 10 MB back.
 """
 
 import reprlib
+from typing import Any
+from typing import Optional
 
 #: Characters of a value quoted in a message: a bad value from a peer may be
 #: megabytes long, and the message only needs enough of it to be recognised.
@@ -23,7 +25,7 @@ _REPR.maxlevel = 4
 _REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 8
 
 
-def excerpt(value, limit=QUOTE_LIMIT):
+def excerpt(value: Any, limit: int = QUOTE_LIMIT) -> str:
     """A short, bounded repr of ``value`` for an error message.
 
     Strings longer than ``limit`` are cut and their length given; containers
@@ -72,7 +74,7 @@ class MigplaneError(Exception):
 
     msg_fmt = "An unknown migplane error occurred."
 
-    def __init__(self, message=None, **kwargs):
+    def __init__(self, message: Optional[str] = None, **kwargs: Any) -> None:
         self.kwargs = kwargs
         if message is None:
             message = self.msg_fmt % {k: _quoted(v) for k, v in kwargs.items()}
@@ -137,6 +139,23 @@ class DriverContractError(MigplaneError):
     """A driver answered outside its contract (a wrong type, an unknown state)."""
 
     msg_fmt = "Driver %(driver)s broke its contract in %(step)s: %(reason)s"
+    #: The JobProgress that broke it, when it is one (the flow may cancel its job).
+    progress: Any = None
+
+
+class StepTimedOut(MigplaneError):
+    """A driver step gave no answer in time: what it did on its host is unknown."""
+
+    msg_fmt = ("Driver step %(step)s on host %(host)s gave no answer %(reason)s; what it "
+               "did there is unknown and a late answer is ignored")
+
+    @property
+    def step(self):
+        return self.kwargs.get("step")
+
+    @property
+    def host(self):
+        return self.kwargs.get("host")
 
 
 class InvalidMigrationPlan(MigplaneError):

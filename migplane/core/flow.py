@@ -28,6 +28,7 @@ import uuid
 from typing import Optional
 
 from migplane.core import convergence
+from migplane.core import deadlines
 from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
@@ -160,8 +161,12 @@ class LiveMigration:
     def __init__(self, instance, source, destination, settings, block_migration=False,
                  limiter=None, migration_id=None, clock=None, sleep=None):
         self.instance = instance
-        self.source = source
-        self.destination = destination
+        # Every driver call is bounded: a hung step ends in StepTimedOut, and an
+        # abort from another thread stops the wait too (core.deadlines).
+        self._abort = threading.Event()
+        self.source = deadlines.StepDeadlines(source, settings.step_deadline, self._abort)
+        self.destination = deadlines.StepDeadlines(destination, settings.step_deadline,
+                                                   self._abort)
         self.settings = settings
         self.block_migration = block_migration
         self.limiter = limiter
@@ -173,7 +178,6 @@ class LiveMigration:
         self._clock = clock
         self._sleep = sleep
         self._listeners = []
-        self._abort = threading.Event()
         self._force = threading.Event()
         self._start = None
         self.step = None
@@ -471,13 +475,20 @@ class LiveMigration:
         abort_at = first_abort = logged_at = None
         self._forced = learned = False
         while True:
-            progress = self.source.get_job_progress(self.instance)
-            if not isinstance(progress, driver_mod.JobProgress):
-                raise self._contract("get_job_progress", "returned %s, not a JobProgress"
-                                     % type(progress).__name__)
-            if progress.state not in driver_mod.JOB_STATES:
-                raise self._contract("get_job_progress", "unknown job state %r (known: %s)"
-                                     % (progress.state, ", ".join(driver_mod.JOB_STATES)))
+            try:
+                progress = self.source.get_job_progress(self.instance)
+            except exception.DriverContractError as err:
+                # An answer outside the contract ends the migration now (the
+                # failure path reads the job through the same check); the job
+                # is cancelled first unless it may be in post-copy.
+                broken = err.progress
+                if isinstance(broken, driver_mod.JobProgress) and not broken.postcopy:
+                    try:
+                        self.source.abort_job(self.instance)
+                    except Exception as abort_err:
+                        LOG.warning("Migration %s: cannot cancel the job of %s: %s",
+                                    self.id, self.instance, abort_err)
+                raise
             self.progress = progress
             self._emit(events.PROGRESS, progress=progress)
             logged_at = self._log_progress(progress, logged_at)

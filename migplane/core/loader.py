@@ -11,6 +11,8 @@ is refused here, naming the driver, instead of failing later with an
 """
 
 from importlib import metadata
+from typing import Any
+from typing import Iterable
 from typing import List
 from typing import Optional
 
@@ -25,7 +27,7 @@ from migplane.core import settings as settings_mod
 NAMESPACE = "migplane.drivers"
 
 
-def _entry_points(group):
+def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
     """``importlib.metadata.entry_points(group=...)``, also on Python 3.9.
 
     Python 3.9's ``entry_points()`` takes no arguments and returns a dict of
@@ -42,14 +44,14 @@ def installed_drivers() -> List[str]:
     return sorted({ep.name for ep in _entry_points(NAMESPACE)})
 
 
-def _reraise(manager, entrypoint, err):
+def _reraise(manager: Any, entrypoint: metadata.EntryPoint, err: BaseException) -> None:
     if isinstance(err, exception.MigplaneError):
         raise err  # e.g. the driver rejected its configuration: already clear
     raise exception.DriverLoadError(name=entrypoint.name, reason="%s: %s" % (
         type(err).__name__, err)) from err
 
 
-def _check_class(name, plugin):
+def _check_class(name: str, plugin: Any) -> None:
     if not (isinstance(plugin, type) and issubclass(plugin, driver_mod.MigrationDriver)):
         raise exception.DriverLoadError(
             name=name, reason="its entry point gives %s, which is not a subclass of "
@@ -57,7 +59,7 @@ def _check_class(name, plugin):
                               % exception.excerpt(plugin))
 
 
-def check_driver(name, drv):
+def check_driver(name: str, drv: Any) -> driver_mod.DriverInfo:
     """Check a constructed driver answers ``describe()`` with a DriverInfo.
 
     Called at load time so that a broken ``describe()`` is noticed before any
@@ -90,7 +92,7 @@ def load_driver(conf: cfg.ConfigOpts, name: Optional[str] = None
     if name is None:
         name = settings_mod.load(conf).driver
     try:
-        manager = stevedore_driver.DriverManager(
+        manager: stevedore_driver.DriverManager[Any] = stevedore_driver.DriverManager(
             namespace=NAMESPACE, name=name, invoke_on_load=False,
             on_load_failure_callback=_reraise)
     except stevedore_exc.NoMatches:
@@ -99,7 +101,7 @@ def load_driver(conf: cfg.ConfigOpts, name: Optional[str] = None
     plugin = manager.driver
     _check_class(name, plugin)
     try:
-        drv = plugin(conf)
+        drv: driver_mod.MigrationDriver = plugin(conf)
     except exception.MigplaneError:
         raise
     except Exception as err:

@@ -10,6 +10,11 @@ collides with it.
 """
 
 import copy
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Tuple
 
 from oslo_config import cfg
 from oslo_config import types
@@ -17,6 +22,8 @@ from oslo_config import types
 from migplane.core import address
 
 GROUP = "live_migration"
+#: Smallest step deadline accepted, in seconds.
+STEP_DEADLINE_MIN = 0.1
 
 
 class MigrationAddress(types.ConfigType):
@@ -26,10 +33,10 @@ class MigrationAddress(types.ConfigType):
     into a URI, and it accepts IPv6 link-local addresses with a zone id.
     """
 
-    def __init__(self, type_name="host address"):
+    def __init__(self, type_name: str = "host address") -> None:
         super().__init__(type_name=type_name)
 
-    def __call__(self, value):
+    def __call__(self, value: Any) -> Optional[str]:
         if value is None or value == "":
             return None
         try:
@@ -38,25 +45,25 @@ class MigrationAddress(types.ConfigType):
         except Exception as err:  # InvalidAddress: oslo.config expects ValueError
             raise ValueError(str(err))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "MigrationAddress"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return self.__class__ == other.__class__
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.__class__)
 
-    def _formatter(self, value):
+    def _formatter(self, value: Any) -> Any:
         return value
 
 
 class _NamingValue:
     """Mixin: put the rejected value into the error, next to oslo's reason."""
 
-    def __call__(self, value):
+    def __call__(self, value: Any) -> Any:
         try:
-            return super().__call__(value)
+            return super().__call__(value)  # type: ignore[misc]  # the oslo type's
         except ValueError as err:
             raise ValueError("%s (got %r)" % (err, value))
 
@@ -69,15 +76,16 @@ class Float(_NamingValue, types.Float):
     pass
 
 
-def _int_opt(name, min=None, max=None, **kwargs):
+def _int_opt(name: str, min: Optional[int] = None, max: Optional[int] = None,
+             **kwargs: Any) -> cfg.Opt:
     return cfg.Opt(name, type=Integer(min=min, max=max), **kwargs)
 
 
-def _float_opt(name, min=None, **kwargs):
+def _float_opt(name: str, min: Optional[float] = None, **kwargs: Any) -> cfg.Opt:
     return cfg.Opt(name, type=Float(min=min), **kwargs)
 
 
-def _libvirt(name):
+def _libvirt(name: str) -> List[cfg.DeprecatedOpt]:
     return [cfg.DeprecatedOpt(name, group="libvirt")]
 
 
@@ -332,6 +340,17 @@ migration_opts = [
              "inbound_cidr, with their prefix), never the management network; a library "
              "caller that sets nothing is restricted only by the fixed rules."),
     _float_opt(
+        "step_deadline",
+        default=120.0,
+        min=STEP_DEADLINE_MIN,
+        help="Seconds a migration waits for one step of a driver (a check, the "
+             "preparation of the destination, one read of the progress, a rollback) "
+             "before it stops waiting and fails with a timeout naming the step and the "
+             "host. A step that hangs (a hypervisor daemon that stopped answering) "
+             "cannot be cancelled: what it did is unknown, so the other host is then "
+             "handled as unreachable. An abort requested while a step runs waits at "
+             "most 2 seconds more for it."),
+    _float_opt(
         "poll_interval",
         default=0.5,
         min=0.01,
@@ -339,18 +358,18 @@ migration_opts = [
 ]
 
 
-def nova_aliases():
+def nova_aliases() -> Dict[Tuple[str, str], Tuple[str, str]]:
     """``{(our group, our name): (Nova's group, Nova's name)}`` for every option
     that accepts a Nova spelling ([libvirt] live_migration_*, ...)."""
-    aliases = {}
+    aliases: Dict[Tuple[str, str], Tuple[str, str]] = {}
     for group, group_opts in list_opts():
         for opt in group_opts:
             for old in opt.deprecated_opts:
-                aliases[(group, opt.dest)] = (old.group or "DEFAULT", old.name)
+                aliases[(group, opt.dest)] = (old.group or "DEFAULT", old.name or opt.dest)
     return aliases
 
 
-def registered(conf, group, name):
+def registered(conf: cfg.ConfigOpts, group: Optional[str], name: str) -> bool:
     """Whether someone (e.g. the host stack) registered option ``name`` in ``group``."""
     try:
         section = conf if group in (None, "DEFAULT") else conf[group]
@@ -359,7 +378,7 @@ def registered(conf, group, name):
         return False
 
 
-def _without_registered_aliases(conf, opt):
+def _without_registered_aliases(conf: cfg.ConfigOpts, opt: cfg.Opt) -> cfg.Opt:
     """``opt``, or a copy without the aliases the host stack registered itself.
 
     When the stack (Nova) registered ``[libvirt] live_migration_bandwidth``,
@@ -368,7 +387,7 @@ def _without_registered_aliases(conf, opt):
     their stack reads. :func:`migplane.core.settings.load` reads it instead.
     """
     keep = [old for old in opt.deprecated_opts
-            if not registered(conf, old.group or "DEFAULT", old.name)]
+            if not registered(conf, old.group or "DEFAULT", old.name or opt.dest)]
     if len(keep) == len(opt.deprecated_opts):
         return opt
     variant = copy.copy(opt)
@@ -376,7 +395,8 @@ def _without_registered_aliases(conf, opt):
     return variant
 
 
-def _register(conf, group_opts, group=None):
+def _register(conf: cfg.ConfigOpts, group_opts: List[cfg.Opt],
+              group: Optional[str] = None) -> None:
     for opt in group_opts:
         variant = _without_registered_aliases(conf, opt)
         try:
@@ -389,7 +409,7 @@ def _register(conf, group_opts, group=None):
             conf.register_opt(opt, group=group)
 
 
-def register_opts(conf):
+def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the core options on ``conf`` (idempotent).
 
     Register them after the host stack's own options (Nova registers its
@@ -400,7 +420,7 @@ def register_opts(conf):
     _register(conf, migration_opts, group=GROUP)
 
 
-def list_opts():
+def list_opts() -> List[Tuple[str, List[cfg.Opt]]]:
     """The core's options for oslo-config-generator, as original objects."""
     return [
         ("DEFAULT", host_opts),

@@ -33,6 +33,7 @@ STRATEGIES = ("adaptive", "static")
 CONTROL_MANAGEMENT = "management"
 CONTROL_MIGRATION = "migration"
 CONTROL_PLANES = (CONTROL_MANAGEMENT, CONTROL_MIGRATION)
+STEP_DEADLINE_MIN = opts.STEP_DEADLINE_MIN
 
 
 _f = versioned.field
@@ -70,7 +71,8 @@ class MigrationSettings(versioned.VersionedData):
     # Version 1.4: Adds max_parallel_connections, stream_rate_mib, permit_compression
     #              and compression (the strategy's choices of connections and
     #              compression).
-    VERSION = "1.4"
+    # Version 1.5: Adds step_deadline (core.deadlines).
+    VERSION = "1.5"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -109,6 +111,8 @@ class MigrationSettings(versioned.VersionedData):
     permit_compression: bool = _f("1.4", _bool, default=False)
     #: Compression methods the plan arms (on top of a driver's own configuration).
     compression: tuple = _f("1.4", versioned.check_str_tuple, default=())
+    #: Seconds the flow waits for one driver step before it stops waiting.
+    step_deadline: float = _f("1.5", versioned.check_number, default=120.0)
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -154,6 +158,11 @@ class MigrationSettings(versioned.VersionedData):
                 raise exception.ConfigError(
                     group=opts.GROUP, option=name, value=getattr(self, name),
                     reason="must be at least %d" % low)
+
+        if self.step_deadline < STEP_DEADLINE_MIN:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="step_deadline", value=self.step_deadline,
+                reason="must be at least %g" % STEP_DEADLINE_MIN)
 
     @property
     def post_copy(self):
@@ -387,6 +396,7 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         max_parallel_connections=lm("max_parallel_connections"),
         stream_rate_mib=lm("stream_rate"),
         permit_compression=lm("permit_compression"),
+        step_deadline=lm("step_deadline"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

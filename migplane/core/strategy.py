@@ -85,41 +85,54 @@ class Prediction:
                                                           self.passes)
 
 
+def _optional_int(value):
+    return None if value is None else versioned.check_int(value)
+
+
+def _optional_number(value):
+    return None if value is None else versioned.check_number(value)
+
+
+_f = versioned.field
+
+
 @dataclasses.dataclass(frozen=True)
-class MigrationPlan:
-    """How one migration starts and may adapt; ``reasons`` explain each field."""
+class MigrationPlan(versioned.VersionedData):
+    """How one migration starts and may adapt; ``reasons`` explain each field.
 
-    strategy: str
-    method: str
+    Versioned: agents send it with their plans (``migplane explain``) and records.
+    """
+
+    # Version 1.0: strategy ... reasons.
+    VERSION = "1.0"
+
+    strategy: str = _f("1.0", versioned.check_str, default=versioned.REQUIRED)
+    method: str = _f("1.0", versioned.check_str, default=versioned.REQUIRED)
     #: Arm the hypervisor's auto-converge (CPU throttling) at the start.
-    auto_converge: bool
+    auto_converge: bool = _f("1.0", versioned.check_bool, default=versioned.REQUIRED)
     #: Arm post-copy at the start, so that the monitor may switch to it.
-    post_copy: bool
+    post_copy: bool = _f("1.0", versioned.check_bool, default=versioned.REQUIRED)
     #: Escalations the monitor may take, in order (empty in static mode).
-    escalations: Tuple[str, ...]
-    downtime_budget_ms: int
-    bandwidth_mib: int = 0
+    escalations: Tuple[str, ...] = _f("1.0", versioned.check_str_tuple,
+                                      default=versioned.REQUIRED)
+    downtime_budget_ms: int = _f("1.0", versioned.check_int, default=versioned.REQUIRED)
+    bandwidth_mib: int = _f("1.0", versioned.check_int, default=0)
     #: Data connections of the job (QEMU's multifd above 1).
-    parallel_connections: int = 1
+    parallel_connections: int = _f("1.0", versioned.check_int, default=1)
     #: Compression methods armed at the start.
-    compression: Tuple[str, ...] = ()
-    auto_converge_initial: Optional[int] = None
-    auto_converge_increment: Optional[int] = None
+    compression: Tuple[str, ...] = _f("1.0", versioned.check_str_tuple, default=())
+    auto_converge_initial: Optional[int] = _f("1.0", _optional_int)
+    auto_converge_increment: Optional[int] = _f("1.0", _optional_int)
     #: Switch to post-copy as soon as the first pass is done.
-    post_copy_after_first_pass: bool = False
-    predicted_time_s: Optional[float] = None
-    predicted_downtime_ms: Optional[float] = None
-    memory_bytes: int = 0
-    dirty_rate: Optional[int] = None
-    dirty_rate_source: str = convergence.UNAVAILABLE
-    link_rate: Optional[int] = None
-    link_rate_source: str = convergence.UNKNOWN
-    reasons: Mapping = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
-        object.__setattr__(self, "escalations", tuple(self.escalations))
-        object.__setattr__(self, "compression", tuple(self.compression))
+    post_copy_after_first_pass: bool = _f("1.0", versioned.check_bool, default=False)
+    predicted_time_s: Optional[float] = _f("1.0", _optional_number)
+    predicted_downtime_ms: Optional[float] = _f("1.0", _optional_number)
+    memory_bytes: int = _f("1.0", versioned.check_int, default=0)
+    dirty_rate: Optional[int] = _f("1.0", _optional_int)
+    dirty_rate_source: str = _f("1.0", versioned.check_str, default=convergence.UNAVAILABLE)
+    link_rate: Optional[int] = _f("1.0", _optional_int)
+    link_rate_source: str = _f("1.0", versioned.check_str, default=convergence.UNKNOWN)
+    reasons: Mapping = _f("1.0", versioned.check_str_mapping, default_factory=dict)
 
     def transfer_settings(self, settings):
         """``settings`` as the driver must start the job for this plan."""
@@ -131,16 +144,12 @@ class MigrationPlan:
             compression=tuple(self.compression))
 
     def to_dict(self):
+        """The plain form (displays, records); :meth:`from_dict` reads it back."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["reasons"] = versioned.thaw(self.reasons)
         data["escalations"] = list(self.escalations)
         data["compression"] = list(self.compression)
         return data
-
-    @classmethod
-    def from_dict(cls, data):
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,

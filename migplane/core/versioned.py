@@ -30,7 +30,16 @@ import hashlib
 import json
 import logging
 import types
+from typing import Any
+from typing import Callable
 from typing import ClassVar
+from typing import Dict
+from typing import Mapping
+from typing import Optional
+from typing import Tuple
+from typing import Type
+from typing import TypeVar
+from typing import Union
 
 from migplane.core import exception
 
@@ -48,11 +57,23 @@ MAX_NODES = 10000
 MAX_CHARS = 1 << 20
 
 
+#: A field's check: the (possibly normalised) value, or ``ValueError``.
+Check = Callable[[Any], Any]
+V = TypeVar("V", bound="VersionedData")
+
+
+def _fields(obj: Any) -> Tuple["dataclasses.Field[Any]", ...]:
+    """The dataclass fields of a versioned class or object (the mixin itself is
+    not a dataclass; its subclasses are)."""
+    return dataclasses.fields(obj)
+
+
 #: ``field(..., default=REQUIRED)``: a field every version must send.
 REQUIRED = dataclasses.MISSING
 
 
-def field(since, check, default=None, default_factory=None):
+def field(since: str, check: Check, default: Any = None,
+          default_factory: Optional[Callable[[], Any]] = None) -> Any:
     """Declare a field introduced in version ``since``, validated by ``check``.
 
     ``check(value)`` returns the (possibly normalised) value or raises
@@ -65,42 +86,43 @@ def field(since, check, default=None, default_factory=None):
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _since(f):
+def _since(f: "dataclasses.Field[Any]") -> str:
     # A field declared without field() (e.g. appended in a hurry) is treated as
     # 1.0 at run time; the fingerprint tests fail until it is declared properly.
-    return f.metadata.get("since", "1.0")
+    return str(f.metadata.get("since", "1.0"))
 
 
-def _check(f):
-    return f.metadata.get("check", _unchecked)
+def _check(f: "dataclasses.Field[Any]") -> Check:
+    check: Check = f.metadata.get("check", _unchecked)
+    return check
 
 
-def _unchecked(value):
+def _unchecked(value: Any) -> Any:
     return value
 
 
 # -- checks shared by the wire objects ----------------------------------------------
 
 
-def check_bool(value):
+def check_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
     return value
 
 
-def check_int(value):
+def check_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("expected an integer")
     return value
 
 
-def check_number(value):
+def check_number(value: Any) -> Union[int, float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("expected a number")
     return value
 
 
-def check_str(value):
+def check_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
     if len(value) > 4096:
@@ -108,37 +130,38 @@ def check_str(value):
     return value
 
 
-def check_optional_str(value):
+def check_optional_str(value: Any) -> Optional[str]:
     return None if value is None else check_str(value)
 
 
-def check_str_tuple(value):
+def check_str_tuple(value: Any) -> Tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError("expected a list of strings")
     return tuple(check_str(v) for v in value)
 
 
-def check_str_mapping(value):
+def check_str_mapping(value: Any) -> Mapping[str, str]:
     if not isinstance(value, (dict, types.MappingProxyType)):
         raise ValueError("expected an object of strings")
     for key, item in value.items():
         check_str(key)
         check_str(item)
-    return freeze(dict(value))
+    frozen: Mapping[str, str] = freeze(dict(value))
+    return frozen
 
 
-def check_choice(*choices):
+def check_choice(*choices: str) -> Check:
     """A check accepting one of ``choices`` only (see the rule for new values)."""
-    def check_enum(value):
+    def check_enum(value: Any) -> str:
         if value not in choices:
             raise ValueError("expected one of %s" % ", ".join(choices))
-        return value
+        return str(value)
     return check_enum
 
 
-def check_nested(cls):
+def check_nested(cls: Type[V]) -> Callable[[Any], V]:
     """A check for a field holding another versioned object (or its primitive)."""
-    def check(value):
+    def check(value: Any) -> V:
         if isinstance(value, cls):
             return value
         if isinstance(value, dict) and NAME_KEY in value:
@@ -148,7 +171,7 @@ def check_nested(cls):
     return check
 
 
-def parse_version(text):
+def parse_version(text: Any) -> Tuple[int, int]:
     try:
         major, minor = text.split(".")
         return int(major), int(minor)
@@ -156,7 +179,7 @@ def parse_version(text):
         raise ValueError("%r is not a 'major.minor' version" % (text,))
 
 
-def freeze(value):
+def freeze(value: Any) -> Any:
     """Deep-freeze JSON data: dicts become read-only mappings, lists tuples."""
     if isinstance(value, (dict, types.MappingProxyType)):
         return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
@@ -165,7 +188,7 @@ def freeze(value):
     return value
 
 
-def thaw(value):
+def thaw(value: Any) -> Any:
     """The inverse of :func:`freeze`, giving plain JSON-serialisable data.
 
     It also walks plain dicts and lists, which may hold frozen values (e.g. a
@@ -180,8 +203,8 @@ def thaw(value):
     return value
 
 
-def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH, max_nodes=MAX_NODES,
-                 max_chars=MAX_CHARS):
+def check_bounds(value: Any, what: str = "<primitive>", max_depth: int = MAX_DEPTH,
+                 max_nodes: int = MAX_NODES, max_chars: int = MAX_CHARS) -> None:
     """Raise ``ValueError`` when ``value`` is nested or sized beyond the limits.
 
     Iterative, so that a hostile value nested thousands deep costs a loop, not
@@ -210,7 +233,7 @@ def check_bounds(value, what="<primitive>", max_depth=MAX_DEPTH, max_nodes=MAX_N
             raise ValueError("%s holds more than %d characters" % (what, max_chars))
 
 
-def check_json(value):
+def check_json(value: Any) -> Any:
     """Accept only bounded data that survives a JSON round trip unchanged."""
     check_bounds(value, "the value")
     plain = thaw(value)
@@ -230,8 +253,8 @@ class VersionedData:
     MAX_NODES: ClassVar[int] = MAX_NODES
     MAX_CHARS: ClassVar[int] = MAX_CHARS
 
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
+    def __post_init__(self) -> None:
+        for f in _fields(self):
             value = getattr(self, f.name)
             try:
                 checked = _check(f)(value)
@@ -240,26 +263,26 @@ class VersionedData:
             object.__setattr__(self, f.name, checked)
         self._validate()
 
-    def _validate(self):
+    def _validate(self) -> None:
         """Cross-field rules; subclasses raise ``self._invalid(...)``."""
 
     @classmethod
-    def _invalid(cls, field, value, reason):
+    def _invalid(cls, field: str, value: Any, reason: str) -> exception.InvalidWireData:
         """The typed error for a bad field (``InvalidWireData`` naming the class)."""
         return exception.InvalidWireData(name=cls._name(), field=field, value=value,
                                          reason=reason)
 
     @classmethod
-    def _name(cls):
+    def _name(cls) -> str:
         return cls.__name__
 
-    def _downgrade(self, data, target):
+    def _downgrade(self, data: Dict[str, Any], target: Tuple[int, int]) -> Dict[str, Any]:
         """Adjust ``data`` (this object's fields as primitives) for an older
         minor version ``target`` (a ``(major, minor)`` tuple), e.g. map an
         enumerated value that version does not know. Default: nothing to do."""
         return data
 
-    def to_primitive(self, target_version=None):
+    def to_primitive(self, target_version: Optional[str] = None) -> Dict[str, Any]:
         """JSON-safe primitives of this object, optionally for an older peer."""
         version = target_version or self.VERSION
         target = self._check_version(version)
@@ -267,7 +290,7 @@ class VersionedData:
             raise exception.IncompatibleVersion(name=self._name(), version=version,
                                                 supported="up to %s" % self.VERSION)
         data = {}
-        for f in dataclasses.fields(self):
+        for f in _fields(self):
             if parse_version(_since(f)) <= target:
                 data[f.name] = thaw(getattr(self, f.name))
         if target < parse_version(self.VERSION):
@@ -275,7 +298,7 @@ class VersionedData:
         return {NAME_KEY: self._name(), VERSION_KEY: version, DATA_KEY: data}
 
     @classmethod
-    def _check_version(cls, version):
+    def _check_version(cls, version: Any) -> Tuple[int, int]:
         try:
             theirs = parse_version(version)
         except ValueError:
@@ -287,7 +310,7 @@ class VersionedData:
         return theirs
 
     @classmethod
-    def from_primitive(cls, primitive):
+    def from_primitive(cls: Type[V], primitive: Any) -> V:
         """Build an object from a peer's primitives, tolerating other minor versions."""
         if not isinstance(primitive, dict):
             raise cls._invalid("<primitive>", primitive, "expected a JSON object")
@@ -302,7 +325,7 @@ class VersionedData:
         data = primitive.get(DATA_KEY)
         if not isinstance(data, dict):
             raise cls._invalid(DATA_KEY, data, "expected a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in _fields(cls)}
         unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             if theirs <= parse_version(cls.VERSION):
@@ -311,7 +334,7 @@ class VersionedData:
             LOG.debug("Ignoring %d field(s) of %s %s from a newer peer, e.g. %s",
                       len(unknown), cls._name(), primitive[VERSION_KEY],
                       exception.excerpt(unknown[0]))
-        for f in dataclasses.fields(cls):
+        for f in _fields(cls):
             required = (f.default is dataclasses.MISSING
                         and f.default_factory is dataclasses.MISSING)
             if required and f.name not in data:
@@ -320,7 +343,7 @@ class VersionedData:
         return cls._from_fields({k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls: Type[V], data: Any) -> V:
         """From :meth:`to_primitive`, or from the plain dict of a peer that
         predates versioning (its unknown fields ignored, missing ones defaulted,
         as for a newer or older minor version)."""
@@ -332,24 +355,24 @@ class VersionedData:
             check_bounds(data, max_nodes=cls.MAX_NODES, max_chars=cls.MAX_CHARS)
         except ValueError as err:
             raise cls._invalid("<%s>" % cls._name(), data, str(err))
-        for f in dataclasses.fields(cls):
+        for f in _fields(cls):
             required = (f.default is dataclasses.MISSING
                         and f.default_factory is dataclasses.MISSING)
             if required and f.name not in data:
                 raise cls._invalid(f.name, None, "missing")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in _fields(cls)}
         return cls._from_fields({k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def _from_fields(cls, fields):
+    def _from_fields(cls: Type[V], fields: Dict[str, Any]) -> V:
         """Build from the known fields of a primitive; subclasses holding other
         versioned objects turn their primitives back into objects here."""
         return cls(**fields)
 
     @classmethod
-    def fingerprint(cls):
+    def fingerprint(cls) -> str:
         """Version plus a hash of the fields: changes when the contract changes."""
-        def default(f):
+        def default(f: "dataclasses.Field[Any]") -> str:
             if f.default is not dataclasses.MISSING:
                 return repr(f.default)
             if f.default_factory is not dataclasses.MISSING:
@@ -357,6 +380,6 @@ class VersionedData:
             return "required"
 
         spec = [(f.name, f.metadata.get("since"), _check(f).__name__, default(f))
-                for f in dataclasses.fields(cls)]
+                for f in _fields(cls)]
         digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
         return "%s-%s" % (cls.VERSION, digest)

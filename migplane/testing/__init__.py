@@ -8,9 +8,12 @@
 * :mod:`migplane.testing.conformance`: the conformance kit a driver author
   runs against their driver with pytest.
 
-The last two need the ``testing`` extra (``fixtures``, ``pytest``).
+The last two need the ``testing`` extra (``fixtures``, ``pytest``). Under
+pytest, the kit is registered for assertion rewriting, so that its failures
+show the values compared, wherever migplane is installed.
 """
 
+import sys
 from typing import Any
 from typing import Iterable
 from typing import Optional
@@ -19,6 +22,9 @@ from oslo_config import cfg
 
 from migplane import opts
 from migplane.core import opts as core_opts
+
+if "pytest" in sys.modules:
+    sys.modules["pytest"].register_assert_rewrite("migplane.testing.conformance")
 
 
 def host_conf(hostname: str, my_live_migration_ip: Optional[str] = None,

@@ -16,6 +16,7 @@ import os
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Dict
+from typing import Iterable
 from typing import Optional
 
 import fixtures
@@ -44,7 +45,7 @@ class HostConfFixture(fixtures.Fixture):
     conf: cfg.ConfigOpts
 
     def __init__(self, hostname: str, my_live_migration_ip: Optional[str] = None,
-                 config_files=(), **live_migration: Any) -> None:
+                 config_files: Iterable[str] = (), **live_migration: Any) -> None:
         super().__init__()
         self.hostname = hostname
         self.my_live_migration_ip = my_live_migration_ip

@@ -11,6 +11,15 @@ PUBLIC = ["migplane/core/driver.py", "migplane/core/uri.py", "migplane/core/load
           "migplane/testing"]
 
 
+#: Modules that hold under ``mypy --strict``, so that an embedding script
+#: type-checks strictly against them. Calls into the flow and the fake driver
+#: are exempt until those are typed too (``--untyped-calls-exclude``).
+STRICT = ["migplane/core/deadlines.py", "migplane/core/limiter.py",
+          "migplane/core/versioned.py", "migplane/core/loader.py", "migplane/core/opts.py",
+          "migplane/opts.py", "migplane/scripts.py", "migplane/testing"]
+NOT_YET_TYPED = ["migplane.core.flow", "migplane.drivers.fake"]
+
+
 def test_mypy_accepts_the_public_api(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
@@ -18,3 +27,12 @@ def test_mypy_accepts_the_public_api(tmp_path):
         cwd=str(REPO), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (REPO / "migplane" / "py.typed").exists()
+
+
+def test_mypy_strict_accepts_the_strict_modules(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports",
+         "--follow-imports=silent", "--cache-dir", str(tmp_path), *STRICT,
+         *("--untyped-calls-exclude=%s" % name for name in NOT_YET_TYPED)],
+        cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from migplane.agent import wire
 from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli.commands import migrate
@@ -80,7 +81,7 @@ def _rate(value):
 
 def show_convergence(conv, stream):
     """The measurement and the plan, as the strategy sees them before the move."""
-    measured, link, plan = conv["measurement"], conv["link"], conv["plan"]
+    measured, link, plan = (obj.to_dict() for obj in wire.load_convergence(conv))
     stream.write("\n  convergence (strategy %s):\n" % plan["strategy"])
     stream.write("  %-15s %s (%s)%s\n" % (
         "dirty rate", _rate(measured.get("dirty_rate")), measured["source"],

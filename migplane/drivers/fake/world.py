@@ -243,8 +243,11 @@ class FakeWorld:
             now = self.clock.now()
             due = [t for t in self.timers if t[0] <= now]
             self.timers = [t for t in self.timers if t[0] > now]
-            for _, action in due:
-                action()
+        # Outside the lock: an action may run a flow, whose driver calls run in
+        # worker threads (core.deadlines) and take the lock there.
+        for _, action in due:
+            action()
+        with self.lock:
             for host in self.hosts.values():
                 for guest in host.guests.values():
                     if guest.state == "running":

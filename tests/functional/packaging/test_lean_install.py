@@ -97,3 +97,10 @@ def test_core_only_install_runs_a_fake_migration(wheel, tmp_path):
     assert out["status"] == "completed" and out["where"] == ["host-b"]
     assert out["data_uri"] == "tcp://198.51.100.12"
     assert {"fake", "libvirt"} <= set(out["drivers"])
+    # the scripts come along without what they import: one line naming the extra
+    for script in ("migplane", "migplane-agent"):
+        ran = subprocess.run([str(env_dir / "bin" / script), "--help"], capture_output=True,
+                             text=True, env=env, cwd=str(tmp_path), timeout=120)
+        assert ran.returncode == 2, (script, ran.stdout, ran.stderr)
+        assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr, ran.stderr
+        assert "pip install 'migplane[agent]'" in ran.stderr, ran.stderr

@@ -5,6 +5,7 @@ import pytest
 from migplane.agent import client as client_mod
 from migplane.agent import errors
 from migplane.agent import slots as slots_mod
+from migplane.core import driver as driver_mod
 from migplane.core import exception
 from migplane.core import flow
 from migplane.core import versioned
@@ -56,8 +57,10 @@ def test_source_side_steps_are_not_remote_operations(pair, world, peer_client, c
                  "post_live_migration_at_source", "rollback_live_migration_at_source"):
         with pytest.raises(errors.NotFound, match=name):  # even from a peer
             peer_client(b, a).step(name, **body)
-    with pytest.raises(exception.UnsupportedFeature, match="not remote"):
-        remote(b, a, peer_client).live_migration("vm1", None, None, None)
+    proxy = remote(b, a, peer_client)
+    assert isinstance(proxy, driver_mod.DestinationDriver)
+    assert not isinstance(proxy, driver_mod.SourceDriver)
+    assert not hasattr(proxy, "live_migration")
     assert world.transfers == {} and world.where("vm1") == ["host-a"]
 
 

@@ -207,3 +207,49 @@ def test_a_bad_body_through_the_client_is_the_agents_400(pair, client):
     a, _ = pair
     with pytest.raises(errors.BadRequest, match="'instance'"):
         client(a).post("/v1/plans", {"instance": "../x", "destination": {"host": "b"}})
+
+
+# -- pins from the configuration ------------------------------------------------------
+
+
+@pytest.fixture
+def pins(monkeypatch):
+    monkeypatch.delenv(wire.PINS_ENV, raising=False)
+    yield wire.configure_pins
+    wire.configure_pins({})
+
+
+def test_wire_pins_come_from_the_configuration_and_the_environment_overrides(
+        pins, monkeypatch):
+    pins({"MigrateData": "1.0", "JobProgress": "1.0", "envelopes": "off"})
+    assert wire.pinned("MigrateData") == "1.0" and wire.plain_bodies()
+    assert wire.pinned("HostFacts") is None
+    monkeypatch.setenv(wire.PINS_ENV, "MigrateData=1.1")
+    assert wire.pinned("MigrateData") == "1.1" and wire.pinned("JobProgress") == "1.0"
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"NoSuchThing": "1.0"}, "'NoSuchThing'"),
+    ({"MigrateData": "one"}, "MigrateData:one"),
+    ({"envelopes": "on"}, "envelopes:on"),
+])
+def test_a_bad_wire_pin_is_refused_naming_it(pins, bad, named):
+    with pytest.raises(exception.ConfigError) as info:
+        pins(bad)
+    assert named in str(info.value) and "wire_pins" in str(info.value)
+
+
+def test_the_agent_reads_its_wire_pins_at_start(pins, make_conf, monkeypatch):
+    from migplane.agent import main
+
+    class Built(Exception):
+        """The agent would be built now: the pins must already be in force."""
+
+    def agent(conf):
+        raise Built(wire.pinned("DriverInfo"))
+
+    monkeypatch.setattr(main.service, "Agent", agent)
+    conf = make_conf("[agent]\nwire_pins = DriverInfo:1.0\n")
+    main.opts.register_opts(conf)
+    with pytest.raises(Built, match="1.0"):
+        main.build(conf)

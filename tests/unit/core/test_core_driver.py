@@ -215,3 +215,58 @@ def test_inbound_migrate_data_keeps_nested_driver_data(make_driver):
     assert versioned.thaw(out.driver_data) == {
         "disks": [{"path": "/d.qcow2", "size": 1}], "extra": {"k": [1, 2]}}
     assert out.target_connect_addr == "198.51.100.12"
+
+
+# -- the two roles ---------------------------------------------------------------------
+
+DESTINATION_STEPS = {"hostname", "describe", "get_instance_info",
+                     "check_can_live_migrate_destination", "pre_live_migration",
+                     "post_live_migration_at_destination",
+                     "rollback_live_migration_at_destination"}
+
+
+def test_a_driver_is_both_roles_and_each_role_is_its_steps():
+    assert issubclass(driver.MigrationDriver, driver.SourceDriver)
+    assert issubclass(driver.MigrationDriver, driver.DestinationDriver)
+    assert driver.DestinationDriver.__abstractmethods__ == DESTINATION_STEPS
+    assert driver.SourceDriver.__abstractmethods__ & {
+        "check_can_live_migrate_destination", "pre_live_migration"} == set()
+
+
+def test_a_destination_proxy_implements_only_the_destination_role(world, make_driver):
+    """What an embedding stack writes for a destination behind its own RPC."""
+    from migplane.core import flow
+
+    class Proxy(driver.DestinationDriver):
+        def __init__(self, backend):
+            self.backend = backend
+
+        hostname = property(lambda self: self.backend.hostname)
+
+        def describe(self):
+            return self.backend.describe()
+
+        def get_instance_info(self, instance):
+            return self.backend.get_instance_info(instance)
+
+        def check_can_live_migrate_destination(self, instance, block_migration=False):
+            return self.backend.check_can_live_migrate_destination(instance,
+                                                                   block_migration)
+
+        def pre_live_migration(self, instance, migrate_data):
+            return self.backend.pre_live_migration(instance, migrate_data)
+
+        def post_live_migration_at_destination(self, instance, migrate_data):
+            self.backend.post_live_migration_at_destination(instance, migrate_data)
+
+        def rollback_live_migration_at_destination(self, instance, migrate_data):
+            self.backend.rollback_live_migration_at_destination(instance, migrate_data)
+
+    world.add_guest("host-a", "vm1", memory_mib=256)
+    source = make_driver("host-a")
+    dest = Proxy(make_driver("host-b", my_live_migration_ip="198.51.100.12"))
+    result = flow.LiveMigration("vm1", source, dest, source.settings.migration,
+                                clock=world.clock.now, sleep=world.clock.sleep).run()
+    assert result.status == flow.COMPLETED and result.running_on == "host-b"
+    assert result.uris.data_uri == "tcp://198.51.100.12"
+    assert world.where("vm1") == ["host-b"]

@@ -7,10 +7,12 @@ import logging
 import pytest
 
 from migplane.core import capabilities
+from migplane.core import convergence
 from migplane.core import driver
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import settings
+from migplane.core import strategy
 from migplane.core import uri
 from migplane.core import versioned
 
@@ -20,7 +22,11 @@ EXPECTED_FINGERPRINTS = {
     capabilities.Capabilities: "1.2-f918d5a7c33b4ac6",
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
-    settings.MigrationSettings: "1.4-f58afff4c2ab8563",
+    settings.MigrationSettings: "1.5-cd27b33481848096",
+    driver.JobProgress: "1.0-09d0c5b71c5dd437",
+    convergence.DirtyRateMeasurement: "1.0-3eb46435f7424d87",
+    convergence.LinkRate: "1.0-203ed1e1f8397b08",
+    strategy.MigrationPlan: "1.0-0d392d378d828210",
 }
 
 

@@ -1,7 +1,8 @@
 """Every object that crosses between hosts is versioned like MigrateData.
 
 DriverInfo and its Capabilities, the resolved MigrationURIs, MigrationSettings
-and per-migration overrides of them: a newer minor version's unknown fields
+and per-migration overrides of them, a job's JobProgress, the dirty-rate and
+link measurements and the MigrationPlan built on them: a newer minor version's unknown fields
 are ignored, an older one's missing fields take their defaults, another major
 version is refused with an error naming it. (Fingerprints: in
 test_core_migrate_data.py, one table for every wire object.)
@@ -14,9 +15,11 @@ import logging
 import pytest
 
 from migplane.core import capabilities
+from migplane.core import convergence
 from migplane.core import driver
 from migplane.core import exception
 from migplane.core import settings
+from migplane.core import strategy
 from migplane.core import uri
 from migplane.core import versioned
 
@@ -27,7 +30,14 @@ URIS = uri.MigrationURIs(control_uri="qemu+tcp://host-b/system",
                          disks_uri=None, tls_destination=None, bulk_host="198.51.100.12",
                          plane=uri.MIGRATION, reasons={"data_uri": "migration plane"})
 SETTINGS = settings.MigrationSettings(bandwidth_mib=200, control_plane="migration")
-OBJECTS = [CAPS, INFO, URIS, SETTINGS]
+PROGRESS = driver.JobProgress(state=driver.JOB_RUNNING, data_total=1 << 30,
+                              data_remaining=1 << 29, iteration=2, downtime_ms=None,
+                              error=None, postcopy=False)
+MEASUREMENT = convergence.DirtyRateMeasurement(
+    50 << 20, convergence.SAMPLING, 1.0, "sampled", working_set=1 << 28)
+LINK = convergence.LinkRate(100 << 20, convergence.BANDWIDTH_LIMIT, "the limit")
+PLAN = strategy.choose(1 << 30, MEASUREMENT, LINK, CAPS, SETTINGS)
+OBJECTS = [CAPS, INFO, URIS, SETTINGS, PROGRESS, MEASUREMENT, LINK, PLAN]
 
 
 def ids(obj):
@@ -217,3 +227,19 @@ def test_wire_pins_emulate_an_older_peer(monkeypatch):
     assert old[versioned.VERSION_KEY] == "1.0"
     assert "target_connect_addr" not in old[versioned.DATA_KEY]
     assert wire.load_data(old).target_connect_addr is None  # legacy: as before
+
+
+@pytest.mark.parametrize("obj", [PROGRESS, MEASUREMENT, LINK, PLAN], ids=ids)
+def test_the_plain_form_of_records_reads_back_and_so_does_the_envelope(obj):
+    cls = type(obj)
+    assert cls.from_dict(over_json(obj.to_dict())) == obj
+    assert cls.from_dict(over_json(obj.to_primitive())) == obj
+    plain = dict(over_json(obj.to_dict()), from_a_newer_peer=1)
+    assert cls.from_dict(plain) == obj
+
+
+def test_a_bad_progress_field_from_a_peer_is_named():
+    prim = over_json(PROGRESS.to_primitive())
+    prim[versioned.DATA_KEY]["data_remaining"] = "lots"
+    with pytest.raises(exception.InvalidWireData, match="data_remaining"):
+        driver.JobProgress.from_primitive(prim)
