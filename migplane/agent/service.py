@@ -59,10 +59,12 @@ class Agent:
             self.client_context = tls.client_context(
                 self.options.cert_file, self.options.key_file, self.options.ca_file)
         self.facts = facts
+        self.store = self._open_store()
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
                                          lease_s=self.options.slot_lease,
-                                         max_lifetime_s=self.options.slot_max_lifetime)
-        self.store = self._open_store()
+                                         max_lifetime_s=self.options.slot_max_lifetime,
+                                         store=self.store,
+                                         max_per_peer=self.options.max_slots_per_peer)
         self.registry = migrations.MigrationRegistry(
             history=self.options.history, store=self.store, facts=facts,
             max_age_s=self.options.history_days * 86400 or None)
@@ -78,7 +80,11 @@ class Agent:
             LOG.warning("[agent] state_dir is unset: migration records are kept in "
                         "memory only; a restart of this agent loses them")
             return store_mod.RecordStore(None)
-        store = store_mod.RecordStore(state_dir)
+        try:
+            store = store_mod.RecordStore(state_dir)
+        except store_mod.UnsafeStateDir as err:
+            raise exception.ConfigError(group=opts.GROUP, option="state_dir",
+                                        value=state_dir, reason=str(err))
         if store.moved_aside:
             LOG.error("Migration records: %s was unreadable and moved aside to %s",
                       store.error, store.moved_aside)
@@ -127,7 +133,9 @@ class Agent:
         client = client_mod.AgentClient(self.peers[name], None,
                                         ca_file=self.options.ca_file,
                                         timeout=self.options.step_timeout,
-                                        ssl_context=self.client_context, peer_name=name)
+                                        ssl_context=self.client_context, peer_name=name,
+                                        answer_bytes=self.options.peer_answer_bytes,
+                                        answer_timeout=self.options.peer_answer_timeout)
         remote = client_mod.RemoteDriver(client, identity=name)
         try:
             facts = remote.facts()
@@ -369,12 +377,21 @@ class Agent:
             raise errors.Forbidden(reason="source %r is not the authenticated peer %r"
                                           % (body["source"], peer))
         try:
-            lease = self.slots.lease(body["migration_id"], peer, body["instance"])
+            lease = self.slots.lease(body["migration_id"], peer, body["instance"],
+                                     defined=self.defined)
         except exception.TooManyMigrations as err:
             err.kwargs["when_busy"] = self.settings.concurrency.when_busy
             raise
         return {"migration_id": lease.migration_id, "lease_s": self.slots.lease_s,
                 "host": self.hostname}
+
+    def defined(self, instance):
+        """Whether a guest named ``instance`` is defined here (in any state)."""
+        try:
+            self.driver.get_instance_info(instance)
+        except exception.InstanceNotFound:
+            return False
+        return True
 
     def require_lease(self, migration_id, peer, instance):
         """The lease ``peer`` holds here for ``migration_id`` of ``instance``, or 403."""

@@ -40,7 +40,8 @@ PATH = "/v1/migrations"
 def _config(work, port, pki):
     options = pki.options("bench-a")
     lines = ["[agent]", "bind_host = 127.0.0.1", "port = %d" % port,
-             "auth_tokens = %s" % TOKEN, "max_connections = 1024"]
+             "auth_tokens = %s" % TOKEN, "max_connections = 1024",
+             "state_dir = %s" % (Path(work) / "state")]
     lines += ["%s = %s" % kv for kv in options.items()]
     lines += ["", "[live_migration]", "driver = fake", "hostname = bench-a", "",
               "[driver_fake]", "world = agentload", ""]
