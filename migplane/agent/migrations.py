@@ -334,7 +334,8 @@ class MigrationRegistry:
         self._lock = threading.Lock()
         self._claims = {}
         self.store = store if store is not None else store_mod.RecordStore(None)
-        loaded, bad = self.store.load_all(check=check_stored)
+        bad = []
+        loaded = self.store.load_all(check=check_stored, bad=bad)
         for data in loaded:
             record = MigrationRecord.from_stored(data, facts=facts)
             record.persist = self._persist

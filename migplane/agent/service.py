@@ -204,6 +204,14 @@ class Agent:
             allowed.add(str(self.settings.host.inbound_cidr))
         return tuple(sorted(allowed - management)), tuple(sorted(management))
 
+    def own_addresses(self):
+        """This host's addresses (all it knows of): never a migration's destination."""
+        found = set(self.driver.local_addresses() or ())
+        for value in (self.settings.host.my_live_migration_ip, self.inbound()["address"]):
+            if value:
+                found.add(str(value))
+        return tuple(sorted(found))
+
     # -- host facts ----------------------------------------------------------------
 
     def inbound(self):
@@ -265,7 +273,8 @@ class Agent:
         remote = self.peer(body["destination"])
         allowed, management = self.plan_networks(remote)
         settings = settings.replace(migration_networks=allowed,
-                                    management_networks=management)
+                                    management_networks=management,
+                                    source_addresses=self.own_addresses())
         info = self.driver.get_instance_info(instance)
         data = remote.plan_inbound(instance, block)
         caps = self.driver.describe()
@@ -273,7 +282,8 @@ class Agent:
                                dest_hostname=remote.hostname, block_migration=block,
                                driver=caps.name)
         verdict = trust.check_plan(uris, allowed, management, remote.hostname,
-                                   remote.identity)
+                                   remote.identity,
+                                   source_addresses=settings.source_addresses)
         plan = {"instance": info.to_dict(), "source": self.hostname,
                 "destination": remote.hostname, "destination_url": remote.client.url,
                 "block_migration": block, "migrate_data": data.to_primitive(),
@@ -320,7 +330,8 @@ class Agent:
         """
         allowed, management = self.plan_networks(remote)
         settings = settings.replace(migration_networks=allowed,
-                                    management_networks=management)
+                                    management_networks=management,
+                                    source_addresses=self.own_addresses())
         migration_id = migration_id or self.registry.new_id()
         remote.migration_id = migration_id
         record = migrations.MigrationRecord(

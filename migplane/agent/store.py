@@ -186,18 +186,18 @@ class RecordStore:
                 (data["id"], data["instance"], data["status"], data["created"],
                  data.get("finished"), text))
 
-    def load_all(self, check=None):
-        """Every record, oldest first, and the rows that did not load.
+    def load_all(self, check=None, bad=None):
+        """Every record, oldest first.
 
         ``check(data)`` raises ValueError for a record that cannot be used. A
         row that is not JSON, or fails ``check``, is moved to the quarantine
-        table (loudly) and returned in the second list as ``(id, instance,
-        reason)``, so that its migration is reported, never dropped.
+        table (loudly) and appended to ``bad`` as ``(id, instance, reason)``,
+        so that its migration is reported, never dropped.
         """
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, instance, record FROM migrations ORDER BY rowid").fetchall()
-        records, bad = [], []
+                "SELECT id, instance, record FROM migrations ORDER BY created").fetchall()
+        records = []
         for migration_id, instance, text in rows:
             try:
                 data = json.loads(text)
@@ -213,8 +213,9 @@ class RecordStore:
                           "table; the migration is reported unresolved",
                           errors.printable(migration_id), self.path, errors.printable(reason))
                 self._quarantine(migration_id, text, reason)
-                bad.append((str(migration_id), str(instance), reason))
-        return records, bad
+                if bad is not None:
+                    bad.append((str(migration_id), str(instance), reason))
+        return records
 
     def _quarantine(self, migration_id, text, reason):
         with self._lock:

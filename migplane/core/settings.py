@@ -70,7 +70,8 @@ class MigrationSettings(versioned.VersionedData):
     # Version 1.4: Adds max_parallel_connections, stream_rate_mib, permit_compression
     #              and compression (the strategy's choices of connections and
     #              compression).
-    VERSION = "1.4"
+    # Version 1.5: Adds source_addresses (core.trust: never migrate to oneself).
+    VERSION = "1.5"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -109,6 +110,8 @@ class MigrationSettings(versioned.VersionedData):
     permit_compression: bool = _f("1.4", _bool, default=False)
     #: Compression methods the plan arms (on top of a driver's own configuration).
     compression: tuple = _f("1.4", versioned.check_str_tuple, default=())
+    #: The source host's own addresses: the bulk stream never goes to one of them.
+    source_addresses: tuple = _f("1.5", versioned.check_str_tuple, default=())
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -154,6 +157,11 @@ class MigrationSettings(versioned.VersionedData):
                 raise exception.ConfigError(
                     group=opts.GROUP, option=name, value=getattr(self, name),
                     reason="must be at least %d" % low)
+        for name, high in opts.MAXIMA.items():
+            if getattr(self, name) > high:
+                raise exception.ConfigError(
+                    group=opts.GROUP, option=name, value=getattr(self, name),
+                    reason="must be at most %d" % high)
 
     @property
     def post_copy(self):

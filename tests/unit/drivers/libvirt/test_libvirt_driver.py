@@ -418,7 +418,8 @@ def test_rollback_at_destination_is_idempotent_and_survives_a_restart(daemons,
     b.files[IMAGE] = (1, "qcow2")
     _, dst = make_drivers()
     data = md.MigrateData(dest_hostname="host-b", block_migration=True,
-                          driver_data={"created_disks": [IMAGE]})
+                          driver_data={"created_disks": [IMAGE],
+                                       "incoming": {"uuid": dom.uuid}})
     dst.check_can_live_migrate_destination("g2")   # opens the connection
     b.running = False
     with pytest.raises(exception.HypervisorUnavailable, match="host-b"):
@@ -433,7 +434,8 @@ def test_rollback_at_destination_undefines_a_persistent_leftover(daemons, make_d
     _, b = daemons
     dom = b.add_domain("g1", persistent=True)
     _, dst = make_drivers()
-    dst.rollback_live_migration_at_destination("g1", md.MigrateData(dest_hostname="host-b"))
+    dst.rollback_live_migration_at_destination("g1", md.MigrateData(
+        dest_hostname="host-b", driver_data={"incoming": {"uuid": dom.uuid}}))
     assert b.domains == {}
     assert [c[0] for c in dom.calls] == ["destroy", "undefineFlags"]
 
@@ -545,8 +547,8 @@ def test_rollback_at_destination_never_destroys_a_guest_that_arrived(daemons,
     dom.state_ = [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATED]
     _, dst = make_drivers()
     with pytest.raises(exception.MigrationError, match="not destroying it"):
-        dst.rollback_live_migration_at_destination("g1",
-                                                   md.MigrateData(dest_hostname="host-b"))
+        dst.rollback_live_migration_at_destination("g1", md.MigrateData(
+            dest_hostname="host-b", driver_data={"incoming": {"uuid": dom.uuid}}))
     assert "g1" in b.domains and ("destroy",) not in dom.calls
 
 
