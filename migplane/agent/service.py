@@ -58,6 +58,8 @@ class Agent:
                 self.options.cert_file, self.options.key_file, self.options.ca_file)
             self.client_context = tls.client_context(
                 self.options.cert_file, self.options.key_file, self.options.ca_file)
+            tls.check_own_certificate(self.options.cert_file, self.hostname,
+                                      self.options.ca_file)
         self.facts = facts
         self.store = self._open_store()
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
