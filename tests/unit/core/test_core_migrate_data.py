@@ -20,7 +20,7 @@ EXPECTED_FINGERPRINTS = {
     capabilities.Capabilities: "1.2-f918d5a7c33b4ac6",
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
-    settings.MigrationSettings: "1.4-f58afff4c2ab8563",
+    settings.MigrationSettings: "1.5-50788ad85c81321d",
 }
 
 
