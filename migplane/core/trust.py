@@ -18,8 +18,8 @@ Rules, in order:
 * ``management``: it is on none of the source's management networks.
 * ``networks``: it lies inside one of the allowed migration networks (None
   restricts nothing, an empty list allows nothing: the agent always passes a
-  list), and is not the network or broadcast address of the one it is in
-  (which reach no one host, or every one).
+  list), and is not the network address (IPv6: subnet-router anycast) or
+  the IPv4 broadcast address of the one it is in (no one host, or all).
 * ``self``: it is none of the source's own addresses (a destination that
   answers the source's address would have it send the guest to itself).
 * ``listen``: the destination's listen address is the inbound address or
@@ -76,13 +76,14 @@ def _inside(ip, nets):
 
 
 def _not_a_host(ip, nets):
-    """The network of ``nets`` whose network or broadcast address ``ip`` is, or None."""
+    """The network of ``nets`` whose network address ``ip`` is (IPv6: the
+    subnet-router anycast address), or whose broadcast address (IPv4), or None."""
     bare = _bare(ip)
     for net in nets:
-        if net.version != bare.version or bare not in net:
+        if net.version != bare.version or bare not in net or net.num_addresses <= 2:
             continue
-        if net.num_addresses > 2 and bare in (net.network_address,
-                                              net.broadcast_address):
+        if bare == net.network_address or (net.version == 4
+                                           and bare == net.broadcast_address):
             return net
     return None
 
