@@ -95,12 +95,28 @@ class PeerTransport:
             raise
         return sock
 
-    def exchange(self, method, path, body, headers, timeout):
-        """``(status, content_type, body bytes)``; OSError/ssl errors on failure."""
+    def exchange(self, method, path, body, headers, timeout, whole=False):
+        """``(status, content_type, body bytes)``; OSError/ssl errors on failure.
+
+        ``timeout`` bounds the wait for the answer's first byte (a driver step may
+        take that long), then the answer has ``answer_timeout`` s; ``whole``: the
+        call takes at most ``answer_timeout`` s in all (not a step).
+        """
+        if whole:
+            timeout = min(timeout, self.answer_timeout)
+        begun = time.monotonic()
         sock = self._connect(min(CONNECT_TIMEOUT, timeout))
-        cutoff = threading.Timer(timeout, _cut, args=(sock,))
+        cutoff = threading.Timer(timeout - (time.monotonic() - begun), _cut, args=(sock,))
         cutoff.daemon = True
         started = None
+
+        def limit():
+            """The bound of the part under way: all of it, or the answer from its
+            first byte: ``(since, seconds)``."""
+            if whole or started is None:
+                return begun, timeout
+            return started, self.answer_timeout
+
         try:
             conn = http.client.HTTPConnection(self.parts.hostname, self.parts.port)
             conn.sock = sock
@@ -110,18 +126,20 @@ class PeerTransport:
             first = sock.recv(1)  # (TLS: after any session tickets) the answer's first byte
             if not first:
                 raise ConnectionError("the peer closed the connection without answering")
-            cutoff.cancel()  # the answer starts: it has answer_timeout s in all
             started = time.monotonic()
-            cutoff = threading.Timer(self.answer_timeout, _cut, args=(sock,))
-            cutoff.daemon = True
-            cutoff.start()
-            sock.settimeout(self.answer_timeout)
+            if not whole:  # the answer starts: it has answer_timeout s in all
+                cutoff.cancel()
+                cutoff = threading.Timer(self.answer_timeout, _cut, args=(sock,))
+                cutoff.daemon = True
+                cutoff.start()
+                sock.settimeout(self.answer_timeout)
             response = http.client.HTTPResponse(_Answer(first, sock), method=method)
             response.begin()
-            return self._read(response, started)
+            return self._read(response, *limit())
         except (http.client.HTTPException, ValueError, OSError) as err:
-            if started is not None and time.monotonic() - started >= self.answer_timeout:
-                raise _Refused("its answer took more than %s s" % self.answer_timeout)
+            since, bound = limit()
+            if started is not None and time.monotonic() - since >= bound:
+                raise _Refused("its answer took more than %s s" % bound)
             if isinstance(err, OSError):
                 raise
             raise _Refused("malformed HTTP (%s)" % type(err).__name__)
@@ -129,7 +147,7 @@ class PeerTransport:
             cutoff.cancel()
             sock.close()
 
-    def _read(self, response, started):
+    def _read(self, response, since, bound):
         if 300 <= response.status < 400:
             where = response.getheader("Location")
             raise _Refused("a redirect (%d%s), which is never followed" % (
@@ -142,8 +160,8 @@ class PeerTransport:
         data = response.read(self.max_bytes + 1)
         if len(data) > self.max_bytes:
             raise _Refused("more than the %d bytes read from a peer" % self.max_bytes)
-        if time.monotonic() - started >= self.answer_timeout:
-            raise _Refused("its answer took more than %s s" % self.answer_timeout)
+        if time.monotonic() - since >= bound:
+            raise _Refused("its answer took more than %s s" % bound)
         return response.status, response.getheader("Content-Type") or "", data
 
     def load(self, data):
@@ -216,7 +234,7 @@ class AgentClient:
     def __repr__(self):
         return "AgentClient(%s)" % self.url
 
-    def request(self, method, path, body=None, params=None, timeout=None):
+    def request(self, method, path, body=None, params=None, timeout=None, step=False):
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer %s" % self.token
@@ -224,7 +242,7 @@ class AgentClient:
             body = wire.dump_request(path, body)
         if self.transport is not None:
             status, data = self._peer_request(method, path, body, params, headers,
-                                              timeout or self.timeout)
+                                              timeout or self.timeout, whole=not step)
         else:
             status, data = self._operator_request(method, path, body, params, headers,
                                                   timeout or self.timeout)
@@ -253,7 +271,7 @@ class AgentClient:
             raise errors.AgentRequestError(url=self.url, status_code=response.status_code,
                                            reason=_not_json(response))
 
-    def _peer_request(self, method, path, body, params, headers, timeout):
+    def _peer_request(self, method, path, body, params, headers, timeout, whole):
         if params:
             path = "%s?%s" % (path, urllib.parse.urlencode(params))
         payload = None
@@ -263,7 +281,7 @@ class AgentClient:
         headers["Connection"] = "close"
         try:
             status, kind, raw = self.transport.exchange(method, path, payload, headers,
-                                                        timeout)
+                                                        timeout, whole=whole)
         except _Refused as err:
             raise errors.AnswerRefused(url=self.url, reason=str(err))
         except (OSError, ssl.SSLError) as err:
@@ -289,7 +307,8 @@ class AgentClient:
         return self.request("POST", path, body=body if body is not None else {}, **kwargs)
 
     def step(self, name, **body):
-        return self.post("/v1/steps/%s" % name, body)
+        """A driver step on a peer: it may take ``timeout`` s to start answering."""
+        return self.post("/v1/steps/%s" % name, body, step=True)
 
     # -- host facts and slots ------------------------------------------------
 

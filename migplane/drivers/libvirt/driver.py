@@ -15,7 +15,6 @@ host's driver and the destination-side ones on the destination's.
 
 import dataclasses
 import logging
-import posixpath
 import threading
 import uuid as uuid_mod
 
@@ -152,7 +151,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         self.netns = group.netns
         self.compression = tuple(group.compression)
         self.cleanup_source_disks = group.cleanup_source_disks
-        self.storage_root = posixpath.normpath(group.storage_root)
+        self.storage_root = group.storage_root
         self.job_end_timeout = group.job_end_timeout
         self.use_events = group.event_loop
         # Refuse impossible option combinations when loaded, not mid-migration.
@@ -355,10 +354,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     def _in_storage_root(self, instance, path):
         """``path`` when it is a normalised absolute path under ``storage_root``."""
-        if not isinstance(path, str) or not path.startswith("/") or "\x00" in path \
-                or posixpath.normpath(path) != path \
-                or posixpath.commonpath([self.storage_root, path]) != self.storage_root \
-                or path == self.storage_root:
+        if not disks_mod.under_root(self.storage_root, path):
             raise exception.DestinationCheckFailed(
                 host=self.hostname, instance=instance,
                 reason=f"disk {str(path)[:200]!r} is not under [driver_libvirt] "
@@ -744,14 +740,13 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                             "did not block-migrate it (or no longer knows it did)",
                             instance)
             return
-        claimed = {c for c in claimed if isinstance(c, str)}
+        doomed = disks_mod.to_delete(copied, claimed)
+        for path in sorted(set(copied) - set(doomed)):
+            LOG.info("Keeping %s: the destination did not create it (shared storage?)",
+                     path)
         conn = self._conn()
-        for path in copied:
-            if path in claimed:
-                storage.delete_volume(conn, path)
-            else:
-                LOG.info("Keeping %s: the destination did not create it (shared "
-                         "storage?)", path)
+        for path in doomed:
+            storage.delete_volume(conn, path)
 
     def rollback_live_migration_at_source(self, instance, migrate_data):
         with self._lock:

@@ -458,3 +458,19 @@ def test_start_up_refuses_a_certificate_peers_would_refuse(world, start_agent, p
 def test_peer_transport_depth_count_skips_strings():
     assert client_mod.json_depth('{"a": "[[[[", "b": [1, {"c": []}]}') == 4
     assert client_mod.json_depth('"\\"[[["') == 0
+
+
+def test_a_slow_step_is_no_slow_answer(world, start_agent, pki, client):
+    """The bound is on the answer once it starts: a step may take longer to start."""
+    def slow(method, path, status, data):
+        if path.endswith("/pre_live_migration"):
+            time.sleep(3)  # peer_answer_timeout is 2 s here
+        return None
+
+    a, evil = _source_with(world, start_agent, pki, slow)
+    try:
+        record = testing.wait_for(client(a), client(a).post(
+            "/v1/migrations", {"instance": "vm1", "destination": {"host": "host-b"}})["id"])
+    finally:
+        evil.stop()
+    assert record["status"] == "completed", record["error"]
