@@ -79,8 +79,9 @@ class Agent:
     def _open_store(self):
         state_dir = self.options.state_dir
         if not state_dir:
-            LOG.warning("[agent] state_dir is unset: migration records are kept in "
-                        "memory only; a restart of this agent loses them")
+            LOG.warning("[agent] state_dir is empty: migration records and the slots "
+                        "of incoming migrations are kept in memory only; a restart of "
+                        "this agent loses them")
             return store_mod.RecordStore(None)
         try:
             store = store_mod.RecordStore(state_dir)

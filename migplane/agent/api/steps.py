@@ -39,7 +39,7 @@ def _pre(agent, body, lease):
     return _data(answer)
 
 
-def _own_data(agent, body, lease):
+def _own_data(agent, lease):
     """What this host answered to pre_live_migration, never the peer's copy of it."""
     if lease.migrate_data is not None:
         return md.MigrateData.from_primitive(lease.migrate_data)
@@ -53,7 +53,7 @@ def _post(agent, body, lease):
             reason="nothing was prepared here for migration %s" % lease.migration_id)
     wire.load_data(body["migrate_data"])  # checked, not used
     agent.driver.post_live_migration_at_destination(body["instance"],
-                                                     _own_data(agent, body, lease))
+                                                     _own_data(agent, lease))
     return _data(None)
 
 
@@ -66,7 +66,7 @@ def _rollback(agent, body, lease):
                  lease.migration_id, errors.printable(body["instance"]))
         return _data(None)
     agent.driver.rollback_live_migration_at_destination(body["instance"],
-                                                         _own_data(agent, body, lease))
+                                                         _own_data(agent, lease))
     return _data(None)
 
 
