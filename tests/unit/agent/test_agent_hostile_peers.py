@@ -318,7 +318,9 @@ def test_control_characters_from_a_peer_never_reach_a_log_or_a_screen(world, sta
         evil.stop()
     shown = json.dumps(record)
     assert "forged line" in shown
-    for text in [record["error"], *(e["message"] or "" for e in record["events"]),
+    kept = a.agent.registry.get(record["id"]).to_dict()   # as stored, before any client
+    for text in [record["error"], kept["error"],
+                 *(e["message"] or "" for e in kept["events"]),
                  *(r.getMessage() for r in caplog.records)]:
         assert not any(c in text for c in "\n\x1b\x07"), text
 
