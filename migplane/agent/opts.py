@@ -140,10 +140,11 @@ agent_opts = [
              "hold them all); lower it so that one peer cannot take every slot."),
     cfg.IntOpt(
         "max_unauthenticated_per_address",
-        default=16,
+        default=64,
         min=1,
         help="Connections one client address may hold open before they authenticate "
-             "(beyond, new ones from it are closed at once). When max_connections is "
+             "(a token checked, or a client certificate naming a peer or an operator); "
+             "one more from it closes its oldest such one. When max_connections is "
              "reached, the oldest connection that has not authenticated is closed to "
              "let a new one in, so idle clients cannot lock out authenticated ones."),
     cfg.IntOpt(

@@ -10,7 +10,8 @@ or trickles a byte at a time, holds only its own thread and loses it at the
 deadline. Only then is the WSGI app (which authenticates) run, and the
 connection closed after one response (HTTP/1.0 semantics, no keep-alive).
 
-Until the app has authenticated it, a connection is on the budget of its
+Until the app has authenticated it (or its verified client certificate names
+a peer or an operator), a connection is on the budget of its
 client address (``max_unauthenticated_per_address``: one more from that
 address closes its oldest unauthenticated one) and may be culled: when
 ``max_connections`` are open, a new connection closes the oldest one that has
@@ -241,7 +242,7 @@ class AgentServer:
 
     def __init__(self, app, host, port, ssl_context=None, request_timeout=10.0,
                  max_connections=512, max_header_bytes=16384, max_body_bytes=1024 * 1024,
-                 max_unauthenticated_per_address=16):
+                 max_unauthenticated_per_address=64, known_certificate=None):
         self.app = app
         self.host = host
         self.port = port
@@ -252,6 +253,9 @@ class AgentServer:
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.max_unauthenticated_per_address = max_unauthenticated_per_address
+        #: Whether a verified client certificate already proves a caller the app
+        #: accepts (a peer's, an operator's): its connection leaves the budget then.
+        self.known_certificate = known_certificate or (lambda cert: False)
         self._conns = {}  # id(holder) -> _Conn
         self.culled = 0
         self.socket = None
@@ -375,6 +379,8 @@ class AgentServer:
             if self.ssl_context is not None:
                 conn = holder[0] = self.ssl_context.wrap_socket(conn, server_side=True)
                 peer_cert = conn.getpeercert() or None
+                if peer_cert is not None and self.known_certificate(peer_cert):
+                    self._authenticated(holder)  # a peer's (or operator's) certificate
             rfile = conn.makefile("rb")
             wfile = conn.makefile("wb")
             try:

@@ -103,6 +103,11 @@ class Agent:
 
     # -- peers -------------------------------------------------------------------
 
+    def known_certificate(self, cert):
+        """Whether a verified client certificate names a peer or an operator."""
+        return (tls.peer_identity(cert, self.peers) is not None
+                or tls.peer_identity(cert, self.options.operator_names or ()) is not None)
+
     def peer_name(self, destination):
         """The configured peer a request's ``destination`` names (by host or URL)."""
         host = destination.get("host")

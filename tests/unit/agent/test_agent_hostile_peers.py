@@ -476,3 +476,32 @@ def test_a_slow_step_is_no_slow_answer(world, start_agent, pki, client):
     finally:
         evil.stop()
     assert record["status"] == "completed", record["error"]
+
+
+def test_a_peers_connections_leave_the_budget_once_its_certificate_is_verified(
+        world, start_agent, pki):
+    a = start_agent("host-a")
+    b = start_agent("host-b", agent_options={"max_unauthenticated_per_address": 2,
+                                             "request_timeout": 60})
+    cert, key = pki.issue("host-a")
+    context = ssl.create_default_context(cafile=pki.ca_file)
+    context.load_cert_chain(cert, key)
+    peers = [context.wrap_socket(socket.create_connection(b.server.address),
+                                 server_hostname="127.0.0.1") for _ in range(3)]
+    try:
+        # TLS 1.3: the server verifies the client's Finished after the client is done
+        deadline = time.monotonic() + 20
+        while sum(c.authenticated for c in list(b.server._conns.values())) < 3:
+            assert time.monotonic() < deadline, "the peer's certificate was not seen"
+            time.sleep(0.02)
+        idle = _idle(b, "127.0.0.1", 4)   # same address: they cull each other only
+        time.sleep(0.3)
+        for s in peers:
+            s.sendall(b"GET /v1/host HTTP/1.0\r\nHost: x\r\n\r\n")
+            s.settimeout(20)
+            assert s.recv(100).startswith(b"HTTP/1.0 200"), "a peer's connection was culled"
+    finally:
+        for s in peers + idle:
+            s.close()
+    assert b.server.culled >= 2
+    assert a.agent.hostname == "host-a"
