@@ -40,12 +40,6 @@ PEER_ONLY = frozenset({"slots.take", "slots.renew", "slots.release", "steps.step
 PEER_OR_OPERATOR = frozenset({"host.host", "host.instance"})
 
 
-def printable(text):
-    """``text`` with control and non-ASCII characters escaped: one log line stays one."""
-    return "".join(c if c.isascii() and c.isprintable() else
-                   c.encode("unicode_escape").decode("ascii") for c in str(text))
-
-
 def authenticate(agent, request):
     """The peer host name calling, or None for an operator; raise 401/403 otherwise."""
     cert = request.environ.get("migplane.peer_cert")
@@ -56,7 +50,7 @@ def authenticate(agent, request):
             raise errors.Unauthorized(
                 reason="%s %s is for peer agents only: it takes the certificate of one "
                        "of [agent] peers, not a token" % (
-                           printable(request.method), printable(request.path)))
+                           errors.printable(request.method), errors.printable(request.path)))
         return peer
     if tls.peer_identity(cert, agent.options.operator_names or ()) is not None:
         return None  # an operator's client certificate
@@ -87,15 +81,20 @@ def create_app(agent):
     def check_caller():
         flask.g.started = time.monotonic()
         flask.g.peer = None
+        flask.g.caller = "unauthenticated"
         flask.g.peer = authenticate(agent, flask.request)
+        flask.g.caller = "peer=%s" % flask.g.peer if flask.g.peer else "operator"
+        # the server no longer counts this connection against the pre-authentication
+        # budget of its address
+        flask.request.environ.get("migplane.authenticated", lambda: None)()
 
     @app.after_request
     def log_request(response):
         started = flask.g.get("started", time.monotonic())
         ACCESS.info("%s %s \"%s %s\" %s %.1f ms", flask.request.remote_addr,
-                    "peer=%s" % flask.g.peer if flask.g.get("peer") else "operator",
-                    printable(flask.request.method),
-                    printable(flask.request.full_path.rstrip("?")),
+                    flask.g.get("caller", "unauthenticated"),
+                    errors.printable(flask.request.method),
+                    errors.printable(flask.request.full_path.rstrip("?")),
                     response.status_code, 1000 * (time.monotonic() - started))
         return response
 
@@ -103,13 +102,13 @@ def create_app(agent):
     def migplane_error(err):
         status = errors.status_of(err)
         level = logging.WARNING if status < 500 else logging.ERROR
-        LOG.log(level, "%s %s: %s", printable(flask.request.method),
-                printable(flask.request.path), printable(err))
+        LOG.log(level, "%s %s: %s", errors.printable(flask.request.method),
+                errors.printable(flask.request.path), errors.printable(err))
         return _error(err, status)
 
     @app.errorhandler(http_exc.HTTPException)
     def http_error(err):
-        reason = {404: "no such resource %r" % printable(flask.request.path),
+        reason = {404: "no such resource %r" % errors.printable(flask.request.path),
                   405: "method %s is not allowed on %s" % (flask.request.method,
                                                            flask.request.path),
                   413: "the request body is larger than %d bytes"
@@ -121,8 +120,8 @@ def create_app(agent):
     @app.errorhandler(Exception)
     def unexpected(err):
         ref = uuid.uuid4().hex[:8]
-        LOG.exception("Unexpected error in %s %s (ref %s)", printable(flask.request.method),
-                      printable(flask.request.path), ref)
+        LOG.exception("Unexpected error in %s %s (ref %s)", errors.printable(flask.request.method),
+                      errors.printable(flask.request.path), ref)
         wrapped = errors.AgentError(reason="internal error %s: %s; the agent log has "
                                            "the details (ref %s)"
                                            % (type(err).__name__, err, ref))

@@ -7,9 +7,15 @@ local source driver and a remote destination. Every error the agent
 answers is raised again as the same :mod:`migplane.core.exception` class.
 """
 
+import http.client
+import io
 import json
 import logging
 import re
+import socket
+import ssl
+import threading
+import time
 import urllib.parse
 
 import requests
@@ -45,18 +51,159 @@ def check_url(url, field="url"):
     return "%s://%s" % (parts.scheme, parts.netloc)
 
 
-class _PeerAdapter(requests.adapters.HTTPAdapter):
-    """HTTPS to one peer: this host's certificate, the peer's name verified."""
+def json_depth(raw):
+    """How deep the arrays and objects of JSON text ``raw`` nest (strings skipped)."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", raw)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
-    def __init__(self, ssl_context, peer_name):
-        self._ssl_context = ssl_context
-        self._peer_name = peer_name
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+class PeerTransport:
+    """One HTTP(S) exchange with a peer agent, every part of it bounded.
+
+    A peer is hostile until proven otherwise, its certificate notwithstanding:
+    its answer is read only up to ``max_bytes`` (headers and body), must
+    arrive whole within ``answer_timeout`` s of its first byte (which it has
+    ``timeout`` s to send), may nest ``max_depth`` levels, and a redirect is
+    an error, never followed. Plain :mod:`http.client` on a socket of our own,
+    so that the deadline can cut a trickling answer off.
+    """
+
+    def __init__(self, url, ssl_context, peer_name, max_bytes=1024 * 1024,
+                 answer_timeout=30.0, max_depth=64):
+        self.url = url
+        self.parts = urllib.parse.urlsplit(url)
+        self.ssl_context = ssl_context
+        self.peer_name = peer_name
+        self.max_bytes = max_bytes
+        self.answer_timeout = answer_timeout
+        self.max_depth = max_depth
+
+    def _connect(self, timeout):
+        host, port = self.parts.hostname, self.parts.port
+        port = port or (443 if self.parts.scheme == "https" else 80)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            if self.parts.scheme == "https":
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.peer_name)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def exchange(self, method, path, body, headers, timeout, whole=False):
+        """``(status, content_type, body bytes)``; OSError/ssl errors on failure.
+
+        ``timeout`` bounds the wait for the answer's first byte (a driver step may
+        take that long), then the answer has ``answer_timeout`` s; ``whole``: the
+        call takes at most ``answer_timeout`` s in all (not a step).
+        """
+        if whole:
+            timeout = min(timeout, self.answer_timeout)
+        begun = time.monotonic()
+        sock = self._connect(min(CONNECT_TIMEOUT, timeout))
+        cutoff = threading.Timer(timeout - (time.monotonic() - begun), _cut, args=(sock,))
+        cutoff.daemon = True
+        started = None
+
+        def limit():
+            """The bound of the part under way: all of it, or the answer from its
+            first byte: ``(since, seconds)``."""
+            if whole or started is None:
+                return begun, timeout
+            return started, self.answer_timeout
+
+        try:
+            conn = http.client.HTTPConnection(self.parts.hostname, self.parts.port)
+            conn.sock = sock
+            sock.settimeout(timeout)
+            cutoff.start()
+            conn.request(method, path, body=body, headers=headers)
+            first = sock.recv(1)  # (TLS: after any session tickets) the answer's first byte
+            if not first:
+                raise ConnectionError("the peer closed the connection without answering")
+            started = time.monotonic()
+            if not whole:  # the answer starts: it has answer_timeout s in all
+                cutoff.cancel()
+                cutoff = threading.Timer(self.answer_timeout, _cut, args=(sock,))
+                cutoff.daemon = True
+                cutoff.start()
+                sock.settimeout(self.answer_timeout)
+            response = http.client.HTTPResponse(_Answer(first, sock), method=method)
+            response.begin()
+            return self._read(response, *limit())
+        except (http.client.HTTPException, ValueError, OSError) as err:
+            since, bound = limit()
+            if started is not None and time.monotonic() - since >= bound:
+                raise _Refused("its answer took more than %s s" % bound)
+            if isinstance(err, OSError):
+                raise
+            raise _Refused("malformed HTTP (%s)" % type(err).__name__)
+        finally:
+            cutoff.cancel()
+            sock.close()
+
+    def _read(self, response, since, bound):
+        if 300 <= response.status < 400:
+            where = response.getheader("Location")
+            raise _Refused("a redirect (%d%s), which is never followed" % (
+                response.status, ", to %s" % errors.printable(where)[:200] if where else ""))
+        length = response.getheader("Content-Length")
+        if length is not None and (not length.isascii() or not length.isdigit()
+                                   or int(length) > self.max_bytes):
+            raise _Refused("%s bytes, more than the %d read from a peer"
+                           % (errors.printable(length)[:20], self.max_bytes))
+        data = response.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise _Refused("more than the %d bytes read from a peer" % self.max_bytes)
+        if time.monotonic() - since >= bound:
+            raise _Refused("its answer took more than %s s" % bound)
+        return response.status, response.getheader("Content-Type") or "", data
+
+    def load(self, data):
+        """The JSON of an answer, its depth checked before it is parsed."""
+        text = data.decode("utf-8")
+        if json_depth(text) > self.max_depth:
+            raise _Refused("JSON nested deeper than %d levels" % self.max_depth)
+        return json.loads(text, parse_constant=_no_constant)
+
+
+class _Answer(io.RawIOBase):
+    """The answer's bytes: its first one (already read), then the socket's."""
+
+    def __init__(self, first, sock):
         super().__init__()
+        self._first = first
+        self._sock = sock
 
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["ssl_context"] = self._ssl_context
-        kwargs["assert_hostname"] = self._peer_name
-        super().init_poolmanager(*args, **kwargs)
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self._first:
+            buffer[:1], self._first = self._first, b""
+            return 1
+        return self._sock.recv_into(buffer)
+
+    def makefile(self, mode="rb"):
+        return io.BufferedReader(self)
+
+
+class _Refused(Exception):
+    """An answer of a peer that is refused before it is read as an answer."""
+
+
+def _cut(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class AgentClient:
@@ -68,7 +215,8 @@ class AgentClient:
     """
 
     def __init__(self, url, token, ca_file=None, timeout=600, session=None,
-                 ssl_context=None, peer_name=None, cert=None):
+                 ssl_context=None, peer_name=None, cert=None, answer_bytes=1024 * 1024,
+                 answer_timeout=30.0):
         self.url = check_url(url)
         self.token = token
         self.verify = ca_file or True
@@ -77,35 +225,82 @@ class AgentClient:
         if cert is not None:  # an operator's client certificate: (cert_file, key_file)
             self.session.cert = tuple(cert)
         self.peer_name = peer_name
-        if ssl_context is not None:
-            self.session.trust_env = False
-            self.session.mount(self.url + "/", _PeerAdapter(ssl_context, peer_name))
+        #: Set for a peer agent (an agent calling another): see PeerTransport.
+        self.transport = None
+        if ssl_context is not None or peer_name is not None:
+            self.transport = PeerTransport(self.url, ssl_context, peer_name,
+                                           max_bytes=answer_bytes,
+                                           answer_timeout=answer_timeout)
         self.slot_lease_s = 120
 
     def __repr__(self):
         return "AgentClient(%s)" % self.url
 
-    def request(self, method, path, body=None, params=None, timeout=None):
+    def request(self, method, path, body=None, params=None, timeout=None, step=False):
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = "Bearer %s" % self.token
         if body and method in ("POST", "PUT"):
             body = wire.dump_request(path, body)
+        if self.transport is not None:
+            status, data = self._peer_request(method, path, body, params, headers,
+                                              timeout or self.timeout, whole=not step)
+        else:
+            status, data = self._operator_request(method, path, body, params, headers,
+                                                  timeout or self.timeout)
+        data = errors.printable_data(data)  # text of another host, to log or show
+        if status >= 400:
+            raise errors.from_body(self.url, status, data)
+        return wire.load_answer(data)
+
+    def _operator_request(self, method, path, body, params, headers, timeout):
         try:
             response = self.session.request(
                 method, self.url + path, json=body, params=params, headers=headers,
-                verify=self.verify, timeout=(CONNECT_TIMEOUT, timeout or self.timeout))
+                verify=self.verify, timeout=(CONNECT_TIMEOUT, timeout),
+                allow_redirects=False)
         except requests.RequestException as err:
             raise errors.AgentUnreachable(url=self.url, reason=_short(err))
+        if 300 <= response.status_code < 400:
+            raise errors.AgentRequestError(
+                url=self.url, status_code=response.status_code,
+                reason="a redirect (never followed) to %s" % errors.printable(
+                    response.headers.get("Location", "nowhere"))[:200])
         try:
-            data = response.json()
-        except ValueError:
+            return response.status_code, response.json()
+        except (ValueError, RecursionError):
             # e.g. a proxy's HTML error page: say what came, not the markup
             raise errors.AgentRequestError(url=self.url, status_code=response.status_code,
                                            reason=_not_json(response))
-        if response.status_code >= 400:
-            raise errors.from_body(self.url, response.status_code, data)
-        return wire.load_answer(data)
+
+    def _peer_request(self, method, path, body, params, headers, timeout, whole):
+        if params:
+            path = "%s?%s" % (path, urllib.parse.urlencode(params))
+        payload = None
+        if body is not None and method in ("POST", "PUT"):
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        headers["Connection"] = "close"
+        try:
+            status, kind, raw = self.transport.exchange(method, path, payload, headers,
+                                                        timeout, whole=whole)
+        except _Refused as err:
+            raise errors.AnswerRefused(url=self.url, reason=str(err))
+        except (OSError, ssl.SSLError) as err:
+            raise errors.AgentUnreachable(url=self.url, reason=errors.printable(
+                _short(err) or type(err).__name__))
+        try:
+            return status, self.transport.load(raw)
+        except _Refused as err:
+            raise errors.AnswerRefused(url=self.url, reason=str(err))
+        except (ValueError, RecursionError):
+            text = " ".join(re.sub(r"<[^>]*>", " ", raw[:4096].decode(
+                "utf-8", "replace")).split())
+            raise errors.AgentRequestError(
+                url=self.url, status_code=status,
+                reason="not a JSON answer (%s)%s" % (
+                    errors.printable(kind.split(";")[0] or "no content type"),
+                    ": %s" % errors.printable(text[:120]) if text else ", empty"))
 
     def get(self, path, **kwargs):
         return self.request("GET", path, **kwargs)
@@ -139,7 +334,8 @@ class AgentClient:
         return self.request("POST", path, body=body if body is not None else {}, **kwargs)
 
     def step(self, name, **body):
-        return self.post("/v1/steps/%s" % name, body)
+        """A driver step on a peer: it may take ``timeout`` s to start answering."""
+        return self.post("/v1/steps/%s" % name, body, step=True)
 
     # -- host facts and slots ------------------------------------------------
 
@@ -163,8 +359,9 @@ def _not_json(response):
     """What a non-JSON answer was, in one short line (its type and the start of
     its text with the markup stripped): never a page of HTML in an error."""
     kind = response.headers.get("Content-Type") or "no content type"
-    text = " ".join(re.sub(r"<[^>]*>", " ", response.text or "").split())
-    return "not a JSON answer (%s)%s" % (kind.split(";")[0], ": %s" % text[:120]
+    text = " ".join(re.sub(r"<[^>]*>", " ", (response.text or "")[:4096]).split())
+    return "not a JSON answer (%s)%s" % (errors.printable(kind.split(";")[0]),
+                                         ": %s" % errors.printable(text[:120])
                                          if text else ", empty")
 
 

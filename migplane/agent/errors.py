@@ -8,6 +8,26 @@ flow driving a remote host sees the errors a local driver would raise.
 from migplane.core import exception
 
 
+def printable(text, ascii_only=True):
+    """``text`` with control characters (and, by default, non-ASCII ones) escaped,
+    so that text from a peer or a request stays one line and cannot drive a
+    terminal: for every log line and everything a peer said that is shown."""
+    return "".join(c if c.isprintable() and (c.isascii() or not ascii_only) else
+                   c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def printable_data(value):
+    """JSON data from a peer with every string :func:`printable` (non-ASCII kept)."""
+    if isinstance(value, str):
+        return printable(value, ascii_only=False)
+    if isinstance(value, dict):
+        return {printable(k, ascii_only=False) if isinstance(k, str) else k:
+                printable_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable_data(v) for v in value]
+    return value
+
+
 class AgentError(exception.MigplaneError):
     """Base of the errors that concern the agent itself, not a migration."""
 
@@ -45,6 +65,13 @@ class PeerRefused(AgentError):
     """A peer agent did not accept this agent's certificate."""
 
     msg_fmt = "Peer agent %(peer)s refused this agent: %(reason)s"
+    status = 502
+
+
+class AnswerRefused(AgentError):
+    """A peer's answer that breaks a bound (size, depth, time) or redirects."""
+
+    msg_fmt = "Agent %(url)s: its answer is refused: %(reason)s"
     status = 502
 
 

@@ -40,7 +40,7 @@ SCHEMA = {
                          "items": schemas.DESTINATION},
         "instances": {"type": "array", "maxItems": 1024,
                       "items": {"type": "string", "minLength": 1, "maxLength": 255,
-                                "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.+:-]*$"}},
+                                "pattern": schemas.INSTANCE["pattern"]}},
         "dry_run": {"type": "boolean"},
         "link_rate_mib": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
         "fixed_cost_s": {"type": "number", "minimum": 0, "maximum": 600},
@@ -310,9 +310,29 @@ class EvacuationRegistry:
         self._records = collections.OrderedDict()
         self._history = history
         self._lock = threading.Lock()
+        self._starting = None
+
+    def claim(self, hostname, token):
+        """Reserve this host's one evacuation for ``token`` while it is planned,
+        atomically, or raise (409): one evacuation per source host at a time."""
+        with self._lock:
+            running = [r for r in self._records.values() if r.active]
+            if running or self._starting is not None:
+                raise exception.InvalidMigrationPlan(
+                    instance=hostname, reason="evacuation %s of it is already %s" % (
+                        running[0].id if running else self._starting,
+                        "running" if running else "starting"))
+            self._starting = token
+
+    def unclaim(self, token):
+        with self._lock:
+            if self._starting == token:
+                self._starting = None
 
     def add(self, record):
         with self._lock:
+            if self._starting == record.id:
+                self._starting = None
             self._records[record.id] = record
             finished = [k for k, r in self._records.items() if not r.active]
             while len(self._records) > self._history and finished:
@@ -341,14 +361,18 @@ def dry_run(agent, body):
 
 def start(agent, registry, body):
     """Plan and start an evacuation of this host; return its record."""
-    if registry.active():
-        raise exception.InvalidMigrationPlan(
-            instance=agent.hostname, reason="evacuation %s of it is already running"
-            % registry.active()[0].id)
+    evacuation_id = uuid.uuid4().hex[:12]
+    registry.claim(agent.hostname, evacuation_id)
+    try:
+        return _start(agent, registry, body, evacuation_id)
+    finally:
+        registry.unclaim(evacuation_id)
+
+
+def _start(agent, registry, body, evacuation_id):
     prepared = Preparation(agent, body)
     plan = prepared.plan()
     refuse_unplaceable(plan)
-    evacuation_id = uuid.uuid4().hex[:12]
     record = EvacuationRecord(evacuation_id, agent.hostname, prepared, plan)
 
     def factory(instance, destination):

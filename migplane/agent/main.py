@@ -68,7 +68,9 @@ def server_for(agent, host, port):
     return server_mod.AgentServer(
         app_mod.create_app(agent), host, port, ssl_context=agent.server_context,
         request_timeout=options.request_timeout, max_connections=options.max_connections,
-        max_header_bytes=options.max_header_bytes, max_body_bytes=options.max_body_bytes)
+        max_header_bytes=options.max_header_bytes, max_body_bytes=options.max_body_bytes,
+        max_unauthenticated_per_address=options.max_unauthenticated_per_address,
+        known_certificate=agent.known_certificate)
 
 
 def reload_tls(conf, agent, server):

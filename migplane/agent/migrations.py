@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 
+import jsonschema
+
 from migplane.agent import hostfacts
 from migplane.agent import store as store_mod
 from migplane.core import events as events_mod
@@ -27,6 +29,43 @@ MAX_EVENTS = 1000
 ACTIVE = events_mod.ACTIVE
 #: Progress is written to disk at most this often (steps are written at once).
 PROGRESS_WRITE_S = 1.0
+
+
+_OBJECT = {"type": ["object", "null"]}
+_TEXT = {"type": ["string", "null"]}
+#: What a stored record must be to be loaded (see :func:`check_stored`).
+STORED = {
+    "type": "object",
+    "required": ["id", "instance", "source", "destination", "destination_url",
+                 "block_migration", "created", "status"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "instance": {"type": "string", "minLength": 1},
+        "source": {"type": "string"}, "destination": {"type": "string"},
+        "destination_url": {"type": "string"},
+        "block_migration": {"type": "boolean"},
+        "options": _OBJECT, "created": {"type": "number"},
+        "finished": {"type": ["number", "null"]}, "status": {"type": "string"},
+        "step": _TEXT, "error": _TEXT, "progress": _OBJECT, "uris": _OBJECT,
+        "result": _OBJECT, "traffic": _OBJECT, "migrate_data": _OBJECT,
+        "last_event": {"type": ["integer", "null"], "minimum": 0},
+        "events": {"type": ["array", "null"],
+                   "items": {"type": "object", "required": ["seq", "kind"],
+                             "properties": {"seq": {"type": "integer"},
+                                            "kind": {"type": "string"}}}},
+        "counting": {"type": ["object", "null"],
+                     "properties": {"before": _OBJECT, "planes": _OBJECT}},
+    },
+}
+_STORED_VALIDATOR = jsonschema.Draft202012Validator(STORED)
+
+
+def check_stored(data):
+    """Raise ValueError naming the first thing wrong with stored record ``data``."""
+    error = jsonschema.exceptions.best_match(_STORED_VALIDATOR.iter_errors(data))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "<record>"
+        raise ValueError("%s: %s" % (where, error.message[:200]))
 
 
 class MigrationRecord:
@@ -247,7 +286,11 @@ class MigrationRecord:
 class PreparedData:
     """The destination driver, noting what pre_live_migration() answers in a record.
 
-    Everything else is passed through, so the flow sees the driver it was given.
+    The destination is a peer, and what it answers is held to what this host
+    asked: the same ``block_migration``, and every ``driver_data`` key this
+    host sent kept as it was sent (e.g. the list of disks to copy, which this
+    host's cleanup must never take from the peer). Everything else is passed
+    through, so the flow sees the driver it was given.
     """
 
     def __init__(self, destination, record):
@@ -257,8 +300,32 @@ class PreparedData:
     def __getattr__(self, name):
         return getattr(self._destination, name)
 
+    def _held(self, step, answer, sent=None):
+        if answer.block_migration != bool(self._record.block_migration):
+            raise exception.MigrationError(
+                instance=self._record.instance, step=step,
+                reason="the destination %s answered block_migration=%s for a migration "
+                       "%s it" % (self._record.destination, answer.block_migration,
+                                  "with" if self._record.block_migration else "without"))
+        if sent is None:
+            return answer
+        mine = dict(sent.driver_data)
+        changed = sorted(k for k, v in mine.items() if answer.driver_data.get(k) != v)
+        if changed:
+            LOG.warning("Migration %s: the destination %s changed %s in its answer; "
+                        "keeping what this host sent", self._record.id,
+                        self._record.destination, ", ".join(changed))
+        return answer.replace(driver_data=dict(answer.driver_data, **mine))
+
+    def check_can_live_migrate_destination(self, instance, block_migration=False):
+        return self._held("check_can_live_migrate_destination",
+                          self._destination.check_can_live_migrate_destination(
+                              instance, block_migration))
+
     def pre_live_migration(self, instance, migrate_data):
-        data = self._destination.pre_live_migration(instance, migrate_data)
+        data = self._held("pre_live_migration",
+                          self._destination.pre_live_migration(instance, migrate_data),
+                          sent=migrate_data)
         try:
             self._record.prepared(data)
         except Exception as err:  # an odd answer is the flow's to refuse
@@ -283,12 +350,34 @@ class MigrationRegistry:
         self._lock = threading.Lock()
         self._claims = {}
         self.store = store if store is not None else store_mod.RecordStore(None)
-        for data in self.store.load_all():
+        bad = []
+        loaded = self.store.load_all(check=check_stored, bad=bad)
+        for data in loaded:
             record = MigrationRecord.from_stored(data, facts=facts)
             record.persist = self._persist
             record.observer = observer
             self._records[record.id] = record
+        for migration_id, instance, reason in bad:
+            self._unreadable(migration_id, instance, reason, facts)
         self._trim()
+
+    def _unreadable(self, migration_id, instance, reason, facts):
+        """A migration whose stored record could not be used: reported, as
+        unresolved (where its guest is, this agent cannot tell), never dropped."""
+        record = MigrationRecord(migration_id, instance or "unknown", "", "", "", False,
+                                 {}, facts=facts)
+        record.persist = self._persist
+        record.status = events_mod.UNRESOLVED
+        record.finished = time.time()
+        record.error = ("its stored record was unreadable (%s) and was moved to the "
+                        "quarantine table of %s; where %s runs is not known: check "
+                        "both hosts" % (reason, self.store.path, instance))
+        record.events.append({"kind": events_mod.UNRESOLVED, "migration_id": migration_id,
+                              "instance": instance, "elapsed": 0.0, "step": None,
+                              "message": record.error, "progress": None, "seq": 1})
+        record._seq = 1
+        self._records[migration_id] = record
+        record.save()
 
     def _persist(self, record):
         self.store.save(record.to_stored())

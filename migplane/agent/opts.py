@@ -9,6 +9,9 @@ from oslo_config import cfg
 GROUP = "agent"
 DEFAULT_PORT = 7480
 MIN_TOKEN_CHARS = 16
+DEFAULT_STATE_DIR = "/var/lib/migplane"
+#: Deepest nesting of objects and arrays in an answer from a peer.
+PEER_ANSWER_DEPTH = 64
 
 agent_opts = [
     cfg.HostAddressOpt(
@@ -127,11 +130,42 @@ agent_opts = [
         help="Largest request body accepted, in bytes."),
     cfg.StrOpt(
         "state_dir",
+        default=DEFAULT_STATE_DIR,
         help="Directory of this agent's state: the SQLite database of migration "
-             "records (migrations.sqlite3), written at each step, so that an agent "
-             "that restarts finds the migrations it was running and finishes them "
-             "(e.g. /var/lib/migplane). Unset: records are kept in memory only and "
-             "lost with the process (the agent warns at start)."),
+             "records and of the slots peers hold here (migrations.sqlite3), written "
+             "at each step, so that an agent that restarts finds the migrations it was "
+             "running and finishes them, and still serves the steps of its incoming "
+             "ones. Created 0700 (files 0600); a directory others may read is refused "
+             "at start. Empty: kept in memory only and lost with the process (the "
+             "agent warns at start)."),
+    cfg.IntOpt(
+        "max_slots_per_peer",
+        min=0,
+        help="Slots of incoming migrations one peer may hold here at once. Unset or "
+             "0: [live_migration] max_concurrent (an evacuating source may rightly "
+             "hold them all); lower it so that one peer cannot take every slot."),
+    cfg.IntOpt(
+        "max_unauthenticated_per_address",
+        default=64,
+        min=1,
+        help="Connections one client address may hold open before they authenticate "
+             "(a token checked, or a client certificate naming a peer or an operator); "
+             "one more from it closes its oldest such one. When max_connections is "
+             "reached, the oldest connection that has not authenticated is closed to "
+             "let a new one in, so idle clients cannot lock out authenticated ones."),
+    cfg.IntOpt(
+        "peer_answer_bytes",
+        default=1024 * 1024,
+        min=4096,
+        help="Largest answer read from a peer agent, in bytes (headers and body); a "
+             "larger one fails the step. Its JSON may nest %d levels at most."
+             % PEER_ANSWER_DEPTH),
+    cfg.FloatOpt(
+        "peer_answer_timeout",
+        default=30.0,
+        min=1.0,
+        help="Seconds a peer agent has to send its whole answer to one call, once it "
+             "starts answering (step_timeout bounds the wait for the first byte)."),
     cfg.DictOpt(
         "wire_pins",
         default={},

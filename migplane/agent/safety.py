@@ -5,6 +5,7 @@ Each refusal is a ConfigError naming the option (never a token's value).
 """
 
 import ipaddress
+import socket
 import urllib.parse
 
 from migplane.agent import opts
@@ -23,6 +24,25 @@ def _ip(text):
         return ipaddress.ip_address(str(text).split("%", 1)[0])
     except ValueError:
         return None
+
+
+def bind_addresses(host):
+    """The addresses the server would listen on for ``host``, as the kernel reads
+    the text (``0x0``, ``0``, ``::ffff:0.0.0.0`` are every address too); an
+    IPv4-mapped one as IPv4. Empty when it does not resolve."""
+    if not host or not str(host).strip():
+        return (ipaddress.IPv4Address(0),)  # the empty host: every address
+    try:
+        infos = socket.getaddrinfo(str(host), None, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return ()
+    found = []
+    for info in infos:
+        ip = _ip(info[4][0])
+        if ip is not None:
+            found.append(getattr(ip, "ipv4_mapped", None) or ip)
+    return tuple(found)
 
 
 def peers(options, hostname):
@@ -83,12 +103,14 @@ def check(options, tokens, settings, inbound=None):
     if (options.peers or options.operator_names) and not options.ca_file:
         raise exception.ConfigError(group=opts.GROUP, option="ca_file", value="",
                                     reason="is required to authenticate the peers")
-    bind = _ip(options.bind_host)
-    if bind is not None and bind.is_unspecified and not insecure:
+    binds = bind_addresses(options.bind_host)
+    if any(bind.is_unspecified for bind in binds) and not insecure:
         raise _refuse("bind_host", options.bind_host,
                       "listen on this host's management address, not on every address")
     for what in (settings.host.my_live_migration_ip, inbound):
-        if what and bind is not None and _ip(what) == bind and not insecure:
+        mapped = _ip(what) if what else None
+        mapped = getattr(mapped, "ipv4_mapped", None) or mapped
+        if mapped is not None and mapped in binds and not insecure:
             raise _refuse("bind_host", options.bind_host,
                           "is this host's migration address: the agent must never be "
                           "reachable on the migration network")

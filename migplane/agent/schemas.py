@@ -4,6 +4,7 @@ Closed schemas (``additionalProperties: false``): a misspelt field is an
 error naming it, not an option silently ignored.
 """
 
+from migplane.core import opts as core_opts
 from migplane.core import settings as settings_mod
 from migplane.core import versioned
 
@@ -76,9 +77,11 @@ OVERRIDES = {
         "permit_post_copy": {"type": "boolean"},
         "permit_auto_converge": {"type": "boolean"},
         "strategy": {"enum": list(settings_mod.STRATEGIES)},
-        "completion_timeout": {"type": "integer", "minimum": 0},
+        "completion_timeout": {"type": "integer", "minimum": 0,
+                               "maximum": core_opts.MAXIMA["completion_timeout"]},
         "timeout_action": {"enum": list(settings_mod.TIMEOUT_ACTIONS)},
-        "downtime_ms": {"type": "integer", "minimum": 100},
+        "downtime_ms": {"type": "integer", "minimum": 100,
+                        "maximum": core_opts.MAXIMA["downtime_ms"]},
         "parallel_connections": {"type": "integer", "minimum": 1, "maximum": 255},
     },
     "additionalProperties": False,

@@ -9,6 +9,15 @@ total deadline, ``request_timeout``: a peer that connects and says nothing,
 or trickles a byte at a time, holds only its own thread and loses it at the
 deadline. Only then is the WSGI app (which authenticates) run, and the
 connection closed after one response (HTTP/1.0 semantics, no keep-alive).
+
+Until the app has authenticated it (or its verified client certificate names
+a peer or an operator), a connection is on the budget of its
+client address (``max_unauthenticated_per_address``: one more from that
+address closes its oldest unauthenticated one) and may be culled: when
+``max_connections`` are open, a new connection closes the oldest one that has
+not authenticated, so clients that hold connections open without a valid
+credential never lock out those that have one. ``Expect: 100-continue`` is
+never answered: a body is read before anything is said to an unknown client.
 """
 
 import errno
@@ -143,10 +152,6 @@ def read_request(rfile, wfile, max_header_bytes, max_body_bytes):
         raise Reject(400, "Content-Length %r is not a number" % length[:40])
     if length is not None and int(length) > max_body_bytes:
         raise Reject(413, "the request body is larger than %d bytes" % max_body_bytes)
-    if (_header(headers, "expect") or "").lower() == "100-continue" \
-            and version == "HTTP/1.1":
-        wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        wfile.flush()
     if coding is not None:
         body = _chunked(rfile, max_body_bytes, max_header_bytes)
     elif length:
@@ -161,7 +166,7 @@ def read_request(rfile, wfile, max_header_bytes, max_body_bytes):
 
 
 def environ_for(method, target, version, headers, body, server, client, scheme,
-                peer_cert):
+                peer_cert, authenticated=None):
     path, _, query = target.partition("?")
     environ = {
         "REQUEST_METHOD": method, "SCRIPT_NAME": "",
@@ -171,6 +176,8 @@ def environ_for(method, target, version, headers, body, server, client, scheme,
         "REMOTE_ADDR": str(client[0]), "REMOTE_PORT": str(client[1]),
         "CONTENT_LENGTH": str(len(body)), "wsgi.url_scheme": scheme,
         "migplane.peer_cert": peer_cert,
+        # the app calls it once the caller proved who it is
+        "migplane.authenticated": authenticated or (lambda: None),
     }
     for name, value in headers:
         if name == "content-type":
@@ -217,11 +224,25 @@ class _Handler(handlers.SimpleHandler):
         LOG.error("Error while writing a response", exc_info=exc_info)
 
 
+class _Conn:
+    """One open connection, as the accept loop accounts for it."""
+
+    __slots__ = ("holder", "address", "opened", "authenticated", "culled")
+
+    def __init__(self, holder, address):
+        self.holder = holder
+        self.address = address
+        self.opened = time.monotonic()
+        self.authenticated = False
+        self.culled = False
+
+
 class AgentServer:
     """Serve ``app`` on ``host:port`` (``port=0`` picks a free port); see the module doc."""
 
     def __init__(self, app, host, port, ssl_context=None, request_timeout=10.0,
-                 max_connections=512, max_header_bytes=16384, max_body_bytes=1024 * 1024):
+                 max_connections=512, max_header_bytes=16384, max_body_bytes=1024 * 1024,
+                 max_unauthenticated_per_address=64, known_certificate=None):
         self.app = app
         self.host = host
         self.port = port
@@ -231,6 +252,12 @@ class AgentServer:
         self.max_connections = max_connections
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        self.max_unauthenticated_per_address = max_unauthenticated_per_address
+        #: Whether a verified client certificate already proves a caller the app
+        #: accepts (a peer's, an operator's): its connection leaves the budget then.
+        self.known_certificate = known_certificate or (lambda cert: False)
+        self._conns = {}  # id(holder) -> _Conn
+        self.culled = 0
         self.socket = None
         self._active = 0
         self._lock = threading.Lock()
@@ -287,17 +314,47 @@ class AgentServer:
                     LOG.warning("Cannot accept a connection: %s", err)
                     self._stopping.wait(0.1)
                 continue
+            holder = [conn]
             with self._lock:
+                victim = self._make_room(client[0])
                 full = self._active >= self.max_connections
                 if not full:
                     self._active += 1
+                    self._conns[id(holder)] = _Conn(holder, client[0])
+            if victim is not None:
+                _shutdown(victim.holder)
             if full:
-                LOG.warning("%d connections open: closing the one from %s", self._active,
-                            client[0])
+                LOG.warning("%d connections open, all authenticated: closing the one "
+                            "from %s", self._active, client[0])
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn, client), daemon=True,
+            threading.Thread(target=self._serve, args=(holder, client), daemon=True,
                              name="agent-conn").start()
+
+    def _make_room(self, address):
+        """Cull (under the lock) the connection a new one from ``address`` replaces:
+        that address's oldest unauthenticated one when it holds its share, else
+        the oldest unauthenticated one when every connection is taken."""
+        waiting = [c for c in self._conns.values() if not c.authenticated and not c.culled]
+        mine = [c for c in waiting if c.address == address]
+        victim = None
+        if len(mine) >= self.max_unauthenticated_per_address:
+            victim = min(mine, key=lambda c: c.opened)
+        elif self._active >= self.max_connections and waiting:
+            victim = min(waiting, key=lambda c: c.opened)
+        if victim is not None:
+            victim.culled = True
+            self._active -= 1
+            self.culled += 1
+            LOG.info("Closing an unauthenticated connection from %s to let a new one in",
+                     victim.address)
+        return victim
+
+    def _authenticated(self, holder):
+        with self._lock:
+            found = self._conns.get(id(holder))
+            if found is not None:
+                found.authenticated = True
 
     def _reap(self):
         """One thread cuts off every connection past its request-read deadline."""
@@ -307,10 +364,7 @@ class AgentServer:
                 late = [k for k, (deadline, _) in self._deadlines.items() if deadline <= now]
                 holders = [self._deadlines.pop(k)[1] for k in late]
             for holder in holders:
-                try:  # unblocks the read the connection's thread waits in
-                    socket.socket.shutdown(holder[0], socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shutdown(holder)
 
     def _watch(self, holder):
         with self._lock:
@@ -320,8 +374,8 @@ class AgentServer:
         with self._lock:
             self._deadlines.pop(id(holder), None)
 
-    def _serve(self, conn, client):
-        holder = [conn]
+    def _serve(self, holder, client):
+        conn = holder[0]
         self._watch(holder)
         rfile = wfile = None
         try:
@@ -333,6 +387,8 @@ class AgentServer:
             if context is not None:
                 conn = holder[0] = context.wrap_socket(conn, server_side=True)
                 peer_cert = conn.getpeercert() or None
+                if peer_cert is not None and self.known_certificate(peer_cert):
+                    self._authenticated(holder)  # a peer's (or operator's) certificate
             rfile = conn.makefile("rb")
             wfile = conn.makefile("wb")
             try:
@@ -347,7 +403,8 @@ class AgentServer:
             self._unwatch(holder)
             conn.settimeout(WRITE_TIMEOUT)
             environ = environ_for(*request, server=self.address, client=client,
-                                  scheme=self.scheme, peer_cert=peer_cert)
+                                  scheme=self.scheme, peer_cert=peer_cert,
+                                  authenticated=lambda: self._authenticated(holder))
             handler = _Handler(io.BytesIO(request[4]), wfile, _LogStream(), environ,
                                multithread=True, multiprocess=False)
             handler.http_version = "1.0"
@@ -364,7 +421,9 @@ class AgentServer:
                 except OSError:
                     pass
             with self._lock:
-                self._active -= 1
+                found = self._conns.pop(id(holder), None)
+                if found is None or not found.culled:
+                    self._active -= 1
 
     def start(self):
         """Serve in a background thread (tests, the demo)."""
@@ -381,6 +440,14 @@ class AgentServer:
             self._thread.join(10)
         if self.socket is not None:
             self.socket.close()
+
+
+def _shutdown(holder):
+    """Unblock the read a connection's thread waits in (it then closes it)."""
+    try:
+        socket.socket.shutdown(holder[0], socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _LogStream:

@@ -56,10 +56,12 @@ class Agent:
         self.peers, self.server_context, self.client_context, self.certificate = \
             self._read_tls()
         self.facts = facts
+        self.store = self._open_store()
         self.slots = slots_mod.HostSlots(self.hostname, self.settings.concurrency,
                                          lease_s=self.options.slot_lease,
-                                         max_lifetime_s=self.options.slot_max_lifetime)
-        self.store = self._open_store()
+                                         max_lifetime_s=self.options.slot_max_lifetime,
+                                         store=self.store,
+                                         max_per_peer=self.options.max_slots_per_peer)
         self.metrics = metrics_mod.AgentMetrics(facts=facts, api=VERSION)
         self.registry = migrations.MigrationRegistry(
             history=self.options.history, store=self.store, facts=facts,
@@ -74,10 +76,15 @@ class Agent:
     def _open_store(self):
         state_dir = self.options.state_dir
         if not state_dir:
-            LOG.warning("[agent] state_dir is unset: migration records are kept in "
-                        "memory only; a restart of this agent loses them")
+            LOG.warning("[agent] state_dir is empty: migration records and the slots "
+                        "of incoming migrations are kept in memory only; a restart of "
+                        "this agent loses them")
             return store_mod.RecordStore(None)
-        store = store_mod.RecordStore(state_dir)
+        try:
+            store = store_mod.RecordStore(state_dir)
+        except store_mod.UnsafeStateDir as err:
+            raise exception.ConfigError(group=opts.GROUP, option="state_dir",
+                                        value=state_dir, reason=str(err))
         if store.moved_aside:
             LOG.error("Migration records: %s was unreadable and moved aside to %s",
                       store.error, store.moved_aside)
@@ -99,6 +106,8 @@ class Agent:
             return peers, None, None, None
         files = self.options.cert_file, self.options.key_file, self.options.ca_file
         server, client = tls.server_context(*files), tls.client_context(*files)
+        tls.check_own_certificate(self.options.cert_file, self.hostname,
+                                  self.options.ca_file)
         return peers, server, client, tls.read_certificate(self.options.cert_file)
 
     def reload_tls(self):
@@ -138,6 +147,11 @@ class Agent:
 
     # -- peers -------------------------------------------------------------------
 
+    def known_certificate(self, cert):
+        """Whether a verified client certificate names a peer or an operator."""
+        return (tls.peer_identity(cert, self.peers) is not None
+                or tls.peer_identity(cert, self.options.operator_names or ()) is not None)
+
     def peer_name(self, destination):
         """The configured peer a request's ``destination`` names (by host or URL)."""
         host = destination.get("host")
@@ -171,7 +185,9 @@ class Agent:
         client = client_mod.AgentClient(self.peers[name], None,
                                         ca_file=self.options.ca_file,
                                         timeout=self.options.step_timeout,
-                                        ssl_context=self.client_context, peer_name=name)
+                                        ssl_context=self.client_context, peer_name=name,
+                                        answer_bytes=self.options.peer_answer_bytes,
+                                        answer_timeout=self.options.peer_answer_timeout)
         remote = client_mod.RemoteDriver(client, identity=name)
         try:
             facts = remote.facts()
@@ -240,6 +256,14 @@ class Agent:
             allowed.add(str(self.settings.host.inbound_cidr))
         return tuple(sorted(allowed - management)), tuple(sorted(management))
 
+    def own_addresses(self):
+        """This host's addresses (all it knows of): never a migration's destination."""
+        found = set(self.driver.local_addresses() or ())
+        for value in (self.settings.host.my_live_migration_ip, self.inbound()["address"]):
+            if value:
+                found.add(str(value))
+        return tuple(sorted(found))
+
     # -- host facts ----------------------------------------------------------------
 
     def inbound(self):
@@ -301,7 +325,8 @@ class Agent:
         remote = self.peer(body["destination"])
         allowed, management = self.plan_networks(remote)
         settings = settings.replace(migration_networks=allowed,
-                                    management_networks=management)
+                                    management_networks=management,
+                                    source_addresses=self.own_addresses())
         info = self.driver.get_instance_info(instance)
         data = remote.plan_inbound(instance, block)
         caps = self.driver.describe()
@@ -309,7 +334,8 @@ class Agent:
                                dest_hostname=remote.hostname, block_migration=block,
                                driver=caps.name)
         verdict = trust.check_plan(uris, allowed, management, remote.hostname,
-                                   remote.identity)
+                                   remote.identity,
+                                   source_addresses=settings.source_addresses)
         plan = {"instance": info.to_dict(), "source": self.hostname,
                 "destination": remote.hostname, "destination_url": remote.client.url,
                 "block_migration": block, "migrate_data": data.to_primitive(),
@@ -355,7 +381,8 @@ class Agent:
         """
         allowed, management = self.plan_networks(remote)
         settings = settings.replace(migration_networks=allowed,
-                                    management_networks=management)
+                                    management_networks=management,
+                                    source_addresses=self.own_addresses())
         migration_id = migration_id or self.registry.new_id()
         remote.migration_id = migration_id
         record = migrations.MigrationRecord(
@@ -412,7 +439,8 @@ class Agent:
             raise errors.Forbidden(reason="source %r is not the authenticated peer %r"
                                           % (body["source"], peer))
         try:
-            lease = self.slots.lease(body["migration_id"], peer, body["instance"])
+            lease = self.slots.lease(body["migration_id"], peer, body["instance"],
+                                     defined=self.defined)
         except exception.TooManyMigrations as err:
             err.kwargs["when_busy"] = self.settings.concurrency.when_busy
             raise
@@ -437,6 +465,14 @@ class Agent:
         if lease is not None:
             self.metrics.incoming_finished(migration_id)
         return lease
+
+    def defined(self, instance):
+        """Whether a guest named ``instance`` is defined here (in any state)."""
+        try:
+            self.driver.get_instance_info(instance)
+        except exception.InstanceNotFound:
+            return False
+        return True
 
     def require_lease(self, migration_id, peer, instance):
         """The lease ``peer`` holds here for ``migration_id`` of ``instance``, or 403."""

@@ -199,3 +199,84 @@ def peer_step(source, destination, name, body, migration_id="m1"):
                                       body.get("instance", "vm1"))
     return request(destination, "POST", "/v1/steps/%s" % name, peer=source,
                    body=dict(body, migration_id=migration_id))
+
+
+class HostilePeer:
+    """A malicious agent for tests: it holds a valid certificate of the test CA for
+    ``hostname`` (so peers accept it as that host) and answers what ``tamper``
+    makes of the real answers of ``upstream`` (the agent it stands in front of,
+    called with ``caller``'s certificate, the host the hostile one is a peer of).
+
+    ``tamper(method, path, status, data)`` returns None (answer as upstream did),
+    ``(status, data)`` to answer other JSON, or ``bytes``: a raw HTTP answer,
+    written as it is (``b""`` closes the connection). ``trickle`` seconds are
+    slept between raw bytes. ``seen`` lists the ``(method, path, body)`` called.
+    """
+
+    def __init__(self, pki, hostname, upstream, caller, tamper=None, trickle=0.0):
+        import http.server
+        import json
+        import ssl
+        import threading
+
+        import requests
+
+        peer = self
+        self.hostname = hostname
+        self.tamper = tamper or (lambda method, path, status, data: None)
+        self.trickle = trickle
+        self.seen = []
+        cert, key = pki.issue(hostname)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(pki.ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                peer.seen.append((self.command, self.path, body))
+                upstream_answer = requests.request(
+                    self.command, upstream.url + self.path, data=body or None,
+                    headers={"Content-Type": "application/json"}, timeout=30,
+                    cert=(caller.agent.options.cert_file, caller.agent.options.key_file),
+                    verify=pki.ca_file)
+                status, data = upstream_answer.status_code, upstream_answer.json()
+                changed = peer.tamper(self.command, self.path, status, data)
+                if isinstance(changed, bytes):
+                    step = 1 if peer.trickle else len(changed) or 1
+                    for i in range(0, len(changed), step):
+                        self.wfile.write(changed[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(peer.trickle)
+                    return
+                if changed is not None:
+                    status, data = changed
+                payload = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.server.server_address[1]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

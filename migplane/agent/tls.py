@@ -19,6 +19,7 @@ import collections
 import os
 import ssl
 import stat
+import time
 
 from migplane.core import exception
 
@@ -72,6 +73,43 @@ def _load_ca(context, ca_file):
         context.load_verify_locations(cafile=ca_file)
     except (ssl.SSLError, OSError) as err:
         raise _config_error("ca_file", ca_file, "is not a PEM CA bundle: %s" % err)
+
+
+def _decode(path):
+    """The first certificate of PEM file ``path`` as ``getpeercert()`` gives it."""
+    try:
+        return ssl._ssl._test_decode_cert(path)  # noqa: SLF001 - the stdlib's own parser
+    except (ssl.SSLError, OSError, ValueError) as err:
+        raise _config_error("cert_file", path, "holds no readable certificate: %s" % err)
+
+
+def check_own_certificate(cert_file, hostname, ca_file=None, now=None):
+    """Refuse to serve with a certificate that peers would refuse, or that names
+    another host: expired or not yet valid, without ``hostname`` as a DNS name;
+    and a ``ca_file`` holding a leaf certificate (trusting a leaf as a CA)."""
+    cert = _decode(cert_file)
+    now = time.time() if now is None else now
+    not_after = ssl.cert_time_to_seconds(cert["notAfter"])
+    not_before = ssl.cert_time_to_seconds(cert["notBefore"])
+    if not_after <= now:
+        raise _config_error("cert_file", cert_file, "expired on %s: renew it"
+                            % cert["notAfter"])
+    if not_before > now:
+        raise _config_error("cert_file", cert_file, "is not valid before %s"
+                            % cert["notBefore"])
+    if hostname not in names(cert):
+        raise _config_error("cert_file", cert_file, "is for %s, not for this host %r "
+                            "([live_migration] hostname): peers would take this agent "
+                            "for another host" % (", ".join(names(cert)) or "no DNS name",
+                                                  hostname))
+    if ca_file:
+        store = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _load_ca(store, ca_file)
+        stats = store.cert_store_stats()
+        if stats["x509"] > stats["x509_ca"]:
+            raise _config_error("ca_file", ca_file, "holds %d certificate(s) that are no "
+                                "CA (a host's own certificate?): list only the CA that "
+                                "signs the peers" % (stats["x509"] - stats["x509_ca"]))
 
 
 def server_context(cert_file, key_file, ca_file=None):

@@ -392,7 +392,8 @@ class EvacuationRequest(Request):
 
     # Version 1.0: destinations, instances, dry_run, link_rate_mib, fixed_cost_s,
     #              pipeline, measure_dirty_rate, options.
-    VERSION = "1.0"
+    # Version 1.1: instance names end at the end of the text (no trailing newline).
+    VERSION = "1.1"
     SCHEMA = _EVACUATION
     NESTED = {"options": _unwrap_overrides}
 

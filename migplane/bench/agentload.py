@@ -40,7 +40,8 @@ PATH = "/v1/migrations"
 def _config(work, port, pki):
     options = pki.options("bench-a")
     lines = ["[agent]", "bind_host = 127.0.0.1", "port = %d" % port,
-             "auth_tokens = %s" % TOKEN, "max_connections = 1024"]
+             "auth_tokens = %s" % TOKEN, "max_connections = 1024",
+             "state_dir = %s" % (Path(work) / "state")]
     lines += ["%s = %s" % kv for kv in options.items()]
     lines += ["", "[live_migration]", "driver = fake", "hostname = bench-a", "",
               "[driver_fake]", "world = agentload", ""]
@@ -187,16 +188,23 @@ def stall(url, ca_file, idle=20, samples=20):
     address = (host, int(port))
     context = _context(ca_file)
     held = []
+    sources = iter(range(10 ** 6))
+
+    def connect():
+        # each from its own loopback address: all of them are held, none over the
+        # agent's per-address budget of unauthenticated connections
+        return socket.create_connection(address, source_address=(
+            "127.0.%d.%d" % divmod(2 + next(sources), 250), 0))
+
     try:
         for _ in range(idle):
-            held.append(socket.create_connection(address))
+            held.append(connect())
         for _ in range(idle):
-            s = socket.create_connection(address)
+            s = connect()
             s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
             held.append(s)
         for _ in range(idle):
-            s = context.wrap_socket(socket.create_connection(address),
-                                    server_hostname=host)
+            s = context.wrap_socket(connect(), server_hostname=host)
             s.sendall(b"GET /v1/host HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             held.append(s)
         latencies = [_one_request(url, ca_file) for _ in range(samples)]

@@ -17,6 +17,8 @@ COMPLETED = "completed"
 FAILED = "failed"
 ABORTED = "aborted"
 TIMED_OUT = "timed_out"
+#: Where the guest is could not be told (e.g. its stored record was unreadable).
+UNRESOLVED = "unresolved"
 #: A migration in one of these may still change.
 ACTIVE = (PENDING, QUEUED, RUNNING)
 #: A migration in one of these is over.

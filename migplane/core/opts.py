@@ -76,6 +76,11 @@ class Float(_NamingValue, types.Float):
     pass
 
 
+#: Largest values of settings a request may also set (by their MigrationSettings
+#: names): a number that large is a mistake or an attack, never a plan.
+MAXIMA = {"completion_timeout": 1_000_000, "downtime_ms": 600_000}
+
+
 def _int_opt(name: str, min: Optional[int] = None, max: Optional[int] = None,
              **kwargs: Any) -> cfg.Opt:
     return cfg.Opt(name, type=Integer(min=min, max=max), **kwargs)
@@ -168,6 +173,7 @@ migration_opts = [
         "downtime",
         default=500,
         min=100,
+        max=MAXIMA["downtime_ms"],
         deprecated_opts=_libvirt("live_migration_downtime"),
         help="Maximum permitted downtime, in milliseconds, reached through "
              "downtime_steps increments."),
@@ -188,6 +194,7 @@ migration_opts = [
         "completion_timeout",
         default=800,
         min=0,
+        max=MAXIMA["completion_timeout"],
         mutable=True,
         deprecated_opts=_libvirt("live_migration_completion_timeout"),
         help="Seconds, per GiB of guest RAM plus disk to transfer (at least 2 GiB "

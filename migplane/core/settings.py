@@ -72,7 +72,8 @@ class MigrationSettings(versioned.VersionedData):
     #              and compression (the strategy's choices of connections and
     #              compression).
     # Version 1.5: Adds step_deadline (core.deadlines).
-    VERSION = "1.5"
+    # Version 1.6: Adds source_addresses (core.trust: never migrate to oneself).
+    VERSION = "1.6"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -113,6 +114,8 @@ class MigrationSettings(versioned.VersionedData):
     compression: tuple = _f("1.4", versioned.check_str_tuple, default=())
     #: Seconds the flow waits for one driver step before it stops waiting.
     step_deadline: float = _f("1.5", versioned.check_number, default=120.0)
+    #: The source host's own addresses: the bulk stream never goes to one of them.
+    source_addresses: tuple = _f("1.6", versioned.check_str_tuple, default=())
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -158,6 +161,11 @@ class MigrationSettings(versioned.VersionedData):
                 raise exception.ConfigError(
                     group=opts.GROUP, option=name, value=getattr(self, name),
                     reason="must be at least %d" % low)
+        for name, high in opts.MAXIMA.items():
+            if getattr(self, name) > high:
+                raise exception.ConfigError(
+                    group=opts.GROUP, option=name, value=getattr(self, name),
+                    reason="must be at most %d" % high)
 
         if self.step_deadline < STEP_DEADLINE_MIN:
             raise exception.ConfigError(

@@ -18,7 +18,10 @@ Rules, in order:
 * ``management``: it is on none of the source's management networks.
 * ``networks``: it lies inside one of the allowed migration networks (None
   restricts nothing, an empty list allows nothing: the agent always passes a
-  list).
+  list), and is not the network address (IPv6: subnet-router anycast) or
+  the IPv4 broadcast address of the one it is in (no one host, or all).
+* ``self``: it is none of the source's own addresses (a destination that
+  answers the source's address would have it send the guest to itself).
 * ``listen``: the destination's listen address is the inbound address or
   passes the same three rules.
 * Without an inbound address (the legacy plan) nothing came from the
@@ -40,6 +43,7 @@ ADDRESS = "address"
 MANAGEMENT = "management"
 NETWORKS = "networks"
 LISTEN = "listen"
+SELF = "self"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +75,20 @@ def _inside(ip, nets):
     return next((n for n in nets if n.version == bare.version and bare in n), None)
 
 
-def _check_address(field, value, allowed, management):
+def _not_a_host(ip, nets):
+    """The network of ``nets`` whose network address ``ip`` is (IPv6: the
+    subnet-router anycast address), or whose broadcast address (IPv4), or None."""
+    bare = _bare(ip)
+    for net in nets:
+        if net.version != bare.version or bare not in net or net.num_addresses <= 2:
+            continue
+        if bare == net.network_address or (net.version == 4
+                                           and bare == net.broadcast_address):
+            return net
+    return None
+
+
+def _check_address(field, value, allowed, management, own=()):
     """None when ``value`` may receive guest memory, else a refusing Verdict."""
     try:
         host = address.parse_host(value, field=field, allow_port=False).host
@@ -88,6 +105,9 @@ def _check_address(field, value, allowed, management):
     if bare.is_unspecified or bare.is_loopback or bare.is_multicast or bare.is_reserved:
         return Verdict(False, ADDRESS, value, "%s %r is an unspecified, loopback, "
                        "multicast or reserved address" % (field, value))
+    if any(_bare(ip) == mine for mine in own):
+        return Verdict(False, SELF, value, "%s %r is one of the source's own addresses"
+                       % (field, value))
     net = _inside(ip, management or ())
     if net is not None:
         return Verdict(False, MANAGEMENT, value, "%s %r is on the management network %s; "
@@ -97,11 +117,15 @@ def _check_address(field, value, allowed, management):
                        "networks (%s)" % (field, value, ", ".join(str(n) for n in allowed)
                                           or "none: set [live_migration] "
                                              "migration_networks"))
+    net = _not_a_host(ip, allowed or ())
+    if net is not None:
+        return Verdict(False, NETWORKS, value, "%s %r is the network or broadcast "
+                       "address of %s, not one host's" % (field, value, net))
     return None
 
 
 def check_plan(uris, migration_networks=None, management_networks=(), destination=None,
-               authenticated=None):
+               authenticated=None, source_addresses=()):
     """The :class:`Verdict` on ``uris``, resolved from a destination's answer.
 
     :param migration_networks: CIDRs the inbound and listen addresses must lie in
@@ -109,7 +133,10 @@ def check_plan(uris, migration_networks=None, management_networks=(), destinatio
     :param management_networks: CIDRs they must never lie in.
     :param destination: the host name the destination answered with.
     :param authenticated: the identity the source authenticated it as, or None.
+    :param source_addresses: the source's own addresses, never a destination.
     """
+    own = tuple(filter(None, (_ip(str(a).split("%", 1)[0]) for a in source_addresses)))
+    own = tuple(_bare(a) for a in own)
     allowed = address.parse_networks(migration_networks)
     management = address.parse_networks(management_networks, option="management_networks")
     checked = []
@@ -125,8 +152,8 @@ def check_plan(uris, migration_networks=None, management_networks=(), destinatio
                            "listen_address %r without an inbound address"
                            % uris.listen_address, tuple(checked))
         return Verdict(True, checked=tuple(checked))
-    checked += [ADDRESS, MANAGEMENT, NETWORKS]
-    refused = _check_address("inbound address", uris.bulk_host, allowed, management)
+    checked += [ADDRESS, SELF, MANAGEMENT, NETWORKS]
+    refused = _check_address("inbound address", uris.bulk_host, allowed, management, own)
     if refused is not None:
         return dataclasses.replace(refused, checked=tuple(checked))
     listen = uris.listen_address
@@ -139,7 +166,7 @@ def check_plan(uris, migration_networks=None, management_networks=(), destinatio
                 return Verdict(False, LISTEN, listen, "listen_address %r is not the "
                                "inbound address %r" % (listen, uris.bulk_host),
                                tuple(checked))
-            refused = _check_address("listen_address", listen, allowed, management)
+            refused = _check_address("listen_address", listen, allowed, management, own)
             if refused is not None:
                 return dataclasses.replace(refused, rule=LISTEN
                                            if refused.rule == ADDRESS else refused.rule,
@@ -151,7 +178,8 @@ def enforce(instance, uris, settings, destination=None, authenticated=None):
     """Raise InvalidMigrationPlan naming the value and the rule unless the plan is allowed."""
     verdict = check_plan(uris, getattr(settings, "migration_networks", None),
                          getattr(settings, "management_networks", ()),
-                         destination=destination, authenticated=authenticated)
+                         destination=destination, authenticated=authenticated,
+                         source_addresses=getattr(settings, "source_addresses", ()))
     if not verdict.allowed:
         raise exception.InvalidMigrationPlan(
             instance=instance, reason="refused by the source's plan check (rule %r): %s"

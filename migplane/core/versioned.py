@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import types
 from typing import Any
 from typing import Callable
@@ -171,12 +172,15 @@ def check_nested(cls: Type[V]) -> Callable[[Any], V]:
     return check
 
 
+_VERSION = re.compile(r"([0-9]{1,4})\.([0-9]{1,4})\Z", re.ASCII)
+
+
 def parse_version(text: Any) -> Tuple[int, int]:
-    try:
-        major, minor = text.split(".")
-        return int(major), int(minor)
-    except (AttributeError, ValueError):
+    """``(major, minor)`` of ``'major.minor'``: ASCII digits, nothing around them."""
+    match = _VERSION.match(text) if isinstance(text, str) else None
+    if match is None:
         raise ValueError("%r is not a 'major.minor' version" % (text,))
+    return int(match.group(1)), int(match.group(2))
 
 
 def freeze(value: Any) -> Any:

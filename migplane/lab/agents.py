@@ -61,8 +61,8 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
         lines += ["cert_file = %s" % cert, "key_file = %s" % key]
     if ca_file:
         lines.append("ca_file = %s" % ca_file)
-    if state_dir:
-        lines.append("state_dir = %s" % state_dir)
+    # empty: in memory (a lab host never uses the machine's /var/lib/migplane)
+    lines.append("state_dir = %s" % (state_dir or ""))
     if peers:
         lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
     if not (cert and key):

@@ -122,3 +122,20 @@ def test_the_legacy_plan_has_nothing_from_the_destination_to_check(host):
 def test_an_ipv4_mapped_management_address_is_still_the_management_network(inbound):
     verdict = trust.check_plan(plan("::ffff:" + inbound), None, MANAGEMENT)
     assert not verdict.allowed and verdict.rule == trust.MANAGEMENT
+
+
+@given(st.sampled_from(["198.51.100.0", "198.51.100.255", "2001:db8:2::"]),
+       st.sampled_from(["same", None]))
+def test_the_network_and_broadcast_addresses_are_refused(inbound, listen):
+    verdict = check(plan(inbound, listen))
+    assert not verdict.allowed and verdict.rule == trust.NETWORKS
+    assert "network or broadcast" in verdict.reason
+
+
+@given(st.one_of(allowed_v4, allowed_v6), st.booleans())
+def test_the_sources_own_address_is_never_a_destination(inbound, mapped):
+    own = "::ffff:%s" % inbound if mapped and ":" not in inbound else inbound
+    verdict = check(plan(inbound), source_addresses=("192.0.2.11", own))
+    assert not verdict.allowed and verdict.rule == trust.SELF and inbound in verdict.reason
+    other = check(plan(inbound), source_addresses=("192.0.2.11",))
+    assert other.allowed

@@ -159,6 +159,14 @@ def assert_rolled_back(world):
 AGENT_TOKEN = testing.TOKEN
 
 
+@pytest.fixture(autouse=True)
+def _state_dir_default(tmp_path, monkeypatch):
+    """Agents a test starts without a state_dir keep their state under tmp_path,
+    never in the default /var/lib/migplane of the machine running the tests."""
+    option = next(o for o in agent_opts.agent_opts if o.dest == "state_dir")
+    monkeypatch.setattr(option, "default", str(tmp_path / "var-lib-migplane"))
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
     """A throw-away CA issuing each fake host's agent certificate (SAN: name, 127.0.0.1)."""
@@ -166,7 +174,7 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture
-def start_agent(world, host_conf, pki, monkeypatch):
+def start_agent(world, host_conf, pki, monkeypatch, tmp_path):
     """Start an agent for fake host ``host`` with its own certificate; stopped after
     the test. Every agent the test starts is a peer of every other, and clients
     (AgentClient, the CLI) trust the test CA through REQUESTS_CA_BUNDLE."""
@@ -179,7 +187,11 @@ def start_agent(world, host_conf, pki, monkeypatch):
         conf = host_conf(host, **overrides)
         agent_opts.register_opts(conf)
         conf.set_override("auth_tokens", list(tokens), group=agent_opts.GROUP)
-        for name, value in dict(pki.options(host), **(agent_options or {})).items():
+        # each agent its own state directory (never the default /var/lib/migplane)
+        state = tmp_path / ("state-%s-%d" % (host, len(running)))
+        options = dict(pki.options(host), state_dir=str(state))
+        options.update(agent_options or {})
+        for name, value in options.items():
             conf.set_override(name, value, group=agent_opts.GROUP)
         if peers:  # the agents already serving, known from the start (as from a config)
             known = {other.agent.hostname: other.url for other in running

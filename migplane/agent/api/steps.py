@@ -4,6 +4,8 @@ Each step takes and returns what the driver method does, with MigrateData
 as ``to_primitive()``; the body schemas are in :data:`schemas.STEPS`.
 """
 
+import logging
+
 import flask
 
 from migplane.agent import api
@@ -11,6 +13,10 @@ from migplane.agent import errors
 from migplane.agent import schemas
 from migplane.agent import validation
 from migplane.agent import wire
+from migplane.core import exception
+from migplane.core import migrate_data as md
+
+LOG = logging.getLogger(__name__)
 
 bp = flask.Blueprint("steps", __name__)
 
@@ -19,11 +25,49 @@ def _data(answer):
     return {"migrate_data": None if answer is None else wire.dump_data(answer)}
 
 
-def _with_data(method):
-    def call(agent, body):
-        return _data(getattr(agent.driver, method)(body["instance"],
-                                                   wire.load_data(body["migrate_data"])))
-    return call
+def _pre(agent, body, lease):
+    """Prepare only for a guest that is not here: what arrives is then this
+    migration's, and what is created is recorded (durably) as this host's own."""
+    instance = body["instance"]
+    if agent.defined(instance):
+        raise exception.DestinationCheckFailed(
+            host=agent.hostname, instance=instance,
+            reason="a guest of that name is already defined here")
+    agent.slots.record(lease.migration_id, prepared=True)
+    answer = agent.driver.pre_live_migration(instance, wire.load_data(body["migrate_data"]))
+    agent.slots.record(lease.migration_id, migrate_data=answer.to_primitive())
+    return _data(answer)
+
+
+def _own_data(agent, lease):
+    """What this host answered to pre_live_migration, never the peer's copy of it."""
+    if lease.migrate_data is not None:
+        return md.MigrateData.from_primitive(lease.migrate_data)
+    return md.MigrateData(dest_hostname=agent.hostname)
+
+
+def _post(agent, body, lease):
+    if not lease.prepared:
+        raise exception.MigrationError(
+            instance=body["instance"], step="post_live_migration_at_destination",
+            reason="nothing was prepared here for migration %s" % lease.migration_id)
+    wire.load_data(body["migrate_data"])  # checked, not used
+    agent.driver.post_live_migration_at_destination(body["instance"],
+                                                     _own_data(agent, lease))
+    return _data(None)
+
+
+def _rollback(agent, body, lease):
+    """Undo what pre_live_migration did for this migration, nothing else: before
+    it ran (or when it refused), there is nothing here of this migration."""
+    wire.load_data(body["migrate_data"])  # checked, not used
+    if not lease.prepared:
+        LOG.info("Rollback of migration %s of %s: nothing was prepared here",
+                 lease.migration_id, errors.printable(body["instance"]))
+        return _data(None)
+    agent.driver.rollback_live_migration_at_destination(body["instance"],
+                                                         _own_data(agent, lease))
+    return _data(None)
 
 
 def _check_destination(agent, body):
@@ -41,11 +85,13 @@ def _plan_inbound(agent, body):
 HANDLERS = {
     "check_can_live_migrate_destination": _check_destination,
     "plan_inbound": _plan_inbound,
-    "pre_live_migration": _with_data("pre_live_migration"),
-    "post_live_migration_at_destination": _with_data("post_live_migration_at_destination"),
-    "rollback_live_migration_at_destination":
-        _with_data("rollback_live_migration_at_destination"),
+    "pre_live_migration": _pre,
+    "post_live_migration_at_destination": _post,
+    "rollback_live_migration_at_destination": _rollback,
 }
+#: Steps that act on what this host prepared: they are given the slot's lease.
+WITH_LEASE = ("pre_live_migration", "post_live_migration_at_destination",
+              "rollback_live_migration_at_destination")
 #: Steps that prepare nothing, for a dry run (``migplane explain``): no slot needed.
 WITHOUT_SLOT = ("plan_inbound",)
 assert set(HANDLERS) == set(schemas.STEPS)
@@ -58,8 +104,11 @@ def step(name):
     body = api.body(wire.StepRequest)
     validation.validate(body, schemas.STEPS[name])
     agent = api.agent()
-    if name not in WITHOUT_SLOT:
-        agent.require_lease(body["migration_id"], flask.g.peer, body["instance"])
+    if name in WITHOUT_SLOT:
+        return api.reply(wire.StepAnswer, HANDLERS[name](agent, body))
+    lease = agent.require_lease(body["migration_id"], flask.g.peer, body["instance"])
+    if name in WITH_LEASE:
+        return api.reply(wire.StepAnswer, HANDLERS[name](agent, body, lease))
     return api.reply(wire.StepAnswer, HANDLERS[name](agent, body))
 
 

@@ -6,7 +6,6 @@ and hands the page what they said (see :mod:`migplane.cli.dashboard`).
 """
 
 import argparse
-import ipaddress
 import sys
 
 from migplane.cli import argtypes
@@ -41,10 +40,12 @@ def add_parser(subparsers, parents):
 
 
 def _wildcard(text):
-    try:
-        return ipaddress.ip_address(text.strip("[]")).is_unspecified
-    except ValueError:
-        return text.strip() in ("", "*")
+    """Whether the page would listen on every address, however it is spelt
+    (``0.0.0.0``, ``::``, ``0x0``, ``::ffff:0.0.0.0``): the kernel's reading."""
+    from migplane.agent import safety
+
+    return text.strip() == "*" or any(
+        ip.is_unspecified for ip in safety.bind_addresses(text.strip("[]")))
 
 
 def run(args, directory):

@@ -54,3 +54,27 @@ def local_disks(xml):
         out.append(LocalDisk(target=target.get("dev"), path=posixpath.normpath(path),
                              format=fmt, kind=disk.get("type", "file")))
     return out
+
+
+def under_root(root, path):
+    """Whether ``path`` may be an image this host creates or deletes for a peer:
+    a normalised absolute path strictly inside the directory ``root``.
+
+    Lexical, as the daemon (perhaps in another mount namespace) will read it:
+    no ``..``, no ``//``, no relative path, no NUL; ``root`` itself is no image.
+    """
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        return False
+    root = posixpath.normpath(root)
+    if posixpath.normpath(path) != path or path == root:
+        return False
+    return posixpath.commonpath([root, path]) == root
+
+
+def to_delete(copied, claimed):
+    """The source images to delete after its own block migration: those its own
+    definition listed when the copy started (``copied``) that the destination
+    said it created (``claimed``: proof the storage is not shared). Never a
+    path only the destination named."""
+    claimed = {c for c in claimed or () if isinstance(c, str)}
+    return tuple(path for path in copied or () if path in claimed)

@@ -16,6 +16,7 @@ host's driver and the destination-side ones on the destination's.
 import dataclasses
 import logging
 import threading
+import uuid as uuid_mod
 
 import libvirt
 
@@ -47,6 +48,14 @@ SCHEMES = ("tcp", "tls", "ssh", "libssh2", "libssh", "unix")
 DISKS = "disks"                  # source: local disks to copy (block migration)
 CREATED_DISKS = "created_disks"  # destination: images it created for them
 DEST_LIBVIRT = "dest_libvirt_version"
+GUEST_UUID = "uuid"              # source: the UUID of the guest that moves
+INCOMING = "incoming"            # destination: what pre_live_migration found absent
+#: Keys only the destination writes: never taken from what it is sent.
+DESTINATION_KEYS = (CREATED_DISKS, INCOMING)
+#: Image formats a block migration's destination creates.
+IMAGE_FORMATS = ("raw", "qcow2")
+#: Local disks one guest may have copied.
+MAX_DISKS = 64
 
 #: First libvirt version with each feature (major * 1e6 + minor * 1e3 + micro).
 MIN_LIBVIRT = {
@@ -142,6 +151,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         self.netns = group.netns
         self.compression = tuple(group.compression)
         self.cleanup_source_disks = group.cleanup_source_disks
+        self.storage_root = group.storage_root
         self.job_end_timeout = group.job_end_timeout
         self.use_events = group.event_loop
         # Refuse impossible option combinations when loaded, not mid-migration.
@@ -306,12 +316,50 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     def pre_live_migration(self, instance, migrate_data):
         data = self.inbound_migrate_data(migrate_data)
+        mine = {k: v for k, v in _plain(data).items() if k not in DESTINATION_KEYS}
+        guest_uuid = self._absent(instance, mine.get(GUEST_UUID))
+        data = data.replace(driver_data=dict(mine, **{INCOMING: {"uuid": guest_uuid}}))
         if data.target_connect_addr is not None:
             self._check_inbound_link(data.target_connect_addr)
         if data.block_migration:
             created = self._precreate_disks(instance, data)
             data = data.replace(driver_data=dict(_plain(data), **{CREATED_DISKS: created}))
         return data
+
+    def _absent(self, instance, guest_uuid):
+        """The guest's UUID (or None), after checking that no domain here has its
+        name or UUID: what arrives then is this migration's, and only that may a
+        rollback remove."""
+        if guest_uuid is not None:
+            try:
+                guest_uuid = str(uuid_mod.UUID(str(guest_uuid)))
+            except ValueError:
+                raise exception.MigrationError(
+                    instance=instance, step="pre_live_migration",
+                    reason=f"the guest's UUID {str(guest_uuid)[:40]!r} is not a UUID")
+        with self._translated(instance, "pre_live_migration"):
+            found = self._lookup(instance)
+            if found is None and guest_uuid is not None:
+                try:
+                    found = self._conn().lookupByUUIDString(guest_uuid)
+                except libvirt.libvirtError as err:
+                    if not errors.is_not_found(err):
+                        raise
+        if found is not None:
+            raise exception.DestinationCheckFailed(
+                host=self.hostname, instance=instance,
+                reason=f"a domain named {found.name()!r} with the guest's name or UUID is "
+                       "already defined here")
+        return guest_uuid
+
+    def _in_storage_root(self, instance, path):
+        """``path`` when it is a normalised absolute path under ``storage_root``."""
+        if not disks_mod.under_root(self.storage_root, path):
+            raise exception.DestinationCheckFailed(
+                host=self.hostname, instance=instance,
+                reason=f"disk {str(path)[:200]!r} is not under [driver_libvirt] "
+                       f"storage_root {self.storage_root}")
+        return path
 
     def _check_inbound_link(self, target):
         """Fail now, not as a connect error on the source, if the link is down."""
@@ -333,21 +381,42 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         refused, as copying onto it would destroy it (or, on shared storage,
         the guest's own disk).
         """
-        wanted = [disks_mod.LocalDisk.from_dict(d) for d in data.driver_data.get(DISKS, ())]
+        try:
+            wanted = [disks_mod.LocalDisk.from_dict(d)
+                      for d in data.driver_data.get(DISKS, ())]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise exception.MigrationError(instance=instance, step="pre_live_migration",
+                                           reason=f"the list of disks is malformed: {err}")
+        if len(wanted) > MAX_DISKS:
+            raise exception.MigrationError(
+                instance=instance, step="pre_live_migration",
+                reason=f"{len(wanted)} disks to copy, more than {MAX_DISKS}")
         created = self._created.setdefault(instance, [])
         with self._translated(instance, "pre_live_migration"):
             conn = self._conn()
             for disk in wanted:
                 if disk.kind != "file":
-                    LOG.info("Not pre-creating %s disk %s of %s", disk.kind, disk.path,
-                             instance)
+                    LOG.info("Not pre-creating %s disk %r of %s", disk.kind,
+                             str(disk.path)[:200], instance)
                     continue
-                if not disk.capacity:
+                self._in_storage_root(instance, disk.path)
+                if disk.format not in IMAGE_FORMATS:
+                    raise exception.MigrationError(
+                        instance=instance, step="pre_live_migration",
+                        reason=f"disk {disk.target!r} has format {disk.format!r}; "
+                               f"images are created as {', '.join(IMAGE_FORMATS)}")
+                if not disk.capacity or disk.capacity < 0:
                     raise exception.MigrationError(
                         instance=instance, step="pre_live_migration",
                         reason=f"the source did not report the size of disk {disk.target} "
                                f"({disk.path})")
-                if not storage.create_volume(conn, disk.path, disk.capacity, disk.format):
+                try:
+                    fresh = storage.create_volume(conn, disk.path, disk.capacity,
+                                                  disk.format)
+                except storage.TooLarge as err:
+                    raise exception.DestinationCheckFailed(
+                        host=self.hostname, instance=instance, reason=str(err))
+                if not fresh:
                     raise exception.DestinationCheckFailed(
                         host=self.hostname, instance=instance,
                         reason=f"disk image {disk.path} already exists here: the storage "
@@ -369,20 +438,50 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                                                    | libvirt.VIR_DOMAIN_XML_SECURE))
 
     def rollback_live_migration_at_destination(self, instance, migrate_data):
+        """Remove what this migration's pre_live_migration prepared, and only that:
+        the domain it found absent (by UUID) and the images it created, as its own
+        answer (``migrate_data`` is it) and this process recorded them."""
         created = list(dict.fromkeys(
             [*self._created.get(instance, ()),
              *migrate_data.driver_data.get(CREATED_DISKS, ())]))
+        incoming = migrate_data.driver_data.get(INCOMING)
         with self._translated(instance, "rollback_live_migration_at_destination"):
-            self._remove_domain(instance)
+            if incoming is not None:
+                self._remove_domain(instance, incoming.get("uuid"))
+            else:
+                LOG.info("Rollback of %s: its pre_live_migration did not run here; no "
+                         "domain to remove", instance)
             conn = self._conn()
             for path in created:
+                try:
+                    self._in_storage_root(instance, path)
+                except exception.MigplaneError as err:
+                    LOG.error("Not deleting %r: %s", path, err)
+                    continue
                 storage.delete_volume(conn, path)
         self._created.pop(instance, None)
 
-    def _remove_domain(self, instance, attempts=10):
+    def _arrived_domain(self, instance, guest_uuid):
+        """The domain that arrived for this migration: named ``instance`` and, when
+        the guest's UUID is known, with that UUID; None when there is none."""
+        if guest_uuid is None:
+            return self._lookup(instance)
+        try:
+            dom = self._conn().lookupByUUIDString(guest_uuid)
+        except libvirt.libvirtError as err:
+            if errors.is_not_found(err):
+                return None
+            raise
+        if dom.name() != instance:
+            LOG.error("Not removing domain %s (UUID %s): it is not %s", dom.name(),
+                      guest_uuid, instance)
+            return None
+        return dom
+
+    def _remove_domain(self, instance, guest_uuid=None, attempts=10):
         """Destroy and undefine ``instance`` here, tolerating that it vanishes."""
         for attempt in range(attempts):
-            dom = self._lookup(instance)
+            dom = self._arrived_domain(instance, guest_uuid)
             if dom is None:
                 return
             try:
@@ -425,6 +524,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     reason="a job (migration, save, dump...) already runs on it")
             flags_mod.check_settings(self.settings.migration, self.compression)
             data = _plain(migrate_data)
+            data[GUEST_UUID] = dom.UUIDString()
             if migrate_data.block_migration:
                 flags_mod.check_block_migration(self.settings.migration)
                 local = disks_mod.local_disks(dom.XMLDesc(0))
@@ -443,14 +543,16 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             dom = self._domain(instance)
             local = []
             if migrate_data.block_migration:
-                local = [disks_mod.LocalDisk.from_dict(d)
-                         for d in migrate_data.driver_data.get(DISKS, ())]
+                # this host's own definition of the guest says what to copy (and
+                # later what to delete), never the data that went to the peer
+                local = disks_mod.local_disks(dom.XMLDesc(0))
                 if not local:
                     LOG.info("Block migration of %s: it has no local disk to copy",
                              instance)
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
             plan = self._plan(instance, settings, uris, local, persistent_xml)
             job = job_mod.MigrationJob(dom, plan, instance)
+            job.copied_disks = [d.path for d in local if d.kind == "file"]
         self._completed.forget(job.uuid)
         with self._lock:
             self._jobs[instance] = job
@@ -612,7 +714,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     def post_live_migration_at_source(self, instance, migrate_data):
         with self._lock:
-            self._jobs.pop(instance, None)
+            job = self._jobs.pop(instance, None)
         with self._translated(instance, "post_live_migration_at_source"):
             dom = self._lookup(instance)
             if dom is not None:
@@ -623,10 +725,28 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                                "leaving it alone")
                 if dom.isPersistent():
                     dom.undefineFlags(_UNDEFINE)
-            if migrate_data.block_migration and self.cleanup_source_disks:
-                conn = self._conn()
-                for path in migrate_data.driver_data.get(CREATED_DISKS, ()):
-                    storage.delete_volume(conn, path)
+            if self.cleanup_source_disks:
+                self._delete_copied_disks(instance, job, migrate_data)
+
+    def _delete_copied_disks(self, instance, job, migrate_data):
+        """Delete the images this host's own block migration copied (its own
+        definition listed them when it started) that the destination said it
+        created; nothing else, whatever the destination answered."""
+        copied = getattr(job, "copied_disks", None) or ()
+        claimed = migrate_data.driver_data.get(CREATED_DISKS) or ()
+        if not copied:
+            if claimed:
+                LOG.warning("Not deleting disks of %s the destination named: this host "
+                            "did not block-migrate it (or no longer knows it did)",
+                            instance)
+            return
+        doomed = disks_mod.to_delete(copied, claimed)
+        for path in sorted(set(copied) - set(doomed)):
+            LOG.info("Keeping %s: the destination did not create it (shared storage?)",
+                     path)
+        conn = self._conn()
+        for path in doomed:
+            storage.delete_volume(conn, path)
 
     def rollback_live_migration_at_source(self, instance, migrate_data):
         with self._lock:

@@ -51,9 +51,19 @@ driver_opts = [
     cfg.BoolOpt(
         "cleanup_source_disks",
         default=True,
-        help="After a successful block migration, delete the source's copies of the "
-             "disks the destination had to create (which proves the storage is not "
-             "shared). Disks the destination already had are never deleted."),
+        help="After a successful block migration this host started, delete its "
+             "copies of the guest's local file disks, as its own definition of the "
+             "guest lists them, that the destination said it had to create (which "
+             "proves the storage is not shared). Nothing the destination names "
+             "otherwise is ever deleted."),
+    cfg.StrOpt(
+        "storage_root",
+        default="/var/lib/libvirt/images",
+        help="Directory (as the libvirt daemon sees it) under which the destination "
+             "of a block migration creates the images of the guest's disks; a disk "
+             "outside it is refused, so a peer can never make this host create or "
+             "delete a file elsewhere. An image is created only where none exists, "
+             "and no larger than the storage pool holding it."),
     cfg.IntOpt(
         "job_end_timeout",
         default=30,

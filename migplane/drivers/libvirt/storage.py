@@ -82,16 +82,26 @@ def _lookup(pool, name):
         raise
 
 
+class TooLarge(ValueError):
+    """An image larger than the storage that would hold it."""
+
+
 def create_volume(conn, path, capacity, fmt):
     """Create an empty image at ``path``; return False if a file is already there.
 
     An existing file is never overwritten: it may be the guest's disk on
-    shared storage, or someone else's.
+    shared storage, or someone else's. An image larger than its pool's
+    capacity is refused (TooLarge): a sparse file of any size would do, and
+    fill the disk as it is written.
     """
     directory, name = posixpath.split(path)
     with dir_pool(conn, directory, build=True) as pool:
         if _lookup(pool, name) is not None:
             return False
+        pool_capacity = pool.info()[1]
+        if capacity > pool_capacity:
+            raise TooLarge(f"{path} would be {capacity} bytes, more than the "
+                           f"{pool_capacity} bytes of the storage holding it")
         flags = libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA if fmt == "qcow2" else 0
         pool.createXML(_volume_xml(name, capacity, fmt), flags)
     LOG.info("Created %s image %s of %d bytes", fmt, path, capacity)

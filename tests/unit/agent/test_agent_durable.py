@@ -286,7 +286,7 @@ def test_registry_keeps_history_bounded_on_disk(tmp_path, world, durable):
 def test_corrupt_database_is_moved_aside_and_the_agent_serves(tmp_path, world, durable,
                                                               caplog):
     state = tmp_path / "state-a"
-    state.mkdir()
+    state.mkdir(mode=0o700)
     (state / store_mod.FILENAME).write_bytes(b"this is not a database" * 100)
     world.add_guest("host-a", "vm1", memory_mib=16)
     a = durable("host-a")

@@ -121,9 +121,11 @@ def test_a_lease_cannot_be_renewed_forever():
 def test_remote_errors_keep_their_class(pair, world, peer_client):
     a, b = pair
     world.add_guest("host-b", "vm9")
-    peer_client(a, b).take_slot("m1", "host-a", "vm9")
     with pytest.raises(exception.DestinationCheckFailed):  # it runs there already
-        remote(a, b, peer_client, "m1").check_can_live_migrate_destination("vm9")
+        peer_client(a, b).take_slot("m1", "host-a", "vm9")
+    peer_client(a, b).take_slot("m2", "host-a", "vm1")
+    with pytest.raises(exception.InstanceNotFound):
+        remote(a, b, peer_client, "m2").get_instance_info("vm1")
 
 
 def test_plan_inbound_prepares_nothing(pair, world, peer_client):

@@ -56,6 +56,31 @@ def test_a_lease_not_renewed_expires():
     slots.lease("m2", "host-c", "vm2")
 
 
+def test_a_lapsed_lease_goes_back_to_its_own_source_with_what_pre_did(tmp_path):
+    from migplane.agent import store as store_mod
+
+    clock = Clock()
+    store = store_mod.RecordStore(str(tmp_path))
+    slots = slots_mod.HostSlots("host-b", settings_mod.ConcurrencySettings(
+        max_concurrent=2), lease_s=30, clock=clock, store=store)
+    slots.lease("m1", "host-a", "vm1")
+    slots.record("m1", prepared=True, migrate_data={"x": 1})
+    clock.now = 31
+    assert slots.running == 0 and slots.get("m1") is None
+    with pytest.raises(exception.MigrationError, match="taken by host-a"):
+        slots.lease("m1", "host-c", "vm1")
+    # the guest arrived meanwhile: a lapsed lease is no new slot, its guest is its own
+    again = slots.lease("m1", "host-a", "vm1", defined=lambda name: True)
+    assert again.prepared and again.migrate_data == {"x": 1}
+    with pytest.raises(exception.DestinationCheckFailed):
+        slots.lease("m2", "host-a", "vm2", defined=lambda name: True)
+    slots.unlease("m1")
+    restarted = slots_mod.HostSlots("host-b", settings_mod.ConcurrencySettings(
+        max_concurrent=2), lease_s=30, clock=clock, store=store)
+    with pytest.raises(exception.MigrationError, match="used here before"):
+        restarted.lease("m1", "host-a", "vm1")
+
+
 def test_unlimited_slots():
     slots = _slots(limit=0)
     for i in range(10):

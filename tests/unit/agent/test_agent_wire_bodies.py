@@ -27,7 +27,7 @@ EXPECTED_FINGERPRINTS = {
     "EvacuationList": "1.0-487e0b49ebbbf635",
     "EvacuationPlan": "1.0-f0f772c813eccfcd",
     "EvacuationRecord": "1.0-83d1dd47da742e0f",
-    "EvacuationRequest": "1.0-e4c599a0408f93b1",
+    "EvacuationRequest": "1.1-ddcbab8773839de4",
     "EvacuationSummary": "1.0-9556b4337ddcfe7f",
     "HostFacts": "1.1-bf74f65f031de1c9",
     "Instance": "1.0-7f9ea66f7da89733",

@@ -235,7 +235,7 @@ def test_a_running_migration_shows_no_downtime_yet():
     assert row["downtime_ms"] == 31 and row["percent"] == 100.0
 
 
-@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "[::]", "*"])
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "[::]", "*", "0x0", "::ffff:0.0.0.0"])
 def test_the_page_is_never_served_on_a_wildcard(cli, bind):
     code, out, err = cli("dashboard", "--bind", bind, "--agent",
                          "host-a=https://192.0.2.11:7480", "--token", testing.TOKEN)

@@ -22,7 +22,7 @@ EXPECTED_FINGERPRINTS = {
     capabilities.Capabilities: "1.2-f918d5a7c33b4ac6",
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
-    settings.MigrationSettings: "1.5-cd27b33481848096",
+    settings.MigrationSettings: "1.6-60f475248b06f1c3",
     driver.JobProgress: "1.0-09d0c5b71c5dd437",
     convergence.DirtyRateMeasurement: "1.0-3eb46435f7424d87",
     convergence.LinkRate: "1.0-203ed1e1f8397b08",

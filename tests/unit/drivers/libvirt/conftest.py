@@ -79,6 +79,11 @@ class FakePool:
     def refresh(self, flags=0):
         self.refreshed += 1
 
+    def info(self):
+        """[state, capacity, allocation, available] of the filesystem holding it."""
+        return [libvirt.VIR_STORAGE_POOL_RUNNING, self.daemon.pool_capacity, 0,
+                self.daemon.pool_capacity]
+
     def destroy(self):
         self.active = False
         if self.transient:
@@ -261,6 +266,14 @@ class FakeConn:
                            f"Domain not found: no domain with matching name '{name}'")
         return self.daemon.domains[name]
 
+    def lookupByUUIDString(self, uuid):
+        self._up()
+        for dom in self.daemon.domains.values():
+            if dom.uuid == uuid:
+                return dom
+        raise lv_error(libvirt.VIR_ERR_NO_DOMAIN,
+                       f"Domain not found: no domain with matching uuid '{uuid}'")
+
     def defineXML(self, xml):
         self._up()
         self.daemon.defined.append(xml)
@@ -302,6 +315,7 @@ class FakeDaemon:
         self.domains = {}
         self.pools = []
         self.files = {}
+        self.pool_capacity = 1 << 40
         self.disk_sizes = {}
         self.created_volumes, self.pool_builds, self.defined = [], [], []
         self.migrations = []

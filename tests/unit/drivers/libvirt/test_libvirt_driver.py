@@ -421,7 +421,8 @@ def test_rollback_at_destination_is_idempotent_and_survives_a_restart(daemons,
     b.files[IMAGE] = (1, "qcow2")
     _, dst = make_drivers()
     data = md.MigrateData(dest_hostname="host-b", block_migration=True,
-                          driver_data={"created_disks": [IMAGE]})
+                          driver_data={"created_disks": [IMAGE],
+                                       "incoming": {"uuid": dom.uuid}})
     dst.check_can_live_migrate_destination("g2")   # opens the connection
     b.running = False
     with pytest.raises(exception.HypervisorUnavailable, match="host-b"):
@@ -436,7 +437,8 @@ def test_rollback_at_destination_undefines_a_persistent_leftover(daemons, make_d
     _, b = daemons
     dom = b.add_domain("g1", persistent=True)
     _, dst = make_drivers()
-    dst.rollback_live_migration_at_destination("g1", md.MigrateData(dest_hostname="host-b"))
+    dst.rollback_live_migration_at_destination("g1", md.MigrateData(
+        dest_hostname="host-b", driver_data={"incoming": {"uuid": dom.uuid}}))
     assert b.domains == {}
     assert [c[0] for c in dom.calls] == ["destroy", "undefineFlags"]
 
@@ -548,8 +550,8 @@ def test_rollback_at_destination_never_destroys_a_guest_that_arrived(daemons,
     dom.state_ = [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATED]
     _, dst = make_drivers()
     with pytest.raises(exception.MigrationError, match="not destroying it"):
-        dst.rollback_live_migration_at_destination("g1",
-                                                   md.MigrateData(dest_hostname="host-b"))
+        dst.rollback_live_migration_at_destination("g1", md.MigrateData(
+            dest_hostname="host-b", driver_data={"incoming": {"uuid": dom.uuid}}))
     assert "g1" in b.domains and ("destroy",) not in dom.calls
 
 
@@ -576,3 +578,103 @@ def test_explain_describes_the_call_without_preparing_anything(daemons, make_dri
     links[("host-b", "mig0")] = False
     with pytest.raises(exception.InboundAddressError, match="mig0 is down"):
         dst.plan_inbound("g1")
+
+
+# -- what a hostile peer may name (the agent's hostile-peer suite drives the agents) --
+
+def _block_data(*disks, **driver_data):
+    return md.MigrateData(dest_hostname="host-b", block_migration=True,
+                          driver_data=dict(driver_data, disks=[
+                              {"target": "vda", "path": path, "format": "qcow2",
+                               "capacity": capacity} for path, capacity in disks]))
+
+
+@pytest.mark.parametrize("path, capacity, reason", [
+    ("/etc/shadow", 1 << 20, "storage_root"),
+    ("/var/lib/libvirt/images/../../../etc/shadow", 1 << 20, "storage_root"),
+    ("/var/lib/libvirt/images", 1 << 20, "storage_root"),
+    ("images/g1.qcow2", 1 << 20, "storage_root"),
+    ("/var/lib/libvirt/images/g1.qcow2", 1 << 50, "more than"),
+])
+def test_a_destination_creates_images_only_under_its_storage_root(daemons, make_drivers,
+                                                                  path, capacity, reason):
+    _, b = daemons
+    _, dst = make_drivers()
+    with pytest.raises(exception.DestinationCheckFailed, match=reason):
+        dst.pre_live_migration("g1", _block_data((path, capacity)))
+    assert b.files == {} and b.created_volumes == []
+
+
+def test_pre_live_migration_takes_no_created_disks_or_incoming_from_the_source(
+        daemons, make_drivers):
+    _, b = daemons
+    victim = b.add_domain("victim")
+    _, dst = make_drivers()
+    answer = dst.pre_live_migration("g1", _block_data(
+        (IMAGE, 1 << 20), created_disks=["/etc/shadow"], incoming={"uuid": victim.uuid}))
+    assert list(answer.driver_data["created_disks"]) == [IMAGE]
+    assert dict(answer.driver_data["incoming"]) == {"uuid": None}
+    dst.rollback_live_migration_at_destination("g1", answer)
+    assert "victim" in b.domains and b.files == {}
+
+
+def test_pre_live_migration_refuses_the_uuid_of_a_guest_it_has(daemons, make_drivers):
+    _, b = daemons
+    victim = b.add_domain("victim", active=False)
+    _, dst = make_drivers()
+    with pytest.raises(exception.DestinationCheckFailed, match="'victim'"):
+        dst.pre_live_migration("g1", md.MigrateData(dest_hostname="host-b",
+                                                    driver_data={"uuid": victim.uuid}))
+
+
+def test_rollback_removes_no_domain_pre_did_not_find_absent(daemons, make_drivers):
+    _, b = daemons
+    other = b.add_domain("g1", active=False)
+    _, dst = make_drivers()
+    dst.rollback_live_migration_at_destination("g1", md.MigrateData(dest_hostname="host-b"))
+    dst.rollback_live_migration_at_destination("g1", md.MigrateData(
+        dest_hostname="host-b", driver_data={"incoming": {"uuid": "0" * 8 + "-0000-4000-8000"
+                                                          + "-" + "0" * 12}}))
+    assert b.domains == {"g1": other} and other.calls == []
+
+
+def test_the_source_deletes_only_its_own_copied_images_the_destination_created(
+        daemons, make_drivers):
+    a, b = daemons
+    a.add_domain("g1", disk=True)
+    a.files[IMAGE] = (1 << 30, "qcow2")
+    other = "/var/lib/libvirt/images/other-guest.qcow2"
+    a.files[other] = (1 << 30, "qcow2")
+    src, dst = make_drivers()
+
+    class Lying:
+        def __getattr__(self, name):
+            return getattr(dst, name)
+
+        def pre_live_migration(self, instance, data):
+            answer = dst.pre_live_migration(instance, data)
+            return answer.replace(driver_data=dict(
+                answer.driver_data, created_disks=[IMAGE, other, "/etc/shadow"]))
+
+    assert run(src, Lying(), block=True).status == flow.COMPLETED
+    assert IMAGE not in a.files and other in a.files
+
+
+def test_no_source_image_is_deleted_after_a_migration_without_block(daemons,
+                                                                    make_drivers):
+    a, _ = daemons
+    a.add_domain("g1", disk=True)
+    a.files[IMAGE] = (1 << 30, "qcow2")
+    src, dst = make_drivers()
+
+    class Lying:
+        def __getattr__(self, name):
+            return getattr(dst, name)
+
+        def pre_live_migration(self, instance, data):
+            answer = dst.pre_live_migration(instance, data)
+            return answer.replace(driver_data=dict(answer.driver_data,
+                                                   created_disks=[IMAGE]))
+
+    assert run(src, Lying()).status == flow.COMPLETED
+    assert IMAGE in a.files
