@@ -37,8 +37,13 @@ JOB_RUNNING = "running"
 JOB_COMPLETED = "completed"
 JOB_FAILED = "failed"
 JOB_CANCELLED = "cancelled"
-JOB_STATES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)
-JOB_FINISHED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)
+#: A post-copy whose stream broke or stalled, being recovered: not finished.
+JOB_POSTCOPY_RECOVERING = "postcopy_recovering"
+#: Post-copy recovery gave up: both halves kept paused; neither completed nor failed.
+JOB_POSTCOPY_PAUSED = "postcopy_paused"
+JOB_STATES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED,
+              JOB_POSTCOPY_RECOVERING, JOB_POSTCOPY_PAUSED)
+JOB_FINISHED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED, JOB_POSTCOPY_PAUSED)
 
 
 @dataclasses.dataclass(frozen=True)
