@@ -217,6 +217,9 @@ class RemoteDriver(driver_mod.MigrationDriver):
     def rollback_live_migration_at_destination(self, instance, migrate_data):
         self._data_step("rollback_live_migration_at_destination", instance, migrate_data)
 
+    def pause_instance(self, instance, migrate_data):
+        self._data_step("pause_instance", instance, migrate_data)
+
     # -- source side: never remote --------------------------------------------
 
     def _local_only(self, step):

@@ -24,6 +24,7 @@ from oslo_config import cfg
 
 from migplane.core import capabilities as caps_mod
 from migplane.core import convergence
+from migplane.core import exception as exception_mod
 from migplane.core import inbound
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
@@ -96,6 +97,10 @@ class InstanceInfo:
     state: str
     memory_bytes: int
     disk_bytes: int = 0
+    #: Why it is in that state, as :mod:`migplane.core.settle` names the reasons
+    #: that matter (``migration``, ``postcopy``, ``postcopy-failed``,
+    #: ``migration-canceled``, ``held``); None when none of them.
+    reason: Optional[str] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -139,6 +144,9 @@ class JobProgress:
     error: Optional[str] = None
     #: Percent by which auto-converge throttles the guest's vCPUs now (0: not).
     cpu_throttle_pct: int = 0
+    #: The destination's copy starts paused after the switch-over (the handover):
+    #: it runs only once migplane resumes it.
+    handover: bool = False
 
     @property
     def finished(self):
@@ -374,6 +382,16 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         Source side, after a failure at any point; idempotent (a second call,
         or a call when nothing was started, is harmless). Returns None.
         """
+
+    def pause_instance(self, instance: str, migrate_data: md.MigrateData) -> None:
+        """Pause this host's running copy of ``instance``: the fence the settle
+        function orders when two copies run (:mod:`migplane.core.settle`).
+
+        Either side. Idempotent: a copy that does not run is left as it is.
+        Drivers that cannot pause raise ``UnsupportedFeature``.
+        """
+        raise exception_mod.UnsupportedFeature(driver=type(self).__name__,
+                                               feature="pausing a guest (fencing)")
 
     # -- optional hooks, with defaults ----------------------------------------
 

@@ -33,6 +33,7 @@ from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import monitor
+from migplane.core import settle as settle_mod
 from migplane.core import strategy as strategy_mod
 from migplane.core import trust
 from migplane.core import uri as uri_mod
@@ -66,6 +67,11 @@ class MigrationResult:
     measurement: Optional[convergence.DirtyRateMeasurement] = None
     #: Escalations taken, in order: ``(name, reason)``.
     escalations: tuple = ()
+    #: Where the guest is, from :mod:`migplane.core.settle` (``events.VERDICTS``);
+    #: None when the migration ended before anything moved.
+    verdict: Optional[str] = None
+    #: Why that verdict: what each host reported.
+    verdict_reason: Optional[str] = None
 
     def to_dict(self):
         return {
@@ -80,6 +86,7 @@ class MigrationResult:
             "measurement": self.measurement.to_dict() if self.measurement else None,
             "escalations": [{"escalation": name, "reason": reason}
                             for name, reason in self.escalations],
+            "verdict": self.verdict, "verdict_reason": self.verdict_reason,
         }
 
 
@@ -95,6 +102,15 @@ MEASURE_MAX_SHARE = 0.05
 #: Migrations running in this process: (source host, instance) -> migration id.
 _running = {}
 _running_lock = threading.Lock()
+#: Guests found running on two hosts: instance -> (migration id, reason). They
+#: are not migrated again from this process until :func:`release_split`.
+_split = {}
+
+
+def release_split(instance):
+    """An operator settled a split guest by hand: let it migrate again."""
+    with _running_lock:
+        return _split.pop(instance, None) is not None
 
 
 def data_gib(info, block_migration=False):
@@ -148,8 +164,11 @@ class LiveMigration:
         ``flow_timing()``, so that a simulated driver runs in simulated time.
     """
 
-    #: Seconds a failed flow waits for the source to say where the guest runs.
-    ARRIVAL_WAIT_S = 30.0
+    #: Seconds the flow settles a migration (asks both hosts, acts, asks again)
+    #: before it leaves an unresolved one to the agent's reconciliation.
+    SETTLE_WAIT_S = 30.0
+    #: Actions the flow carries out while settling, at most (each is asked for once).
+    SETTLE_ROUNDS = 12
     #: Seconds after which an abort the job has not obeyed is sent again.
     ABORT_RETRY_S = 5.0
     #: Seconds a job may go on after the first abort before the flow gives up on it.
@@ -252,9 +271,17 @@ class LiveMigration:
         self._start = self._clock()
         key = (self.source.hostname, self.instance)
         with _running_lock:
+            split = _split.get(self.instance)
             other = _running.get(key)
-            if other is None:
+            if other is None and split is None:
                 _running[key] = self.id
+        if split is not None:
+            err = exception.GuestSplit(instance=self.instance, migration=split[0],
+                                       reason=split[1], step="start")
+            self.status = FAILED
+            err.result = self._result(FAILED, str(err), running_on=None)
+            self._emit(events.FAILED, message=str(err))
+            raise err
         if other is not None:
             err = exception.MigrationInProgress(instance=self.instance,
                                                 host=self.source.hostname, other=other,
@@ -335,18 +362,12 @@ class LiveMigration:
                 self.uris.data_uri or self.uris.control_uri, self.uris.plane))
             self._monitor(info, caps.capabilities)
         except Exception as err:
-            failed_step = self.step  # before _rollback() moves on to "rollback"
-            if transferring and self._finish_job() == driver_mod.JOB_COMPLETED:
-                LOG.warning("Migration %s failed while monitoring (%s) but the job "
-                            "completed; finishing it", self.id, err)
-            elif transferring and self._arrived():
-                LOG.warning("Migration %s failed while monitoring (%s) but %s already "
-                            "runs on %s; finishing it", self.id, err, self.instance,
-                            self.destination.hostname)
-            else:
-                self._rollback(data, prepared, transferring)
+            failed_step = self.step  # before the rollback or settle step
+            if not transferring:
+                self._rollback(data, prepared)
                 raise self._failed(err, failed_step)
-        return self._post(data)
+            return self._conclude(data, err, failed_step)
+        return self._conclude(data, None, None)
 
     def _contract(self, step, reason):
         return exception.DriverContractError(
@@ -586,72 +607,232 @@ class LiveMigration:
         return exception.MigrationError(instance=self.instance, step="live_migration",
                                         reason=progress.error or "the job failed")
 
-    def _finish_job(self):
-        """After an unexpected error mid-transfer: stop the job, return its end state."""
+    def _job_state(self):
+        """The source's job state; None when it cannot tell or names a state no
+        driver may report (that fails at once: it is never waited for)."""
         try:
             progress = self.source.get_job_progress(self.instance)
-            if not progress.finished:
-                self._abort_job(progress)
-                for _ in range(600):
-                    progress = self.source.get_job_progress(self.instance)
-                    if progress.finished:
-                        break
-                    self._sleep(self.settings.poll_interval)
-            self.progress = progress
-            return progress.state
-        except Exception:
-            LOG.exception("Could not learn how migration %s ended", self.id)
+        except Exception as err:  # e.g. the daemon restarted and forgot the job
+            LOG.warning("Migration %s: the source cannot say how its job ends: %s",
+                        self.id, err)
             return None
+        if not isinstance(progress, driver_mod.JobProgress) or \
+                progress.state not in driver_mod.JOB_STATES:
+            LOG.error("Migration %s: the source's driver reported %r, not a known job "
+                      "state; settling on what the hosts report", self.id,
+                      getattr(progress, "state", progress))
+            return None
+        self.progress = progress
+        return progress.state
 
-    def _arrived(self):
-        """Does the guest run on the destination and not here, whatever the job says?
+    def _postcopy(self):
+        return bool((self.progress is not None and self.progress.postcopy)
+                    or strategy_mod.ESCALATE_POST_COPY in self.taken)
 
-        The source's daemon may restart just as the job ends, and then report it
-        failed or forget it; rolling back would report the guest here while it
-        runs there. Finishing the migration keeps it whole on one host.
-        """
+    def _finish_job(self):
+        """After an error mid-transfer: stop the job where that is safe (never in
+        post-copy) and return its end state, or None when the source cannot tell."""
+        state = self._job_state()
+        if state not in driver_mod.JOB_FINISHED and not self._postcopy():
+            self._call_safely(lambda instance, _data: self.source.abort_job(instance), None,
+                              during="settle")
+        deadline = self._clock() + self.SETTLE_WAIT_S
+        while state in (driver_mod.JOB_RUNNING, driver_mod.JOB_NONE) and \
+                not self._postcopy() and self._clock() < deadline:
+            self._sleep(self.settings.poll_interval)
+            state = self._job_state()
+        return state
+
+    def _side(self, driver):
+        """What ``driver``'s host says of the guest, as the settle function reads it."""
         try:
-            there = self.destination.get_instance_info(self.instance)
-        except Exception:
+            info = driver.get_instance_info(self.instance)
+        except exception.InstanceNotFound:
+            return settle_mod.Side(settle_mod.ABSENT)
+        except Exception as err:  # a daemon, an agent or a link down; a step timed out
+            LOG.warning("Migration %s: %s cannot say where %s runs: %s", self.id,
+                        driver.hostname, self.instance, err)
+            return settle_mod.Side(settle_mod.UNREACHABLE)
+        return settle_mod.side_of(info)
+
+    def _report(self, job, resumed):
+        handover = bool(self.progress is not None and self.progress.handover)
+        return settle_mod.Report(
+            source=self._side(self.source), destination=self._side(self.destination),
+            job=job, postcopy=self._postcopy(), handover=handover and not resumed)
+
+    def _conclude(self, data, err, failed_step):
+        """Settle the migration once its job ended (or the flow lost it).
+
+        Asks both hosts, lets :func:`settle.settle` decide, carries out what
+        the decision allows and asks again, until nothing is left to do or the
+        wait ends; the verdict is the last decision's. An unresolved one is left
+        to the agent's reconciliation, which goes on asking.
+        """
+        if data is None:
+            data = md.MigrateData(dest_hostname=self.destination.hostname,
+                                  block_migration=self.block_migration)
+        job = self.progress.state if err is None else self._finish_job()
+        self._enter("settle")
+        deadline = self._clock() + self.SETTLE_WAIT_S
+        done, errors = set(), []
+        acts = 0
+        while True:
+            report = self._report(job, "post_destination" in done)
+            decision = settle_mod.settle(report)
+            if decision.action == settle_mod.WAIT and self._clock() < deadline:
+                self._sleep(self.settings.poll_interval)
+                job = self._job_state()
+                continue
+            if acts >= self.SETTLE_ROUNDS or not self._carry_out(decision, data, done,
+                                                                 errors):
+                break
+            acts += 1
+        self._emit(events.SETTLED, message="%s: %s" % (decision.verdict, decision.reason))
+        LOG.log(logging.INFO if decision.verdict in (events.VERDICT_COMPLETED,
+                                                     events.VERDICT_ROLLED_BACK)
+                else logging.ERROR, "Migration %s of %s settled %s (%s): %s", self.id,
+                self.instance, decision.verdict, decision.action, decision.reason)
+        return self._settled(decision, err, failed_step, errors)
+
+    def _carry_out(self, decision, data, done, errors):
+        """Do the next step ``decision`` allows; True when the hosts must be asked again."""
+        during = "rollback" if decision.action == settle_mod.ROLL_BACK else "settle"
+
+        def once(name, method):
+            if name in done:
+                return False
+            done.add(name)
+            self._call_safely(method, data, errors=errors, during=during)
+            return True
+
+        if decision.action == settle_mod.FENCE:
+            if decision.verdict == events.VERDICT_SPLIT:
+                self._split_detected(decision)
+            if decision.pause_source:
+                once("pause_source", self.source.pause_instance)
+            if decision.pause_destination:
+                once("pause_destination", self.destination.pause_instance)
             return False
-        if there.state != "running":
-            return False
-        deadline = self._clock() + self.ARRIVAL_WAIT_S
-        while True:  # the source's daemon may still be restarting: wait for its word
+        if decision.action == settle_mod.ROLL_BACK:
+            if self.step != "rollback":
+                self._enter("rollback")
+            if decision.may_destroy_destination:
+                return once("destroy_destination",
+                            self.destination.rollback_live_migration_at_destination)
+            if decision.may_resume_source or decision.running_on == "source":
+                # resumes the source's copy only when it is paused: the decision
+                # saw the destination's gone
+                if once("rollback_source", self.source.rollback_live_migration_at_source):
+                    return True
+            # what pre_live_migration prepared (idempotent when nothing is left)
+            return once("destroy_destination",
+                        self.destination.rollback_live_migration_at_destination)
+        if decision.action == settle_mod.WAIT and decision.running_on == "source":
+            # the job ended and the guest runs here: let go of the job, resume nothing
+            return once("rollback_source", self.source.rollback_live_migration_at_source)
+        if decision.may_clean_destination:
+            # what pre_live_migration prepared, on a host that holds no copy
+            return once("destroy_destination",
+                        self.destination.rollback_live_migration_at_destination)
+        if decision.action == settle_mod.FINISH:
+            if decision.may_destroy_source:
+                self._enter("post_live_migration_at_source")
+                return once("post_source", self.source.post_live_migration_at_source)
+            if "post_destination" not in done:
+                # persists the guest there; resumes the copy the handover held
+                self._enter("post_live_migration_at_destination")
+                return once("post_destination",
+                            self.destination.post_live_migration_at_destination)
+            if decision.may_undefine_source and "post_source" not in done:
+                self._enter("post_live_migration_at_source")
+                done.add("post_source")
+                return self._clean_source(data, errors)
+        return False
+
+    def _clean_source(self, data, errors):
+        """Remove the source's definition of a guest that runs on the destination,
+        retrying while its daemon restarts (bounded: then reconciliation goes on)."""
+        deadline = self._clock() + self.SETTLE_WAIT_S
+        while True:
             try:
-                here = self.source.get_instance_info(self.instance)
-            except exception.InstanceNotFound:
+                self.source.post_live_migration_at_source(self.instance, data)
                 return True
             except Exception as err:
                 if self._clock() >= deadline:
-                    LOG.warning("Migration %s: the source cannot say where %s runs (%s)",
-                                self.id, self.instance, err)
-                    return False
-                self._sleep(self.settings.poll_interval)
-                continue
-            return here.state != "running"
+                    LOG.warning("Migration %s: post_live_migration_at_source failed: %s",
+                                self.id, err)
+                    errors.append("post_live_migration_at_source: %s" % err)
+                    return True
+                LOG.info("Migration %s: the source cannot remove %s yet (%s); retrying",
+                         self.id, self.instance, err)
+                self._sleep(max(self.settings.poll_interval, 1.0))
 
-    def _rollback(self, data, prepared, transferring):
+    def _split_detected(self, decision):
+        with _running_lock:
+            _split[self.instance] = (self.id, decision.reason)
+        message = ("GUEST RUNNING TWICE: %s; further migrations of %s are refused"
+                   % (self._hosts(decision), self.instance))
+        LOG.critical("Migration %s: %s", self.id, message)
+        self._emit(events.SPLIT_DETECTED, message=message)
+
+    def _hosts(self, decision):
+        return "%s [source %s, destination %s]" % (decision.reason, self.source.hostname,
+                                                   self.destination.hostname)
+
+    def _settled(self, decision, err, failed_step, errors):
+        where = {"source": self.source.hostname,
+                 "destination": self.destination.hostname}.get(decision.running_on)
+        verdict = decision.verdict
+        if verdict == events.VERDICT_COMPLETED:
+            self.status = COMPLETED
+            result = self._result(COMPLETED, "; ".join(errors) or None, running_on=where,
+                                  verdict=verdict, verdict_reason=self._hosts(decision))
+            self._emit(events.COMPLETED, message="running on %s" % where,
+                       progress=self.progress)
+            return result
+        if verdict == events.VERDICT_ROLLED_BACK:
+            self._emit(events.ROLLED_BACK, message="guest kept on %s"
+                       % self.source.hostname)
+            if err is None:
+                err = exception.MigrationError(instance=self.instance, step="live_migration",
+                                               reason=decision.reason)
+            raise self._failed(err, failed_step, verdict=verdict,
+                               verdict_reason=self._hosts(decision), running_on=where)
+        hands_off = (" Do not start %s by hand on either host." % self.instance
+                     if decision.hands_off else "")
+        reason = "%s%s%s" % (self._hosts(decision), hands_off,
+                             " (it failed with: %s)" % err if err is not None else "")
+        raise self._failed(exception.MigrationNotSettled(
+            instance=self.instance, verdict=verdict, reason=reason, step="settle"),
+            failed_step, verdict=verdict, verdict_reason=self._hosts(decision),
+            running_on=where)
+
+    def _rollback(self, data, prepared):
+        """A failure before any job of ours ran: undo what the destination prepared."""
         self._enter("rollback")
         if data is None:
             data = md.MigrateData(dest_hostname=self.destination.hostname,
                                   block_migration=self.block_migration)
-        if transferring:
-            self._call_safely(self.source.rollback_live_migration_at_source, data)
         if prepared:
             self._call_safely(self.destination.rollback_live_migration_at_destination, data)
         self._emit(events.ROLLED_BACK, message="guest kept on %s" % self.source.hostname)
 
-    def _call_safely(self, method, data):
+    def _call_safely(self, method, data, errors=None, during="rollback"):
+        name = getattr(method, "__name__", "step")
         try:
             method(self.instance, data)
         except exception.MigplaneError as err:  # expected, e.g. a daemon is down
-            LOG.warning("%s of %s failed during rollback: %s", method.__name__,
-                        self.instance, err)
-        except Exception:
-            LOG.exception("%s of %s failed during rollback", method.__name__, self.instance)
+            LOG.warning("%s of %s failed during %s: %s", name, self.instance, during, err)
+            if errors is not None:
+                errors.append("%s: %s" % (name, err))
+        except Exception as err:
+            LOG.exception("%s of %s failed during %s", name, self.instance, during)
+            if errors is not None:
+                errors.append("%s: %s" % (name, err))
 
-    def _failed(self, err, step=None):
+    def _failed(self, err, step=None, verdict=None, verdict_reason=None,
+                running_on=False):
         if not isinstance(err, exception.MigplaneError):
             err = exception.MigrationError(instance=self.instance, step=step or self.step,
                                            reason="%s: %s" % (type(err).__name__, err))
@@ -662,36 +843,18 @@ class LiveMigration:
         else:
             status = FAILED
         self.status = status
-        err.result = self._result(status, str(err), running_on=self.source.hostname)
+        err.result = self._result(
+            status, str(err), running_on=self.source.hostname if running_on is False
+            else running_on, verdict=verdict, verdict_reason=verdict_reason)
         self._emit(events.FAILED, message=str(err))
         return err
 
-    def _post(self, data):
-        errors = []
-        self._enter("post_live_migration_at_destination")
-        try:
-            self.destination.post_live_migration_at_destination(self.instance, data)
-        except Exception as err:
-            LOG.exception("post_live_migration_at_destination failed")
-            errors.append("post_live_migration_at_destination: %s" % err)
-        self._enter("post_live_migration_at_source")
-        try:
-            self.source.post_live_migration_at_source(self.instance, data)
-        except Exception as err:
-            LOG.exception("post_live_migration_at_source failed")
-            errors.append("post_live_migration_at_source: %s" % err)
-        self.status = COMPLETED
-        result = self._result(COMPLETED, "; ".join(errors) or None,
-                              running_on=self.destination.hostname)
-        self._emit(events.COMPLETED, message="running on %s" % self.destination.hostname,
-                   progress=self.progress)
-        return result
-
-    def _result(self, status, error, running_on):
+    def _result(self, status, error, running_on, verdict=None, verdict_reason=None):
         return MigrationResult(
             migration_id=self.id, instance=self.instance, source=self.source.hostname,
             destination=self.destination.hostname, status=status,
             duration_s=round(self._elapsed(), 3), uris=self.uris, progress=self.progress,
             timeout_action=self.timeout_action, error=error, running_on=running_on,
             plan=self.plan, measurement=self.measurement,
-            escalations=tuple(self.escalations))
+            escalations=tuple(self.escalations), verdict=verdict,
+            verdict_reason=verdict_reason)

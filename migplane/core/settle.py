@@ -25,8 +25,7 @@ post-copy entered, a QEMU gone                              keep-paused  lost
 job still running (pre-copy)                                wait         unresolved
 a host unreachable (pre-copy)                               keep-paused  unresolved
 destination runs, source stopped (pre-copy)                 finish       completed
-destination held paused by the handover, source gone,
-and the job completed                                       finish       completed
+destination held paused by the handover, source gone        finish       completed
 source runs or is paused, destination not running           roll-back    rolled-back
 neither holds a runnable copy                               keep-paused  lost
 =========================================================  ===========  ===============
@@ -42,7 +41,7 @@ Steps come in order and the caller asks again after each one: a roll-back
 first destroys the destination's copy (``may_destroy_destination``); only a
 report of the destination absent then allows ``may_resume_source``. A finish
 resumes the destination held by the handover (``may_resume_destination``)
-only when the source's job completed and its copy is gone or shut off.
+only when the source's job has ended and its copy is gone or shut off.
 """
 
 import dataclasses
@@ -180,6 +179,8 @@ class Decision:
     may_destroy_source: bool = False
     may_destroy_destination: bool = False
     may_undefine_source: bool = False
+    #: The destination holds no copy: what was prepared there may be removed.
+    may_clean_destination: bool = False
     may_abort_job: bool = False
     pause_source: bool = False
     pause_destination: bool = False
@@ -293,10 +294,13 @@ def _precopy(report, src, dst, job, where):
                   "source (%s): destroying the source's" % where,
                   running_on="destination", may_destroy_source=True)
     held = dst.state == PAUSED and dst.reason != REASON_MIGRATION
-    if held and src.state in _GONE and job == driver_mod.JOB_COMPLETED:
+    if held and src.state in _GONE:
+        # The destination holds a copy only once the whole state arrived (libvirt
+        # ends the incoming job then); the source's QEMU is gone, so its job has
+        # ended whatever it says, and nothing can resume that copy.
         return _d(FINISH, events.VERDICT_COMPLETED,
-                  "the job completed and the source's copy is %s: resuming the "
-                  "destination's, held paused by the handover" % src.describe(),
+                  "the source's copy is %s: resuming the destination's, held paused by "
+                  "the handover (the job ended %s)" % (src.describe(), job or "unknown"),
                   running_on="destination", may_resume_destination=True,
                   may_undefine_source=True)
     if src.state in (RUNNING, PAUSED):
@@ -309,9 +313,6 @@ def _precopy(report, src, dst, job, where):
                   "the guest %s on the source (%s)" % (
                       "runs" if src.state == RUNNING else "is resumed", where),
                   running_on="source", may_resume_source=src.state == PAUSED)
-    if held and src.state in _GONE:
-        return _hold("the source's copy is %s but its job did not say it completed "
-                     "(%s): the destination's copy stays paused" % (src.describe(), where))
     return _hold("neither host holds a copy that may run (%s)" % where,
                  verdict=events.VERDICT_LOST)
 
@@ -320,8 +321,10 @@ def _precopy_unreachable(report, src, dst, where):
     if src.state == UNREACHABLE:
         if dst.state in (ABSENT, SHUT_OFF) or (dst.state == PAUSED
                                                and dst.reason == REASON_MIGRATION):
-            return _hold("the source cannot be asked and the destination holds no copy "
-                         "that ran (%s): the guest stays where it is" % where)
+            return _d(KEEP_PAUSED, events.VERDICT_UNRESOLVED,
+                      "the source cannot be asked and the destination holds no copy that "
+                      "ran (%s): the guest stays where it is" % where, running_on="source",
+                      may_clean_destination=dst.state == ABSENT)
         if dst.state == RUNNING:
             # libvirt resumes the source itself when its confirm is cancelled: a
             # destination that runs may be a second copy.

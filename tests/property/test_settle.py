@@ -51,7 +51,8 @@ def test_a_copy_is_resumed_only_when_the_other_is_known_stopped(report):
     if decision.may_resume_destination:
         assert report.destination.state == settle.PAUSED
         assert report.source.state in (settle.SHUT_OFF, settle.ABSENT)
-        assert report.job == driver.JOB_COMPLETED
+        assert report.job != driver.JOB_RUNNING
+        assert report.destination.reason != settle.REASON_MIGRATION
 
 
 @given(reports)
@@ -69,6 +70,8 @@ def test_nothing_is_destroyed_undefined_or_resumed_in_post_copy(report):
 @given(reports)
 def test_a_running_copy_is_never_destroyed(report):
     decision = settle.settle(report)
+    if decision.may_clean_destination:
+        assert report.destination.state == settle.ABSENT
     if decision.may_destroy_destination:
         assert report.destination.state not in (settle.RUNNING, settle.UNREACHABLE)
         assert report.source.state in (settle.RUNNING, settle.PAUSED)

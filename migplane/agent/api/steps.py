@@ -45,6 +45,8 @@ HANDLERS = {
     "post_live_migration_at_destination": _with_data("post_live_migration_at_destination"),
     "rollback_live_migration_at_destination":
         _with_data("rollback_live_migration_at_destination"),
+    # the settle function's fence: pause this host's copy when two run
+    "pause_instance": _with_data("pause_instance"),
 }
 #: Steps that prepare nothing, for a dry run (``migplane explain``): no slot needed.
 WITHOUT_SLOT = ("plan_inbound",)
