@@ -33,7 +33,7 @@ from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import monitor
-from migplane.core import settle as settle_mod
+from migplane.core import settling
 from migplane.core import strategy as strategy_mod
 from migplane.core import trust
 from migplane.core import uri as uri_mod
@@ -167,8 +167,6 @@ class LiveMigration:
     #: Seconds the flow settles a migration (asks both hosts, acts, asks again)
     #: before it leaves an unresolved one to the agent's reconciliation.
     SETTLE_WAIT_S = 30.0
-    #: Actions the flow carries out while settling, at most (each is asked for once).
-    SETTLE_ROUNDS = 12
     #: Seconds after which an abort the job has not obeyed is sent again.
     ABORT_RETRY_S = 5.0
     #: Seconds a job may go on after the first abort before the flow gives up on it.
@@ -608,22 +606,11 @@ class LiveMigration:
                                         reason=progress.error or "the job failed")
 
     def _job_state(self):
-        """The source's job state; None when it cannot tell or names a state no
-        driver may report (that fails at once: it is never waited for)."""
-        try:
-            progress = self.source.get_job_progress(self.instance)
-        except Exception as err:  # e.g. the daemon restarted and forgot the job
-            LOG.warning("Migration %s: the source cannot say how its job ends: %s",
-                        self.id, err)
-            return None
-        if not isinstance(progress, driver_mod.JobProgress) or \
-                progress.state not in driver_mod.JOB_STATES:
-            LOG.error("Migration %s: the source's driver reported %r, not a known job "
-                      "state; settling on what the hosts report", self.id,
-                      getattr(progress, "state", progress))
-            return None
-        self.progress = progress
-        return progress.state
+        state, progress = settling.job_state(self.source, self.instance,
+                                             "Migration %s: " % self.id)
+        if progress is not None:
+            self.progress = progress
+        return state
 
     def _postcopy(self):
         return bool((self.progress is not None and self.progress.postcopy)
@@ -634,8 +621,8 @@ class LiveMigration:
         post-copy) and return its end state, or None when the source cannot tell."""
         state = self._job_state()
         if state not in driver_mod.JOB_FINISHED and not self._postcopy():
-            self._call_safely(lambda instance, _data: self.source.abort_job(instance), None,
-                              during="settle")
+            settling.call_safely(lambda instance, _data: self.source.abort_job(instance),
+                                 self.instance, None, during="settle")
         deadline = self._clock() + self.SETTLE_WAIT_S
         while state in (driver_mod.JOB_RUNNING, driver_mod.JOB_NONE) and \
                 not self._postcopy() and self._clock() < deadline:
@@ -643,130 +630,27 @@ class LiveMigration:
             state = self._job_state()
         return state
 
-    def _side(self, driver):
-        """What ``driver``'s host says of the guest, as the settle function reads it."""
-        try:
-            info = driver.get_instance_info(self.instance)
-        except exception.InstanceNotFound:
-            return settle_mod.Side(settle_mod.ABSENT)
-        except Exception as err:  # a daemon, an agent or a link down; a step timed out
-            LOG.warning("Migration %s: %s cannot say where %s runs: %s", self.id,
-                        driver.hostname, self.instance, err)
-            return settle_mod.Side(settle_mod.UNREACHABLE)
-        return settle_mod.side_of(info)
-
-    def _report(self, job, resumed):
-        handover = bool(self.progress is not None and self.progress.handover)
-        return settle_mod.Report(
-            source=self._side(self.source), destination=self._side(self.destination),
-            job=job, postcopy=self._postcopy(), handover=handover and not resumed)
-
     def _conclude(self, data, err, failed_step):
-        """Settle the migration once its job ended (or the flow lost it).
-
-        Asks both hosts, lets :func:`settle.settle` decide, carries out what
-        the decision allows and asks again, until nothing is left to do or the
-        wait ends; the verdict is the last decision's. An unresolved one is left
-        to the agent's reconciliation, which goes on asking.
-        """
-        if data is None:
-            data = md.MigrateData(dest_hostname=self.destination.hostname,
-                                  block_migration=self.block_migration)
+        """Settle the migration once its job ended (or the flow lost it): see
+        :class:`~migplane.core.settling.Settler`; an unresolved one is left to the
+        agent's reconciliation, which goes on asking."""
         job = self.progress.state if err is None else self._finish_job()
         self._enter("settle")
-        deadline = self._clock() + self.SETTLE_WAIT_S
-        done, errors = set(), []
-        acts = 0
-        while True:
-            report = self._report(job, "post_destination" in done)
-            decision = settle_mod.settle(report)
-            if decision.action == settle_mod.WAIT and self._clock() < deadline:
-                self._sleep(self.settings.poll_interval)
-                job = self._job_state()
-                continue
-            if acts >= self.SETTLE_ROUNDS or not self._carry_out(decision, data, done,
-                                                                 errors):
-                break
-            acts += 1
+        settler = settling.Settler(
+            self.instance, self.source, self.destination, data, self._clock, self._sleep,
+            poll_interval=self.settings.poll_interval, label="Migration %s: " % self.id,
+            enter=self._enter, split=self._split_detected,
+            block_migration=self.block_migration)
+        settler.progress = self.progress
+        decision = settler.run(job, self.SETTLE_WAIT_S, postcopy=self._postcopy(),
+                               handover=bool(self.progress and self.progress.handover))
+        self.progress = settler.progress
         self._emit(events.SETTLED, message="%s: %s" % (decision.verdict, decision.reason))
         LOG.log(logging.INFO if decision.verdict in (events.VERDICT_COMPLETED,
                                                      events.VERDICT_ROLLED_BACK)
                 else logging.ERROR, "Migration %s of %s settled %s (%s): %s", self.id,
                 self.instance, decision.verdict, decision.action, decision.reason)
-        return self._settled(decision, err, failed_step, errors)
-
-    def _carry_out(self, decision, data, done, errors):
-        """Do the next step ``decision`` allows; True when the hosts must be asked again."""
-        during = "rollback" if decision.action == settle_mod.ROLL_BACK else "settle"
-
-        def once(name, method):
-            if name in done:
-                return False
-            done.add(name)
-            self._call_safely(method, data, errors=errors, during=during)
-            return True
-
-        if decision.action == settle_mod.FENCE:
-            if decision.verdict == events.VERDICT_SPLIT:
-                self._split_detected(decision)
-            if decision.pause_source:
-                once("pause_source", self.source.pause_instance)
-            if decision.pause_destination:
-                once("pause_destination", self.destination.pause_instance)
-            return False
-        if decision.action == settle_mod.ROLL_BACK:
-            if self.step != "rollback":
-                self._enter("rollback")
-            if decision.may_destroy_destination:
-                return once("destroy_destination",
-                            self.destination.rollback_live_migration_at_destination)
-            if decision.may_resume_source or decision.running_on == "source":
-                # resumes the source's copy only when it is paused: the decision
-                # saw the destination's gone
-                if once("rollback_source", self.source.rollback_live_migration_at_source):
-                    return True
-            # what pre_live_migration prepared (idempotent when nothing is left)
-            return once("destroy_destination",
-                        self.destination.rollback_live_migration_at_destination)
-        if decision.action == settle_mod.WAIT and decision.running_on == "source":
-            # the job ended and the guest runs here: let go of the job, resume nothing
-            return once("rollback_source", self.source.rollback_live_migration_at_source)
-        if decision.may_clean_destination:
-            # what pre_live_migration prepared, on a host that holds no copy
-            return once("destroy_destination",
-                        self.destination.rollback_live_migration_at_destination)
-        if decision.action == settle_mod.FINISH:
-            if decision.may_destroy_source:
-                self._enter("post_live_migration_at_source")
-                return once("post_source", self.source.post_live_migration_at_source)
-            if "post_destination" not in done:
-                # persists the guest there; resumes the copy the handover held
-                self._enter("post_live_migration_at_destination")
-                return once("post_destination",
-                            self.destination.post_live_migration_at_destination)
-            if decision.may_undefine_source and "post_source" not in done:
-                self._enter("post_live_migration_at_source")
-                done.add("post_source")
-                return self._clean_source(data, errors)
-        return False
-
-    def _clean_source(self, data, errors):
-        """Remove the source's definition of a guest that runs on the destination,
-        retrying while its daemon restarts (bounded: then reconciliation goes on)."""
-        deadline = self._clock() + self.SETTLE_WAIT_S
-        while True:
-            try:
-                self.source.post_live_migration_at_source(self.instance, data)
-                return True
-            except Exception as err:
-                if self._clock() >= deadline:
-                    LOG.warning("Migration %s: post_live_migration_at_source failed: %s",
-                                self.id, err)
-                    errors.append("post_live_migration_at_source: %s" % err)
-                    return True
-                LOG.info("Migration %s: the source cannot remove %s yet (%s); retrying",
-                         self.id, self.instance, err)
-                self._sleep(max(self.settings.poll_interval, 1.0))
+        return self._settled(decision, err, failed_step, settler.errors)
 
     def _split_detected(self, decision):
         with _running_lock:
@@ -777,8 +661,7 @@ class LiveMigration:
         self._emit(events.SPLIT_DETECTED, message=message)
 
     def _hosts(self, decision):
-        return "%s [source %s, destination %s]" % (decision.reason, self.source.hostname,
-                                                   self.destination.hostname)
+        return settling.where(decision, self.source.hostname, self.destination.hostname)
 
     def _settled(self, decision, err, failed_step, errors):
         where = {"source": self.source.hostname,
@@ -818,18 +701,8 @@ class LiveMigration:
             self._call_safely(self.destination.rollback_live_migration_at_destination, data)
         self._emit(events.ROLLED_BACK, message="guest kept on %s" % self.source.hostname)
 
-    def _call_safely(self, method, data, errors=None, during="rollback"):
-        name = getattr(method, "__name__", "step")
-        try:
-            method(self.instance, data)
-        except exception.MigplaneError as err:  # expected, e.g. a daemon is down
-            LOG.warning("%s of %s failed during %s: %s", name, self.instance, during, err)
-            if errors is not None:
-                errors.append("%s: %s" % (name, err))
-        except Exception as err:
-            LOG.exception("%s of %s failed during %s", name, self.instance, during)
-            if errors is not None:
-                errors.append("%s: %s" % (name, err))
+    def _call_safely(self, method, data):
+        settling.call_safely(method, self.instance, data)
 
     def _failed(self, err, step=None, verdict=None, verdict_reason=None,
                 running_on=False):
