@@ -70,6 +70,7 @@ class Agent:
         self.probes = probe.Probes()
         self.clock, self.sleep = self.driver.flow_timing()
         self.reconciler = reconcile.Reconciler(self)
+        self.registry.on_unresolved = self.reconciler.settle_later
         self.reconcile()  # in threads: the agent serves while they settle
 
     def _open_store(self):
@@ -85,7 +86,8 @@ class Agent:
         return store
 
     def reconcile(self):
-        """Settle the migrations that were in flight when this agent last stopped."""
+        """Settle the migrations that were in flight when this agent last stopped, or
+        that ended unresolved."""
         return self.reconciler.start()
 
     @property
