@@ -30,6 +30,10 @@ source runs or is paused, destination not running           roll-back    rolled-
 neither holds a runnable copy                               keep-paused  lost
 =========================================================  ===========  ===============
 
+A finish is ``completed`` once the source holds no definition of the guest
+(``absent``); while a shut-off, bootable one is left there it is
+``unresolved`` and allows removing it.
+
 In any post-copy state nothing destroys, undefines or resumes either half:
 the source holds pages the destination lacks, the destination holds the
 guest's newest state. Pausing a running copy (``fence``) is the only action
@@ -236,12 +240,22 @@ def _fence(src, dst, where):
               "the newer: pausing both" % where, pause_source=True, pause_destination=True)
 
 
+def _finish(reason, src, **allowed):
+    """The guest runs (or is resumed) on the destination: completed once the
+    source holds no bootable definition of it any more."""
+    if src.state == ABSENT:
+        return _d(FINISH, events.VERDICT_COMPLETED, reason, running_on="destination",
+                  may_undefine_source=True, **allowed)
+    return _d(FINISH, events.VERDICT_UNRESOLVED,
+              reason + "; the source still holds a bootable definition: removing it",
+              running_on="destination", may_undefine_source=True, **allowed)
+
+
 def _postcopy(src, dst, job, where):
     """Rows once post-copy was entered: nothing destroys, undefines or resumes."""
     if job == driver_mod.JOB_COMPLETED and dst.state == RUNNING and src.state in _GONE:
-        return _d(FINISH, events.VERDICT_COMPLETED,
-                  "post-copy completed: the guest runs on the destination (%s)" % where,
-                  running_on="destination", may_undefine_source=True)
+        return _finish("post-copy completed: the guest runs on the destination (%s)"
+                       % where, src)
     if UNREACHABLE in (src.state, dst.state):
         return _hold("post-copy and a host cannot be asked (%s): both halves stay as "
                      "they are" % where)
@@ -284,9 +298,7 @@ def _precopy(report, src, dst, job, where):
         return _precopy_unreachable(report, src, dst, where)
     if dst.state == RUNNING:
         if src.state in _GONE:
-            return _d(FINISH, events.VERDICT_COMPLETED,
-                      "the guest runs on the destination (%s)" % where,
-                      running_on="destination", may_undefine_source=True)
+            return _finish("the guest runs on the destination (%s)" % where, src)
         # src paused: stopped at the switch-over, its job ended without Confirm; the
         # destination has run since, so it holds the newer state.
         return _d(FINISH, events.VERDICT_UNRESOLVED,
@@ -298,11 +310,10 @@ def _precopy(report, src, dst, job, where):
         # The destination holds a copy only once the whole state arrived (libvirt
         # ends the incoming job then); the source's QEMU is gone, so its job has
         # ended whatever it says, and nothing can resume that copy.
-        return _d(FINISH, events.VERDICT_COMPLETED,
-                  "the source's copy is %s: resuming the destination's, held paused by "
-                  "the handover (the job ended %s)" % (src.describe(), job or "unknown"),
-                  running_on="destination", may_resume_destination=True,
-                  may_undefine_source=True)
+        return _finish("the source's copy is %s: resuming the destination's, held paused "
+                       "by the handover (the job ended %s)" % (src.describe(),
+                                                               job or "unknown"),
+                       src, may_resume_destination=True)
     if src.state in (RUNNING, PAUSED):
         if dst.state != ABSENT:
             return _d(ROLL_BACK, events.VERDICT_UNRESOLVED,

@@ -69,6 +69,8 @@ class Settler:
 
     #: Steps a settler carries out in one :meth:`run`, at most.
     MAX_ACTS = 12
+    #: Seconds the source's definition is retried at once (its daemon restarting).
+    CLEAN_WAIT_S = 30.0
 
     def __init__(self, instance, source, destination, data, clock, sleep,
                  poll_interval=1.0, label="", enter=None, split=None, block_migration=False):
@@ -87,6 +89,8 @@ class Settler:
         self.errors = []
         self.step = None
         self.progress = None
+        self._clean_deadline = None
+        self.failed_cleanups = 0
 
     def where(self, decision):
         return where(decision, self.source.hostname, self.destination.hostname)
@@ -180,27 +184,32 @@ class Settler:
                                   during)
             if decision.may_undefine_source and POST_SOURCE not in self.done:
                 self._go("post_live_migration_at_source")
-                self.done.add(POST_SOURCE)
                 return self._clean_source()
         return False
 
     def _clean_source(self):
         """Remove the source's definition of a guest that runs on the destination,
-        retrying while its daemon restarts (bounded: then reconciliation goes on)."""
-        deadline = self._clock() + 30.0
+        retrying while its daemon restarts; after ``CLEAN_WAIT_S`` one attempt per
+        call (the caller, or the agent's reconciliation, asks again)."""
+        if self._clean_deadline is None:
+            self._clean_deadline = self._clock() + self.CLEAN_WAIT_S
         while True:
             try:
                 self.source.post_live_migration_at_source(self.instance, self.data)
-                return True
             except Exception as err:
-                if self._clock() >= deadline:
+                if self._clock() >= self._clean_deadline:
                     LOG.warning("%spost_live_migration_at_source failed: %s", self.label,
                                 err)
-                    self.errors.append("post_live_migration_at_source: %s" % err)
-                    return True
+                    self.failed_cleanups += 1
+                    if self.failed_cleanups == 1:
+                        self.errors.append("post_live_migration_at_source: %s" % err)
+                    return self.failed_cleanups < self.MAX_ACTS // 2
                 LOG.info("%sthe source cannot remove %s yet (%s); retrying", self.label,
                          self.instance, err)
                 self._sleep(max(self.poll_interval, 1.0))
+                continue
+            self.done.add(POST_SOURCE)
+            return True
 
 
 def where(decision, source, destination):

@@ -204,3 +204,19 @@ def test_the_source_definition_is_removed_once_its_daemon_answers_again(
     assert len(calls) == 3
     assert result.verdict == events.VERDICT_COMPLETED and result.error is None
     assert world.defined_on("vm1") == [B]
+
+
+def test_a_source_definition_that_cannot_be_removed_leaves_it_unresolved(
+        world, drivers, make_migration, guest):
+    """No host is left with a bootable copy while the verdict says completed."""
+    a, b = drivers
+
+    def down(instance, data):
+        raise exception.HypervisorUnavailable(host=A, reason="libvirtd restarting")
+
+    a.post_live_migration_at_source = down
+    err = run_failing(make_migration(a, b))
+    assert err.result.verdict == events.VERDICT_UNRESOLVED
+    assert err.result.running_on == B
+    assert "still holds a bootable definition" in str(err)
+    assert running(world) == [B] and world.defined_on("vm1") == [A, B]
