@@ -196,8 +196,10 @@ class MigrationDriver(metaclass=abc.ABCMeta):
     -> ``get_job_progress`` every ``poll_interval`` (with ``set_max_downtime``,
     ``abort_job`` and ``force_complete`` as the monitor decides) -> either
     ``post_live_migration_at_destination`` + ``post_live_migration_at_source``
-    or ``rollback_live_migration_at_source`` +
-    ``rollback_live_migration_at_destination``. The two drivers may live in
+    or ``rollback_live_migration_at_destination`` +
+    ``rollback_live_migration_at_source``, in the order and only as far as the
+    settle function (:mod:`migplane.core.settle`) allows from what both hosts
+    report (and ``pause_instance`` when two copies run). The two drivers may live in
     different processes (agents), so every :class:`MigrateData` crosses as
     JSON primitives: do not rely on object identity.
 
@@ -285,7 +287,10 @@ class MigrationDriver(metaclass=abc.ABCMeta):
                                            migrate_data: md.MigrateData) -> None:
         """The guest now runs here: finish (persist its definition...).
 
-        Destination side, after the job completed. Returns None.
+        Destination side, after the job completed, called only once the settle
+        function (:mod:`migplane.core.settle`) saw the source's copy stopped. A
+        driver that holds the arrived copy paused after the switch-over (the
+        handover: ``JobProgress.handover``) resumes it here. Returns None.
         """
 
     @abc.abstractmethod
@@ -380,7 +385,10 @@ class MigrationDriver(metaclass=abc.ABCMeta):
         """The migration failed: make sure the guest runs here again.
 
         Source side, after a failure at any point; idempotent (a second call,
-        or a call when nothing was started, is harmless). Returns None.
+        or a call when nothing was started, is harmless). The flow calls it only
+        when the settle function saw the destination's copy gone (or this copy
+        still running), so resuming a copy paused for the migration is safe; a
+        half of a post-copy migration is never resumed. Returns None.
         """
 
     def pause_instance(self, instance: str, migrate_data: md.MigrateData) -> None:
