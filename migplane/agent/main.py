@@ -19,6 +19,7 @@ from migplane.agent import app as app_mod
 from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
+from migplane.agent import whereplane
 from migplane.core import exception
 from migplane.core import opts as core_opts
 
@@ -44,6 +45,12 @@ def build(conf):
     agent = service.Agent(conf)
     options = conf[opts.GROUP]
     return agent, server_for(agent, options.bind_host, options.port)
+
+
+def serve(server, name):
+    thread = threading.Thread(target=server.serve_forever, name=name)
+    thread.start()
+    return thread
 
 
 def server_for(agent, host, port):
@@ -85,13 +92,23 @@ def main(argv=None):
         print("migplane-agent: %s" % err, file=sys.stderr)
         return 2
     try:
-        server.prepare()
-    except OSError as err:
-        LOG.error("Cannot listen on %s port %s: %s", conf.agent.bind_host,
-                  conf.agent.port, err)
-        print("migplane-agent: cannot listen on %s port %s: %s"
-              % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
-        return 1
+        where = whereplane.server(agent)
+    except exception.MigplaneError as err:
+        LOG.error("Configuration error: %s", err)
+        print("migplane-agent: %s" % err, file=sys.stderr)
+        return 2
+    servers = [(server, conf.agent.bind_host, conf.agent.port, "agent-server")]
+    if where is not None:
+        servers.append((where, where.address[0], conf.agent.migration_plane_port,
+                        "agent-migration-plane"))
+    for each, host, port, _ in servers:
+        try:
+            each.prepare()
+        except OSError as err:
+            LOG.error("Cannot listen on %s port %s: %s", host, port, err)
+            print("migplane-agent: cannot listen on %s port %s: %s" % (host, port, err),
+                  file=sys.stderr)
+            return 1
 
     stopping = threading.Event()
 
@@ -108,14 +125,17 @@ def main(argv=None):
              agent.driver.describe().name, agent.settings.host.my_live_migration_ip,
              agent.settings.concurrency.max_concurrent,
              agent.settings.concurrency.when_busy)
-    thread = threading.Thread(target=server.serve_forever, name="agent-server")
-    thread.start()
+    threads = [(each, serve(each, name)) for each, _, _, name in servers]
+    if where is not None:
+        LOG.info("Answering peers where a guest runs on the migration plane too, %s "
+                 "port %s", servers[1][1], servers[1][2])
     while not stopping.wait(1.0):
-        if not thread.is_alive():
-            LOG.error("The HTTP server stopped unexpectedly")
+        if not all(thread.is_alive() for _, thread in threads):
+            LOG.error("An HTTP server stopped unexpectedly")
             return 1
-    server.stop()
-    thread.join(10)
+    for each, thread in threads:
+        each.stop()
+        thread.join(10)
     LOG.info("migplane-agent stopped")
     return 0
 

@@ -17,7 +17,10 @@ hosts answer, and stays ``unresolved`` after ``MAX_WATCH_S``.
 import logging
 import threading
 import time
+import urllib.parse
 
+from migplane.agent import whereplane
+from migplane.agent import wire
 from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
@@ -33,11 +36,19 @@ TRANSFER_STEPS = ("live_migration", "settle", "post_live_migration_at_destinatio
 
 
 class Unreachable:
-    """The destination while its agent cannot be reached: every step says so."""
+    """The destination while its agent cannot be reached: every step says so, but
+    where the guest runs may still be asked over the migration plane (``where``)."""
 
-    def __init__(self, hostname, reason):
+    def __init__(self, hostname, reason, where=None):
         self.hostname = hostname
         self.reason = reason
+        self.where = where
+
+    def get_instance_info(self, instance):
+        if self.where is None:
+            raise exception.HypervisorUnavailable(host=self.hostname, reason=self.reason)
+        return wire.load_info(self.where.get(
+            "/v1/instances/%s" % urllib.parse.quote(instance, safe="")))
 
     def __getattr__(self, name):
         def unreachable(*args, **kwargs):
@@ -115,8 +126,11 @@ class Reconciler:
         except exception.MigplaneError as err:
             LOG.warning("Migration %s: destination agent %s not reachable (%s); retrying",
                         record.id, record.destination_url, err)
+            inbound = self._data(record).target_connect_addr
             return Unreachable(record.destination, "its agent %s is not reachable: %s"
-                               % (record.destination_url, err))
+                               % (record.destination_url, err),
+                               where=whereplane.client(self.agent, record.destination,
+                                                       inbound))
         if hasattr(remote, "migration_id"):  # steps name the migration they serve
             remote.migration_id = record.id
         # the destination serves steps of a migration whose slot its source holds;

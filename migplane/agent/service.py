@@ -21,6 +21,7 @@ from migplane.agent import safety
 from migplane.agent import slots as slots_mod
 from migplane.agent import store as store_mod
 from migplane.agent import tls
+from migplane.agent import whereplane
 from migplane.agent import wire
 from migplane.core import exception
 from migplane.core import flow as flow_mod
@@ -140,6 +141,7 @@ class Agent:
         if facts.get("hostname") != name:
             raise errors.Forbidden(reason="the peer authenticated as %r calls itself %r"
                                           % (name, facts.get("hostname")))
+        remote.where = whereplane.client(self, name, facts.get("my_live_migration_ip"))
         return remote
 
     def plan_networks(self, remote):

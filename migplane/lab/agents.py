@@ -56,6 +56,8 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
         lines.append("state_dir = %s" % state_dir)
     if peers:
         lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
+        if my_ip and cert and ca_file:
+            lines.append("migration_plane_port = %d" % (port + 1))
     if not (cert and key):
         lines.append("insecure_lab_mode = true")
     lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}
@@ -85,8 +87,10 @@ class LabAgents:
         ca_key, ca_cert = lab_tls.ensure_ca(self.dir / "ca", self.lab.name)
         self.ca_file = str(ca_cert)
         for i, host in enumerate(self.lab.hosts):
+            # the migration address too: peers ask it where a guest runs when the
+            # management plane is down ([agent] migration_plane_port)
             lab_tls.issue_agent(ca_key, ca_cert, self.dir / host.name, host.name,
-                                [host.mgmt_ip], 7000 + i)
+                                [host.mgmt_ip, host.mig_ip], 7000 + i)
 
     def peers(self, host):
         """The other lab hosts' agents, as ``[agent] peers`` of ``host``'s."""
