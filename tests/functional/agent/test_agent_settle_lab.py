@@ -96,3 +96,36 @@ def test_destination_agent_down_while_its_libvirtd_runs(lab, lab_agents):
             agents.start(b, my_ip=b.mig_ip)
         for host in lab.hosts:
             guest.destroy_guest(host, name)
+
+
+def test_peers_ask_where_a_guest_runs_over_the_migration_plane(lab, lab_agents):
+    """With host-a's management link down, its agent's certificate still gets the
+    one answer from host-b's agent on host-b's migration address, and nothing
+    else; host-b's management address is unreachable meanwhile."""
+    agents = lab_agents
+    a, b = lab.hosts
+    name = "ag-where"
+    cert, key = agents.cert(a)
+    port = 7481  # the lab agents' migration_plane_port
+
+    def ask(host_ip, path, port=port):
+        done = a.run(["curl", "-sS", "--max-time", "5", "--cacert", agents.ca_file,
+                      "--cert", str(cert), "--key", str(key), "-o", "-", "-w",
+                      "\n%{http_code}", "https://%s:%d%s" % (host_ip, port, path)],
+                     check=False, timeout=30)
+        body, _, code = done.stdout.rpartition("\n")
+        return code, body
+
+    try:
+        guest.define_guest(b, name, lab.build_guest(), memory_mib=64,
+                           cmdline=guest.cmdline(tick_ms=50))
+        a.set_link("management", False)
+        code, body = ask(b.mig_ip, "/v1/instances/%s" % name)
+        assert code == "200", body
+        assert '"state": "running"' in body or '"state":"running"' in body, body
+        assert ask(b.mig_ip, "/v1/host")[0] == "404"
+        # the agent's own port on the management plane: cut off
+        assert ask(b.mgmt_ip, "/v1/instances/%s" % name, port=7480)[0] == "000"
+    finally:
+        a.set_link("management", True)
+        guest.destroy_guest(b, name)
