@@ -133,6 +133,7 @@ def main(argv=None):
         if not all(thread.is_alive() for _, thread in threads):
             LOG.error("An HTTP server stopped unexpectedly")
             return 1
+    agent.reconciler.stop()
     for each, thread in threads:
         each.stop()
         thread.join(10)

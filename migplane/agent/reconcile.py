@@ -74,6 +74,11 @@ class Reconciler:
         self._clock = clock
         self.max_watch_s = self.MAX_WATCH_S if max_watch_s is None else max_watch_s
         self.threads = []
+        self._stopping = threading.Event()
+
+    def stop(self):
+        """The agent stops: leave every record as it is (the next start settles it)."""
+        self._stopping.set()
 
     def start(self):
         """One thread per record in flight when the agent stopped, or unresolved."""
@@ -164,7 +169,7 @@ class Reconciler:
             block_migration=record.block_migration)
         deadline = self._clock() + self.max_watch_s
         noted = None
-        while True:
+        while not self._stopping.is_set():
             if isinstance(settler.destination, Unreachable):
                 settler.destination = self._destination(record)
             job = settler.job()
