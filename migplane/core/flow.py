@@ -5,8 +5,10 @@ the JSON crossing of every :class:`MigrateData` (source and destination may be
 two processes), the URI policy, the per-host concurrency limit, the plan (``strategy``: measure
 the guest, choose how to move it) and the monitor (``monitor``: Nova's downtime
 steps and completion timeout, or the adaptive escalations), the progress
-events, and the rule that a failure leaves the guest running on exactly one
-host with the other host clean.
+events, and, once the job ended or was lost, settling: what each host says of
+the guest goes through the one settle function (:mod:`migplane.core.settle`,
+carried out by :mod:`migplane.core.settling`), which never lets two copies
+run, and gives the verdict.
 
 Threading model: :meth:`LiveMigration.run` runs the whole migration in the
 calling thread; :meth:`~LiveMigration.abort` and
@@ -361,9 +363,10 @@ class LiveMigration:
             self._monitor(info, caps.capabilities)
         except Exception as err:
             failed_step = self.step  # before the rollback or settle step
-            if not transferring:
+            if not transferring:  # nothing moved: the guest never left the source
                 self._rollback(data, prepared)
-                raise self._failed(err, failed_step)
+                raise self._failed(err, failed_step, verdict=events.VERDICT_ROLLED_BACK,
+                                   verdict_reason="it failed before any transfer started")
             return self._conclude(data, err, failed_step)
         return self._conclude(data, None, None)
 
