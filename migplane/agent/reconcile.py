@@ -66,6 +66,8 @@ class Reconciler:
     RETRY_S = 5.0
     #: Seconds a migration is settled at most before it is left unresolved.
     MAX_WATCH_S = 3600.0
+    #: Seconds past that for a job aborted at the deadline to end.
+    ABORT_GRACE_S = 120.0
 
     def __init__(self, agent, sleep=None, clock=time.monotonic, max_watch_s=None):
         self.agent = agent
@@ -172,21 +174,23 @@ class Reconciler:
         while not self._stopping.is_set():
             if isinstance(settler.destination, Unreachable):
                 settler.destination = self._destination(record)
+            past = self._clock() > deadline  # once per round: abort, then settle
             job = settler.job()
             if settler.progress is not None:
                 record.progress = settler.progress.to_dict()
                 postcopy = postcopy or settler.progress.postcopy
+            aborted = False
             if job == driver_mod.JOB_RUNNING and not postcopy and (
-                    record.abort_requested or self._clock() > deadline):
+                    record.abort_requested or past):
+                aborted = True
                 record.abort_requested = True
                 _safely(self.agent.driver.abort_job, record.instance)
                 self._sleep(self.POLL_S)
                 job = settler.job()
             decision = settler.run(job, 0, postcopy=postcopy, handover=handover,
                                    read_job=False)
-            if decision.final:
-                return self._finish(record, settler, decision, restarted)
-            if self._clock() > deadline:
+            if decision.final or (past and (not aborted or self._clock() > deadline
+                                            + self.ABORT_GRACE_S)):
                 return self._finish(record, settler, decision, restarted)
             if decision.reason != noted:
                 noted = decision.reason
