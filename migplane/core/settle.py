@@ -30,9 +30,10 @@ source runs or is paused, destination not running           roll-back    rolled-
 neither holds a runnable copy                               keep-paused  lost
 =========================================================  ===========  ===============
 
-A finish is ``completed`` once the source holds no definition of the guest
-(``absent``); while a shut-off, bootable one is left there it is
-``unresolved`` and allows removing it.
+A finish is ``completed`` once the guest runs on the destination and the
+source holds no definition of it (``absent``); until then (the held copy not
+resumed yet, a shut-off, bootable definition left on the source) it is
+``unresolved`` and allows the steps that get there.
 
 In any post-copy state nothing destroys, undefines or resumes either half:
 the source holds pages the destination lacks, the destination holds the
@@ -243,12 +244,13 @@ def _fence(src, dst, where):
 def _finish(reason, src, **allowed):
     """The guest runs (or is resumed) on the destination: completed once the
     source holds no bootable definition of it any more."""
-    if src.state == ABSENT:
+    if src.state == ABSENT and not allowed.get("may_resume_destination"):
         return _d(FINISH, events.VERDICT_COMPLETED, reason, running_on="destination",
                   may_undefine_source=True, **allowed)
-    return _d(FINISH, events.VERDICT_UNRESOLVED,
-              reason + "; the source still holds a bootable definition: removing it",
-              running_on="destination", may_undefine_source=True, **allowed)
+    if src.state != ABSENT:
+        reason += "; the source still holds a bootable definition: removing it"
+    return _d(FINISH, events.VERDICT_UNRESOLVED, reason, running_on="destination",
+              may_undefine_source=True, **allowed)
 
 
 def _postcopy(src, dst, job, where):

@@ -130,10 +130,12 @@ class Settler:
             self._enter(step)
 
     def _once(self, name, method, during):
+        """Carry out step ``name`` unless it succeeded already (a failed one is
+        tried again when a later decision asks for it: the steps are idempotent)."""
         if name in self.done:
             return False
-        self.done.add(name)
-        call_safely(method, self.instance, self.data, self.errors, during)
+        if call_safely(method, self.instance, self.data, self.errors, during):
+            self.done.add(name)
         return True
 
     def act(self, decision):
@@ -218,15 +220,18 @@ def where(decision, source, destination):
 
 
 def call_safely(method, instance, data, errors=None, during="rollback"):
-    """Run one step; log (and collect in ``errors``) what it raised."""
+    """Run one step; log (and collect in ``errors``) what it raised; True when it
+    succeeded."""
     name = getattr(method, "__name__", "step")
     try:
         method(instance, data)
+        return True
     except exception.MigplaneError as err:  # expected, e.g. a daemon is down
         LOG.warning("%s of %s failed during %s: %s", name, instance, during, err)
-        if errors is not None:
-            errors.append("%s: %s" % (name, err))
+        failure = "%s: %s" % (name, err)
     except Exception as err:
         LOG.exception("%s of %s failed during %s", name, instance, during)
-        if errors is not None:
-            errors.append("%s: %s" % (name, err))
+        failure = "%s: %s" % (name, err)
+    if errors is not None and failure not in errors:
+        errors.append(failure)
+    return False
