@@ -25,6 +25,8 @@ from migplane.agent import opts as agent_opts
 from migplane.core import address
 
 PORT = agent_opts.DEFAULT_PORT
+#: [agent] migration_plane_port of the lab's agents (on each host's migration address).
+MIGRATION_PLANE_PORT = PORT + 1
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -57,7 +59,7 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
     if peers:
         lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
         if my_ip and cert and ca_file:
-            lines.append("migration_plane_port = %d" % (port + 1))
+            lines.append("migration_plane_port = %d" % MIGRATION_PLANE_PORT)
     if not (cert and key):
         lines.append("insecure_lab_mode = true")
     lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from migplane.agent import inlab
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
@@ -106,7 +107,7 @@ def test_peers_ask_where_a_guest_runs_over_the_migration_plane(lab, lab_agents):
     a, b = lab.hosts
     name = "ag-where"
     cert, key = agents.cert(a)
-    port = 7481  # the lab agents' migration_plane_port
+    port = agents_mod.MIGRATION_PLANE_PORT
 
     def ask(host_ip, path, port=port):
         done = a.run(["curl", "-sS", "--max-time", "5", "--cacert", agents.ca_file,
@@ -125,7 +126,7 @@ def test_peers_ask_where_a_guest_runs_over_the_migration_plane(lab, lab_agents):
         assert '"state": "running"' in body or '"state":"running"' in body, body
         assert ask(b.mig_ip, "/v1/host")[0] == "404"
         # the agent's own port on the management plane: cut off
-        assert ask(b.mgmt_ip, "/v1/instances/%s" % name, port=7480)[0] == "000"
+        assert ask(b.mgmt_ip, "/v1/instances/%s" % name, port=agents_mod.PORT)[0] == "000"
     finally:
         a.set_link("management", True)
         guest.destroy_guest(b, name)
