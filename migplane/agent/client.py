@@ -383,12 +383,15 @@ class RemoteDriver(driver_mod.DestinationDriver):
     plan check).
     """
 
-    def __init__(self, client, hostname=None, identity=None, migration_id=None):
+    def __init__(self, client, hostname=None, identity=None, migration_id=None,
+                 where=None):
         self.client = client  # no conf: the remote agent has it
         self._facts = None
         self._hostname = hostname
         self.identity = identity
         self.migration_id = migration_id
+        #: An AgentClient of the peer's one question on the migration plane, or None.
+        self.where = where
 
     @property
     def hostname(self):
@@ -408,8 +411,16 @@ class RemoteDriver(driver_mod.DestinationDriver):
         return self.client.get("/v1/host")["local_addresses"]
 
     def get_instance_info(self, instance):
-        return wire.load_info(self.client.get(
-            "/v1/instances/%s" % urllib.parse.quote(instance, safe="")))
+        path = "/v1/instances/%s" % urllib.parse.quote(instance, safe="")
+        try:
+            return wire.load_info(self.client.get(path))
+        except errors.AgentUnreachable as err:
+            if self.where is None:
+                raise
+            LOG.warning("Agent %s unreachable on the management plane (%s); asking "
+                        "where %s runs over the migration plane, %s", self.client.url,
+                        err, instance, self.where.url)
+            return wire.load_info(self.where.get(path))
 
     def _step(self, name, **body):
         if self.migration_id is not None:
@@ -443,3 +454,6 @@ class RemoteDriver(driver_mod.DestinationDriver):
 
     def rollback_live_migration_at_destination(self, instance, migrate_data):
         self._data_step("rollback_live_migration_at_destination", instance, migrate_data)
+
+    def pause_instance(self, instance, migrate_data):
+        self._data_step("pause_instance", instance, migrate_data)

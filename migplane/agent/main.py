@@ -30,6 +30,7 @@ from migplane.agent import opts
 from migplane.agent import server as server_mod
 from migplane.agent import service
 from migplane.agent import systemd
+from migplane.agent import whereplane
 from migplane.agent import wire
 from migplane.core import exception
 from migplane.core import opts as core_opts
@@ -62,6 +63,12 @@ def build(conf):
     return agent, server_for(agent, options.bind_host, options.port)
 
 
+def serve(server, name):
+    thread = threading.Thread(target=server.serve_forever, name=name)
+    thread.start()
+    return thread
+
+
 def server_for(agent, host, port):
     """The HTTP(S) server of ``agent`` on ``host:port``, with its ``[agent]`` limits."""
     options = agent.options
@@ -73,7 +80,7 @@ def server_for(agent, host, port):
         known_certificate=agent.known_certificate)
 
 
-def reload_tls(conf, agent, server):
+def reload_tls(conf, agent, server, where=None):
     """SIGHUP: the configuration files, then the TLS files and peers, read again; on
     any error the agent logs it (naming the file or option) and keeps serving as
     before. True when the new ones are in use."""
@@ -87,6 +94,8 @@ def reload_tls(conf, agent, server):
                                         reason="cannot be read again: %s" % err)
         agent.reload_tls()
         server.set_ssl_context(agent.server_context)
+        if where is not None:  # the migration plane's question: the same files
+            where.set_ssl_context(whereplane.context(agent.options))
         return True
     except exception.MigplaneError as err:
         LOG.error("Reload refused, still serving with the certificate, key, CA and peers "
@@ -126,13 +135,23 @@ def main(argv=None):
         print("migplane-agent: %s" % err, file=sys.stderr)
         return 2
     try:
-        server.prepare()
-    except OSError as err:
-        LOG.error("Cannot listen on %s port %s: %s", conf.agent.bind_host,
-                  conf.agent.port, err)
-        print("migplane-agent: cannot listen on %s port %s: %s"
-              % (conf.agent.bind_host, conf.agent.port, err), file=sys.stderr)
-        return 1
+        where = whereplane.server(agent)
+    except exception.MigplaneError as err:
+        LOG.error("Configuration error: %s", err)
+        print("migplane-agent: %s" % err, file=sys.stderr)
+        return 2
+    servers = [(server, conf.agent.bind_host, conf.agent.port, "agent-server")]
+    if where is not None:
+        servers.append((where, where.address[0], conf.agent.migration_plane_port,
+                        "agent-migration-plane"))
+    for each, host, port, _ in servers:
+        try:
+            each.prepare()
+        except OSError as err:
+            LOG.error("Cannot listen on %s port %s: %s", host, port, err)
+            print("migplane-agent: cannot listen on %s port %s: %s" % (host, port, err),
+                  file=sys.stderr)
+            return 1
 
     metrics_host, metrics_server = agent.options.metrics_bind_host, None
     if metrics_host:
@@ -169,29 +188,33 @@ def main(argv=None):
              agent.driver.describe().name, agent.settings.host.my_live_migration_ip,
              agent.settings.concurrency.max_concurrent,
              agent.settings.concurrency.when_busy)
-    thread = threading.Thread(target=server.serve_forever, name="agent-server")
-    thread.start()
+    threads = [(each, serve(each, name)) for each, _, _, name in servers]
+    if where is not None:
+        LOG.info("Answering peers where a guest runs on the migration plane too, %s "
+                 "port %s", servers[1][1], servers[1][2])
     systemd.ready("Serving on %s" % server.url)
     agent.warn_if_certificate_expires()
     next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
     while not stopping.is_set():
         wake.wait(1.0)
         wake.clear()
-        if not thread.is_alive():
-            LOG.error("The HTTP server stopped unexpectedly")
+        if not all(thread.is_alive() for _, thread in threads):
+            LOG.error("An HTTP server stopped unexpectedly")
             return 1
         if reload_asked.is_set() and not stopping.is_set():
             reload_asked.clear()
-            reload_tls(conf, agent, server)
+            reload_tls(conf, agent, server, where)
             next_expiry_check = 0
         if time.monotonic() >= next_expiry_check:
             agent.warn_if_certificate_expires()
             next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
     systemd.stopping()
-    server.stop()
+    agent.reconciler.stop()
     if metrics_server is not None:
         metrics_server.shutdown()
-    thread.join(10)
+    for each, thread in threads:
+        each.stop()
+        thread.join(10)
     LOG.info("migplane-agent stopped")
     return 0
 

@@ -222,9 +222,16 @@ class MigrationRecord:
         self.migrate_data = migrate_data.to_primitive()
         self.save()
 
-    def finish(self, result=None, error=None, running_on=None, status=None):
-        """The end: ``result`` of the flow, or ``error``, or (reconciled) ``status``
-        and ``running_on``; all set at once, so no reader sees a status without them."""
+    @property
+    def verdict(self):
+        """Where the guest is, as the settle function last said (``events.VERDICTS``)."""
+        return (self.result or {}).get("verdict")
+
+    def finish(self, result=None, error=None, running_on=None, status=None, verdict=None,
+               verdict_reason=None):
+        """The end: ``result`` of the flow, or ``error``, or (reconciled) ``status``,
+        ``running_on`` and ``verdict``; all set at once, so no reader sees a status
+        without them."""
         self._stop_counting()
         with self._lock:
             if status is not None:
@@ -245,14 +252,15 @@ class MigrationRecord:
                     self.status = (flow_mod.ABORTED
                                    if isinstance(error, exception.MigrationAborted)
                                    else flow_mod.FAILED)
-            if result is None and running_on is not None:
+            if result is None and (running_on is not None or verdict is not None):
                 self.result = {"migration_id": self.id, "instance": self.instance,
                                "source": self.source, "destination": self.destination,
                                "status": self.status,
                                "duration_s": round(self.finished - self.created, 3),
                                "uris": self.uris, "progress": self.progress,
                                "timeout_action": None, "error": self.error,
-                               "running_on": running_on}
+                               "running_on": running_on, "verdict": verdict,
+                               "verdict_reason": verdict_reason}
         self.save()
         self.observe("migration_finished")
 
@@ -349,6 +357,8 @@ class MigrationRegistry:
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
         self._claims = {}
+        #: Called with a record whose flow ended unresolved (the agent settles it on).
+        self.on_unresolved = None
         self.store = store if store is not None else store_mod.RecordStore(None)
         bad = []
         loaded = self.store.load_all(check=check_stored, bad=bad)
@@ -403,7 +413,29 @@ class MigrationRegistry:
                     instance=instance, step="start",
                     reason="migration %s of it is already %s" % (
                         holder, record.status if record is not None else "starting"))
+            unsettled = self._unsettled_for(instance)
+            if unsettled is not None and unsettled.verdict == events_mod.VERDICT_SPLIT:
+                raise exception.GuestSplit(
+                    instance=instance, migration=unsettled.id, step="start",
+                    reason=(unsettled.result or {}).get("verdict_reason") or "split")
+            if unsettled is not None:
+                raise exception.MigrationError(
+                    instance=instance, step="start",
+                    reason="migration %s of it ended %s and is being settled; nothing "
+                           "may move it meanwhile" % (unsettled.id, unsettled.verdict))
             self._claims[instance] = migration_id
+
+    def _unsettled_for(self, instance):
+        """The latest record of ``instance`` when it ended split or unresolved."""
+        latest = None
+        for record in self._records.values():
+            if record.instance == instance and (latest is None
+                                                or record.created >= latest.created):
+                latest = record
+        if latest is not None and latest.verdict in (events_mod.VERDICT_SPLIT,
+                                                     events_mod.VERDICT_UNRESOLVED):
+            return latest
+        return None
 
     def unclaim(self, instance, migration_id):
         with self._lock:
@@ -446,6 +478,8 @@ class MigrationRegistry:
             record.finish(result)
         with self._lock:
             self._trim()
+        if record.verdict == events_mod.VERDICT_UNRESOLVED and self.on_unresolved:
+            self.on_unresolved(record)
 
     def _trim(self):
         now = time.time()
@@ -474,3 +508,8 @@ class MigrationRegistry:
     def in_flight(self):
         """Records that were active when they were last written (for reconciling)."""
         return [r for r in self.all() if r.active and r.flow is None]
+
+    def unsettled(self):
+        """Ended records whose verdict is unresolved (for reconciling on start)."""
+        return [r for r in self.all()
+                if not r.active and r.verdict == events_mod.VERDICT_UNRESOLVED]

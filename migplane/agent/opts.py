@@ -23,6 +23,14 @@ agent_opts = [
         "port",
         default=DEFAULT_PORT,
         help="TCP port the agent listens on."),
+    cfg.PortOpt(
+        "migration_plane_port",
+        help="TCP port of the one question a peer agent may ask over the migration "
+             "plane when the management plane is down: where a guest runs and whether "
+             "it is paused (GET /v1/instances/<name>, peers' certificates only). "
+             "Served on my_live_migration_ip only, never on a wildcard address; the "
+             "same port on every host, and cert_file must name my_live_migration_ip. "
+             "Unset: not served, and not asked."),
     cfg.ListOpt(
         "auth_tokens",
         default=[],

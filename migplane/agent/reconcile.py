@@ -1,106 +1,73 @@
-"""Finishing, after a restart, the migrations this agent was coordinating.
+"""Settling the migrations this agent coordinates that are not settled yet.
 
-When the source agent dies mid-migration the hypervisor goes on without it:
-the job may still run, may have moved the guest, or may have failed. On
-start the agent asks the hypervisors (the local driver and the destination's
-agent) where the guest is, and :func:`decide` turns that into one action:
+Two kinds of record need it: those that were in flight when the agent
+stopped (the hypervisor went on without it: the job may still run, may have
+moved the guest, or may have failed), and those whose flow ended
+``unresolved`` because a host could not be asked. For each, the agent asks
+both hosts again and again (the local driver, the destination's agent) and
+lets the one settle function (:func:`migplane.core.settle.settle`, carried
+out by :class:`migplane.core.settling.Settler`) decide: finish, roll back,
+wait, fence or keep paused. A host that cannot be asked keeps the guest
+paused where it is; the record is finished, or rolled back, as soon as both
+hosts answer, and stays ``unresolved`` after ``MAX_WATCH_S``.
 
-=================================================  =========================
-what the hypervisors say                            action
-=================================================  =========================
-the job still runs, or the guest is in flight       ``watch`` (ask again)
-guest runs on the destination, not on the source    ``complete`` (post steps)
-guest runs on the source, destination not running   ``rollback`` (destination)
-runs on both, or on neither                         ``unknown`` (touch nothing)
-=================================================  =========================
-
-:func:`decide` is a pure function of plain data; :class:`Reconciler` does
-the I/O around it, in one thread per record so the agent serves meanwhile.
+:class:`Reconciler` runs one thread per record, so the agent serves meanwhile.
 """
 
-import dataclasses
 import logging
 import threading
 import time
+import urllib.parse
 
+from migplane.agent import whereplane
+from migplane.agent import wire
 from migplane.core import driver as driver_mod
+from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow as flow_mod
 from migplane.core import migrate_data as md
+from migplane.core import settling
 
 LOG = logging.getLogger(__name__)
 
-WATCH = "watch"
-COMPLETE = "complete"
-ROLLBACK = "rollback"
-UNKNOWN = "unknown"
-
-#: Guest states in which it runs (or is paused mid-migration) on a host.
-ALIVE = ("running", "paused", "incoming")
 #: Steps after which libvirt may have started moving the guest.
-TRANSFER_STEPS = ("live_migration", "post_live_migration_at_destination",
+TRANSFER_STEPS = ("live_migration", "settle", "post_live_migration_at_destination",
                   "post_live_migration_at_source")
 
 
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    """What the hypervisors say of one guest; a state is None when it is absent."""
+class Unreachable:
+    """The destination while its agent cannot be reached: every step says so, but
+    where the guest runs may still be asked over the migration plane (``where``)."""
 
-    step: str = None
-    source_state: str = None
-    destination_state: str = None
-    #: The source's job state (``driver.JOB_*``), None when the driver cannot tell.
-    job_state: str = None
-    abort_requested: bool = False
+    def __init__(self, hostname, reason, where=None):
+        self.hostname = hostname
+        self.reason = reason
+        self.where = where
 
+    def get_instance_info(self, instance):
+        if self.where is None:
+            raise exception.HypervisorUnavailable(host=self.hostname, reason=self.reason)
+        return wire.load_info(self.where.get(
+            "/v1/instances/%s" % urllib.parse.quote(instance, safe="")))
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    action: str
-    reason: str
-
-
-def decide(obs):
-    """The :class:`Decision` for an :class:`Observation` (pure)."""
-    src, dst, job = obs.source_state, obs.destination_state, obs.job_state
-    src_alive = src in ALIVE
-    if job == driver_mod.JOB_RUNNING:
-        if obs.abort_requested and dst != "running" and src_alive:
-            return Decision(ROLLBACK, "abort requested while the job still runs")
-        return Decision(WATCH, "the hypervisor's migration job still runs")
-    if dst == "running" and src == "running":
-        return Decision(UNKNOWN, "the guest runs on both hosts; touching neither")
-    if dst == "running":
-        if src == "paused" and job is None:
-            return Decision(WATCH, "the guest runs on the destination and is paused on "
-                                   "the source: post-copy still in flight")
-        return Decision(COMPLETE, "the guest runs on the destination (source: %s)"
-                        % (src or "gone"))
-    if not src_alive:
-        return Decision(UNKNOWN, "the guest runs on neither host (source: %s, "
-                                 "destination: %s)" % (src or "gone", dst or "gone"))
-    if obs.abort_requested:
-        return Decision(ROLLBACK, "abort requested")
-    if (dst in ("paused", "incoming") and job is None
-            and obs.step in TRANSFER_STEPS):
-        return Decision(WATCH, "the guest is still arriving on the destination")
-    if job in driver_mod.JOB_FINISHED:
-        return Decision(ROLLBACK, "the job ended %s and the guest runs on the source"
-                        % job)
-    return Decision(ROLLBACK, "the guest runs on the source (destination: %s)"
-                    % (dst or "gone"))
+    def __getattr__(self, name):
+        def unreachable(*args, **kwargs):
+            raise exception.HypervisorUnavailable(host=self.hostname, reason=self.reason)
+        unreachable.__name__ = name
+        return unreachable
 
 
 class Reconciler:
-    """Settles the in-flight records of ``agent`` (a :class:`service.Agent`)."""
+    """Settles the records of ``agent`` (a :class:`service.Agent`) that need it."""
 
     #: Seconds between two looks at a migration still in flight.
     POLL_S = 1.0
-    #: Seconds between two attempts to reach an unreachable destination agent.
+    #: Seconds between two attempts when a host cannot be asked.
     RETRY_S = 5.0
-
-    #: Seconds a migration is watched (or its destination agent awaited) at most.
+    #: Seconds a migration is settled at most before it is left unresolved.
     MAX_WATCH_S = 3600.0
+    #: Seconds past that for a job aborted at the deadline to end.
+    ABORT_GRACE_S = 120.0
 
     def __init__(self, agent, sleep=None, clock=time.monotonic, max_watch_s=None):
         self.agent = agent
@@ -109,23 +76,42 @@ class Reconciler:
         self._clock = clock
         self.max_watch_s = self.MAX_WATCH_S if max_watch_s is None else max_watch_s
         self.threads = []
+        self._stopping = threading.Event()
+
+    def stop(self):
+        """The agent stops: leave every record as it is (the next start settles it)."""
+        self._stopping.set()
 
     def start(self):
-        """One thread per record that was in flight when the agent stopped."""
+        """One thread per record in flight when the agent stopped, or unresolved."""
         for record in self.agent.registry.in_flight():
             LOG.warning("Migration %s of %s was %s (step %s) when this agent stopped; "
                         "asking the hypervisors how it ended", record.id, record.instance,
                         record.status, record.step)
             record.note("reconciling", message="agent restarted; asking the hypervisors "
                         "where %s is" % record.instance)
-            thread = threading.Thread(target=self.run, args=(record,), daemon=True,
-                                      name="reconcile-%s" % record.id)
-            thread.start()
-            self.threads.append(thread)
+            self._thread(record)
+        for record in self.agent.registry.unsettled():
+            self.settle_later(record)
         return self.threads
 
+    def settle_later(self, record):
+        """Go on settling ``record``, whose flow ended unresolved, in a thread."""
+        LOG.warning("Migration %s of %s is unresolved; settling it as soon as both hosts "
+                    "answer", record.id, record.instance)
+        record.note("reconciling", message="unresolved: asking both hosts until they "
+                    "answer")
+        return self._thread(record)
+
+    def _thread(self, record):
+        thread = threading.Thread(target=self.run, args=(record,), daemon=True,
+                                  name="reconcile-%s" % record.id)
+        thread.start()
+        self.threads.append(thread)
+        return thread
+
     def join(self, timeout=None):
-        for thread in self.threads:
+        for thread in list(self.threads):
             thread.join(timeout)
 
     # -- one record ----------------------------------------------------------------
@@ -136,24 +122,28 @@ class Reconciler:
         except Exception as err:  # keep the agent up; say what is known
             LOG.exception("Reconciling migration %s failed", record.id)
             record.note("failed", message="reconciling failed: %s" % err)
-            record.finish(None, "reconciling after a restart failed: %s" % err)
+            record.finish(None, "reconciling failed: %s" % err,
+                          verdict=events.VERDICT_UNRESOLVED)
 
     def _destination(self, record):
-        """A driver for the destination's agent; None when it stays unreachable."""
-        deadline = self._clock() + self.max_watch_s
-        while True:
-            try:
-                remote = self.agent.peer({"url": record.destination_url,
-                                          "host": record.destination})
-                if hasattr(remote, "migration_id"):  # steps name the migration they serve
-                    remote.migration_id = record.id
-                return remote
-            except exception.MigplaneError as err:
-                LOG.warning("Migration %s: destination agent %s not reachable yet (%s); "
-                            "retrying", record.id, record.destination_url, err)
-                if self._clock() > deadline:
-                    return None
-            self._sleep(self.RETRY_S)
+        """A driver for the destination's agent, or :class:`Unreachable`."""
+        try:
+            remote = self.agent.peer({"url": record.destination_url,
+                                      "host": record.destination})
+        except exception.MigplaneError as err:
+            LOG.warning("Migration %s: destination agent %s not reachable (%s); retrying",
+                        record.id, record.destination_url, err)
+            inbound = self._data(record).target_connect_addr
+            return Unreachable(record.destination, "its agent %s is not reachable: %s"
+                               % (record.destination_url, err),
+                               where=whereplane.client(self.agent, record.destination,
+                                                       inbound))
+        if hasattr(remote, "migration_id"):  # steps name the migration they serve
+            remote.migration_id = record.id
+        # the destination serves steps of a migration whose slot its source holds;
+        # the lease of the agent that died may have lapsed (idempotent per id)
+        _safely(remote.client.take_slot, record.id, self.agent.hostname, record.instance)
+        return remote
 
     def _data(self, record):
         if record.migrate_data:
@@ -165,135 +155,104 @@ class Reconciler:
         return md.MigrateData(dest_hostname=record.destination,
                               block_migration=record.block_migration)
 
-    def observe(self, record, destination):
-        source = self.agent.driver
-        return Observation(step=record.step,
-                           source_state=_state(source, record.instance),
-                           destination_state=_state(destination, record.instance),
-                           job_state=self._job(record),
-                           abort_requested=record.abort_requested)
-
-    def _job(self, record):
-        try:
-            progress = self.agent.driver.get_job_progress(record.instance)
-        except exception.MigplaneError:
-            return None  # e.g. the driver lost its job handle with the old process
-        record.progress = progress.to_dict()
-        return progress.state
-
     def _settle(self, record):
-        destination = self._destination(record)
-        if destination is None:
-            return self._alone(record)
-        # the destination serves steps of a migration whose slot its source holds;
-        # the lease of the agent that died may have lapsed (idempotent per id)
-        _safely(destination.client.take_slot, record.id, self.agent.hostname,
-                record.instance)
+        restarted = record.active
+        progress = record.progress or {}
+        postcopy = bool(progress.get("postcopy"))
+        handover = bool(progress.get("handover")) and record.step not in (
+            "post_live_migration_at_destination", "post_live_migration_at_source")
+        settler = settling.Settler(
+            record.instance, self.agent.driver,
+            Unreachable(record.destination, "not asked yet"), self._data(record),
+            self._clock, self._sleep, poll_interval=self.POLL_S,
+            label="Migration %s: " % record.id,
+            enter=lambda step: record.note("step", message=step, step=step),
+            split=lambda decision: self._split(record, settler, decision),
+            block_migration=record.block_migration)
         deadline = self._clock() + self.max_watch_s
-        watching = False
-        renewed = 0.0
-        while True:
-            try:
-                decision = decide(self.observe(record, destination))
-            except exception.MigplaneError as err:  # e.g. a daemon restarting
-                if self._clock() > deadline:
-                    decision = Decision(UNKNOWN, "cannot ask the hypervisors: %s" % err)
-                    break
-                LOG.warning("Migration %s: cannot observe it yet: %s", record.id, err)
-                self._sleep(self.RETRY_S)
-                continue
-            if decision.action != WATCH:
-                break
-            if not watching:
-                watching = True
-                record.note("watching", message=decision.reason)
-            if self._clock() > deadline and not record.abort_requested:
-                record.note("watching", message="still in flight after %d s; aborting"
-                            % self.max_watch_s)
+        noted = None
+        while not self._stopping.is_set():
+            if isinstance(settler.destination, Unreachable):
+                settler.destination = self._destination(record)
+            past = self._clock() > deadline  # once per round: abort, then settle
+            job = settler.job()
+            if settler.progress is not None:
+                record.progress = settler.progress.to_dict()
+                postcopy = postcopy or settler.progress.postcopy
+            aborted = False
+            if job == driver_mod.JOB_RUNNING and not postcopy and (
+                    record.abort_requested or past):
+                aborted = True
                 record.abort_requested = True
                 _safely(self.agent.driver.abort_job, record.instance)
-            if self._clock() - renewed > 10:
-                renewed = self._clock()
-                _safely(destination.client.renew_slot, record.id)
+                self._sleep(self.POLL_S)
+                job = settler.job()
+            decision = settler.run(job, 0, postcopy=postcopy, handover=handover,
+                                   read_job=False)
+            if decision.final or (past and (not aborted or self._clock() > deadline
+                                            + self.ABORT_GRACE_S)):
+                return self._finish(record, settler, decision, restarted)
+            if decision.reason != noted:
+                noted = decision.reason
+                record.note("watching", message=decision.reason)
+            if not isinstance(settler.destination, Unreachable):
+                _safely(settler.destination.client.renew_slot, record.id)
             record.save(force=False)
-            self._sleep(self.POLL_S)
-        LOG.warning("Migration %s of %s: %s: %s", record.id, record.instance,
-                    decision.action, decision.reason)
-        data = self._data(record)
-        if decision.action == COMPLETE:
-            self._complete(record, destination, data, decision)
-        elif decision.action == ROLLBACK:
-            self._rollback(record, destination, data, decision)
+            running = job in (driver_mod.JOB_RUNNING, driver_mod.JOB_POSTCOPY_RECOVERING)
+            self._sleep(self.POLL_S if running else self.RETRY_S)
+
+    def _split(self, record, settler, decision):
+        message = ("GUEST RUNNING TWICE: %s; further migrations of %s are refused"
+                   % (settler.where(decision), record.instance))
+        LOG.critical("Migration %s: %s", record.id, message)
+        record.note(events.SPLIT_DETECTED, message=message)
+
+    def _finish(self, record, settler, decision, restarted):
+        where = {"source": record.source,
+                 "destination": record.destination}.get(decision.running_on)
+        if not isinstance(settler.destination, Unreachable):
+            _safely(settler.destination.client.release_slot, record.id)
+        verdict = decision.verdict
+        hosts = settler.where(decision)
+        LOG.warning("Migration %s of %s settled %s: %s", record.id, record.instance,
+                    verdict, hosts)
+        record.note(events.SETTLED, message="%s: %s" % (verdict, decision.reason))
+        why = ("after an agent restart: " if restarted else "settled later: ")
+        if verdict == events.VERDICT_COMPLETED:
+            record.note(flow_mod.COMPLETED, message="running on %s (%s)"
+                        % (record.destination, decision.reason))
+            record.error = "; ".join(settler.errors) or None
+            record.finish(None, None, running_on=where, status=flow_mod.COMPLETED,
+                          verdict=verdict, verdict_reason=hosts)
+            return
+        if verdict == events.VERDICT_ROLLED_BACK:
+            record.note("rolled_back", message="guest kept on %s" % record.source)
+            status = flow_mod.ABORTED if record.abort_requested else flow_mod.FAILED
+            record.note(status, message=decision.reason)
+            error = (exception.MigrationAborted(instance=record.instance,
+                                                reason=decision.reason)
+                     if record.abort_requested else
+                     "%sthe source agent %s mid-migration; %s" % (
+                         why, "restarted" if restarted else "could not settle it",
+                         decision.reason))
+            record.finish(None, error, running_on=where, status=status, verdict=verdict,
+                          verdict_reason=hosts)
+            return
+        if not restarted or verdict != events.VERDICT_UNRESOLVED or not isinstance(
+                settler.destination, Unreachable):
+            reason = hosts
         else:
-            _safely(destination.client.release_slot, record.id)
-            record.note("failed", message=decision.reason)
-            record.finish(None, "after an agent restart: %s" % decision.reason)
-
-    def _alone(self, record):
-        """The destination's agent stayed unreachable: settle what this host knows."""
-        unreachable = "the destination agent %s stayed unreachable for %d s" % (
-            record.destination_url, self.max_watch_s)
-        if self._job(record) == driver_mod.JOB_RUNNING:
-            _safely(self.agent.driver.abort_job, record.instance)
-            self._sleep(self.POLL_S)
-        try:
-            here = _state(self.agent.driver, record.instance)
-        except exception.MigplaneError as err:
-            here = None
-            LOG.warning("Migration %s: cannot ask the local hypervisor: %s", record.id, err)
-        if here == "running":
-            reason = ("%s; the guest runs on %s; what the migration left on %s was not "
-                      "cleaned up" % (unreachable, record.source, record.destination))
-            record.note("failed", message=reason)
-            record.finish(None, "after an agent restart: %s" % reason,
-                          running_on=record.source)
-        else:
-            reason = "%s and the guest is not running here (%s)" % (unreachable,
-                                                                   here or "gone")
-            record.note("failed", message=reason)
-            record.finish(None, "after an agent restart: %s" % reason)
-
-    def _complete(self, record, destination, data, decision):
-        errors = []
-        for step, method in (
-                ("post_live_migration_at_destination",
-                 destination.post_live_migration_at_destination),
-                ("post_live_migration_at_source",
-                 self.agent.driver.post_live_migration_at_source)):
-            record.note("step", message=step, step=step)
-            try:
-                method(record.instance, data)
-            except Exception as err:
-                LOG.warning("Migration %s: %s failed: %s", record.id, step, err)
-                errors.append("%s: %s" % (step, err))
-        _safely(destination.client.release_slot, record.id)  # before the record ends
-        record.note(flow_mod.COMPLETED, message="running on %s (%s)" % (
-            record.destination, decision.reason))
-        record.error = "; ".join(errors) or None
-        record.finish(None, None, running_on=record.destination, status=flow_mod.COMPLETED)
-
-    def _rollback(self, record, destination, data, decision):
-        record.note("step", message="rollback", step="rollback")
-        if record.step in TRANSFER_STEPS or record.step == "rollback":
-            _safely(self.agent.driver.rollback_live_migration_at_source,
-                    record.instance, data)
-        _safely(destination.rollback_live_migration_at_destination, record.instance, data)
-        _safely(destination.client.release_slot, record.id)  # before the record ends
-        record.note("rolled_back", message="guest kept on %s" % record.source)
-        status = flow_mod.ABORTED if record.abort_requested else flow_mod.FAILED
-        record.note(status, message=decision.reason)
-        record.finish(None, exception.MigrationAborted(instance=record.instance,
-                                                       reason=decision.reason)
-                      if record.abort_requested else
-                      "the source agent restarted mid-migration; %s" % decision.reason,
-                      running_on=record.source)
-
-
-def _state(driver, instance):
-    try:
-        return driver.get_instance_info(instance).state
-    except exception.InstanceNotFound:
-        return None
+            reason = ("%s; the destination agent %s stayed unreachable for %d s; what the "
+                      "migration left on %s was not cleaned up"
+                      % (hosts, record.destination_url, self.max_watch_s,
+                         record.destination))
+        if decision.hands_off:
+            reason += ". Do not start %s by hand on either host." % record.instance
+        err = exception.MigrationNotSettled(instance=record.instance, verdict=verdict,
+                                            reason=why + reason)
+        record.note(flow_mod.FAILED, message=str(err))
+        record.finish(None, err, running_on=where, status=flow_mod.FAILED,
+                      verdict=verdict, verdict_reason=hosts)
 
 
 def _safely(method, *args):

@@ -67,6 +67,7 @@ STEPS = {
     "pre_live_migration": _WITH_DATA,
     "post_live_migration_at_destination": _WITH_DATA,
     "rollback_live_migration_at_destination": _WITH_DATA,
+    "pause_instance": _WITH_DATA,
 }
 
 #: Per-request overrides of the source's [live_migration] options.

@@ -23,7 +23,9 @@ from migplane.agent import safety
 from migplane.agent import slots as slots_mod
 from migplane.agent import store as store_mod
 from migplane.agent import tls
+from migplane.agent import whereplane
 from migplane.agent import wire
+from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow as flow_mod
 from migplane.core import inbound
@@ -71,6 +73,7 @@ class Agent:
         self.metrics.agent = self
         self.clock, self.sleep = self.driver.flow_timing()
         self.reconciler = reconcile.Reconciler(self)
+        self.registry.on_unresolved = self.reconciler.settle_later
         self.reconcile()  # in threads: the agent serves while they settle
 
     def _open_store(self):
@@ -91,7 +94,8 @@ class Agent:
         return store
 
     def reconcile(self):
-        """Settle the migrations that were in flight when this agent last stopped."""
+        """Settle the migrations that were in flight when this agent last stopped, or
+        that ended unresolved."""
         return self.reconciler.start()
 
     @property
@@ -198,6 +202,7 @@ class Agent:
         if facts.get("hostname") != name:
             raise errors.Forbidden(reason="the peer authenticated as %r calls itself %r"
                                           % (name, facts.get("hostname")))
+        remote.where = whereplane.client(self, name, facts.get("my_live_migration_ip"))
         return remote
 
     def plan_networks(self, remote):
@@ -390,7 +395,8 @@ class Agent:
             block, options or {}, facts=self.facts)
         limiter = slots_mod.MigrationSlots(
             self.slots, remote.client, migration_id, instance,
-            cancelled=lambda: record.abort_requested)
+            cancelled=lambda: record.abort_requested,
+            unsettled=lambda: flow.verdict == events.VERDICT_UNRESOLVED)
         flow = flow_mod.LiveMigration(instance, self.driver,
                                       migrations.PreparedData(remote, record), settings,
                                       block_migration=block, limiter=limiter,

@@ -271,8 +271,12 @@ class MigrationSlots:
     """
 
     def __init__(self, local, remote, migration_id, instance, cancelled=None,
-                 sleep=time.sleep, clock=time.monotonic):
+                 sleep=time.sleep, clock=time.monotonic, unsettled=None):
         self.local = local
+        #: True when the migration ended unsettled: the destination's slot then
+        #: stays held (its record of what it prepared is what reconciliation
+        #: cleans up by), and reconciliation releases it once settled.
+        self._unsettled = unsettled or (lambda: False)
         self.remote = remote
         self.migration_id = migration_id
         self.instance = instance
@@ -331,6 +335,10 @@ class MigrationSlots:
     def release(self, *hosts):
         self._stop.set()
         self.local.give_back()
+        if self._unsettled():
+            LOG.info("Migration %s ended unsettled: the destination keeps its slot until "
+                     "reconciliation settles it", self.migration_id)
+            return
         try:
             self.remote.release_slot(self.migration_id)
         except Exception as err:

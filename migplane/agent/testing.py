@@ -137,6 +137,7 @@ class LocalAgent:
 
     def stop(self):
         self.stopped = True
+        self.agent.reconciler.stop()
         self.server.stop()
 
 

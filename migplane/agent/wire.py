@@ -146,7 +146,7 @@ def load_convergence(data):
 
 def load_info(data):
     return driver_mod.InstanceInfo(**{k: data[k] for k in
-                                      ("name", "state", "memory_bytes", "disk_bytes")
+                                      ("name", "state", "memory_bytes", "disk_bytes", "reason")
                                       if k in data})
 
 
@@ -440,8 +440,9 @@ HostFacts = _answer(
     """``GET /v1/host``. Version 1.1: Adds wire (the body versions this agent speaks).""")
 Route = _answer("Route", "1.0", "to dev src gateway type error",
                 "``GET /v1/host/route``: the kernel's route to an address.")
-Instance = _answer("Instance", "1.0", "name state memory_bytes disk_bytes",
-                   "``GET /v1/instances/<name>``: a guest's state and size.")
+Instance = _answer("Instance", "1.1", "name state memory_bytes disk_bytes reason@1.1",
+                   "``GET /v1/instances/<name>``: a guest's state and size. "
+                   "Version 1.1: Adds reason (why it is in that state).")
 Probe = _answer("Probe", "1.0", "id address port payload received received_from open",
                 "``POST /v1/probes``, ``GET /v1/probes/<id>``: a listening probe.")
 ProbeResult = _answer("ProbeResult", "1.0",

@@ -57,6 +57,7 @@ from oslo_config import cfg
 
 from migplane.core import capabilities as caps_mod
 from migplane.core import convergence
+from migplane.core import exception as exception_mod
 from migplane.core import inbound
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
@@ -70,8 +71,13 @@ JOB_RUNNING = "running"
 JOB_COMPLETED = "completed"
 JOB_FAILED = "failed"
 JOB_CANCELLED = "cancelled"
-JOB_STATES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)
-JOB_FINISHED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)
+#: A post-copy whose stream broke or stalled, being recovered: not finished.
+JOB_POSTCOPY_RECOVERING = "postcopy_recovering"
+#: Post-copy recovery gave up: both halves kept paused; neither completed nor failed.
+JOB_POSTCOPY_PAUSED = "postcopy_paused"
+JOB_STATES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED,
+              JOB_POSTCOPY_RECOVERING, JOB_POSTCOPY_PAUSED)
+JOB_FINISHED = (JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED, JOB_POSTCOPY_PAUSED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +130,10 @@ class InstanceInfo:
     state: str
     memory_bytes: int
     disk_bytes: int = 0
+    #: Why it is in that state, as :mod:`migplane.core.settle` names the reasons
+    #: that matter (``migration``, ``postcopy``, ``postcopy-failed``,
+    #: ``migration-canceled``, ``held``); None when none of them.
+    reason: Optional[str] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -163,7 +173,8 @@ class JobProgress(versioned.VersionedData):
     """
 
     # Version 1.0: state ... cpu_throttle_pct.
-    VERSION = "1.0"
+    # Version 1.1: Adds handover (the destination's copy is held paused).
+    VERSION = "1.1"
 
     state: str = versioned.field("1.0", versioned.check_str, default=JOB_NONE)
     time_elapsed_ms: int = versioned.field("1.0", versioned.check_int, default=0)
@@ -188,6 +199,9 @@ class JobProgress(versioned.VersionedData):
     error: Optional[str] = versioned.field("1.0", _hypervisor_text)
     #: Percent by which auto-converge throttles the guest's vCPUs now (0: not).
     cpu_throttle_pct: int = versioned.field("1.0", versioned.check_int, default=0)
+    #: The destination's copy starts paused after the switch-over (the handover):
+    #: it runs only once migplane resumes it.
+    handover: bool = versioned.field("1.1", versioned.check_bool, default=False)
 
     @property
     def finished(self):
@@ -248,6 +262,16 @@ class _Role(metaclass=abc.ABCMeta):
         ``HypervisorUnavailable`` when the host cannot be asked. Changes nothing.
         """
 
+    def pause_instance(self, instance: str, migrate_data: md.MigrateData) -> None:
+        """Pause this host's running copy of ``instance``: the fence the settle
+        function orders when two copies run (:mod:`migplane.core.settle`).
+
+        Either role. Idempotent: a copy that does not run is left as it is.
+        Drivers that cannot pause raise ``UnsupportedFeature``.
+        """
+        raise exception_mod.UnsupportedFeature(driver=type(self).__name__,
+                                               feature="pausing a guest (fencing)")
+
 
 class DestinationDriver(_Role):
     """The steps a migration runs on the host the guest goes to.
@@ -287,8 +311,11 @@ class DestinationDriver(_Role):
                                            migrate_data: md.MigrateData) -> None:
         """The guest now runs here: finish (persist its definition...).
 
-        Called by the flow on the destination once the job completed. Returns
-        None. A failure (``MigrationError``) is reported with the result but
+        Called by the flow on the destination once the job completed, and only
+        once the settle function (:mod:`migplane.core.settle`) saw the source's
+        copy stopped. A driver that holds the arrived copy paused after the
+        switch-over (the handover: ``JobProgress.handover``) resumes it here.
+        Returns None. A failure (``MigrationError``) is reported with the result but
         undoes nothing: the guest runs here.
         """
 
@@ -398,7 +425,10 @@ class SourceDriver(_Role):
         """The migration failed: make sure the guest runs here again.
 
         Called by the flow on the source after a failure at any point, once a
-        transfer was started; idempotent (a second call, or a call when
+        transfer was started, and only when the settle function saw the
+        destination's copy gone (or this copy still running), so resuming a
+        copy paused for the migration is safe; a half of a post-copy migration
+        is never resumed; idempotent (a second call, or a call when
         nothing was started, is harmless). Returns None.
         """
 

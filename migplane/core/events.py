@@ -24,6 +24,17 @@ ACTIVE = (PENDING, QUEUED, RUNNING)
 #: A migration in one of these is over.
 FINISHED = (COMPLETED, FAILED, ABORTED, TIMED_OUT)
 
+# -- verdicts: where the guest is once a migration ended (migplane.core.settle) ----------
+
+VERDICT_COMPLETED = "completed"
+VERDICT_ROLLED_BACK = "rolled-back"
+VERDICT_UNRESOLVED = "unresolved"
+VERDICT_POSTCOPY_PAUSED = "postcopy-paused"
+VERDICT_LOST = "lost"
+VERDICT_SPLIT = "split"
+VERDICTS = (VERDICT_COMPLETED, VERDICT_ROLLED_BACK, VERDICT_UNRESOLVED,
+            VERDICT_POSTCOPY_PAUSED, VERDICT_LOST, VERDICT_SPLIT)
+
 # -- kinds of events (MigrationEvent.kind); queued, completed, failed as above --------
 
 STEP = "step"
@@ -39,6 +50,10 @@ ESCALATED = "escalated"
 ROLLED_BACK = "rolled_back"
 #: A post-copy migration whose stream broke was resumed.
 POSTCOPY_RECOVERED = "postcopy_recovered"
+#: The settle function's decision once a migration's job ended (or failed).
+SETTLED = "settled"
+#: Both hosts ran the guest: the detector paused a copy; loud on purpose.
+SPLIT_DETECTED = "split_detected"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,6 +199,25 @@ class MigrationInProgress(MigrationError):
                "%(other)s of it is already running in this process")
 
 
+class MigrationNotSettled(MigrationError):
+    """The migration ended without the guest running on exactly one clean host.
+
+    ``verdict`` is one of :data:`migplane.core.events.VERDICTS` (unresolved,
+    postcopy-paused, lost, split); ``.result`` carries the rest.
+    """
+
+    msg_fmt = "Live migration of %(instance)s ended %(verdict)s: %(reason)s"
+
+
+class GuestSplit(MigrationError):
+    """Both hosts ran the guest once; it is not migrated again until an operator
+    settled it (and released it with ``migplane settle``)."""
+
+    msg_fmt = ("Live migration of %(instance)s is refused: it was found running on two "
+               "hosts (migration %(migration)s, %(reason)s); an operator must settle it "
+               "first")
+
+
 class InstanceNotFound(MigplaneError):
     msg_fmt = "Instance %(instance)s is not on host %(host)s"
 

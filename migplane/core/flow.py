@@ -5,8 +5,10 @@ the JSON crossing of every :class:`MigrateData` (source and destination may be
 two processes), the URI policy, the per-host concurrency limit, the plan (``strategy``: measure
 the guest, choose how to move it) and the monitor (``monitor``: Nova's downtime
 steps and completion timeout, or the adaptive escalations), the progress
-events, and the rule that a failure leaves the guest running on exactly one
-host with the other host clean.
+events, and, once the job ended or was lost, settling: what each host says of
+the guest goes through the one settle function (:mod:`migplane.core.settle`,
+carried out by :mod:`migplane.core.settling`), which never lets two copies
+run, and gives the verdict.
 
 Threading model: :meth:`LiveMigration.run` runs the whole migration in the
 calling thread; :meth:`~LiveMigration.abort` and
@@ -34,6 +36,7 @@ from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import monitor
+from migplane.core import settling
 from migplane.core import strategy as strategy_mod
 from migplane.core import trust
 from migplane.core import uri as uri_mod
@@ -67,6 +70,11 @@ class MigrationResult:
     measurement: Optional[convergence.DirtyRateMeasurement] = None
     #: Escalations taken, in order: ``(name, reason)``.
     escalations: tuple = ()
+    #: Where the guest is, from :mod:`migplane.core.settle` (``events.VERDICTS``);
+    #: None when the migration ended before anything moved.
+    verdict: Optional[str] = None
+    #: Why that verdict: what each host reported.
+    verdict_reason: Optional[str] = None
 
     def to_dict(self):
         return {
@@ -81,6 +89,7 @@ class MigrationResult:
             "measurement": self.measurement.to_dict() if self.measurement else None,
             "escalations": [{"escalation": name, "reason": reason}
                             for name, reason in self.escalations],
+            "verdict": self.verdict, "verdict_reason": self.verdict_reason,
         }
 
 
@@ -96,6 +105,15 @@ MEASURE_MAX_SHARE = 0.05
 #: Migrations running in this process: (source host, instance) -> migration id.
 _running = {}
 _running_lock = threading.Lock()
+#: Guests found running on two hosts: instance -> (migration id, reason). They
+#: are not migrated again from this process until :func:`release_split`.
+_split = {}
+
+
+def release_split(instance):
+    """An operator settled a split guest by hand: let it migrate again."""
+    with _running_lock:
+        return _split.pop(instance, None) is not None
 
 
 def data_gib(info, block_migration=False):
@@ -149,8 +167,9 @@ class LiveMigration:
         ``flow_timing()``, so that a simulated driver runs in simulated time.
     """
 
-    #: Seconds a failed flow waits for the source to say where the guest runs.
-    ARRIVAL_WAIT_S = 30.0
+    #: Seconds the flow settles a migration (asks both hosts, acts, asks again)
+    #: before it leaves an unresolved one to the agent's reconciliation.
+    SETTLE_WAIT_S = 30.0
     #: Seconds after which an abort the job has not obeyed is sent again.
     ABORT_RETRY_S = 5.0
     #: Seconds a job may go on after the first abort before the flow gives up on it.
@@ -195,6 +214,11 @@ class LiveMigration:
         self._data_gib = None
         self._driver_name = None
         self._forced = False
+        #: False once the source answered outside the contract in a way that may
+        #: mean post-copy: the failure path then never cancels its job.
+        self._cancellable = True
+        #: The settle function's verdict once the migration ended (None before).
+        self.verdict = None
 
     # -- control from other threads -----------------------------------------
 
@@ -256,9 +280,17 @@ class LiveMigration:
         self._start = self._clock()
         key = (self.source.hostname, self.instance)
         with _running_lock:
+            split = _split.get(self.instance)
             other = _running.get(key)
-            if other is None:
+            if other is None and split is None:
                 _running[key] = self.id
+        if split is not None:
+            err = exception.GuestSplit(instance=self.instance, migration=split[0],
+                                       reason=split[1], step="start")
+            self.status = FAILED
+            err.result = self._result(FAILED, str(err), running_on=None)
+            self._emit(events.FAILED, message=str(err))
+            raise err
         if other is not None:
             err = exception.MigrationInProgress(instance=self.instance,
                                                 host=self.source.hostname, other=other,
@@ -339,18 +371,13 @@ class LiveMigration:
                 self.uris.data_uri or self.uris.control_uri, self.uris.plane))
             self._monitor(info, caps.capabilities)
         except Exception as err:
-            failed_step = self.step  # before _rollback() moves on to "rollback"
-            if transferring and self._finish_job() == driver_mod.JOB_COMPLETED:
-                LOG.warning("Migration %s failed while monitoring (%s) but the job "
-                            "completed; finishing it", self.id, err)
-            elif transferring and self._arrived():
-                LOG.warning("Migration %s failed while monitoring (%s) but %s already "
-                            "runs on %s; finishing it", self.id, err, self.instance,
-                            self.destination.hostname)
-            else:
-                self._rollback(data, prepared, transferring)
-                raise self._failed(err, failed_step)
-        return self._post(data)
+            failed_step = self.step  # before the rollback or settle step
+            if not transferring:  # nothing moved: the guest never left the source
+                self._rollback(data, prepared)
+                raise self._failed(err, failed_step, verdict=events.VERDICT_ROLLED_BACK,
+                                   verdict_reason="it failed before any transfer started")
+            return self._conclude(data, err, failed_step)
+        return self._conclude(data, None, None)
 
     def _contract(self, step, reason):
         return exception.DriverContractError(
@@ -478,16 +505,12 @@ class LiveMigration:
             try:
                 progress = self.source.get_job_progress(self.instance)
             except exception.DriverContractError as err:
-                # An answer outside the contract ends the migration now (the
-                # failure path reads the job through the same check); the job
-                # is cancelled first unless it may be in post-copy.
+                # An answer outside the contract ends the migration now; the
+                # failure path cancels the job unless this answer says (or
+                # cannot rule out) that it is in post-copy.
                 broken = err.progress
-                if isinstance(broken, driver_mod.JobProgress) and not broken.postcopy:
-                    try:
-                        self.source.abort_job(self.instance)
-                    except Exception as abort_err:
-                        LOG.warning("Migration %s: cannot cancel the job of %s: %s",
-                                    self.id, self.instance, abort_err)
+                self._cancellable = (isinstance(broken, driver_mod.JobProgress)
+                                     and not broken.postcopy)
                 raise
             self.progress = progress
             self._emit(events.PROGRESS, progress=progress)
@@ -597,72 +620,108 @@ class LiveMigration:
         return exception.MigrationError(instance=self.instance, step="live_migration",
                                         reason=progress.error or "the job failed")
 
-    def _finish_job(self):
-        """After an unexpected error mid-transfer: stop the job, return its end state."""
-        try:
-            progress = self.source.get_job_progress(self.instance)
-            if not progress.finished:
-                self._abort_job(progress)
-                for _ in range(600):
-                    progress = self.source.get_job_progress(self.instance)
-                    if progress.finished:
-                        break
-                    self._sleep(self.settings.poll_interval)
+    def _job_state(self):
+        state, progress = settling.job_state(self.source, self.instance,
+                                             "Migration %s: " % self.id)
+        if progress is not None:
             self.progress = progress
-            return progress.state
-        except Exception:
-            LOG.exception("Could not learn how migration %s ended", self.id)
-            return None
+        return state
 
-    def _arrived(self):
-        """Does the guest run on the destination and not here, whatever the job says?
+    def _postcopy(self):
+        return bool((self.progress is not None and self.progress.postcopy)
+                    or strategy_mod.ESCALATE_POST_COPY in self.taken)
 
-        The source's daemon may restart just as the job ends, and then report it
-        failed or forget it; rolling back would report the guest here while it
-        runs there. Finishing the migration keeps it whole on one host.
-        """
-        try:
-            there = self.destination.get_instance_info(self.instance)
-        except Exception:
-            return False
-        if there.state != "running":
-            return False
-        deadline = self._clock() + self.ARRIVAL_WAIT_S
-        while True:  # the source's daemon may still be restarting: wait for its word
-            try:
-                here = self.source.get_instance_info(self.instance)
-            except exception.InstanceNotFound:
-                return True
-            except Exception as err:
-                if self._clock() >= deadline:
-                    LOG.warning("Migration %s: the source cannot say where %s runs (%s)",
-                                self.id, self.instance, err)
-                    return False
-                self._sleep(self.settings.poll_interval)
-                continue
-            return here.state != "running"
+    def _finish_job(self):
+        """After an error mid-transfer: stop the job where that is safe (never in
+        post-copy) and return its end state, or None when the source cannot tell."""
+        state = self._job_state()
+        if state not in driver_mod.JOB_FINISHED and not self._postcopy() \
+                and self._cancellable:
+            settling.call_safely(lambda instance, _data: self.source.abort_job(instance),
+                                 self.instance, None, during="settle")
+        deadline = self._clock() + self.SETTLE_WAIT_S
+        while state in (driver_mod.JOB_RUNNING, driver_mod.JOB_NONE) and \
+                not self._postcopy() and self._clock() < deadline:
+            self._sleep(self.settings.poll_interval)
+            state = self._job_state()
+        return state
 
-    def _rollback(self, data, prepared, transferring):
+    def _conclude(self, data, err, failed_step):
+        """Settle the migration once its job ended (or the flow lost it): see
+        :class:`~migplane.core.settling.Settler`; an unresolved one is left to the
+        agent's reconciliation, which goes on asking."""
+        job = self.progress.state if err is None else self._finish_job()
+        self._enter("settle")
+        settler = settling.Settler(
+            self.instance, self.source, self.destination, data, self._clock, self._sleep,
+            poll_interval=self.settings.poll_interval, label="Migration %s: " % self.id,
+            enter=self._enter, split=self._split_detected,
+            block_migration=self.block_migration)
+        settler.progress = self.progress
+        decision = settler.run(job, self.SETTLE_WAIT_S, postcopy=self._postcopy(),
+                               handover=bool(self.progress and self.progress.handover))
+        self.progress = settler.progress
+        self._emit(events.SETTLED, message="%s: %s" % (decision.verdict, decision.reason))
+        LOG.log(logging.INFO if decision.verdict in (events.VERDICT_COMPLETED,
+                                                     events.VERDICT_ROLLED_BACK)
+                else logging.ERROR, "Migration %s of %s settled %s (%s): %s", self.id,
+                self.instance, decision.verdict, decision.action, decision.reason)
+        return self._settled(decision, err, failed_step, settler.errors)
+
+    def _split_detected(self, decision):
+        with _running_lock:
+            _split[self.instance] = (self.id, decision.reason)
+        message = ("GUEST RUNNING TWICE: %s; further migrations of %s are refused"
+                   % (self._hosts(decision), self.instance))
+        LOG.critical("Migration %s: %s", self.id, message)
+        self._emit(events.SPLIT_DETECTED, message=message)
+
+    def _hosts(self, decision):
+        return settling.where(decision, self.source.hostname, self.destination.hostname)
+
+    def _settled(self, decision, err, failed_step, errors):
+        where = {"source": self.source.hostname,
+                 "destination": self.destination.hostname}.get(decision.running_on)
+        verdict = decision.verdict
+        if verdict == events.VERDICT_COMPLETED:
+            self.status = COMPLETED
+            result = self._result(COMPLETED, "; ".join(errors) or None, running_on=where,
+                                  verdict=verdict, verdict_reason=self._hosts(decision))
+            self._emit(events.COMPLETED, message="running on %s" % where,
+                       progress=self.progress)
+            return result
+        if verdict == events.VERDICT_ROLLED_BACK:
+            self._emit(events.ROLLED_BACK, message="guest kept on %s"
+                       % self.source.hostname)
+            if err is None:
+                err = exception.MigrationError(instance=self.instance, step="live_migration",
+                                               reason=decision.reason)
+            raise self._failed(err, failed_step, verdict=verdict,
+                               verdict_reason=self._hosts(decision), running_on=where)
+        hands_off = (" Do not start %s by hand on either host." % self.instance
+                     if decision.hands_off else "")
+        reason = "%s%s%s" % (self._hosts(decision), hands_off,
+                             " (it failed with: %s)" % err if err is not None else "")
+        raise self._failed(exception.MigrationNotSettled(
+            instance=self.instance, verdict=verdict, reason=reason, step="settle"),
+            failed_step, verdict=verdict, verdict_reason=self._hosts(decision),
+            running_on=where)
+
+    def _rollback(self, data, prepared):
+        """A failure before any job of ours ran: undo what the destination prepared."""
         self._enter("rollback")
         if data is None:
             data = md.MigrateData(dest_hostname=self.destination.hostname,
                                   block_migration=self.block_migration)
-        if transferring:
-            self._call_safely(self.source.rollback_live_migration_at_source, data)
         if prepared:
             self._call_safely(self.destination.rollback_live_migration_at_destination, data)
         self._emit(events.ROLLED_BACK, message="guest kept on %s" % self.source.hostname)
 
     def _call_safely(self, method, data):
-        try:
-            method(self.instance, data)
-        except exception.MigplaneError as err:  # expected, e.g. a daemon is down
-            LOG.warning("%s of %s failed during rollback: %s", method.__name__,
-                        self.instance, err)
-        except Exception:
-            LOG.exception("%s of %s failed during rollback", method.__name__, self.instance)
+        settling.call_safely(method, self.instance, data)
 
-    def _failed(self, err, step=None):
+    def _failed(self, err, step=None, verdict=None, verdict_reason=None,
+                running_on=False):
         if not isinstance(err, exception.MigplaneError):
             err = exception.MigrationError(instance=self.instance, step=step or self.step,
                                            reason="%s: %s" % (type(err).__name__, err))
@@ -673,36 +732,19 @@ class LiveMigration:
         else:
             status = FAILED
         self.status = status
-        err.result = self._result(status, str(err), running_on=self.source.hostname)
+        err.result = self._result(
+            status, str(err), running_on=self.source.hostname if running_on is False
+            else running_on, verdict=verdict, verdict_reason=verdict_reason)
         self._emit(events.FAILED, message=str(err))
         return err
 
-    def _post(self, data):
-        errors = []
-        self._enter("post_live_migration_at_destination")
-        try:
-            self.destination.post_live_migration_at_destination(self.instance, data)
-        except Exception as err:
-            LOG.exception("post_live_migration_at_destination failed")
-            errors.append("post_live_migration_at_destination: %s" % err)
-        self._enter("post_live_migration_at_source")
-        try:
-            self.source.post_live_migration_at_source(self.instance, data)
-        except Exception as err:
-            LOG.exception("post_live_migration_at_source failed")
-            errors.append("post_live_migration_at_source: %s" % err)
-        self.status = COMPLETED
-        result = self._result(COMPLETED, "; ".join(errors) or None,
-                              running_on=self.destination.hostname)
-        self._emit(events.COMPLETED, message="running on %s" % self.destination.hostname,
-                   progress=self.progress)
-        return result
-
-    def _result(self, status, error, running_on):
+    def _result(self, status, error, running_on, verdict=None, verdict_reason=None):
+        self.verdict = verdict
         return MigrationResult(
             migration_id=self.id, instance=self.instance, source=self.source.hostname,
             destination=self.destination.hostname, status=status,
             duration_s=round(self._elapsed(), 3), uris=self.uris, progress=self.progress,
             timeout_action=self.timeout_action, error=error, running_on=running_on,
             plan=self.plan, measurement=self.measurement,
-            escalations=tuple(self.escalations))
+            escalations=tuple(self.escalations), verdict=verdict,
+            verdict_reason=verdict_reason)

@@ -25,6 +25,8 @@ from migplane.agent import opts as agent_opts
 from migplane.core import address
 
 PORT = agent_opts.DEFAULT_PORT
+#: [agent] migration_plane_port of the lab's agents (on each host's migration address).
+MIGRATION_PLANE_PORT = PORT + 1
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -65,6 +67,8 @@ def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=Non
     lines.append("state_dir = %s" % (state_dir or ""))
     if peers:
         lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
+        if my_ip and cert and ca_file:
+            lines.append("migration_plane_port = %d" % MIGRATION_PLANE_PORT)
     if not (cert and key):
         lines.append("insecure_lab_mode = true")
     lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}
@@ -99,8 +103,10 @@ class LabAgents:
         from migplane.lab import tls as lab_tls
         ca_key, ca_cert = lab_tls.ensure_ca(self.dir / "ca", self.lab.name)
         self.ca_file = str(ca_cert)
+        # the migration address too: peers ask it where a guest runs when the
+        # management plane is down ([agent] migration_plane_port)
         return lab_tls.issue_agent(ca_key, ca_cert, self.dir / host.name, host.name,
-                                   [host.mgmt_ip], serial)
+                                   [host.mgmt_ip, host.mig_ip], serial)
 
     def rotate_certificate(self, host, timeout=30):
         """Give ``host``'s agent a new certificate from the same CA, in the same files,

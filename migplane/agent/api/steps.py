@@ -70,6 +70,17 @@ def _rollback(agent, body, lease):
     return _data(None)
 
 
+def _pause(agent, body, lease):
+    """Pause the copy this migration brought here (the fence), nothing else."""
+    wire.load_data(body["migrate_data"])  # checked, not used
+    if not lease.prepared:
+        raise exception.MigrationError(
+            instance=body["instance"], step="pause_instance",
+            reason="nothing was prepared here for migration %s" % lease.migration_id)
+    agent.driver.pause_instance(body["instance"], _own_data(agent, lease))
+    return _data(None)
+
+
 def _check_destination(agent, body):
     return _data(agent.driver.check_can_live_migrate_destination(
         body["instance"], body.get("block_migration", False)))
@@ -88,10 +99,12 @@ HANDLERS = {
     "pre_live_migration": _pre,
     "post_live_migration_at_destination": _post,
     "rollback_live_migration_at_destination": _rollback,
+    # the settle function's fence: pause this host's copy when two run
+    "pause_instance": _pause,
 }
 #: Steps that act on what this host prepared: they are given the slot's lease.
 WITH_LEASE = ("pre_live_migration", "post_live_migration_at_destination",
-              "rollback_live_migration_at_destination")
+              "rollback_live_migration_at_destination", "pause_instance")
 #: Steps that prepare nothing, for a dry run (``migplane explain``): no slot needed.
 WITHOUT_SLOT = ("plan_inbound",)
 assert set(HANDLERS) == set(schemas.STEPS)

@@ -10,6 +10,7 @@ from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli import progress as progress_mod
 from migplane.core import events
+from migplane.core import settle
 
 POLL_S = 0.5
 #: Seconds ``migrate`` keeps trying to reach a source agent that went away.
@@ -119,7 +120,7 @@ def run(args, directory):
         output.emit_json(record)
     else:
         summary(record)
-    return errors.OK if record["status"] == events.COMPLETED else errors.FAILED
+    return errors.for_verdict(record)
 
 
 def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
@@ -212,6 +213,24 @@ def _predicted(result, progress):
         "%d ms" % actual if actual is not None else "-")
 
 
+def hands_off(record, result):
+    """What an operator must know of a migration that did not settle."""
+    held = {"unresolved": "a host could not be asked; the guest is left paused where it "
+                          "is (or running on %s if it never stopped) and the agent of %s "
+                          "goes on settling it" % (record["source"], record["source"]),
+            "postcopy-paused": "post-copy recovery gave up; both halves are kept paused",
+            "lost": "a QEMU died in post-copy; the guest's memory is split between the "
+                    "hosts and neither half can be resumed",
+            "split": "the guest was found running on BOTH hosts; the detector paused what "
+                     "it could and further migrations of it are refused"}
+    verdict = result.get("verdict")
+    return ("\n  %s: %s.\n  %s\n  Do NOT start %s by hand on %s or %s; follow it with: "
+            "migplane show %s --on %s\n\n" % (
+                verdict.upper(), held.get(verdict, verdict),
+                result.get("verdict_reason") or "", record["instance"], record["source"],
+                record["destination"], record["id"], record["source"]))
+
+
 def summary(record, stream=None):
     stream = stream or sys.stdout
     result = record.get("result") or {}
@@ -221,8 +240,14 @@ def summary(record, stream=None):
         record["id"], record["instance"], record["status"],
         " (guest running on %s)" % result["running_on"] if result.get("running_on")
         else ""))
+    verdict = result.get("verdict")
+    if verdict in settle.HANDS_OFF:
+        stream.write(hands_off(record, result))
     downtime = progress.get("downtime_ms")
     output.field_lines([
+        ("verdict", "%s (exit %d): %s" % (verdict, settle.exit_code(verdict),
+                                          result.get("verdict_reason") or "")
+         if verdict else None),
         ("from -> to", "%s -> %s" % (record["source"], record["destination"])),
         ("total time", output.duration(result.get("duration_s"))),
         ("downtime", "%d ms" % downtime if downtime is not None else None),

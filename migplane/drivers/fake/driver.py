@@ -47,6 +47,9 @@ def step(method):
             fault = self.world.take_fault(self.host.name, method.__name__)
             if fault is not None:
                 raise fault
+            if not self.host.answers:
+                raise exception.HypervisorUnavailable(
+                    host=self.host.name, reason="the host does not answer (cut off)")
             if not self.host.daemon_alive:
                 raise exception.HypervisorUnavailable(
                     host=self.host.name, reason="the hypervisor daemon is not running")
@@ -97,7 +100,7 @@ class FakeDriver(driver.MigrationDriver):
         guest = self._guest(instance, states=("running", "paused", "shutoff", "incoming"))
         return driver.InstanceInfo(name=instance, state=guest.state,
                                    memory_bytes=guest.memory_bytes,
-                                   disk_bytes=guest.disk_bytes)
+                                   disk_bytes=guest.disk_bytes, reason=guest.reason)
 
     @step
     def list_instances(self):
@@ -146,7 +149,11 @@ class FakeDriver(driver.MigrationDriver):
     @step
     def post_live_migration_at_destination(self, instance, migrate_data):
         wire(migrate_data)
-        self._guest(instance).persistent = True
+        guest = self._guest(instance)
+        guest.persistent = True
+        if guest.state == "paused" and guest.reason == "held":
+            # the handover: the flow calls this once the source's copy stopped
+            guest.state, guest.reason = "running", None
         self.host.prepared.pop(instance, None)
 
     @step
@@ -154,6 +161,10 @@ class FakeDriver(driver.MigrationDriver):
         wire(migrate_data)
         guest = self.host.guests.get(instance)
         if guest is not None and guest.state in ("incoming", "paused", "shutoff"):
+            if guest.reason in ("postcopy", "postcopy-failed"):
+                raise exception.MigrationError(
+                    instance=instance, step="rollback_live_migration_at_destination",
+                    reason="it holds the guest's newest state (post-copy); not destroying it")
             del self.host.guests[instance]
         if self.host.prepared.pop(instance, None) is not None:
             self.host.disks.pop(instance, None)
@@ -247,7 +258,8 @@ class FakeDriver(driver.MigrationDriver):
         transfer = world_mod.Transfer(
             instance=instance, source=self.host, dest=dest, plane=plane,
             data_host=data_host, control_host=control_host, settings=settings,
-            block=block, memory_remaining=float(guest.memory_bytes),
+            block=block, handover=not settings.post_copy,
+            memory_remaining=float(guest.memory_bytes),
             pass_remaining=float(guest.memory_bytes), pass_size=float(guest.memory_bytes),
             disk_remaining=float(guest.disk_bytes if block else 0))
         self.world.transfers[instance] = transfer
@@ -268,7 +280,7 @@ class FakeDriver(driver.MigrationDriver):
             disk_processed=int(t.disk_processed), disk_remaining=int(t.disk_remaining),
             dirty_rate=int(self.world.dirty_rate(t, t.source.guests[instance])),
             iteration=t.iteration, downtime_ms=t.downtime_ms, postcopy=t.postcopy,
-            error=t.error, cpu_throttle_pct=t.throttle_pct)
+            error=t.error, cpu_throttle_pct=t.throttle_pct, handover=t.handover)
 
     @step
     def abort_job(self, instance):
@@ -294,6 +306,7 @@ class FakeDriver(driver.MigrationDriver):
             self.world.switch_to_postcopy(t)
         else:
             t.source.guests[instance].state = "paused"
+            t.source.guests[instance].reason = "held"
 
     @step
     def set_max_downtime(self, instance, downtime_ms):
@@ -303,6 +316,10 @@ class FakeDriver(driver.MigrationDriver):
     def post_live_migration_at_source(self, instance, migrate_data):
         wire(migrate_data)
         guest = self.host.guests.get(instance)
+        if guest is not None and guest.state == "paused" and guest.reason == "migration":
+            # stopped at the switch-over, its confirm lost: the copy the flow was
+            # told (by the settle function) it may destroy
+            guest.state = "shutoff"
         if guest is not None and guest.state == "shutoff":
             del self.host.guests[instance]
             if migrate_data.block_migration:
@@ -313,9 +330,17 @@ class FakeDriver(driver.MigrationDriver):
     def rollback_live_migration_at_source(self, instance, migrate_data):
         wire(migrate_data)
         guest = self.host.guests.get(instance)
-        if guest is not None and guest.state == "paused":
-            guest.state = "running"
+        if guest is not None and guest.state == "paused" and guest.reason not in (
+                "postcopy", "postcopy-failed"):
+            guest.state, guest.reason = "running", None
         self.world.transfers.pop(instance, None)
+
+    @step
+    def pause_instance(self, instance, migrate_data):
+        wire(migrate_data)
+        guest = self.host.guests.get(instance)
+        if guest is not None and guest.state == "running":
+            guest.state, guest.reason = "paused", "held"
 
     # -- convergence ------------------------------------------------------------
 

@@ -52,6 +52,8 @@ class FakeGuest:
     dirty_rate: int = 0
     disk_bytes: int = 0
     state: str = "running"  # running | paused | incoming | shutoff
+    #: Why, as libvirt's state reasons (migplane.core.settle names them); None: none.
+    reason: Optional[str] = None
     persistent: bool = True
     boot_id: str = ""
     ticks: int = 0
@@ -81,6 +83,8 @@ class FakeHost:
     link_up: Dict[str, bool] = dataclasses.field(
         default_factory=lambda: {p: True for p in PLANES})
     daemon_alive: bool = True
+    #: The flow can ask this host's driver (False: its agent or link is cut off).
+    answers: bool = True
     guests: Dict[str, FakeGuest] = dataclasses.field(default_factory=dict)
     prepared: Dict[str, dict] = dataclasses.field(default_factory=dict)
     disks: Dict[str, int] = dataclasses.field(default_factory=dict)
@@ -114,6 +118,9 @@ class Transfer:
     control_host: str
     settings: object
     block: bool
+    #: The destination's copy is started paused after the switch-over (migplane's
+    #: handover, libvirt's VIR_MIGRATE_PAUSED); libvirt refuses it with post-copy.
+    handover: bool = False
     state: str = "running"
     elapsed: float = 0.0
     max_downtime_ms: int = 30
@@ -190,6 +197,10 @@ class FakeWorld:
 
     def set_link(self, host, plane, up):
         self.hosts[host].link_up[plane] = up
+
+    def cut_off(self, host, answers=False):
+        """The flow cannot ask ``host`` (its agent or management link is down)."""
+        self.hosts[host].answers = answers
 
     def kill_daemon(self, host):
         """The host's hypervisor daemon dies: its in-flight transfers fail."""
@@ -328,20 +339,32 @@ class FakeWorld:
         t.downtime_ms = 1 + int(1000.0 * min(t.memory_remaining, 4 * MiB)
                                 / max(self._rate(t), 1.0))
         incoming = t.dest.guests[t.instance]
-        incoming.state = "running"
+        incoming.state, incoming.reason = "running", "postcopy"
         t.source.guests[t.instance].state = "paused"
+        t.source.guests[t.instance].reason = "postcopy"
 
     def _complete(self, t, downtime_ms):
         source_guest = t.source.guests[t.instance]
         incoming = t.dest.guests[t.instance]
         incoming.boot_id, incoming.ticks, incoming.generation = source_guest.snapshot()
-        incoming.state = "running"
+        if t.handover and not t.postcopy:
+            incoming.state, incoming.reason = "paused", "held"
+        else:
+            incoming.state, incoming.reason = "running", None
         incoming.persistent = False
-        source_guest.state = "shutoff"
         if t.block:
             t.dest.disks[t.instance] = t.source.disks.get(t.instance, 0)
-        t.state = "completed"
         t.downtime_ms = downtime_ms
+        control = MANAGEMENT if t.plane == MIGRATION else t.plane
+        if not t.postcopy and not (t.source.link_up[control] and t.dest.link_up[control]):
+            # The destination finished, but the source never heard of it: its
+            # libvirt cancels the confirm phase and resumes its own copy.
+            source_guest.state, source_guest.reason = "running", "migration-canceled"
+            t.state = "failed"
+            t.error = "internal error: client socket is closed"
+            return
+        source_guest.state, source_guest.reason = "shutoff", None
+        t.state = "completed"
 
 
 def get_world(name):

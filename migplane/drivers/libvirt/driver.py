@@ -94,6 +94,27 @@ _UNDEFINE = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
              | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 #: Running-state reasons of a guest whose incoming migration went through.
 _ARRIVED = (libvirt.VIR_DOMAIN_RUNNING_MIGRATED, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY)
+_RUNNING_POSTCOPY_FAILED = getattr(libvirt, "VIR_DOMAIN_RUNNING_POSTCOPY_FAILED", 11)
+_PAUSED_POSTCOPY_FAILED = getattr(libvirt, "VIR_DOMAIN_PAUSED_POSTCOPY_FAILED", 13)
+#: Either half of a post-copy migration: never destroyed, undefined or resumed.
+_POSTCOPY_HALVES = {
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY),
+    (libvirt.VIR_DOMAIN_RUNNING, _RUNNING_POSTCOPY_FAILED),
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY),
+    (libvirt.VIR_DOMAIN_PAUSED, _PAUSED_POSTCOPY_FAILED),
+}
+#: State reasons as migplane.core.settle names them.
+_REASONS = {
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED):
+        "migration-canceled",
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY): "postcopy",
+    (libvirt.VIR_DOMAIN_RUNNING, _RUNNING_POSTCOPY_FAILED): "postcopy-failed",
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION): "migration",
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY): "postcopy",
+    (libvirt.VIR_DOMAIN_PAUSED, _PAUSED_POSTCOPY_FAILED): "postcopy-failed",
+    # what a finished incoming migration with VIR_MIGRATE_PAUSED leaves (the handover)
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER): "held",
+}
 _PERSISTENT_XML = (libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
                    | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
 #: Seconds to wait for the JOB_COMPLETED event once the call returned.
@@ -275,6 +296,12 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         with self._translated(instance, "get_instance_info"):
             dom = self._domain(instance)
             state, max_kib = dom.info()[:2]
+            try:
+                reason = _REASONS.get(tuple(dom.state()[:2]))
+            except libvirt.libvirtError as err:
+                if not errors.is_not_found(err):
+                    raise
+                reason = None
             disk_bytes = 0
             for disk in disks_mod.local_disks(dom.XMLDesc(0)):
                 try:
@@ -283,7 +310,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     LOG.debug("No size for %s of %s: %s", disk.path, instance, err)
         return driver_mod.InstanceInfo(name=instance,
                                        state=_STATE_NAMES.get(state, "unknown"),
-                                       memory_bytes=max_kib * 1024, disk_bytes=disk_bytes)
+                                       memory_bytes=max_kib * 1024, disk_bytes=disk_bytes,
+                                       reason=reason)
 
     def list_instances(self):
         with self._translated("*", "list_instances"):
@@ -426,6 +454,9 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         return list(created)
 
     def post_live_migration_at_destination(self, instance, migrate_data):
+        """Persist the guest here, and end the handover: resume the copy libvirt
+        left paused (VIR_MIGRATE_PAUSED). The flow calls this only once the
+        settle function saw the source's copy stopped."""
         self._created.pop(instance, None)  # the guest's disks now
         with self._translated(instance, "post_live_migration_at_destination"):
             dom = self._domain(instance)
@@ -436,6 +467,11 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if not dom.isPersistent():
                 self._conn().defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE
                                                    | libvirt.VIR_DOMAIN_XML_SECURE))
+            if tuple(dom.state()[:2]) == (libvirt.VIR_DOMAIN_PAUSED,
+                                          libvirt.VIR_DOMAIN_PAUSED_USER):
+                LOG.info("Handover of %s: the source's copy stopped; resuming it here",
+                         instance)
+                dom.resume()
 
     def rollback_live_migration_at_destination(self, instance, migrate_data):
         """Remove what this migration's pre_live_migration prepared, and only that:
@@ -485,10 +521,12 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if dom is None:
                 return
             try:
-                state, reason = dom.state()
-                if state == libvirt.VIR_DOMAIN_RUNNING and reason in _ARRIVED:
+                state, reason = dom.state()[:2]
+                if (state == libvirt.VIR_DOMAIN_RUNNING and reason in _ARRIVED) or (
+                        (state, reason) in _POSTCOPY_HALVES):
                     # The flow lost track of a migration that went through (e.g. the
-                    # source's daemon connection died): this is the only copy now.
+                    # source's daemon connection died), or this half holds pages of
+                    # a post-copy: the guest's newest state is here.
                     raise exception.MigrationError(
                         instance=instance, step="rollback_live_migration_at_destination",
                         reason="the guest runs here after its migration went through; "
@@ -588,6 +626,13 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         return job
 
     def get_job_progress(self, instance):
+        progress_ = self._job_progress(instance)
+        handover = bool(self._job(instance).plan.flags & libvirt.VIR_MIGRATE_PAUSED)
+        if progress_.handover != handover:
+            progress_ = dataclasses.replace(progress_, handover=handover)
+        return progress_
+
+    def _job_progress(self, instance):
         job = self._job(instance)
         if not job.done:
             try:
@@ -718,6 +763,14 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         with self._translated(instance, "post_live_migration_at_source"):
             dom = self._lookup(instance)
             if dom is not None:
+                if (dom.isActive() and (job is None or job.done)
+                        and tuple(dom.state()[:2]) == (libvirt.VIR_DOMAIN_PAUSED,
+                                                       libvirt.VIR_DOMAIN_PAUSED_MIGRATION)):
+                    # Stopped at the switch-over and its job ended without a confirm:
+                    # the flow calls this once the guest runs on the destination.
+                    LOG.warning("Destroying the stopped copy of %s left on %s",
+                                instance, self.hostname)
+                    dom.destroy()
                 if dom.isActive():
                     raise exception.MigrationError(
                         instance=instance, step="post_live_migration_at_source",
@@ -765,10 +818,10 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 LOG.error("Rollback: %s is no longer defined on %s", instance,
                           self.hostname)
                 return
-            state, reason = dom.state()
+            state, reason = dom.state()[:2]
             if state != libvirt.VIR_DOMAIN_PAUSED:
                 return
-            if job is not None and job.postcopy:
+            if (job is not None and job.postcopy) or (state, reason) in _POSTCOPY_HALVES:
                 LOG.error("Not resuming %s on %s: it switched to post-copy, so its "
                           "memory here is stale", instance, self.hostname)
                 return
@@ -776,6 +829,15 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if ours or reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
                 LOG.info("Resuming %s on %s", instance, self.hostname)
                 dom.resume()
+
+    def pause_instance(self, instance, migrate_data):
+        """The settle function's fence: pause a copy that must not run on."""
+        with self._translated(instance, "pause_instance"):
+            dom = self._lookup(instance)
+            if dom is not None and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING:
+                LOG.critical("Pausing %s on %s: it must not run here and elsewhere at "
+                             "once", instance, self.hostname)
+                dom.suspend()
 
     # -- convergence ----------------------------------------------------------------
 

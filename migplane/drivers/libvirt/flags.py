@@ -202,6 +202,13 @@ def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
     elif settings.post_copy:
         LOG.warning("Post-copy is permitted but %s does not support it; force-complete "
                     "will pause the guest instead", driver)
+    if not flags & libvirt.VIR_MIGRATE_POSTCOPY:
+        # libvirt refuses PAUSED together with POSTCOPY
+        flags |= libvirt.VIR_MIGRATE_PAUSED
+        why["PAUSED"] = ("the handover: the destination's copy stays paused after the "
+                         "switch-over until migplane saw the source's copy stop, so the "
+                         "guest never runs on both hosts (libvirt resumes the source by "
+                         "itself when its confirm phase is cancelled)")
     if settings.auto_converge:
         if capabilities.auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE

@@ -222,6 +222,10 @@ def test_agents_listen_on_the_management_plane_only(lab, agents):
     tried = b.run(["timeout", "5", "bash", "-c", "echo > /dev/tcp/%s/%d" % (
         a.mig_ip, inlab.PORT)], check=False)
     assert tried.returncode != 0
+    # on the migration plane only the one question for peers, on its explicit address
+    assert "%s:%d" % (a.mig_ip, inlab.MIGRATION_PLANE_PORT) in listening
+    assert "*:%d" % inlab.MIGRATION_PLANE_PORT not in listening
+    assert "0.0.0.0:%d" % inlab.MIGRATION_PLANE_PORT not in listening
 
 
 def test_cli_without_the_token_is_refused(lab, agents):

@@ -16,6 +16,7 @@ def test_control_connection_to_the_inbound_address(drv_lab, lv, lab_guest, pair)
     assert result.status == flow.COMPLETED
     assert result.uris.control_uri == "qemu+tcp://%s/system" % b.mig_ip
     assert result.uris.data_uri == "tcp://%s" % b.mig_ip
+    watcher.wait_ticks(3, host="host-b", timeout=30)  # resumed after the handover
     lv.assert_counter_continues(watcher, "host-a", "host-b")
     watcher.stop()
     assert lv.domain_state(b, lab_guest)[0] == 1  # running on host-b

@@ -185,8 +185,10 @@ def test_idle_clients_of_one_address_cannot_lock_others_out(world, start_agent, 
                                                  "request_timeout": 60})
     held = _idle(local, "127.0.0.2", 45)
     try:
-        time.sleep(0.3)
-        assert local.server.active <= 8 + 1
+        deadline = time.monotonic() + 60   # the server culls as it accepts
+        while local.server.active > 8 + 1:
+            assert time.monotonic() < deadline, local.server.active
+            time.sleep(0.02)
         for _ in range(10):
             assert client(local).get("/v1/host")["hostname"] == "host-a"
     finally:
@@ -490,7 +492,7 @@ def test_a_peers_connections_leave_the_budget_once_its_certificate_is_verified(
                                  server_hostname="127.0.0.1") for _ in range(3)]
     try:
         # TLS 1.3: the server verifies the client's Finished after the client is done
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while sum(c.authenticated for c in list(b.server._conns.values())) < 3:
             assert time.monotonic() < deadline, "the peer's certificate was not seen"
             time.sleep(0.02)

@@ -30,7 +30,7 @@ EXPECTED_FINGERPRINTS = {
     "EvacuationRequest": "1.1-ddcbab8773839de4",
     "EvacuationSummary": "1.0-9556b4337ddcfe7f",
     "HostFacts": "1.1-bf74f65f031de1c9",
-    "Instance": "1.0-7f9ea66f7da89733",
+    "Instance": "1.1-7e8d85076f06ad77",
     "MigrationList": "1.0-c7c24c3641a5572a",
     "MigrationRecord": "1.0-7f0bb3a3443f260e",
     "MigrationRequest": "1.0-d4e0130fb560ece5",

@@ -225,3 +225,29 @@ def test_an_override_an_older_agent_ignored_is_named(capsys):
     assert migrate.run(Args(), Directory()) == 0
     err = capsys.readouterr().err
     assert "did not apply strategy" in err and "bandwidth_mib" not in err
+
+
+def test_an_unresolved_migration_exits_5_and_says_hands_off(cli, agent_args, world,
+                                                            monkeypatch):
+    from migplane.core import flow
+
+    monkeypatch.setattr(flow.LiveMigration, "SETTLE_WAIT_S", 1.0)
+    world.at(0.5, lambda: (world.set_link("host-a", "management", False),
+                           world.cut_off("host-b")))
+    code, out, _ = cli("migrate", "vm1", "--from", "host-a", "--to", "host-b", *agent_args)
+    assert code == 5, out
+    assert "UNRESOLVED" in out and "Do NOT start vm1 by hand on host-a or host-b" in out
+    assert "verdict" in out and "unresolved (exit 5)" in out
+    assert world.hosts["host-b"].guests["vm1"].state == "paused"  # held, never ran
+
+
+def test_exit_codes_follow_the_one_verdict_table(capsys):
+    from migplane.cli import errors
+    from migplane.core import settle
+
+    for verdict, (code, _) in settle.VERDICTS.items():
+        assert errors.for_verdict({"status": "failed", "result": {"verdict": verdict}}) \
+            == code
+        if code > 4:
+            assert "%-4d %s" % (code, verdict) in errors.EPILOG
+    assert errors.for_verdict({"status": "completed", "result": None}) == errors.OK

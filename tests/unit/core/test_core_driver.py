@@ -138,7 +138,7 @@ def test_capabilities_defaults_are_the_legacy_minimum():
 def test_instance_info_to_dict():
     info = driver.InstanceInfo("vm1", "running", 1024, 2048)
     assert info.to_dict() == {"name": "vm1", "state": "running", "memory_bytes": 1024,
-                              "disk_bytes": 2048}
+                              "disk_bytes": 2048, "reason": None}
 
 
 @pytest.mark.parametrize("progress, percent", [

@@ -197,7 +197,7 @@ def test_events_in_order(world, make_driver, make_migration, guest):
     assert seen[0] == events.QUEUED and seen[-1] == events.COMPLETED
     assert steps(migration) == [
         "check_can_live_migrate_destination", "check_can_live_migrate_source",
-        "pre_live_migration", "resolve_uris", "measure", "live_migration",
+        "pre_live_migration", "resolve_uris", "measure", "live_migration", "settle",
         "post_live_migration_at_destination", "post_live_migration_at_source"]
     assert seen.index(events.MEASURED) < seen.index(events.PLANNED) \
         < seen.index(events.TRANSFER_STARTED)
@@ -223,9 +223,10 @@ def test_events_of_a_failure_in_order(world, drivers, make_migration, guest):
     migration = make_migration(*drivers)
     run_failing(migration)
     seen = kinds(migration)
-    assert seen[-3:] == [events.STEP, events.ROLLED_BACK, events.FAILED]
-    assert steps(migration)[-1] == "rollback"
+    assert seen[-3:] == [events.SETTLED, events.ROLLED_BACK, events.FAILED]
+    assert steps(migration)[-2:] == ["settle", "rollback"]
     assert "guest kept on host-a" in migration.events[-2].message
+    assert migration.events[-3].message.startswith("rolled-back: ")
 
 
 def test_listener_exceptions_do_not_break_a_migration(world, drivers, make_migration, guest,
@@ -297,7 +298,10 @@ def test_fault_after_the_switch_over_completes_with_an_error(world, drivers,
     migration = make_migration(*drivers)
     result = migration.run()
     assert result.status == flow.COMPLETED and result.running_on == B
-    assert f"{step}: injected fault" in result.error
+    if host == A:  # retried until the source answers: its definition is removed
+        assert result.error is None and world.defined_on("vm1") == [B]
+    else:
+        assert f"{step}: injected fault" in result.error
     assert world.where("vm1") == [B]
     assert world.hosts[B].guests["vm1"].boot_id == guest.boot_id
     assert kinds(migration)[-1] == events.COMPLETED
@@ -548,9 +552,12 @@ def test_destination_daemon_killed_mid_transfer(world, drivers, make_migration):
     migration = make_migration(*drivers)
     world.at(1.0, lambda: world.kill_daemon(B))
     err = run_failing(migration)
-    assert isinstance(err, exception.MigrationError)
+    # The guest runs on the source; the destination, which cannot be asked, is not
+    # known to be clean: unresolved, and nothing was resumed or destroyed blindly.
+    assert isinstance(err, exception.MigrationNotSettled)
     assert "Unable to read from monitor" in str(err)
     assert err.result.status == flow.FAILED and err.result.running_on == A
+    assert err.result.verdict == events.VERDICT_UNRESOLVED
     assert world.where("vm1") == [A]
     source = world.hosts[A].guests["vm1"]
     assert source.state == "running" and source.boot_id == guest.boot_id
@@ -569,9 +576,10 @@ def test_source_daemon_killed_mid_transfer(world, drivers, make_migration,
     migration = make_migration(*drivers)
     world.at(1.0, lambda: world.kill_daemon(A))
     err = run_failing(migration)
-    assert isinstance(err, exception.HypervisorUnavailable)
-    assert A in str(err)
+    assert isinstance(err, exception.MigrationNotSettled)
+    assert "Cannot reach the hypervisor on %s" % A in str(err)
     assert err.result.running_on == A
+    assert err.result.verdict == events.VERDICT_UNRESOLVED
     assert world.where("vm1") == [A]
     assert world.defined_on("vm1") == [A]
     assert world.hosts[A].guests["vm1"].boot_id == guest.boot_id
@@ -591,7 +599,7 @@ def test_progress_error_after_the_job_completed_finishes_the_migration(
     assert result.status == flow.COMPLETED and result.running_on == B
     assert world.where("vm1") == [B] and world.defined_on("vm1") == [B]
     assert world.hosts[B].guests["vm1"].boot_id == guest.boot_id
-    assert "but the job completed" in caplog.text
+    assert result.verdict == events.VERDICT_COMPLETED
     assert events.ROLLED_BACK not in kinds(migration)
 
 
@@ -627,8 +635,10 @@ def test_job_failure_reported_by_the_hypervisor(world, drivers, make_migration,
     assert_rolled_back()
 
 
-def test_finish_job_gives_up_when_the_job_never_ends(world, drivers, make_migration,
-                                                    assert_rolled_back, monkeypatch):
+def test_a_job_that_never_ends_is_left_unresolved(world, drivers, make_migration,
+                                                 monkeypatch):
+    """An abort the hypervisor ignores: the job may still move the guest, so the
+    flow neither rolls back nor claims it did; the guest keeps running where it is."""
     world.add_guest(A, "vm1", memory_mib=1024)
     a, b = drivers
     aborts = []
@@ -641,8 +651,10 @@ def test_finish_job_gives_up_when_the_job_never_ends(world, drivers, make_migrat
     assert "injected fault in set_max_downtime" in str(err)
     assert aborts == ["vm1"]
     assert err.result.progress.state == driver_mod.JOB_RUNNING
-    assert world.clock.now() == pytest.approx(6.0, abs=0.05)  # 600 polls of 0.01 s
-    assert_rolled_back()
+    assert isinstance(err, exception.MigrationNotSettled)
+    assert err.result.verdict == events.VERDICT_UNRESOLVED
+    assert "the migration job still runs" in str(err)
+    assert world.where("vm1") == [A]
 
 
 def test_an_abort_the_hypervisor_dropped_is_sent_again(world, drivers, make_migration,

@@ -255,8 +255,10 @@ def test_polling_after_an_abort_is_bounded(world, drivers, make_migration):
     with pytest.raises(exception.MigplaneError, match="still runs 120 s after"):
         migration.run()
     assert len(ignored) >= 2
-    # Gave up after ABORT_GIVE_UP_S, then the bounded last wait of the rollback.
-    assert world.clock.now() < 2.0 + flow.LiveMigration.ABORT_GIVE_UP_S + 600 * poll + 1
+    # Gave up after ABORT_GIVE_UP_S, then the bounded waits of settling: for the
+    # job to end, then for the hosts to settle (the job still runs: unresolved).
+    assert world.clock.now() < (2.0 + flow.LiveMigration.ABORT_GIVE_UP_S
+                                + 2 * flow.LiveMigration.SETTLE_WAIT_S + 1)
 
 
 def test_a_second_flow_for_the_same_guest_is_refused_and_touches_nothing(

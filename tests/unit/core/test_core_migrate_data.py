@@ -23,7 +23,7 @@ EXPECTED_FINGERPRINTS = {
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
     settings.MigrationSettings: "1.6-60f475248b06f1c3",
-    driver.JobProgress: "1.0-09d0c5b71c5dd437",
+    driver.JobProgress: "1.1-c2892cf185c652fd",
     convergence.DirtyRateMeasurement: "1.0-3eb46435f7424d87",
     convergence.LinkRate: "1.0-203ed1e1f8397b08",
     strategy.MigrationPlan: "1.0-0d392d378d828210",

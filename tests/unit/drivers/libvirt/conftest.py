@@ -179,6 +179,9 @@ class FakeDomain:
             raise self.daemon.migrate_error
         dest = self.daemon.peers[dconnuri]
         dest.domains[self._name] = FakeDomain(dest, self._name, self.xml, uuid=self.uuid)
+        if flags & libvirt.VIR_MIGRATE_PAUSED:  # held paused after the switch-over
+            dest.domains[self._name].state_ = [libvirt.VIR_DOMAIN_PAUSED,
+                                               libvirt.VIR_DOMAIN_PAUSED_USER]
         del self.daemon.domains[self._name]
         for callback in self.daemon.job_callbacks:
             callback(None, self, dict(self.daemon.completed_event_stats), None)

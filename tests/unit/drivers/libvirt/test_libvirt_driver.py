@@ -678,3 +678,80 @@ def test_no_source_image_is_deleted_after_a_migration_without_block(daemons,
 
     assert run(src, Lying()).status == flow.COMPLETED
     assert IMAGE in a.files
+# -- the handover and the settle function's steps ------------------------------------
+
+MD = md.MigrateData(dest_hostname="host-b")
+
+
+@pytest.mark.parametrize("state, reason, named", [
+    ((libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATION_CANCELED),
+     "running", "migration-canceled"),
+    ((libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER), "paused", "held"),
+    ((libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION), "paused",
+     "migration"),
+    ((libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED), "paused",
+     "postcopy-failed"),
+    ((libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED), "running", None),
+])
+def test_instance_info_names_the_state_reasons_settling_needs(daemons, make_drivers,
+                                                              state, reason, named):
+    a, _ = daemons
+    a.add_domain("g1").state_ = list(state)
+    src, _ = make_drivers()
+    info = src.get_instance_info("g1")
+    assert (info.state, info.reason) == (reason, named)
+
+
+def test_post_at_destination_resumes_the_copy_the_handover_held(daemons, make_drivers):
+    _, b = daemons
+    dom = b.add_domain("g1", persistent=False)
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER]
+    _, dst = make_drivers()
+    dst.post_live_migration_at_destination("g1", MD)
+    assert ("resume",) in dom.calls and dom.state_[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_pause_instance_pauses_only_a_running_copy(daemons, make_drivers):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    src, _ = make_drivers()
+    src.pause_instance("g1", MD)
+    assert dom.state_[0] == libvirt.VIR_DOMAIN_PAUSED
+    src.pause_instance("g1", MD)
+    assert dom.calls.count(("suspend",)) == 1
+    src.pause_instance("gone", MD)  # nothing to pause: nothing done
+
+
+def test_post_at_source_destroys_a_copy_stopped_at_the_switch_over(daemons,
+                                                                   make_drivers):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION]
+    src, _ = make_drivers()
+    src.post_live_migration_at_source("g1", MD)
+    assert ("destroy",) in dom.calls and "g1" not in a.domains
+
+
+def test_post_at_source_leaves_a_post_copy_half_alone(daemons, make_drivers):
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+    src, _ = make_drivers()
+    with pytest.raises(exception.MigrationError, match="still runs here"):
+        src.post_live_migration_at_source("g1", MD)
+    assert ("destroy",) not in dom.calls and dom.persistent
+
+
+@pytest.mark.parametrize("state", [
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED),
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)])
+def test_rollback_never_destroys_a_post_copy_half(daemons, make_drivers, state):
+    _, b = daemons
+    dom = b.add_domain("g1")
+    dom.state_ = list(state)
+    _, dst = make_drivers()
+    # what this host's pre_live_migration recorded: the domain of that UUID is its own
+    own = MD.replace(driver_data={driver_mod_lv.INCOMING: {"uuid": dom.UUIDString()}})
+    with pytest.raises(exception.MigrationError, match="not destroying it"):
+        dst.rollback_live_migration_at_destination("g1", own)
+    assert ("destroy",) not in dom.calls

@@ -30,9 +30,20 @@ def plan(addr="198.51.100.12", block=False, disks=(), caps=CAPS, compression=(),
 def test_legacy_plan_has_no_data_uri_and_targets_the_host_name():
     p = plan(addr=None)
     assert p.dconnuri == "qemu+tcp://host-b/system"
-    assert p.flags == flags.BASE_FLAGS
-    assert p.flag_names == ["LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"]
+    assert p.flags == flags.BASE_FLAGS | libvirt.VIR_MIGRATE_PAUSED
+    assert p.flag_names == ["LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE",
+                            "PAUSED"]
     assert dict(p.params) == {}
+
+
+def test_the_handover_holds_the_destination_unless_post_copy_is_armed():
+    """libvirt refuses VIR_MIGRATE_PAUSED with POSTCOPY: one or the other."""
+    held = plan()
+    assert held.flags & libvirt.VIR_MIGRATE_PAUSED
+    assert "the guest never runs on both hosts" in held.reasons["PAUSED"]
+    armed = plan(permit_post_copy=True)
+    assert armed.flags & libvirt.VIR_MIGRATE_POSTCOPY
+    assert not armed.flags & libvirt.VIR_MIGRATE_PAUSED
 
 
 def test_split_plane_sends_data_to_the_inbound_address_and_listens_there_only():
