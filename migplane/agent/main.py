@@ -144,10 +144,16 @@ def main(argv=None):
     if where is not None:
         servers.append((where, where.address[0], conf.agent.migration_plane_port,
                         "agent-migration-plane"))
-    for each, host, port, _ in servers:
+    for each, host, port, _ in list(servers):
         try:
             each.prepare()
         except OSError as err:
+            if each is where:  # a safety net, not the agent's service (see whereplane)
+                LOG.error("Not answering on the migration plane: cannot listen on %s "
+                          "port %s: %s", host, port, err)
+                servers.remove((each, host, port, "agent-migration-plane"))
+                where = None
+                continue
             LOG.error("Cannot listen on %s port %s: %s", host, port, err)
             print("migplane-agent: cannot listen on %s port %s: %s" % (host, port, err),
                   file=sys.stderr)

@@ -269,7 +269,7 @@ class AgentMetrics:
         self.planes.start((OUTGOING, record.id), planes)
 
     def migration_event(self, record, event):
-        if event.kind == events_mod.POSTCOPY_RECOVERED:
+        if event.kind == events_mod.POST_COPY_RECOVERED:
             self.recoveries.inc()
 
     def migration_finished(self, record):

@@ -7,6 +7,7 @@ layer (``app`` and ``api``) only validates, calls in here and serialises.
 import dataclasses
 import ipaddress
 import logging
+import threading
 import time
 import urllib.parse
 
@@ -25,12 +26,15 @@ from migplane.agent import store as store_mod
 from migplane.agent import tls
 from migplane.agent import whereplane
 from migplane.agent import wire
+from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow as flow_mod
 from migplane.core import inbound
 from migplane.core import loader
+from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
+from migplane.core import strategy as strategy_mod
 from migplane.core import trust
 from migplane.core import uri as uri_mod
 
@@ -396,7 +400,8 @@ class Agent:
         limiter = slots_mod.MigrationSlots(
             self.slots, remote.client, migration_id, instance,
             cancelled=lambda: record.abort_requested,
-            unsettled=lambda: flow.verdict == events.VERDICT_UNRESOLVED)
+            unsettled=lambda: flow.verdict in (events.VERDICT_UNRESOLVED,
+                                               events.VERDICT_POSTCOPY_PAUSED))
         flow = flow_mod.LiveMigration(instance, self.driver,
                                       migrations.PreparedData(remote, record), settings,
                                       block_migration=block, limiter=limiter,
@@ -430,6 +435,79 @@ class Agent:
                        "abort is possible" % record.id)
         record.flow.force_complete()
         return record
+
+    def resume(self, migration_id):
+        """Resume, by an operator's hand, a post-copy migration left paused.
+
+        The driver recovers the stream again (with a new deadline); a thread
+        follows the job and, once it completed, runs the post steps as the
+        flow would have. Nothing is resumed when the driver finds no broken
+        post-copy of the guest here (NoActiveMigration).
+        """
+        record = self.migration(migration_id)
+        if record.active:
+            raise exception.MigrationError(
+                instance=record.instance, step="resume",
+                reason="migration %s is still %s: a broken post-copy is recovered by the "
+                       "driver while it runs; resume is for one left paused" % (
+                           record.id, record.status))
+        data, uris, settings = self._original(record)
+        self.driver.resume_postcopy(record.instance, data, uris, settings)
+        record.note("post_copy_resumed", status=events.RUNNING,
+                    message="post-copy resumed by hand: the driver recovers the stream")
+        thread = threading.Thread(target=self._follow_resumed, args=(record, data),
+                                  name="resumed-%s" % record.id, daemon=True)
+        thread.start()
+        return record
+
+    def _original(self, record):
+        """What migration ``record`` ran with: ``(MigrateData, MigrationURIs or None,
+        MigrationSettings as the job was started)``."""
+        data = md.MigrateData(dest_hostname=record.destination,
+                              block_migration=record.block_migration)
+        if record.migrate_data:
+            data = md.MigrateData.from_primitive(record.migrate_data)
+        uris = uri_mod.MigrationURIs(**record.uris) if record.uris else None
+        settings = self.migration_settings(record.options)
+        plan = (record.result or {}).get("plan")
+        if plan:
+            settings = strategy_mod.MigrationPlan.from_dict(plan).transfer_settings(settings)
+        return data, uris, settings
+
+    def _follow_resumed(self, record, data):
+        """Wait for a resumed post-copy to end; finish it as the flow would."""
+        try:
+            while True:
+                try:
+                    progress = self.driver.get_job_progress(record.instance)
+                except exception.MigplaneError as err:
+                    LOG.warning("Migration %s: cannot read the resumed job: %s",
+                                record.id, err)
+                    self.sleep(reconcile.Reconciler.RETRY_S)
+                    continue
+                record.progress = progress.to_dict()
+                if progress.state == driver_mod.JOB_COMPLETED:
+                    break
+                if progress.state == driver_mod.JOB_POSTCOPY_PAUSED:
+                    err = exception.PostCopyPaused(instance=record.instance,
+                                                   migration_id=record.id,
+                                                   reason=progress.error or "paused")
+                    record.note(events.FAILED, message=str(err))
+                    record.finish(None, err)
+                    return
+                if progress.finished:   # never for a post-copy: keep both halves
+                    record.note(events.FAILED, message=progress.error)
+                    record.finish(None, "the resumed post-copy ended %s: %s; both halves "
+                                  "are left as they are" % (progress.state, progress.error))
+                    return
+                record.save(force=False)
+                self.sleep(self.settings.migration.poll_interval)
+            # completed: settled as any migration whose flow ended (the settle
+            # function, the post steps, the source definition removed)
+            self.reconciler.run(record)
+        except Exception as err:  # keep the agent up; say what is known
+            LOG.exception("Following the resumed migration %s failed", record.id)
+            record.finish(None, "following the resumed post-copy failed: %s" % err)
 
     def _require_active(self, record, action):
         if not record.active:

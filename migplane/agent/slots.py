@@ -273,9 +273,9 @@ class MigrationSlots:
     def __init__(self, local, remote, migration_id, instance, cancelled=None,
                  sleep=time.sleep, clock=time.monotonic, unsettled=None):
         self.local = local
-        #: True when the migration ended unsettled: the destination's slot then
-        #: stays held (its record of what it prepared is what reconciliation
-        #: cleans up by), and reconciliation releases it once settled.
+        #: True when the migration ended unsettled (unresolved, post-copy paused):
+        #: the destination's slot then stays held (its record of what it prepared
+        #: is what settling acts on), and reconciliation releases it once settled.
         self._unsettled = unsettled or (lambda: False)
         self.remote = remote
         self.migration_id = migration_id

@@ -85,7 +85,8 @@ def _refuse(value, reason):
 
 def server(agent, address=None):
     """The server of the one question on the migration address, or None when
-    ``[agent] migration_plane_port`` is unset; refuses an unsafe setup."""
+    ``[agent] migration_plane_port`` is unset or the certificate does not name
+    the address; refuses an unsafe setup."""
     options = agent.options
     port = options.migration_plane_port
     if not port:
@@ -102,8 +103,14 @@ def server(agent, address=None):
         raise _refuse(port, "needs cert_file, key_file, ca_file and peers: it answers "
                             "peer agents only, by their certificates")
     if not _names_address(options.cert_file, host.host):
-        raise _refuse(port, "cert_file %s does not name %s, the address peers dial on "
-                            "the migration plane" % (options.cert_file, host.host))
+        # my_live_migration_ip itself may be what is wrong, and `migplane check`
+        # finds that only on a running agent; without the question a partition
+        # leaves a guest paused and unresolved, never running twice
+        LOG.error("Not answering on the migration plane: cert_file %s does not name %s, "
+                  "the address peers dial there (set with my_live_migration_ip); under a "
+                  "management-plane outage peers cannot ask this host where a guest runs",
+                  options.cert_file, host.host)
+        return None
     return server_mod.AgentServer(
         app(agent), host.host, port, ssl_context=context(options),
         request_timeout=options.request_timeout, max_connections=options.max_connections,

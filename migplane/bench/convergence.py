@@ -17,6 +17,14 @@ more memory to send than the one before it (measured: 10 MiB in the first pass
 of a run 10 s after boot, 67 MiB once the working set is written), which made
 the tool that ran last look slow. Each run records the MiB it sent.
 
+What the guest feels is measured too: the test guest reports on its console
+how far it got through its writes (``pass`` and ``pos``), so each run records
+the MiB/s the guest wrote while it moved against the same guest at rest just
+before (``work_share``): auto-converge's throttle, post-copy's page faults and
+the switch-over's pause all show there, beside time and downtime. At 1x a
+fourth tool, migplane's default with post-copy forbidden (auto-converge
+only), puts the cost of throttling on the same table.
+
 This module holds the part's runner (:func:`run`, on a
 :class:`~migplane.bench.labrun.BenchLab`), its summary, targets, report
 section and plot, so that the part is one unit next to the others.
@@ -30,8 +38,12 @@ import time
 LOG = logging.getLogger(__name__)
 MiB = 1 << 20
 
-TOOLS = ("virsh", "static", "default")
+TOOLS = ("virsh", "static", "default", "no-postcopy")
+#: ``no-postcopy`` (the default with permit_post_copy = False) runs only here.
+NO_POST_COPY_AT = (1.0,)
 MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: Seconds of the guest at rest, before each run, its work is compared with.
+REST_S = 3.0
 #: A run is aborted after this many times RAM/link.
 TIME_LIMIT = 5.0
 #: Targets of the issue: default converges up to 2x within 1.5 x RAM/link, at
@@ -44,18 +56,19 @@ NOT_SLOWER = 1.05
 _drivers = {}
 
 
-def _conf_driver(bench, host_name, strategy, link_mib):
+def _conf_driver(bench, host_name, strategy, link_mib, permit_post_copy=None):
     """A libvirt driver for one lab host with the strategy and the link cap; one
     per combination for the whole part, as an agent keeps its driver (a fresh
     connection per run would count its setup into the migration's time)."""
-    key = (id(bench), host_name, strategy, link_mib)
+    key = (id(bench), host_name, strategy, link_mib, permit_post_copy)
     if key not in _drivers:
-        _drivers[key] = _new_driver(bench, host_name, strategy, link_mib)
+        _drivers[key] = _new_driver(bench, host_name, strategy, link_mib,
+                                    permit_post_copy)
         _drivers[key].describe()  # opens the connection: not counted into a run
     return _drivers[key]
 
 
-def _new_driver(bench, host_name, strategy, link_mib):
+def _new_driver(bench, host_name, strategy, link_mib, permit_post_copy=None):
     from oslo_config import cfg
 
     from migplane import opts as migplane_opts
@@ -69,18 +82,20 @@ def _new_driver(bench, host_name, strategy, link_mib):
     conf.set_override("strategy", strategy, "live_migration")
     conf.set_override("bandwidth", link_mib, "live_migration")
     conf.set_override("completion_timeout", 0, "live_migration")  # our own limit
+    if permit_post_copy is not None:
+        conf.set_override("permit_post_copy", permit_post_copy, "live_migration")
     conf.set_override("connection_uri", host.uri, "driver_libvirt")
     conf.set_override("netns", host.netns, "driver_libvirt")
     conf.set_override("my_live_migration_ip", host.mig_ip)
     return loader.load_driver(conf, "libvirt")
 
 
-def _migplane(bench, name, src, dest, strategy, link_mib, limit_s):
+def _migplane(bench, name, src, dest, strategy, link_mib, limit_s, permit_post_copy=None):
     from migplane.core import exception
     from migplane.core import flow
 
-    source = _conf_driver(bench, src, strategy, link_mib)
-    destination = _conf_driver(bench, dest, strategy, link_mib)
+    source = _conf_driver(bench, src, strategy, link_mib, permit_post_copy)
+    destination = _conf_driver(bench, dest, strategy, link_mib, permit_post_copy)
     mig = flow.LiveMigration(name, source, destination, source.settings.migration)
     timer = threading.Timer(limit_s, mig.abort)
     rec = {"start": time.monotonic()}
@@ -150,15 +165,18 @@ def run(bench, cfg, t0, log=print):
             bench.watchers[spec.name].wait_for(
                 lambda w: w.last() is not None and w.last().passes >= 1,
                 timeout=3 * fill_s + 60, what="a whole pass over the working set")
-            for tool in TOOLS:
+            for tool in tools_at(mult):
                 src = bench.where[spec.name]
                 dest = bench.other(src)
+                time.sleep(max(0.0, REST_S - cfg.settle_s))   # the guest at rest
                 if tool == "virsh":
                     rec = _virsh(bench, spec.name, src, dest, link, limit_s)
                 else:
                     rec = _migplane(bench, spec.name, src, dest,
                                     "static" if tool == "static" else "adaptive", link,
-                                    limit_s)
+                                    limit_s, False if tool == "no-postcopy" else None)
+                watcher = bench.watchers[spec.name]
+                rec.update(guest_work(watcher, spec.dirty_mib, rec["start"], rec["end"]))
                 if rec["status"] == "completed":
                     bench.where[spec.name] = dest
                     job = bench.completed_job(dest, spec.name) or {}
@@ -176,8 +194,11 @@ def run(bench, cfg, t0, log=print):
                            ratio=round((rec["end"] - rec["start"]) / base_s, 3),
                            intact=check["intact"], guest_check=check)
                 runs.append(rec)
-                log("  convergence %4sx %-8s %-9s %6.1f s (%.2f x RAM/link)%s" % (
+                log("  convergence %4sx %-11s %-9s %6.1f s (%.2f x RAM/link), guest "
+                    "work %s%s" % (
                     mult, tool, rec["status"], rec["wall_s"], rec["ratio"],
+                    "-" if rec.get("work_share") is None else
+                    "%.0f %%" % (100 * rec["work_share"]),
                     " escalations: " + ",".join(rec["escalations"])
                     if rec.get("escalations") else ""))
                 time.sleep(cfg.settle_s)
@@ -190,14 +211,31 @@ def run(bench, cfg, t0, log=print):
             "runs": runs, "summary": summarize(runs)}
 
 
+def tools_at(multiple):
+    """The tools a cell runs: every one, ``no-postcopy`` only at :data:`NO_POST_COPY_AT`."""
+    return tuple(t for t in TOOLS if t != "no-postcopy" or multiple in NO_POST_COPY_AT)
+
+
+def guest_work(watcher, dirty_mib, start, end):
+    """What the guest got done while it moved, against itself at rest just before:
+    ``{"work_mib_s", "rest_mib_s", "work_share"}`` (None where its console does
+    not tell)."""
+    during = watcher.work_rate(dirty_mib, start, end)
+    rest = watcher.work_rate(dirty_mib, start - REST_S, start)
+    share = round(during / rest, 3) if during is not None and rest else None
+    return {"work_mib_s": None if during is None else round(during, 2),
+            "rest_mib_s": None if rest is None else round(rest, 2), "work_share": share}
+
+
 def summarize(runs):
-    """Per multiple and tool: converged, ratio, downtime, iterations, escalations."""
+    """Per multiple and tool: converged, ratio, downtime, iterations, escalations,
+    the guest's work against itself at rest."""
     cells = {}
     for r in runs:
         cells.setdefault(str(r["multiple"]), {})[r["tool"]] = {
             k: r.get(k) for k in ("converged", "ratio", "wall_s", "downtime_ms",
                                   "iterations", "escalations", "intact", "postcopy",
-                                  "sent_mib")}
+                                  "sent_mib", "work_share")}
     return cells
 
 
@@ -258,6 +296,8 @@ def _cell(c):
         text += ", %.0f MiB sent" % c["sent_mib"]
     if c.get("escalations"):
         text += ", " + " -> ".join(c["escalations"])
+    if c.get("work_share") is not None:
+        text += ", guest work %.0f %%" % (100 * c["work_share"])
     return text + ("" if c["intact"] else ", NOT INTACT")
 
 
@@ -272,11 +312,15 @@ def report(results):
              "Each cell starts once the guest has written its whole working set, so "
              "that every tool moves the same memory. "
              "Cells: total time / (RAM/link), downtime, iterations, MiB sent, "
-             "escalations." % (
+             "escalations, and the guest's work while it moved (MiB/s it wrote, from "
+             "its console) against the same guest at rest just before. The last "
+             "column, at 1x only, is the default with post-copy forbidden "
+             "(auto-converge only)." % (
                  part["memory_mib"], part["link_mib_s"], part["ram_over_link_s"],
                  part["time_limit_s"], TIME_LIMIT), "",
-             "| dirty rate | bare virsh | migplane static | migplane default |",
-             "| --- | --- | --- | --- |"]
+             "| dirty rate | bare virsh | migplane static | migplane default | "
+             "default, no post-copy |",
+             "| --- | --- | --- | --- | --- |"]
     for mult in part["multiples"]:
         cells = part["summary"].get(str(mult), {})
         lines.append("| %sx | %s |" % (mult, " | ".join(_cell(cells.get(t))
@@ -292,7 +336,7 @@ def plot(results, out_dir, plt):
     if not part or not part.get("runs"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (tool, marker) in enumerate(zip(TOOLS, ("s", "^", "o"))):
+    for i, (tool, marker) in enumerate(zip(TOOLS, ("s", "^", "o", "D"))):
         mults = part["multiples"]
         ys, failed = [], []
         for m in mults:

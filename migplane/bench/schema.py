@@ -15,7 +15,7 @@ SCHEMA = "migplane-bench/1"
 PARTS = ("isolation", "efficiency", "evacuation", "convergence", "overhead")
 SCENARIOS = ("baseline", "split", "unsplit", "virsh")
 TOOLS = ("migplane", "virsh")
-CONVERGENCE_TOOLS = ("virsh", "static", "default")
+CONVERGENCE_TOOLS = ("virsh", "static", "default", "no-postcopy")
 
 NUMBER = {"type": "number"}
 NUMBER_OR_NULL = {"type": ["number", "null"]}

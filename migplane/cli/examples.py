@@ -49,6 +49,9 @@ EXAMPLES = {
         "migplane dashboard",
         "migplane dashboard --port 8080 --on host-a,host-b",
     ),
+    "resume": (
+        "migplane resume ID --on host-a",
+    ),
     "demo": (
         "migplane demo",
         "migplane demo --memory 256 --bandwidth 32 --keep",

@@ -71,9 +71,14 @@ JOB_RUNNING = "running"
 JOB_COMPLETED = "completed"
 JOB_FAILED = "failed"
 JOB_CANCELLED = "cancelled"
-#: A post-copy whose stream broke or stalled, being recovered: not finished.
+#: A post-copy job whose stream broke or stalled: the driver is recovering it
+#: (waiting for the peer, resuming). Not finished: the flow keeps polling.
 JOB_POSTCOPY_RECOVERING = "postcopy_recovering"
-#: Post-copy recovery gave up: both halves kept paused; neither completed nor failed.
+#: Recovery of a broken post-copy gave up at its deadline; both halves are left
+#: as they are (paused source, destination paused or running without its
+#: missing pages). Finished for the flow, but neither completed nor failed:
+#: nothing may destroy, undefine or resume either half; an operator resumes it
+#: (``resume_postcopy``) once both hosts and the link answer.
 JOB_POSTCOPY_PAUSED = "postcopy_paused"
 JOB_STATES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED,
               JOB_POSTCOPY_RECOVERING, JOB_POSTCOPY_PAUSED)
@@ -378,6 +383,12 @@ class SourceDriver(_Role):
         runs. Raises ``NoActiveMigration`` when no migration of ``instance``
         was started here, ``HypervisorUnavailable`` when the host cannot be
         asked. Changes nothing.
+
+        A driver that declares ``post_copy`` never reports a job whose
+        post-copy stream broke as ``failed`` or ``completed``: it reports
+        ``postcopy_recovering`` while it recovers the stream (by itself, e.g.
+        in the job's thread) and ``postcopy_paused`` when it gave up, leaving
+        both halves as they are.
         """
 
     @abc.abstractmethod
@@ -431,6 +442,23 @@ class SourceDriver(_Role):
         is never resumed; idempotent (a second call, or a call when
         nothing was started, is harmless). Returns None.
         """
+
+    def resume_postcopy(self, instance: str, migrate_data: Optional[md.MigrateData] = None,
+                        uris: Optional["uri_mod.MigrationURIs"] = None,
+                        settings: Optional[settings_mod.MigrationSettings] = None) -> None:
+        """Resume a post-copy migration of ``instance`` whose stream broke.
+
+        Source side: an operator's ``migplane resume`` after the job reported
+        ``postcopy_paused``, or an agent that restarted mid-recovery. Returns
+        once the recovery runs again; :meth:`get_job_progress` then reports
+        ``postcopy_recovering``, ``running`` and ``completed`` (or
+        ``postcopy_paused`` once more). ``migrate_data``, ``uris`` and
+        ``settings`` are those of the original migration, for a driver that
+        no longer holds the job (a restarted agent). Raises
+        ``NoActiveMigration`` when no broken post-copy of ``instance`` is here.
+        """
+        raise exception_mod.UnsupportedFeature(driver=type(self).__name__,
+                                               feature="resuming a broken post-copy")
 
     # -- optional hooks, with defaults ----------------------------------------
 

@@ -48,12 +48,16 @@ MEASURED = "measured"
 PLANNED = "planned"
 ESCALATED = "escalated"
 ROLLED_BACK = "rolled_back"
-#: A post-copy migration whose stream broke was resumed.
-POSTCOPY_RECOVERED = "postcopy_recovered"
 #: The settle function's decision once a migration's job ended (or failed).
 SETTLED = "settled"
 #: Both hosts ran the guest: the detector paused a copy; loud on purpose.
 SPLIT_DETECTED = "split_detected"
+#: The guest switched to post-copy (its exposure starts), and when it ended.
+POST_COPY_STARTED = "post_copy_started"
+POST_COPY_ENDED = "post_copy_ended"
+#: The post-copy stream broke or stalled and the driver recovers it; recovered.
+POST_COPY_RECOVERING = "post_copy_recovering"
+POST_COPY_RECOVERED = "post_copy_recovered"
 
 
 @dataclasses.dataclass(frozen=True)

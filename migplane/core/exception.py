@@ -194,6 +194,16 @@ class MigrationTimeout(MigrationError):
     )
 
 
+class PostCopyPaused(MigrationError):
+    """A post-copy migration whose stream broke and could not be recovered in time."""
+
+    msg_fmt = ("Live migration %(migration_id)s of %(instance)s is paused in post-copy: "
+               "%(reason)s. Both halves are kept as they are (neither is destroyed, "
+               "undefined or resumed): the guest's memory is split between the two "
+               "hosts. Once both hosts and the migration link answer, resume it with "
+               "'migplane resume %(migration_id)s'")
+
+
 class MigrationInProgress(MigrationError):
     msg_fmt = ("Live migration of %(instance)s from %(host)s is refused: migration "
                "%(other)s of it is already running in this process")

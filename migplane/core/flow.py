@@ -370,6 +370,16 @@ class LiveMigration:
             self._emit(events.TRANSFER_STARTED, message="data to %s (%s plane)" % (
                 self.uris.data_uri or self.uris.control_uri, self.uris.plane))
             self._monitor(info, caps.capabilities)
+        except exception.PostCopyPaused as err:
+            # The settle table's post-copy row: neither half may be touched, no
+            # rollback, no post step; the verdict is postcopy-paused.
+            self.status = FAILED
+            err.result = self._result(
+                FAILED, str(err), running_on=None, verdict=events.VERDICT_POSTCOPY_PAUSED,
+                verdict_reason="%s keeps the paused source half, %s the destination half"
+                               % (self.source.hostname, self.destination.hostname))
+            self._emit(events.FAILED, message=str(err))
+            raise
         except Exception as err:
             failed_step = self.step  # before the rollback or settle step
             if not transferring:  # nothing moved: the guest never left the source
@@ -475,6 +485,8 @@ class LiveMigration:
             auto_converge_initial=plan.auto_converge_initial,
             auto_converge_increment=plan.auto_converge_increment,
             post_copy_after_first_pass=post_after,
+            post_copy_from_s=revised.post_copy_from_s if post_after else None,
+            post_copy_for_s=revised.post_copy_for_s if post_after else None,
             parallel_connections=plan.parallel_connections, compression=plan.compression,
             escalations=tuple(e for e in revised.escalations if e in plan.escalations),
             reasons=dict(revised.reasons, revised="re-planned from the first pass; only "
@@ -499,7 +511,7 @@ class LiveMigration:
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
         history = collections.deque(maxlen=self.HISTORY)
-        abort_at = first_abort = logged_at = None
+        abort_at = first_abort = logged_at = exposed = None
         self._forced = learned = False
         while True:
             try:
@@ -515,10 +527,20 @@ class LiveMigration:
             self.progress = progress
             self._emit(events.PROGRESS, progress=progress)
             logged_at = self._log_progress(progress, logged_at)
+            exposed = self._post_copy_exposure(progress, exposed)
             if progress.state == driver_mod.JOB_COMPLETED:
                 return progress
             if progress.state in (driver_mod.JOB_FAILED, driver_mod.JOB_CANCELLED):
                 raise self._job_error(progress)
+            if progress.state == driver_mod.JOB_POSTCOPY_PAUSED:
+                raise exception.PostCopyPaused(
+                    instance=self.instance, migration_id=self.id,
+                    reason=progress.error or "the driver could not recover the stream")
+            if progress.state == driver_mod.JOB_POSTCOPY_RECOVERING:
+                # The driver recovers the stream by itself: nothing to decide, and
+                # neither the completion timeout nor an abort may touch it.
+                self._sleep(self.settings.poll_interval)
+                continue
             elapsed = self._clock() - start
             history.append((elapsed, progress))
             stopping = self._abort.is_set() or self.timeout_action == "abort"
@@ -564,6 +586,37 @@ class LiveMigration:
                     self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
                                           progress.iteration)
             self._sleep(self.settings.poll_interval)
+
+    def _post_copy_exposure(self, progress, exposed):
+        """Tell when the guest's exposure in post-copy starts, breaks and ends:
+        ``exposed`` is ``(switched at, recovering)`` once it switched."""
+        now = self._elapsed()
+        if exposed is None:
+            if not progress.postcopy:
+                return None
+            plan = self.plan
+            predicted = plan.post_copy_for_s if plan and plan.post_copy_after_first_pass \
+                else None
+            if predicted is None and self.link is not None and self.link.known:
+                predicted = strategy_mod.post_copy_now(progress.memory_remaining,
+                                                       self.link.rate).post_copy_s
+            self._emit(events.POST_COPY_STARTED, message=(
+                strategy_mod.describe_exposure(now, predicted) if predicted is not None
+                else "post-copy from %.1f s into the job: %s"
+                % (now, strategy_mod.POST_COPY_RISK)))
+            exposed = (now, False)
+        recovering = progress.state == driver_mod.JOB_POSTCOPY_RECOVERING
+        if recovering and not exposed[1]:
+            self._emit(events.POST_COPY_RECOVERING, message="the post-copy stream broke or "
+                       "stalled (%s); the driver recovers it once both hosts and the link "
+                       "answer" % (progress.error or "no detail"))
+        elif exposed[1] and progress.state in (driver_mod.JOB_RUNNING,
+                                               driver_mod.JOB_COMPLETED):
+            self._emit(events.POST_COPY_RECOVERED, message="the post-copy stream resumed")
+        if progress.state == driver_mod.JOB_COMPLETED:
+            self._emit(events.POST_COPY_ENDED, message="post-copy lasted %.1f s; the guest "
+                       "no longer depends on the source" % (now - exposed[0]))
+        return (exposed[0], recovering)
 
     def _log_progress(self, progress, logged_at):
         """Log progress every ``monitor_interval`` s (0: never), as Nova logs and

@@ -215,11 +215,29 @@ migration_opts = [
         "permit_post_copy",
         default=None,
         deprecated_opts=_libvirt("live_migration_permit_post_copy"),
-        help="Allow switching a migration to post-copy. Unset: the adaptive strategy "
-             "may switch a guest that does not converge otherwise, the static strategy "
-             "does not (Nova's default). True: permitted to both (force-complete and "
+        help="Allow switching a migration to post-copy, where the guest runs on the "
+             "destination before all its memory arrived: until the last page does, "
+             "it needs both hosts, both QEMUs and the migration link (a broken link "
+             "is recovered by the driver when it can, see [driver_libvirt] "
+             "postcopy_recovery_timeout; a host or QEMU crash loses the guest). "
+             "Unset (default): the adaptive strategy uses post-copy only when "
+             "pre-copy with the escalations it may use (downtime within the budget, "
+             "auto-converge) is predicted not to converge, or to take at "
+             "least post_copy_min_gain times as long, and arms it at the start only "
+             "when the measurement says it may be needed; the static strategy never "
+             "uses it (Nova's default). True: permitted to both, the adaptive "
+             "strategy uses it whenever it is predicted faster (force-complete and "
              "timeout_action=force_complete use it; with strategy=static it takes "
              "precedence over permit_auto_converge, as in Nova). False: never."),
+    _float_opt(
+        "post_copy_min_gain",
+        default=2.0,
+        min=1.0,
+        help="With permit_post_copy unset, the adaptive strategy chooses post-copy "
+             "over a pre-copy that converges only when pre-copy (with auto-converge "
+             "if permitted) is predicted to take at least this many times as long "
+             "from now. Higher: post-copy (and its exposure to a host or QEMU crash) "
+             "more rarely."),
     cfg.BoolOpt(
         "permit_auto_converge",
         default=None,

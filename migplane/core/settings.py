@@ -73,7 +73,8 @@ class MigrationSettings(versioned.VersionedData):
     #              compression).
     # Version 1.5: Adds step_deadline (core.deadlines).
     # Version 1.6: Adds source_addresses (core.trust: never migrate to oneself).
-    VERSION = "1.6"
+    # Version 1.7: Adds post_copy_min_gain (post-copy only when it pays).
+    VERSION = "1.7"
 
     scheme: Optional[str] = _f("1.0", _str)
     uri_template: Optional[str] = _f("1.0", _str)
@@ -116,6 +117,9 @@ class MigrationSettings(versioned.VersionedData):
     step_deadline: float = _f("1.5", versioned.check_number, default=120.0)
     #: The source host's own addresses: the bulk stream never goes to one of them.
     source_addresses: tuple = _f("1.6", versioned.check_str_tuple, default=())
+    #: With permit_post_copy unset, post-copy only when pre-copy is predicted not
+    #: to converge or to take at least this many times as long.
+    post_copy_min_gain: float = _f("1.7", versioned.check_number, default=2.0)
 
     def _validate(self):
         if self.scheme is not None and not _SCHEME.match(self.scheme):
@@ -152,6 +156,11 @@ class MigrationSettings(versioned.VersionedData):
             if value is not None and not 1 <= value <= 99:
                 raise exception.ConfigError(group=opts.GROUP, option=name, value=value,
                                             reason="a percentage from 1 to 99")
+        if self.post_copy_min_gain < 1.0:
+            raise exception.ConfigError(
+                group=opts.GROUP, option="post_copy_min_gain",
+                value=self.post_copy_min_gain,
+                reason="must be at least 1.0 (post-copy is never worth it when slower)")
         for name, low in (("bandwidth_mib", 0), ("completion_timeout", 0),
                           ("monitor_interval", 0), ("dirty_rate_window", 0),
                           ("downtime_ms", 100), ("downtime_steps", 3),
@@ -405,6 +414,7 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         stream_rate_mib=lm("stream_rate"),
         permit_compression=lm("permit_compression"),
         step_deadline=lm("step_deadline"),
+        post_copy_min_gain=lm("post_copy_min_gain"),
     )
     concurrency = ConcurrencySettings(
         max_concurrent=lm("max_concurrent"),

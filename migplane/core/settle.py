@@ -23,6 +23,7 @@ post-copy entered, job running / recovering                 wait         unresol
 post-copy entered, recovery gave up, or the stream broke    keep-paused  postcopy-paused
 post-copy entered, a QEMU gone                              keep-paused  lost
 job still running (pre-copy)                                wait         unresolved
+job unknown, the destination's copy still incoming          wait         unresolved
 a host unreachable (pre-copy)                               keep-paused  unresolved
 destination runs, source stopped (pre-copy)                 finish       completed
 destination held paused by the handover, source gone        finish       completed
@@ -307,6 +308,13 @@ def _precopy(report, src, dst, job, where):
                   "the guest runs on the destination and a stopped copy is left on the "
                   "source (%s): destroying the source's" % where,
                   running_on="destination", may_destroy_source=True)
+    if job is None and dst.state == PAUSED and dst.reason == REASON_MIGRATION \
+            and src.state in (RUNNING, PAUSED):
+        # e.g. the agent that started the job restarted: libvirt may still be
+        # migrating; the incoming copy never ran, so waiting is safe
+        return _d(WAIT, events.VERDICT_UNRESOLVED,
+                  "the source cannot say how its job goes and the guest is still "
+                  "arriving on the destination (%s)" % where)
     held = dst.state == PAUSED and dst.reason != REASON_MIGRATION
     if held and src.state in _GONE:
         # The destination holds a copy only once the whole state arrived (libvirt

@@ -12,6 +12,19 @@ choice.
 configured (unset means no), post-copy winning over auto-converge, the
 downtime steps and the completion timeout; nothing is measured or escalated.
 
+Post-copy is the one method that can lose a guest: from the switch until the
+last page arrives the guest runs on the destination with part of its memory
+still on the source, so it needs both hosts, both QEMUs and the link (a broken
+link is recovered by the driver; a crashed host or QEMU is not). The adaptive
+strategy therefore uses it by default only when it pays
+(:func:`post_copy_pays`): when pre-copy, with the escalations it may use
+(downtime within the budget, auto-converge), is predicted not to converge, or
+to take at least ``post_copy_min_gain`` times as long from now.
+``permit_post_copy = True`` uses it whenever it is predicted faster, ``False``
+never. It is armed at the start only when the rule says, from the measurement
+before the move, that it may be needed: a migration that does not arm it can
+be handed over paused instead, which libvirt refuses with post-copy armed.
+
 The prediction simulates pre-copy pass by pass: a pass sends what remains at
 the link rate while the guest dirties ``dirty_rate`` bytes per second of at
 most its working set; QEMU's auto-converge throttles the vCPUs by
@@ -67,6 +80,16 @@ DISPLACE = 1.25
 #: Auto-converge is preferred to post-copy (which puts the guest at the mercy of
 #: the link) unless post-copy is predicted faster by more than this factor.
 AUTO_CONVERGE_PREFERENCE = 1.25
+#: Default of ``[live_migration] post_copy_min_gain``.
+POST_COPY_MIN_GAIN = 2.0
+#: Before the move, post-copy is armed when the rule would take it for a guest
+#: dirtying this many times the measured rate: a one-second sample can
+#: under-read a guest whose load rises, and what is not armed cannot be used.
+ARM_MARGIN = 1.5
+#: What post-copy risks, said wherever it is planned or taken.
+POST_COPY_RISK = ("until the last page arrives the guest needs both hosts, both QEMUs "
+                  "and the migration link: a broken link is recovered, but a host or "
+                  "QEMU crash in that window loses the guest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +100,15 @@ class Prediction:
     total_s: Optional[float] = None
     downtime_ms: Optional[float] = None
     passes: int = 0
+    #: Seconds in post-copy at the end of ``total_s`` (the guest's exposure).
+    post_copy_s: Optional[float] = None
+
+    @property
+    def post_copy_from_s(self):
+        """Seconds from now until the switch to post-copy, if any."""
+        if self.post_copy_s is None or self.total_s is None:
+            return None
+        return round(self.total_s - self.post_copy_s, 3)
 
     def describe(self):
         if not self.converges:
@@ -104,7 +136,8 @@ class MigrationPlan(versioned.VersionedData):
     """
 
     # Version 1.0: strategy ... reasons.
-    VERSION = "1.0"
+    # Version 1.1: Adds post_copy_from_s and post_copy_for_s (post-copy's exposure).
+    VERSION = "1.1"
 
     strategy: str = _f("1.0", versioned.check_str, default=versioned.REQUIRED)
     method: str = _f("1.0", versioned.check_str, default=versioned.REQUIRED)
@@ -125,6 +158,10 @@ class MigrationPlan(versioned.VersionedData):
     auto_converge_increment: Optional[int] = _f("1.0", _optional_int)
     #: Switch to post-copy as soon as the first pass is done.
     post_copy_after_first_pass: bool = _f("1.0", versioned.check_bool, default=False)
+    #: When post-copy is planned: seconds from the job's start to the switch,
+    #: and seconds the guest is predicted to spend in post-copy (its exposure).
+    post_copy_from_s: Optional[float] = _f("1.1", _optional_number)
+    post_copy_for_s: Optional[float] = _f("1.1", _optional_number)
     predicted_time_s: Optional[float] = _f("1.0", _optional_number)
     predicted_downtime_ms: Optional[float] = _f("1.0", _optional_number)
     memory_bytes: int = _f("1.0", versioned.check_int, default=0)
@@ -177,7 +214,7 @@ def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
         dirtied = min(float(working_set), rate * (1.0 - throttled / 100.0) * pass_s)
         if post_copy_after_first_pass:
             return Prediction(True, round(t + dirtied / link, 3), float(POST_COPY_SWITCH_MS),
-                              passes + 1)
+                              passes + 1, post_copy_s=round(dirtied / link, 3))
         if throttle and dirtied > THROTTLE_TRIGGER * remaining:
             high += 1
             if high >= 2:
@@ -194,7 +231,8 @@ def post_copy_now(remaining, link):
     """Switching to post-copy at once: what remains is sent once, at the link rate."""
     if link <= 0:
         return Prediction(converges=False)
-    return Prediction(True, round(remaining / link, 3), float(POST_COPY_SWITCH_MS), 1)
+    return Prediction(True, round(remaining / link, 3), float(POST_COPY_SWITCH_MS), 1,
+                      post_copy_s=round(remaining / link, 3))
 
 
 def _permitted(value, strategy):
@@ -276,6 +314,10 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         why["method"] = ("pre-copy: no prediction without a dirty rate and a link rate; "
                          "the monitor decides from the first passes")
         auto, post = auto_converge_ok, post_copy_ok
+        if post_copy_ok and not settings.permit_post_copy:
+            post_copy_why = ("armed at the start: without a measurement before the move "
+                             "it cannot be ruled out; it is used only if the re-plan "
+                             "after the first pass finds that it pays")
         if wide > 1 and not post_copy_ok:
             streams = wide
             why["parallel_connections"] = "%d: %s (post-copy is not possible anyway)" % (
@@ -287,17 +329,22 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         else:
             why["parallel_connections"] = wide_why
     else:
+        permit, gain = settings.permit_post_copy, settings.post_copy_min_gain
         method, chosen, auto, post, texts = _adaptive_method(
             memory_bytes, measurement, _rate(link.rate, streams, per_stream), budget,
-            working_set, start, elapsed_s, auto_converge_ok, post_copy_ok, throttle)
+            working_set, start, elapsed_s, auto_converge_ok, post_copy_ok, throttle,
+            permit, gain)
         why["parallel_connections"] = wide_why
         if wide > 1:
             many = _adaptive_method(
                 memory_bytes, measurement, _rate(link.rate, wide, per_stream), budget,
-                working_set, start, elapsed_s, auto_converge_ok, False, throttle)
+                working_set, start, elapsed_s, auto_converge_ok, False, throttle,
+                permit, gain)
             if many[1] is not None and many[1].converges and (
                     chosen is None or not chosen.converges
-                    or many[1].total_s < chosen.total_s):
+                    or many[1].total_s < chosen.total_s
+                    or (method == POST_COPY and not post_copy_pays(
+                        many[1], chosen, permit, gain).use)):
                 why["parallel_connections"] = "%d: %s; predicted %s, one connection %s" % (
                     wide, wide_why, many[1].describe(),
                     chosen.describe() if chosen else "does not converge")
@@ -323,10 +370,18 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
                             "armed at the start (QEMU throttles only once it sees the job "
                             "not converging)" if auto else "not armed: it would only slow "
                             "the guest before post-copy")
-    why["post_copy"] = (post_copy_why if not post_copy_ok else
-                        "armed at the start, so the monitor can switch to it")
+    why["post_copy"] = _post_copy_text(post_copy_ok, post_copy_why, post, settings,
+                                       method == POST_COPY)
     why["escalations"] = " -> ".join(ladder)
     common["parallel_connections"] = streams
+    from_s = for_s = None
+    if method == POST_COPY and chosen is not None:
+        from_s = round(elapsed_s + chosen.post_copy_from_s, 3)
+        for_s = chosen.post_copy_s
+        why["exposure"] = describe_exposure(from_s, for_s)
+    elif post:
+        why["exposure"] = ("post-copy is armed but not planned; if the monitor switches "
+                           "to it: " + POST_COPY_RISK)
     return MigrationPlan(
         method=method, auto_converge=auto, post_copy=post, escalations=tuple(ladder),
         auto_converge_initial=throttle[0] if auto else None,
@@ -335,7 +390,35 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         predicted_time_s=(round(elapsed_s + chosen.total_s, 3)
                           if chosen and chosen.converges else None),
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
-        reasons=why, **common)
+        post_copy_from_s=from_s, post_copy_for_s=for_s, reasons=why, **common)
+
+
+def describe_exposure(from_s, for_s, actual=False):
+    """What a guest in post-copy risks, from when and for how long."""
+    return "post-copy from %.1f s into the job for %s%.1f s: %s" % (
+        from_s, "" if actual else "about ", for_s, POST_COPY_RISK)
+
+
+def _post_copy_text(possible, why_not, armed, settings, planned):
+    if not possible:
+        return why_not
+    if not settings.permit_post_copy and settings.permit_post_copy is not None:
+        return why_not
+    if planned:
+        return "armed at the start and planned after the first pass"
+    if not armed:
+        return ("not armed: pre-copy is predicted to converge well enough even if the "
+                "guest dirtied %gx the measured rate (post-copy only when it pays: "
+                "post_copy_min_gain = %g); the guest can be handed over paused instead"
+                % (ARM_MARGIN, settings.post_copy_min_gain))
+    if settings.permit_post_copy:
+        return ("armed at the start (permit_post_copy = True): the monitor may switch "
+                "to it whenever it is faster")
+    if why_not != "permitted":
+        return why_not
+    return ("armed at the start: it may be needed (predicted to pay if the guest dirtied "
+            "%gx the measured rate); the monitor switches only if pre-copy stops "
+            "converging" % ARM_MARGIN)
 
 
 def _rate(link, streams, per_stream):
@@ -344,40 +427,52 @@ def _rate(link, streams, per_stream):
 
 
 def _adaptive_method(memory, measurement, rate, budget, working_set, start, elapsed_s,
-                     auto_converge_ok, post_copy_ok, throttle):
+                     auto_converge_ok, post_copy_ok, throttle, permit=None,
+                     min_gain=POST_COPY_MIN_GAIN):
     """The method predicted best at ``rate`` bytes/s:
     ``(method, prediction, arm auto-converge, arm post-copy, (predictions, reason))``."""
     dirty = measurement.dirty_rate
     ratio = dirty / rate
-    pre = predict(memory, dirty, rate, budget, working_set, start=start)
-    ac = predict(memory, dirty, rate, budget, working_set, throttle=throttle,
-                 start=start) if auto_converge_ok else None
-    if not post_copy_ok:
-        pc = None
-    elif start is None:
-        pc = predict(memory, dirty, rate, budget, working_set,
-                     post_copy_after_first_pass=True)
-    else:
-        pc = post_copy_now(start, rate)
+
+    def candidates(dirty):
+        pre = predict(memory, dirty, rate, budget, working_set, start=start)
+        ac = predict(memory, dirty, rate, budget, working_set, throttle=throttle,
+                     start=start) if auto_converge_ok else None
+        if not post_copy_ok:
+            pc = None
+        elif start is None:
+            pc = predict(memory, dirty, rate, budget, working_set,
+                         post_copy_after_first_pass=True)
+        else:
+            pc = post_copy_now(start, rate)
+        return pre, ac, pc
+
+    pre, ac, pc = candidates(dirty)
     predictions = ("" if start is None else
                    "after the first pass (%.1f s in, %.1f MiB left), from now: "
                    % (elapsed_s, start / convergence.MiB)) + "; ".join(
         "%s: %s" % (name, p.describe())
         for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
-    method, chosen = _fastest(pre, ac, pc)
+    method, chosen, pays = _fastest(pre, ac, pc, permit, min_gain)
+    # What may be needed: the rule again, for a guest dirtying ARM_MARGIN times
+    # faster than measured; True arms whenever permitted, as the operator asked.
+    if not post_copy_ok:
+        arm = False
+    elif permit or method == POST_COPY or start is not None:
+        arm = True
+    else:
+        arm = _fastest(*candidates(dirty * ARM_MARGIN), permit, min_gain)[0] == POST_COPY
     if method == PRE_COPY and chosen is not None:
         reason = ("pre-copy: dirty rate %.2fx the link, predicted to converge in %.1f s"
                   % (ratio, elapsed_s + pre.total_s))
-        auto, post = auto_converge_ok, post_copy_ok
+        auto, post = auto_converge_ok, arm
     elif method == AUTO_CONVERGE:
         reason = ("pre-copy with auto-converge: dirty rate %.2fx the link; throttling is "
                   "predicted to converge in %.1f s" % (ratio, elapsed_s + ac.total_s))
-        auto, post = True, post_copy_ok
+        auto, post = True, arm
     elif method == POST_COPY:
         reason = ("post-copy after the first pass: dirty rate %.2fx the link; predicted "
-                  "%.1f s, pre-copy %s" % (ratio, elapsed_s + pc.total_s,
-                                           "%.1f s" % (elapsed_s + pre.total_s)
-                                           if pre.converges else "does not converge"))
+                  "%.1f s (%s)" % (ratio, elapsed_s + pc.total_s, pays.reason))
         # Throttling would only slow the guest before the switch.
         auto, post = False, True
     elif ac:
@@ -390,6 +485,8 @@ def _adaptive_method(memory, measurement, rate, budget, working_set, start, elap
         reason = ("pre-copy: dirty rate %.2fx the link and no escalation is permitted; %s"
                   % (ratio, pre.describe()))
         auto, post = False, False
+    if pays is not None and method != POST_COPY:
+        reason += "; post-copy not taken: " + pays.reason
     return method, chosen, auto, post, (predictions, reason)
 
 
@@ -448,20 +545,71 @@ def _compression(settings, capabilities, measurement, memory, working_set, rate,
                        % (what, rewrites))
 
 
-def _fastest(pre, ac, pc):
+@dataclasses.dataclass(frozen=True)
+class PostCopyDecision:
+    """Whether post-copy is worth its risk here, and why."""
+
+    use: bool
+    reason: str
+
+
+def post_copy_pays(best, post, permit=None, min_gain=POST_COPY_MIN_GAIN, margin=DISPLACE):
+    """Does post-copy pay against ``best``, the fastest pre-copy method?
+
+    :param best: the :class:`Prediction` of pre-copy with the escalations it
+        may use (downtime within the budget, auto-converge), from now; None
+        when none was predicted.
+    :param post: the :class:`Prediction` of post-copy, from now.
+    :param permit: ``permit_post_copy``: None (unset) -> only when pre-copy is
+        predicted not to converge or to take at least ``min_gain`` times as
+        long; True -> whenever ``margin`` times faster; False -> never.
+    :returns: a :class:`PostCopyDecision`.
+    """
+    if permit is False:
+        return PostCopyDecision(False, "not permitted ([live_migration] "
+                                       "permit_post_copy = False)")
+    if post is None or not post.converges:
+        return PostCopyDecision(False, "post-copy is not predicted to finish")
+    if best is None or not best.converges:
+        return PostCopyDecision(True, "pre-copy%s is predicted not to converge" % (
+            "" if permit else " with the escalations it may use"))
+    if best.total_s <= 0:
+        return PostCopyDecision(False, "pre-copy has nothing left to send")
+    gain = best.total_s / post.total_s if post.total_s > 0 else float("inf")
+    if permit:
+        if post.total_s * margin < best.total_s:
+            return PostCopyDecision(True, "%.1f s against %.1f s by pre-copy "
+                                    "(permit_post_copy = True: whenever faster)"
+                                    % (post.total_s, best.total_s))
+        return PostCopyDecision(False, "not predicted %.2fx faster than pre-copy (%.1f s "
+                                "against %.1f s)" % (margin, post.total_s, best.total_s))
+    if gain >= min_gain:
+        return PostCopyDecision(True, "pre-copy would take %.1fx as long (%.1f s against "
+                                "%.1f s; post_copy_min_gain = %g)"
+                                % (gain, best.total_s, post.total_s, min_gain))
+    return PostCopyDecision(False, "pre-copy converges in %.1f s, only %.2fx post-copy's "
+                            "%.1f s (post_copy_min_gain = %g): not worth the risk"
+                            % (best.total_s, gain, post.total_s, min_gain))
+
+
+def _fastest(pre, ac, pc, permit=True, min_gain=POST_COPY_MIN_GAIN):
     """The method predicted fastest, the least intrusive winning near-ties:
-    pre-copy unless an escalation is :data:`DISPLACE` times faster,
-    auto-converge unless post-copy is :data:`AUTO_CONVERGE_PREFERENCE` times
-    faster. ``(method, prediction)``; ``(None, None)`` when none converges."""
+    pre-copy unless auto-converge is :data:`DISPLACE` times faster; post-copy
+    only when :func:`post_copy_pays` (with ``permit = True``: when
+    :data:`DISPLACE` times faster, :data:`AUTO_CONVERGE_PREFERENCE` against
+    auto-converge). ``(method, prediction, PostCopyDecision or None)``;
+    ``(None, None, ...)`` when none converges."""
     method, best = (PRE_COPY, pre) if pre.converges else (None, None)
-    for name, candidate, margin in ((AUTO_CONVERGE, ac, DISPLACE),
-                                    (POST_COPY, pc, AUTO_CONVERGE_PREFERENCE
-                                     if method == AUTO_CONVERGE else DISPLACE)):
-        if candidate is None or not candidate.converges:
-            continue
-        if best is None or candidate.total_s * margin < best.total_s:
-            method, best = name, candidate
-    return method, best
+    if ac is not None and ac.converges and (
+            best is None or ac.total_s * DISPLACE < best.total_s):
+        method, best = AUTO_CONVERGE, ac
+    if pc is None:
+        return method, best, None
+    pays = post_copy_pays(best, pc, permit, min_gain, AUTO_CONVERGE_PREFERENCE
+                          if method == AUTO_CONVERGE else DISPLACE)
+    if pays.use:
+        return POST_COPY, pc, pays
+    return method, best, pays
 
 
 def _post_copy_possible(settings, capabilities, strategy):

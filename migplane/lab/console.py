@@ -13,10 +13,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from .guest import console_log
 
-TICK_RE = re.compile(r"MPTICK boot=([0-9a-f]{16}) n=(\d+) ms=(\d+) pass=(\d+) bad=(\d+)")
+TICK_RE = re.compile(r"MPTICK boot=([0-9a-f]{16}) n=(\d+) ms=(\d+) pass=(\d+) bad=(\d+)"
+                     r"(?: pos=(\d+))?")
 BOOT_RE = re.compile(r"MPBOOT boot=([0-9a-f]{16})")
 DISK_RE = re.compile(r"MPDISK sum=([0-9a-f]{8}) lba=(\d+) sectors=(\d+)")
 STAMP_RE = re.compile(r"MPSTAMPED mib=(\d+) sum=([0-9a-f]{8})")
@@ -41,6 +43,14 @@ class Tick:
     passes: int       # completed passes over the dirty region
     bad: int          # memory words that did not hold what was written
     initial: bool     # already in the file when watching started (t is meaningless)
+    pos: Optional[int] = None   # words written into the current pass
+
+    def written_mib(self, dirty_mib):
+        """MiB the guest has written since boot (its work), or None when its
+        console does not say where it is in the pass."""
+        if self.pos is None:
+            return None
+        return self.passes * dirty_mib + self.pos * 4 / (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -160,7 +170,8 @@ class ConsoleWatcher:
                     if m:
                         self._ticks.append(Tick(label, now, wall, m.group(1), int(m.group(2)),
                                                 int(m.group(3)), int(m.group(4)),
-                                                int(m.group(5)), initial))
+                                                int(m.group(5)), initial,
+                                                int(m.group(6)) if m.group(6) else None))
             if new:
                 self._cond.notify_all()
 
@@ -207,6 +218,21 @@ class ConsoleWatcher:
     def host_of_last_tick(self):
         t = self.last()
         return None if t is None else t.host
+
+    def work_rate(self, dirty_mib, start, end):
+        """MiB/s the guest wrote between host times ``start`` and ``end`` (the
+        last tick read by ``start`` and the first read from ``end`` on), on
+        whichever host it ran; None when the ticks do not cover the span."""
+        ticks = [t for t in self.ticks() if not t.initial and t.pos is not None]
+        before = [t for t in ticks if t.t <= start]
+        after = [t for t in ticks if t.t >= end]
+        if not before or not after:
+            return None
+        first, last = before[-1], after[0]
+        if first.boot != last.boot or last.t <= first.t:
+            return None
+        return (last.written_mib(dirty_mib) - first.written_mib(dirty_mib)) / (
+            last.t - first.t)
 
     def max_bad(self):
         return max((t.bad for t in self.ticks()), default=0)

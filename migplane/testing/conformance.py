@@ -184,6 +184,14 @@ class Adapter(abc.ABC):
         The check of that capability is then skipped with the reason."""
         return None
 
+    def break_migration_stream(self, instance: str) -> bool:
+        """Break the migration stream of ``instance``'s running job for a while
+        (a link down long enough to stall it, or a connection reset), then let
+        it heal by itself; False when this environment cannot (the post-copy
+        recovery check is then skipped)."""
+        return False
+
+
     def observe_transfer(self, instance: str) -> Observed:
         """What the last transfer of ``instance`` actually did, as seen from
         outside the driver (the hypervisor, the network), not as the driver
@@ -704,6 +712,46 @@ class DriverConformance:
         data = md.MigrateData(dest_hostname=destination.hostname)
         self.assert_clean_rollback(adapter, source, destination, guest, data)
 
+    def test_a_broken_post_copy_recovers_or_stays_paused(
+            self, adapter: Adapter, source: Any, destination: Any, guest: str) -> None:
+        """Once in post-copy the guest runs on the destination with part of its
+        memory on the source: a broken stream must be recovered (the job
+        completes) or left paused (``postcopy_paused``), never reported failed."""
+        if not source.describe().capabilities.post_copy:
+            pytest.skip("the driver does not declare post-copy")
+        data, uris = self.prepare(source, destination, guest)
+        settings = adapter.migration_settings(source.settings.migration).replace(
+            permit_post_copy=True)
+        source.live_migration(guest, data, uris, settings)
+        clock, sleep = source.flow_timing()
+        deadline = clock() + adapter.job_timeout
+        source.force_complete(guest, post_copy=True)
+        while not source.get_job_progress(guest).postcopy:
+            assert not source.get_job_progress(guest).finished, (
+                "the job ended before it switched to post-copy: make "
+                "Adapter.migration_settings() slow it down (e.g. a bandwidth cap)")
+            assert clock() < deadline, "the job never switched to post-copy"
+            sleep(0.1)
+        if not adapter.break_migration_stream(guest):
+            _wait_finished(source, guest, adapter.job_timeout, [])
+            destination.post_live_migration_at_destination(guest, data)
+            source.post_live_migration_at_source(guest, data)
+            pytest.skip("the adapter cannot break a migration stream")
+        states: List[str] = []
+        progress = _wait_finished(source, guest, adapter.job_timeout, states)
+        assert driver_mod.JOB_FAILED not in states and driver_mod.JOB_CANCELLED not in \
+            states, "a broken post-copy was reported %s: %s" % (states[-1], progress.error)
+        assert progress.state in (driver_mod.JOB_COMPLETED, driver_mod.JOB_POSTCOPY_PAUSED)
+        assert progress.postcopy
+        if progress.state == driver_mod.JOB_POSTCOPY_PAUSED:
+            # Both halves kept: the guest still "runs" on the destination.
+            assert DESTINATION in adapter.runs_on(guest)
+            return
+        destination.post_live_migration_at_destination(guest, data)
+        source.post_live_migration_at_source(guest, data)
+        assert adapter.runs_on(guest) == [DESTINATION]
+        assert adapter.leftovers(SOURCE, guest) == []
+
     # -- the whole flow ------------------------------------------------------------------
 
     def test_a_live_migration_through_the_core_flow(self, adapter: Adapter, source: Any,
@@ -795,5 +843,12 @@ def fake_adapter_class(**world_kwargs: Any) -> type:
             self.world.fail(host, step, exception.HypervisorUnavailable(
                 host=host, reason="failure injected into %s by the conformance kit" % step))
             return None
+
+        def break_migration_stream(self, instance: str) -> bool:
+            dest = self.roles[DESTINATION]
+            self.world.set_link(dest, "migration", False)
+            self.world.at(self.world.clock.now() + 30.0,
+                          lambda: self.world.set_link(dest, "migration", True))
+            return True
 
     return FakeAdapter

@@ -209,8 +209,9 @@ def test_predictions_respect_the_budget_and_take_at_least_one_pass(memory, link,
 
 @given(memories, links, st.floats(0, 8.0), budgets, st.floats(0, 1), st.floats(0, 600))
 def test_a_re_plan_weighs_only_what_is_left(memory, link, ratio, budget, left, elapsed):
-    """After the first pass, post-copy is chosen only when switching now is
-    predicted DISPLACE times faster than finishing by pre-copy; the total
+    """After the first pass, post-copy is chosen (permit_post_copy unset) only
+    when finishing by pre-copy is predicted not to converge or to take at least
+    post_copy_min_gain times as long as switching now; the total
     prediction includes the time already spent; the same inputs, the same plan."""
     args = (memory, convergence.DirtyRateMeasurement(int(ratio * link),
                                                      convergence.FIRST_ITERATION),
@@ -224,7 +225,7 @@ def test_a_re_plan_weighs_only_what_is_left(memory, link, ratio, budget, left, e
     now = strategy.post_copy_now(remaining, link)
     if plan.method == strategy.POST_COPY:
         assert plan.post_copy_after_first_pass
-        assert not pre.converges or now.total_s * strategy.DISPLACE < pre.total_s
+        assert not pre.converges or pre.total_s >= strategy.POST_COPY_MIN_GAIN * now.total_s
     elif pre.converges:
         assert plan.method == strategy.PRE_COPY
     if plan.predicted_time_s is not None:
@@ -337,3 +338,78 @@ def test_timeout_action_fires_once_after_the_timeout(elapsed, timeout, triggered
     running = progress(3, 10 * MiB, 100 * MiB, 0)
     fires = monitor.should_trigger_timeout_action(elapsed, timeout, running, triggered)
     assert fires == (not triggered and timeout > 0 and elapsed > timeout)
+
+
+# -- post-copy only when it pays -------------------------------------------------------
+
+predictions = st.one_of(
+    st.none(), st.builds(strategy.Prediction, converges=st.just(False)),
+    st.builds(strategy.Prediction, converges=st.just(True),
+              total_s=st.floats(0, 1e4, allow_nan=False)))
+gains = st.floats(1.0, 10.0)
+
+
+@given(predictions, st.floats(0, 1e4), permits, gains)
+def test_post_copy_pays_only_as_permitted(best, post_s, permit, gain):
+    post = strategy.Prediction(True, post_s, 100.0, 1, post_copy_s=post_s)
+    found = strategy.post_copy_pays(best, post, permit, gain)
+    assert isinstance(found.use, bool) and found.reason
+    if permit is False:
+        assert not found.use
+    elif best is None or not best.converges:
+        assert found.use  # pre-copy cannot finish: post-copy is the way out
+    elif permit is None:
+        assert found.use == (best.total_s > 0 and best.total_s >= gain * post_s)
+    else:
+        assert found.use == (best.total_s > 0 and post_s * strategy.DISPLACE < best.total_s)
+    # a higher bar never makes post-copy more likely
+    assert strategy.post_copy_pays(best, post, permit, gain * 2).use <= found.use
+
+
+@given(memories, links, st.floats(0, 8.0), budgets, permits, permits, gains,
+       st.one_of(st.none(), st.floats(0, 1)))
+def test_the_default_takes_post_copy_only_when_pre_copy_is_far_slower(
+        memory, link, ratio, budget, permit_post_copy, permit_auto_converge, gain, left):
+    """Before the move and in the re-plan: with permit_post_copy unset, post-copy
+    is the method only when pre-copy with its escalations is predicted not to
+    converge or to take post_copy_min_gain times as long; False never; True
+    whenever faster. What is not armed is never planned."""
+    settings = settings_mod.MigrationSettings(
+        downtime_ms=budget, permit_post_copy=permit_post_copy,
+        permit_auto_converge=permit_auto_converge, post_copy_min_gain=gain,
+        stream_rate_mib=2000)
+    dirty = int(ratio * link)
+    remaining = None if left is None else int(left * memory)
+    plan = strategy.choose(memory, convergence.DirtyRateMeasurement(
+        dirty, convergence.SAMPLING), convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
+        ALL, settings, remaining_bytes=remaining,
+        elapsed_s=0.0 if remaining is None else memory / link)
+    if permit_post_copy is False:
+        assert not plan.post_copy and plan.method != strategy.POST_COPY
+    if plan.method != strategy.POST_COPY:
+        assert plan.post_copy_from_s is None and plan.post_copy_for_s is None
+        return
+    assert plan.post_copy and plan.post_copy_after_first_pass
+    assert plan.post_copy_for_s is not None and "loses the guest" in plan.reasons["exposure"]
+    if permit_post_copy:
+        return
+    pre = strategy.predict(memory, dirty, link, budget, start=remaining)
+    ac = (strategy.predict(memory, dirty, link, budget, throttle=(
+        strategy.THROTTLE_INITIAL, strategy.THROTTLE_INCREMENT), start=remaining)
+        if permit_auto_converge is not False else None)
+    family = [p.total_s for p in (pre, ac) if p is not None and p.converges]
+    post = (strategy.post_copy_now(remaining, link) if remaining is not None else
+            strategy.predict(memory, dirty, link, budget, post_copy_after_first_pass=True))
+    assert not family or min(family) >= gain * post.total_s - 1e-9
+
+
+@given(memories, links, st.floats(0, 0.3), budgets)
+def test_a_guest_that_converges_easily_does_not_arm_post_copy_by_default(
+        memory, link, ratio, budget):
+    """Nothing to recover and nothing to risk: the paused handover stays possible."""
+    plan = strategy.choose(
+        memory, convergence.DirtyRateMeasurement(int(ratio * link), convergence.SAMPLING),
+        convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
+        settings_mod.MigrationSettings(downtime_ms=budget, stream_rate_mib=2000))
+    assert not plan.post_copy and strategy.ESCALATE_POST_COPY not in plan.escalations
+    assert "not armed" in plan.reasons["post_copy"]

@@ -191,3 +191,23 @@ def test_settling_again_after_acting_does_not_undo_it(report):
         destination=settle.Side(dst.state, dst.reason)))
     if first.pause_source and first.pause_destination:
         assert not (second.may_resume_source and second.may_resume_destination)
+
+
+@given(source=st.sampled_from([settle.RUNNING, settle.PAUSED]), source_reason=REASONS,
+       handover=st.booleans())
+def test_an_unknown_job_with_the_guest_still_arriving_is_waited_for(
+        source, source_reason, handover):
+    """A source that cannot tell how its job goes (e.g. the agent that started
+    it restarted) while the destination's copy is still incoming: libvirt may
+    still be migrating, so nothing is destroyed, resumed or rolled back yet."""
+    report = settle.Report(source=settle.Side(source, source_reason),
+                           destination=settle.Side(settle.PAUSED, settle.REASON_MIGRATION),
+                           job=None, handover=handover)
+    if _in_postcopy(report):
+        return
+    decision = settle.settle(report)
+    assert decision.action == settle.WAIT
+    assert decision.verdict == events.VERDICT_UNRESOLVED
+    assert not any((decision.may_destroy_source, decision.may_destroy_destination,
+                    decision.may_resume_source, decision.may_resume_destination,
+                    decision.may_undefine_source))

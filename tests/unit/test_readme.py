@@ -29,8 +29,9 @@ SETUP = {
 BUSY = {"memory_mib": 512, "dirty_mib_s": 150}
 #: Examples that build labs, run for minutes or serve until interrupted: parse-checked
 #: here; the functional tests run the lab and demo, the bench smoke runs migplane
-#: bench, tests/unit/cli/test_cli_dashboard.py the dashboard in a browser.
-NOT_RUN_HERE = ("lab", "bench", "demo", "dashboard")
+#: bench, tests/unit/cli/test_cli_dashboard.py the dashboard in a browser, and
+#: tests/functional/libvirt resume (it needs a post-copy left paused).
+NOT_RUN_HERE = ("lab", "bench", "demo", "dashboard", "resume")
 
 
 def _blocks():

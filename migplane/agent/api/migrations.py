@@ -48,6 +48,15 @@ def force_complete(migration_id):
                      api.agent().force_complete(migration_id).to_dict(events=False), 202)
 
 
+@bp.post("/v1/migrations/<migration_id>/resume")
+def resume(migration_id):
+    """Operator only (a token or an operator certificate: not in app.PEER_ONLY or
+    PEER_OR_OPERATOR): a peer never resumes a guest here."""
+    api.body()
+    return api.reply(wire.MigrationSummary,
+                     api.agent().resume(migration_id).to_dict(events=False), 202)
+
+
 @bp.post("/v1/plans")
 def plan():
     return api.reply(wire.Plan, api.agent().plan(api.body(wire.MigrationRequest)))

@@ -27,7 +27,11 @@ def add_parser(subparsers, parents):
         epilog=errors.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     migrate.add_route_args(p)
     p.add_argument("--block", action="store_true", help="plan a block migration")
-    p.add_argument("--postcopy", action="store_true", help="plan with post-copy permitted")
+    post = p.add_mutually_exclusive_group()
+    post.add_argument("--postcopy", action="store_true", default=None,
+                      help="plan with permit_post_copy = True (post-copy whenever faster)")
+    post.add_argument("--no-postcopy", dest="postcopy", action="store_false", default=None,
+                      help="plan with permit_post_copy = False (never post-copy)")
     p.add_argument("--bandwidth", type=int, metavar="MiB/s", help="plan with this limit")
     migrate.add_strategy_arg(p)
     p.set_defaults(run=run)
@@ -101,6 +105,10 @@ def show_convergence(conv, stream):
     if plan.get("predicted_time_s") is not None:
         stream.write("  %-15s %.1f s, downtime %.0f ms\n" % (
             "predicted", plan["predicted_time_s"], plan["predicted_downtime_ms"]))
+    if plan.get("post_copy_for_s") is not None:
+        stream.write("  %-15s from %.1f s for about %.1f s (both hosts and the link "
+                     "needed; a host or QEMU crash then loses the guest)\n" % (
+                         "post-copy", plan["post_copy_from_s"], plan["post_copy_for_s"]))
     else:
         stream.write("  %-15s none (needs a dirty rate and a link rate)\n" % "predicted")
     for key, value in sorted((plan.get("reasons") or {}).items()):

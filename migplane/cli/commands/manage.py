@@ -1,4 +1,4 @@
-"""``migplane list|show|abort|force-complete``: migrations the agents run."""
+"""``migplane list|show|abort|force-complete|resume``: migrations the agents run."""
 
 import argparse
 import re
@@ -26,7 +26,13 @@ def add_parsers(subparsers, parents):
                                                   "stays on the source"),
                              ("force-complete", run_force,
                               "make a running migration converge (post-copy if "
-                              "permitted, else pause the guest)")):
+                              "permitted, else pause the guest)"),
+                             ("resume", run_resume,
+                              "resume a post-copy migration left paused after its "
+                              "stream broke (exit code of migrate: postcopy-paused): "
+                              "the source's driver recovers the stream again once both "
+                              "hosts and the migration link answer; nothing else "
+                              "may resume either half")):
         p = subparsers.add_parser(name, parents=parents, help=what, description=what,
                                   epilog=errors.EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,3 +147,7 @@ def run_abort(args, directory):
 
 def run_force(args, directory):
     return _act(args, directory, "force-complete", "Force-complete")
+
+
+def run_resume(args, directory):
+    return _act(args, directory, "resume", "Resume")

@@ -24,14 +24,31 @@ def add_parser(subparsers, parents):
         description="Live-migrate DOMAIN from one host to another through their "
                     "agents. The source agent runs the migration; the destination's "
                     "my_live_migration_ip decides whether the data rides the "
-                    "migration plane. Shows a progress bar, then a summary.",
+                    "migration plane. Shows a progress bar, then a summary. By "
+                    "default the adaptive strategy measures the guest and uses "
+                    "pre-copy, raising the downtime within its budget and "
+                    "auto-converge as needed; post-copy only when pre-copy would not "
+                    "converge or take post_copy_min_gain times as long (see "
+                    "--postcopy).",
         epilog=errors.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_route_args(p)
     p.add_argument("--block", action="store_true",
                    help="block migration: copy the local disks too")
-    p.add_argument("--postcopy", action="store_true",
-                   help="permit post-copy: force-complete (or the completion timeout "
-                        "with timeout_action=force_complete) switches to it")
+    post = p.add_mutually_exclusive_group()
+    post.add_argument("--postcopy", action="store_true", default=None,
+                      help="permit_post_copy = True for this migration: post-copy "
+                           "whenever it is predicted faster, and for force-complete. "
+                           "By default ([live_migration] permit_post_copy unset) the "
+                           "adaptive strategy uses post-copy only when pre-copy, even "
+                           "with auto-converge, is predicted not to converge or to take "
+                           "post_copy_min_gain (2.0) times as long. In post-copy the "
+                           "guest needs both hosts and the migration link until its "
+                           "last page arrives: a broken link is recovered, a host or "
+                           "QEMU crash loses the guest")
+    post.add_argument("--no-postcopy", dest="postcopy", action="store_false",
+                      default=None,
+                      help="permit_post_copy = False for this migration: never "
+                           "post-copy (auto-converge and the completion timeout only)")
     p.add_argument("--force-complete-after", type=argtypes.seconds_or_now, metavar="SECONDS",
                    help="force the migration to complete after SECONDS of transfer")
     p.add_argument("--bandwidth", type=argtypes.at_least(0), metavar="MiB/s",
@@ -67,8 +84,8 @@ def request_body(args, directory):
     options = {}
     if getattr(args, "bandwidth", None) is not None:
         options["bandwidth_mib"] = args.bandwidth
-    if getattr(args, "postcopy", False):
-        options["permit_post_copy"] = True
+    if getattr(args, "postcopy", None) is not None:
+        options["permit_post_copy"] = bool(args.postcopy)
     if getattr(args, "strategy", None):
         options["strategy"] = args.strategy
     body = {"instance": args.domain,
@@ -134,6 +151,7 @@ def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
     transfer_started = None
     forced = False
     lost = None
+    seen = []
     while True:
         try:
             record = client.get("/v1/migrations/%s" % migration_id,
@@ -155,6 +173,7 @@ def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
                 bar.message("  reconnected to the source agent; following migration %s"
                             % migration_id)
         since = record.get("last_event", since)
+        seen.extend(record.get("events", []))
         progress = record.get("progress") or {}
         if bar and progress.get("data_total"):
             bar.update(progress, record.get("uris"), force=record["status"] in FINISHED)
@@ -166,7 +185,7 @@ def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
         if record["status"] in FINISHED:
             if bar:
                 bar.close()
-            return record
+            return dict(record, events=seen)
         if (force_after is not None and not forced and transfer_started is not None
                 and time.monotonic() - transfer_started >= force_after):
             forced = True
@@ -231,6 +250,36 @@ def hands_off(record, result):
                 record["destination"], record["id"], record["source"]))
 
 
+def post_copy_line(record, result, progress):
+    """The guest's exposure in post-copy: from when, for how long (predicted, then
+    actual), how often its stream broke, and what it meant."""
+    seen = {}
+    recoveries = 0
+    for event in record.get("events") or ():
+        if event["kind"] in (events.POST_COPY_STARTED, events.POST_COPY_ENDED):
+            seen.setdefault(event["kind"], event["elapsed"])
+        recoveries += event["kind"] == events.POST_COPY_RECOVERED
+    plan = result.get("plan") or {}
+    if events.POST_COPY_STARTED not in seen and not progress.get("postcopy"):
+        if plan.get("post_copy"):
+            return "armed, not used"
+        return None
+    start = seen.get(events.POST_COPY_STARTED)
+    end = seen.get(events.POST_COPY_ENDED)
+    parts = ["from %s" % output.duration(start) if start is not None else "taken"]
+    if start is not None and end is not None:
+        parts.append("for %s" % output.duration(end - start))
+    if plan.get("post_copy_for_s") is not None:
+        parts.append("predicted %s" % output.duration(plan["post_copy_for_s"]))
+    if recoveries:
+        parts.append("the stream broke and was recovered %d time(s)" % recoveries)
+    what = ("the guest depended on both hosts and the link meanwhile"
+            if record["status"] == events.COMPLETED else
+            "until the last page arrives the guest needs both hosts, both QEMUs and the "
+            "link: a host or QEMU crash loses it")
+    return "%s; %s" % (", ".join(parts), what)
+
+
 def summary(record, stream=None):
     stream = stream or sys.stdout
     result = record.get("result") or {}
@@ -257,6 +306,7 @@ def summary(record, stream=None):
         ("bytes per plane", _plane_bytes(record.get("traffic"))),
         ("plan", _plan_line(result.get("plan"))),
         ("predicted", _predicted(result, progress)),
+        ("post-copy", post_copy_line(record, result, progress)),
         ("escalations", "; ".join("%s (%s)" % (e["escalation"], e["reason"])
                                   for e in result.get("escalations") or ()) or None),
         ("plane", "%s (bulk stream to %s)" % (uris.get("plane"), uris.get("bulk_host"))

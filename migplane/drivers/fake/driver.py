@@ -31,7 +31,9 @@ CAPABILITIES = capabilities.Capabilities(
     dirty_rate_sampling=True)
 
 _STATES = {"running": driver.JOB_RUNNING, "completed": driver.JOB_COMPLETED,
-           "failed": driver.JOB_FAILED, "cancelled": driver.JOB_CANCELLED}
+           "failed": driver.JOB_FAILED, "cancelled": driver.JOB_CANCELLED,
+           world_mod.RECOVERING: driver.JOB_POSTCOPY_RECOVERING,
+           world_mod.PAUSED: driver.JOB_POSTCOPY_PAUSED}
 
 
 def wire(data):
@@ -261,7 +263,9 @@ class FakeDriver(driver.MigrationDriver):
             block=block, handover=not settings.post_copy,
             memory_remaining=float(guest.memory_bytes),
             pass_remaining=float(guest.memory_bytes), pass_size=float(guest.memory_bytes),
-            disk_remaining=float(guest.disk_bytes if block else 0))
+            disk_remaining=float(guest.disk_bytes if block else 0),
+            stall_timeout=self.conf.driver_fake.postcopy_stall_timeout,
+            recovery_timeout=self.conf.driver_fake.postcopy_recovery_timeout)
         self.world.transfers[instance] = transfer
         self.world.history.append(transfer)
 
@@ -285,7 +289,7 @@ class FakeDriver(driver.MigrationDriver):
     @step
     def abort_job(self, instance):
         t = self._transfer(instance)
-        if t.state != "running":
+        if t.state not in ("running", world_mod.RECOVERING, world_mod.PAUSED):
             raise exception.NoActiveMigration(instance=instance, host=self.host.name)
         if t.postcopy:
             raise exception.MigrationError(
@@ -309,6 +313,15 @@ class FakeDriver(driver.MigrationDriver):
             t.source.guests[instance].reason = "held"
 
     @step
+    def resume_postcopy(self, instance, migrate_data=None, uris=None, settings=None):
+        t = self._transfer(instance)
+        if t.state == world_mod.RECOVERING:
+            return  # already recovering: a second call (e.g. a restarted agent) joins it
+        if t.state != world_mod.PAUSED:
+            raise exception.NoActiveMigration(instance=instance, host=self.host.name)
+        self.world.resume_postcopy(t)
+
+    @step
     def set_max_downtime(self, instance, downtime_ms):
         self._transfer(instance).max_downtime_ms = downtime_ms
 
@@ -329,6 +342,10 @@ class FakeDriver(driver.MigrationDriver):
     @step
     def rollback_live_migration_at_source(self, instance, migrate_data):
         wire(migrate_data)
+        transfer = self.world.transfers.get(instance)
+        if transfer is not None and transfer.source is self.host and transfer.postcopy \
+                and transfer.state != "completed":
+            return  # as libvirt's driver: its memory here is stale, never resume it
         guest = self.host.guests.get(instance)
         if guest is not None and guest.state == "paused" and guest.reason not in (
                 "postcopy", "postcopy-failed"):

@@ -10,6 +10,13 @@ fake_opts = [
     cfg.StrOpt("host",
                help="Name of the simulated host this driver drives. Defaults to "
                     "[live_migration] hostname."),
+    cfg.FloatOpt("postcopy_stall_timeout", default=10.0, min=0.1,
+                 help="Simulated seconds without progress after which a post-copy "
+                      "migration counts as stalled and is recovered (as "
+                      "[driver_libvirt] postcopy_stall_timeout)."),
+    cfg.FloatOpt("postcopy_recovery_timeout", default=300.0, min=0.0,
+                 help="Simulated seconds a broken post-copy is retried before it is "
+                      "left paused (as [driver_libvirt] postcopy_recovery_timeout)."),
 ]
 
 

@@ -22,6 +22,9 @@ MIGRATION = "migration"
 PLANES = (MANAGEMENT, MIGRATION)
 QUANTUM = 0.01  # seconds of simulated time per transfer step
 CONTROL_BYTES_PER_S = 20_000  # libvirt keep-alives and job RPCs on the control plane
+#: Transfer states of a broken post-copy (driver.JOB_POSTCOPY_*).
+RECOVERING = "postcopy_recovering"
+PAUSED = "postcopy_paused"
 
 _worlds = {}
 _worlds_lock = threading.Lock()
@@ -139,6 +142,15 @@ class Transfer:
     dirty_high: int = 0
     pass_size: float = 0.0
     pass_dirtied: float = 0.0
+    #: Post-copy recovery (libvirt >= 8.5): seconds without progress before the
+    #: stream counts as stalled, and seconds of retries before giving up.
+    stall_timeout: float = 10.0
+    recovery_timeout: float = 300.0
+    stalled_s: float = 0.0
+    recovering_since: Optional[float] = None
+    #: How many times the stream broke, and was resumed.
+    breaks: int = 0
+    resumes: int = 0
 
 
 class FakeWorld:
@@ -203,11 +215,16 @@ class FakeWorld:
         self.hosts[host].answers = answers
 
     def kill_daemon(self, host):
-        """The host's hypervisor daemon dies: its in-flight transfers fail."""
+        """The host's hypervisor daemon dies: its in-flight transfers fail, or,
+        in post-copy, lose their control connection and wait to be recovered."""
         self.hosts[host].daemon_alive = False
         for transfer in self.transfers.values():
             if transfer.state == "running" and host in (transfer.source.name,
                                                         transfer.dest.name):
+                if transfer.postcopy:
+                    self.break_postcopy(transfer, "the control connection to %s's "
+                                        "daemon was lost" % host)
+                    continue
                 transfer.state = "failed"
                 transfer.error = "Unable to read from monitor: Connection reset by peer"
                 if host == transfer.source.name:  # the destination cleans up alone
@@ -268,6 +285,8 @@ class FakeWorld:
             for transfer in list(self.transfers.values()):
                 if transfer.state == "running":
                     self._advance(transfer, dt)
+                elif transfer.state == RECOVERING:
+                    self._recover(transfer, dt)
 
     def _rate(self, t):
         rate = min(t.source.bandwidth[t.plane], t.dest.bandwidth[t.plane])
@@ -288,6 +307,12 @@ class FakeWorld:
             t.disk_processed += sent
             budget -= sent
             t.source.bytes_sent[t.plane] += sent
+        if t.postcopy and budget <= 0:
+            t.stalled_s += dt
+            if t.stalled_s >= t.stall_timeout:
+                self.break_postcopy(t, "no post-copy progress for %.0f s" % t.stalled_s)
+            return
+        t.stalled_s = 0.0
         if t.disk_remaining > 0 or budget <= 0:
             return
         sent = min(budget, t.memory_remaining)
@@ -342,6 +367,41 @@ class FakeWorld:
         incoming.state, incoming.reason = "running", "postcopy"
         t.source.guests[t.instance].state = "paused"
         t.source.guests[t.instance].reason = "postcopy"
+
+    # -- post-copy recovery, as libvirt >= 8.5 and QEMU do it ----------------------------
+
+    def break_postcopy(self, t, reason="the migration stream broke (connection reset)"):
+        """The post-copy stream breaks: source paused (postcopy-failed), the
+        destination keeps running without its missing pages; the driver
+        recovers it (paused stalled streams first)."""
+        if not t.postcopy or t.state != "running":
+            return
+        t.state = RECOVERING
+        t.error = reason
+        t.breaks += 1
+        t.stalled_s = 0.0
+        t.recovering_since = t.elapsed
+
+    def _recover(self, t, dt):
+        """Retry the resume while the recovery deadline lasts: it succeeds once the
+        destination's daemon (the control connection) and the link answer."""
+        t.elapsed += dt
+        up = (t.source.link_up[t.plane] and t.dest.link_up[t.plane]
+              and t.source.link_up[MANAGEMENT] and t.dest.link_up[MANAGEMENT]
+              and t.dest.daemon_alive and t.source.daemon_alive)
+        if up:
+            t.state = "running"
+            t.resumes += 1
+            t.recovering_since = None
+            return
+        if t.elapsed - t.recovering_since >= t.recovery_timeout:
+            t.state = PAUSED
+            t.error = "%s; not recovered within %.0f s" % (t.error, t.recovery_timeout)
+
+    def resume_postcopy(self, t):
+        """An operator resumes a paused post-copy: recovery starts over."""
+        t.state = RECOVERING
+        t.recovering_since = t.elapsed
 
     def _complete(self, t, downtime_ms):
         source_guest = t.source.guests[t.instance]

@@ -36,6 +36,7 @@ from migplane.drivers.libvirt import flags as flags_mod
 from migplane.drivers.libvirt import job as job_mod
 from migplane.drivers.libvirt import opts
 from migplane.drivers.libvirt import progress
+from migplane.drivers.libvirt import recovery as recovery_mod
 from migplane.drivers.libvirt import storage
 
 LOG = logging.getLogger(__name__)
@@ -174,6 +175,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         self.cleanup_source_disks = group.cleanup_source_disks
         self.storage_root = group.storage_root
         self.job_end_timeout = group.job_end_timeout
+        self.postcopy_stall_timeout = group.postcopy_stall_timeout
+        self.postcopy_recovery_timeout = group.postcopy_recovery_timeout
         self.use_events = group.event_loop
         # Refuse impossible option combinations when loaded, not mid-migration.
         flags_mod.check_settings(self.settings.migration, self.compression)
@@ -589,7 +592,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                              instance)
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
             plan = self._plan(instance, settings, uris, local, persistent_xml)
-            job = job_mod.MigrationJob(dom, plan, instance)
+            job = job_mod.MigrationJob(dom, plan, instance, self._recovery(plan))
             job.copied_disks = [d.path for d in local if d.kind == "file"]
         self._completed.forget(job.uuid)
         with self._lock:
@@ -619,6 +622,88 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             migrate_disks=[d.target for d in local], persistent_xml=persistent_xml,
             compression=self.compression, instance=instance, driver=NAME)
 
+    def _recovery(self, plan):
+        """How a broken post-copy of ``plan``'s job is recovered (None: never armed)."""
+        if not plan.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+            return None
+        return recovery_mod.Recovery(
+            self.postcopy_stall_timeout, self.postcopy_recovery_timeout, plan.dconnuri,
+            plan.params.get(libvirt.VIR_MIGRATE_PARAM_URI), netns=self.netns)
+
+    def resume_postcopy(self, instance, migrate_data=None, uris=None, settings=None):
+        """Recover a broken post-copy of ``instance`` again (see the contract).
+
+        With the job still held here, its recovery starts over with a new
+        deadline; without (this process restarted), the job is rebuilt from
+        the original ``uris`` and ``settings`` and recovered, provided the
+        domain here is paused in post-copy.
+        """
+        with self._lock:
+            job = self._jobs.get(instance)
+            if job is not None:
+                try:
+                    resumed = job.resume()
+                except job_mod.CallStillHeld:
+                    raise exception.MigrationError(
+                        instance=instance, step="resume_postcopy",
+                        reason="libvirt has not returned the broken migration call yet; "
+                               "try again later") from None
+                if not resumed:
+                    raise exception.NoActiveMigration(instance=instance,
+                                                      host=self.hostname)
+                job.final = None
+                return
+        if uris is None or settings is None:
+            raise exception.NoActiveMigration(instance=instance, host=self.hostname)
+        with self._translated(instance, "resume_postcopy"):
+            dom = self._domain(instance)
+            if job_mod.domain_phase(dom) not in (recovery_mod.FAILED, recovery_mod.ACTIVE):
+                raise exception.NoActiveMigration(instance=instance, host=self.hostname)
+            local = []
+            if migrate_data is not None and migrate_data.block_migration:
+                local = [disks_mod.LocalDisk.from_dict(d)
+                         for d in migrate_data.driver_data.get(DISKS, ())]
+            persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
+            plan = self._plan(instance, settings, uris, local, persistent_xml)
+            if not plan.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+                raise exception.MigrationError(
+                    instance=instance, step="resume_postcopy",
+                    reason="the settings given do not arm post-copy, so they are not "
+                           "those of the migration that switched to it")
+            job = job_mod.MigrationJob(dom, plan, instance, self._recovery(plan))
+        with self._lock:
+            if instance in self._jobs:   # another call won the race: join it
+                return
+            self._jobs[instance] = job
+        job.start(resume=True)
+
+    def _broken_in_call(self, job):
+        """The progress of a post-copy that broke while libvirt still holds its
+        call (seen when the stream broke during the switch itself): recovering
+        until the deadline, then paused; None when it did not break."""
+        try:
+            since = job.blocked_since_break()
+        except libvirt.libvirtError as err:
+            LOG.warning("Cannot read the state of %s: %s", job.instance, err)
+            return None
+        if since is None:
+            return None
+        note = "the source is paused, post-copy failed; libvirt has not returned the " \
+               "migration call, so it cannot be resumed yet"
+        job.recovery_note = note
+        if since >= job.recovery.timeout_s:
+            job.gave_up = True
+            return self._paused_progress(job)
+        return progress.to_progress(job.last_stats,
+                                    state=driver_mod.JOB_POSTCOPY_RECOVERING,
+                                    postcopy=True, error=note)
+
+    def _recovering_progress(self, job):
+        return progress.to_progress(
+            job.last_stats, state=driver_mod.JOB_POSTCOPY_RECOVERING, postcopy=True,
+            error="%s; %s" % (errors.message(job.break_error) if job.break_error
+                              else "the stream stalled", job.recovery_note or "recovering"))
+
     def _job(self, instance):
         job = self._jobs.get(instance)
         if job is None:
@@ -626,14 +711,35 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         return job
 
     def get_job_progress(self, instance):
+        if instance not in self._jobs:
+            return self._adopted_progress(instance)
         progress_ = self._job_progress(instance)
         handover = bool(self._job(instance).plan.flags & libvirt.VIR_MIGRATE_PAUSED)
         if progress_.handover != handover:
             progress_ = dataclasses.replace(progress_, handover=handover)
         return progress_
 
+    def _adopted_progress(self, instance):
+        """The progress of an outgoing migration this process did not start: the
+        agent restarted while libvirtd went on with the job. Running while libvirt
+        reports it; once it ended, how is unknown (NoActiveMigration), and the
+        hosts' states tell where the guest is."""
+        with self._translated(instance, "get_job_progress"):
+            dom = self._lookup(instance)
+            stats = dom.jobStats() if dom is not None else {}
+            if progress.is_active(stats) and stats.get("operation") == \
+                    libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
+                postcopy = tuple(dom.state()) in _POSTCOPY_HALVES
+                return progress.to_progress(stats, state=driver_mod.JOB_RUNNING,
+                                            postcopy=postcopy)
+        raise exception.NoActiveMigration(instance=instance, host=self.hostname)
+
     def _job_progress(self, instance):
         job = self._job(instance)
+        if job.recovering and not job.done:
+            return self._recovering_progress(job)
+        if job.gave_up:
+            return self._paused_progress(job)
         if not job.done:
             try:
                 stats = job.dom.jobStats()
@@ -645,6 +751,13 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 if progress.is_active(stats):
                     job.last_stats = stats
                     self._apply_pending(job)
+                    broken = self._broken_in_call(job)
+                    if broken is not None:
+                        return broken
+                    if job.stalled(stats.get("memory_processed")):
+                        job.pause_stalled()
+                if job.recovering and not job.done:
+                    return self._recovering_progress(job)
                 if not job.done:
                     return progress.to_progress(stats, state=driver_mod.JOB_RUNNING,
                                                 postcopy=job.postcopy)
@@ -654,6 +767,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     def _progress_error(self, job, err):
         """A JobProgress to report despite ``err``, or None once the call ended."""
+        if job.recovering and not job.done:
+            return self._recovering_progress(job)
         if not self._alive():
             raise errors.translate(err, job.instance, "get_job_progress", self.hostname,
                                    connected=False)
@@ -679,7 +794,15 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             return None
         return stats
 
+    def _paused_progress(self, job):
+        return progress.to_progress(
+            job.last_stats, state=driver_mod.JOB_POSTCOPY_PAUSED, postcopy=True,
+            error="%s; %s" % (errors.message(job.break_error) if job.break_error
+                              else "the stream broke", job.recovery_note))
+
     def _final_progress(self, job):
+        if job.gave_up:
+            return self._paused_progress(job)
         if job.error is None:
             stats = None
             if self.use_events:
@@ -803,7 +926,14 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     def rollback_live_migration_at_source(self, instance, migrate_data):
         with self._lock:
-            job = self._jobs.pop(instance, None)
+            job = self._jobs.get(instance)
+            if job is not None and job.postcopy and not job.succeeded:
+                # Neither half can run alone: keep the job (and its recovery).
+                LOG.error("Not rolling back %s on %s: its migration switched to "
+                          "post-copy, so its memory here is stale", instance,
+                          self.hostname)
+                return
+            self._jobs.pop(instance, None)
         with self._translated(instance, "rollback_live_migration_at_source"):
             if job is not None and not job.done:
                 try:

@@ -5,6 +5,11 @@ call runs in a thread and this object keeps what the poller needs: the
 call's outcome (libvirt's error kept as is), the last statistics seen, and
 the requests (downtime, abort, force-complete) that arrived before libvirt
 had a job to apply them to.
+
+A job that switched to post-copy and whose call failed is recovered in the
+same thread (``recovery``): the poller sees ``recovering`` until the resumed
+call returns, or ``gave_up`` once the deadline passed. :meth:`resume` starts
+the recovery again (an operator's ``migplane resume``, a restarted agent).
 """
 
 import logging
@@ -13,11 +18,47 @@ import time
 
 import libvirt
 
+from migplane.drivers.libvirt import errors
+from migplane.drivers.libvirt import recovery as recovery_mod
+
 LOG = logging.getLogger(__name__)
+
+#: Flags added to the original call to resume a broken post-copy (libvirt
+#: refuses POSTCOPY_RESUME without POSTCOPY).
+RESUME_FLAGS = libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+
+
+#: Seconds a resume waits for libvirt to return a migration call that broke.
+RESUME_WAIT_S = 5.0
+#: Seconds the call may stay held after the source saw the break before the
+#: destination's half is paused too (its QEMU may not have seen it).
+PEER_PAUSE_AFTER_S = 3.0
+
+
+class CallStillHeld(Exception):
+    """libvirt has not returned the broken migration call: nothing to resume yet."""
+
+
+def domain_phase(dom):
+    """The source domain as :mod:`recovery` names it."""
+    try:
+        state, reason = dom.state()
+    except libvirt.libvirtError as err:
+        if errors.is_not_found(err):
+            return recovery_mod.GONE
+        raise
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        if reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED:
+            return recovery_mod.FAILED
+        if reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY:
+            return recovery_mod.ACTIVE
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return recovery_mod.GONE
+    return recovery_mod.OTHER
 
 
 class MigrationJob:
-    def __init__(self, dom, plan, instance):
+    def __init__(self, dom, plan, instance, recovery=None, clock=time.monotonic):
         self.dom = dom
         self.plan = plan
         self.instance = instance
@@ -34,12 +75,36 @@ class MigrationJob:
         self.final = None
         #: Requests to apply once the libvirt job exists: name -> argument.
         self.pending = {}
+        #: A :class:`~migplane.drivers.libvirt.recovery.Recovery`, or None.
+        self.recovery = recovery
+        #: The stream broke and the thread recovers it; it gave up at the deadline.
+        self.recovering = False
+        self.gave_up = False
+        #: Why the stream broke (libvirt's words), and the last recovery step.
+        self.break_error = None
+        self.recovery_note = None
+        self.breaks = 0
+        self.resumes = 0
+        self._clock = clock
+        #: Stall detection: (memory_processed, when it last changed).
+        self._seen = None
+        #: When the source was first seen post-copy-failed with the call not back,
+        #: and when the destination's half was last asked to pause.
+        self._broken_at = None
+        self._peer_paused_at = None
+        self._wake = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"migrate-{instance}")
 
-    def start(self):
+    def start(self, resume=False):
+        """Run the call (or, with ``resume``, only the recovery) in the thread."""
         self.started_at = time.monotonic()
+        if resume:
+            self._thread = threading.Thread(target=self._recover_and_finish, daemon=True,
+                                            name=f"recover-{self.instance}")
+            self.postcopy = True
+            self.recovering = True
         self._thread.start()
 
     def _run(self):
@@ -55,8 +120,153 @@ class MigrationJob:
             self.error = err
         else:
             LOG.info("Migration of %s completed", self.instance)
-        finally:
+        if (self.error is None or not self.postcopy or self.recovery is None
+                or self.gave_up):
             self._done.set()
+            return
+        # In post-copy the guest runs on the destination without all of its
+        # memory: the only way out is forward.
+        self.recovering = True
+        self._recover_and_finish()
+
+    # -- post-copy recovery ---------------------------------------------------------
+
+    def resume(self):
+        """Recover again a job that gave up (a new deadline); False when the job
+        is not a broken post-copy. A job still recovering is left to go on."""
+        if self.recovering and not self.done:
+            return True
+        if self.gave_up and not self._done.wait(RESUME_WAIT_S):
+            raise CallStillHeld()
+        if not (self.done and self.gave_up):
+            return False
+        self.gave_up = False
+        self.recovering = True
+        self._done.clear()
+        self._thread = threading.Thread(target=self._recover_and_finish, daemon=True,
+                                        name=f"recover-{self.instance}")
+        self._thread.start()
+        return True
+
+    def _recover_and_finish(self):
+        try:
+            self._recover()
+        except Exception as err:  # the thread must always record an outcome
+            LOG.exception("Recovery of the post-copy migration of %s failed", self.instance)
+            self.gave_up = True
+            self.recovery_note = "the recovery failed: %s" % err
+        finally:
+            self.recovering = False
+            self._done.set()
+
+    def _recover(self):
+        rec = self.recovery
+        self.breaks += 1
+        self.break_error = self.error
+        start = self._clock()
+        attempt = 0
+        stalled_since = None
+        LOG.warning("Post-copy migration of %s broke (%s); recovering it for up to %d s",
+                    self.instance, errors.message(self.error) if self.error else "paused",
+                    rec.timeout_s)
+        while True:
+            phase = domain_phase(self.dom)
+            now = self._clock()
+            if phase == recovery_mod.ACTIVE:
+                stalled_since = now if stalled_since is None else stalled_since
+            else:
+                stalled_since = None
+            peer_up, why = (rec.peer_answers() if phase == recovery_mod.FAILED
+                            else (False, ""))
+            step = recovery_mod.next_step(
+                phase, peer_up, now - start, rec.timeout_s,
+                0.0 if stalled_since is None else now - stalled_since,
+                rec.stall_timeout_s, attempt)
+            self.recovery_note = "%s%s" % (step.reason, "" if peer_up or not why
+                                           else " (%s)" % why)
+            if step.action == recovery_mod.COMPLETED:
+                LOG.info("Post-copy migration of %s completed: %s", self.instance,
+                         step.reason)
+                self.error = None
+                return
+            if step.action == recovery_mod.GIVE_UP:
+                LOG.error("Post-copy migration of %s is left paused: %s", self.instance,
+                          step.reason)
+                self.gave_up = True
+                return
+            if step.action == recovery_mod.PAUSE:
+                self.pause_stalled()
+            elif step.action == recovery_mod.RESUME:
+                if self._resume_call():
+                    return
+                self._pause_destination()
+                attempt += 1
+                step = recovery_mod.Step(recovery_mod.WAIT, step.reason,
+                                         recovery_mod.backoff(attempt - 1))
+            self._wake.wait(step.delay_s)
+            self._wake.clear()
+
+    def _resume_call(self):
+        """One resume attempt; True once the migration completed."""
+        LOG.info("Resuming the post-copy migration of %s", self.instance)
+        try:
+            self.dom.migrateToURI3(self.plan.dconnuri, self.plan.call_params(),
+                                   self.plan.flags | RESUME_FLAGS)
+        except libvirt.libvirtError as err:
+            LOG.warning("Resuming the post-copy migration of %s failed: %s",
+                        self.instance, err)
+            self.error = err
+            return False
+        self.resumes += 1
+        self.error = None
+        LOG.info("Post-copy migration of %s resumed and completed", self.instance)
+        return True
+
+    def pause_stalled(self):
+        """Pause a stalled post-copy stream so that it can be resumed."""
+        try:
+            self.dom.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+            LOG.warning("Paused the stalled post-copy migration of %s", self.instance)
+        except libvirt.libvirtError as err:
+            LOG.warning("Could not pause the stalled post-copy migration of %s: %s",
+                        self.instance, err)
+
+    def blocked_since_break(self):
+        """Seconds since the source domain was first seen post-copy-failed while
+        libvirt still holds the migration call, or None (it is not)."""
+        if not self.postcopy or self.recovery is None or self.recovering:
+            return None
+        if domain_phase(self.dom) != recovery_mod.FAILED:
+            return None
+        now = self._clock()
+        if self._broken_at is None:
+            self._broken_at = now
+            LOG.warning("Post-copy migration of %s broke; libvirt has not returned the "
+                        "migration call yet", self.instance)
+        if now - self._broken_at >= PEER_PAUSE_AFTER_S and (
+                self._peer_paused_at is None
+                or now - self._peer_paused_at >= recovery_mod.RETRY_MAX_S):
+            self._peer_paused_at = now
+            threading.Thread(target=self._pause_destination, daemon=True,
+                             name=f"pause-{self.instance}").start()
+        return now - self._broken_at
+
+    def _pause_destination(self):
+        try:
+            self.recovery.pause_destination(self.instance)
+        except Exception as err:  # the destination may be unreachable: next time
+            LOG.warning("Could not pause the destination's half of %s: %s",
+                        self.instance, err)
+
+    def stalled(self, memory_processed):
+        """Has a running post-copy job sent nothing for the stall timeout?"""
+        if not self.postcopy or self.recovery is None or self.recovering:
+            return False
+        now = self._clock()
+        if self._seen is None or memory_processed != self._seen[0]:
+            self._seen = (memory_processed, now)
+            return False
+        return now - self._seen[1] >= self.recovery.stall_timeout_s
 
     @property
     def done(self):

@@ -65,6 +65,24 @@ driver_opts = [
              "delete a file elsewhere. An image is created only where none exists, "
              "and no larger than the storage pool holding it."),
     cfg.IntOpt(
+        "postcopy_stall_timeout",
+        default=30,
+        min=1,
+        help="Seconds a migration in post-copy may send nothing before the driver "
+             "pauses its stream (abortJobFlags with VIR_DOMAIN_ABORT_JOB_POSTCOPY) and "
+             "recovers it as a broken one; a stream that breaks outright (connection "
+             "reset) is recovered at once. Needs libvirt 8.5 or later."),
+    cfg.IntOpt(
+        "postcopy_recovery_timeout",
+        default=600,
+        min=0,
+        help="Seconds the driver keeps trying to resume a broken post-copy migration "
+             "(waiting for the destination's libvirtd and migration address to answer, "
+             "then migrateToURI3 with VIR_MIGRATE_POSTCOPY_RESUME, with a backoff). "
+             "After that both halves are left as they are, paused: nothing is "
+             "destroyed, undefined or resumed, and 'migplane resume MIGRATION' starts "
+             "the recovery again. 0: never retry (leave it paused at once)."),
+    cfg.IntOpt(
         "job_end_timeout",
         default=30,
         min=1,

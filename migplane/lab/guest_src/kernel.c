@@ -8,8 +8,11 @@
  *   MPBOOT boot=<16 hex> mem_kib=<n> ...          once, at boot
  *   MPSTAMPED mib=<n> sum=<8 hex>                  after stamp_mib is filled
  *   MPDISK sum=<8 hex> lba=<n> sectors=<n>         after disk_write=1
- *   MPTICK boot=<16 hex> n=<counter> ms=<guest ms> pass=<n> bad=<n>
- *                                                 every tick_ms (PIT paced)
+ *   MPTICK boot=<16 hex> n=<counter> ms=<guest ms> pass=<n> bad=<n> pos=<n>
+ *                                                 every tick_ms (PIT paced);
+ *                                                 pass and pos (words into the
+ *                                                 current pass) count the work
+ *                                                 the guest got done
  *   MPCORRUPT addr=<8 hex> ...                     first memory mismatch
  * Command line (key=value): tick_ms (100), dirty_mib (0), rate_mib_s (0),
  * stamp_mib (0), verify_mib_s (8), tlb_flush (1), disk_write (0),
@@ -602,6 +605,8 @@ void kmain(u32 magic, struct mb_info *mbi)
             putdec(st.dirty_pass);
             puts(" bad=");
             putdec(st.bad);
+            puts(" pos=");
+            putdec(st.dirty_pos);
             putc('\n');
             ST_SET(next_tick, st.next_tick + tick_ms);
             if ((int)(now - st.next_tick) >= 0)

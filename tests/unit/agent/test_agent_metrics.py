@@ -153,7 +153,7 @@ def test_escalations_and_post_copy_recoveries_are_counted():
     m.migration_finished(record(escalations=("raise-downtime", "auto-converge",
                                              "post-copy")))
     m.migration_finished(record(escalations=("raise-downtime",)))
-    event = types.SimpleNamespace(kind=events.POSTCOPY_RECOVERED)
+    event = types.SimpleNamespace(kind=events.POST_COPY_RECOVERED)
     m.migration_event(record(), event)
     m.migration_event(record(), types.SimpleNamespace(kind=events.PROGRESS))
     found = exported(m)

@@ -174,7 +174,7 @@ def convergence_part():
     """The convergence part of a full run: virsh and static stop converging at 1x."""
     runs = []
     for mult in convergence.MULTIPLES:
-        for tool in convergence.TOOLS:
+        for tool in convergence.tools_at(mult):
             converged = tool == "default" or mult < 1.0
             wall = (1.2 + 0.1 * mult) * 16.0 if converged else 80.0
             runs.append({

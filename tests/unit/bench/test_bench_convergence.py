@@ -47,3 +47,44 @@ def test_schema_catches_a_bad_run(synthetic_results):
     synthetic_results["targets"] = targets.evaluate(synthetic_results)
     synthetic_results["convergence"]["runs"][0]["tool"] = "curl"
     assert any("convergence.runs[0].tool" in p for p in schema.validate(synthetic_results))
+
+
+class _Watcher:
+    """Ticks of a guest writing 4 MiB/s at rest and 1 MiB/s while it moved."""
+
+    def __init__(self):
+        from migplane.lab.console import Tick
+
+        self.ticks_ = []
+        written = 0.0
+        for i in range(200):            # one tick every 0.1 s, 20 s
+            t = i * 0.1
+            written += 0.1 * (1.0 if 10.0 <= t < 15.0 else 4.0)
+            passes, rest = divmod(written, 16)
+            self.ticks_.append(Tick("host-a" if t < 15 else "host-b", t, t, "b" * 16, i,
+                                    i * 100, int(passes), 0, False,
+                                    int(rest * (1 << 20) / 4)))
+
+    def work_rate(self, dirty_mib, start, end):
+        from migplane.lab.console import ConsoleWatcher
+
+        return ConsoleWatcher.work_rate(self, dirty_mib, start, end)
+
+    def ticks(self):
+        return self.ticks_
+
+
+def test_the_guests_work_is_measured_against_itself_at_rest():
+    found = convergence.guest_work(_Watcher(), 16, 10.0, 15.0)
+    assert abs(found["rest_mib_s"] - 4.0) < 0.5
+    assert abs(found["work_mib_s"] - 1.0) < 0.3
+    assert 0.15 < found["work_share"] < 0.35
+
+
+def test_no_post_copy_runs_only_at_1x_and_gets_its_column(synthetic_results):
+    assert convergence.tools_at(1.0)[-1] == "no-postcopy"
+    assert "no-postcopy" not in convergence.tools_at(2.0)
+    synthetic_results["targets"] = targets.evaluate(synthetic_results)
+    text = report.render(synthetic_results)
+    assert "default, no post-copy" in text
+    assert schema.validate(synthetic_results) == []

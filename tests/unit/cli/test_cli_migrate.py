@@ -217,7 +217,7 @@ def test_an_override_an_older_agent_ignored_is_named(capsys):
 
     class Args:
         domain, source, destination = "vm1", "host-a", "host-b"
-        bandwidth, postcopy, strategy, block = 16, False, "adaptive", False
+        bandwidth, postcopy, strategy, block = 16, None, "adaptive", False
         detach, json = True, False
 
     assert migrate.unapplied({"options": {"a": 1}}, {"options": {"a": 1}}) == []

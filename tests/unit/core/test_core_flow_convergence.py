@@ -98,15 +98,29 @@ def test_a_short_transfer_learns_from_the_first_pass_instead(world, make_driver,
 
 def test_the_re_plan_weighs_what_the_first_pass_left(world, make_driver, make_migration):
     # Half the link: pre-copy converges, but after the first pass switching to
-    # post-copy at once sends what is left once instead of pass after pass.
+    # post-copy at once sends what is left once instead of pass after pass;
+    # permitted explicitly, post-copy is taken because it is faster.
     busy(world, dirty_mib_s=8, working_set_mib=64)
-    migration = make_migration(*pair(make_driver))
+    migration = make_migration(*pair(make_driver, permit_post_copy=True))
     result = migration.run()
     assert result.status == flow.COMPLETED and result.progress.postcopy
     assert result.plan.method == strategy.POST_COPY
     assert "after the first pass" in result.plan.reasons["predictions"]
     assert "re-planned" in result.plan.reasons["revised"]
     assert result.plan.predicted_time_s > 128 / 16 * 0.5   # the first pass counts
+    assert result.plan.post_copy_for_s > 0
+    assert "loses the guest" in result.plan.reasons["exposure"]
+
+
+def test_by_default_post_copy_is_not_taken_for_a_small_gain(world, make_driver,
+                                                           make_migration):
+    busy(world, dirty_mib_s=8, working_set_mib=64)
+    migration = make_migration(*pair(make_driver))
+    result = migration.run()
+    assert result.status == flow.COMPLETED and not result.progress.postcopy
+    assert result.plan.method != strategy.POST_COPY
+    assert "not worth the risk" in result.plan.reasons["method"]
+    assert escalations(migration) == []
 
 
 def test_a_slow_guest_stays_in_pre_copy_after_the_re_plan(world, make_driver,

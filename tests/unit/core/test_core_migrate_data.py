@@ -22,11 +22,11 @@ EXPECTED_FINGERPRINTS = {
     capabilities.Capabilities: "1.2-f918d5a7c33b4ac6",
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
-    settings.MigrationSettings: "1.6-60f475248b06f1c3",
+    settings.MigrationSettings: "1.7-f8baad30559f22ef",
     driver.JobProgress: "1.1-c2892cf185c652fd",
     convergence.DirtyRateMeasurement: "1.0-3eb46435f7424d87",
     convergence.LinkRate: "1.0-203ed1e1f8397b08",
-    strategy.MigrationPlan: "1.0-0d392d378d828210",
+    strategy.MigrationPlan: "1.1-91cb758ef013ed82",
 }
 
 

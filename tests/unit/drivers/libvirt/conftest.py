@@ -199,6 +199,17 @@ class FakeDomain:
                                 "data_processed": 123}
         self.daemon.gate.set()
 
+    def abortJobFlags(self, flags=0):
+        """With VIR_DOMAIN_ABORT_JOB_POSTCOPY: QEMU pauses a post-copy stream."""
+        self._check()
+        self.calls.append(("abortJobFlags", flags))
+        if flags != libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY:
+            return self.abortJob()
+        self.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+        self.daemon.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED,
+                                             "post-copy phase failed")
+        self.daemon.gate.set()
+
     def migrateSetMaxDowntime(self, downtime, flags=0):
         self._check()
         self.calls.append(("migrateSetMaxDowntime", downtime))

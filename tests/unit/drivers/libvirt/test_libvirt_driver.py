@@ -251,6 +251,29 @@ def test_no_job_no_progress(daemons, make_drivers):
         src.get_job_progress("g1")
 
 
+def test_a_restarted_agent_follows_the_migration_libvirt_goes_on_with(
+        daemons, make_drivers):
+    # the process that started the job is gone; libvirtd still migrates
+    a, _ = daemons
+    dom = a.add_domain("g1")
+    src, _ = make_drivers()
+    dom.job_stats = dict(a.running_stats,
+                         operation=libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT)
+    found = src.get_job_progress("g1")
+    assert found.state == driver_mod.JOB_RUNNING and not found.postcopy
+    assert found.data_processed == a.running_stats["data_processed"]
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY]
+    assert src.get_job_progress("g1").postcopy
+    # another kind of job (a save, a dump) is no migration to follow
+    dom.job_stats = dict(a.running_stats, operation=libvirt.VIR_DOMAIN_JOB_OPERATION_SAVE)
+    with pytest.raises(exception.NoActiveMigration):
+        src.get_job_progress("g1")
+    # once it ended, how is unknown here: the hosts' states tell
+    dom.job_stats = {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+    with pytest.raises(exception.NoActiveMigration):
+        src.get_job_progress("g1")
+
+
 # -- force-complete and rollback at the source ---------------------------------------
 
 
@@ -295,15 +318,102 @@ def test_force_complete_pauses_without_post_copy_and_rollback_resumes(daemons,
     assert ("resume",) in dom.calls and dom.state_[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
-def test_rollback_never_resumes_a_guest_that_switched_to_post_copy(daemons, make_drivers):
-    a, dom, src, m, t, outcome = _running_job(daemons, make_drivers, permit_post_copy=True)
-    src.force_complete("g1", post_copy=True)
+def _broken_post_copy(daemons, make_drivers, monkeypatch, timeout, answers=(True,)):
+    """A job switched to post-copy whose stream breaks; the destination answers
+    the probes as ``answers`` say (the last one repeated)."""
+    from migplane.drivers.libvirt import recovery
+
+    said = list(answers)
+    monkeypatch.setattr(recovery.Recovery, "peer_answers", lambda self: (
+        said.pop(0) if len(said) > 1 else said[0], "probed"))
+    monkeypatch.setattr(recovery, "RETRY_FIRST_S", 0.01)
+    a, dom, src, m, t, outcome = _running_job(
+        daemons, make_drivers, permit_post_copy=True,
+        source_opts={"postcopy_recovery_timeout": timeout, "postcopy_stall_timeout": 1})
+    m.force_complete()
+    for _ in range(500):
+        if src.get_job_progress("g1").postcopy:
+            break
+        time.sleep(0.01)
+    a.gate.clear()
     dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
-    a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED, "post-copy failed")
+    a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED,
+                               "Unable to write to socket: Connection reset by peer")
+    return a, dom, src, m, t, outcome
+
+
+def test_a_broken_post_copy_is_resumed_with_the_original_flags(daemons, make_drivers,
+                                                               monkeypatch):
+    a, dom, src, m, t, outcome = _broken_post_copy(daemons, make_drivers, monkeypatch, 60,
+                                                   answers=(False, False, True))
+    first = a.migrations[0]
+    states = []
+    a.gate.set()                      # the first call returns: the stream broke
+    for _ in range(500):
+        states.append(src.get_job_progress("g1").state)
+        if src._jobs["g1"].breaks:    # the first call returned: the thread recovers
+            break
+        time.sleep(0.01)
+    assert driver_mod.JOB_POSTCOPY_RECOVERING in states
+    a.migrate_error = None            # the link is back: the resume goes through
+    t.join(10)
+    assert outcome["result"].status == flow.COMPLETED, outcome
+    resumed = a.migrations[-1]
+    assert resumed[0] == first[0] and resumed[1] == first[1]
+    assert resumed[2] == first[2] | libvirt.VIR_MIGRATE_POSTCOPY \
+        | libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+    assert ("resume",) not in dom.calls and ("destroy",) not in dom.calls
+
+
+def test_a_broken_post_copy_is_left_paused_then_resumed_by_hand(daemons, make_drivers,
+                                                                monkeypatch):
+    a, dom, src, m, t, outcome = _broken_post_copy(daemons, make_drivers, monkeypatch, 0)
     a.gate.set()
     t.join(60)
-    assert isinstance(outcome["error"], exception.MigrationError)
-    assert ("resume",) not in dom.calls
+    assert src._jobs["g1"].wait(60)   # libvirt returned the broken call
+    err = outcome["error"]
+    assert isinstance(err, exception.PostCopyPaused) and "migplane resume" in str(err)
+    assert src.get_job_progress("g1").state == driver_mod.JOB_POSTCOPY_PAUSED
+    # nothing resumed, destroyed or undefined on the source; rollback refuses too
+    src.rollback_live_migration_at_source("g1", md.MigrateData(dest_hostname="host-b"))
+    assert not any(c[0] in ("resume", "destroy", "undefineFlags") for c in dom.calls)
+    assert dom.state_ == [libvirt.VIR_DOMAIN_PAUSED,
+                          libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+    # later, by hand, with a deadline again
+    src.postcopy_recovery_timeout = 60
+    src._jobs["g1"].recovery.timeout_s = 60
+    a.migrate_error = None
+    src.resume_postcopy("g1")
+    for _ in range(500):
+        if src.get_job_progress("g1").state == driver_mod.JOB_COMPLETED:
+            break
+        time.sleep(0.01)
+    assert src.get_job_progress("g1").state == driver_mod.JOB_COMPLETED
+    assert a.migrations[-1][2] & libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+
+
+def test_a_stalled_post_copy_is_paused_then_recovered(daemons, make_drivers, monkeypatch):
+    a, dom, src, m, t, outcome = _broken_post_copy(daemons, make_drivers, monkeypatch, 60)
+    a.migrate_error = None
+    dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY]
+    dom.job_stats = dict(a.running_stats, memory_processed=1000)   # nothing moves
+    for _ in range(500):
+        if ("abortJobFlags", libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY) in dom.calls:
+            break
+        time.sleep(0.01)
+    assert ("abortJobFlags", libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY) in dom.calls
+    a.migrate_error = None
+    t.join(60)
+    assert outcome["result"].status == flow.COMPLETED, outcome
+    assert a.migrations[-1][2] & libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+
+
+def test_resume_without_a_broken_post_copy_is_refused(daemons, make_drivers):
+    a, _ = daemons
+    a.add_domain("g1")
+    src, _ = make_drivers()
+    with pytest.raises(exception.NoActiveMigration):
+        src.resume_postcopy("g1")
 
 
 def test_rollback_at_source_resumes_a_guest_libvirt_left_paused(daemons, make_drivers):
