@@ -570,6 +570,9 @@ def post_copy_pays(best, post, permit=None, min_gain=POST_COPY_MIN_GAIN, margin=
                                        "permit_post_copy = False)")
     if post is None or not post.converges:
         return PostCopyDecision(False, "post-copy is not predicted to finish")
+    if post.post_copy_s is None:
+        # The first pass fits the downtime budget: the job ends before any switch.
+        return PostCopyDecision(False, "pre-copy ends before post-copy could switch")
     if best is None or not best.converges:
         return PostCopyDecision(True, "pre-copy%s is predicted not to converge" % (
             "" if permit else " with the escalations it may use"))

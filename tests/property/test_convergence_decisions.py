@@ -7,6 +7,7 @@ sizes, rates, plans and escalations already taken.
 """
 
 from hypothesis import assume
+from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -366,8 +367,18 @@ def test_post_copy_pays_only_as_permitted(best, post_s, permit, gain):
     assert strategy.post_copy_pays(best, post, permit, gain * 2).use <= found.use
 
 
+@given(predictions, st.floats(0, 1e4), permits, gains)
+def test_a_post_copy_that_never_switches_never_pays(best, total_s, permit, gain):
+    """When the first pass fits the budget the job ends in pre-copy: there is
+    no post-copy to plan, whatever the totals say."""
+    never_switches = strategy.Prediction(True, total_s, 100.0, 1)
+    assert not strategy.post_copy_pays(best, never_switches, permit, gain).use
+
+
 @given(memories, links, st.floats(0, 8.0), budgets, permits, permits, gains,
        st.one_of(st.none(), st.floats(0, 1)))
+@example(memory=16 * MiB, link=16 * MiB, ratio=0.0, budget=1000, permit_post_copy=None,
+         permit_auto_converge=None, gain=1.0, left=None)
 def test_the_default_takes_post_copy_only_when_pre_copy_is_far_slower(
         memory, link, ratio, budget, permit_post_copy, permit_auto_converge, gain, left):
     """Before the move and in the re-plan: with permit_post_copy unset, post-copy

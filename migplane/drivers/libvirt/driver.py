@@ -821,6 +821,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
     def _apply_pending(self, job):
         """Requests that came before libvirt had a job to apply them to."""
         for name, arg in list(job.pending.items()):
+            if name == "force" and arg and not progress.transferring(job.last_stats):
+                continue
             try:
                 if name == "abort":
                     job.dom.abortJob()
@@ -840,6 +842,10 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         job = self._job(instance)
         if job.done:
             LOG.info("Not applying %s: the migration of %s already ended", name, instance)
+            return job
+        if name == "force" and arg and not progress.transferring(job.last_stats):
+            LOG.info("Deferring force of %s until its transfer has begun", instance)
+            job.pending[name] = arg
             return job
         try:
             call(job)

@@ -33,6 +33,13 @@ def is_active(stats):
                                  libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
 
 
+def transferring(stats):
+    """QEMU's transfer has begun: libvirt's job exists before QEMU is told to
+    migrate, and until then QEMU refuses a switch to post-copy (its
+    capability is set just before the transfer)."""
+    return is_active(stats) and int(stats.get("memory_total", 0) or 0) > 0
+
+
 def dirty_rate(stats):
     """Bytes dirtied per second: libvirt counts pages."""
     pages = int(stats.get("memory_dirty_rate", 0) or 0)

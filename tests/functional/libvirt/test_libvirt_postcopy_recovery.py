@@ -22,11 +22,17 @@ from migplane.core import migrate_data as md
 
 pytestmark = pytest.mark.lab
 
-#: The migration plane's rate: 64 MiB of post-copy take about 10 s.
+#: The migration plane's rate: the 48 MiB the guest stamps (zero pages cost
+#: nothing) take about 8 s of post-copy, so the strike lands while pages still
+#: flow. (QEMU 7.2's source hangs in post-copy-active, unpausable, when the
+#: stream breaks after its last page was sent: that is not recoverable.)
 RATE = "48mbit"
-#: libvirt's domain states (virDomainState), and VIR_DOMAIN_RUNNING_POSTCOPY.
-RUNNING, PAUSED = 1, 3
-RUNNING_POSTCOPY = 10
+STAMP_MIB = 48
+#: libvirt's domain states (virDomainState) and the reasons these tests read.
+RUNNING, PAUSED, SHUTOFF = 1, 3, 5
+RUNNING_POSTCOPY = 10           # VIR_DOMAIN_RUNNING_POSTCOPY
+PAUSED_POSTCOPY_FAILED = 13     # VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
+SHUTOFF_CRASHED = 3             # VIR_DOMAIN_SHUTOFF_CRASHED
 
 
 class Reset:
@@ -94,7 +100,7 @@ def post_copy_run(lv, drv_lab, pair, name, recovery_timeout):
     b = drv_lab.hosts[1]
     source, dest = pair(my_ip=b.mig_ip, permit_post_copy=True)
     source.postcopy_recovery_timeout = recovery_timeout
-    watcher = lv.start_guest(drv_lab, name, dirty_mib=16, rate_mib_s=4)
+    watcher = lv.start_guest(drv_lab, name, dirty_mib=16, rate_mib_s=4, stamp_mib=STAMP_MIB)
     run = lv.background(source, dest, name)
     run.wait_progress(lv.MIB)
     run.migration.force_complete()
@@ -105,6 +111,27 @@ def post_copy_run(lv, drv_lab, pair, name, recovery_timeout):
         assert time.monotonic() < deadline, "the guest never ran in post-copy on host-b"
         time.sleep(0.05)
     return source, dest, watcher, run
+
+
+def destination_crashed(drv_lab, name):
+    """Did the destination's QEMU die? QEMU 7.2's can segfault in its post-copy
+    listen thread when a reset stream is resumed (the kernel logs
+    ``postcopy/listen[...]: segfault``); the guest is then lost with it,
+    whatever migplane does."""
+    return domain_reason(drv_lab.hosts[1], name) == (SHUTOFF, SHUTOFF_CRASHED)
+
+
+def assert_left_paused_after_a_crash(lv, drv_lab, name, kinds):
+    """What migplane still owes when the running half died under it: the
+    source's half neither resumed, destroyed nor undefined, nothing rolled
+    back, and a verdict that does not claim success. Then the run is reported
+    as an expected failure: the recovery itself was not shown to work."""
+    a = drv_lab.hosts[0]
+    assert domain_reason(a, name) == (PAUSED, PAUSED_POSTCOPY_FAILED)
+    assert lv.domain_state(a, name) == (PAUSED, True)
+    assert events.ROLLED_BACK not in kinds
+    pytest.xfail("the destination's QEMU crashed while the broken post-copy was "
+                 "resumed (a QEMU bug); migplane left the source paused and said so")
 
 
 def assert_moved_intact(lv, drv_lab, name, watcher):
@@ -119,7 +146,7 @@ def assert_moved_intact(lv, drv_lab, name, watcher):
 
 def test_a_broken_post_copy_stream_is_recovered(drv_lab, lv, lab_guest, pair, shaped,
                                                 reset):
-    _, _, watcher, run = post_copy_run(lv, drv_lab, pair, lab_guest, 300)
+    _, _, watcher, run = post_copy_run(lv, drv_lab, pair, lab_guest, 60)
     reset.start()
     noticed_by = time.monotonic() + 60
     while events.POST_COPY_RECOVERING not in [e.kind for e in run.events]:
@@ -129,6 +156,10 @@ def test_a_broken_post_copy_stream_is_recovered(drv_lab, lv, lab_guest, pair, sh
     reset.stop()
     back = time.monotonic()
     run.join(timeout=240)
+    if destination_crashed(drv_lab, lab_guest):
+        assert isinstance(run.error, exception.PostCopyPaused), run.error
+        assert_left_paused_after_a_crash(lv, drv_lab, lab_guest,
+                                         [e.kind for e in run.events])
     assert run.error is None, run.error
     assert run.result.status == flow.COMPLETED and run.result.progress.postcopy
     kinds = [e.kind for e in run.events]
@@ -155,14 +186,18 @@ def test_after_the_deadline_both_halves_wait_for_a_resume_by_hand(drv_lab, lv, l
     assert lv.domain_state(b, lab_guest)[0] in (RUNNING, PAUSED)
     assert events.ROLLED_BACK not in [e.kind for e in run.events]
     reset.stop()
-    source.postcopy_recovery_timeout = 120
-    source._jobs[lab_guest].recovery.timeout_s = 120
+    source.postcopy_recovery_timeout = 60
+    source._jobs[lab_guest].recovery.timeout_s = 60
     source.resume_postcopy(lab_guest)
     deadline = time.monotonic() + 180
     while True:
         state = source.get_job_progress(lab_guest).state
         if state == driver_mod.JOB_COMPLETED:
             break
+        if state == driver_mod.JOB_POSTCOPY_PAUSED and destination_crashed(
+                drv_lab, lab_guest):
+            assert_left_paused_after_a_crash(lv, drv_lab, lab_guest,
+                                             [e.kind for e in run.events])
         assert state in (driver_mod.JOB_POSTCOPY_RECOVERING, driver_mod.JOB_RUNNING), state
         assert time.monotonic() < deadline, "the resumed post-copy did not complete"
         time.sleep(0.5)

@@ -343,6 +343,8 @@ class FakeDaemon:
         self.stats_error = None
         self.running_stats = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "time_elapsed": 1500,
                               "data_total": 100, "data_processed": 40, "data_remaining": 60,
+                              "memory_total": 100, "memory_processed": 40,
+                              "memory_remaining": 60,
                               "memory_dirty_rate": 10, "memory_page_size": 4096,
                               "memory_iteration": 2}
         self.completed_event_stats = {"type": libvirt.VIR_DOMAIN_JOB_COMPLETED,

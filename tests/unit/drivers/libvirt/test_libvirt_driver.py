@@ -302,6 +302,26 @@ def test_force_complete_switches_to_post_copy(daemons, make_drivers):
     assert outcome["result"].progress.postcopy
 
 
+def test_a_switch_to_post_copy_waits_for_the_transfer_to_begin(daemons, make_drivers):
+    """libvirt's job exists before QEMU is told to migrate, and QEMU refuses the
+    switch until then: the request is kept until the transfer has begun."""
+    setup = {k: v for k, v in daemons[0].running_stats.items()
+             if k not in ("memory_total", "memory_processed", "memory_remaining")}
+    daemons[0].running_stats = setup
+    a, dom, src, m, t, outcome = _running_job(daemons, make_drivers, permit_post_copy=True)
+    src.force_complete("g1", post_copy=True)
+    for _ in range(3):
+        src.get_job_progress("g1")
+    assert ("migrateStartPostCopy",) not in dom.calls
+    dom.job_stats.update(memory_total=100, memory_processed=40, memory_remaining=60)
+    assert src.get_job_progress("g1").postcopy
+    assert ("migrateStartPostCopy",) in dom.calls
+    a.gate.set()
+    t.join(60)
+    assert outcome["result"].status == flow.COMPLETED
+    assert outcome["result"].progress.postcopy
+
+
 def test_force_complete_pauses_without_post_copy_and_rollback_resumes(daemons,
                                                                        make_drivers):
     a, dom, src, m, t, outcome = _running_job(daemons, make_drivers)
@@ -331,7 +351,7 @@ def _broken_post_copy(daemons, make_drivers, monkeypatch, timeout, answers=(True
         daemons, make_drivers, permit_post_copy=True,
         source_opts={"postcopy_recovery_timeout": timeout, "postcopy_stall_timeout": 1})
     m.force_complete()
-    for _ in range(500):
+    for _ in range(6000):  # up to a minute: a hang guard
         if src.get_job_progress("g1").postcopy:
             break
         time.sleep(0.01)
@@ -349,7 +369,7 @@ def test_a_broken_post_copy_is_resumed_with_the_original_flags(daemons, make_dri
     first = a.migrations[0]
     states = []
     a.gate.set()                      # the first call returns: the stream broke
-    for _ in range(500):
+    for _ in range(6000):  # up to a minute: a hang guard
         states.append(src.get_job_progress("g1").state)
         if src._jobs["g1"].breaks:    # the first call returned: the thread recovers
             break
@@ -384,7 +404,7 @@ def test_a_broken_post_copy_is_left_paused_then_resumed_by_hand(daemons, make_dr
     src._jobs["g1"].recovery.timeout_s = 60
     a.migrate_error = None
     src.resume_postcopy("g1")
-    for _ in range(500):
+    for _ in range(6000):  # up to a minute: a hang guard
         if src.get_job_progress("g1").state == driver_mod.JOB_COMPLETED:
             break
         time.sleep(0.01)
@@ -397,7 +417,7 @@ def test_a_stalled_post_copy_is_paused_then_recovered(daemons, make_drivers, mon
     a.migrate_error = None
     dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY]
     dom.job_stats = dict(a.running_stats, memory_processed=1000)   # nothing moves
-    for _ in range(500):
+    for _ in range(6000):  # up to a minute: a hang guard
         if ("abortJobFlags", libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY) in dom.calls:
             break
         time.sleep(0.01)
