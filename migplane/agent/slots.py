@@ -19,6 +19,9 @@ from migplane.core import settings as settings_mod
 
 LOG = logging.getLogger(__name__)
 POLL_S = 0.5
+#: Seconds between tries to release a destination slot a failed call left held
+#: (a management plane down as the migration ended).
+RELEASE_RETRY_S = 5.0
 
 
 @dataclasses.dataclass
@@ -343,4 +346,21 @@ class MigrationSlots:
             self.remote.release_slot(self.migration_id)
         except Exception as err:
             LOG.warning("Could not release the destination slot of migration %s "
-                        "(it expires by itself): %s", self.migration_id, err)
+                        "(trying again until its lease would expire): %s",
+                        self.migration_id, err)
+            threading.Thread(target=self._release_later, daemon=True,
+                             name="slot-release-%s" % self.migration_id).start()
+
+    def _release_later(self):
+        """The destination is clean as soon as it answers again, not only once
+        the lease it no longer needs has expired."""
+        for _ in range(max(1, int(self.remote.slot_lease_s // RELEASE_RETRY_S))):
+            self._sleep(RELEASE_RETRY_S)
+            try:
+                self.remote.release_slot(self.migration_id)
+            except Exception as err:  # still unreachable: the next try, or the lease expires
+                LOG.debug("Destination slot of migration %s still held: %s",
+                          self.migration_id, err)
+                continue
+            LOG.info("Released the destination slot of migration %s", self.migration_id)
+            return

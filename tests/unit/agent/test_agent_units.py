@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 
 import pytest
 
@@ -127,6 +128,34 @@ def test_waits_for_the_destination_then_holds_both_slots():
     slots.release("host-a", "host-b")
     assert slots.local.running == 0
     assert remote.calls[-1] == "release"
+
+
+class Unreachable(Remote):
+    """A destination whose management plane is down for ``failures`` calls."""
+
+    slot_lease_s = 120
+
+    def __init__(self, failures):
+        super().__init__()
+        self.failures = failures
+        self.released = threading.Event()
+
+    def release_slot(self, migration_id):
+        self.calls.append("release")
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the management plane is down")
+        self.released.set()
+
+
+def test_a_slot_the_destination_could_not_release_is_released_once_it_answers():
+    remote = Unreachable(failures=3)
+    slots = _migration_slots(remote)
+    slots.acquire("host-a", "host-b")
+    slots.release("host-a", "host-b")
+    assert slots.local.running == 0
+    assert remote.released.wait(60)  # a hang guard
+    assert remote.calls.count("release") == 4
 
 
 def test_refused_when_the_destination_says_refuse():
