@@ -42,6 +42,7 @@ exits 1 and prints one ``path:line: message`` per finding.
 """
 
 import ast
+import itertools
 import pathlib
 import re
 import sys
@@ -170,8 +171,8 @@ class Checker(ast.NodeVisitor):
         args = node.args
         positional = args.posonlyargs + args.args
         defaults = dict(zip([a.arg for a in positional[len(positional) - len(args.defaults):]],
-                            args.defaults))
-        defaults.update({a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults)
+                            args.defaults, strict=False))
+        defaults.update({a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=False)
                          if d is not None})
         self.stack.append(node.name)
         self._scope(node, ".".join(self.stack), defaults)
@@ -237,7 +238,7 @@ class Checker(ast.NodeVisitor):
                     elts = t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t]
                     values = value.elts if isinstance(value, (ast.Tuple, ast.List)) \
                         and len(value.elts) == len(elts) else [value] * len(elts)
-                    for e, v in zip(elts, values):
+                    for e, v in zip(elts, values, strict=False):
                         if isinstance(e, ast.Name) and self._reads_clock(v, scope):
                             names.append((e.id, v))
                 for n, v in names:
@@ -301,7 +302,7 @@ class Checker(ast.NodeVisitor):
 
     def _check_compare(self, n, asserted, window, scope, name):
         operands = [n.left, *n.comparators]
-        for left, op, right in zip(operands, n.ops, operands[1:]):
+        for left, op, right in zip(operands, n.ops, operands[1:], strict=False):
             if not isinstance(op, ORDERING):
                 continue
             lesser, greater = (left, right) if isinstance(op, (ast.Lt, ast.LtE)) \
@@ -332,7 +333,7 @@ class Checker(ast.NodeVisitor):
                 return
 
     def _check_sleeps(self, block, name):
-        for first, second in zip(block, block[1:]):
+        for first, second in itertools.pairwise(block):
             if isinstance(first, ast.Expr) and _is_sleep_call(first.value, self.time_aliases) \
                     and isinstance(second, ast.Assert):
                 self._flag(first, name, "a fixed sleep, then an assertion: wait for the "

@@ -17,14 +17,16 @@ import uuid
 
 from migplane.agent import errors
 from migplane.agent import schemas
+from migplane.core import convergence
 from migplane.core import evacuation as evac_mod
 from migplane.core import evacuation_plan as plan_mod
 from migplane.core import events as events_mod
 from migplane.core import exception
 from migplane.core import flow as flow_mod
+from migplane.core import planning
+from migplane.core import units
 
 LOG = logging.getLogger(__name__)
-MiB = 1048576
 MAX_EVENTS = 2000
 #: The link rate assumed when neither the request, the bandwidth limit nor the
 #: interface says it: 1 Gbit/s.
@@ -53,23 +55,22 @@ SCHEMA = {
 
 
 def link_rate(agent, body, remotes):
-    """The source's migration link rate in bytes/s, and where it came from."""
+    """The source's migration link rate in bytes/s, and where it came from: the
+    request's figure, else the migrations' own rule (``convergence.link_rate``:
+    the bandwidth limit, capped by the interface's speed towards the first
+    destination that reports one), else an assumed 1 Gbit/s, since the
+    planner needs a figure before any pass has run."""
     if body.get("link_rate_mib"):
-        return body["link_rate_mib"] * MiB, "given by the request"
-    bandwidth = agent.settings.migration.bandwidth_mib
-    if bandwidth:
-        return bandwidth * MiB, "[live_migration] bandwidth"
-    speed = getattr(agent.driver, "link_speed", None)
-    if speed is not None:
-        for remote in remotes.values():
-            inbound = (remote.facts().get("inbound") or {}).get("address")
-            try:
-                rate = speed(inbound) if inbound else None
-            except Exception as err:  # a nicety: fall back to the default
-                LOG.warning("Cannot read the link speed to %s: %s", inbound, err)
-                rate = None
-            if rate:
-                return rate, "the speed of the interface to %s" % inbound
+        return body["link_rate_mib"] * units.MiB, "given by the request"
+    speed = None
+    for remote in remotes.values():
+        inbound = (remote.facts().get("inbound") or {}).get("address")
+        speed = planning.link_speed(agent.driver, inbound, "Evacuation") if inbound else None
+        if speed:
+            break
+    link = convergence.link_rate(agent.settings.migration.bandwidth_mib, speed)
+    if link.known:
+        return link.rate, link.reason
     return DEFAULT_LINK_RATE, "unknown: 1 Gbit/s assumed (give link_rate_mib)"
 
 

@@ -31,6 +31,7 @@ from prometheus_client import exposition
 
 from migplane.agent import hostfacts
 from migplane.core import events as events_mod
+from migplane.core import units
 from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
@@ -42,8 +43,7 @@ UNKNOWN = "unknown"
 OUTGOING, INCOMING = "out", "in"
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
-MiB = 1 << 20
-BYTES_BUCKETS = tuple(MiB * 4 ** i for i in range(9))  # 1 MiB .. 64 GiB
+BYTES_BUCKETS = tuple(units.MiB * 4 ** i for i in range(9))  # 1 MiB .. 64 GiB
 #: Names of every metric family the agent exports (a unit test holds the
 #: exposition to exactly these).
 NAMES = (
@@ -60,6 +60,7 @@ NAMES = (
     "migplane_slots_limit",
     "migplane_migrations_running",
     "migplane_migrations_queued",
+    "migplane_guests_split",
     "migplane_evacuations_in_progress",
     "migplane_evacuation_guests_left",
     "migplane_agent_certificate_expiry_timestamp_seconds",
@@ -202,6 +203,11 @@ class _Gauges:
         yield prom_core.GaugeMetricFamily(
             "migplane_migrations_queued", "Migrations this agent coordinates that wait "
             "for a slot.", value=sum(r.status == events_mod.QUEUED for r in records))
+        yield prom_core.GaugeMetricFamily(
+            "migplane_guests_split", "Guests found running on two hosts and not yet "
+            "released by an operator (migplane release); alert on any.",
+            value=len({r.instance for r in records
+                       if r.verdict == events_mod.VERDICT_SPLIT and not r.split_released}))
         certificate = getattr(agent, "certificate", None)
         if certificate is not None:
             # What is served now: a refused reload leaves the old certificate here.

@@ -227,6 +227,12 @@ class MigrationRecord:
         """Where the guest is, as the settle function last said (``events.VERDICTS``)."""
         return (self.result or {}).get("verdict")
 
+    @property
+    def split_released(self):
+        """An operator released this split guest (``migplane release``)."""
+        with self._lock:
+            return any(e.get("kind") == events_mod.SPLIT_RELEASED for e in self.events)
+
     def finish(self, result=None, error=None, running_on=None, status=None, verdict=None,
                verdict_reason=None):
         """The end: ``result`` of the flow, or ``error``, or (reconciled) ``status``,
@@ -432,6 +438,9 @@ class MigrationRegistry:
             if record.instance == instance and (latest is None
                                                 or record.created >= latest.created):
                 latest = record
+        if latest is not None and latest.verdict == events_mod.VERDICT_SPLIT \
+                and latest.split_released:
+            return None
         if latest is not None and latest.verdict in (events_mod.VERDICT_SPLIT,
                                                      events_mod.VERDICT_UNRESOLVED):
             return latest

@@ -43,7 +43,7 @@ class Probe:
             while time.monotonic() < self.deadline and self.received_from is None:
                 try:
                     conn, peer = self._sock.accept()
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 with conn:
                     conn.settimeout(2)

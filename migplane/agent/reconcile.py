@@ -125,8 +125,9 @@ class Reconciler:
             record.finish(None, "reconciling failed: %s" % err,
                           verdict=events.VERDICT_UNRESOLVED)
 
-    def _destination(self, record):
-        """A driver for the destination's agent, or :class:`Unreachable`."""
+    def destination(self, record, take_slot=True):
+        """A driver for the destination's agent, or :class:`Unreachable`; with
+        ``take_slot`` it holds the migration's slot there (to serve its steps)."""
         try:
             remote = self.agent.peer({"url": record.destination_url,
                                       "host": record.destination})
@@ -140,6 +141,8 @@ class Reconciler:
                                                        inbound))
         if hasattr(remote, "migration_id"):  # steps name the migration they serve
             remote.migration_id = record.id
+        if not take_slot:
+            return remote
         # the destination serves steps of a migration whose slot its source holds;
         # the lease of the agent that died may have lapsed (idempotent per id)
         _safely(remote.client.take_slot, record.id, self.agent.hostname, record.instance)
@@ -173,7 +176,7 @@ class Reconciler:
         noted = None
         while not self._stopping.is_set():
             if isinstance(settler.destination, Unreachable):
-                settler.destination = self._destination(record)
+                settler.destination = self.destination(record)
             past = self._clock() > deadline  # once per round: abort, then settle
             job = settler.job()
             if settler.progress is not None:

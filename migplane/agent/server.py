@@ -305,7 +305,7 @@ class AgentServer:
         while not self._stopping.is_set():
             try:
                 conn, client = self.socket.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue  # look at _stopping again
             except OSError as err:
                 if self._stopping.is_set():

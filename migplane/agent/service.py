@@ -34,6 +34,8 @@ from migplane.core import inbound
 from migplane.core import loader
 from migplane.core import migrate_data as md
 from migplane.core import settings as settings_mod
+from migplane.core import settle
+from migplane.core import settling
 from migplane.core import strategy as strategy_mod
 from migplane.core import trust
 from migplane.core import uri as uri_mod
@@ -351,7 +353,6 @@ class Agent:
                 "uris": uris.to_dict(), "settings": dataclasses.asdict(settings),
                 "driver": caps.to_dict(), "hypervisor": None,
                 "trust": dataclasses.asdict(verdict)}
-        plan["hypervisor"] = self.driver.describe_migration(instance, data, uris, settings)
         measured, link, strategy = flow_mod.preview(self.driver, instance, info, settings,
                                                     uris, caps.capabilities)
         plan["convergence"] = wire.dump_convergence(measured, link, strategy)
@@ -458,6 +459,35 @@ class Agent:
         thread = threading.Thread(target=self._follow_resumed, args=(record, data),
                                   name="resumed-%s" % record.id, daemon=True)
         thread.start()
+        return record
+
+    def release_split(self, migration_id):
+        """An operator settled by hand a guest found running on both hosts: let
+        it migrate again, once both hosts answer and at most one holds a copy
+        (``settle.may_release_split``); otherwise nothing changes (409)."""
+        record = self.migration(migration_id)
+        if record.verdict != events.VERDICT_SPLIT or record.split_released:
+            raise exception.MigrationError(
+                instance=record.instance, step="release",
+                reason="migration %s ended %s%s: there is no split to release" % (
+                    record.id, record.verdict or record.status,
+                    " and was released already" if record.split_released else ""))
+        label = "Migration %s: " % record.id
+        source = settling.side(self.driver, record.instance, label)
+        destination = settling.side(self.reconciler.destination(record, take_slot=False),
+                                    record.instance, label)
+        allowed, why = settle.may_release_split(source, destination)
+        hosts = "%s: %s, %s: %s" % (record.source, source.describe(), record.destination,
+                                    destination.describe())
+        if not allowed:
+            raise exception.MigrationError(
+                instance=record.instance, step="release",
+                reason="not released: %s (%s); settle it by hand first" % (why, hosts))
+        LOG.warning("Migration %s: the split of %s released by an operator: %s (%s)",
+                    record.id, record.instance, why, hosts)
+        record.note(events.SPLIT_RELEASED, message="released by an operator: %s (%s)"
+                    % (why, hosts))
+        flow_mod.release_split(record.instance)
         return record
 
     def _original(self, record):

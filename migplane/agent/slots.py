@@ -40,6 +40,11 @@ class Lease:
     migrate_data: dict = None
     #: Wall-clock time it was taken (its lifetime spans an agent restart).
     taken_at: float = 0.0
+    #: pre_live_migration runs here now (not stored: a restart ends the call).
+    preparing: bool = False
+    #: A rollback came while it ran (its source stopped waiting): what it
+    #: prepares is rolled back as soon as it returns.
+    rollback_pending: bool = False
 
     def to_stored(self):
         return {"migration_id": self.migration_id, "source": self.source,
@@ -202,6 +207,31 @@ class HostSlots:
                 setattr(lease, name, value)
             self._save(lease, "held")
             return lease
+
+    def prepared(self, migration_id, migrate_data):
+        """pre_live_migration returned ``migrate_data`` (primitive) for this
+        lease: record it. True when the migration was rolled back or its slot
+        given up meanwhile: the caller then undoes what it prepared, as nobody
+        else will."""
+        with self._lock:
+            lease = self._leases.get(migration_id)
+            if lease is None:
+                return True
+            lease.preparing = False
+            lease.migrate_data = migrate_data
+            self._save(lease, "held")
+            return lease.rollback_pending
+
+    def defer_rollback(self, migration_id):
+        """A rollback while pre_live_migration still runs for this lease: it is
+        carried out when that returns (undoing half a preparation could race
+        it). True when deferred."""
+        with self._lock:
+            lease = self._leases.get(migration_id)
+            if lease is None or not lease.preparing:
+                return False
+            lease.rollback_pending = True
+            return True
 
     def get(self, migration_id):
         self.expire()

@@ -35,9 +35,9 @@ import subprocess
 import threading
 import time
 
-LOG = logging.getLogger(__name__)
-MiB = 1 << 20
+from migplane.core import units
 
+LOG = logging.getLogger(__name__)
 TOOLS = ("virsh", "static", "default", "no-postcopy")
 #: ``no-postcopy`` (the default with permit_post_copy = False) runs only here.
 NO_POST_COPY_AT = (1.0,)
@@ -112,7 +112,7 @@ def _migplane(bench, name, src, dest, strategy, link_mib, limit_s, permit_post_c
     progress = result.progress if result is not None else None
     rec["downtime_ms"] = progress.downtime_ms if progress else None
     rec["iterations"] = progress.iteration if progress else None
-    rec["sent_mib"] = round(progress.memory_processed / MiB, 1) if progress else None
+    rec["sent_mib"] = round(progress.memory_processed / units.MiB, 1) if progress else None
     rec["postcopy"] = bool(progress and progress.postcopy)
     rec["escalations"] = [e for e, _ in (result.escalations if result else ())]
     plan = result.plan if result is not None else None
@@ -185,7 +185,7 @@ def run(bench, cfg, t0, log=print):
                     if rec.get("iterations") is None:
                         rec["iterations"] = job.get("memory_iteration")
                     if rec.get("sent_mib") is None and job.get("memory_processed"):
-                        rec["sent_mib"] = round(job["memory_processed"] / MiB, 1)
+                        rec["sent_mib"] = round(job["memory_processed"] / units.MiB, 1)
                 check = bench.guest_check(spec.name)
                 rec.update(tool=tool, multiple=mult, guest=spec.name, source=src,
                            dest=dest, wall_s=round(rec["end"] - rec["start"], 2),
@@ -336,7 +336,7 @@ def plot(results, out_dir, plt):
     if not part or not part.get("runs"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (tool, marker) in enumerate(zip(TOOLS, ("s", "^", "o", "D"))):
+    for i, (tool, marker) in enumerate(zip(TOOLS, ("s", "^", "o", "D"), strict=False)):
         mults = part["multiples"]
         ys, failed = [], []
         for m in mults:
@@ -348,7 +348,7 @@ def plot(results, out_dir, plt):
             else:
                 ys.append(None)
                 failed.append(m)
-        ax.plot([m for m, y in zip(mults, ys) if y is not None],
+        ax.plot([m for m, y in zip(mults, ys, strict=False) if y is not None],
                 [y for y in ys if y is not None], marker=marker, label=tool)
         if failed:
             # one row per tool, so that the crosses do not hide each other

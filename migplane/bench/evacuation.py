@@ -23,11 +23,11 @@ import time
 from migplane.bench import stats
 from migplane.bench.labrun import MIGPLANE
 from migplane.bench.labrun import GuestSpec
+from migplane.core import units
 
 LOG = logging.getLogger(__name__)
 PART = "evacuation"
 WAYS = ("serial", "naive", "planner")
-MiB = 1 << 20
 #: The planner's target: total within this factor of bytes / link rate.
 PLANNER_RATIO = 1.05
 #: Below this share of the link rate the migration plane counts as idle.
@@ -181,8 +181,8 @@ def _planner(bench, cfg, specs, src, dests, limiter):
 
     source = bench.driver(src.name, True, cfg.evac_limit)
     drivers = {d: bench.driver(d, True, cfg.evac_limit) for d in dests}
-    guests = [plan_mod.GuestSpec(s.name, s.memory_mib * MiB,
-                                 dirty_rate=s.rate_mib_s * MiB if s.dirty_mib else None)
+    guests = [plan_mod.GuestSpec(s.name, s.memory_mib * units.MiB,
+                                 dirty_rate=s.rate_mib_s * units.MiB if s.dirty_mib else None)
               for s in specs]
     dest_specs = []
     for name, drv in drivers.items():

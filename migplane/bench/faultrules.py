@@ -15,7 +15,8 @@ libvirt's reason when it matters (``running:postcopy``,
 
 import dataclasses
 
-MiB = 1 << 20
+from migplane.core import settle
+from migplane.core import units
 
 # -- strike points -----------------------------------------------------------------
 
@@ -34,7 +35,7 @@ STRIKE_HELP = {
 }
 #: Memory remaining (bytes) at which the source's job is at its switch-over:
 #: the reproducer of the management-plane split struck at 6 MiB.
-SWITCHOVER_REMAINING = 6 * MiB
+SWITCHOVER_REMAINING = 6 * units.MiB
 #: A random point of the post-copy phase is drawn within the phase's
 #: predicted length, bounded so that a bad prediction neither strikes at
 #: once nor waits past the migration.
@@ -210,9 +211,8 @@ def schedule(n, cell_list, rng):
 
 # -- verdicts ------------------------------------------------------------------------
 
-#: The one verdict table (issue 16's contract): verdict -> the CLI's exit code.
-VERDICT_CODES = {"completed": 0, "rolled-back": 1, "unresolved": 5, "postcopy-paused": 6,
-                 "lost": 7, "split": 8}
+#: The CLI's exit code of each verdict, from the one verdict table (``core.settle``).
+VERDICT_CODES = {verdict: code for verdict, (code, _) in settle.VERDICTS.items()}
 #: Record statuses of a migration that ended without a named verdict.
 _STATUS_VERDICT = {"completed": "completed", "failed": "rolled-back",
                    "aborted": "rolled-back", "timed_out": "rolled-back"}
@@ -256,7 +256,7 @@ def two_copies_by_state(queries):
     X running, then Y running, then X running again, are: X ran both before
     and after Y was seen running.
     """
-    for (h1, v1), (h2, v2), (h3, v3) in zip(queries, queries[1:], queries[2:]):
+    for (h1, v1), (h2, v2), (h3, v3) in zip(queries, queries[1:], queries[2:], strict=False):
         if h1 == h3 != h2 and running(v1) and running(v2) and running(v3):
             return True
     return False

@@ -48,9 +48,10 @@ import time
 from pathlib import Path
 
 from migplane.bench import faultrules as rules
+from migplane.core import units
+from migplane.lab import agents as agents_mod
 
 LOG = logging.getLogger("migplane.bench.faults")
-MiB = rules.MiB
 SLOT_PROBE = r"""
 import json, sys, requests
 from migplane.agent import wire
@@ -370,7 +371,7 @@ class FaultMatrix:
         done = self.lab.run_controller(
             [sys.executable, "-c", SLOT_PROBE, self.agents.token,
              self.agents.ca_file or "", *urls], check=False, timeout=60,
-            env=_env())
+            env=agents_mod.agent_env())
         try:
             return json.loads(done.stdout)
         except ValueError:
@@ -549,7 +550,7 @@ class FaultMatrix:
             record = self.record_of(name, timeout=60)
             run.migration_id = record["id"] if record else None
             armed = time.monotonic()
-            rate = self.link_mib * MiB if self.link_mib else profile.bandwidth * MiB
+            rate = self.link_mib * units.MiB if self.link_mib else profile.bandwidth * units.MiB
             while True:
                 now = time.monotonic()
                 at = rules.strike_time(run.strike, sampler.snapshot(), armed, delay,
@@ -654,13 +655,8 @@ class FaultMatrix:
             self.start_agent(src)
 
 
-def _env():
-    from migplane.lab.agents import _env as lab_env
-    return lab_env()
-
-
 def _cli_env(agents):
-    env = _env()
+    env = agents_mod.agent_env()
     env["MIGPLANE_TOKEN"] = agents.token
     return env
 
@@ -689,7 +685,7 @@ class Results:
     def begin(self, command, seed):
         self.data["sessions"].append({
             "command": command, "seed": seed, "seconds": 0.0, "runs": 0,
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            "started": datetime.datetime.now(datetime.UTC).isoformat(
                 timespec="seconds")})
         self.save()
 
@@ -712,7 +708,6 @@ def run_matrix(schedule, results, seed, lab_name="mpfaults", log=print, duration
     """Build a lab, run the (strike, kind) ``schedule``, add each run to
     ``results`` as it ends, tear the lab down."""
     from migplane.lab import Lab
-    from migplane.lab.agents import LabAgents
     rng = random.Random(seed)  # noqa: S311 - a reproducible test schedule
     if Lab.exists(lab_name):
         Lab.load(lab_name).down()
@@ -721,8 +716,8 @@ def run_matrix(schedule, results, seed, lab_name="mpfaults", log=print, duration
     start = time.monotonic()
     try:
         lab.up()
-        lab.shape("migration", rate="%dbit" % (LINK_MIB * MiB * 8))
-        agents = LabAgents(lab)
+        lab.shape("migration", rate="%dbit" % (LINK_MIB * units.MiB * 8))
+        agents = agents_mod.LabAgents(lab)
         try:
             for host in lab.hosts:
                 agents.start(host, my_ip=host.mig_ip)
@@ -811,7 +806,7 @@ def report(runs, sessions):
                                              ", %s" % s["started"] if s.get("started")
                                              else ""))
     lines += ["", "The fault strikes at one of these points:", ""]
-    lines += ["- *%s*: %s" % (k, v.replace("%d", str(rules.SWITCHOVER_REMAINING // MiB)))
+    lines += ["- *%s*: %s" % (k, v.replace("%d", str(rules.SWITCHOVER_REMAINING // units.MiB)))
               for k, v in rules.STRIKE_HELP.items()]
     lines += ["", "Guests: %s." % "; ".join(
         "%s %d MiB rewriting %d MiB at %d MiB/s, capped at %d MiB/s%s" % (

@@ -7,6 +7,7 @@ Everything started here is tracked and stopped by its own pid or handle;
 """
 
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -145,7 +146,7 @@ class PlaneSampler:
         overlap ``[start, end]``."""
         out = []
         samples = list(self.samples)
-        for (t0, a), (t1, b) in zip(samples, samples[1:]):
+        for (t0, a), (t1, b) in itertools.pairwise(samples):
             if (start is not None and t1 < start) or (end is not None and t0 > end):
                 continue
             dt = t1 - t0

@@ -274,7 +274,7 @@ def run(cfg, out_dir, log=print, command=None):
     """Run the parts of ``cfg`` on a fresh lab; return the results dict."""
     from migplane.bench import labrun
 
-    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     t0 = time.monotonic()
     results = {"schema": schema.SCHEMA, "errors": [], "plots": [], "targets": []}
     meta = {

@@ -209,7 +209,7 @@ def efficiency(results, out_dir):
                color=COLORS["migplane"], label="migplane (wall)")
         ax.bar([x + w / 2 for x in xs], [p["virsh_wall_s"] for p in pairs], w,
                color=COLORS["virsh"], label="bare virsh (wall)")
-        for x, p in zip(xs, pairs):
+        for x, p in zip(xs, pairs, strict=False):
             if p["migplane_job_ms"]:
                 ax.plot([x - w / 2], [p["migplane_job_ms"] / 1000], "_", color="black",
                         ms=16, mew=2)

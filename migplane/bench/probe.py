@@ -75,7 +75,7 @@ def serve(bind, port, size=DEFAULT_SIZE, max_seconds=DEFAULT_MAX_SECONDS, ready=
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             threading.Thread(target=_serve_one, args=(conn, size), daemon=True).start()
     finally:

@@ -4,6 +4,7 @@ from migplane.bench import convergence
 from migplane.bench import evacuation
 from migplane.bench import stats
 from migplane.bench import targets
+from migplane.core import units
 
 TARGETS_HEADING = "## Targets"
 TARGETS_HEADER = "| # | Target | Threshold | Measured | Met |"
@@ -419,7 +420,7 @@ def _efficiency(results):
             lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 desc, tool, _range(t["wall_s"]), _range(t["job_ms"], scale=0.001),
                 _range(t["downtime_ms"], "%.0f"), _range(t["iterations"], "%.0f"),
-                _range(t["memory_processed"], "%.0f", scale=1 / 2 ** 20),
+                _range(t["memory_processed"], "%.0f", scale=1 / units.MiB),
                 "n/a" if gp is None else "%.1f Mbit/s" % (gp * 8 / 1e6),
                 _range(t["goodput_share_of_link"], "%.3f"),
                 _range(t.get("sending_share_of_link"), "%.3f")))

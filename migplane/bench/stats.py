@@ -72,7 +72,7 @@ def busy_fraction(before, after):
     """Share of CPU time not idle between two ``/proc/stat`` 'cpu' readings."""
     if before is None or after is None:
         return None
-    deltas = [b - a for a, b in zip(before, after)]
+    deltas = [b - a for a, b in zip(before, after, strict=False)]
     total = sum(deltas)
     if total <= 0:
         return None

@@ -14,8 +14,8 @@ import time
 
 from migplane.cli import argtypes
 from migplane.cli import errors
+from migplane.core import units
 
-MIB = 1 << 20
 #: MiB of guest memory the demo's guest fills before it dirties some.
 STAMP_MIB = 64
 
@@ -97,7 +97,7 @@ def run(args, directory=None):
         for plane in ("migration", "management"):
             sent = after["host-a"][plane]["tx_bytes"] - before["host-a"][plane]["tx_bytes"]
             print("  %-10s plane (%s): %7.1f MiB sent" % (plane, a.ifname(plane),
-                                                          sent / MIB))
+                                                          sent / units.MiB))
         say("The guest now runs on host-b; its counter goes on")
         first = watcher.wait_ticks(1, host="host-b", timeout=30).n
         time.sleep(2)

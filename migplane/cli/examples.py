@@ -52,6 +52,9 @@ EXAMPLES = {
     "resume": (
         "migplane resume ID --on host-a",
     ),
+    "release": (
+        "migplane release ID --on host-a",
+    ),
     "demo": (
         "migplane demo",
         "migplane demo --memory 256 --bandwidth 32 --keep",

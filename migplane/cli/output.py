@@ -42,7 +42,8 @@ def table(rows, headers, stream=None):
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
+        stream.write(line.rstrip() + "\n")
 
 
 def field_lines(pairs, stream=None, width=17):

@@ -18,7 +18,7 @@ from migplane.core import versioned
 _bool = versioned.check_bool
 
 
-def _format(value):
+def _format(value: object) -> str:
     value = versioned.check_str(value)
     if "{host}" not in value:
         raise ValueError("the control URI format must contain '{host}'")
@@ -32,7 +32,8 @@ class Capabilities(versioned.VersionedData):
     # Version 1.0: the flags below; what migplane 1.x drivers declare.
     # Version 1.1: Adds dirty_rate_sampling (convergence).
     # Version 1.2: Adds compression (methods the strategy may arm).
-    VERSION = "1.2"
+    # Version 1.3: Adds post_copy_recovery.
+    VERSION = "1.3"
 
     #: Control-connection URI schemes the driver accepts (``scheme`` option).
     schemes: Tuple[str, ...] = versioned.field("1.0", versioned.check_str_tuple,
@@ -62,6 +63,11 @@ class Capabilities(versioned.VersionedData):
     #: (``MigrationSettings.compression``), e.g. ``("xbzrle",)``.
     compression: Tuple[str, ...] = versioned.field("1.2", versioned.check_str_tuple,
                                                    default=())
+    #: A post-copy whose stream broke is paused and resumed by the driver
+    #: (``JOB_POSTCOPY_PAUSED``/``RECOVERING``); without it a broken link in
+    #: post-copy loses the guest, and the adaptive default avoids post-copy
+    #: unless pre-copy cannot converge.
+    post_copy_recovery: bool = versioned.field("1.3", _bool, default=False)
 
     def to_dict(self) -> Dict[str, Any]:
         """The flags as a plain dict (for display; peers get :meth:`to_primitive`)."""

@@ -6,11 +6,18 @@ says where it came from, because a plan built on a guess must say so.
 """
 
 import dataclasses
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Dict
+from typing import Iterable
 from typing import Optional
+from typing import Tuple
 
+from migplane.core import units
 from migplane.core import versioned
 
-MiB = 1024 * 1024
+if TYPE_CHECKING:  # the driver API imports this module; only the type is needed
+    from migplane.core import driver as driver_mod
 
 #: Where a dirty rate came from.
 SAMPLING = "sampling"                  # the hypervisor sampled the guest before the move
@@ -29,11 +36,7 @@ LINK_SOURCES = (BANDWIDTH_LIMIT, INTERFACE_SPEED, LEARNED, UNKNOWN)
 WORKING_SET_SHARE = 0.9
 
 
-def _mib(rate):
-    return "unknown" if rate is None else "%.1f MiB/s" % (rate / MiB)
-
-
-def _optional_int(value):
+def _optional_int(value: Any) -> Optional[int]:
     return None if value is None else versioned.check_int(value)
 
 
@@ -59,27 +62,27 @@ class DirtyRateMeasurement(versioned.VersionedData):
     #: Bytes the guest keeps rewriting, when the measurement could tell.
     working_set: Optional[int] = _f("1.0", _optional_int)
 
-    def _validate(self):
+    def _validate(self) -> None:
         if self.source != UNAVAILABLE and (self.dirty_rate is None or self.dirty_rate < 0):
             raise self._invalid("dirty_rate", self.dirty_rate,
                                 "a %s dirty rate needs a figure >= 0" % self.source)
 
     @property
-    def available(self):
+    def available(self) -> bool:
         return self.source != UNAVAILABLE
 
-    def describe(self):
+    def describe(self) -> str:
         if not self.available:
             return "unavailable%s" % (": " + self.reason if self.reason else "")
-        return "%s (%s%s)" % (_mib(self.dirty_rate), self.source,
+        return "%s (%s%s)" % (units.mib_s(self.dirty_rate), self.source,
                               ", %.1f s window" % self.window_s if self.window_s else "")
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """The plain form (displays, records); :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: Any) -> "DirtyRateMeasurement":
         return super().from_dict(data or {})
 
 
@@ -94,28 +97,28 @@ class LinkRate(versioned.VersionedData):
     source: str = _f("1.0", versioned.check_choice(*LINK_SOURCES), default=UNKNOWN)
     reason: str = _f("1.0", versioned.check_str, default="")
 
-    def _validate(self):
+    def _validate(self) -> None:
         if self.source != UNKNOWN and (self.rate is None or self.rate <= 0):
             raise self._invalid("rate", self.rate,
                                 "a %s link rate needs a figure > 0" % self.source)
 
     @property
-    def known(self):
+    def known(self) -> bool:
         return self.source != UNKNOWN
 
-    def describe(self):
-        return "%s (%s)" % (_mib(self.rate), self.source)
+    def describe(self) -> str:
+        return "%s (%s)" % (units.mib_s(self.rate), self.source)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """The plain form (displays, records); :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: Any) -> "LinkRate":
         return super().from_dict(data or {})
 
 
-def link_rate(bandwidth_mib, interface_speed=None):
+def link_rate(bandwidth_mib: int, interface_speed: Optional[int] = None) -> LinkRate:
     """The link rate a plan starts from: the bandwidth limit when one is set
     (the hypervisor will not go faster), else the interface speed the host
     reports, else unknown (the monitor learns it from the first pass).
@@ -123,11 +126,11 @@ def link_rate(bandwidth_mib, interface_speed=None):
     :param bandwidth_mib: the migration's bandwidth limit in MiB/s; 0 = none.
     :param interface_speed: bytes/s of the interface towards the destination.
     """
-    limit = bandwidth_mib * MiB if bandwidth_mib else None
+    limit = bandwidth_mib * units.MiB if bandwidth_mib else None
     if limit and interface_speed and interface_speed < limit:
         return LinkRate(interface_speed, INTERFACE_SPEED,
                         "the interface (%s) is slower than the bandwidth limit (%d MiB/s)"
-                        % (_mib(interface_speed), bandwidth_mib))
+                        % (units.mib_s(interface_speed), bandwidth_mib))
     if limit:
         return LinkRate(limit, BANDWIDTH_LIMIT,
                         "[live_migration] bandwidth = %d MiB/s" % bandwidth_mib)
@@ -138,7 +141,8 @@ def link_rate(bandwidth_mib, interface_speed=None):
                                    "learned from the first pass")
 
 
-def from_first_pass(history):
+def from_first_pass(history: Iterable[Tuple[float, "driver_mod.JobProgress"]]
+                    ) -> Tuple[DirtyRateMeasurement, LinkRate]:
     """Dirty rate and link rate learned from the first pre-copy pass.
 
     :param history: ``(elapsed_s, JobProgress)`` samples of a running job.

@@ -201,7 +201,7 @@ class Evacuation:
         self._clock = clock
         self._sleep = sleep
         self.poll_interval = poll_interval
-        self._listeners = []
+        self._listeners = events_mod.Listeners("evacuation")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._start = None
@@ -221,8 +221,9 @@ class Evacuation:
     # -- control and events ------------------------------------------------------
 
     def subscribe(self, listener):
-        """Call ``listener(EvacuationEvent)`` for every event; errors are logged."""
-        self._listeners.append(listener)
+        """Call ``listener(EvacuationEvent)`` for every event; errors in it are
+        logged, and an ``async def`` listener is refused with TypeError."""
+        self._listeners.subscribe(listener)
 
     def abort(self):
         """Start no more migrations and abort the running ones (guests stay put)."""
@@ -238,11 +239,7 @@ class Evacuation:
     def _emit(self, kind, instance=None, message=None, migration=None):
         event = EvacuationEvent(kind=kind, evacuation_id=self.id, elapsed=self._elapsed(),
                                 instance=instance, message=message, migration=migration)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                LOG.exception("Evacuation event listener %r failed", listener)
+        self._listeners.emit(event)
 
     # -- planning ------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ import math
 from typing import Optional
 from typing import Tuple
 
+from migplane.core import units
+
 #: A guest dirtying memory at this share (or more) of its stream's rate may
 #: never converge in pre-copy; the plan says so and counts it at the cap below.
 CONVERGENCE_LIMIT = 0.8
@@ -185,11 +187,11 @@ def streams_for(link_rate, settings, guests):
     """Streams to keep the link full, no more; and why."""
     if settings.stream_rate is None or settings.stream_rate >= link_rate:
         streams = 1
-        why = "one stream fills the %s/s link" % _mib(link_rate)
+        why = "one stream fills the %s/s link" % units.mib(link_rate)
     else:
         streams = int(math.ceil(link_rate / settings.stream_rate))
         why = ("%d streams of %s/s fill the %s/s link"
-               % (streams, _mib(settings.stream_rate), _mib(link_rate)))
+               % (streams, units.mib(settings.stream_rate), units.mib(link_rate)))
     limit = settings.source_max_concurrent
     if limit and streams > limit:
         streams = limit
@@ -198,10 +200,6 @@ def streams_for(link_rate, settings, guests):
         streams = guests
         why += "; only %d guest(s) to move" % guests
     return max(1, streams), why
-
-
-def _mib(value):
-    return "%.1f MiB" % (value / 1048576.0)
 
 
 def _place(guests, destinations, settings, reasons):
@@ -221,9 +219,9 @@ def _place(guests, destinations, settings, reasons):
         if not room:
             most = max((free[d.name] for d in usable), default=0)
             reason = ("needs %s of memory; %s" % (
-                _mib(guest.memory_bytes),
+                units.mib(guest.memory_bytes),
                 "no destination is usable" if not usable else
-                "the most free on any destination is %s" % _mib(max(0, most))))
+                "the most free on any destination is %s" % units.mib(max(0, most))))
             unplaceable.append(Unplaceable(guest.name, guest.memory_bytes, reason))
             continue
         best = min(room, key=lambda d: (work[d.name] + d.load * guest.memory_bytes,
@@ -323,7 +321,7 @@ def plan(guests, destinations, link_rate, settings=None):
         reason = "to %s (%s)%s%s" % (
             dest, "most room and least queued", "" if converges else
             "; dirties %s/s, near the stream's %s/s: may not converge"
-            % (_mib(guest.dirty_rate or 0), _mib(lane_rate)),
+            % (units.mib(guest.dirty_rate or 0), units.mib(lane_rate)),
             "; %.1f s of its fixed cost overlapped" % overlap if overlap else "")
         result.append(GuestPlan(
             name=guest.name, destination=dest, order=len(result), lane=lane,
@@ -341,7 +339,7 @@ def plan(guests, destinations, link_rate, settings=None):
     if result:
         reasons.append("%d guest(s), %s to send: ideal %.1f s, predicted %.1f s (%.3f x); "
                        "%.1f of %.1f s of fixed costs overlapped"
-                       % (len(result), _mib(total), ideal, predicted,
+                       % (len(result), units.mib(total), ideal, predicted,
                           predicted / ideal if ideal else 1.0, overlapped,
                           fixed * len(result)))
     for item in unplaceable:

@@ -4,9 +4,17 @@ the agent's records and the CLI all use them).
 """
 
 import dataclasses
+import inspect
+import logging
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import List
 from typing import Optional
 
 from migplane.core import driver
+
+LOG = logging.getLogger(__name__)
 
 # -- statuses of a migration (LiveMigration.status, MigrationResult.status, records) --
 
@@ -52,6 +60,9 @@ ROLLED_BACK = "rolled_back"
 SETTLED = "settled"
 #: Both hosts ran the guest: the detector paused a copy; loud on purpose.
 SPLIT_DETECTED = "split_detected"
+#: An operator settled a split guest by hand and migplane checked that at most
+#: one host holds a copy: it may migrate again.
+SPLIT_RELEASED = "split_released"
 #: The guest switched to post-copy (its exposure starts), and when it ended.
 POST_COPY_STARTED = "post_copy_started"
 POST_COPY_ENDED = "post_copy_ended"
@@ -70,8 +81,42 @@ class MigrationEvent:
     message: Optional[str] = None
     progress: Optional[driver.JobProgress] = None
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.progress is not None:
             data["progress"] = self.progress.to_dict()
         return data
+
+
+class Listeners:
+    """The subscribers of one migration's or evacuation's events.
+
+    Listeners are plain callables, called synchronously in the emitting
+    thread; one that raises is logged and never breaks what emits. An
+    ``async def`` listener is refused: called from a plain thread it would
+    return a coroutine that never runs.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._listeners: List[Callable[[Any], object]] = []
+
+    def subscribe(self, listener: Callable[[Any], object]) -> None:
+        if not callable(listener):
+            raise TypeError("listener %r is not callable" % (listener,))
+        method = type(listener).__dict__.get("__call__")
+        if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(method):
+            raise TypeError(
+                "listener %r is a coroutine function: %s events are delivered "
+                "synchronously from its thread, so it would never run; pass a plain "
+                "callable (e.g. one that hands the event to your loop with "
+                "asyncio.run_coroutine_threadsafe)" % (listener, self._what))
+        self._listeners.append(listener)
+
+    def emit(self, event: object) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                LOG.exception("%s event listener %r failed", self._what.capitalize(),
+                              listener)

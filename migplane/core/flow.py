@@ -22,7 +22,6 @@ never run): wrap it, e.g. with ``asyncio.run_coroutine_threadsafe``.
 
 import collections
 import dataclasses
-import inspect
 import json
 import logging
 import threading
@@ -36,14 +35,14 @@ from migplane.core import events
 from migplane.core import exception
 from migplane.core import migrate_data as md
 from migplane.core import monitor
+from migplane.core import planning
 from migplane.core import settling
 from migplane.core import strategy as strategy_mod
 from migplane.core import trust
+from migplane.core import units
 from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
-GiB = 1024 ** 3
-
 COMPLETED = events.COMPLETED
 FAILED = events.FAILED
 ABORTED = events.ABORTED
@@ -93,15 +92,6 @@ class MigrationResult:
         }
 
 
-downtime_steps = monitor.downtime_steps
-
-#: Most of the first pass's duration a dirty-rate sample may cost; a shorter
-#: transfer (or one whose link rate is unknown) learns the rate from its first
-#: pass instead: the one choice that needs it before the job's end, post-copy
-#: after the first pass, is taken then, and auto-converge and post-copy are
-#: armed at the start whenever permitted.
-MEASURE_MAX_SHARE = 0.05
-
 #: Migrations running in this process: (source host, instance) -> migration id.
 _running = {}
 _running_lock = threading.Lock()
@@ -119,32 +109,21 @@ def release_split(instance):
 def data_gib(info, block_migration=False):
     """GiB counted for the timeouts, as in Nova: RAM, at least 2, plus the local
     disk, at least 2, when it is copied too (block migration)."""
-    gib = max(2.0, info.memory_bytes / GiB)
+    gib = max(2.0, info.memory_bytes / units.GiB)
     if block_migration and info.disk_bytes:
-        gib += max(2.0, info.disk_bytes / GiB)
+        gib += max(2.0, info.disk_bytes / units.GiB)
     return gib
 
 
 def preview(driver, instance, info, settings, uris, capabilities):
-    """What the strategy would decide for a migration, before anything moves
-    (``migplane explain``): the guest's dirty rate, sampled when the driver
-    can, whatever the strategy; the link rate; the plan.
+    """What the run would decide for a migration, before anything moves
+    (``migplane explain``): the same planning path as :meth:`LiveMigration.run`
+    (:func:`migplane.core.planning.plan`), so the dry run cannot differ.
 
     :returns: ``(DirtyRateMeasurement, LinkRate, MigrationPlan)``.
     """
-    try:
-        speed = driver.link_speed(uris.bulk_host)
-    except Exception as err:  # a nicety, as in the flow
-        LOG.warning("Cannot read the link speed towards %s: %s", uris.bulk_host, err)
-        speed = None
-    link = convergence.link_rate(settings.bandwidth_mib, speed)
-    if capabilities.dirty_rate_sampling:
-        measurement = driver.measure_dirty_rate(instance, settings.dirty_rate_window or 1)
-    else:
-        measurement = convergence.DirtyRateMeasurement(
-            reason="the driver cannot sample: learned from the first pass")
-    plan = strategy_mod.choose(info.memory_bytes, measurement, link, capabilities, settings)
-    return measurement, link, plan
+    return planning.plan(driver, instance, info.memory_bytes, settings, uris.bulk_host,
+                         capabilities, who="Preview of %s" % instance)
 
 
 def cross(migrate_data, step):
@@ -196,7 +175,7 @@ class LiveMigration:
             sleep = sleep or driver_sleep
         self._clock = clock
         self._sleep = sleep
-        self._listeners = []
+        self._listeners = events.Listeners("migration")
         self._force = threading.Event()
         self._start = None
         self.step = None
@@ -213,6 +192,7 @@ class LiveMigration:
         self.escalations = []
         self._data_gib = None
         self._driver_name = None
+        self._capabilities = None
         self._forced = False
         #: False once the source answered outside the contract in a way that may
         #: mean post-copy: the failure path then never cancels its job.
@@ -228,16 +208,7 @@ class LiveMigration:
         Listeners run synchronously in the emitting thread (see the module's
         threading model); an ``async def`` listener is refused with TypeError.
         """
-        if not callable(listener):
-            raise TypeError("listener %r is not callable" % (listener,))
-        method = type(listener).__dict__.get("__call__")
-        if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(method):
-            raise TypeError(
-                "listener %r is a coroutine function: migration events are delivered "
-                "synchronously from the migration's thread, so it would never run; pass "
-                "a plain callable (e.g. one that hands the event to your loop with "
-                "asyncio.run_coroutine_threadsafe)" % (listener,))
-        self._listeners.append(listener)
+        self._listeners.subscribe(listener)
 
     def abort(self):
         """Ask the running migration to stop; the guest stays on the source."""
@@ -258,11 +229,7 @@ class LiveMigration:
         event = events.MigrationEvent(kind=kind, migration_id=self.id,
                                       instance=self.instance, elapsed=self._elapsed(),
                                       step=self.step, message=message, progress=progress)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # a listener never breaks a migration
-                LOG.exception("Migration event listener %r failed", listener)
+        self._listeners.emit(event)
 
     def _enter(self, step):
         self.step = step
@@ -397,57 +364,21 @@ class LiveMigration:
     # -- the plan ---------------------------------------------------------------
 
     def _plan(self, info, capabilities):
-        """Measure (adaptive only) and choose how to move the guest."""
-        settings = self.settings
-        measurement = convergence.DirtyRateMeasurement(reason="not measured (static)")
-        self.link = convergence.link_rate(settings.bandwidth_mib, self._link_speed())
-        if settings.strategy == strategy_mod.ADAPTIVE:
+        """Measure (adaptive only) and choose how to move the guest: the one
+        planning path that ``migplane explain`` takes too (:func:`preview`)."""
+        self._capabilities = capabilities
+        adaptive = self.settings.strategy == strategy_mod.ADAPTIVE
+        if adaptive:
             self._enter("measure")
-            measurement = self._measure(capabilities, info.memory_bytes)
-        self.measurement = measurement
-        self.plan = strategy_mod.choose(info.memory_bytes, measurement, self.link,
-                                        capabilities, settings)
-        if settings.strategy == strategy_mod.ADAPTIVE:
+        self.measurement, self.link, self.plan = planning.plan(
+            self.source, self.instance, info.memory_bytes, self.settings,
+            self.uris.bulk_host, capabilities,
+            driver_name=self._driver_name or type(self.source).__name__,
+            who="Migration %s" % self.id)
+        if adaptive:
             self._emit(events.MEASURED, message="dirty rate %s; link %s" % (
-                measurement.describe(), self.link.describe()))
+                self.measurement.describe(), self.link.describe()))
         self._emit(events.PLANNED, message=self._describe_plan())
-
-    def _measure(self, capabilities, memory_bytes):
-        window = self.settings.dirty_rate_window
-        if not window:
-            return convergence.DirtyRateMeasurement(
-                reason="[live_migration] dirty_rate_window = 0: learned from the first pass")
-        if not self.link.known:
-            return convergence.DirtyRateMeasurement(
-                reason="the link rate is unknown until the first pass: both are learned "
-                       "from it (a sample now could not be weighed against the link)")
-        first_pass = memory_bytes / self.link.rate
-        if window > MEASURE_MAX_SHARE * first_pass:
-            return convergence.DirtyRateMeasurement(
-                reason="a %d s sample would cost more than %d %% of the %.1f s first pass: "
-                       "learned from the first pass" % (window, 100 * MEASURE_MAX_SHARE,
-                                                        first_pass))
-        if not capabilities.dirty_rate_sampling:
-            return convergence.DirtyRateMeasurement(
-                reason="the driver cannot sample: learned from the first pass")
-        try:
-            found = self.source.measure_dirty_rate(self.instance, window)
-        except exception.MigplaneError as err:
-            LOG.warning("Migration %s: cannot measure the dirty rate of %s: %s", self.id,
-                        self.instance, err)
-            return convergence.DirtyRateMeasurement(reason="measuring failed: %s" % err)
-        if not isinstance(found, convergence.DirtyRateMeasurement):
-            raise self._contract("measure_dirty_rate", "returned %s, not a "
-                                 "DirtyRateMeasurement" % type(found).__name__)
-        return found
-
-    def _link_speed(self):
-        try:
-            speed = self.source.link_speed(self.uris.bulk_host)
-        except Exception as err:  # a nicety: the first pass tells the rate anyway
-            LOG.warning("Migration %s: cannot read the link speed: %s", self.id, err)
-            return None
-        return speed if isinstance(speed, int) and speed > 0 else None
 
     def _describe_plan(self):
         plan = self.plan
@@ -600,10 +531,11 @@ class LiveMigration:
             if predicted is None and self.link is not None and self.link.known:
                 predicted = strategy_mod.post_copy_now(progress.memory_remaining,
                                                        self.link.rate).post_copy_s
+            recoverable = self._capabilities.post_copy_recovery
             self._emit(events.POST_COPY_STARTED, message=(
-                strategy_mod.describe_exposure(now, predicted) if predicted is not None
-                else "post-copy from %.1f s into the job: %s"
-                % (now, strategy_mod.POST_COPY_RISK)))
+                strategy_mod.describe_exposure(now, predicted, recoverable=recoverable)
+                if predicted is not None else "post-copy from %.1f s into the job: %s"
+                % (now, strategy_mod.post_copy_risk(recoverable))))
             exposed = (now, False)
         recovering = progress.state == driver_mod.JOB_POSTCOPY_RECOVERING
         if recovering and not exposed[1]:

@@ -12,7 +12,6 @@ is refused here, naming the driver, instead of failing later with an
 
 from importlib import metadata
 from typing import Any
-from typing import Iterable
 from typing import List
 from typing import Optional
 
@@ -27,21 +26,9 @@ from migplane.core import settings as settings_mod
 NAMESPACE = "migplane.drivers"
 
 
-def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
-    """``importlib.metadata.entry_points(group=...)``, also on Python 3.9.
-
-    Python 3.9's ``entry_points()`` takes no arguments and returns a dict of
-    groups; 3.10+ returns a selectable collection.
-    """
-    found = metadata.entry_points()
-    if hasattr(found, "select"):
-        return found.select(group=group)
-    return found.get(group, ())
-
-
 def installed_drivers() -> List[str]:
     """Names of the drivers installed in :data:`NAMESPACE`, without importing them."""
-    return sorted({ep.name for ep in _entry_points(NAMESPACE)})
+    return sorted({ep.name for ep in metadata.entry_points(group=NAMESPACE)})
 
 
 def _reraise(manager: Any, entrypoint: metadata.EntryPoint, err: BaseException) -> None:

@@ -8,6 +8,7 @@ with ``my_live_migration_ip`` unset) means "migrate exactly as before".
 """
 
 import dataclasses
+from typing import Any
 from typing import Mapping
 from typing import Optional
 
@@ -119,5 +120,5 @@ class MigrateData(versioned.VersionedData):
     def uses_split_plane(self):
         return self.target_connect_addr is not None
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "MigrateData":
         return dataclasses.replace(self, **changes)

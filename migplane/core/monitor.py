@@ -10,7 +10,7 @@ a job that stopped converging within a few passes, and :func:`adapt` walks
 the plan's escalations in order (raise the downtime within the budget ->
 rely on auto-converge's rising throttle -> switch to post-copy).
 
-Invariants, property-tested in ``tests/property/test_monitor.py``: no
+Invariants, property-tested in ``tests/property/test_convergence_decisions.py``: no
 decision sets a downtime above the budget; post-copy is never chosen unless
 the plan armed it; a converging job is not escalated; a job that does not
 converge is escalated within a few polls; nothing is decided for a job in
@@ -18,10 +18,20 @@ post-copy, and a job in post-copy is never aborted.
 """
 
 import dataclasses
+import itertools
 import math
+from typing import Dict
+from typing import Iterable
+from typing import Iterator
+from typing import Mapping
 from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
+from migplane.core import driver as driver_mod
+from migplane.core import settings as settings_mod
 from migplane.core import strategy as strategy_mod
+from migplane.core import units
 
 NONE = "none"
 SET_DOWNTIME = "set_downtime"
@@ -52,7 +62,7 @@ class Decision:
     #: The plan's escalation this is (``strategy.LADDER``), if it is one.
     escalation: Optional[str] = None
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.action != NONE
 
 
@@ -71,7 +81,8 @@ class Trend:
 # -- Nova's static algorithm ---------------------------------------------------------
 
 
-def downtime_steps(settings, data_gib):
+def downtime_steps(settings: settings_mod.MigrationSettings, data_gib: float
+                   ) -> Iterator[Tuple[int, int]]:
     """Nova's schedule of ``(seconds after start, max downtime ms)`` pairs."""
     delay = int(settings.downtime_delay * data_gib)
     base = settings.downtime_ms / settings.downtime_steps
@@ -80,7 +91,8 @@ def downtime_steps(settings, data_gib):
         yield int(delay * i), int(base + offset * i)
 
 
-def update_downtime(steps, elapsed, current_ms):
+def update_downtime(steps: Iterable[Tuple[float, int]], elapsed: float,
+                    current_ms: Optional[int]) -> Decision:
     """Nova's ``update_downtime``: the last step whose time has come, if new.
 
     :param steps: the list from :func:`downtime_steps`.
@@ -92,7 +104,8 @@ def update_downtime(steps, elapsed, current_ms):
                     % (due[-1], elapsed))
 
 
-def should_trigger_timeout_action(elapsed, timeout_s, progress, triggered):
+def should_trigger_timeout_action(elapsed: float, timeout_s: float,
+                                  progress: driver_mod.JobProgress, triggered: bool) -> bool:
     """Nova's question: has the completion timeout passed for this job?
 
     Never for a job in post-copy (it cannot be aborted and is completing),
@@ -103,7 +116,7 @@ def should_trigger_timeout_action(elapsed, timeout_s, progress, triggered):
     return elapsed > timeout_s
 
 
-def timeout_action(action, post_copy_armed):
+def timeout_action(action: str, post_copy_armed: bool) -> Decision:
     """What ``timeout_action`` means for this job: abort, or converge now."""
     if action == "abort":
         return Decision(ABORT, reason="completion timeout: abort")
@@ -115,16 +128,17 @@ def timeout_action(action, post_copy_armed):
 # -- convergence --------------------------------------------------------------------------
 
 
-def _pass_starts(history):
+def _pass_starts(history: Iterable[Tuple[float, driver_mod.JobProgress]]) -> Dict[int, int]:
     """``{iteration: memory_remaining}`` at the first sample seen of each pass."""
-    starts = {}
+    starts: Dict[int, int] = {}
     for _, progress in history:
         if progress.iteration and progress.iteration not in starts:
             starts[progress.iteration] = progress.memory_remaining
     return starts
 
 
-def _transfer_rate(history, polls):
+def _transfer_rate(history: Iterable[Tuple[float, driver_mod.JobProgress]],
+                   polls: int) -> Optional[float]:
     """Bytes per second sent over the last ``polls`` samples, or None."""
     recent = list(history)[-(polls + 1):]
     if len(recent) < 2:
@@ -135,7 +149,8 @@ def _transfer_rate(history, polls):
     return (p1.memory_processed - p0.memory_processed) / (t1 - t0)
 
 
-def trend(history, polls=CONFIRM_POLLS):
+def trend(history: Iterable[Tuple[float, driver_mod.JobProgress]],
+          polls: int = CONFIRM_POLLS) -> Trend:
     """Whether a running pre-copy job converges, from its statistics.
 
     Not converging: after the first pass, either the last ``polls`` samples
@@ -158,14 +173,14 @@ def trend(history, polls=CONFIRM_POLLS):
     recent = after_first[-(polls + 1):]
     if len(recent) > polls:
         faster = []
-        for (t0, p0), (t1, p1) in zip(recent, recent[1:]):
+        for (t0, p0), (t1, p1) in itertools.pairwise(recent):
             sent = (p1.memory_processed - p0.memory_processed) / (t1 - t0) if t1 > t0 else 0
             faster.append(p1.dirty_rate >= KEEPING_UP * sent > 0
                           or (sent <= 0 and p1.dirty_rate > 0))
         if all(faster):
             return Trend(False, "the guest dirties %.1f MiB/s, at least what is sent "
                          "(%s) over the last %d polls"
-                         % (last.dirty_rate / 2 ** 20, _mibs(rate), polls),
+                         % (last.dirty_rate / units.MiB, units.mib_s(rate), polls),
                          rate, last.dirty_rate, switch_over)
     starts = _pass_starts(after_first)
     passes = sorted(starts)
@@ -173,22 +188,20 @@ def trend(history, polls=CONFIRM_POLLS):
         before, now = starts[passes[-2]], starts[passes[-1]]
         if now >= SHRINKING * before and now > 0:
             return Trend(False, "pass %d started with %.1f MiB to send, pass %d with %.1f "
-                         "MiB: not shrinking" % (passes[-2], before / 2 ** 20, passes[-1],
-                                                 now / 2 ** 20),
+                         "MiB: not shrinking" % (passes[-2], before / units.MiB, passes[-1],
+                                                 now / units.MiB),
                          rate, last.dirty_rate, switch_over)
         return Trend(True, "passes shrink (%.1f -> %.1f MiB)"
-                     % (before / 2 ** 20, now / 2 ** 20), rate, last.dirty_rate, switch_over)
+                     % (before / units.MiB, now / units.MiB), rate, last.dirty_rate, switch_over)
     return Trend(None, "too few passes to tell", rate, last.dirty_rate, switch_over)
-
-
-def _mibs(rate):
-    return "unknown" if rate is None else "%.1f MiB/s" % (rate / 2 ** 20)
 
 
 # -- the adaptive strategy ---------------------------------------------------------------
 
 
-def adapt(plan, history, taken, current_downtime_ms):
+def adapt(plan: strategy_mod.MigrationPlan,
+          history: Sequence[Tuple[float, driver_mod.JobProgress]],
+          taken: Mapping[str, int], current_downtime_ms: Optional[int]) -> Decision:
     """The next step of an adaptive migration, or :data:`NONE`.
 
     :param plan: the :class:`~migplane.core.strategy.MigrationPlan`.
@@ -215,7 +228,7 @@ def adapt(plan, history, taken, current_downtime_ms):
         if current < wanted and state.switch_over_ms <= budget:
             return Decision(SET_DOWNTIME, wanted, "%.1f MiB remain at %s: a switch-over now "
                             "takes about %.0f ms, within the %d ms budget"
-                            % (last.memory_remaining / 2 ** 20, _mibs(state.transfer_rate),
+                            % (last.memory_remaining / units.MiB, units.mib_s(state.transfer_rate),
                                state.switch_over_ms, budget))
     if state.converging is not False:
         return Decision(reason=state.reason)

@@ -195,7 +195,7 @@ class MigrationSettings(versioned.VersionedData):
             return False
         return bool(self.permit_auto_converge)
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "MigrationSettings":
         """A copy with per-request overrides (e.g. a CLI's ``--bandwidth``)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:

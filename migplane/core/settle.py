@@ -120,6 +120,31 @@ _POSTCOPY_JOBS = (driver_mod.JOB_POSTCOPY_RECOVERING, driver_mod.JOB_POSTCOPY_PA
 _GONE = (SHUT_OFF, ABSENT)
 
 
+def may_release_split(source, destination):
+    """May a guest found running twice migrate again, now that an operator
+    settled it by hand? Only when both hosts answer and at most one holds a
+    copy: a running or paused one, with no definition left on the other host
+    (a shut-off definition there could be booted beside it).
+
+    :param source: the source's :class:`Side`; ``destination`` likewise.
+    :returns: ``(allowed, reason)``.
+    """
+    sides = (("the source", source), ("the destination", destination))
+    for name, side in sides:
+        if side.state == UNREACHABLE:
+            return False, "%s cannot say whether it runs the guest" % name
+    live = [name for name, side in sides if side.state in (RUNNING, PAUSED)]
+    defined = [name for name, side in sides if side.state == SHUT_OFF]
+    if len(live) > 1:
+        return False, "both hosts still hold a running or paused copy"
+    if live and defined:
+        return False, ("%s holds the guest and %s still a shut-off definition of it: "
+                       "undefine that one first" % (live[0], defined[0]))
+    if live:
+        return True, "only %s holds the guest" % live[0]
+    return True, "no host runs the guest"
+
+
 def exit_code(verdict):
     """The exit code of ``verdict``; an unknown one counts as unresolved."""
     return VERDICTS.get(verdict, VERDICTS[events.VERDICT_UNRESOLVED])[0]

@@ -38,10 +38,16 @@ real statistics.
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
+from typing import Dict
 from typing import Optional
 from typing import Tuple
+from typing import cast
 
+from migplane.core import capabilities as caps_mod
 from migplane.core import convergence
+from migplane.core import settings as settings_mod
+from migplane.core import units
 from migplane.core import versioned
 
 ADAPTIVE = "adaptive"
@@ -90,6 +96,16 @@ ARM_MARGIN = 1.5
 POST_COPY_RISK = ("until the last page arrives the guest needs both hosts, both QEMUs "
                   "and the migration link: a broken link is recovered, but a host or "
                   "QEMU crash in that window loses the guest")
+#: The same, with a driver that cannot recover a broken post-copy stream.
+POST_COPY_RISK_UNRECOVERABLE = (
+    "until the last page arrives the guest needs both hosts, both QEMUs and the "
+    "migration link: this driver cannot recover a broken stream, so a broken link, "
+    "or a host or QEMU crash, in that window loses the guest")
+
+
+def post_copy_risk(recoverable: bool = True) -> str:
+    """What post-copy risks with a driver that does (not) recover its stream."""
+    return POST_COPY_RISK if recoverable else POST_COPY_RISK_UNRECOVERABLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,24 +120,25 @@ class Prediction:
     post_copy_s: Optional[float] = None
 
     @property
-    def post_copy_from_s(self):
+    def post_copy_from_s(self) -> Optional[float]:
         """Seconds from now until the switch to post-copy, if any."""
         if self.post_copy_s is None or self.total_s is None:
             return None
         return round(self.total_s - self.post_copy_s, 3)
 
-    def describe(self):
+    def describe(self) -> str:
         if not self.converges:
             return "does not converge (%d passes simulated)" % self.passes
-        return "%.1f s, %.0f ms downtime, %d pass(es)" % (self.total_s, self.downtime_ms,
-                                                          self.passes)
+        # A prediction that converges has its times.
+        return "%.1f s, %.0f ms downtime, %d pass(es)" % (
+            cast(float, self.total_s), cast(float, self.downtime_ms), self.passes)
 
 
-def _optional_int(value):
+def _optional_int(value: Any) -> Optional[int]:
     return None if value is None else versioned.check_int(value)
 
 
-def _optional_number(value):
+def _optional_number(value: Any) -> Optional[float]:
     return None if value is None else versioned.check_number(value)
 
 
@@ -169,9 +186,10 @@ class MigrationPlan(versioned.VersionedData):
     dirty_rate_source: str = _f("1.0", versioned.check_str, default=convergence.UNAVAILABLE)
     link_rate: Optional[int] = _f("1.0", _optional_int)
     link_rate_source: str = _f("1.0", versioned.check_str, default=convergence.UNKNOWN)
-    reasons: Mapping = _f("1.0", versioned.check_str_mapping, default_factory=dict)
+    reasons: Mapping[str, str] = _f("1.0", versioned.check_str_mapping, default_factory=dict)
 
-    def transfer_settings(self, settings):
+    def transfer_settings(self, settings: settings_mod.MigrationSettings
+                          ) -> settings_mod.MigrationSettings:
         """``settings`` as the driver must start the job for this plan."""
         return settings.replace(
             permit_auto_converge=self.auto_converge, permit_post_copy=self.post_copy,
@@ -180,7 +198,7 @@ class MigrationPlan(versioned.VersionedData):
             parallel_connections=self.parallel_connections,
             compression=tuple(self.compression))
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         """The plain form (displays, records); :meth:`from_dict` reads it back."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["reasons"] = versioned.thaw(self.reasons)
@@ -189,8 +207,10 @@ class MigrationPlan(versioned.VersionedData):
         return data
 
 
-def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
-            post_copy_after_first_pass=False, start=None):
+def predict(memory: int, rate: float, link: float, budget_ms: float,
+            working_set: Optional[int] = None, throttle: Optional[Tuple[int, int]] = None,
+            post_copy_after_first_pass: bool = False, start: Optional[float] = None
+            ) -> Prediction:
     """Simulate pre-copy (optionally throttled, or switching to post-copy).
 
     :param memory: guest RAM in bytes; ``rate``, ``link``: bytes per second.
@@ -227,7 +247,7 @@ def predict(memory, rate, link, budget_ms, working_set=None, throttle=None,
     return Prediction(converges=False, passes=passes)
 
 
-def post_copy_now(remaining, link):
+def post_copy_now(remaining: float, link: float) -> Prediction:
     """Switching to post-copy at once: what remains is sent once, at the link rate."""
     if link <= 0:
         return Prediction(converges=False)
@@ -235,13 +255,15 @@ def post_copy_now(remaining, link):
                       post_copy_s=round(remaining / link, 3))
 
 
-def _permitted(value, strategy):
+def _permitted(value: Optional[bool], strategy: str) -> bool:
     """Unset permissions: the adaptive strategy may use the mechanism, static not."""
     return value if value is not None else strategy == ADAPTIVE
 
 
-def choose(memory_bytes, measurement, link, capabilities, settings, working_set=None,
-           remaining_bytes=None, elapsed_s=0.0):
+def choose(memory_bytes: int, measurement: convergence.DirtyRateMeasurement,
+           link: convergence.LinkRate, capabilities: caps_mod.Capabilities,
+           settings: settings_mod.MigrationSettings, working_set: Optional[int] = None,
+           remaining_bytes: Optional[int] = None, elapsed_s: float = 0.0) -> MigrationPlan:
     """The :class:`MigrationPlan` of one migration.
 
     Before the transfer, every method is predicted from the whole RAM. Once the
@@ -264,8 +286,8 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     budget = settings.downtime_ms
     if working_set is None:
         working_set = measurement.working_set
-    why = {}
-    common = dict(strategy=strategy, downtime_budget_ms=budget,
+    why: Dict[str, str] = {}
+    common: Dict[str, Any] = dict(strategy=strategy, downtime_budget_ms=budget,
                   bandwidth_mib=settings.bandwidth_mib,
                   parallel_connections=settings.parallel_connections,
                   memory_bytes=memory_bytes, dirty_rate=measurement.dirty_rate,
@@ -279,8 +301,9 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
                                                                    strategy)
     known = measurement.available and link.known
     start = remaining_bytes
-    pre = (predict(memory_bytes, measurement.dirty_rate, link.rate, budget, working_set,
-                   start=start) if known else None)
+    # Known: an available measurement and a known link have their rates.
+    pre = (predict(memory_bytes, cast(int, measurement.dirty_rate), cast(int, link.rate),
+                   budget, working_set, start=start) if known else None)
 
     if strategy == STATIC:
         # Nova: post-copy, when permitted, wins over auto-converge.
@@ -304,7 +327,7 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     why["strategy"] = ("adaptive: measured before moving; the monitor escalates in the "
                        "order below when the job stops converging")
     throttle = (THROTTLE_INITIAL, THROTTLE_INCREMENT)
-    per_stream = settings.stream_rate_mib * convergence.MiB
+    per_stream = settings.stream_rate_mib * units.MiB
     streams = settings.parallel_connections
     wide, wide_why = _parallel_possible(settings, capabilities, link, per_stream, start)
     ladder = [RAISE_DOWNTIME]
@@ -329,22 +352,21 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         else:
             why["parallel_connections"] = wide_why
     else:
-        permit, gain = settings.permit_post_copy, settings.post_copy_min_gain
+        rule = PostCopyRule.of(settings, capabilities)
         method, chosen, auto, post, texts = _adaptive_method(
-            memory_bytes, measurement, _rate(link.rate, streams, per_stream), budget,
-            working_set, start, elapsed_s, auto_converge_ok, post_copy_ok, throttle,
-            permit, gain)
+            memory_bytes, measurement, _rate(cast(int, link.rate), streams, per_stream), budget,
+            working_set, start, elapsed_s, auto_converge_ok, post_copy_ok, throttle, rule)
         why["parallel_connections"] = wide_why
         if wide > 1:
             many = _adaptive_method(
-                memory_bytes, measurement, _rate(link.rate, wide, per_stream), budget,
-                working_set, start, elapsed_s, auto_converge_ok, False, throttle,
-                permit, gain)
+                memory_bytes, measurement, _rate(cast(int, link.rate), wide, per_stream), budget,
+                working_set, start, elapsed_s, auto_converge_ok, False, throttle, rule)
             if many[1] is not None and many[1].converges and (
                     chosen is None or not chosen.converges
-                    or many[1].total_s < chosen.total_s
+                    or cast(float, many[1].total_s) < cast(float, chosen.total_s)
                     or (method == POST_COPY and not post_copy_pays(
-                        many[1], chosen, permit, gain).use)):
+                        many[1], chosen, rule.permit, rule.min_gain,
+                        recoverable=rule.recoverable).use)):
                 why["parallel_connections"] = "%d: %s; predicted %s, one connection %s" % (
                     wide, wide_why, many[1].describe(),
                     chosen.describe() if chosen else "does not converge")
@@ -365,7 +387,8 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
         ladder.append(ESCALATE_POST_COPY)
     compression, why["compression"] = _compression(
         settings, capabilities, measurement, memory_bytes, working_set,
-        _rate(link.rate, streams, per_stream) if link.known else None, streams, start)
+        _rate(cast(int, link.rate), streams, per_stream) if link.known else None, streams,
+        start)
     why["auto_converge"] = (auto_converge_why if not auto_converge_ok else
                             "armed at the start (QEMU throttles only once it sees the job "
                             "not converging)" if auto else "not armed: it would only slow "
@@ -376,30 +399,34 @@ def choose(memory_bytes, measurement, link, capabilities, settings, working_set=
     common["parallel_connections"] = streams
     from_s = for_s = None
     if method == POST_COPY and chosen is not None:
-        from_s = round(elapsed_s + chosen.post_copy_from_s, 3)
-        for_s = chosen.post_copy_s
-        why["exposure"] = describe_exposure(from_s, for_s)
+        # A planned post-copy has its switch and its exposure.
+        from_s = round(elapsed_s + cast(float, chosen.post_copy_from_s), 3)
+        for_s = cast(float, chosen.post_copy_s)
+        why["exposure"] = describe_exposure(from_s, for_s,
+                                            recoverable=capabilities.post_copy_recovery)
     elif post:
         why["exposure"] = ("post-copy is armed but not planned; if the monitor switches "
-                           "to it: " + POST_COPY_RISK)
+                           "to it: " + post_copy_risk(capabilities.post_copy_recovery))
     return MigrationPlan(
         method=method, auto_converge=auto, post_copy=post, escalations=tuple(ladder),
         auto_converge_initial=throttle[0] if auto else None,
         auto_converge_increment=throttle[1] if auto else None,
         post_copy_after_first_pass=method == POST_COPY, compression=compression,
-        predicted_time_s=(round(elapsed_s + chosen.total_s, 3)
+        predicted_time_s=(round(elapsed_s + cast(float, chosen.total_s), 3)
                           if chosen and chosen.converges else None),
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
         post_copy_from_s=from_s, post_copy_for_s=for_s, reasons=why, **common)
 
 
-def describe_exposure(from_s, for_s, actual=False):
+def describe_exposure(from_s: float, for_s: float, actual: bool = False,
+                      recoverable: bool = True) -> str:
     """What a guest in post-copy risks, from when and for how long."""
     return "post-copy from %.1f s into the job for %s%.1f s: %s" % (
-        from_s, "" if actual else "about ", for_s, POST_COPY_RISK)
+        from_s, "" if actual else "about ", for_s, post_copy_risk(recoverable))
 
 
-def _post_copy_text(possible, why_not, armed, settings, planned):
+def _post_copy_text(possible: bool, why_not: str, armed: bool,
+                    settings: settings_mod.MigrationSettings, planned: bool) -> str:
     if not possible:
         return why_not
     if not settings.permit_post_copy and settings.permit_post_copy is not None:
@@ -421,20 +448,23 @@ def _post_copy_text(possible, why_not, armed, settings, planned):
             "converging" % ARM_MARGIN)
 
 
-def _rate(link, streams, per_stream):
+def _rate(link: int, streams: int, per_stream: int) -> int:
     """What ``streams`` connections can push over a link of ``link`` bytes/s."""
     return min(link, max(1, streams) * per_stream)
 
 
-def _adaptive_method(memory, measurement, rate, budget, working_set, start, elapsed_s,
-                     auto_converge_ok, post_copy_ok, throttle, permit=None,
-                     min_gain=POST_COPY_MIN_GAIN):
+def _adaptive_method(memory: int, measurement: convergence.DirtyRateMeasurement, rate: int,
+                     budget: int, working_set: Optional[int], start: Optional[int],
+                     elapsed_s: float, auto_converge_ok: bool, post_copy_ok: bool,
+                     throttle: Tuple[int, int], rule: "PostCopyRule"
+                     ) -> Tuple[str, Optional[Prediction], bool, bool, Tuple[str, str]]:
     """The method predicted best at ``rate`` bytes/s:
     ``(method, prediction, arm auto-converge, arm post-copy, (predictions, reason))``."""
-    dirty = measurement.dirty_rate
+    dirty = cast(int, measurement.dirty_rate)  # only measured guests are predicted
     ratio = dirty / rate
 
-    def candidates(dirty):
+    def candidates(dirty: float
+                   ) -> Tuple[Prediction, Optional[Prediction], Optional[Prediction]]:
         pre = predict(memory, dirty, rate, budget, working_set, start=start)
         ac = predict(memory, dirty, rate, budget, working_set, throttle=throttle,
                      start=start) if auto_converge_ok else None
@@ -450,29 +480,33 @@ def _adaptive_method(memory, measurement, rate, budget, working_set, start, elap
     pre, ac, pc = candidates(dirty)
     predictions = ("" if start is None else
                    "after the first pass (%.1f s in, %.1f MiB left), from now: "
-                   % (elapsed_s, start / convergence.MiB)) + "; ".join(
+                   % (elapsed_s, start / units.MiB)) + "; ".join(
         "%s: %s" % (name, p.describe())
         for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
-    method, chosen, pays = _fastest(pre, ac, pc, permit, min_gain)
+    method, chosen, pays = _fastest(pre, ac, pc, rule)
     # What may be needed: the rule again, for a guest dirtying ARM_MARGIN times
     # faster than measured; True arms whenever permitted, as the operator asked.
     if not post_copy_ok:
         arm = False
-    elif permit or method == POST_COPY or start is not None:
+    elif rule.permit or method == POST_COPY or start is not None:
         arm = True
     else:
-        arm = _fastest(*candidates(dirty * ARM_MARGIN), permit, min_gain)[0] == POST_COPY
+        arm = _fastest(*candidates(dirty * ARM_MARGIN), rule)[0] == POST_COPY
     if method == PRE_COPY and chosen is not None:
         reason = ("pre-copy: dirty rate %.2fx the link, predicted to converge in %.1f s"
-                  % (ratio, elapsed_s + pre.total_s))
+                  % (ratio, elapsed_s + cast(float, pre.total_s)))
         auto, post = auto_converge_ok, arm
     elif method == AUTO_CONVERGE:
+        # The fastest method converges: its prediction is there and has its time.
         reason = ("pre-copy with auto-converge: dirty rate %.2fx the link; throttling is "
-                  "predicted to converge in %.1f s" % (ratio, elapsed_s + ac.total_s))
+                  "predicted to converge in %.1f s"
+                  % (ratio, elapsed_s + cast(float, cast(Prediction, ac).total_s)))
         auto, post = True, arm
     elif method == POST_COPY:
+        # Post-copy is chosen only when post_copy_pays() said so, from its prediction.
         reason = ("post-copy after the first pass: dirty rate %.2fx the link; predicted "
-                  "%.1f s (%s)" % (ratio, elapsed_s + pc.total_s, pays.reason))
+                  "%.1f s (%s)" % (ratio, elapsed_s + cast(float, cast(Prediction, pc).total_s),
+                                   cast(PostCopyDecision, pays).reason))
         # Throttling would only slow the guest before the switch.
         auto, post = False, True
     elif ac:
@@ -490,7 +524,9 @@ def _adaptive_method(memory, measurement, rate, budget, working_set, start, elap
     return method, chosen, auto, post, (predictions, reason)
 
 
-def _parallel_possible(settings, capabilities, link, per_stream, start):
+def _parallel_possible(settings: settings_mod.MigrationSettings,
+                       capabilities: caps_mod.Capabilities, link: convergence.LinkRate,
+                       per_stream: int, start: Optional[int]) -> Tuple[int, str]:
     """How many connections the strategy may open by itself, and why:
     ``(n, reason)``, n > 1 only when the link outruns one connection."""
     if settings.parallel_connections > 1:
@@ -506,18 +542,21 @@ def _parallel_possible(settings, capabilities, link, per_stream, start):
         return 1, "1: not with a tunnelled migration"
     if not link.known:
         return 1, "1: the link rate is unknown before the first pass"
-    if link.rate <= per_stream:
+    if cast(int, link.rate) <= per_stream:  # known: it has a rate
         return 1, ("1: the link (%s) is no faster than one connection ([live_migration] "
                    "stream_rate = %d MiB/s)" % (link.describe(), settings.stream_rate_mib))
-    wanted = int(math.ceil(link.rate / per_stream))
+    wanted = int(math.ceil(cast(int, link.rate) / per_stream))
     return min(settings.max_parallel_connections, wanted), (
         "the link (%s) is faster than one connection pushes (stream_rate = %d MiB/s; "
         "at most %d permitted)" % (link.describe(), settings.stream_rate_mib,
                                    settings.max_parallel_connections))
 
 
-def _compression(settings, capabilities, measurement, memory, working_set, rate, streams,
-                 start):
+def _compression(settings: settings_mod.MigrationSettings,
+                 capabilities: caps_mod.Capabilities,
+                 measurement: convergence.DirtyRateMeasurement, memory: int,
+                 working_set: Optional[int], rate: Optional[int], streams: int,
+                 start: Optional[int]) -> Tuple[Tuple[str, ...], str]:
     """XBZRLE when permitted and declared and the guest rewrites its working set
     at least once per pass (pages sent again, as deltas): ``(methods, reason)``."""
     if start is not None:
@@ -533,8 +572,8 @@ def _compression(settings, capabilities, measurement, memory, working_set, rate,
         return (), ("not armed: no dirty rate before the move, nothing says the guest "
                     "rewrites the same pages")
     size = min(working_set or memory, memory) or 1
-    rewrites = measurement.dirty_rate * (memory / rate) / size
-    what = "%.0f MiB%s" % (size / convergence.MiB, "" if working_set else ", all its RAM "
+    rewrites = cast(int, measurement.dirty_rate) * (memory / rate) / size  # available
+    what = "%.0f MiB%s" % (size / units.MiB, "" if working_set else ", all its RAM "
                            "as none was measured")
     if rewrites < 1:
         return (), ("not armed: the guest rewrites its working set (%s) %.2f times per "
@@ -546,6 +585,23 @@ def _compression(settings, capabilities, measurement, memory, working_set, rate,
 
 
 @dataclasses.dataclass(frozen=True)
+class PostCopyRule:
+    """What decides whether post-copy pays: the operator's ``permit_post_copy``
+    and ``post_copy_min_gain``, and whether the source driver recovers a broken
+    post-copy stream (``Capabilities.post_copy_recovery``)."""
+
+    permit: Optional[bool] = None
+    min_gain: float = POST_COPY_MIN_GAIN
+    recoverable: bool = True
+
+    @classmethod
+    def of(cls, settings: settings_mod.MigrationSettings,
+           capabilities: caps_mod.Capabilities) -> "PostCopyRule":
+        return cls(settings.permit_post_copy, settings.post_copy_min_gain,
+                   capabilities.post_copy_recovery)
+
+
+@dataclasses.dataclass(frozen=True)
 class PostCopyDecision:
     """Whether post-copy is worth its risk here, and why."""
 
@@ -553,7 +609,9 @@ class PostCopyDecision:
     reason: str
 
 
-def post_copy_pays(best, post, permit=None, min_gain=POST_COPY_MIN_GAIN, margin=DISPLACE):
+def post_copy_pays(best: Optional[Prediction], post: Optional[Prediction],
+                   permit: Optional[bool] = None, min_gain: float = POST_COPY_MIN_GAIN,
+                   margin: float = DISPLACE, recoverable: bool = True) -> "PostCopyDecision":
     """Does post-copy pay against ``best``, the fastest pre-copy method?
 
     :param best: the :class:`Prediction` of pre-copy with the escalations it
@@ -563,6 +621,9 @@ def post_copy_pays(best, post, permit=None, min_gain=POST_COPY_MIN_GAIN, margin=
     :param permit: ``permit_post_copy``: None (unset) -> only when pre-copy is
         predicted not to converge or to take at least ``min_gain`` times as
         long; True -> whenever ``margin`` times faster; False -> never.
+    :param recoverable: the driver recovers a broken post-copy stream. When it
+        cannot, a broken link in post-copy loses the guest, so unset
+        ``permit`` takes post-copy only when pre-copy cannot converge.
     :returns: a :class:`PostCopyDecision`.
     """
     if permit is False:
@@ -576,26 +637,35 @@ def post_copy_pays(best, post, permit=None, min_gain=POST_COPY_MIN_GAIN, margin=
     if best is None or not best.converges:
         return PostCopyDecision(True, "pre-copy%s is predicted not to converge" % (
             "" if permit else " with the escalations it may use"))
-    if best.total_s <= 0:
+    # Both converge: their predictions have their times.
+    best_s, post_s = cast(float, best.total_s), cast(float, post.total_s)
+    if best_s <= 0:
         return PostCopyDecision(False, "pre-copy has nothing left to send")
-    gain = best.total_s / post.total_s if post.total_s > 0 else float("inf")
+    if permit is None and not recoverable:
+        return PostCopyDecision(False, "pre-copy converges in %.1f s, and the driver cannot "
+                                "recover a broken post-copy stream (a broken link would "
+                                "lose the guest): post-copy only when pre-copy cannot "
+                                "converge" % best_s)
+    gain = best_s / post_s if post_s > 0 else float("inf")
     if permit:
-        if post.total_s * margin < best.total_s:
+        if post_s * margin < best_s:
             return PostCopyDecision(True, "%.1f s against %.1f s by pre-copy "
                                     "(permit_post_copy = True: whenever faster)"
-                                    % (post.total_s, best.total_s))
+                                    % (post_s, best_s))
         return PostCopyDecision(False, "not predicted %.2fx faster than pre-copy (%.1f s "
-                                "against %.1f s)" % (margin, post.total_s, best.total_s))
+                                "against %.1f s)" % (margin, post_s, best_s))
     if gain >= min_gain:
         return PostCopyDecision(True, "pre-copy would take %.1fx as long (%.1f s against "
                                 "%.1f s; post_copy_min_gain = %g)"
-                                % (gain, best.total_s, post.total_s, min_gain))
+                                % (gain, best_s, post_s, min_gain))
     return PostCopyDecision(False, "pre-copy converges in %.1f s, only %.2fx post-copy's "
                             "%.1f s (post_copy_min_gain = %g): not worth the risk"
-                            % (best.total_s, gain, post.total_s, min_gain))
+                            % (best_s, gain, post_s, min_gain))
 
 
-def _fastest(pre, ac, pc, permit=True, min_gain=POST_COPY_MIN_GAIN):
+def _fastest(pre: Prediction, ac: Optional[Prediction], pc: Optional[Prediction],
+             rule: PostCopyRule
+             ) -> Tuple[Optional[str], Optional[Prediction], Optional[PostCopyDecision]]:
     """The method predicted fastest, the least intrusive winning near-ties:
     pre-copy unless auto-converge is :data:`DISPLACE` times faster; post-copy
     only when :func:`post_copy_pays` (with ``permit = True``: when
@@ -604,18 +674,19 @@ def _fastest(pre, ac, pc, permit=True, min_gain=POST_COPY_MIN_GAIN):
     ``(None, None, ...)`` when none converges."""
     method, best = (PRE_COPY, pre) if pre.converges else (None, None)
     if ac is not None and ac.converges and (
-            best is None or ac.total_s * DISPLACE < best.total_s):
+            best is None or cast(float, ac.total_s) * DISPLACE < cast(float, best.total_s)):
         method, best = AUTO_CONVERGE, ac
     if pc is None:
         return method, best, None
-    pays = post_copy_pays(best, pc, permit, min_gain, AUTO_CONVERGE_PREFERENCE
-                          if method == AUTO_CONVERGE else DISPLACE)
+    pays = post_copy_pays(best, pc, rule.permit, rule.min_gain, AUTO_CONVERGE_PREFERENCE
+                          if method == AUTO_CONVERGE else DISPLACE, rule.recoverable)
     if pays.use:
         return POST_COPY, pc, pays
     return method, best, pays
 
 
-def _post_copy_possible(settings, capabilities, strategy):
+def _post_copy_possible(settings: settings_mod.MigrationSettings,
+                        capabilities: caps_mod.Capabilities, strategy: str) -> Tuple[bool, str]:
     if not _permitted(settings.permit_post_copy, strategy):
         return False, ("not permitted ([live_migration] permit_post_copy = %s)"
                        % settings.permit_post_copy)
@@ -629,7 +700,9 @@ def _post_copy_possible(settings, capabilities, strategy):
     return True, "permitted"
 
 
-def _auto_converge_possible(settings, capabilities, strategy):
+def _auto_converge_possible(settings: settings_mod.MigrationSettings,
+                            capabilities: caps_mod.Capabilities,
+                            strategy: str) -> Tuple[bool, str]:
     if not _permitted(settings.permit_auto_converge, strategy):
         return False, ("not permitted ([live_migration] permit_auto_converge = %s)"
                        % settings.permit_auto_converge)

@@ -338,13 +338,8 @@ class VersionedData:
             LOG.debug("Ignoring %d field(s) of %s %s from a newer peer, e.g. %s",
                       len(unknown), cls._name(), primitive[VERSION_KEY],
                       exception.excerpt(unknown[0]))
-        for f in _fields(cls):
-            required = (f.default is dataclasses.MISSING
-                        and f.default_factory is dataclasses.MISSING)
-            if required and f.name not in data:
-                raise cls._invalid(f.name, None, "missing (version %s)"
-                                   % primitive[VERSION_KEY])
-        return cls._from_fields({k: v for k, v in data.items() if k in known})
+        return cls._from_fields(cls._known(data, "missing (version %s)"
+                                           % primitive[VERSION_KEY]))
 
     @classmethod
     def from_dict(cls: Type[V], data: Any) -> V:
@@ -359,13 +354,19 @@ class VersionedData:
             check_bounds(data, max_nodes=cls.MAX_NODES, max_chars=cls.MAX_CHARS)
         except ValueError as err:
             raise cls._invalid("<%s>" % cls._name(), data, str(err))
+        return cls._from_fields(cls._known(data, "missing"))
+
+    @classmethod
+    def _known(cls, data: Mapping[str, Any], missing: str) -> Dict[str, Any]:
+        """The fields of ``data`` this class knows; every required one present
+        (else invalid, ``missing`` saying why)."""
         for f in _fields(cls):
             required = (f.default is dataclasses.MISSING
                         and f.default_factory is dataclasses.MISSING)
             if required and f.name not in data:
-                raise cls._invalid(f.name, None, "missing")
+                raise cls._invalid(f.name, None, missing)
         known = {f.name for f in _fields(cls)}
-        return cls._from_fields({k: v for k, v in data.items() if k in known})
+        return {k: v for k, v in data.items() if k in known}
 
     @classmethod
     def _from_fields(cls: Type[V], fields: Dict[str, Any]) -> V:

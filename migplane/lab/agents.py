@@ -1,8 +1,5 @@
 """Agents inside the hosts of a :class:`migplane.lab.Lab`, and the CLI on its controller.
 
-(Formerly ``migplane.agent.inlab``: the agent does not depend on the lab, the
-lab starts agents.)
-
 Each agent runs in its host's network, mount and UTS namespaces with the
 real libvirt driver, binds the host's management address only, serves HTTPS
 with its own certificate from a throw-away CA (which it also presents to its
@@ -30,7 +27,7 @@ MIGRATION_PLANE_PORT = PORT + 1
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _env():
+def agent_env():
     """The environment of agents and the CLI: a checkout's tree importable too
     (an installed wheel needs nothing added)."""
     env = dict(os.environ)
@@ -133,7 +130,7 @@ class LabAgents:
         """The serial of the certificate ``host``'s agent serves a new connection from
         the controller (the operator's side of the management plane)."""
         done = self.lab.run_controller([sys.executable, "-c", _SERVED_SERIAL, host.mgmt_ip,
-                                        str(PORT), self.ca_file], env=_env(), timeout=60)
+                                        str(PORT), self.ca_file], env=agent_env(), timeout=60)
         return int(done.stdout.strip())
 
     def peers(self, host):
@@ -178,7 +175,7 @@ class LabAgents:
         conf.chmod(0o600)
         argv = [*daemon.nsenter(host.holder_pid), sys.executable, "-m",
                 "migplane.agent.main", "--config-file", str(conf)]
-        pid = proc.spawn(argv, work / "agent.stdout", env=dict(_env(), **(env or {})))
+        pid = proc.spawn(argv, work / "agent.stdout", env=dict(agent_env(), **(env or {})))
         self.pids[host.name] = pid
         self.urls[host.name] = self.url(host)
         deadline = time.monotonic() + timeout
@@ -251,7 +248,7 @@ class LabAgents:
 
     def run_cli_attached(self, *argv, timeout=600):
         """Like :meth:`run_cli`, on this terminal: a progress bar draws live."""
-        env = _env()
+        env = agent_env()
         env["MIGPLANE_TOKEN"] = self.token
         done = subprocess.run(["ip", "netns", "exec", self.lab.controller_netns,
                                *self.cli_argv(*argv)], env=env, timeout=timeout,
@@ -260,7 +257,7 @@ class LabAgents:
 
     def run_cli(self, *argv, check=False, timeout=600):
         """Run ``migplane ARGV`` on the lab's controller (management plane only)."""
-        env = _env()
+        env = agent_env()
         env["MIGPLANE_TOKEN"] = self.token
         return self.lab.run_controller(self.cli_argv(*argv), check=check,
                                        timeout=timeout, env=env)

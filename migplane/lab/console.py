@@ -8,6 +8,7 @@ ends in the destination's; the watcher joins it. `ConsoleWatcher.continuity`
 is the one rule for the tick counter.
 """
 
+import itertools
 import re
 import threading
 import time
@@ -263,7 +264,7 @@ class ConsoleWatcher:
         handovers, problems = [], []
         replayed = lost = 0
         for runs in stays:
-            for before, after in zip(runs, runs[1:]):
+            for before, after in itertools.pairwise(runs):
                 last, first = before[-1], after[0]
                 step = first.n - last.n - 1          # > 0: lost, < 0: replayed
                 h = Handover(last.host, first.host, last.n, first.n)
@@ -293,7 +294,7 @@ class ConsoleWatcher:
     def gaps(self, since=None):
         """(gap seconds, tick before, tick after) between consecutive live ticks."""
         ticks = [t for t in self.ticks() if not t.initial and (since is None or t.t >= since)]
-        return [(b.t - a.t, a, b) for a, b in zip(ticks, ticks[1:])]
+        return [(b.t - a.t, a, b) for a, b in itertools.pairwise(ticks)]
 
     def max_gap(self, since=None):
         """Largest host-side gap between consecutive ticks, in seconds."""

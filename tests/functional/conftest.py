@@ -64,9 +64,9 @@ def lab3():
 @pytest.fixture(scope="module")
 def lab_agents(lab):
     """An agent on each host of ``lab`` (my_live_migration_ip set), for one test module."""
-    from migplane.agent import inlab
+    from migplane.lab import agents as agents_mod
 
-    agents = inlab.LabAgents(lab)
+    agents = agents_mod.LabAgents(lab)
     try:
         for host in lab.hosts:
             agents.start(host, my_ip=host.mig_ip)

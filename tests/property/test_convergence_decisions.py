@@ -6,6 +6,8 @@ as the link carries (not converging), each sampled every poll, with random
 sizes, rates, plans and escalations already taken.
 """
 
+import dataclasses
+
 from hypothesis import assume
 from hypothesis import example
 from hypothesis import given
@@ -19,7 +21,7 @@ from migplane.core import settings as settings_mod
 from migplane.core import strategy
 
 MiB = 2 ** 20
-ALL = caps_mod.Capabilities(post_copy=True, auto_converge=True)
+ALL = caps_mod.Capabilities(post_copy=True, auto_converge=True, post_copy_recovery=True)
 ESCALATIONS = (monitor.AUTO_CONVERGE, monitor.POST_COPY, monitor.PAUSE, monitor.ABORT)
 
 permits = st.sampled_from([None, True, False])
@@ -365,6 +367,35 @@ def test_post_copy_pays_only_as_permitted(best, post_s, permit, gain):
         assert found.use == (best.total_s > 0 and post_s * strategy.DISPLACE < best.total_s)
     # a higher bar never makes post-copy more likely
     assert strategy.post_copy_pays(best, post, permit, gain * 2).use <= found.use
+
+
+@given(predictions, st.floats(0, 1e4), permits, gains)
+def test_without_recovery_the_default_takes_post_copy_only_as_the_way_out(
+        best, post_s, permit, gain):
+    """A driver that cannot recover a broken post-copy stream (QEMU < 8.2): a
+    broken link in post-copy loses the guest, so the gain alone never pays;
+    an explicit permit_post_copy still decides as the operator asked."""
+    post = strategy.Prediction(True, post_s, 100.0, 1, post_copy_s=post_s)
+    found = strategy.post_copy_pays(best, post, permit, gain, recoverable=False)
+    if permit is None:
+        assert found.use == (best is None or not best.converges)
+    else:
+        assert found == strategy.post_copy_pays(best, post, permit, gain)
+
+
+@given(memories, links, st.floats(0, 8.0), budgets, gains)
+def test_without_recovery_the_default_plans_post_copy_only_when_pre_copy_cannot_converge(
+        memory, link, ratio, budget, gain):
+    settings = settings_mod.MigrationSettings(downtime_ms=budget, post_copy_min_gain=gain,
+                                              stream_rate_mib=2000)
+    dirty = int(ratio * link)
+    plan = strategy.choose(memory, convergence.DirtyRateMeasurement(
+        dirty, convergence.SAMPLING), convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
+        dataclasses.replace(ALL, post_copy_recovery=False), settings)
+    if plan.method == strategy.POST_COPY:
+        for throttle in (None, (strategy.THROTTLE_INITIAL, strategy.THROTTLE_INCREMENT)):
+            assert not strategy.predict(memory, dirty, link, budget,
+                                        throttle=throttle).converges
 
 
 @given(predictions, st.floats(0, 1e4), permits, gains)

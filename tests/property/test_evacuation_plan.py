@@ -4,28 +4,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migplane.core import evacuation_plan as ep
-
-MiB = 1 << 20
+from migplane.core import units
 
 guest_lists = st.lists(
-    st.builds(lambda mem, dirty: (mem * MiB, None if dirty is None else dirty * MiB),
+    st.builds(lambda mem, dirty: (mem * units.MiB, None if dirty is None else dirty * units.MiB),
               st.integers(1, 4096), st.one_of(st.none(), st.integers(0, 200))),
     min_size=0, max_size=14).map(
         lambda items: [ep.GuestSpec("vm%02d" % i, mem, dirty)
                        for i, (mem, dirty) in enumerate(items)])
 dest_lists = st.lists(
-    st.builds(lambda free, load, limit: (free * MiB, load, limit),
+    st.builds(lambda free, load, limit: (free * units.MiB, load, limit),
               st.integers(0, 16384), st.integers(0, 3), st.integers(0, 4)),
     min_size=1, max_size=4).map(
         lambda items: [ep.DestinationSpec("host-%d" % i, free, load, limit)
                        for i, (free, load, limit) in enumerate(items)])
 plan_settings = st.builds(
     ep.PlanSettings, fixed_cost_s=st.floats(0, 20), stream_rate=st.one_of(
-        st.none(), st.integers(10, 2000).map(lambda r: r * MiB)),
+        st.none(), st.integers(10, 2000).map(lambda r: r * units.MiB)),
     source_max_concurrent=st.integers(0, 6), pipeline=st.booleans(),
-    reserve_bytes=st.integers(0, 512).map(lambda r: r * MiB),
+    reserve_bytes=st.integers(0, 512).map(lambda r: r * units.MiB),
     switchover_s=st.floats(0, 5))
-link_rates = st.integers(10, 3000).map(lambda r: r * MiB)
+link_rates = st.integers(10, 3000).map(lambda r: r * units.MiB)
 
 
 def _peak(intervals):
@@ -115,7 +114,7 @@ def test_pipelined_fixed_costs_hide_behind_long_enough_transfers(sizes, fixed, s
     slots to prepare ahead: the link idles only for the first guest's fixed
     cost, and the total only adds the last switch-over."""
     shortest = fixed + switch
-    guests = [ep.GuestSpec("vm%02d" % i, max(int(mib * MiB), int(shortest * rate) + 1))
+    guests = [ep.GuestSpec("vm%02d" % i, max(int(mib * units.MiB), int(shortest * rate) + 1))
               for i, mib in enumerate(sizes)]
     dests = [ep.DestinationSpec("host-b", 1 << 50), ep.DestinationSpec("host-c", 1 << 50)]
     plan = ep.plan(guests, dests, rate, ep.PlanSettings(

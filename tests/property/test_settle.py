@@ -211,3 +211,18 @@ def test_an_unknown_job_with_the_guest_still_arriving_is_waited_for(
     assert not any((decision.may_destroy_source, decision.may_destroy_destination,
                     decision.may_resume_source, decision.may_resume_destination,
                     decision.may_undefine_source))
+
+
+@given(sides, sides)
+def test_a_split_is_released_only_when_one_copy_at_most_is_left(source, destination):
+    """``migplane release``: never while a host cannot answer, two copies are
+    held, or a shut-off definition could be booted beside the copy left."""
+    allowed, reason = settle.may_release_split(source, destination)
+    assert reason
+    states = {source.state, destination.state}
+    live = [s for s in (source, destination) if s.state in (settle.RUNNING, settle.PAUSED)]
+    if settle.UNREACHABLE in states or len(live) > 1 or (
+            live and settle.SHUT_OFF in states):
+        assert not allowed
+    else:
+        assert allowed

@@ -15,6 +15,7 @@ POST     /v1/migrations                              start one (source)  operato
 GET      /v1/migrations[/<id>[?since=N]]             list / one          operator
 POST     /v1/migrations/<id>/abort|force-complete    act on a running    operator
 POST     /v1/migrations/<id>/resume                  a paused post-copy  operator
+POST     /v1/migrations/<id>/release                 a settled split     operator
 POST     /v1/plans                                   dry run (explain)   operator
 GET      /v1/slots, GET /v1/steps                    what is held/served operator
 POST     /v1/slots, PUT|DELETE /v1/slots/<id>        the caller's slot   peer

@@ -57,6 +57,15 @@ def resume(migration_id):
                      api.agent().resume(migration_id).to_dict(events=False), 202)
 
 
+@bp.post("/v1/migrations/<migration_id>/release")
+def release(migration_id):
+    """Operator only, like resume: after a split the operator settles the guest
+    by hand; the agent checks both hosts before it lets the guest move again."""
+    api.body()
+    return api.reply(wire.MigrationSummary,
+                     api.agent().release_split(migration_id).to_dict(events=False))
+
+
 @bp.post("/v1/plans")
 def plan():
     return api.reply(wire.Plan, api.agent().plan(api.body(wire.MigrationRequest)))

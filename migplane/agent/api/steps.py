@@ -33,9 +33,24 @@ def _pre(agent, body, lease):
         raise exception.DestinationCheckFailed(
             host=agent.hostname, instance=instance,
             reason="a guest of that name is already defined here")
-    agent.slots.record(lease.migration_id, prepared=True)
-    answer = agent.driver.pre_live_migration(instance, wire.load_data(body["migrate_data"]))
-    agent.slots.record(lease.migration_id, migrate_data=answer.to_primitive())
+    agent.slots.record(lease.migration_id, prepared=True, preparing=True)
+    try:
+        answer = agent.driver.pre_live_migration(instance,
+                                                 wire.load_data(body["migrate_data"]))
+    except BaseException:
+        agent.slots.record(lease.migration_id, preparing=False)
+        raise
+    if agent.slots.prepared(lease.migration_id, answer.to_primitive()):
+        # The source stopped waiting (a step deadline) and rolled back or gave up
+        # the slot meanwhile: undo what was just prepared, or it would be left.
+        LOG.warning("Migration %s of %s: pre_live_migration returned after the "
+                    "migration was rolled back; undoing what it prepared",
+                    lease.migration_id, errors.printable(instance))
+        agent.driver.rollback_live_migration_at_destination(instance, answer)
+        raise exception.MigrationError(
+            instance=instance, step="pre_live_migration",
+            reason="migration %s was rolled back while this host prepared it; what it "
+                   "prepared is undone" % lease.migration_id)
     return _data(answer)
 
 
@@ -64,6 +79,11 @@ def _rollback(agent, body, lease):
     if not lease.prepared:
         LOG.info("Rollback of migration %s of %s: nothing was prepared here",
                  lease.migration_id, errors.printable(body["instance"]))
+        return _data(None)
+    if agent.slots.defer_rollback(lease.migration_id):
+        LOG.warning("Rollback of migration %s of %s: pre_live_migration still runs "
+                    "here; what it prepares is rolled back as soon as it returns",
+                    lease.migration_id, errors.printable(body["instance"]))
         return _data(None)
     agent.driver.rollback_live_migration_at_destination(body["instance"],
                                                          _own_data(agent, lease))

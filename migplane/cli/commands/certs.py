@@ -91,7 +91,7 @@ def add_parser(subparsers, parents):
 
 
 def _date(seconds):
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(
         "%Y-%m-%d %H:%M UTC")
 
 

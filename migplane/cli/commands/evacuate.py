@@ -17,10 +17,6 @@ from migplane.cli import errors
 from migplane.cli import output
 
 POLL_S = 0.5
-MiB = 1048576
-
-
-
 def add_parser(subparsers, parents):
     p = subparsers.add_parser(
         "evacuate", parents=parents, help="live-migrate every guest off a host",

@@ -7,6 +7,7 @@ from migplane.agent import wire
 from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli.commands import migrate
+from migplane.core import units
 
 FIELDS = (("control_uri", "control URI"), ("data_uri", "data URI"),
           ("listen_address", "listen address"), ("disks_uri", "disks URI"),
@@ -79,19 +80,15 @@ def show(plan, stream=None):
         show_convergence(plan["convergence"], stream)
 
 
-def _rate(value):
-    return "unknown" if value is None else "%.1f MiB/s" % (value / 2 ** 20)
-
-
 def show_convergence(conv, stream):
     """The measurement and the plan, as the strategy sees them before the move."""
     measured, link, plan = (obj.to_dict() for obj in wire.load_convergence(conv))
     stream.write("\n  convergence (strategy %s):\n" % plan["strategy"])
     stream.write("  %-15s %s (%s)%s\n" % (
-        "dirty rate", _rate(measured.get("dirty_rate")), measured["source"],
+        "dirty rate", units.mib_s(measured.get("dirty_rate")), measured["source"],
         ": " + measured["reason"] if measured.get("reason") else ""))
     stream.write("  %-15s %s (%s)%s\n" % (
-        "link rate", _rate(link.get("rate")), link["source"],
+        "link rate", units.mib_s(link.get("rate")), link["source"],
         ": " + link["reason"] if link.get("reason") else ""))
     stream.write("  %-15s %s\n" % ("method", plan["method"]))
     armed = [name for name, on in (("auto-converge", plan["auto_converge"]),

@@ -1,4 +1,4 @@
-"""``migplane list|show|abort|force-complete|resume``: migrations the agents run."""
+"""``migplane list|show|abort|force-complete|resume|release``: migrations the agents run."""
 
 import argparse
 import re
@@ -32,7 +32,12 @@ def add_parsers(subparsers, parents):
                               "stream broke (exit code of migrate: postcopy-paused): "
                               "the source's driver recovers the stream again once both "
                               "hosts and the migration link answer; nothing else "
-                              "may resume either half")):
+                              "may resume either half"),
+                             ("release", run_release,
+                              "let a guest found running on both hosts (exit code of "
+                              "migrate: split) migrate again, once you have stopped "
+                              "and undefined one copy by hand: the agent checks that "
+                              "both hosts answer and at most one holds the guest")):
         p = subparsers.add_parser(name, parents=parents, help=what, description=what,
                                   epilog=errors.EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,3 +156,14 @@ def run_force(args, directory):
 
 def run_resume(args, directory):
     return _act(args, directory, "resume", "Resume")
+
+
+def run_release(args, directory):
+    host, client, record = find(args, directory)
+    answer = client.post("/v1/migrations/%s/release" % record["id"])
+    if args.json:
+        output.emit_json(dict(answer, agent=host))
+    else:
+        print("Released: %s may migrate again (the split of migration %s, on %s)"
+              % (record["instance"], record["id"], host))
+    return errors.OK

@@ -13,6 +13,7 @@ text, never as markup.
 import collections
 import concurrent.futures
 import http.server
+import itertools
 import json
 import logging
 import socket
@@ -62,7 +63,7 @@ def rates(history):
     """``{plane: [[time, bytes/s], ...]}`` of a history of ``(time, plane_bytes)``."""
     series = {}
     samples = list(history)
-    for (t0, b0), (t1, b1) in zip(samples, samples[1:]):
+    for (t0, b0), (t1, b1) in itertools.pairwise(samples):
         if t1 <= t0:
             continue
         for plane in sorted(set(b0) | set(b1), key=lambda p: (p != "migration", p)):

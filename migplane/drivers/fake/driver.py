@@ -14,6 +14,18 @@ import functools
 import ipaddress
 import json
 import urllib.parse
+from typing import TYPE_CHECKING
+from typing import Callable
+from typing import Concatenate
+from typing import List
+from typing import NoReturn
+from typing import Optional
+from typing import ParamSpec
+from typing import Tuple
+from typing import TypeVar
+from typing import cast
+
+from oslo_config import cfg
 
 from migplane.core import address
 from migplane.core import capabilities
@@ -24,11 +36,19 @@ from migplane.core import migrate_data as md
 from migplane.drivers.fake import opts
 from migplane.drivers.fake import world as world_mod
 
+if TYPE_CHECKING:  # only the types; the driver is given them by the flow
+    from migplane.core import settings as settings_mod
+    from migplane.core import uri as uri_mod
+
+D = TypeVar("D", bound="FakeDriver")
+P = ParamSpec("P")
+R = TypeVar("R")
+
 CAPABILITIES = capabilities.Capabilities(
     schemes=("tcp", "tls", "ssh"), data_uri=True, listen_address=True, disks_uri=True,
     tls_destination=True, tunnelled=True, native_tls=True, post_copy=True,
     auto_converge=True, parallel_connections=True, block_migration=True,
-    dirty_rate_sampling=True)
+    dirty_rate_sampling=True, post_copy_recovery=True)
 
 _STATES = {"running": driver.JOB_RUNNING, "completed": driver.JOB_COMPLETED,
            "failed": driver.JOB_FAILED, "cancelled": driver.JOB_CANCELLED,
@@ -36,15 +56,15 @@ _STATES = {"running": driver.JOB_RUNNING, "completed": driver.JOB_COMPLETED,
            world_mod.PAUSED: driver.JOB_POSTCOPY_PAUSED}
 
 
-def wire(data):
+def wire(data: md.MigrateData) -> md.MigrateData:
     """What arrives after ``data`` crossed a JSON RPC."""
     return md.MigrateData.from_primitive(json.loads(json.dumps(data.to_primitive())))
 
 
-def step(method):
+def step(method: Callable[Concatenate[D, P], R]) -> Callable[Concatenate[D, P], R]:
     """Apply injected faults and the daemon's liveness to a driver step."""
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: D, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self.world.lock:
             fault = self.world.take_fault(self.host.name, method.__name__)
             if fault is not None:
@@ -60,7 +80,7 @@ def step(method):
 
 
 class FakeDriver(driver.MigrationDriver):
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
         opts.register_opts(conf)
         self.world = world_mod.get_world(conf.driver_fake.world)
@@ -72,47 +92,49 @@ class FakeDriver(driver.MigrationDriver):
                        % (self.world.name, ", ".join(sorted(self.world.hosts)) or "none"))
         self.host = self.world.hosts[name]
 
-    def describe(self):
+    def describe(self) -> driver.DriverInfo:
         caps = CAPABILITIES
         host = getattr(self, "host", None)
-        if host is not None and not host.dirty_rate_sampling:
-            caps = dataclasses.replace(caps, dirty_rate_sampling=False)
+        if host is not None:
+            caps = dataclasses.replace(caps, dirty_rate_sampling=host.dirty_rate_sampling,
+                                       post_copy_recovery=host.post_copy_recovery)
         return driver.DriverInfo(name="fake", version="1.0", capabilities=caps)
 
-    def local_addresses(self):
+    def local_addresses(self) -> List[str]:
         return sorted(self.host.addresses)
 
-    def flow_timing(self):
+    def flow_timing(self) -> Tuple[Callable[[], float], Callable[[float], None]]:
         return self.world.clock.now, self.world.clock.sleep
 
-    def _guest(self, instance, states=("running", "paused")):
+    def _guest(self, instance: str, states: Tuple[str, ...] = ("running", "paused")
+               ) -> world_mod.FakeGuest:
         guest = self.host.guests.get(instance)
         if guest is None or guest.state not in states:
             raise exception.InstanceNotFound(instance=instance, host=self.host.name)
         return guest
 
-    def _transfer(self, instance):
+    def _transfer(self, instance: str) -> world_mod.Transfer:
         transfer = self.world.transfers.get(instance)
         if transfer is None or transfer.source is not self.host:
             raise exception.NoActiveMigration(instance=instance, host=self.host.name)
         return transfer
 
     @step
-    def get_instance_info(self, instance):
+    def get_instance_info(self, instance: str) -> driver.InstanceInfo:
         guest = self._guest(instance, states=("running", "paused", "shutoff", "incoming"))
         return driver.InstanceInfo(name=instance, state=guest.state,
                                    memory_bytes=guest.memory_bytes,
                                    disk_bytes=guest.disk_bytes, reason=guest.reason)
 
     @step
-    def list_instances(self):
+    def list_instances(self) -> List[driver.InstanceInfo]:
         return [driver.InstanceInfo(name=g.name, state=g.state, memory_bytes=g.memory_bytes,
                                     disk_bytes=g.disk_bytes)
                 for g in sorted(self.host.guests.values(), key=lambda g: g.name)
                 if g.state == "running"]
 
     @step
-    def host_resources(self):
+    def host_resources(self) -> driver.HostResources:
         used = sum(g.memory_bytes for g in self.host.guests.values())
         return driver.HostResources(memory_total_bytes=self.host.memory_bytes,
                                     memory_free_bytes=max(0, self.host.memory_bytes - used))
@@ -120,7 +142,8 @@ class FakeDriver(driver.MigrationDriver):
     # -- destination side --------------------------------------------------
 
     @step
-    def check_can_live_migrate_destination(self, instance, block_migration=False):
+    def check_can_live_migrate_destination(self, instance: str, block_migration: bool = False
+                                           ) -> md.MigrateData:
         if self.host.running(instance):
             raise exception.DestinationCheckFailed(
                 host=self.host.name, instance=instance, reason="it already runs here")
@@ -134,7 +157,8 @@ class FakeDriver(driver.MigrationDriver):
                                    block_migration=block_migration))
 
     @step
-    def pre_live_migration(self, instance, migrate_data):
+    def pre_live_migration(self, instance: str, migrate_data: md.MigrateData
+                           ) -> md.MigrateData:
         migrate_data = wire(migrate_data)
         need = migrate_data.driver_data.get("memory_bytes", 0)
         used = sum(g.memory_bytes for g in self.host.guests.values())
@@ -149,7 +173,8 @@ class FakeDriver(driver.MigrationDriver):
         return wire(self.inbound_migrate_data(migrate_data))
 
     @step
-    def post_live_migration_at_destination(self, instance, migrate_data):
+    def post_live_migration_at_destination(self, instance: str,
+                                           migrate_data: md.MigrateData) -> None:
         wire(migrate_data)
         guest = self._guest(instance)
         guest.persistent = True
@@ -159,7 +184,8 @@ class FakeDriver(driver.MigrationDriver):
         self.host.prepared.pop(instance, None)
 
     @step
-    def rollback_live_migration_at_destination(self, instance, migrate_data):
+    def rollback_live_migration_at_destination(self, instance: str,
+                                               migrate_data: md.MigrateData) -> None:
         wire(migrate_data)
         guest = self.host.guests.get(instance)
         if guest is not None and guest.state in ("incoming", "paused", "shutoff"):
@@ -174,7 +200,8 @@ class FakeDriver(driver.MigrationDriver):
     # -- source side --------------------------------------------------------
 
     @step
-    def check_can_live_migrate_source(self, instance, migrate_data):
+    def check_can_live_migrate_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> md.MigrateData:
         migrate_data = wire(migrate_data)
         guest = self._guest(instance, states=("running",))
         if guest.disk_bytes and not migrate_data.block_migration \
@@ -187,12 +214,12 @@ class FakeDriver(driver.MigrationDriver):
                     disk_bytes=guest.disk_bytes)
         return wire(migrate_data.replace(driver_data=data))
 
-    def _fail_connect(self, instance, target, reason):
+    def _fail_connect(self, instance: str, target: str, reason: str) -> NoReturn:
         raise exception.MigrationError(
             instance=instance, step="live_migration",
             reason="unable to connect to %s: %s" % (target, reason))
 
-    def _target(self, instance, host_text, dest):
+    def _target(self, instance: str, host_text: str, dest: world_mod.FakeHost) -> str:
         parsed = address.parse_host(host_text)
         if parsed.kind == address.IPV6 and "%" not in parsed.host \
                 and ipaddress.IPv6Address(parsed.host).is_link_local:
@@ -202,12 +229,15 @@ class FakeDriver(driver.MigrationDriver):
         if host is not dest:
             self._fail_connect(instance, host_text, "it is not the destination %s"
                                % dest.name)
+        plane = cast(str, plane)  # resolve found dest, so a plane too
         if not (self.host.link_up[plane] and dest.link_up[plane]):
             self._fail_connect(instance, host_text, "No route to host (%s plane down)"
                                % plane)
         return plane
 
-    def _check_uris(self, instance, uris, settings, dest):
+    def _check_uris(self, instance: str, uris: "uri_mod.MigrationURIs",
+                    settings: "settings_mod.MigrationSettings", dest: world_mod.FakeHost
+                    ) -> Tuple[str, str, str]:
         control = urllib.parse.urlsplit(uris.control_uri)
         scheme = control.scheme.partition("+")[2]
         if not control.scheme.startswith("qemu+") or scheme not in CAPABILITIES.schemes:
@@ -238,10 +268,13 @@ class FakeDriver(driver.MigrationDriver):
         return data_host, plane, control.netloc
 
     @step
-    def live_migration(self, instance, migrate_data, uris, settings):
+    def live_migration(self, instance: str, migrate_data: md.MigrateData,
+                       uris: "uri_mod.MigrationURIs",
+                       settings: "settings_mod.MigrationSettings") -> None:
         migrate_data = wire(migrate_data)
         guest = self._guest(instance, states=("running",))
-        dest, _ = self.world.resolve(migrate_data.dest_hostname)
+        # check_can_live_migrate_destination always sets dest_hostname
+        dest, _ = self.world.resolve(cast(str, migrate_data.dest_hostname))
         if dest is None or not dest.daemon_alive:
             self._fail_connect(instance, uris.control_uri, "Connection refused")
         if instance in self.world.transfers and \
@@ -270,7 +303,7 @@ class FakeDriver(driver.MigrationDriver):
         self.world.history.append(transfer)
 
     @step
-    def get_job_progress(self, instance):
+    def get_job_progress(self, instance: str) -> driver.JobProgress:
         t = self._transfer(instance)
         memory_total = t.source.guests[instance].memory_bytes
         disk_total = t.disk_processed + t.disk_remaining
@@ -287,7 +320,7 @@ class FakeDriver(driver.MigrationDriver):
             error=t.error, cpu_throttle_pct=t.throttle_pct, handover=t.handover)
 
     @step
-    def abort_job(self, instance):
+    def abort_job(self, instance: str) -> None:
         t = self._transfer(instance)
         if t.state not in ("running", world_mod.RECOVERING, world_mod.PAUSED):
             raise exception.NoActiveMigration(instance=instance, host=self.host.name)
@@ -300,7 +333,7 @@ class FakeDriver(driver.MigrationDriver):
         t.dest.guests.pop(instance, None)
 
     @step
-    def force_complete(self, instance, post_copy):
+    def force_complete(self, instance: str, post_copy: bool) -> None:
         t = self._transfer(instance)
         if post_copy:
             if not t.settings.permit_post_copy:
@@ -313,7 +346,9 @@ class FakeDriver(driver.MigrationDriver):
             t.source.guests[instance].reason = "held"
 
     @step
-    def resume_postcopy(self, instance, migrate_data=None, uris=None, settings=None):
+    def resume_postcopy(self, instance: str, migrate_data: Optional[md.MigrateData] = None,
+                        uris: Optional["uri_mod.MigrationURIs"] = None,
+                        settings: Optional["settings_mod.MigrationSettings"] = None) -> None:
         t = self._transfer(instance)
         if t.state == world_mod.RECOVERING:
             return  # already recovering: a second call (e.g. a restarted agent) joins it
@@ -322,11 +357,12 @@ class FakeDriver(driver.MigrationDriver):
         self.world.resume_postcopy(t)
 
     @step
-    def set_max_downtime(self, instance, downtime_ms):
+    def set_max_downtime(self, instance: str, downtime_ms: int) -> None:
         self._transfer(instance).max_downtime_ms = downtime_ms
 
     @step
-    def post_live_migration_at_source(self, instance, migrate_data):
+    def post_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> None:
         wire(migrate_data)
         guest = self.host.guests.get(instance)
         if guest is not None and guest.state == "paused" and guest.reason == "migration":
@@ -340,7 +376,8 @@ class FakeDriver(driver.MigrationDriver):
         self.world.transfers.pop(instance, None)
 
     @step
-    def rollback_live_migration_at_source(self, instance, migrate_data):
+    def rollback_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                          ) -> None:
         wire(migrate_data)
         transfer = self.world.transfers.get(instance)
         if transfer is not None and transfer.source is self.host and transfer.postcopy \
@@ -353,7 +390,7 @@ class FakeDriver(driver.MigrationDriver):
         self.world.transfers.pop(instance, None)
 
     @step
-    def pause_instance(self, instance, migrate_data):
+    def pause_instance(self, instance: str, migrate_data: md.MigrateData) -> None:
         wire(migrate_data)
         guest = self.host.guests.get(instance)
         if guest is not None and guest.state == "running":
@@ -362,7 +399,8 @@ class FakeDriver(driver.MigrationDriver):
     # -- convergence ------------------------------------------------------------
 
     @step
-    def measure_dirty_rate(self, instance, window_s):
+    def measure_dirty_rate(self, instance: str, window_s: int
+                           ) -> convergence.DirtyRateMeasurement:
         """Like QEMU's page sampling: distinct pages dirtied over the window
         (so never more than the working set per window), in simulated time."""
         guest = self._guest(instance, states=("running",))
@@ -376,7 +414,7 @@ class FakeDriver(driver.MigrationDriver):
             int(rate), convergence.SAMPLING, float(window_s),
             "simulated page sampling of %s over %s s" % (instance, window_s))
 
-    def link_speed(self, address):
+    def link_speed(self, address: str) -> Optional[int]:
         """The simulated link's rate, when the host reports its interfaces' speed."""
         if not self.host.reports_link_speed:
             return None

@@ -1,5 +1,8 @@
 """Options of the fake driver (group ``[driver_fake]``)."""
 
+from typing import List
+from typing import Tuple
+
 from oslo_config import cfg
 
 GROUP = "driver_fake"
@@ -20,9 +23,9 @@ fake_opts = [
 ]
 
 
-def register_opts(conf):
+def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(fake_opts, group=GROUP)
 
 
-def list_opts():
+def list_opts() -> List[Tuple[str, List[cfg.Opt]]]:
     return [(GROUP, fake_opts)]

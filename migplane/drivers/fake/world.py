@@ -10,13 +10,23 @@ daemons that die, and they count the bytes each plane carried.
 import dataclasses
 import itertools
 import threading
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
 from typing import Dict
+from typing import Iterable
 from typing import List
 from typing import Optional
+from typing import Tuple
+from typing import Union
+from typing import cast
 
 from migplane.core import address
+from migplane.core import units
 
-MiB = 1024 * 1024
+if TYPE_CHECKING:  # only the type; the world needs no configuration at run time
+    from migplane.core import settings as settings_mod
+
 MANAGEMENT = "management"
 MIGRATION = "migration"
 PLANES = (MANAGEMENT, MIGRATION)
@@ -26,21 +36,21 @@ CONTROL_BYTES_PER_S = 20_000  # libvirt keep-alives and job RPCs on the control 
 RECOVERING = "postcopy_recovering"
 PAUSED = "postcopy_paused"
 
-_worlds = {}
+_worlds: Dict[str, "FakeWorld"] = {}
 _worlds_lock = threading.Lock()
 
 
 class SimClock:
     """Simulated monotonic time; ``sleep`` advances the world instead of waiting."""
 
-    def __init__(self, world):
+    def __init__(self, world: "FakeWorld") -> None:
         self._world = world
         self._now = 0.0
 
-    def now(self):
+    def now(self) -> float:
         return self._now
 
-    def sleep(self, seconds):
+    def sleep(self, seconds: float) -> None:
         end = self._now + max(0.0, seconds)
         while self._now < end - 1e-12:
             dt = min(QUANTUM, end - self._now)
@@ -66,12 +76,12 @@ class FakeGuest:
     working_set_bytes: Optional[int] = None
 
     @property
-    def working_set(self):
+    def working_set(self) -> int:
         if self.working_set_bytes is None:
             return self.memory_bytes
         return min(self.working_set_bytes, self.memory_bytes)
 
-    def snapshot(self):
+    def snapshot(self) -> Tuple[str, int, int]:
         return (self.boot_id, self.ticks, self.generation)
 
 
@@ -80,16 +90,16 @@ class FakeHost:
     name: str
     addresses: Dict[str, str]  # address -> plane
     bandwidth: Dict[str, float]  # plane -> bytes/s
-    memory_bytes: int = 64 * 1024 * MiB
+    memory_bytes: int = 64 * 1024 * units.MiB
     shared_storage: bool = False
-    tls_names: tuple = ()
+    tls_names: Tuple[str, ...] = ()
     link_up: Dict[str, bool] = dataclasses.field(
         default_factory=lambda: {p: True for p in PLANES})
     daemon_alive: bool = True
     #: The flow can ask this host's driver (False: its agent or link is cut off).
     answers: bool = True
     guests: Dict[str, FakeGuest] = dataclasses.field(default_factory=dict)
-    prepared: Dict[str, dict] = dataclasses.field(default_factory=dict)
+    prepared: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
     disks: Dict[str, int] = dataclasses.field(default_factory=dict)
     bytes_sent: Dict[str, float] = dataclasses.field(
         default_factory=lambda: {p: 0.0 for p in PLANES})
@@ -97,8 +107,10 @@ class FakeHost:
     dirty_rate_sampling: bool = True
     #: The host reports its interfaces' speed (physical NICs do, veths often not).
     reports_link_speed: bool = False
+    #: The driver declares post-copy recovery (as libvirt does on QEMU >= 8.2).
+    post_copy_recovery: bool = True
 
-    def plane_of(self, addr):
+    def plane_of(self, addr: str) -> Optional[str]:
         """The plane of address ``addr``; IPv6 zone ids are ignored on both sides."""
         bare = addr.split("%", 1)[0]
         for known, plane in self.addresses.items():
@@ -106,7 +118,7 @@ class FakeHost:
                 return plane
         return None
 
-    def running(self, name):
+    def running(self, name: str) -> bool:
         guest = self.guests.get(name)
         return guest is not None and guest.state in ("running", "paused")
 
@@ -119,7 +131,7 @@ class Transfer:
     plane: str
     data_host: str
     control_host: str
-    settings: object
+    settings: "settings_mod.MigrationSettings"
     block: bool
     #: The destination's copy is started paused after the switch-over (migplane's
     #: handover, libvirt's VIR_MIGRATE_PAUSED); libvirt refuses it with post-copy.
@@ -156,65 +168,68 @@ class Transfer:
 class FakeWorld:
     """Hosts joined by a management and a migration plane, with a shared clock."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         self.clock = SimClock(self)
         self.hosts: Dict[str, FakeHost] = {}
         self.transfers: Dict[str, Transfer] = {}
         self.history: List[Transfer] = []
-        self.faults: Dict[tuple, Exception] = {}
-        self.timers: List[tuple] = []
+        self.faults: Dict[Tuple[str, str], Exception] = {}
+        self.timers: List[Tuple[float, Callable[[], object]]] = []
         self._boot_ids = itertools.count(1)
         self.lock = threading.RLock()
 
     # -- building the world ------------------------------------------------
 
-    def add_host(self, name, mgmt, mig=(), mgmt_bw_mib=100, mig_bw_mib=100, **kwargs):
+    def add_host(self, name: str, mgmt: Union[str, Iterable[str]],
+                 mig: Union[str, Iterable[str]] = (), mgmt_bw_mib: float = 100,
+                 mig_bw_mib: float = 100, **kwargs: Any) -> FakeHost:
         """Add a host; ``mgmt``/``mig`` are an address or a list of addresses."""
-        addrs = {}
+        addrs: Dict[str, str] = {}
         for plane, values in ((MANAGEMENT, mgmt), (MIGRATION, mig)):
             for value in ([values] if isinstance(values, str) else values):
                 addrs[address.parse_host(value, allow_port=False).host] = plane
         host = FakeHost(name=name, addresses=addrs,
-                        bandwidth={MANAGEMENT: mgmt_bw_mib * MiB, MIGRATION: mig_bw_mib * MiB},
+                        bandwidth={MANAGEMENT: mgmt_bw_mib * units.MiB,
+                                   MIGRATION: mig_bw_mib * units.MiB},
                         **kwargs)
         self.hosts[name] = host
         return host
 
-    def add_guest(self, host, name, memory_mib=256, dirty_mib_s=0, disk_mib=0,
-                  working_set_mib=None):
-        guest = FakeGuest(name=name, memory_bytes=memory_mib * MiB,
-                          dirty_rate=int(dirty_mib_s * MiB), disk_bytes=disk_mib * MiB,
+    def add_guest(self, host: str, name: str, memory_mib: int = 256, dirty_mib_s: float = 0,
+                  disk_mib: int = 0, working_set_mib: Optional[float] = None) -> FakeGuest:
+        guest = FakeGuest(name=name, memory_bytes=memory_mib * units.MiB,
+                          dirty_rate=int(dirty_mib_s * units.MiB), disk_bytes=disk_mib * units.MiB,
                           boot_id="boot-%04d" % next(self._boot_ids),
                           working_set_bytes=(None if working_set_mib is None
-                                             else int(working_set_mib * MiB)))
+                                             else int(working_set_mib * units.MiB)))
         self.hosts[host].guests[name] = guest
         if disk_mib:
-            self.hosts[host].disks[name] = disk_mib * MiB
+            self.hosts[host].disks[name] = disk_mib * units.MiB
         return guest
 
     # -- faults --------------------------------------------------------------
 
-    def fail(self, host, step, error=None):
+    def fail(self, host: str, step: str, error: Optional[Exception] = None) -> None:
         """Make ``step`` (a driver method name) raise on ``host``, once."""
         self.faults[(host, step)] = error or RuntimeError(
             "injected fault in %s on %s" % (step, host))
 
-    def take_fault(self, host, step):
+    def take_fault(self, host: str, step: str) -> Optional[Exception]:
         return self.faults.pop((host, step), None)
 
-    def at(self, seconds, action):
+    def at(self, seconds: float, action: Callable[[], object]) -> None:
         """Run ``action()`` once simulated time reaches ``seconds``."""
         self.timers.append((seconds, action))
 
-    def set_link(self, host, plane, up):
+    def set_link(self, host: str, plane: str, up: bool) -> None:
         self.hosts[host].link_up[plane] = up
 
-    def cut_off(self, host, answers=False):
+    def cut_off(self, host: str, answers: bool = False) -> None:
         """The flow cannot ask ``host`` (its agent or management link is down)."""
         self.hosts[host].answers = answers
 
-    def kill_daemon(self, host):
+    def kill_daemon(self, host: str) -> None:
         """The host's hypervisor daemon dies: its in-flight transfers fail, or,
         in post-copy, lose their control connection and wait to be recovered."""
         self.hosts[host].daemon_alive = False
@@ -230,7 +245,7 @@ class FakeWorld:
                 if host == transfer.source.name:  # the destination cleans up alone
                     transfer.dest.guests.pop(transfer.instance, None)
 
-    def restart_daemon(self, host):
+    def restart_daemon(self, host: str) -> None:
         """Like libvirtd on restart: incoming guests of unfinished migrations go."""
         h = self.hosts[host]
         h.daemon_alive = True
@@ -239,7 +254,7 @@ class FakeWorld:
 
     # -- queries -------------------------------------------------------------
 
-    def resolve(self, name):
+    def resolve(self, name: str) -> Tuple[Optional[FakeHost], Optional[str]]:
         """The host a name or address designates, and the plane it is on."""
         for host in self.hosts.values():
             if name == host.name:
@@ -249,14 +264,14 @@ class FakeWorld:
                 return host, plane
         return None, None
 
-    def where(self, instance):
+    def where(self, instance: str) -> List[str]:
         """Names of the hosts on which ``instance`` runs (or is paused)."""
         return sorted(h.name for h in self.hosts.values() if h.running(instance))
 
-    def defined_on(self, instance):
+    def defined_on(self, instance: str) -> List[str]:
         return sorted(h.name for h in self.hosts.values() if instance in h.guests)
 
-    def plane_bytes(self):
+    def plane_bytes(self) -> Dict[str, int]:
         """Bytes each plane carried, over all hosts."""
         total = {p: 0 for p in PLANES}
         for host in self.hosts.values():
@@ -266,7 +281,7 @@ class FakeWorld:
 
     # -- time ------------------------------------------------------------------
 
-    def step(self, dt):
+    def step(self, dt: float) -> None:
         with self.lock:
             now = self.clock.now()
             due = [t for t in self.timers if t[0] <= now]
@@ -288,14 +303,14 @@ class FakeWorld:
                 elif transfer.state == RECOVERING:
                     self._recover(transfer, dt)
 
-    def _rate(self, t):
+    def _rate(self, t: Transfer) -> float:
         rate = min(t.source.bandwidth[t.plane], t.dest.bandwidth[t.plane])
         if t.settings.bandwidth_mib:
-            rate = min(rate, t.settings.bandwidth_mib * MiB)
+            rate = min(rate, t.settings.bandwidth_mib * units.MiB)
         up = t.source.link_up[t.plane] and t.dest.link_up[t.plane]
         return rate if up else 0.0
 
-    def _advance(self, t, dt):
+    def _advance(self, t: Transfer, dt: float) -> None:
         t.elapsed += dt
         t.source.bytes_sent[MANAGEMENT] += CONTROL_BYTES_PER_S * dt
         rate = self._rate(t)
@@ -340,11 +355,11 @@ class FakeWorld:
             self._complete(t, downtime_ms=int(downtime) + 1)
 
     @staticmethod
-    def dirty_rate(t, guest):
+    def dirty_rate(t: Transfer, guest: FakeGuest) -> float:
         """The guest's dirty rate, slowed by auto-converge's throttle."""
         return guest.dirty_rate * (1.0 - t.throttle_pct / 100.0)
 
-    def _end_pass(self, t):
+    def _end_pass(self, t: Transfer) -> None:
         """A pre-copy pass ends; auto-converge reacts as QEMU's does."""
         if t.settings.auto_converge and t.pass_dirtied > 0.5 * t.pass_size:
             t.dirty_high += 1
@@ -358,10 +373,10 @@ class FakeWorld:
         t.pass_remaining = t.pass_size = t.memory_remaining
         t.pass_dirtied = 0.0
 
-    def switch_to_postcopy(self, t):
+    def switch_to_postcopy(self, t: Transfer) -> None:
         """Post-copy: the guest runs on the destination from now on."""
         t.postcopy = True
-        t.downtime_ms = 1 + int(1000.0 * min(t.memory_remaining, 4 * MiB)
+        t.downtime_ms = 1 + int(1000.0 * min(t.memory_remaining, 4 * units.MiB)
                                 / max(self._rate(t), 1.0))
         incoming = t.dest.guests[t.instance]
         incoming.state, incoming.reason = "running", "postcopy"
@@ -370,7 +385,8 @@ class FakeWorld:
 
     # -- post-copy recovery, as libvirt >= 8.5 and QEMU do it ----------------------------
 
-    def break_postcopy(self, t, reason="the migration stream broke (connection reset)"):
+    def break_postcopy(self, t: Transfer,
+                       reason: str = "the migration stream broke (connection reset)") -> None:
         """The post-copy stream breaks: source paused (postcopy-failed), the
         destination keeps running without its missing pages; the driver
         recovers it (paused stalled streams first)."""
@@ -382,7 +398,7 @@ class FakeWorld:
         t.stalled_s = 0.0
         t.recovering_since = t.elapsed
 
-    def _recover(self, t, dt):
+    def _recover(self, t: Transfer, dt: float) -> None:
         """Retry the resume while the recovery deadline lasts: it succeeds once the
         destination's daemon (the control connection) and the link answer."""
         t.elapsed += dt
@@ -394,16 +410,17 @@ class FakeWorld:
             t.resumes += 1
             t.recovering_since = None
             return
-        if t.elapsed - t.recovering_since >= t.recovery_timeout:
+        # break_postcopy and resume_postcopy set recovering_since with RECOVERING
+        if t.elapsed - cast(float, t.recovering_since) >= t.recovery_timeout:
             t.state = PAUSED
             t.error = "%s; not recovered within %.0f s" % (t.error, t.recovery_timeout)
 
-    def resume_postcopy(self, t):
+    def resume_postcopy(self, t: Transfer) -> None:
         """An operator resumes a paused post-copy: recovery starts over."""
         t.state = RECOVERING
         t.recovering_since = t.elapsed
 
-    def _complete(self, t, downtime_ms):
+    def _complete(self, t: Transfer, downtime_ms: int) -> None:
         source_guest = t.source.guests[t.instance]
         incoming = t.dest.guests[t.instance]
         incoming.boot_id, incoming.ticks, incoming.generation = source_guest.snapshot()
@@ -427,7 +444,7 @@ class FakeWorld:
         t.state = "completed"
 
 
-def get_world(name):
+def get_world(name: str) -> FakeWorld:
     """The world called ``name`` (created on first use), shared by this process.
 
     Like oslo.messaging's fake exchanges, worlds are per process so that two
@@ -439,7 +456,7 @@ def get_world(name):
         return _worlds[name]
 
 
-def reset_world(name):
+def reset_world(name: str) -> None:
     """Forget the world called ``name`` (tests call this in their fixtures)."""
     with _worlds_lock:
         _worlds.pop(name, None)

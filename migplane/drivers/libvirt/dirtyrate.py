@@ -14,9 +14,9 @@ import time
 import libvirt
 
 from migplane.core import convergence
+from migplane.core import units
 
 LOG = logging.getLogger(__name__)
-MiB = 1024 * 1024
 #: Seconds to wait for QEMU's result past the window.
 GRACE_S = 5.0
 POLL_S = 0.1
@@ -41,7 +41,7 @@ def measure(conn, dom, window_s, clock=time.monotonic, sleep=time.sleep):
         stats = _stats(conn, dom)
         status = stats.get("dirtyrate.calc_status")
         if status == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED:
-            rate = int(stats.get("dirtyrate.megabytes_per_second", 0)) * MiB
+            rate = int(stats.get("dirtyrate.megabytes_per_second", 0)) * units.MiB
             period = float(stats.get("dirtyrate.calc_period", seconds))
             return convergence.DirtyRateMeasurement(
                 rate, convergence.SAMPLING, period,

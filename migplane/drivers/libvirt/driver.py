@@ -26,6 +26,7 @@ from migplane.core import convergence
 from migplane.core import driver as driver_mod
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import units
 from migplane.core import versioned
 from migplane.drivers.libvirt import addresses
 from migplane.drivers.libvirt import dirtyrate
@@ -71,12 +72,20 @@ MIN_LIBVIRT = {
     "tls_destination": 6_000_000,
     "disks_uri": 6_008_000,
     "dirty_rate_sampling": 7_002_000,   # virDomainStartDirtyRateCalc
+    "post_copy_recovery": 8_005_000,    # VIR_MIGRATE_POSTCOPY_RESUME
 }
 #: Features that are not a Capabilities flag of their own.
 MIN_LIBVIRT_OTHER = {"compression": 1_003_004}   # VIR_MIGRATE_PARAM_COMPRESSION
 #: First QEMU version with each feature, where QEMU is the limit.
 MIN_QEMU = {"post_copy": 2_005_000, "parallel_connections": 4_000_000,
-            "native_tls": 2_009_000, "dirty_rate_sampling": 5_002_000}
+            "native_tls": 2_009_000, "dirty_rate_sampling": 5_002_000,
+            # Before 8.2 (commit 0e99bb8f, "Allow RECOVER->PAUSED convertion for
+            # dest qemu"), a second stream error while the destination recovers
+            # makes its listen thread read a closed file: the destination QEMU
+            # crashes and the guest is lost. Seen 12 times of 12 on 7.2.
+            "post_copy_recovery": 8_002_000}
+#: Features declared only when the QEMU version is known to have them.
+QEMU_VERSION_REQUIRED = ("post_copy_recovery",)
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "unknown",
@@ -152,7 +161,9 @@ def capabilities(libvirt_version, qemu_version=None):
     def has(feature):
         if libvirt_version < {**MIN_LIBVIRT, **MIN_LIBVIRT_OTHER}[feature]:
             return False
-        return not qemu_version or qemu_version >= MIN_QEMU.get(feature, 0)
+        if not qemu_version:
+            return feature not in QEMU_VERSION_REQUIRED
+        return qemu_version >= MIN_QEMU.get(feature, 0)
 
     return caps_mod.Capabilities(
         schemes=SCHEMES, default_scheme="tcp",
@@ -273,7 +284,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if "mt" in self.compression:
                 # QEMU cannot switch a compressed migration to post-copy: never
                 # let a plan arm it (flags.check_settings refuses it explicitly).
-                caps = dataclasses.replace(caps, post_copy=False)
+                caps = dataclasses.replace(caps, post_copy=False, post_copy_recovery=False)
             self._info = driver_mod.DriverInfo(
                 name=NAME,
                 version=f"{VERSION} (libvirt {version_text(lib)}, QEMU {version_text(qemu)})",
@@ -328,7 +339,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             conn = self._conn()
             total_mib = conn.getInfo()[1]
             free = conn.getFreeMemory()
-        return driver_mod.HostResources(memory_total_bytes=total_mib * 1048576,
+        return driver_mod.HostResources(memory_total_bytes=total_mib * units.MiB,
                                         memory_free_bytes=int(free))
 
     # -- destination side -------------------------------------------------------

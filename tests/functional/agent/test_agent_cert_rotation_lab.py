@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from migplane.agent import inlab
 from migplane.agent import tls
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
@@ -40,7 +40,7 @@ def test_certificates_rotate_while_a_guest_migrates(lab, lab_agents):
     agents = lab_agents
     a, b = lab.hosts
     name = "ag-rotate"
-    env = inlab._env()
+    env = agents_mod.agent_env()
     env["MIGPLANE_TOKEN"] = agents.token
     old = {h.name: agents.served_serial(h) for h in (a, b)}
     assert old == {h.name: tls.read_certificate(agents.cert(h)[0]).serial for h in (a, b)}

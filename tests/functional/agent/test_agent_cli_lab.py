@@ -8,19 +8,18 @@ the data goes.
 
 import concurrent.futures
 import json
+import sys
 import time
 
 import pytest
 
-from migplane.lab import agents as inlab
+from migplane.core import units
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
 libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
-
-MIB = 1 << 20
-
 
 @pytest.fixture(scope="module")
 def agents(lab_agents):
@@ -97,8 +96,8 @@ def test_cli_migrates_a_dirtying_guest_through_two_agents(lab, agents, kernel, g
     # the data rode the migration plane, by the lab's own counters
     sent = {p: after["host-a"][p]["tx_bytes"] - before["host-a"][p]["tx_bytes"]
             for p in ("migration", "management")}
-    assert sent["migration"] > 32 * MIB
-    assert sent["management"] < 4 * MIB
+    assert sent["migration"] > 32 * units.MiB
+    assert sent["management"] < 4 * units.MiB
 
     # what explain said is what the migration used
     code, out, err = cli(agents, "list", "--json")
@@ -109,7 +108,7 @@ def test_cli_migrates_a_dirtying_guest_through_two_agents(lab, agents, kernel, g
     assert shown["uris"] == plan["uris"]
     assert shown["uris"]["data_uri"] == "tcp://%s" % b.mig_ip
     assert shown["uris"]["control_uri"] == "qemu+tcp://host-b/system"
-    assert shown["traffic"]["planes"]["migration"]["tx_bytes"] > 32 * MIB
+    assert shown["traffic"]["planes"]["migration"]["tx_bytes"] > 32 * units.MiB
     if plan.get("hypervisor"):
         params = plan["hypervisor"].get("params", {})
         assert params.get("migrate_uri") in (None, "tcp://%s" % b.mig_ip)
@@ -188,8 +187,8 @@ print(json.dumps(out))
 def test_unauthenticated_and_malformed_requests_are_refused(lab, agents):
     a, b = lab.hosts
     done = lab.run_controller(
-        [inlab.sys.executable, "-c", PROBE, agents.urls[b.name], agents.token,
-         agents.ca_file, *map(str, agents.cert(a))], env=inlab._env(), check=False,
+        [sys.executable, "-c", PROBE, agents.urls[b.name], agents.token,
+         agents.ca_file, *map(str, agents.cert(a))], env=agents_mod.agent_env(), check=False,
         timeout=60)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
@@ -215,22 +214,22 @@ def test_unauthenticated_and_malformed_requests_are_refused(lab, agents):
 def test_agents_listen_on_the_management_plane_only(lab, agents):
     a, b = lab.hosts
     listening = a.run(["ss", "-Hltn"]).stdout
-    assert "%s:%d" % (a.mgmt_ip, inlab.PORT) in listening
-    assert "%s:%d" % (a.mig_ip, inlab.PORT) not in listening
-    assert "*:%d" % inlab.PORT not in listening and "0.0.0.0:%d" % inlab.PORT \
+    assert "%s:%d" % (a.mgmt_ip, agents_mod.PORT) in listening
+    assert "%s:%d" % (a.mig_ip, agents_mod.PORT) not in listening
+    assert "*:%d" % agents_mod.PORT not in listening and "0.0.0.0:%d" % agents_mod.PORT \
         not in listening
     tried = b.run(["timeout", "5", "bash", "-c", "echo > /dev/tcp/%s/%d" % (
-        a.mig_ip, inlab.PORT)], check=False)
+        a.mig_ip, agents_mod.PORT)], check=False)
     assert tried.returncode != 0
     # on the migration plane only the one question for peers, on its explicit address
-    assert "%s:%d" % (a.mig_ip, inlab.MIGRATION_PLANE_PORT) in listening
-    assert "*:%d" % inlab.MIGRATION_PLANE_PORT not in listening
-    assert "0.0.0.0:%d" % inlab.MIGRATION_PLANE_PORT not in listening
+    assert "%s:%d" % (a.mig_ip, agents_mod.MIGRATION_PLANE_PORT) in listening
+    assert "*:%d" % agents_mod.MIGRATION_PLANE_PORT not in listening
+    assert "0.0.0.0:%d" % agents_mod.MIGRATION_PLANE_PORT not in listening
 
 
 def test_cli_without_the_token_is_refused(lab, agents):
     done = lab.run_controller(agents.cli_argv("list", *agents.cli_args(), "--token",
-                                              "wrong"), env=inlab._env(), check=False)
+                                              "wrong"), env=agents_mod.agent_env(), check=False)
     assert done.returncode == 3 and "not accepted" in done.stderr
 
 
@@ -309,7 +308,7 @@ def test_a_destination_answering_its_management_address_moves_nothing(
         assert _state(b, guest_name) is None
         sent = after["host-a"]["management"]["tx_bytes"] - \
             before["host-a"]["management"]["tx_bytes"]
-        assert sent < 4 * MIB  # no guest memory went anywhere
+        assert sent < 4 * units.MiB  # no guest memory went anywhere
     finally:
         b.run(["ip", "addr", "del", rogue + "/24", "dev", b.mgmt_if], check=False)
         agents.start(b, my_ip=b.mig_ip)

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from migplane.agent import inlab
 from migplane.bench import faults
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
@@ -53,7 +53,7 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
     agents = lab_agents
     a, b = lab.hosts
     name = "ag-restart"
-    env = inlab._env()
+    env = agents_mod.agent_env()
     env["MIGPLANE_TOKEN"] = agents.token
     try:
         with ConsoleWatcher.for_domain(lab.hosts, name) as w:
@@ -125,7 +125,7 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
         # no slot is held on either agent any more
         held = json.loads(lab.run_controller(
             [sys.executable, "-c", faults.SLOT_PROBE, agents.token, agents.ca_file or "",
-             *agents.urls.values()], env=inlab._env(), check=False, timeout=60).stdout)
+             *agents.urls.values()], env=agents_mod.agent_env(), check=False, timeout=60).stdout)
         assert all(s == {"running": 0, "incoming": 0} for s in held.values()), held
     finally:
         for host in lab.hosts:

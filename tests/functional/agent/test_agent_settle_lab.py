@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from migplane.agent import inlab
 from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
@@ -40,7 +39,7 @@ def test_destination_agent_down_while_its_libvirtd_runs(lab, lab_agents):
     agents = lab_agents
     a, b = lab.hosts
     name = "ag-settle"
-    env = inlab._env()
+    env = agents_mod.agent_env()
     env["MIGPLANE_TOKEN"] = agents.token
     args = agents.cli_args()  # both agents, named while both run
     try:

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from migplane.agent import inlab
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
@@ -32,7 +32,7 @@ SLOT_RE = re.compile(r"Slot taken for incoming migration \S+ of \S+ from \S+ "
 
 @pytest.fixture(scope="module")
 def agents3(lab3):
-    lab_agents = inlab.LabAgents(lab3)
+    lab_agents = agents_mod.LabAgents(lab3)
     try:
         for host in lab3.hosts:
             lab_agents.start(host, my_ip=host.mig_ip,

@@ -15,9 +15,9 @@ import sys
 import pytest
 
 from migplane import testing as testing_mod
-from migplane.agent import inlab
 from migplane.core import flow
 from migplane.core import loader
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 
 libvirt = pytest.importorskip("libvirt")
@@ -44,7 +44,7 @@ def _as_peer(lab, agents, caller, target, calls):
     cert, key = agents.cert(caller)
     done = lab.run_controller([sys.executable, "-c", CALLS, agents.url(target), str(cert),
                                str(key), agents.ca_file], input=json.dumps(calls),
-                              env=inlab._env(), timeout=300)
+                              env=agents_mod.agent_env(), timeout=300)
     return json.loads(done.stdout)
 
 

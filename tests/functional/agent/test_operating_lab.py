@@ -7,11 +7,13 @@ import json
 import pathlib
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-from migplane.lab import agents as inlab
+from migplane.core import units
+from migplane.lab import agents as agents_mod
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
@@ -23,7 +25,6 @@ _SPEC = importlib.util.spec_from_file_location("browser", _PATH)
 browser_mod = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(browser_mod)
 
-MIB = 1 << 20
 #: The guest: 64 MiB of its memory stamped with data (zero pages cost no bytes),
 #: moved at 4 MiB/s, so the transfer lasts long enough to be watched.
 CMDLINE = guest.cmdline(tick_ms=100, stamp_mib=64)
@@ -74,12 +75,12 @@ def scrape(lab, agents):
     """``{host name: {(name, labels): value}}`` of every lab agent's metrics."""
     from prometheus_client import parser
 
-    env = inlab._env()
+    env = agents_mod.agent_env()
     env["MIGPLANE_TOKEN"] = agents.token
-    done = lab.run_controller([inlab.sys.executable, "-c", SCRAPE, agents.ca_file,
+    done = lab.run_controller([sys.executable, "-c", SCRAPE, agents.ca_file,
                                *[agents.url(h) for h in lab.hosts]], env=env, timeout=60)
     scraped = {}
-    for host, text in zip(lab.hosts, json.loads(done.stdout)):
+    for host, text in zip(lab.hosts, json.loads(done.stdout), strict=False):
         found = scraped[host.name] = {}
         for family in parser.text_string_to_metric_families(text):
             for sample in family.samples:
@@ -130,8 +131,8 @@ def migrate_detached(agents, name, frm="host-a", to="host-b"):
 def transferring(record):
     progress = record.get("progress") or {}
     return (record["status"] == "running"
-            and (progress.get("data_processed") or 0) > 8 * MIB
-            and (progress.get("data_remaining") or 0) > 8 * MIB)
+            and (progress.get("data_processed") or 0) > 8 * units.MiB
+            and (progress.get("data_remaining") or 0) > 8 * units.MiB)
 
 
 def test_both_agents_count_the_planes_bytes_as_the_lab_does(lab, agents, kernel,
@@ -147,9 +148,9 @@ def test_both_agents_count_the_planes_bytes_as_the_lab_does(lab, agents, kernel,
     during = scrape(lab, agents)
     # the counters rise during the transfer, on both hosts, and the slots show it
     assert plane_bytes(during["host-a"], "migration", "tx") > \
-        plane_bytes(before["host-a"], "migration", "tx") + 4 * MIB
+        plane_bytes(before["host-a"], "migration", "tx") + 4 * units.MiB
     assert plane_bytes(during["host-b"], "migration", "rx") > \
-        plane_bytes(before["host-b"], "migration", "rx") + 4 * MIB
+        plane_bytes(before["host-b"], "migration", "rx") + 4 * units.MiB
     assert value(during["host-a"], "migplane_migrations_running") == 1
     assert value(during["host-a"], "migplane_slots_in_use") == 1
     assert value(during["host-b"], "migplane_slots_in_use") == 1
@@ -172,11 +173,11 @@ def test_both_agents_count_the_planes_bytes_as_the_lab_does(lab, agents, kernel,
     for host, direction in (("host-a", "tx"), ("host-b", "rx")):
         counted, carried = agent_delta(host, "migration", direction), \
             lab_delta(host, "migration", direction)
-        assert carried > 48 * MIB, (host, carried)
+        assert carried > 48 * units.MiB, (host, carried)
         assert counted == pytest.approx(carried, rel=0.03), (host, counted, carried)
     # the management plane carried almost nothing of it, by both counts
-    assert agent_delta("host-a", "management", "tx") < 4 * MIB
-    assert lab_delta("host-a", "management", "tx") < 8 * MIB
+    assert agent_delta("host-a", "management", "tx") < 4 * units.MiB
+    assert lab_delta("host-a", "management", "tx") < 8 * units.MiB
     # the source's summary and its counter agree
     assert record["traffic"]["planes"]["migration"]["tx_bytes"] == pytest.approx(
         agent_delta("host-a", "migration", "tx"), rel=0.03)
@@ -212,7 +213,7 @@ def free_port():
 def dashboard(lab, agents):
     """``migplane dashboard`` on the controller (its 127.0.0.1), reachable here."""
     port = free_port()
-    env = inlab._env()
+    env = agents_mod.agent_env()
     env["MIGPLANE_TOKEN"] = agents.token
     log = open(pathlib.Path(agents.dir) / "dashboard.log", "w")
     process = subprocess.Popen(

@@ -7,13 +7,11 @@ import time
 import libvirt
 import pytest
 
+from migplane.core import units
 from migplane.lab import guest
 from migplane.lab.console import ConsoleWatcher
 
 pytestmark = pytest.mark.lab
-
-MIB = 1 << 20
-
 
 def _delta(before, after):
     return {h: {p: {k: after[h][p][k] - before[h][p][k] for k in before[h][p]}
@@ -81,12 +79,12 @@ def test_live_migration_of_a_dirtying_guest(lab, kernel, guest_name):
     frm, to, gap = w.handover()
     assert (frm, to) == ("host-a", "host-b")
     # the stamp (32 MiB of real bytes) crossed the migration plane, not management
-    assert d["host-a"]["migration"]["tx_bytes"] > 32 * MIB
-    assert d["host-b"]["migration"]["rx_bytes"] > 32 * MIB
-    assert d["host-a"]["management"]["tx_bytes"] < 2 * MIB
+    assert d["host-a"]["migration"]["tx_bytes"] > 32 * units.MiB
+    assert d["host-b"]["migration"]["rx_bytes"] > 32 * units.MiB
+    assert d["host-a"]["management"]["tx_bytes"] < 2 * units.MiB
     # The times are reported, not asserted: they measure the machine's load.
     print(f"migration {took:.2f}s, handover gap {gap * 1000:.0f} ms, "
-          f"mig bytes {d['host-a']['migration']['tx_bytes'] / MIB:.1f} MiB")
+          f"mig bytes {d['host-a']['migration']['tx_bytes'] / units.MiB:.1f} MiB")
 
 
 def test_block_migration_keeps_the_disk(lab, kernel, guest_name):

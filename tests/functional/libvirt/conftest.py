@@ -21,8 +21,8 @@ import pytest
 from migplane import testing
 from migplane.core import flow
 from migplane.core import loader
+from migplane.core import units
 
-MIB = 1 << 20
 IMAGES = "/var/lib/libvirt/images"
 
 
@@ -262,4 +262,5 @@ def lv():
     return types.SimpleNamespace(
         start_guest=start_guest, background=background, domain_state=domain_state,
         assert_counter_continues=assert_counter_continues,
-        domain_names=domain_names, qemu_listeners=qemu_listeners, MIB=MIB, IMAGES=IMAGES)
+        domain_names=domain_names, qemu_listeners=qemu_listeners, MiB=units.MiB,
+        IMAGES=IMAGES)

@@ -8,18 +8,17 @@ destination's ``my_live_migration_ip`` on the migration plane.
 import pytest
 
 from migplane import testing
+from migplane.core import units
 from migplane.testing import conformance
 
 LIBVIRT_RUNNING, LIBVIRT_PAUSED = 1, 3
-MIB = 1 << 20
-
-
 class LabAdapter(conformance.Adapter):
     job_timeout = 120.0
 
     def __init__(self, lab, lv, guest_name):
         self.lab, self.lv, self.name = lab, lv, guest_name
-        self.roles = dict(zip((conformance.SOURCE, conformance.DESTINATION), lab.hosts))
+        self.roles = dict(zip((conformance.SOURCE, conformance.DESTINATION), lab.hosts,
+                              strict=False))
         self.inbound_address = self.roles[conformance.DESTINATION].mig_ip
         self.watcher = None
         self.disk = self.written = None
@@ -79,7 +78,7 @@ class LabAdapter(conformance.Adapter):
             seen["disks_copied"] = guest.disk_checksum(dest, self.disk) == self.written
             del unseen["disks_copied"]
         plane = max(sent, key=sent.get)
-        if sent[plane] < MIB:  # zero pages are not sent: a little is enough
+        if sent[plane] < units.MiB:  # zero pages are not sent: a little is enough
             unseen["data_address"] = "no plane carried the guest's memory (%s)" % sent
             return conformance.Observed(unobserved=unseen, **seen)
         return conformance.Observed(

@@ -11,11 +11,12 @@ import pytest
 from migplane.core import convergence
 from migplane.core import events
 from migplane.core import flow
+from migplane.core import planning
 from migplane.core import strategy
+from migplane.core import units
 
 pytestmark = pytest.mark.lab
 
-MIB = 1 << 20
 #: MiB/s of the migration link (the bandwidth limit).
 LINK = 8
 
@@ -53,7 +54,7 @@ def test_dirty_rate_sampling_is_close_to_the_guests_rate(drv_lab, lv, lab_guest,
     # machine's load, not asserted. What holds under any load: QEMU saw pages
     # change, never more than the guest writes (+50 % for the sampling), and
     # the figure is in bytes per second.
-    assert MIB <= found.dirty_rate <= 24 * MIB, found.describe()
+    assert units.MiB <= found.dirty_rate <= 24 * units.MiB, found.describe()
     assert source.describe().capabilities.dirty_rate_sampling
 
 
@@ -74,7 +75,7 @@ def test_auto_converge_completes_what_pre_copy_alone_cannot(drv_lab, lv, lab_gue
     assert "faster than one connection" in result.plan.reasons["parallel_connections"]
     assert strategy.ESCALATE_AUTO_CONVERGE in escalations(seen), escalations(seen)
     throttles = [(round(e.elapsed, 1), e.progress.cpu_throttle_pct, e.progress.iteration,
-                  e.progress.dirty_rate // MIB) for e in seen if e.progress is not None]
+                  e.progress.dirty_rate // units.MiB) for e in seen if e.progress is not None]
     print("auto-converge on TCG: (s, throttle %, pass, dirty MiB/s):", throttles[::10],
           "escalations:", [(round(e.elapsed, 1), e.message) for e in seen
                            if e.kind == events.ESCALATED], "total", result.duration_s,
@@ -111,7 +112,7 @@ def test_compressed_migration_of_a_busy_guest_is_intact(drv_lab, lv, lab_guest, 
     a, b = drv_lab.hosts
     _, dest = pair(my_ip=b.mig_ip)
     if method == "xbzrle":
-        monkeypatch.setattr(flow, "MEASURE_MAX_SHARE", 1.0)
+        monkeypatch.setattr(planning, "MEASURE_MAX_SHARE", 1.0)
         source = make_driver(a, bandwidth=LINK, strategy="adaptive",
                              permit_compression=True)
         rate = 3 * LINK

@@ -6,8 +6,8 @@ import pytest
 
 from migplane.agent import errors
 from migplane.core import exception
+from migplane.core import units
 
-MiB = 1 << 20
 SIZES = {"vm1": 192, "vm2": 128, "vm3": 96, "vm4": 64}
 
 
@@ -41,7 +41,7 @@ def test_the_agent_evacuates_its_host_and_registers_each_migration(hosts, world,
     record = client(a).post("/v1/evacuations", body(b, c))
     assert record["status"] == "running" and record["source"] == "host-a"
     assert {g["name"] for g in record["guests"]} == set(SIZES)
-    assert record["plan"]["streams"] == 1 and record["link_rate"] == 100 * MiB
+    assert record["plan"]["streams"] == 1 and record["link_rate"] == 100 * units.MiB
     done = wait(client(a), record["id"])
 
     assert done["status"] == "completed", done
@@ -73,7 +73,7 @@ def test_a_dry_run_plans_and_moves_nothing(hosts, world, client):
 
 def test_no_room_names_the_guest_and_its_memory(world, start_agent, client):
     world.add_guest("host-a", "big", memory_mib=4096)
-    world.hosts["host-b"].memory_bytes = 1024 * MiB
+    world.hosts["host-b"].memory_bytes = 1024 * units.MiB
     a, b = start_agent("host-a"), start_agent("host-b")
     with pytest.raises(exception.InvalidMigrationPlan) as info:
         client(a).post("/v1/evacuations", body(b))
@@ -156,7 +156,7 @@ def test_measured_dirty_rates_feed_the_plan(hosts, client, monkeypatch):
         calls.append((name, window_s))
         if name == "vm3":
             raise RuntimeError("no dirty-rate calculation here")
-        return Measurement(64 * MiB if name == "vm2" else 0)
+        return Measurement(64 * units.MiB if name == "vm2" else 0)
 
     monkeypatch.setattr(a.agent.driver, "measure_dirty_rate", measure, raising=False)
     plan = client(a).post("/v1/evacuations", body(b, dry_run=True,
@@ -168,4 +168,4 @@ def test_measured_dirty_rates_feed_the_plan(hosts, client, monkeypatch):
     assert guests["vm3"]["predicted_bytes"] == guests["vm3"]["memory_bytes"]
     plain = client(a).post("/v1/evacuations", body(b, dry_run=True))["plan"]
     assert {g["name"]: g["predicted_bytes"] for g in plain["guests"]}["vm2"] \
-        == 128 * MiB
+        == 128 * units.MiB

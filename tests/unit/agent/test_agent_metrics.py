@@ -215,8 +215,13 @@ def test_slots_queue_and_evacuations_are_read_when_scraped():
 
     agent = types.SimpleNamespace(
         registry=types.SimpleNamespace(all=lambda: [
-            types.SimpleNamespace(status=s) for s in ("queued", "queued", "running",
-                                                      "completed")]),
+            types.SimpleNamespace(status=s, instance=i, verdict=v, split_released=r)
+            for s, i, v, r in (("queued", "a", None, False), ("queued", "b", None, False),
+                               ("running", "c", None, False),
+                               ("completed", "d", "completed", False),
+                               ("failed", "e", "split", False),
+                               ("failed", "e", "split", False),
+                               ("failed", "f", "split", True))]),
         slots=types.SimpleNamespace(running=3, leases=list),
         settings=types.SimpleNamespace(concurrency=types.SimpleNamespace(max_concurrent=4)),
         evacuations=types.SimpleNamespace(active=lambda: [
@@ -228,6 +233,7 @@ def test_slots_queue_and_evacuations_are_read_when_scraped():
     assert value(found, "migplane_slots_limit") == 4
     assert value(found, "migplane_migrations_queued") == 2
     assert value(found, "migplane_migrations_running") == 1
+    assert value(found, "migplane_guests_split") == 1   # e; f was released
     assert value(found, "migplane_evacuations_in_progress") == 1
     assert value(found, "migplane_evacuation_guests_left") == 2
 

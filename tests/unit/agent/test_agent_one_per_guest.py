@@ -37,7 +37,7 @@ def _post_once(c, dest, instance, **body):
 def test_concurrent_starts_of_one_guest_accept_exactly_one(world, start_agent, client):
     # never converges by itself: the accepted one stays active while the others try
     world.add_guest("host-a", "vm1", memory_mib=512, dirty_mib_s=150)
-    a = start_agent("host-a", agent_options={"threads": N + 4})
+    a = start_agent("host-a")
     b = start_agent("host-b", my_live_migration_ip=MIG_B)
     rollbacks = []
     original = b.agent.driver.rollback_live_migration_at_destination

@@ -6,6 +6,7 @@ both hosts and settles it as soon as they answer. A guest found running twice is
 paused and refused further migrations (409).
 """
 
+import threading
 import time
 
 import pytest
@@ -112,3 +113,98 @@ def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent):
                                            "destination": {"host": "host-b"}})
     assert info.value.status == 409
     assert "running on two hosts" in str(info.value) and record["id"] in str(info.value)
+
+
+def test_a_split_guest_is_released_only_once_one_copy_is_left(world, start_agent):
+    """``migplane release``: refused while both hosts hold a copy or a shut-off
+    definition could boot beside the one left; once the operator destroyed and
+    undefined one copy by hand, the guest may migrate again."""
+    world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=10)
+    a = start_agent("host-a")
+    start_agent("host-b", my_live_migration_ip=MIG_B)
+    world.at(0.5, lambda: world.set_link("host-a", MANAGEMENT, False))
+    record = _client(a).post("/v1/migrations", {
+        "instance": "vm1", "destination": {"host": "host-b"},
+        "options": {"permit_post_copy": True}})
+    assert testing.wait_for(_client(a), record["id"])["result"]["verdict"] == \
+        events.VERDICT_SPLIT
+    world.set_link("host-a", MANAGEMENT, True)
+    release = "/v1/migrations/%s/release" % record["id"]
+    # the detector paused host-a's copy; host-b's runs: two copies held
+    with pytest.raises(exception.MigrationError, match="both hosts still hold") as info:
+        _client(a).post(release)
+    assert info.value.status == 409
+    # stopped by hand, still defined: it could be booted beside host-b's
+    world.hosts["host-a"].guests["vm1"].state = "shutoff"
+    with pytest.raises(exception.MigrationError, match="undefine that one first"):
+        _client(a).post(release)
+    del world.hosts["host-a"].guests["vm1"]
+    answer = _client(a).post(release)
+    assert answer["id"] == record["id"]
+    shown = _client(a).get("/v1/migrations/%s" % record["id"])
+    assert shown["result"]["verdict"] == events.VERDICT_SPLIT  # history stays true
+    assert any(e["kind"] == events.SPLIT_RELEASED and "only the destination holds"
+               in e["message"] for e in shown["events"])
+    with pytest.raises(exception.MigrationError, match="released already"):
+        _client(a).post(release)
+    # no longer refused as split (the flow then finds no copy on host-a to move)
+    again = _client(a).post("/v1/migrations", {"instance": "vm1",
+                                               "destination": {"host": "host-b"}})
+    assert again["id"] != record["id"]
+    testing.wait_for(_client(a), again["id"])
+
+
+def test_a_late_pre_live_migration_is_undone_when_the_source_rolled_back(world, pair):
+    """The source's step deadline passed while pre_live_migration still ran here
+    (it pre-creates the disks); its rollback came first. Nothing of that
+    migration may be left once the late call returns."""
+
+    a, b = pair
+    slot = testing.request(b, "POST", "/v1/slots", peer=a, body={
+        "migration_id": "m1", "source": "host-a", "instance": "vm1"})
+    assert slot.status_code == 201
+    data = {"migration_id": "m1", "instance": "vm1", "migrate_data": {
+        "migplane.name": "MigrateData", "migplane.version": "1.0",
+        "migplane.data": {"dest_hostname": "host-b", "block_migration": True,
+                          "driver_data": {"memory_bytes": 1}}}}
+    driver = b.agent.driver
+    slow, entered = threading.Event(), threading.Event()
+    real_pre = driver.pre_live_migration
+
+    def pre(instance, migrate_data):
+        entered.set()
+        assert slow.wait(60)  # a hang guard: the test releases it
+        return real_pre(instance, migrate_data)
+
+    driver.pre_live_migration = pre
+    answers = []
+    late = threading.Thread(target=lambda: answers.append(testing.request(
+        b, "POST", "/v1/steps/pre_live_migration", peer=a, body=data)))
+    late.start()
+    assert entered.wait(60)
+    rolled = testing.request(b, "POST", "/v1/steps/rollback_live_migration_at_destination",
+                             peer=a, body=data)
+    assert rolled.status_code == 200
+    slow.set()
+    late.join(60)
+    assert answers and answers[0].status_code == 409
+    assert "rolled back while this host prepared it" in answers[0].text
+    host = world.hosts["host-b"]
+    assert "vm1" not in host.disks and "vm1" not in host.prepared
+    assert "vm1" not in host.guests
+
+
+def test_a_pre_live_migration_that_finished_is_rolled_back_at_once(world, pair):
+    a, b = pair
+    testing.request(b, "POST", "/v1/slots", peer=a, body={
+        "migration_id": "m2", "source": "host-a", "instance": "vm1"})
+    data = {"migration_id": "m2", "instance": "vm1", "migrate_data": {
+        "migplane.name": "MigrateData", "migplane.version": "1.0",
+        "migplane.data": {"dest_hostname": "host-b", "block_migration": True,
+                          "driver_data": {"memory_bytes": 1}}}}
+    assert testing.request(b, "POST", "/v1/steps/pre_live_migration", peer=a,
+                           body=data).status_code == 200
+    assert "vm1" in world.hosts["host-b"].disks
+    assert testing.request(b, "POST", "/v1/steps/rollback_live_migration_at_destination",
+                           peer=a, body=data).status_code == 200
+    assert "vm1" not in world.hosts["host-b"].disks

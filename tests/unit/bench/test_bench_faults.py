@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from migplane.bench import faultrules as rules
 from migplane.bench import faults
+from migplane.core import units
 
-MiB = rules.MiB
-JOB = {"type": 2, "data_total": 64 * MiB}
+JOB = {"type": 2, "data_total": 64 * units.MiB}
 
 
 def sample(t, source="running", destination="paused:migration", **stats):
@@ -27,9 +27,9 @@ def test_a_random_strike_comes_its_delay_after_the_migration_was_accepted():
 
 def test_the_switchover_is_the_first_sample_at_or_under_the_threshold():
     samples = [sample(1.0, memory_processed=0, memory_remaining=0),   # counters not yet set
-               sample(2.0, memory_processed=30 * MiB, memory_remaining=34 * MiB),
-               sample(3.0, memory_processed=58 * MiB, memory_remaining=6 * MiB),
-               sample(4.0, memory_processed=63 * MiB, memory_remaining=1 * MiB)]
+               sample(2.0, memory_processed=30 * units.MiB, memory_remaining=34 * units.MiB),
+               sample(3.0, memory_processed=58 * units.MiB, memory_remaining=6 * units.MiB),
+               sample(4.0, memory_processed=63 * units.MiB, memory_remaining=1 * units.MiB)]
     assert rules.strike_time(rules.SWITCHOVER, samples[:2], 0.0) is None
     assert rules.strike_time(rules.SWITCHOVER, samples, 0.0) == 3.0
 
@@ -42,7 +42,7 @@ def test_no_job_is_no_switchover():
 
 
 def test_the_postcopy_strike_waits_for_the_switch_by_either_sides_reason():
-    pre = sample(1.0, data_remaining=40 * MiB, memory_processed=24 * MiB)
+    pre = sample(1.0, data_remaining=40 * units.MiB, memory_processed=24 * units.MiB)
     by_source = rules.Sample(2.0, "paused:postcopy", "paused:migration", {})
     by_destination = rules.Sample(2.0, "paused:migration", "running:postcopy", {})
     assert rules.strike_time(rules.POSTCOPY, [pre], 0.0) is None
@@ -51,14 +51,14 @@ def test_the_postcopy_strike_waits_for_the_switch_by_either_sides_reason():
 
 
 def test_a_random_postcopy_strike_falls_within_the_predicted_phase():
-    samples = [sample(1.0, data_remaining=32 * MiB, memory_processed=32 * MiB),
+    samples = [sample(1.0, data_remaining=32 * units.MiB, memory_processed=32 * units.MiB),
                rules.Sample(2.0, "paused:postcopy", "running:postcopy", {})]
     # 32 MiB left at 8 MiB/s: a phase of 4 s; three quarters into it
     assert rules.strike_time(rules.POSTCOPY_RANDOM, samples, 0.0, fraction=0.75,
-                             rate_bytes_s=8 * MiB) == pytest.approx(5.0)
+                             rate_bytes_s=8 * units.MiB) == pytest.approx(5.0)
     lo, hi = rules.POSTCOPY_PHASE_S
-    assert rules.postcopy_phase_s(None, 8 * MiB) == lo
-    assert rules.postcopy_phase_s(10 ** 12, 8 * MiB) == hi
+    assert rules.postcopy_phase_s(None, 8 * units.MiB) == lo
+    assert rules.postcopy_phase_s(10 ** 12, 8 * units.MiB) == hi
 
 
 def test_an_unknown_strike_point_is_named():

@@ -1,6 +1,7 @@
 """The latency probe, on the loopback interface."""
 
 import io
+import itertools
 import socket
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def test_client_paces_its_requests_and_never_bursts():
     t.join(60)
     times = [s for s, _ in probe.parse_samples(out.getvalue())]
     assert count == len(times) == 10
-    gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
     assert gaps == [0.02, 0.02, 0.1] + [0.02] * 6, gaps
 
 

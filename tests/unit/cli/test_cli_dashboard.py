@@ -14,23 +14,21 @@ import pytest
 from migplane.agent import testing
 from migplane.cli import agents as agents_mod
 from migplane.cli import dashboard
+from migplane.core import units
 
 _PATH = pathlib.Path(__file__).resolve().parents[2] / "browser.py"
 _SPEC = importlib.util.spec_from_file_location("browser", _PATH)
 browser_mod = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(browser_mod)
 
-MiB = 1 << 20
-
-
 # -- pure: what the page is given ------------------------------------------------------
 
 def test_rates_are_per_plane_bytes_per_second():
     history = [(10.0, {"migration": 0, "management": 0}),
-               (12.0, {"migration": 200 * MiB, "management": 2000}),
-               (13.0, {"migration": 300 * MiB, "management": 2000})]
+               (12.0, {"migration": 200 * units.MiB, "management": 2000}),
+               (13.0, {"migration": 300 * units.MiB, "management": 2000})]
     assert dashboard.rates(history) == {
-        "migration": [[12.0, 100.0 * MiB], [13.0, 100.0 * MiB]],
+        "migration": [[12.0, 100.0 * units.MiB], [13.0, 100.0 * units.MiB]],
         "management": [[12.0, 1000.0], [13.0, 0.0]]}
 
 

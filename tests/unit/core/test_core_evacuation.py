@@ -1,5 +1,7 @@
 """The evacuation executor (migplane.core.evacuation) with the fake driver."""
 
+import itertools
+
 import pytest
 
 from migplane.agent import testing
@@ -7,10 +9,10 @@ from migplane.core import evacuation
 from migplane.core import evacuation_plan as ep
 from migplane.core import flow
 from migplane.core import limiter as limiter_mod
+from migplane.core import units
 from migplane.core.settings import ConcurrencySettings
-from migplane.drivers.fake import world as world_mod
 
-MiB = world_mod.MiB
+MiB = units.MiB
 A, B, C = "host-a", "host-b", "host-c"
 SIZES = {"vm1": 256, "vm2": 192, "vm3": 128, "vm4": 128, "vm5": 96, "vm6": 64}
 DIRTY = {"vm1": 8, "vm4": 4}
@@ -102,7 +104,7 @@ def test_pipelining_starts_the_next_guest_before_the_stream_ends(world, setup, g
     result = make(world, setup, guests).run()
     by_start = sorted(result.guests, key=lambda g: g.started_s)
     # the next one's fixed costs ran while the previous one still transferred
-    overlaps = [nxt for cur, nxt in zip(by_start, by_start[1:])
+    overlaps = [nxt for cur, nxt in itertools.pairwise(by_start)
                 if nxt.started_s < cur.finished_s - 0.5]
     assert overlaps
     assert setup[2].peak(A) == 2
@@ -210,3 +212,22 @@ def test_a_guest_refused_by_a_busy_host_is_tried_again(world, setup, guests):
     retried = [e.message for e in evac.events if e.kind == evacuation.MIGRATION_FINISHED
                and "trying again" in (e.message or "")]
     assert retried and "already runs 1 live migration(s)" in retried[0]
+
+
+def test_an_async_listener_is_refused_and_a_failing_one_breaks_nothing(world, setup, guests):
+    evac = make(world, setup, guests)
+    seen = []
+
+    async def listener(event):
+        seen.append(event)
+
+    with pytest.raises(TypeError, match="coroutine"):
+        evac.subscribe(listener)
+
+    def broken(event):
+        raise RuntimeError("a listener's own bug")
+
+    evac.subscribe(broken)
+    evac.subscribe(seen.append)
+    result = evac.run()
+    assert result.status == flow.COMPLETED and seen

@@ -1,5 +1,6 @@
 """The live-migration flow (migplane.core.flow) with the fake driver and simulated time."""
 
+import itertools
 import json
 import logging
 
@@ -10,11 +11,12 @@ from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow
 from migplane.core import limiter
+from migplane.core import monitor
+from migplane.core import units
 from migplane.core.settings import ConcurrencySettings
 from migplane.core.settings import MigrationSettings
-from migplane.drivers.fake import world as world_mod
 
-MiB = world_mod.MiB
+MiB = units.MiB
 A, B = "host-a", "host-b"
 B_MIG4, B_MIG6 = "198.51.100.12", "2001:db8:2::11"
 
@@ -501,7 +503,7 @@ def test_error_while_in_post_copy_finishes_instead_of_rolling_back(world, make_d
 
 def test_downtime_steps_follow_novas_schedule():
     settings = MigrationSettings(downtime_ms=400, downtime_steps=10, downtime_delay=30)
-    assert list(flow.downtime_steps(settings, 3.0)) == [
+    assert list(monitor.downtime_steps(settings, 3.0)) == [
         (0, 40), (90, 76), (180, 112), (270, 148), (360, 184), (450, 220), (540, 256),
         (630, 292), (720, 328), (810, 364), (900, 400)]
 
@@ -533,11 +535,11 @@ def test_downtime_steps_applied_during_the_migration(world, make_driver, make_mi
     world.at(0.1, lambda: world.set_link(A, "migration", False))  # stalls: never converges
     world.at(20.0, migration.abort)
     run_failing(migration)
-    schedule = list(flow.downtime_steps(a.settings.migration, 2.0))
+    schedule = list(monitor.downtime_steps(a.settings.migration, 2.0))
     assert schedule == [(0, 166), (6, 277), (12, 388), (18, 500)]
     assert [d for _, d in calls] == [d for _, d in schedule]
     poll = a.settings.migration.poll_interval
-    for (at, _), (due, _) in zip(calls, schedule):
+    for (at, _), (due, _) in zip(calls, schedule, strict=False):
         assert due <= at < due + poll + 1e-6
     assert migration.downtime_ms == 500
     assert kinds(migration).count(events.DOWNTIME_CHANGED) == 4
@@ -714,7 +716,7 @@ def test_progress_is_logged_every_monitor_interval(world, drivers, make_migratio
         log.setLevel(level)
     polls = [e for e in migration.events if e.kind == events.PROGRESS]
     assert len(handler.times) >= 3 and len(polls) > 2 * len(handler.times)
-    gaps = [b - a for a, b in zip(handler.times, handler.times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(handler.times)]
     # Progress is read every poll, logged once per monitor_interval (the poll after it).
     assert all(interval <= gap < interval + 1 for gap in gaps), gaps
 

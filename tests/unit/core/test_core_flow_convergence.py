@@ -15,9 +15,9 @@ from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow
 from migplane.core import strategy
-from migplane.drivers.fake import world as world_mod
+from migplane.core import units
 
-MiB = world_mod.MiB
+MiB = units.MiB
 A, B = "host-a", "host-b"
 B_MIG4 = "198.51.100.12"
 

@@ -11,9 +11,10 @@ import pytest
 from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
+from migplane.core import units
 from migplane.drivers.fake import world as world_mod
 
-MiB = world_mod.MiB
+MiB = units.MiB
 A, B = "host-a", "host-b"
 B_MIG4 = "198.51.100.12"
 

@@ -252,16 +252,3 @@ def test_a_good_third_party_class_loads(host_conf, entry_point):
     entry_point(_fake_with(fake_driver.FakeDriver.describe))
     drv = loader.load_driver(host_conf("host-a"), "acme")
     assert type(drv).__name__ == "AcmeDriver" and drv.describe().name == "fake"
-
-
-def test_installed_drivers_on_python_3_9(monkeypatch):
-    """3.9's entry_points() takes no group and returns a dict of groups."""
-    real = list(loader._entry_points(loader.NAMESPACE))
-
-    class Old(dict):
-        pass  # no .select(), like Python 3.9's result
-
-    monkeypatch.setattr(loader.metadata, "entry_points",
-                        lambda: Old({loader.NAMESPACE: real, "other": []}))
-    assert loader.installed_drivers() == sorted({ep.name for ep in real})
-    assert "fake" in loader.installed_drivers()

@@ -19,7 +19,7 @@ from migplane.core import versioned
 # When a test below fails, read its message: the contract between hosts changed.
 EXPECTED_FINGERPRINTS = {
     md.MigrateData: "1.1-73934e8be39d25d1",
-    capabilities.Capabilities: "1.2-f918d5a7c33b4ac6",
+    capabilities.Capabilities: "1.3-662893487dbb92a7",
     driver.DriverInfo: "1.0-b3912756f7b80282",
     uri.MigrationURIs: "1.0-f5489f6d8c716569",
     settings.MigrationSettings: "1.7-f8baad30559f22ef",

@@ -5,13 +5,14 @@ import pytest
 from migplane.core import driver as driver_mod
 from migplane.core import exception
 from migplane.core import migrate_data as md
+from migplane.core import units
 from migplane.core import uri
 from migplane.core.settings import MigrationSettings
 from migplane.drivers.fake import driver as fake_driver
 from migplane.drivers.fake import opts as fake_opts
 from migplane.drivers.fake import world as world_mod
 
-MiB = world_mod.MiB
+MiB = units.MiB
 A, B = "host-a", "host-b"
 B_MIG4 = "198.51.100.12"
 

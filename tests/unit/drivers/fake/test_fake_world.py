@@ -3,9 +3,10 @@
 import pytest
 
 from migplane.core import exception
+from migplane.core import units
 from migplane.drivers.fake import world as world_mod
 
-MiB = world_mod.MiB
+MiB = units.MiB
 
 
 def test_worlds_are_shared_by_name_and_reset():

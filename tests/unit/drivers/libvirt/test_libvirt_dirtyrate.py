@@ -3,10 +3,9 @@
 import libvirt
 
 from migplane.core import convergence
+from migplane.core import units
 from migplane.drivers.libvirt import dirtyrate
 from migplane.drivers.libvirt import progress
-
-MiB = 1024 * 1024
 
 
 class Clock:
@@ -50,7 +49,7 @@ def test_sampling_waits_for_the_result_and_converts_to_bytes():
     found = dirtyrate.measure(Conn([MEASURING, MEASURING, MEASURED]), dom, 1.6,
                               clock=clock.time, sleep=clock.sleep)
     assert dom.calls == [(2, libvirt.VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING)]
-    assert found.source == convergence.SAMPLING and found.dirty_rate == 31 * MiB
+    assert found.source == convergence.SAMPLING and found.dirty_rate == 31 * units.MiB
     assert found.window_s == 2.0 and "page sampling" in found.reason
     assert 2.0 <= clock.now < 2.5
 

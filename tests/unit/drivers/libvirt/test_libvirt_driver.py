@@ -67,6 +67,17 @@ def test_capabilities_follow_the_daemons_version():
     assert not caps.post_copy and not caps.parallel_connections
 
 
+def test_post_copy_recovery_is_declared_only_for_a_qemu_that_survives_it():
+    # QEMU 7.2's destination crashes when its recovering stream fails again.
+    assert driver_mod_lv.capabilities(9_000_000, 7_002_022).post_copy
+    assert not driver_mod_lv.capabilities(9_000_000, 7_002_022).post_copy_recovery
+    assert driver_mod_lv.capabilities(9_000_000, 8_002_000).post_copy_recovery
+    assert not driver_mod_lv.capabilities(8_004_000, 9_000_000).post_copy_recovery
+    # An unknown QEMU is not trusted to recover (other features follow libvirt).
+    unknown = driver_mod_lv.capabilities(9_000_000)
+    assert unknown.post_copy and not unknown.post_copy_recovery
+
+
 def test_describe_without_daemon_is_not_cached(daemons, make_conf):
     a = daemons[0]
     a.running = False
