@@ -16,7 +16,7 @@ import time
 import uuid
 
 from migplane.agent import errors
-from migplane.agent import schemas
+from migplane.agent import records as records_mod
 from migplane.core import convergence
 from migplane.core import evacuation as evac_mod
 from migplane.core import evacuation_plan as plan_mod
@@ -33,25 +33,6 @@ MAX_EVENTS = 2000
 DEFAULT_LINK_RATE = 125_000_000
 #: Seconds each guest's dirty rate is measured for (when asked to).
 DIRTY_WINDOW_S = 1.0
-
-#: The body of ``POST /v1/evacuations``.
-SCHEMA = {
-    "type": "object", "required": ["destinations"],
-    "properties": {
-        "destinations": {"type": "array", "minItems": 1, "maxItems": 64,
-                         "items": schemas.DESTINATION},
-        "instances": {"type": "array", "maxItems": 1024,
-                      "items": {"type": "string", "minLength": 1, "maxLength": 255,
-                                "pattern": schemas.INSTANCE["pattern"]}},
-        "dry_run": {"type": "boolean"},
-        "link_rate_mib": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
-        "fixed_cost_s": {"type": "number", "minimum": 0, "maximum": 600},
-        "pipeline": {"type": "boolean"},
-        "measure_dirty_rate": {"type": "boolean"},
-        "options": {"type": "object"},
-    },
-    "additionalProperties": False,
-}
 
 
 def link_rate(agent, body, remotes):
@@ -200,9 +181,8 @@ class EvacuationRecord:
             for g in plan.guests)
         self.result = None
         self.error = None
-        self.events = collections.deque(maxlen=MAX_EVENTS)
+        self.events = records_mod.EventLog(MAX_EVENTS)
         self.evacuation = None
-        self._seq = 0
         self._lock = threading.Lock()
 
     def on_event(self, event):
@@ -223,10 +203,7 @@ class EvacuationRecord:
                                  downtime_ms=p.downtime_ms)
                 if migration.kind == events_mod.PROGRESS:
                     return  # live state only; the event log keeps the steps
-            self._seq += 1
-            data = event.to_dict()
-            data["seq"] = self._seq
-            self.events.append(data)
+            self.events.append(event.to_dict())
 
     def finish(self, result=None, error=None):
         with self._lock:
@@ -256,10 +233,10 @@ class EvacuationRecord:
                     "destinations": self.prepared["destinations"],
                     "plan": self.prepared["plan"],
                     "guests": [dict(g) for g in self.guests.values()],
-                    "result": self.result, "error": self.error, "last_event": self._seq}
+                    "result": self.result, "error": self.error,
+                    "last_event": self.events.last}
             if events:
-                data["events"] = [e for e in self.events
-                                  if since is None or e["seq"] > since]
+                data["events"] = self.events.since(since)
             return data
 
 
@@ -304,13 +281,11 @@ class RegisteredMigration:
         return result
 
 
-class EvacuationRegistry:
+class EvacuationRegistry(records_mod.RecordIndex):
     """Starts evacuations in threads and remembers the last ``history`` of them."""
 
     def __init__(self, history=20):
-        self._records = collections.OrderedDict()
-        self._history = history
-        self._lock = threading.Lock()
+        super().__init__(history)
         self._starting = None
 
     def claim(self, hostname, token):
@@ -334,24 +309,13 @@ class EvacuationRegistry:
         with self._lock:
             if self._starting == record.id:
                 self._starting = None
-            self._records[record.id] = record
-            finished = [k for k, r in self._records.items() if not r.active]
-            while len(self._records) > self._history and finished:
-                self._records.pop(finished.pop(0))
+            self._keep(record, time.time())
 
     def get(self, evacuation_id):
-        with self._lock:
-            record = self._records.get(evacuation_id)
+        record = self.find(evacuation_id)
         if record is None:
             raise errors.NotFound(what="Evacuation", name=evacuation_id)
         return record
-
-    def all(self):
-        with self._lock:
-            return list(self._records.values())
-
-    def active(self):
-        return [r for r in self.all() if r.active]
 
 
 def dry_run(agent, body):

@@ -9,7 +9,6 @@ that were in flight). Starting a migration claims its guest first: one
 active migration per guest on this host, any other start refused (409).
 """
 
-import collections
 import logging
 import threading
 import time
@@ -18,6 +17,7 @@ import uuid
 import jsonschema
 
 from migplane.agent import hostfacts
+from migplane.agent import records as records_mod
 from migplane.agent import store as store_mod
 from migplane.core import events as events_mod
 from migplane.core import exception
@@ -89,10 +89,9 @@ class MigrationRecord:
         self.result = None
         self.error = None
         self.traffic = None
-        self.events = collections.deque(maxlen=MAX_EVENTS)
+        self.events = records_mod.EventLog(MAX_EVENTS)
         self.flow = None
         self.abort_requested = False
-        self._seq = 0
         self._lock = threading.Lock()
         self._facts = facts
         self._counters = None
@@ -114,8 +113,7 @@ class MigrationRecord:
         for name in ("created", "finished", "status", "step", "progress", "uris",
                      "result", "error", "traffic", "migrate_data"):
             setattr(record, name, data.get(name))
-        record.events.extend(data.get("events") or [])
-        record._seq = data.get("last_event") or 0
+        record.events.restore(data.get("events"), data.get("last_event"))
         counting = data.get("counting") or {}
         if counting.get("before") is not None:  # bytes per plane span the restart
             record._counters = counting["before"]
@@ -144,7 +142,6 @@ class MigrationRecord:
     def note(self, kind, message=None, step=None, status=None):
         """An event of the agent itself (not of a flow), e.g. while reconciling."""
         with self._lock:
-            self._seq += 1
             if step:
                 self.step = step
             if status:
@@ -152,21 +149,20 @@ class MigrationRecord:
             self.events.append({
                 "kind": kind, "migration_id": self.id, "instance": self.instance,
                 "elapsed": round(time.time() - self.created, 3), "step": self.step,
-                "message": message, "progress": None, "seq": self._seq})
+                "message": message, "progress": None})
         self.save()
 
     # -- fed by the flow -------------------------------------------------------
 
     def on_event(self, event):
         with self._lock:
-            self._seq += 1
             data = event.to_dict()
-            data["seq"] = self._seq
             if event.kind == events_mod.PROGRESS:
                 self.progress = data["progress"]
-                if self.events and self.events[-1]["kind"] == events_mod.PROGRESS:
-                    self.events.pop()  # keep only the latest of a run of progress
-            self.events.append(data)
+                # keep only the latest of a run of progress
+                self.events.replace_last_of(events_mod.PROGRESS, data)
+            else:
+                self.events.append(data)
             if event.step:
                 self.step = event.step
             if event.kind == events_mod.QUEUED:
@@ -231,7 +227,7 @@ class MigrationRecord:
     def split_released(self):
         """An operator released this split guest (``migplane release``)."""
         with self._lock:
-            return any(e.get("kind") == events_mod.SPLIT_RELEASED for e in self.events)
+            return self.events.any(events_mod.SPLIT_RELEASED)
 
     def finish(self, result=None, error=None, running_on=None, status=None, verdict=None,
                verdict_reason=None):
@@ -289,11 +285,10 @@ class MigrationRecord:
                 "status": self.status, "step": self.step, "created": self.created,
                 "finished": self.finished, "progress": self.progress, "uris": uris,
                 "result": self.result, "error": self.error, "traffic": self.traffic,
-                "last_event": self._seq,
+                "last_event": self.events.last,
             }
             if events:
-                data["events"] = [e for e in self.events
-                                  if since is None or e["seq"] > since]
+                data["events"] = self.events.since(since)
             return data
 
 
@@ -348,7 +343,7 @@ class PreparedData:
         return data
 
 
-class MigrationRegistry:
+class MigrationRegistry(records_mod.RecordIndex):
     """Starts flows in threads; keeps the last ``history`` of them in ``store``.
 
     :param store: a :class:`~migplane.agent.store.RecordStore` (default: memory).
@@ -357,11 +352,8 @@ class MigrationRegistry:
 
     def __init__(self, history=100, store=None, max_age_s=None, facts=hostfacts,
                  observer=None):
-        self._records = collections.OrderedDict()
+        super().__init__(history, max_age_s)
         self._observer = observer
-        self._history = history
-        self._max_age_s = max_age_s
-        self._lock = threading.Lock()
         self._claims = {}
         #: Called with a record whose flow ended unresolved (the agent settles it on).
         self.on_unresolved = None
@@ -390,8 +382,7 @@ class MigrationRegistry:
                         "both hosts" % (reason, self.store.path, instance))
         record.events.append({"kind": events_mod.UNRESOLVED, "migration_id": migration_id,
                               "instance": instance, "elapsed": 0.0, "step": None,
-                              "message": record.error, "progress": None, "seq": 1})
-        record._seq = 1
+                              "message": record.error, "progress": None})
         self._records[migration_id] = record
         record.save()
 
@@ -490,13 +481,8 @@ class MigrationRegistry:
         if record.verdict == events_mod.VERDICT_UNRESOLVED and self.on_unresolved:
             self.on_unresolved(record)
 
-    def _trim(self):
-        now = time.time()
-        finished = [k for k, r in self._records.items() if not r.active]
-        while finished and (len(self._records) > self._history or (
-                self._max_age_s and now - self._records[finished[0]].created
-                > self._max_age_s)):
-            self._records.pop(finished.pop(0))
+    def _trim(self, now=None):
+        super()._trim(time.time() if now is None else now)
         try:
             self.store.trim(self._history, self._max_age_s, active=ACTIVE)
         except Exception as err:
@@ -504,12 +490,7 @@ class MigrationRegistry:
                       err)
 
     def get(self, migration_id):
-        with self._lock:
-            return self._records.get(migration_id)
-
-    def all(self):
-        with self._lock:
-            return list(self._records.values())
+        return self.find(migration_id)
 
     def active_for(self, instance):
         return [r for r in self.all() if r.instance == instance and r.active]

@@ -216,3 +216,26 @@ def list_opts():
     """The agent's options for oslo-config-generator."""
     return [(GROUP, agent_opts)]
 
+
+
+def config_text(sections):
+    """An agent.conf as text, from ``{group: {option: value}}`` (``DEFAULT`` for
+    the default group): lists are joined with commas, dicts written as
+    ``key:value`` pairs, booleans in lower case; an option whose value is None
+    is left out. The lab, the benchmark and tests write their agents' files
+    with it."""
+    lines = []
+    for group, options in sections.items():
+        lines.append("[%s]" % group)
+        for name, value in options.items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, dict):
+                value = ",".join("%s:%s" % kv for kv in sorted(value.items()))
+            elif isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            lines.append("%s = %s" % (name, value))
+        lines.append("")
+    return "\n".join(lines)

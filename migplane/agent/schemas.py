@@ -111,6 +111,25 @@ MIGRATION = {
     "additionalProperties": False,
 }
 
+#: The body of ``POST /v1/evacuations``.
+EVACUATION = {
+    "type": "object", "required": ["destinations"],
+    "properties": {
+        "destinations": {"type": "array", "minItems": 1, "maxItems": 64,
+                         "items": DESTINATION},
+        "instances": {"type": "array", "maxItems": 1024,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 255,
+                                "pattern": INSTANCE["pattern"]}},
+        "dry_run": {"type": "boolean"},
+        "link_rate_mib": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+        "fixed_cost_s": {"type": "number", "minimum": 0, "maximum": 600},
+        "pipeline": {"type": "boolean"},
+        "measure_dirty_rate": {"type": "boolean"},
+        "options": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
 SLOT = {
     "type": "object",
     "required": ["migration_id", "source", "instance"],

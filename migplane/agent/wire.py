@@ -33,7 +33,6 @@ from typing import Optional
 import jsonschema
 
 from migplane.agent import errors
-from migplane.agent import evacuations
 from migplane.agent import schemas
 from migplane.agent import validation
 from migplane.core import convergence
@@ -383,7 +382,7 @@ class ProbeConnectRequest(Request):
     timeout: Optional[float] = _optional(schemas.PROBE_CONNECT, "timeout")
 
 
-_EVACUATION = evacuations.SCHEMA
+_EVACUATION = schemas.EVACUATION
 
 
 @dataclasses.dataclass(frozen=True)

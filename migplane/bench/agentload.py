@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from migplane.agent import opts as agent_opts
 from migplane.bench import stats
 
 TOKEN = "agentload-token-0123456789"  # noqa: S105 - a throw-away benchmark token
@@ -38,15 +39,14 @@ PATH = "/v1/migrations"
 
 
 def _config(work, port, pki):
-    options = pki.options("bench-a")
-    lines = ["[agent]", "bind_host = 127.0.0.1", "port = %d" % port,
-             "auth_tokens = %s" % TOKEN, "max_connections = 1024",
-             "state_dir = %s" % (Path(work) / "state")]
-    lines += ["%s = %s" % kv for kv in options.items()]
-    lines += ["", "[live_migration]", "driver = fake", "hostname = bench-a", "",
-              "[driver_fake]", "world = agentload", ""]
+    text = agent_opts.config_text({
+        "agent": dict({"bind_host": "127.0.0.1", "port": port, "auth_tokens": TOKEN,
+                       "max_connections": 1024, "state_dir": Path(work) / "state"},
+                      **pki.options("bench-a")),
+        "live_migration": {"driver": "fake", "hostname": "bench-a"},
+        "driver_fake": {"world": "agentload"}})
     path = Path(work) / "agent.conf"
-    path.write_text("\n".join(lines))
+    path.write_text(text)
     path.chmod(0o600)
     return path
 

@@ -254,6 +254,46 @@ def plan(guests, destinations, link_rate, settings=None):
     :returns: a frozen :class:`EvacuationPlan`.
     """
     settings = settings or PlanSettings()
+    dests = _validated(guests, destinations, link_rate)
+    reasons = []
+    placed, unplaceable = _place(guests, dests, settings, reasons)
+    streams, why = streams_for(link_rate, settings, len(placed))
+    reasons.append(why)
+    lane_rate = link_rate / streams
+    if settings.stream_rate is not None:
+        lane_rate = min(lane_rate, settings.stream_rate)
+    queue = [(g, dest) + predicted_bytes(g.memory_bytes, g.dirty_rate, lane_rate)
+             for g, dest in placed]
+    # Largest transfers first, so that the last to finish are short.
+    queue.sort(key=lambda q: (-q[2], q[0].name))
+    ahead = _prepare_ahead(settings, streams, [q[2] / lane_rate for q in queue])
+    reasons.extend(_pipelining_reasons(settings, ahead))
+    max_running = streams + ahead
+    result = _schedule(queue, dests, streams, lane_rate, max_running, ahead, settings)
+    total = sum(g.predicted_bytes for g in result)
+    predicted = max((g.finish_s for g in result), default=0.0)
+    ideal = total / link_rate
+    overlapped = sum(g.overlap_s for g in result)
+    fixed = settings.fixed_cost_s
+    if result:
+        reasons.append("%d guest(s), %s to send: ideal %.1f s, predicted %.1f s (%.3f x); "
+                       "%.1f of %.1f s of fixed costs overlapped"
+                       % (len(result), units.mib(total), ideal, predicted,
+                          predicted / ideal if ideal else 1.0, overlapped,
+                          fixed * len(result)))
+    for item in unplaceable:
+        reasons.append("%s stays: %s" % (item.name, item.reason))
+    return EvacuationPlan(
+        link_rate=float(link_rate), streams=streams,
+        pipelined_lanes=streams if ahead else 0, max_running=max_running,
+        guests=tuple(result),
+        unplaceable=tuple(sorted(unplaceable, key=lambda u: u.name)), total_bytes=total,
+        ideal_s=ideal, predicted_s=predicted, fixed_cost_s=fixed,
+        overlapped_s=overlapped, reasons=tuple(reasons), prepare_ahead=ahead)
+
+
+def _validated(guests, destinations, link_rate):
+    """``destinations`` sorted by name, once the inputs are sound (else ValueError)."""
     if not link_rate or link_rate <= 0:
         raise ValueError("link_rate must be positive bytes/s, got %r" % (link_rate,))
     names = [g.name for g in guests]
@@ -262,36 +302,34 @@ def plan(guests, destinations, link_rate, settings=None):
     dests = sorted(destinations, key=lambda d: d.name)
     if len({d.name for d in dests}) != len(dests):
         raise ValueError("destination names must be unique")
-    reasons = []
-    placed, unplaceable = _place(guests, dests, settings, reasons)
-    streams, why = streams_for(link_rate, settings, len(placed))
-    reasons.append(why)
-    limit = settings.source_max_concurrent
-    lane_rate = link_rate / streams
-    if settings.stream_rate is not None:
-        lane_rate = min(lane_rate, settings.stream_rate)
-    fixed, switchover = settings.fixed_cost_s, settings.switchover_s
-    queue = [(g, dest) + predicted_bytes(g.memory_bytes, g.dirty_rate, lane_rate)
-             for g, dest in placed]
-    # Largest transfers first, so that the last to finish are short.
-    queue.sort(key=lambda q: (-q[2], q[0].name))
-    ahead = _prepare_ahead(settings, streams, [q[2] / lane_rate for q in queue])
+    return dests
+
+
+def _pipelining_reasons(settings, ahead):
     if not settings.pipeline:
-        reasons.append("pipelining is off: each guest's fixed costs idle its lane")
-    elif ahead:
-        reasons.append("up to %d guest(s) prepared ahead: their fixed costs (%.1f s) run "
-                       "during the last seconds of the current transfers; they hold "
-                       "their slots meanwhile" % (ahead, fixed))
-    elif limit:
-        reasons.append("the source's limit of %d leaves no slot to prepare the next "
-                       "guest during a transfer" % limit)
-    max_running = streams + ahead
+        return ["pipelining is off: each guest's fixed costs idle its lane"]
+    if ahead:
+        return ["up to %d guest(s) prepared ahead: their fixed costs (%.1f s) run during "
+                "the last seconds of the current transfers; they hold their slots "
+                "meanwhile" % (ahead, settings.fixed_cost_s)]
+    if settings.source_max_concurrent:
+        return ["the source's limit of %d leaves no slot to prepare the next guest "
+                "during a transfer" % settings.source_max_concurrent]
+    return []
+
+
+def _schedule(queue, dests, streams, lane_rate, max_running, ahead, settings):
+    """Simulate the lanes: each guest of ``queue`` (``(guest, destination, bytes,
+    converges)``, in order of preference) starts on the first lane free, as
+    early as the running limits allow; its :class:`GuestPlan` values, by start."""
+    fixed, switchover = settings.fixed_cost_s, settings.switchover_s
     limits = {d.name: d.slots for d in dests}
     busy = {d.name: [] for d in dests}  # (start, finish) per destination
     every = []                          # (start, finish) of every migration
     lanes = [(0.0, lane) for lane in range(streams)]  # (link free at, lane)
     heapq.heapify(lanes)
     result = []
+    queue = list(queue)
     while queue:
         lane_free, lane = heapq.heappop(lanes)
         want = max(0.0, lane_free - fixed) if ahead else lane_free
@@ -331,26 +369,7 @@ def plan(guests, destinations, link_rate, settings=None):
             reason=reason))
         heapq.heappush(lanes, (link_end, lane))
     result.sort(key=lambda g: (g.start_s, g.order))
-    result = [dataclasses.replace(g, order=i) for i, g in enumerate(result)]
-    total = sum(g.predicted_bytes for g in result)
-    predicted = max((g.finish_s for g in result), default=0.0)
-    ideal = total / link_rate
-    overlapped = sum(g.overlap_s for g in result)
-    if result:
-        reasons.append("%d guest(s), %s to send: ideal %.1f s, predicted %.1f s (%.3f x); "
-                       "%.1f of %.1f s of fixed costs overlapped"
-                       % (len(result), units.mib(total), ideal, predicted,
-                          predicted / ideal if ideal else 1.0, overlapped,
-                          fixed * len(result)))
-    for item in unplaceable:
-        reasons.append("%s stays: %s" % (item.name, item.reason))
-    return EvacuationPlan(
-        link_rate=float(link_rate), streams=streams,
-        pipelined_lanes=streams if ahead else 0, max_running=max_running,
-        guests=tuple(result),
-        unplaceable=tuple(sorted(unplaceable, key=lambda u: u.name)), total_bytes=total,
-        ideal_s=ideal, predicted_s=predicted, fixed_cost_s=fixed,
-        overlapped_s=overlapped, reasons=tuple(reasons), prepare_ahead=ahead)
+    return [dataclasses.replace(g, order=i) for i, g in enumerate(result)]
 
 
 def _prepare_ahead(settings, streams, durations):

@@ -92,6 +92,15 @@ class MigrationResult:
         }
 
 
+@dataclasses.dataclass
+class _Polled:
+    """What the monitor's log and post-copy notices remember between polls."""
+
+    logged_at: Optional[float] = None
+    #: ``(switched at, recovering)`` once the job switched to post-copy.
+    exposed: Optional[tuple] = None
+
+
 #: Migrations running in this process: (source host, instance) -> migration id.
 _running = {}
 _running_lock = threading.Lock()
@@ -306,18 +315,7 @@ class LiveMigration:
             prepared = True
             data = cross(self.destination.pre_live_migration(self.instance, data), self.step)
             self._enter("resolve_uris")
-            caps = self.source.describe()
-            if not isinstance(caps, driver_mod.DriverInfo):
-                raise self._contract("describe", "returned %s, not a DriverInfo"
-                                     % type(caps).__name__)
-            self._driver_name = caps.name
-            self.uris = uri_mod.resolve(self.settings, data, caps.capabilities,
-                                        dest_hostname=self.destination.hostname,
-                                        block_migration=self.block_migration,
-                                        driver=caps.name)
-            trust.enforce(self.instance, self.uris, self.settings,
-                          destination=self.destination.hostname,
-                          authenticated=getattr(self.destination, "identity", None))
+            caps = self._resolve(data)
             info = self.source.get_instance_info(self.instance)
             if not isinstance(info, driver_mod.InstanceInfo) or not isinstance(
                     info.memory_bytes, int) or info.memory_bytes < 0:
@@ -355,6 +353,22 @@ class LiveMigration:
                                    verdict_reason="it failed before any transfer started")
             return self._conclude(data, err, failed_step)
         return self._conclude(data, None, None)
+
+    def _resolve(self, data):
+        """The URIs of this migration, once the trust in them holds; the source's
+        ``DriverInfo``."""
+        caps = self.source.describe()
+        if not isinstance(caps, driver_mod.DriverInfo):
+            raise self._contract("describe", "returned %s, not a DriverInfo"
+                                 % type(caps).__name__)
+        self._driver_name = caps.name
+        self.uris = uri_mod.resolve(self.settings, data, caps.capabilities,
+                                    dest_hostname=self.destination.hostname,
+                                    block_migration=self.block_migration, driver=caps.name)
+        trust.enforce(self.instance, self.uris, self.settings,
+                      destination=self.destination.hostname,
+                      authenticated=getattr(self.destination, "identity", None))
+        return caps
 
     def _contract(self, step, reason):
         return exception.DriverContractError(
@@ -403,27 +417,8 @@ class LiveMigration:
         self.measurement = dirty if not self.measurement.available else self.measurement
         self.link = link if not self.link.known else self.link
         elapsed, now = history[-1]
-        # The first pass is behind: the methods are weighed on what remains.
-        # Connections and what was armed are the job's: predicted as they are.
-        settings = self.settings.replace(parallel_connections=plan.parallel_connections)
-        revised = strategy_mod.choose(plan.memory_bytes, self.measurement, self.link,
-                                      capabilities, settings,
-                                      remaining_bytes=now.memory_remaining,
-                                      elapsed_s=elapsed)
-        post_after = (revised.post_copy_after_first_pass and plan.post_copy)
-        self.plan = dataclasses.replace(
-            revised, auto_converge=plan.auto_converge, post_copy=plan.post_copy,
-            auto_converge_initial=plan.auto_converge_initial,
-            auto_converge_increment=plan.auto_converge_increment,
-            post_copy_after_first_pass=post_after,
-            post_copy_from_s=revised.post_copy_from_s if post_after else None,
-            post_copy_for_s=revised.post_copy_for_s if post_after else None,
-            parallel_connections=plan.parallel_connections, compression=plan.compression,
-            escalations=tuple(e for e in revised.escalations if e in plan.escalations),
-            reasons=dict(revised.reasons, revised="re-planned from the first pass; only "
-                         "what was armed at the start can be used",
-                         parallel_connections=plan.reasons.get("parallel_connections", ""),
-                         compression=plan.reasons.get("compression", "")))
+        self.plan = strategy_mod.replan(plan, self.measurement, self.link, capabilities,
+                                        self.settings, now.memory_remaining, elapsed)
         self._emit(events.MEASURED, message="from the first pass: dirty rate %s; link %s"
                    % (self.measurement.describe(), self.link.describe()))
         self._emit(events.PLANNED, message="revised: " + self._describe_plan())
@@ -431,6 +426,8 @@ class LiveMigration:
     # -- the monitor -------------------------------------------------------------
 
     def _monitor(self, info, capabilities):
+        """Poll the job until it ends, and act on what the monitor's pure
+        functions decide at each poll; returns the completed job's progress."""
         gib = self._data_gib = data_gib(info, self.block_migration)
         static = self.plan.strategy == strategy_mod.STATIC
         steps = list(monitor.downtime_steps(self.settings, gib))
@@ -442,81 +439,97 @@ class LiveMigration:
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
         history = collections.deque(maxlen=self.HISTORY)
-        abort_at = first_abort = logged_at = exposed = None
+        aborting = monitor.AbortState()
+        polled = _Polled()
         self._forced = learned = False
         while True:
-            try:
-                progress = self.source.get_job_progress(self.instance)
-            except exception.DriverContractError as err:
-                # An answer outside the contract ends the migration now; the
-                # failure path cancels the job unless this answer says (or
-                # cannot rule out) that it is in post-copy.
-                broken = err.progress
-                self._cancellable = (isinstance(broken, driver_mod.JobProgress)
-                                     and not broken.postcopy)
-                raise
-            self.progress = progress
-            self._emit(events.PROGRESS, progress=progress)
-            logged_at = self._log_progress(progress, logged_at)
-            exposed = self._post_copy_exposure(progress, exposed)
-            if progress.state == driver_mod.JOB_COMPLETED:
+            progress = self._poll(polled)
+            if self._ended(progress):
                 return progress
-            if progress.state in (driver_mod.JOB_FAILED, driver_mod.JOB_CANCELLED):
-                raise self._job_error(progress)
-            if progress.state == driver_mod.JOB_POSTCOPY_PAUSED:
-                raise exception.PostCopyPaused(
-                    instance=self.instance, migration_id=self.id,
-                    reason=progress.error or "the driver could not recover the stream")
-            if progress.state == driver_mod.JOB_POSTCOPY_RECOVERING:
-                # The driver recovers the stream by itself: nothing to decide, and
-                # neither the completion timeout nor an abort may touch it.
-                self._sleep(self.settings.poll_interval)
-                continue
-            elapsed = self._clock() - start
-            history.append((elapsed, progress))
-            stopping = self._abort.is_set() or self.timeout_action == "abort"
-            if static or self.downtime_ms is None:
-                self._act(monitor.update_downtime(steps, elapsed, self.downtime_ms))
-            if not stopping and not static:
-                if not learned and progress.iteration >= 2:
-                    learned = True
-                    self._learn_from_first_pass(history, capabilities)
-                self._act(monitor.adapt(self.plan, list(history), self.taken,
-                                        self.downtime_ms), progress)
-            if monitor.should_trigger_timeout_action(elapsed, timeout, progress,
-                                                     self.timeout_action is not None):
-                self.timeout_action = self.settings.timeout_action
-                self._emit(events.TIMEOUT_ACTION, message="completion timeout of %.0f s "
-                           "passed: %s" % (timeout, self.timeout_action))
-                if self.timeout_action != "abort":
-                    self._force.set()
-            if self._abort.is_set() or self.timeout_action == "abort":
-                # Resent while the job runs on: a hypervisor may accept an abort
-                # that arrives before its transfer has really started and drop it
-                # (libvirt's migrate_cancel before QEMU's migrate).
-                now = self._clock()
-                if (not progress.postcopy and first_abort is not None
-                        and now - first_abort > self.ABORT_GIVE_UP_S):
-                    raise exception.MigrationError(
-                        instance=self.instance, step="abort",
-                        reason="the job still runs %.0f s after it was aborted"
-                               % (now - first_abort))
-                if abort_at is None or now - abort_at >= self.ABORT_RETRY_S:
-                    if abort_at is not None:
-                        LOG.info("Migration %s still runs after abort; aborting again",
-                                 self.id)
-                    abort_at = now
-                    if first_abort is None and not progress.postcopy:
-                        first_abort = now
-                    self._abort_job(progress)
-            if self._force.is_set() and not self._forced:
-                self._forced = True
-                post_copy = self.plan.post_copy and capabilities.post_copy
-                self.source.force_complete(self.instance, post_copy=post_copy)
-                if post_copy:
-                    self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
-                                          progress.iteration)
+            if progress.state != driver_mod.JOB_POSTCOPY_RECOVERING:
+                # (while the driver recovers the stream there is nothing to decide,
+                # and neither the completion timeout nor an abort may touch it)
+                elapsed = self._clock() - start
+                history.append((elapsed, progress))
+                stopping = self._abort.is_set() or self.timeout_action == "abort"
+                if static or self.downtime_ms is None:
+                    self._act(monitor.update_downtime(steps, elapsed, self.downtime_ms))
+                if not stopping and not static:
+                    if not learned and progress.iteration >= 2:
+                        learned = True
+                        self._learn_from_first_pass(history, capabilities)
+                    self._act(monitor.adapt(self.plan, list(history), self.taken,
+                                            self.downtime_ms), progress)
+                self._check_timeout(elapsed, timeout, progress)
+                aborting = self._abort_if_asked(progress, aborting)
+                self._force_if_asked(progress, capabilities)
             self._sleep(self.settings.poll_interval)
+
+    def _poll(self, polled):
+        """The job's progress, told to listeners and the log."""
+        try:
+            progress = self.source.get_job_progress(self.instance)
+        except exception.DriverContractError as err:
+            # An answer outside the contract ends the migration now; the failure
+            # path cancels the job unless this answer says (or cannot rule out)
+            # that it is in post-copy.
+            broken = err.progress
+            self._cancellable = (isinstance(broken, driver_mod.JobProgress)
+                                 and not broken.postcopy)
+            raise
+        self.progress = progress
+        self._emit(events.PROGRESS, progress=progress)
+        polled.logged_at = self._log_progress(progress, polled.logged_at)
+        polled.exposed = self._post_copy_exposure(progress, polled.exposed)
+        return progress
+
+    def _ended(self, progress):
+        """True once the job completed; raises once it failed or its post-copy
+        was left paused."""
+        if progress.state == driver_mod.JOB_COMPLETED:
+            return True
+        if progress.state in (driver_mod.JOB_FAILED, driver_mod.JOB_CANCELLED):
+            raise self._job_error(progress)
+        if progress.state == driver_mod.JOB_POSTCOPY_PAUSED:
+            raise exception.PostCopyPaused(
+                instance=self.instance, migration_id=self.id,
+                reason=progress.error or "the driver could not recover the stream")
+        return False
+
+    def _check_timeout(self, elapsed, timeout, progress):
+        if monitor.should_trigger_timeout_action(elapsed, timeout, progress,
+                                                 self.timeout_action is not None):
+            self.timeout_action = self.settings.timeout_action
+            self._emit(events.TIMEOUT_ACTION, message="completion timeout of %.0f s "
+                       "passed: %s" % (timeout, self.timeout_action))
+            if self.timeout_action != "abort":
+                self._force.set()
+
+    def _abort_if_asked(self, progress, aborting):
+        """Send (again) the abort asked for (``monitor.abort_resend``); the new state."""
+        if not (self._abort.is_set() or self.timeout_action == "abort"):
+            return aborting
+        now = self._clock()
+        action, sent = monitor.abort_resend(aborting, now, progress.postcopy,
+                                            self.ABORT_RETRY_S, self.ABORT_GIVE_UP_S)
+        if action == monitor.GIVE_UP:
+            raise exception.MigrationError(
+                instance=self.instance, step="abort",
+                reason="the job still runs %.0f s after it was aborted"
+                       % (now - aborting.first_s))
+        if action == monitor.SEND_ABORT:
+            if aborting.last_s is not None:
+                LOG.info("Migration %s still runs after abort; aborting again", self.id)
+            self._abort_job(progress)
+        return sent
+
+    def _force_if_asked(self, progress, capabilities):
+        if self._force.is_set() and not self._forced:
+            self._forced = True
+            post_copy = self.plan.post_copy and capabilities.post_copy
+            self.source.force_complete(self.instance, post_copy=post_copy)
+            if post_copy:
+                self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY, progress.iteration)
 
     def _post_copy_exposure(self, progress, exposed):
         """Tell when the guest's exposure in post-copy starts, breaks and ends:

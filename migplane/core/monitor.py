@@ -125,6 +125,43 @@ def timeout_action(action: str, post_copy_armed: bool) -> Decision:
     return Decision(PAUSE, reason="completion timeout: pause the guest so the copy ends")
 
 
+# -- abort --------------------------------------------------------------------------------
+
+#: What :func:`abort_resend` tells the monitor: send the abort (again), or give up.
+SEND_ABORT = "send_abort"
+GIVE_UP = "give_up"
+
+
+@dataclasses.dataclass(frozen=True)
+class AbortState:
+    """When an abort was first sent outside post-copy, and last sent (monitor time)."""
+
+    first_s: Optional[float] = None
+    last_s: Optional[float] = None
+
+
+def abort_resend(state: AbortState, now: float, postcopy: bool, retry_s: float,
+                 give_up_s: float) -> Tuple[Optional[str], AbortState]:
+    """Whether to send an abort again while the job runs on.
+
+    A hypervisor may accept an abort that arrives before its transfer really
+    started and drop it (libvirt's migrate_cancel before QEMU's migrate), so it
+    is resent every ``retry_s``; a pre-copy job still running ``give_up_s``
+    after the first abort is given up on (the flow fails it and settles). A
+    job in post-copy cannot be aborted: the clock of the give-up never starts
+    there, and nothing is given up.
+
+    :returns: ``(action, new state)``, the action :data:`SEND_ABORT`,
+        :data:`GIVE_UP` or None (wait).
+    """
+    if not postcopy and state.first_s is not None and now - state.first_s > give_up_s:
+        return GIVE_UP, state
+    if state.last_s is None or now - state.last_s >= retry_s:
+        first = state.first_s if state.first_s is not None or postcopy else now
+        return SEND_ABORT, AbortState(first, now)
+    return None, state
+
+
 # -- convergence --------------------------------------------------------------------------
 
 

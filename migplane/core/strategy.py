@@ -282,140 +282,211 @@ def choose(memory_bytes: int, measurement: convergence.DirtyRateMeasurement,
     :param remaining_bytes: bytes left to send after the first pass (re-plan).
     :param elapsed_s: seconds the job has run when re-planning.
     """
-    strategy = settings.strategy
     budget = settings.downtime_ms
     if working_set is None:
         working_set = measurement.working_set
-    why: Dict[str, str] = {}
-    common: Dict[str, Any] = dict(strategy=strategy, downtime_budget_ms=budget,
-                  bandwidth_mib=settings.bandwidth_mib,
-                  parallel_connections=settings.parallel_connections,
-                  memory_bytes=memory_bytes, dirty_rate=measurement.dirty_rate,
-                  dirty_rate_source=measurement.source, link_rate=link.rate,
-                  link_rate_source=link.source)
-    why["measurement"] = "dirty rate %s; link %s" % (measurement.describe(), link.describe())
-    why["downtime_budget_ms"] = "[live_migration] downtime = %d ms: never exceeded" % budget
+    common: Dict[str, Any] = dict(
+        strategy=settings.strategy, downtime_budget_ms=budget,
+        bandwidth_mib=settings.bandwidth_mib,
+        parallel_connections=settings.parallel_connections, memory_bytes=memory_bytes,
+        dirty_rate=measurement.dirty_rate, dirty_rate_source=measurement.source,
+        link_rate=link.rate, link_rate_source=link.source)
+    why: Dict[str, str] = {
+        "measurement": "dirty rate %s; link %s" % (measurement.describe(), link.describe()),
+        "downtime_budget_ms": (
+            "[live_migration] downtime = %d ms: the most the max downtime is raised to. "
+            "It bounds QEMU's estimate of the last pass, not the measured pause: a link "
+            "shared with other streams at the switch-over (an evacuation's next guest) "
+            "or a slow destination can make the pause longer" % budget)}
+    allowed = _Allowed.of(settings, capabilities)
+    if settings.strategy == STATIC:
+        known = measurement.available and link.known
+        # Known: an available measurement and a known link have their rates.
+        pre = (predict(memory_bytes, cast(int, measurement.dirty_rate),
+                       cast(int, link.rate), budget, working_set, start=remaining_bytes)
+               if known else None)
+        return _static_plan(settings, allowed, pre, why, common)
+    inputs = _Inputs(memory_bytes, measurement, budget, working_set, remaining_bytes,
+                     elapsed_s)
+    return _adaptive_plan(inputs, link, capabilities, settings, allowed, why, common)
 
-    post_copy_ok, post_copy_why = _post_copy_possible(settings, capabilities, strategy)
-    auto_converge_ok, auto_converge_why = _auto_converge_possible(settings, capabilities,
-                                                                   strategy)
-    known = measurement.available and link.known
-    start = remaining_bytes
-    # Known: an available measurement and a known link have their rates.
-    pre = (predict(memory_bytes, cast(int, measurement.dirty_rate), cast(int, link.rate),
-                   budget, working_set, start=start) if known else None)
 
-    if strategy == STATIC:
-        # Nova: post-copy, when permitted, wins over auto-converge.
-        auto = auto_converge_ok and not post_copy_ok
-        why["strategy"] = ("static: Nova's algorithm (downtime steps, completion timeout, "
-                           "then timeout_action); nothing is escalated")
-        why["auto_converge"] = (auto_converge_why if not auto else
-                                "permit_auto_converge = True (post-copy not permitted)")
-        why["post_copy"] = post_copy_why
-        method = AUTO_CONVERGE if auto else PRE_COPY
-        why["method"] = "as configured"
-        why["parallel_connections"] = ("%d, as configured ([live_migration] "
-                                       "parallel_connections)" % settings.parallel_connections)
-        why["compression"] = "as the driver is configured ([driver_libvirt] compression)"
-        return MigrationPlan(method=method, auto_converge=auto, post_copy=post_copy_ok,
-                             escalations=(), reasons=why,
-                             predicted_time_s=pre.total_s if pre else None,
-                             predicted_downtime_ms=pre.downtime_ms if pre else None,
-                             **common)
+@dataclasses.dataclass(frozen=True)
+class _Allowed:
+    """What the operator and the driver allow of the two escalations, and why not."""
 
+    post_copy: bool
+    post_copy_why: str
+    auto_converge: bool
+    auto_converge_why: str
+
+    @classmethod
+    def of(cls, settings: settings_mod.MigrationSettings,
+           capabilities: caps_mod.Capabilities) -> "_Allowed":
+        return cls(*_post_copy_possible(settings, capabilities, settings.strategy),
+                   *_auto_converge_possible(settings, capabilities, settings.strategy))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What every prediction of one migration's methods shares."""
+
+    memory: int
+    measurement: convergence.DirtyRateMeasurement
+    budget: int
+    working_set: Optional[int]
+    #: Bytes left after the first pass (a re-plan), or None before the move.
+    start: Optional[int]
+    elapsed_s: float
+    throttle: Tuple[int, int] = (THROTTLE_INITIAL, THROTTLE_INCREMENT)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Choice:
+    """The method chosen at one rate, what it arms, and why."""
+
+    method: str
+    chosen: Optional[Prediction]
+    auto: bool
+    post: bool
+    predictions: str
+    reason: str
+
+
+def _static_plan(settings: settings_mod.MigrationSettings, allowed: _Allowed,
+                 pre: Optional[Prediction], why: Dict[str, str],
+                 common: Dict[str, Any]) -> MigrationPlan:
+    """Nova's algorithm: post-copy, when permitted, wins over auto-converge."""
+    auto = allowed.auto_converge and not allowed.post_copy
+    why["strategy"] = ("static: Nova's algorithm (downtime steps, completion timeout, "
+                       "then timeout_action); nothing is escalated")
+    why["auto_converge"] = (allowed.auto_converge_why if not auto else
+                            "permit_auto_converge = True (post-copy not permitted)")
+    why["post_copy"] = allowed.post_copy_why
+    why["method"] = "as configured"
+    why["parallel_connections"] = ("%d, as configured ([live_migration] "
+                                   "parallel_connections)" % settings.parallel_connections)
+    why["compression"] = "as the driver is configured ([driver_libvirt] compression)"
+    return MigrationPlan(method=AUTO_CONVERGE if auto else PRE_COPY, auto_converge=auto,
+                         post_copy=allowed.post_copy, escalations=(), reasons=why,
+                         predicted_time_s=pre.total_s if pre else None,
+                         predicted_downtime_ms=pre.downtime_ms if pre else None,
+                         **common)
+
+
+def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
+                   capabilities: caps_mod.Capabilities,
+                   settings: settings_mod.MigrationSettings, allowed: _Allowed,
+                   why: Dict[str, str], common: Dict[str, Any]) -> MigrationPlan:
     why["strategy"] = ("adaptive: measured before moving; the monitor escalates in the "
                        "order below when the job stops converging")
-    throttle = (THROTTLE_INITIAL, THROTTLE_INCREMENT)
     per_stream = settings.stream_rate_mib * units.MiB
-    streams = settings.parallel_connections
-    wide, wide_why = _parallel_possible(settings, capabilities, link, per_stream, start)
-    ladder = [RAISE_DOWNTIME]
-    chosen = None
-    if not known:
-        method = PRE_COPY
-        why["method"] = ("pre-copy: no prediction without a dirty rate and a link rate; "
-                         "the monitor decides from the first passes")
-        auto, post = auto_converge_ok, post_copy_ok
-        if post_copy_ok and not settings.permit_post_copy:
-            post_copy_why = ("armed at the start: without a measurement before the move "
-                             "it cannot be ruled out; it is used only if the re-plan "
-                             "after the first pass finds that it pays")
-        if wide > 1 and not post_copy_ok:
-            streams = wide
-            why["parallel_connections"] = "%d: %s (post-copy is not possible anyway)" % (
-                wide, wide_why)
-        elif wide > 1:
-            why["parallel_connections"] = (
-                "1: %s, but with no dirty rate to predict from, post-copy (which cannot "
-                "run with parallel connections) is kept as the way out" % wide_why)
-        else:
-            why["parallel_connections"] = wide_why
+    wide, wide_why = _parallel_possible(settings, capabilities, link, per_stream,
+                                        inputs.start)
+    if not (inputs.measurement.available and link.known):
+        choice, streams, allowed, why["parallel_connections"] = _unmeasured(
+            settings, allowed, wide, wide_why)
+        why["method"] = choice.reason
     else:
-        rule = PostCopyRule.of(settings, capabilities)
-        method, chosen, auto, post, texts = _adaptive_method(
-            memory_bytes, measurement, _rate(cast(int, link.rate), streams, per_stream), budget,
-            working_set, start, elapsed_s, auto_converge_ok, post_copy_ok, throttle, rule)
-        why["parallel_connections"] = wide_why
-        if wide > 1:
-            many = _adaptive_method(
-                memory_bytes, measurement, _rate(cast(int, link.rate), wide, per_stream), budget,
-                working_set, start, elapsed_s, auto_converge_ok, False, throttle, rule)
-            if many[1] is not None and many[1].converges and (
-                    chosen is None or not chosen.converges
-                    or cast(float, many[1].total_s) < cast(float, chosen.total_s)
-                    or (method == POST_COPY and not post_copy_pays(
-                        many[1], chosen, rule.permit, rule.min_gain,
-                        recoverable=rule.recoverable).use)):
-                why["parallel_connections"] = "%d: %s; predicted %s, one connection %s" % (
-                    wide, wide_why, many[1].describe(),
-                    chosen.describe() if chosen else "does not converge")
-                streams = wide
-                method, chosen, auto, post, texts = many
-                post_copy_ok, post_copy_why = False, (
-                    "not with %d parallel connections (QEMU cannot switch multifd to "
-                    "post-copy)" % wide)
-            else:
-                why["parallel_connections"] = "1: %s, but one connection is predicted " \
-                    "as fast (%s; with %d: %s)" % (
-                        wide_why, chosen.describe() if chosen else "does not converge",
-                        wide, many[1].describe() if many[1] else "does not converge")
-        why["predictions"], why["method"] = texts
-    if auto:
+        choice, streams, allowed, why["parallel_connections"] = _measured(
+            inputs, cast(int, link.rate), settings, capabilities, allowed, wide, wide_why,
+            per_stream)
+        why["predictions"], why["method"] = choice.predictions, choice.reason
+    ladder = [RAISE_DOWNTIME]
+    if choice.auto:
         ladder.append(ESCALATE_AUTO_CONVERGE)
-    if post:
+    if choice.post:
         ladder.append(ESCALATE_POST_COPY)
     compression, why["compression"] = _compression(
-        settings, capabilities, measurement, memory_bytes, working_set,
+        settings, capabilities, inputs.measurement, inputs.memory, inputs.working_set,
         _rate(cast(int, link.rate), streams, per_stream) if link.known else None, streams,
-        start)
-    why["auto_converge"] = (auto_converge_why if not auto_converge_ok else
+        inputs.start)
+    why["auto_converge"] = (allowed.auto_converge_why if not allowed.auto_converge else
                             "armed at the start (QEMU throttles only once it sees the job "
-                            "not converging)" if auto else "not armed: it would only slow "
-                            "the guest before post-copy")
-    why["post_copy"] = _post_copy_text(post_copy_ok, post_copy_why, post, settings,
-                                       method == POST_COPY)
+                            "not converging)" if choice.auto else "not armed: it would "
+                            "only slow the guest before post-copy")
+    why["post_copy"] = _post_copy_text(allowed.post_copy, allowed.post_copy_why,
+                                       choice.post, settings, choice.method == POST_COPY)
     why["escalations"] = " -> ".join(ladder)
     common["parallel_connections"] = streams
+    chosen, elapsed_s = choice.chosen, inputs.elapsed_s
     from_s = for_s = None
-    if method == POST_COPY and chosen is not None:
+    if choice.method == POST_COPY and chosen is not None:
         # A planned post-copy has its switch and its exposure.
         from_s = round(elapsed_s + cast(float, chosen.post_copy_from_s), 3)
         for_s = cast(float, chosen.post_copy_s)
         why["exposure"] = describe_exposure(from_s, for_s,
                                             recoverable=capabilities.post_copy_recovery)
-    elif post:
+    elif choice.post:
         why["exposure"] = ("post-copy is armed but not planned; if the monitor switches "
                            "to it: " + post_copy_risk(capabilities.post_copy_recovery))
+    auto = choice.auto
     return MigrationPlan(
-        method=method, auto_converge=auto, post_copy=post, escalations=tuple(ladder),
-        auto_converge_initial=throttle[0] if auto else None,
-        auto_converge_increment=throttle[1] if auto else None,
-        post_copy_after_first_pass=method == POST_COPY, compression=compression,
+        method=choice.method, auto_converge=auto, post_copy=choice.post,
+        escalations=tuple(ladder),
+        auto_converge_initial=inputs.throttle[0] if auto else None,
+        auto_converge_increment=inputs.throttle[1] if auto else None,
+        post_copy_after_first_pass=choice.method == POST_COPY, compression=compression,
         predicted_time_s=(round(elapsed_s + cast(float, chosen.total_s), 3)
                           if chosen and chosen.converges else None),
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
         post_copy_from_s=from_s, post_copy_for_s=for_s, reasons=why, **common)
+
+
+def _unmeasured(settings: settings_mod.MigrationSettings, allowed: _Allowed, wide: int,
+                wide_why: str) -> Tuple[_Choice, int, _Allowed, str]:
+    """No dirty rate or no link rate before the move: pre-copy, with everything
+    permitted armed, decided from the first passes. ``(choice, connections,
+    allowed, why those connections)``."""
+    choice = _Choice(PRE_COPY, None, allowed.auto_converge, allowed.post_copy, "",
+                     "pre-copy: no prediction without a dirty rate and a link rate; the "
+                     "monitor decides from the first passes")
+    if allowed.post_copy and not settings.permit_post_copy:
+        allowed = dataclasses.replace(allowed, post_copy_why=(
+            "armed at the start: without a measurement before the move it cannot be "
+            "ruled out; it is used only if the re-plan after the first pass finds that "
+            "it pays"))
+    if wide > 1 and not allowed.post_copy:
+        return choice, wide, allowed, "%d: %s (post-copy is not possible anyway)" % (
+            wide, wide_why)
+    if wide > 1:
+        return choice, settings.parallel_connections, allowed, (
+            "1: %s, but with no dirty rate to predict from, post-copy (which cannot run "
+            "with parallel connections) is kept as the way out" % wide_why)
+    return choice, settings.parallel_connections, allowed, wide_why
+
+
+def _measured(inputs: _Inputs, link_rate: int, settings: settings_mod.MigrationSettings,
+              capabilities: caps_mod.Capabilities, allowed: _Allowed, wide: int,
+              wide_why: str, per_stream: int) -> Tuple[_Choice, int, _Allowed, str]:
+    """The method predicted best with the configured connections, or with
+    ``wide`` ones when they are predicted faster (and post-copy does not pay
+    more). ``(choice, connections, allowed, why those connections)``."""
+    rule = PostCopyRule.of(settings, capabilities)
+    streams = settings.parallel_connections
+    choice = _adaptive_method(inputs, _rate(link_rate, streams, per_stream),
+                              allowed.auto_converge, allowed.post_copy, rule)
+    if wide <= 1:
+        return choice, streams, allowed, wide_why
+    chosen = choice.chosen
+    many = _adaptive_method(inputs, _rate(link_rate, wide, per_stream),
+                            allowed.auto_converge, False, rule)
+    if many.chosen is not None and many.chosen.converges and (
+            chosen is None or not chosen.converges
+            or cast(float, many.chosen.total_s) < cast(float, chosen.total_s)
+            or (choice.method == POST_COPY and not post_copy_pays(
+                many.chosen, chosen, rule.permit, rule.min_gain,
+                recoverable=rule.recoverable).use)):
+        allowed = dataclasses.replace(allowed, post_copy=False, post_copy_why=(
+            "not with %d parallel connections (QEMU cannot switch multifd to post-copy)"
+            % wide))
+        return many, wide, allowed, "%d: %s; predicted %s, one connection %s" % (
+            wide, wide_why, many.chosen.describe(),
+            chosen.describe() if chosen else "does not converge")
+    return choice, streams, allowed, (
+        "1: %s, but one connection is predicted as fast (%s; with %d: %s)" % (
+            wide_why, chosen.describe() if chosen else "does not converge", wide,
+            many.chosen.describe() if many.chosen else "does not converge"))
 
 
 def describe_exposure(from_s: float, for_s: float, actual: bool = False,
@@ -423,6 +494,45 @@ def describe_exposure(from_s: float, for_s: float, actual: bool = False,
     """What a guest in post-copy risks, from when and for how long."""
     return "post-copy from %.1f s into the job for %s%.1f s: %s" % (
         from_s, "" if actual else "about ", for_s, post_copy_risk(recoverable))
+
+
+def replan(plan: MigrationPlan, measurement: convergence.DirtyRateMeasurement,
+           link: convergence.LinkRate, capabilities: caps_mod.Capabilities,
+           settings: settings_mod.MigrationSettings, remaining_bytes: int,
+           elapsed_s: float) -> MigrationPlan:
+    """``plan`` revised once the first pass is behind (its statistics told the
+    dirty rate or the link rate the plan lacked): the methods are weighed on
+    what remains, but only what the job armed at its start can be used, with
+    the connections and compression it runs with.
+
+    The revised plan never arms what ``plan`` did not, never adds an
+    escalation, and plans post-copy only when ``plan`` armed it.
+    """
+    # What was not armed is not permitted any more: choosing it would plan a
+    # method the job cannot switch to.
+    job = settings.replace(
+        parallel_connections=plan.parallel_connections,
+        permit_post_copy=settings.permit_post_copy if plan.post_copy else False,
+        permit_auto_converge=settings.permit_auto_converge if plan.auto_converge else False)
+    revised = choose(plan.memory_bytes, measurement, link, capabilities, job,
+                     remaining_bytes=remaining_bytes, elapsed_s=elapsed_s)
+    post_after = revised.post_copy_after_first_pass and plan.post_copy
+    # Why the job runs with what it armed is still the start's reason.
+    kept = [name for name in ("post_copy", "auto_converge") if not getattr(plan, name)]
+    reasons = dict(revised.reasons, revised="re-planned from the first pass; only what "
+                   "was armed at the start can be used",
+                   **{name: plan.reasons.get(name, "")
+                      for name in ("parallel_connections", "compression", *kept)})
+    return dataclasses.replace(
+        revised, auto_converge=plan.auto_converge, post_copy=plan.post_copy,
+        auto_converge_initial=plan.auto_converge_initial,
+        auto_converge_increment=plan.auto_converge_increment,
+        post_copy_after_first_pass=post_after,
+        post_copy_from_s=revised.post_copy_from_s if post_after else None,
+        post_copy_for_s=revised.post_copy_for_s if post_after else None,
+        parallel_connections=plan.parallel_connections, compression=plan.compression,
+        escalations=tuple(e for e in revised.escalations if e in plan.escalations),
+        reasons=reasons)
 
 
 def _post_copy_text(possible: bool, why_not: str, armed: bool,
@@ -453,31 +563,34 @@ def _rate(link: int, streams: int, per_stream: int) -> int:
     return min(link, max(1, streams) * per_stream)
 
 
-def _adaptive_method(memory: int, measurement: convergence.DirtyRateMeasurement, rate: int,
-                     budget: int, working_set: Optional[int], start: Optional[int],
-                     elapsed_s: float, auto_converge_ok: bool, post_copy_ok: bool,
-                     throttle: Tuple[int, int], rule: "PostCopyRule"
-                     ) -> Tuple[str, Optional[Prediction], bool, bool, Tuple[str, str]]:
-    """The method predicted best at ``rate`` bytes/s:
-    ``(method, prediction, arm auto-converge, arm post-copy, (predictions, reason))``."""
-    dirty = cast(int, measurement.dirty_rate)  # only measured guests are predicted
+def _candidates(inputs: _Inputs, dirty: float, rate: int, auto_converge_ok: bool,
+                post_copy_ok: bool
+                ) -> Tuple[Prediction, Optional[Prediction], Optional[Prediction]]:
+    """Pre-copy, auto-converge and post-copy predicted for a guest dirtying
+    ``dirty`` bytes/s at ``rate`` (None: the method is not possible)."""
+    memory, budget, working_set = inputs.memory, inputs.budget, inputs.working_set
+    start = inputs.start
+    pre = predict(memory, dirty, rate, budget, working_set, start=start)
+    ac = predict(memory, dirty, rate, budget, working_set, throttle=inputs.throttle,
+                 start=start) if auto_converge_ok else None
+    if not post_copy_ok:
+        pc = None
+    elif start is None:
+        pc = predict(memory, dirty, rate, budget, working_set,
+                     post_copy_after_first_pass=True)
+    else:
+        pc = post_copy_now(start, rate)
+    return pre, ac, pc
+
+
+def _adaptive_method(inputs: _Inputs, rate: int, auto_converge_ok: bool,
+                     post_copy_ok: bool, rule: "PostCopyRule") -> _Choice:
+    """The method predicted best at ``rate`` bytes/s, and what it arms."""
+    start, elapsed_s = inputs.start, inputs.elapsed_s
+    dirty = cast(int, inputs.measurement.dirty_rate)  # only measured guests are predicted
     ratio = dirty / rate
 
-    def candidates(dirty: float
-                   ) -> Tuple[Prediction, Optional[Prediction], Optional[Prediction]]:
-        pre = predict(memory, dirty, rate, budget, working_set, start=start)
-        ac = predict(memory, dirty, rate, budget, working_set, throttle=throttle,
-                     start=start) if auto_converge_ok else None
-        if not post_copy_ok:
-            pc = None
-        elif start is None:
-            pc = predict(memory, dirty, rate, budget, working_set,
-                         post_copy_after_first_pass=True)
-        else:
-            pc = post_copy_now(start, rate)
-        return pre, ac, pc
-
-    pre, ac, pc = candidates(dirty)
+    pre, ac, pc = _candidates(inputs, dirty, rate, auto_converge_ok, post_copy_ok)
     predictions = ("" if start is None else
                    "after the first pass (%.1f s in, %.1f MiB left), from now: "
                    % (elapsed_s, start / units.MiB)) + "; ".join(
@@ -491,7 +604,8 @@ def _adaptive_method(memory: int, measurement: convergence.DirtyRateMeasurement,
     elif rule.permit or method == POST_COPY or start is not None:
         arm = True
     else:
-        arm = _fastest(*candidates(dirty * ARM_MARGIN), rule)[0] == POST_COPY
+        arm = _fastest(*_candidates(inputs, dirty * ARM_MARGIN, rate, auto_converge_ok,
+                                    post_copy_ok), rule)[0] == POST_COPY
     if method == PRE_COPY and chosen is not None:
         reason = ("pre-copy: dirty rate %.2fx the link, predicted to converge in %.1f s"
                   % (ratio, elapsed_s + cast(float, pre.total_s)))
@@ -521,7 +635,7 @@ def _adaptive_method(memory: int, measurement: convergence.DirtyRateMeasurement,
         auto, post = False, False
     if pays is not None and method != POST_COPY:
         reason += "; post-copy not taken: " + pays.reason
-    return method, chosen, auto, post, (predictions, reason)
+    return _Choice(method, chosen, auto, post, predictions, reason)
 
 
 def _parallel_possible(settings: settings_mod.MigrationSettings,

@@ -28,6 +28,7 @@ from typing import Any
 from typing import Dict
 from typing import Mapping
 from typing import Optional
+from typing import Tuple
 
 from migplane.core import address
 from migplane.core import exception
@@ -140,9 +141,8 @@ def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateDa
     reasons = {}
 
     if migrate_data.target_connect_addr is None:
-        control, why = _control_uri(settings, capabilities, dest)
-        reasons["control_uri"] = "management plane: destination host name %r, %s" % (
-            dest_name, why)
+        control, reasons["control_uri"] = _management_control(settings, capabilities, dest,
+                                                              dest_name)
         reasons["data_uri"] = ("unset: the destination sent no inbound address "
                                "(my_live_migration_ip unset or an older peer), so the "
                                "hypervisor sends the data to the host name as before")
@@ -174,41 +174,62 @@ def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateDa
         reasons["control_uri"] = ("migration plane: control_plane = migration (Nova's "
                                   "behaviour), so it targets %s, %s" % (origin, why))
     else:
-        control, why = _control_uri(settings, capabilities, dest)
-        reasons["control_uri"] = "management plane: destination host name %r, %s" % (
-            dest_name, why)
-    data_uri = "%s://%s" % (DATA_SCHEME, inbound.netloc)
+        control, reasons["control_uri"] = _management_control(settings, capabilities, dest,
+                                                              dest_name)
     reasons["data_uri"] = "migration plane: %s" % origin
-
-    listen = None
-    if not capabilities.listen_address:
-        reasons["listen_address"] = "unset: the driver cannot bind the incoming socket"
-    elif migrate_data.listen_addrs.get(md.LISTEN_MIGRATION):
-        listen = migrate_data.listen_addrs[md.LISTEN_MIGRATION]
-        reasons["listen_address"] = "chosen by the destination: %r" % listen
-    else:
-        listen = inbound.host
-        reasons["listen_address"] = ("the inbound address, so the destination listens "
-                                     "on the migration plane only")
-
-    disks_uri = None
-    if block and capabilities.disks_uri:
-        disks_uri = "%s://%s" % (DATA_SCHEME, inbound.uri_host)
-        reasons["disks_uri"] = "block migration rides the migration plane: %s" % origin
-    else:
-        reasons["disks_uri"] = "unset: %s" % (
-            "no block migration" if not block else "driver cannot direct disk traffic")
-
-    tls_name = None
-    if settings.native_tls and inbound.is_ip:
-        if not capabilities.tls_destination:
-            raise exception.UnsupportedFeature(
-                driver=driver, feature="verifying the TLS certificate against %r while "
-                                       "dialing %r" % (dest_name, inbound.host))
-        tls_name = dest.host
+    listen, reasons["listen_address"] = _listen_address(migrate_data, capabilities, inbound)
+    disks_uri, reasons["disks_uri"] = _disks_uri(capabilities, inbound, block, origin)
+    tls_name = _tls_destination(settings, capabilities, dest, dest_name, inbound, driver)
+    if tls_name is not None:
         reasons["tls_destination"] = ("native TLS dials the IP %r, so the certificate is "
                                       "verified against the host name %r"
                                       % (inbound.host, dest.host))
-    return MigrationURIs(control_uri=control, data_uri=data_uri, listen_address=listen,
-                         disks_uri=disks_uri, tls_destination=tls_name,
-                         bulk_host=inbound.host, plane=MIGRATION, reasons=reasons)
+    return MigrationURIs(control_uri=control,
+                         data_uri="%s://%s" % (DATA_SCHEME, inbound.netloc),
+                         listen_address=listen, disks_uri=disks_uri,
+                         tls_destination=tls_name, bulk_host=inbound.host,
+                         plane=MIGRATION, reasons=reasons)
+
+
+def _management_control(settings: settings_mod.MigrationSettings,
+                        capabilities: "Capabilities", dest: address.HostAddress,
+                        dest_name: str) -> Tuple[str, str]:
+    """The control URI to the destination's host name, and why."""
+    control, why = _control_uri(settings, capabilities, dest)
+    return control, "management plane: destination host name %r, %s" % (dest_name, why)
+
+
+def _listen_address(migrate_data: md.MigrateData, capabilities: "Capabilities",
+                    inbound: address.HostAddress) -> Tuple[Optional[str], str]:
+    """Where the destination binds its incoming socket, and why."""
+    if not capabilities.listen_address:
+        return None, "unset: the driver cannot bind the incoming socket"
+    chosen = migrate_data.listen_addrs.get(md.LISTEN_MIGRATION)
+    if chosen:
+        return chosen, "chosen by the destination: %r" % chosen
+    return inbound.host, ("the inbound address, so the destination listens on the "
+                          "migration plane only")
+
+
+def _disks_uri(capabilities: "Capabilities", inbound: address.HostAddress, block: bool,
+               origin: str) -> Tuple[Optional[str], str]:
+    """Where block migration's disk stream goes, and why."""
+    if block and capabilities.disks_uri:
+        return ("%s://%s" % (DATA_SCHEME, inbound.uri_host),
+                "block migration rides the migration plane: %s" % origin)
+    return None, "unset: %s" % ("no block migration" if not block
+                                else "driver cannot direct disk traffic")
+
+
+def _tls_destination(settings: settings_mod.MigrationSettings,
+                     capabilities: "Capabilities", dest: address.HostAddress,
+                     dest_name: str, inbound: address.HostAddress,
+                     driver: str) -> Optional[str]:
+    """The name native TLS verifies when it dials an IP: the destination's host name."""
+    if not (settings.native_tls and inbound.is_ip):
+        return None
+    if not capabilities.tls_destination:
+        raise exception.UnsupportedFeature(
+            driver=driver, feature="verifying the TLS certificate against %r while "
+                                   "dialing %r" % (dest_name, inbound.host))
+    return dest.host

@@ -49,30 +49,22 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as ra
 def config_text(host, token, cert=None, key=None, my_ip=None, live_migration=None,
                 port=PORT, log_file=None, ca_file=None, peers=None, state_dir=None):
     """The agent.conf of one lab host; ``peers`` maps the other hosts' names to URLs."""
-    lines = ["[DEFAULT]"]
-    if my_ip:
-        lines.append("my_live_migration_ip = %s" % my_ip)
-    if log_file:
-        lines.append("log_file = %s" % log_file)
-    lines += ["", "[agent]", "bind_host = %s" % host.mgmt_ip, "port = %d" % port,
-              "auth_tokens = %s" % token]
-    if cert and key:
-        lines += ["cert_file = %s" % cert, "key_file = %s" % key]
-    if ca_file:
-        lines.append("ca_file = %s" % ca_file)
-    # empty: in memory (a lab host never uses the machine's /var/lib/migplane)
-    lines.append("state_dir = %s" % (state_dir or ""))
-    if peers:
-        lines.append("peers = %s" % ",".join("%s:%s" % kv for kv in sorted(peers.items())))
-        if my_ip and cert and ca_file:
-            lines.append("migration_plane_port = %d" % MIGRATION_PLANE_PORT)
-    if not (cert and key):
-        lines.append("insecure_lab_mode = true")
+    tls = bool(cert and key)
+    agent = {"bind_host": host.mgmt_ip, "port": port, "auth_tokens": token,
+             "cert_file": cert if tls else None, "key_file": key if tls else None,
+             "ca_file": ca_file,
+             # empty: in memory (a lab host never uses the machine's /var/lib/migplane)
+             "state_dir": state_dir or "",
+             "peers": peers or None,
+             "migration_plane_port": (MIGRATION_PLANE_PORT if peers and my_ip and cert
+                                      and ca_file else None),
+             "insecure_lab_mode": None if tls else True}
     lm = {"driver": "libvirt", "hostname": host.name, "poll_interval": "0.2"}
     lm.update({k: str(v) for k, v in (live_migration or {}).items()})
-    lines += ["", "[live_migration]"] + ["%s = %s" % kv for kv in sorted(lm.items())]
-    lines += ["", "[driver_libvirt]", "connection_uri = qemu:///system", ""]
-    return "\n".join(lines)
+    return agent_opts.config_text({
+        "DEFAULT": {"my_live_migration_ip": my_ip, "log_file": log_file},
+        "agent": agent, "live_migration": dict(sorted(lm.items())),
+        "driver_libvirt": {"connection_uri": "qemu:///system"}})
 
 
 class LabAgents:

@@ -46,7 +46,8 @@ def plans(draw, strategy_name=strategy.ADAPTIVE):
     caps = caps_mod.Capabilities(post_copy=draw(st.booleans()),
                                  auto_converge=draw(st.booleans()),
                                  parallel_connections=draw(st.booleans()),
-                                 compression=draw(st.sampled_from([(), ("xbzrle", "mt")])))
+                                 compression=draw(st.sampled_from([(), ("xbzrle", "mt")])),
+                                 post_copy_recovery=draw(st.booleans()))
     measurement = (convergence.DirtyRateMeasurement() if dirty is None else
                    convergence.DirtyRateMeasurement(dirty, convergence.SAMPLING, 1.0))
     # A plan before the transfer, or a re-plan once the first pass is done.
@@ -455,3 +456,55 @@ def test_a_guest_that_converges_easily_does_not_arm_post_copy_by_default(
         settings_mod.MigrationSettings(downtime_ms=budget, stream_rate_mib=2000))
     assert not plan.post_copy and strategy.ESCALATE_POST_COPY not in plan.escalations
     assert "not armed" in plan.reasons["post_copy"]
+
+
+
+# -- the re-plan after the first pass and the abort resend ----------------------------
+
+@given(plans(), st.floats(0, 8.0), st.floats(0, 1), st.integers(1, 2000))
+def test_a_replan_uses_only_what_the_job_armed(drawn, ratio, left, link_mib):
+    plan, settings, caps = drawn
+    link = plan.link_rate or link_mib * MiB
+    remaining = int(left * plan.memory_bytes)
+    revised = strategy.replan(
+        plan, convergence.DirtyRateMeasurement(int(ratio * link),
+                                               convergence.FIRST_ITERATION),
+        convergence.LinkRate(link, convergence.LEARNED), caps, settings, remaining,
+        plan.memory_bytes / link)
+    assert (revised.auto_converge, revised.post_copy) == (plan.auto_converge, plan.post_copy)
+    assert (revised.auto_converge_initial, revised.auto_converge_increment) == (
+        plan.auto_converge_initial, plan.auto_converge_increment)
+    assert revised.parallel_connections == plan.parallel_connections
+    assert revised.compression == plan.compression
+    assert set(revised.escalations) <= set(plan.escalations)
+    if revised.method == strategy.POST_COPY or revised.post_copy_after_first_pass:
+        assert plan.post_copy
+    if revised.method == strategy.AUTO_CONVERGE:
+        assert plan.auto_converge
+    if not revised.post_copy_after_first_pass:
+        assert revised.post_copy_from_s is None and revised.post_copy_for_s is None
+
+
+@given(st.lists(st.tuples(st.floats(0, 5), st.booleans()), max_size=60),
+       st.floats(0.5, 10), st.floats(10, 200))
+def test_an_abort_is_resent_and_given_up_only_outside_post_copy(polls, retry_s, give_up_s):
+    """Sent at once, resent no more often than every retry_s, given up only
+    give_up_s after a first abort sent outside post-copy, never in post-copy."""
+    state, now, sent = monitor.AbortState(), 0.0, []
+    for gap, postcopy in polls:
+        now += gap
+        action, new = monitor.abort_resend(state, now, postcopy, retry_s, give_up_s)
+        if action == monitor.GIVE_UP:
+            assert not postcopy and now - state.first_s > give_up_s
+            assert new == state
+            return
+        if action == monitor.SEND_ABORT:
+            assert not sent or now - sent[-1] >= retry_s
+            sent.append(now)
+            assert new.last_s == now
+        else:
+            assert sent and now - sent[-1] < retry_s and new == state
+        if new.first_s is not None:
+            assert state.first_s in (None, new.first_s)
+        state = new
+    assert not polls or sent

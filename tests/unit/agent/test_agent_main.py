@@ -34,6 +34,8 @@ def tls_lines(pki):
 
 
 def config_text(port, extra="", world="unit-tests", tls=None):
+    """Raw text, not ``agent_opts.config_text``: these tests feed the parser
+    lines as an operator writes them, malformed ones included."""
     lines = ["[DEFAULT]", "my_live_migration_ip = 198.51.100.11", "",
              "[agent]", "bind_host = 127.0.0.1", "port = %d" % port,
              "auth_tokens = %s" % TOKEN, tls or "insecure_lab_mode = true", extra, "",

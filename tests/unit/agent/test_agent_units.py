@@ -9,6 +9,8 @@ import pytest
 from migplane.agent import client as client_mod
 from migplane.agent import errors
 from migplane.agent import hostfacts
+from migplane.agent import opts as agent_opts
+from migplane.agent import records
 from migplane.agent import schemas
 from migplane.agent import slots as slots_mod
 from migplane.agent import validation
@@ -311,3 +313,36 @@ def test_every_schema_is_a_valid_schema():
         assert validation._validator(schema) is validation._validator(schema)  # checked
 
 
+
+
+def test_the_config_builder_writes_what_oslo_config_reads(make_conf):
+    text = agent_opts.config_text({
+        "DEFAULT": {"my_live_migration_ip": "198.51.100.11", "log_file": None},
+        "agent": {"bind_host": "192.0.2.11", "port": 7480, "auth_tokens": ["t1", "t2"],
+                  "peers": {"host-c": "https://192.0.2.13:7480",
+                            "host-b": "https://192.0.2.12:7480"},
+                  "insecure_lab_mode": True}})
+    assert "log_file" not in text
+    conf = make_conf(text)
+    agent_opts.register_opts(conf)
+    assert conf.agent.auth_tokens == ["t1", "t2"] and conf.agent.port == 7480
+    assert conf.agent.insecure_lab_mode is True
+    assert conf.agent.peers == {"host-b": "https://192.0.2.12:7480",
+                                "host-c": "https://192.0.2.13:7480"}
+
+
+def test_an_event_log_numbers_events_and_answers_since():
+    log = records.EventLog(maxlen=3)
+    for kind in ("step", "progress", "progress", "step", "progress"):
+        if kind == "progress":
+            log.replace_last_of("progress", {"kind": kind})
+        else:
+            log.append({"kind": kind})
+    # a run of progress keeps its latest; numbers never repeat; the oldest fall off
+    assert [(e["seq"], e["kind"]) for e in log.since()] == [
+        (3, "progress"), (4, "step"), (5, "progress")]
+    assert log.last == 5 and [e["seq"] for e in log.since(3)] == [4, 5]
+    assert log.since(5) == [] and log.any("step") and not log.any("settled")
+    again = records.EventLog(maxlen=3)
+    again.restore(log.since(), log.last)
+    assert again.append({"kind": "settled"})["seq"] == 6
