@@ -75,11 +75,14 @@ def _load_ca(context, ca_file):
         raise _config_error("ca_file", ca_file, "is not a PEM CA bundle: %s" % err)
 
 
-def _decode(path):
-    """The first certificate of PEM file ``path`` as ``getpeercert()`` gives it."""
+def decode_certificate(path):
+    """The first certificate of PEM file ``path`` as ``getpeercert()`` gives it
+    (ConfigError naming the file when it cannot be read)."""
     try:
-        return ssl._ssl._test_decode_cert(path)  # noqa: SLF001 - the stdlib's own parser
-    except (ssl.SSLError, OSError, ValueError) as err:
+        # the stdlib's only parser of names and dates (what ssl's tests use); no
+        # third-party X.509 library is a dependency of the agent
+        return ssl._ssl._test_decode_cert(path)  # noqa: SLF001
+    except (AttributeError, ssl.SSLError, OSError, ValueError) as err:
         raise _config_error("cert_file", path, "holds no readable certificate: %s" % err)
 
 
@@ -87,7 +90,7 @@ def check_own_certificate(cert_file, hostname, ca_file=None, now=None):
     """Refuse to serve with a certificate that peers would refuse, or that names
     another host: expired or not yet valid, without ``hostname`` as a DNS name;
     and a ``ca_file`` holding a leaf certificate (trusting a leaf as a CA)."""
-    cert = _decode(cert_file)
+    cert = decode_certificate(cert_file)
     now = time.time() if now is None else now
     not_after = ssl.cert_time_to_seconds(cert["notAfter"])
     not_before = ssl.cert_time_to_seconds(cert["notBefore"])

@@ -60,10 +60,8 @@ def app(agent):
 def _names_address(cert_file, address):
     """Whether the certificate in ``cert_file`` names IP ``address``."""
     try:
-        # the stdlib's only certificate parser (what ssl's tests use); no
-        # third-party X.509 library is a dependency of the agent
-        decoded = ssl._ssl._test_decode_cert(cert_file)
-    except (AttributeError, ssl.SSLError, OSError) as err:
+        decoded = tls.decode_certificate(cert_file)
+    except exception.ConfigError as err:
         LOG.warning("Cannot read the names of %s (%s); peers check them when they dial",
                     cert_file, err)
         return True

@@ -18,6 +18,24 @@ def size(value):
     return "-"
 
 
+def plane_bytes(traffic, interfaces=True):
+    """Bytes each network plane carried (a record's ``traffic``): ``migration
+    12.0 MiB sent (eth1); management 3.1 KiB sent (eth0)``, or without the
+    interfaces ``migration 12.0 MiB, management 3.1 KiB`` (tables)."""
+    planes = (traffic or {}).get("planes") or {}
+    if not interfaces:
+        return ", ".join("%s %s" % (plane, size(counts["tx_bytes"]))
+                         for plane, counts in sorted(planes.items())) or "-"
+    if not traffic:
+        return "not measured"
+    parts = []
+    for plane, counts in sorted(planes.items()):
+        names = sorted(n for n, i in traffic["interfaces"].items() if i["plane"] == plane)
+        parts.append("%s %s sent (%s)" % (plane, size(counts["tx_bytes"]),
+                                          ", ".join(names)))
+    return "; ".join(parts) or "no traffic counted"
+
+
 def rate(bytes_per_s):
     return "-" if bytes_per_s is None else size(bytes_per_s) + "/s"
 

@@ -1,16 +1,55 @@
-"""The live progress line of ``migplane migrate``.
+"""Following a migration or an evacuation: the one poller of both, and the
+live progress line of ``migplane migrate``.
 
-On a terminal it redraws one line; otherwise (a log, CI) it prints a line
-at most every few seconds, so output stays readable when captured.
+On a terminal the line is redrawn in place; otherwise (a log, CI) a line is
+printed at most every few seconds, so output stays readable when captured.
 """
 
 import sys
 import time
 
+from migplane.agent import errors as agent_errors
 from migplane.cli import output
 from migplane.core import driver as driver_mod
 
 BAR = 24
+#: Seconds between two polls of the source agent.
+POLL_S = 0.5
+#: Seconds an unreachable source agent is asked again (it may be restarting:
+#: it keeps its records and settles what ran when it is back).
+RECONNECT_S = 300.0
+
+
+def follow(client, path, done, say=None, sleep=time.sleep, clock=time.monotonic,
+           reconnect_s=RECONNECT_S):
+    """Yield each answer of ``GET path?since=N`` (the events after the last
+    seen) until ``done(record)``. An agent that stops answering is asked again
+    for up to ``reconnect_s``; ``say(text)`` tells the operator meanwhile."""
+    since = 0
+    lost = None
+    while True:
+        try:
+            record = client.get(path, params={"since": str(since)})
+        except agent_errors.AgentUnreachable as err:
+            now = clock()
+            if lost is None:
+                lost = now
+                if say:
+                    say("  source agent unreachable (%s); reconnecting for up to %d s"
+                        % (err, reconnect_s))
+            if now - lost >= reconnect_s:
+                raise
+            sleep(POLL_S * 2)
+            continue
+        if lost is not None:
+            lost = None
+            if say:
+                say("  reconnected to the source agent; following %s" % path)
+        since = record.get("last_event", since)
+        yield record
+        if done(record):
+            return
+        sleep(POLL_S)
 
 
 class ProgressBar:

@@ -15,8 +15,9 @@ from migplane.agent import errors as agent_errors
 from migplane.cli import argtypes
 from migplane.cli import errors
 from migplane.cli import output
+from migplane.cli import progress as progress_mod
 
-POLL_S = 0.5
+
 def add_parser(subparsers, parents):
     p = subparsers.add_parser(
         "evacuate", parents=parents, help="live-migrate every guest off a host",
@@ -245,12 +246,12 @@ class Display:
 
 
 def watch(client, evacuation_id, display=None, sleep=time.sleep):
-    """Poll the source agent until the evacuation ends; return its record."""
-    since = 0
-    while True:
-        record = client.get("/v1/evacuations/%s" % evacuation_id,
-                            params={"since": str(since)})
-        since = record.get("last_event", since)
+    """Poll the source agent until the evacuation ends; return its record. An
+    agent that stops answering for a while is asked again, as for a migration."""
+    for record in progress_mod.follow(
+            client, "/v1/evacuations/%s" % evacuation_id,
+            lambda r: r["status"] != "running",
+            say=display.message if display else None, sleep=sleep):
         finished = record["status"] != "running"
         if display:
             display.update(record, force=finished)
@@ -258,7 +259,7 @@ def watch(client, evacuation_id, display=None, sleep=time.sleep):
             if display:
                 display.close()
             return record
-        sleep(POLL_S)
+    raise AssertionError("unreachable: follow() ends only with a finished record")
 
 
 def _traffic(client, record):
@@ -276,25 +277,17 @@ def _traffic(client, record):
     return found
 
 
-def _planes(migration):
-    traffic = (migration or {}).get("traffic") or {}
-    planes = traffic.get("planes") or {}
-    if not planes:
-        return "-"
-    return ", ".join("%s %s" % (plane, output.size(counts["tx_bytes"]))
-                     for plane, counts in sorted(planes.items()))
-
-
 def final_table(record, migrations, stream=None):
     stream = stream or sys.stdout
     rows = []
     for g in record["guests"]:
-        migration = migrations.get(g.get("migration_id"))
+        traffic = (migrations.get(g.get("migration_id")) or {}).get("traffic")
         rows.append((g["name"], g.get("destination") or "-",
                      output.duration(g.get("duration_s")),
                      "-" if g.get("downtime_ms") is None else "%d ms" % g["downtime_ms"],
                      output.size(g.get("data_bytes") or g.get("data_processed")),
-                     _planes(migration), g.get("status"), g.get("running_on") or "-"))
+                     output.plane_bytes(traffic, interfaces=False), g.get("status"),
+                     g.get("running_on") or "-"))
     result = record.get("result") or {}
     moved = sum(1 for g in record["guests"] if g.get("status") == "completed")
     stream.write("Evacuation %s of %s: %s, %d of %d guest(s) moved in %s\n" % (

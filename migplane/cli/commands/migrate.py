@@ -4,7 +4,6 @@ import argparse
 import sys
 import time
 
-from migplane.agent import errors as agent_errors
 from migplane.cli import argtypes
 from migplane.cli import errors
 from migplane.cli import output
@@ -12,9 +11,6 @@ from migplane.cli import progress as progress_mod
 from migplane.core import events
 from migplane.core import settle
 
-POLL_S = 0.5
-#: Seconds ``migrate`` keeps trying to reach a source agent that went away.
-RECONNECT_S = 300.0
 FINISHED = events.FINISHED
 
 
@@ -56,7 +52,7 @@ def add_parser(subparsers, parents):
     add_strategy_arg(p)
     p.add_argument("--detach", action="store_true",
                    help="print the migration ID and return at once")
-    p.add_argument("--reconnect", type=argtypes.at_least(0), default=int(RECONNECT_S),
+    p.add_argument("--reconnect", type=argtypes.at_least(0), default=int(progress_mod.RECONNECT_S),
                    metavar="SECONDS",
                    help="while watching, keep trying this long to reach a source agent "
                         "that went away (it restarts and finishes the migration) "
@@ -126,7 +122,7 @@ def run(args, directory):
             record["id"], args.domain, record["source"], record["destination"]))
     try:
         record = watch(source, record["id"], bar, args.force_complete_after,
-                       reconnect_s=getattr(args, "reconnect", RECONNECT_S))
+                       reconnect_s=getattr(args, "reconnect", progress_mod.RECONNECT_S))
     except KeyboardInterrupt:
         if bar:
             bar.close()
@@ -141,38 +137,19 @@ def run(args, directory):
 
 
 def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
-          reconnect_s=RECONNECT_S, clock=time.monotonic):
+          reconnect_s=progress_mod.RECONNECT_S, clock=time.monotonic):
     """Poll the source agent until the migration ends; return its record.
 
     An agent that goes away (restarts) is asked again for up to ``reconnect_s``:
     it keeps its records on disk and settles the migration when it is back.
     """
-    since = 0
     transfer_started = None
     forced = False
-    lost = None
     seen = []
-    while True:
-        try:
-            record = client.get("/v1/migrations/%s" % migration_id,
-                                params={"since": str(since)})
-        except agent_errors.AgentUnreachable as err:
-            now = clock()
-            if lost is None:
-                lost = now
-                if bar:
-                    bar.message("  source agent unreachable (%s); reconnecting for up "
-                                "to %d s" % (err, reconnect_s))
-            if now - lost >= reconnect_s:
-                raise
-            sleep(POLL_S * 2)
-            continue
-        if lost is not None:
-            lost = None
-            if bar:
-                bar.message("  reconnected to the source agent; following migration %s"
-                            % migration_id)
-        since = record.get("last_event", since)
+    for record in progress_mod.follow(
+            client, "/v1/migrations/%s" % migration_id,
+            lambda r: r["status"] in FINISHED, say=bar.message if bar else None,
+            sleep=sleep, clock=clock, reconnect_s=reconnect_s):
         seen.extend(record.get("events", []))
         progress = record.get("progress") or {}
         if bar and progress.get("data_total"):
@@ -190,7 +167,7 @@ def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
                 and time.monotonic() - transfer_started >= force_after):
             forced = True
             client.post("/v1/migrations/%s/force-complete" % migration_id)
-        sleep(POLL_S)
+    raise AssertionError("unreachable: follow() ends only with a finished record")
 
 
 def describe(event):
@@ -199,17 +176,6 @@ def describe(event):
         return "step: %s" % event.get("message")
     return "%s%s" % (kind.replace("_", " "),
                      ": %s" % event["message"] if event.get("message") else "")
-
-
-def _plane_bytes(traffic):
-    if not traffic:
-        return "not measured"
-    parts = []
-    for plane, counts in sorted(traffic.get("planes", {}).items()):
-        names = sorted(n for n, i in traffic["interfaces"].items() if i["plane"] == plane)
-        parts.append("%s %s sent (%s)" % (plane, output.size(counts["tx_bytes"]),
-                                          ", ".join(names)))
-    return "; ".join(parts) or "no traffic counted"
 
 
 def _plan_line(plan):
@@ -303,7 +269,7 @@ def summary(record, stream=None):
         ("data sent", "%s in %s iteration(s)%s" % (
             output.size(progress.get("data_processed")), progress.get("iteration", 0),
             ", post-copy" if progress.get("postcopy") else "")),
-        ("bytes per plane", _plane_bytes(record.get("traffic"))),
+        ("bytes per plane", output.plane_bytes(record.get("traffic"))),
         ("plan", _plan_line(result.get("plan"))),
         ("predicted", _predicted(result, progress)),
         ("post-copy", post_copy_line(record, result, progress)),

@@ -131,6 +131,13 @@ _PERSISTENT_XML = (libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECU
 COMPLETED_EVENT_WAIT = 2.0
 
 
+def _waits_for_transfer(job, name, arg):
+    """A switch to post-copy asked before QEMU's transfer began: QEMU arms its
+    post-copy capability only when told to migrate, so a switch sent earlier
+    is dropped (libvirt's job exists before that); it waits in ``job.pending``."""
+    return name == "force" and arg and not progress.transferring(job.last_stats)
+
+
 def _plain(migrate_data):
     """``migrate_data.driver_data`` as plain, mutable JSON data."""
     return versioned.thaw(migrate_data.driver_data)
@@ -832,7 +839,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
     def _apply_pending(self, job):
         """Requests that came before libvirt had a job to apply them to."""
         for name, arg in list(job.pending.items()):
-            if name == "force" and arg and not progress.transferring(job.last_stats):
+            if _waits_for_transfer(job, name, arg):
                 continue
             try:
                 if name == "abort":
@@ -854,7 +861,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         if job.done:
             LOG.info("Not applying %s: the migration of %s already ended", name, instance)
             return job
-        if name == "force" and arg and not progress.transferring(job.last_stats):
+        if _waits_for_transfer(job, name, arg):
             LOG.info("Deferring force of %s until its transfer has begun", instance)
             job.pending[name] = arg
             return job

@@ -90,10 +90,11 @@ def test_an_unresolved_migration_is_settled_once_both_hosts_answer(world, start_
     assert partition and twice == []
 
 
-def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent):
-    """Post-copy armed (no paused handover) and the confirm cancelled: libvirt's
-    own resume made a second copy; the detector pauses it, the verdict is split
-    and the agent refuses to migrate the guest again."""
+def _split(world, start_agent):
+    """A migration of vm1 from host-a that ends split: post-copy armed (no
+    paused handover) and host-a's management link cut, so the confirm is
+    cancelled and libvirt's own resume makes a second copy. ``(agent a, the
+    started record, the ended record)``."""
     world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=10)
     a = start_agent("host-a")
     start_agent("host-b", my_live_migration_ip=MIG_B)
@@ -101,7 +102,14 @@ def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent):
     record = _client(a).post("/v1/migrations", {
         "instance": "vm1", "destination": {"host": "host-b"},
         "options": {"permit_post_copy": True}})
-    done = testing.wait_for(_client(a), record["id"])
+    return a, record, testing.wait_for(_client(a), record["id"])
+
+
+def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent):
+    """Post-copy armed (no paused handover) and the confirm cancelled: libvirt's
+    own resume made a second copy; the detector pauses it, the verdict is split
+    and the agent refuses to migrate the guest again."""
+    a, record, done = _split(world, start_agent)
     assert done["result"]["verdict"] == events.VERDICT_SPLIT
     assert any(e["kind"] == events.SPLIT_DETECTED and "GUEST RUNNING TWICE" in e["message"]
                for e in done["events"])
@@ -119,15 +127,8 @@ def test_a_split_guest_is_released_only_once_one_copy_is_left(world, start_agent
     """``migplane release``: refused while both hosts hold a copy or a shut-off
     definition could boot beside the one left; once the operator destroyed and
     undefined one copy by hand, the guest may migrate again."""
-    world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=10)
-    a = start_agent("host-a")
-    start_agent("host-b", my_live_migration_ip=MIG_B)
-    world.at(0.5, lambda: world.set_link("host-a", MANAGEMENT, False))
-    record = _client(a).post("/v1/migrations", {
-        "instance": "vm1", "destination": {"host": "host-b"},
-        "options": {"permit_post_copy": True}})
-    assert testing.wait_for(_client(a), record["id"])["result"]["verdict"] == \
-        events.VERDICT_SPLIT
+    a, record, done = _split(world, start_agent)
+    assert done["result"]["verdict"] == events.VERDICT_SPLIT
     world.set_link("host-a", MANAGEMENT, True)
     release = "/v1/migrations/%s/release" % record["id"]
     # the detector paused host-a's copy; host-b's runs: two copies held

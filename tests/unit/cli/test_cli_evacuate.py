@@ -2,10 +2,13 @@
 
 import io
 import json
+import types
 
 import pytest
 
+from migplane.agent import errors as agent_errors
 from migplane.agent import testing
+from migplane.cli import progress
 from migplane.cli.commands import evacuate
 
 SIZES = {"vm1": 192, "vm2": 128, "vm3": 96}
@@ -147,3 +150,36 @@ def test_detach_then_follow(cli, three, world):
     assert "completed, 3 of 3 guest(s) moved" in out
     code, _, err = cli("evacuate", "host-a", "--follow", "nope", *three)
     assert code == 4 and "Evacuation 'nope' not found" in err
+
+
+class _Flaky:
+    """A source agent that goes away for ``gone`` polls, then answers ``records``."""
+
+    def __init__(self, gone, records):
+        self.gone, self.records, self.asked = gone, list(records), []
+
+    def get(self, path, params=None):
+        self.asked.append((path, params["since"]))
+        if self.gone:
+            self.gone -= 1
+            raise agent_errors.AgentUnreachable(url="https://host-a:7480",
+                                                reason="connection refused")
+        return self.records.pop(0)
+
+
+def test_evacuate_follows_an_agent_that_comes_back_as_migrate_does():
+    client = _Flaky(2, [{"status": "running", "last_event": 4, "guests": []},
+                        {"status": "completed", "last_event": 6, "guests": []}])
+    said = []
+    display = types.SimpleNamespace(update=lambda record, force: None,
+                                    close=lambda: None, message=said.append)
+    record = evacuate.watch(client, "e1", display, sleep=lambda s: None)
+    assert record["status"] == "completed"
+    assert [since for _, since in client.asked] == ["0", "0", "0", "4"]
+    assert "unreachable" in said[0] and "reconnected" in said[1]
+    # and gives up once it stayed away longer than it may
+    now = iter(range(0, 1000, 100))
+    with pytest.raises(agent_errors.AgentUnreachable):
+        list(progress.follow(_Flaky(50, []), "/v1/evacuations/e1", lambda r: True,
+                             sleep=lambda s: None, clock=lambda: next(now),
+                             reconnect_s=300))
