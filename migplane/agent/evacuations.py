@@ -171,10 +171,10 @@ class EvacuationRecord:
         self.source = source
         self.created = time.time()
         self.finished = None
-        self.status = "running"
+        self.status = events_mod.RUNNING
         self.prepared = prepared.to_dict(plan)
         self.guests = collections.OrderedDict(
-            (g.name, {"name": g.name, "destination": g.destination, "status": "pending",
+            (g.name, {"name": g.name, "destination": g.destination, "status": events_mod.PENDING,
                       "step": None, "migration_id": None, "memory_bytes": g.memory_bytes,
                       "data_processed": 0, "data_remaining": None, "percent": 0.0,
                       "downtime_ms": None, "error": None, "running_on": source})
@@ -194,8 +194,8 @@ class EvacuationRecord:
                 if migration.step:
                     guest["step"] = migration.step
                 if migration.kind in (events_mod.QUEUED, events_mod.STEP) \
-                        and guest["status"] == "pending":
-                    guest["status"] = "running"
+                        and guest["status"] == events_mod.PENDING:
+                    guest["status"] = events_mod.RUNNING
                 if migration.progress is not None:
                     p = migration.progress
                     guest.update(data_processed=p.data_processed,
@@ -222,7 +222,7 @@ class EvacuationRecord:
 
     @property
     def active(self):
-        return self.status == "running"
+        return self.status == events_mod.RUNNING
 
     def to_dict(self, since=None, events=True):
         with self._lock:

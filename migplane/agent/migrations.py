@@ -82,7 +82,7 @@ class MigrationRecord:
         self.options = dict(options)
         self.created = time.time()
         self.finished = None
-        self.status = "pending"
+        self.status = events_mod.PENDING
         self.step = None
         self.progress = None
         self.uris = None
@@ -166,9 +166,10 @@ class MigrationRecord:
             if event.step:
                 self.step = event.step
             if event.kind == events_mod.QUEUED:
-                self.status = "queued"
-            elif event.kind == events_mod.STEP and self.status in ("pending", "queued"):
-                self.status = "running"
+                self.status = events_mod.QUEUED
+            elif event.kind == events_mod.STEP and self.status in (events_mod.PENDING,
+                                                                   events_mod.QUEUED):
+                self.status = events_mod.RUNNING
             if self.flow is not None and self.flow.uris is not None and self.uris is None:
                 self.uris = self.flow.uris.to_dict()
         if event.kind == events_mod.STEP and event.step == "live_migration":

@@ -68,6 +68,9 @@ class Reconciler:
     MAX_WATCH_S = 3600.0
     #: Seconds past that for a job aborted at the deadline to end.
     ABORT_GRACE_S = 120.0
+    #: Tries, RETRY_S apart, to release the destination slot of a migration that
+    #: settled while the destination's agent did not answer (about a lease).
+    RELEASE_TRIES = 24
 
     def __init__(self, agent, sleep=None, clock=time.monotonic, max_watch_s=None):
         self.agent = agent
@@ -210,11 +213,41 @@ class Reconciler:
         LOG.critical("Migration %s: %s", record.id, message)
         record.note(events.SPLIT_DETECTED, message=message)
 
+    def _release_slot(self, record, settler):
+        """Release the destination's slot of a settled migration: now, or, when
+        its agent did not answer as it settled (the guest was asked over the
+        migration plane), as soon as it answers again, not only once the lease
+        lapses; nothing else frees that slot."""
+        if not isinstance(settler.destination, Unreachable):
+            _safely(settler.destination.client.release_slot, record.id)
+            return
+
+        def later():
+            for _ in range(self.RELEASE_TRIES):
+                if self._stopping.is_set():
+                    return
+                self._sleep(self.RETRY_S)
+                remote = self.destination(record, take_slot=False)
+                if isinstance(remote, Unreachable):
+                    continue
+                try:
+                    remote.client.release_slot(record.id)
+                except Exception as err:  # the next try, or the lease lapses
+                    LOG.debug("Destination slot of migration %s still held: %s",
+                              record.id, err)
+                    continue
+                LOG.info("Released the destination slot of migration %s", record.id)
+                return
+
+        thread = threading.Thread(target=later, daemon=True,
+                                  name="slot-release-%s" % record.id)
+        thread.start()
+        self.threads.append(thread)
+
     def _finish(self, record, settler, decision, restarted):
         where = {"source": record.source,
                  "destination": record.destination}.get(decision.running_on)
-        if not isinstance(settler.destination, Unreachable):
-            _safely(settler.destination.client.release_slot, record.id)
+        self._release_slot(record, settler)
         verdict = decision.verdict
         hosts = settler.where(decision)
         LOG.warning("Migration %s of %s settled %s: %s", record.id, record.instance,

@@ -5,7 +5,6 @@ layer (``app`` and ``api``) only validates, calls in here and serialises.
 """
 
 import dataclasses
-import ipaddress
 import logging
 import threading
 import time
@@ -212,21 +211,15 @@ class Agent:
         return remote
 
     def plan_networks(self, remote):
-        """``(allowed, management)`` CIDRs for the plan check of a migration to ``remote``.
-
-        Allowed: ``[live_migration] migration_networks``, or else the networks of
-        this host's migration interfaces (holding its inbound address when it has
-        one, otherwise every interface that is not a management one). Management:
-        the networks of the interfaces holding bind_host and routing to the peer.
-        """
+        """``(allowed, management)`` CIDRs for the plan check of a migration to
+        ``remote`` (``trust.plan_networks``), from this host's interfaces and its
+        routes to the peer's agent and host name (the management plane)."""
         try:
             interfaces = self.facts.interfaces() or []
         except Exception as err:  # no facts: only the configured list can allow
             LOG.warning("Cannot read this host's interfaces for the plan check: %s", err)
             interfaces = []
-        mgmt_devs = set()
-        # the management plane: where the agent listens, and the way to the peer's
-        # agent and to its host name (the control connection)
+        routed = set()
         for target in (urllib.parse.urlsplit(remote.client.url).hostname, remote.hostname):
             try:
                 dev = self.facts.route_to(target).get("dev")
@@ -234,38 +227,12 @@ class Agent:
                 LOG.warning("Cannot find the route to %s: %s", target, err)
                 dev = None
             if dev:
-                mgmt_devs.add(dev)
-
-        def nets(iface):
-            return {str(ipaddress.ip_interface("%s/%s" % (a["address"].split("%")[0],
-                                                          a["prefixlen"])).network)
-                    for a in iface.get("addresses", ()) if a.get("scope", "global")
-                    not in ("host",)}
-
-        bind = self.options.bind_host
-        for iface in interfaces:
-            if any(a["address"] == bind for a in iface.get("addresses", ())):
-                mgmt_devs.add(iface["ifname"])
-        management = set()
-        for iface in interfaces:
-            if iface["ifname"] in mgmt_devs:
-                management |= nets(iface)
-        configured = self.settings.migration.migration_networks
-        if configured is not None:
-            return tuple(configured), tuple(sorted(management))
-        mine = self.inbound()["address"]
-        allowed = set()
-        for iface in interfaces:
-            if iface["ifname"] in mgmt_devs:
-                continue
-            held = {a["address"] for a in iface.get("addresses", ())}
-            # without an inbound address of its own, every non-management interface,
-            # but only when the management one is known: otherwise fail closed
-            if (mine in held) if mine is not None else bool(mgmt_devs):
-                allowed |= nets(iface)
-        if self.settings.host.inbound_cidr is not None:
-            allowed.add(str(self.settings.host.inbound_cidr))
-        return tuple(sorted(allowed - management)), tuple(sorted(management))
+                routed.add(dev)
+        inbound_cidr = self.settings.host.inbound_cidr
+        return trust.plan_networks(
+            interfaces, routed, self.options.bind_host,
+            self.settings.migration.migration_networks, self.inbound()["address"],
+            None if inbound_cidr is None else str(inbound_cidr))
 
     def own_addresses(self):
         """This host's addresses (all it knows of): never a migration's destination."""

@@ -207,7 +207,7 @@ class Evacuation:
         self._start = None
         self.plan = None
         self.replans = 0
-        self.status = "pending"
+        self.status = events_mod.PENDING
         self.outcomes = {}
         self.running = {}
         self.fixed_cost_s = self.plan_settings.fixed_cost_s
@@ -288,7 +288,7 @@ class Evacuation:
     def run(self):
         """Run the whole evacuation; return an :class:`EvacuationResult`."""
         self._start = self._clock()
-        self.status = "running"
+        self.status = events_mod.RUNNING
         self.plan = self._current = self.make_plan()
         self._emit(PLANNED, message="; ".join(self.plan.reasons))
         for lost in self.plan.unplaceable:

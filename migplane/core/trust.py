@@ -124,6 +124,52 @@ def _check_address(field, value, allowed, management, own=()):
     return None
 
 
+def plan_networks(interfaces, routed, bind_host, configured, inbound_address,
+                  inbound_cidr=None):
+    """``(allowed, management)`` CIDRs a migration's addresses are checked against.
+
+    Management: the networks of the interfaces that hold ``bind_host`` (where
+    the agent listens) or that the routes to the peer's agent and host name
+    take (``routed``, interface names). Allowed: ``configured``
+    (``[live_migration] migration_networks``) when set; else the networks of
+    the interfaces holding this host's own ``inbound_address``, or, without
+    one, of every interface that is not a management one, but only when the
+    management one is known (otherwise nothing: fail closed); plus
+    ``inbound_cidr``; never a management network.
+
+    :param interfaces: ``[{"ifname", "addresses": [{"address", "prefixlen",
+        "scope"}]}]`` as the agent's host facts give them.
+    """
+    management_devs = set(routed)
+    for iface in interfaces:
+        if any(a["address"] == bind_host for a in iface.get("addresses", ())):
+            management_devs.add(iface["ifname"])
+    management = set()
+    for iface in interfaces:
+        if iface["ifname"] in management_devs:
+            management |= _networks(iface)
+    if configured is not None:
+        return tuple(configured), tuple(sorted(management))
+    allowed = set()
+    for iface in interfaces:
+        if iface["ifname"] in management_devs:
+            continue
+        held = {a["address"] for a in iface.get("addresses", ())}
+        if (inbound_address in held) if inbound_address is not None else bool(
+                management_devs):
+            allowed |= _networks(iface)
+    if inbound_cidr is not None:
+        allowed.add(inbound_cidr)
+    return tuple(sorted(allowed - management)), tuple(sorted(management))
+
+
+def _networks(iface):
+    """The networks of an interface's addresses (host-scoped ones left out)."""
+    return {str(ipaddress.ip_interface("%s/%s" % (a["address"].split("%")[0],
+                                                  a["prefixlen"])).network)
+            for a in iface.get("addresses", ()) if a.get("scope", "global") != "host"}
+
+
 def check_plan(uris, migration_networks=None, management_networks=(), destination=None,
                authenticated=None, source_addresses=()):
     """The :class:`Verdict` on ``uris``, resolved from a destination's answer.

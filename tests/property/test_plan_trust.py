@@ -139,3 +139,44 @@ def test_the_sources_own_address_is_never_a_destination(inbound, mapped):
     assert not verdict.allowed and verdict.rule == trust.SELF and inbound in verdict.reason
     other = check(plan(inbound), source_addresses=("192.0.2.11",))
     assert other.allowed
+
+
+# -- which networks are allowed and which are management (agent.plan_networks) ---------
+
+_NETS = ["192.0.2.%d", "198.51.100.%d", "203.0.113.%d"]
+
+
+@st.composite
+def host_interfaces(draw):
+    """Up to three interfaces, each on its own documentation /24."""
+    count = draw(st.integers(0, 3))
+    return [{"ifname": "eth%d" % i, "addresses": [
+        {"address": _NETS[i] % draw(st.integers(1, 254)), "prefixlen": 24,
+         "scope": draw(st.sampled_from(["global", "host"]))}]} for i in range(count)]
+
+
+@given(host_interfaces(), st.sets(st.sampled_from(["eth0", "eth1", "eth2", "lo"])),
+       st.sampled_from([None, "192.0.2.10", "198.51.100.10"]),
+       st.one_of(st.none(), st.just(("198.51.100.0/24",))),
+       st.sampled_from([None, "198.51.100.20", "203.0.113.20"]),
+       st.sampled_from([None, "203.0.113.0/24"]))
+def test_a_management_network_is_never_allowed_and_unknown_fails_closed(
+        interfaces, routed, bind_host, configured, inbound, inbound_cidr):
+    allowed, management = trust.plan_networks(interfaces, routed, bind_host, configured,
+                                              inbound, inbound_cidr)
+    if configured is not None:
+        assert allowed == configured
+        return
+    assert not set(allowed) & set(management)
+    holders = [i for i in interfaces
+               if any(a["address"] == bind_host for a in i["addresses"])]
+    known = bool(routed) or bool(holders)
+    if inbound is None and not known:
+        # no management interface known: nothing but the explicit CIDR is allowed
+        assert set(allowed) <= {inbound_cidr}
+    for iface in interfaces:
+        if iface["ifname"] in routed or iface in holders:
+            for a in iface["addresses"]:
+                if a["scope"] != "host":
+                    net = str(ipaddress.ip_interface("%s/24" % a["address"]).network)
+                    assert net in management and net not in allowed

@@ -8,6 +8,7 @@ paused and refused further migrations (409).
 
 import threading
 import time
+import types
 
 import pytest
 
@@ -209,3 +210,24 @@ def test_a_pre_live_migration_that_finished_is_rolled_back_at_once(world, pair):
     assert testing.request(b, "POST", "/v1/steps/rollback_live_migration_at_destination",
                            peer=a, body=data).status_code == 200
     assert "vm1" not in world.hosts["host-b"].disks
+
+
+def test_a_slot_the_settling_could_not_release_is_released_once_the_agent_answers():
+    """Settled while the destination's agent did not answer (the guest asked over
+    the migration plane): its slot is released as soon as that agent is back."""
+    released, answers = [], [reconcile.Unreachable("host-b", "down"),
+                             reconcile.Unreachable("host-b", "still down")]
+    client = types.SimpleNamespace(release_slot=released.append)
+    agent = types.SimpleNamespace(sleep=lambda s: None)
+    reconciler = reconcile.Reconciler(agent, sleep=lambda s: None)
+    reconciler.destination = lambda record, take_slot=True: (
+        answers.pop(0) if answers else types.SimpleNamespace(client=client))
+    record = types.SimpleNamespace(id="m1")
+    settler = types.SimpleNamespace(destination=reconcile.Unreachable("host-b", "down"))
+    reconciler._release_slot(record, settler)
+    reconciler.join(60)
+    assert released == ["m1"] and answers == []
+    # reachable as it settled: released at once, in the settling thread
+    reconciler._release_slot(record, types.SimpleNamespace(
+        destination=types.SimpleNamespace(client=client)))
+    assert released == ["m1", "m1"]
