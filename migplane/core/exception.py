@@ -73,6 +73,8 @@ class MigplaneError(Exception):
     """Base class of every error migplane raises on purpose."""
 
     msg_fmt = "An unknown migplane error occurred."
+    #: The flow's ``MigrationResult`` when a migration ended with this error.
+    result: Any = None
 
     def __init__(self, message: Optional[str] = None, **kwargs: Any) -> None:
         self.kwargs = kwargs

@@ -26,16 +26,29 @@ import json
 import logging
 import threading
 import uuid
+from typing import Any
+from typing import Callable
+from typing import Deque
+from typing import Dict
+from typing import List
+from typing import Literal
 from typing import Optional
+from typing import Tuple
+from typing import Union
+from typing import cast
 
+from migplane.core import capabilities as caps_mod
 from migplane.core import convergence
 from migplane.core import deadlines
 from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
+from migplane.core import limiter as limiter_mod
 from migplane.core import migrate_data as md
 from migplane.core import monitor
 from migplane.core import planning
+from migplane.core import settings as settings_mod
+from migplane.core import settle as settle_mod
 from migplane.core import settling
 from migplane.core import strategy as strategy_mod
 from migplane.core import trust
@@ -68,14 +81,14 @@ class MigrationResult:
     #: The dirty-rate measurement the plan used (or learned from the first pass).
     measurement: Optional[convergence.DirtyRateMeasurement] = None
     #: Escalations taken, in order: ``(name, reason)``.
-    escalations: tuple = ()
+    escalations: Tuple[Tuple[str, str], ...] = ()
     #: Where the guest is, from :mod:`migplane.core.settle` (``events.VERDICTS``);
     #: None when the migration ended before anything moved.
     verdict: Optional[str] = None
     #: Why that verdict: what each host reported.
     verdict_reason: Optional[str] = None
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return {
             "migration_id": self.migration_id, "instance": self.instance,
             "source": self.source, "destination": self.destination,
@@ -98,24 +111,24 @@ class _Polled:
 
     logged_at: Optional[float] = None
     #: ``(switched at, recovering)`` once the job switched to post-copy.
-    exposed: Optional[tuple] = None
+    exposed: Optional[Tuple[float, bool]] = None
 
 
 #: Migrations running in this process: (source host, instance) -> migration id.
-_running = {}
+_running: Dict[Tuple[str, str], str] = {}
 _running_lock = threading.Lock()
 #: Guests found running on two hosts: instance -> (migration id, reason). They
 #: are not migrated again from this process until :func:`release_split`.
-_split = {}
+_split: Dict[str, Tuple[str, str]] = {}
 
 
-def release_split(instance):
+def release_split(instance: str) -> bool:
     """An operator settled a split guest by hand: let it migrate again."""
     with _running_lock:
         return _split.pop(instance, None) is not None
 
 
-def data_gib(info, block_migration=False):
+def data_gib(info: driver_mod.InstanceInfo, block_migration: bool = False) -> float:
     """GiB counted for the timeouts, as in Nova: RAM, at least 2, plus the local
     disk, at least 2, when it is copied too (block migration)."""
     gib = max(2.0, info.memory_bytes / units.GiB)
@@ -124,7 +137,11 @@ def data_gib(info, block_migration=False):
     return gib
 
 
-def preview(driver, instance, info, settings, uris, capabilities):
+def preview(driver: driver_mod.SourceDriver, instance: str, info: driver_mod.InstanceInfo,
+            settings: settings_mod.MigrationSettings, uris: uri_mod.MigrationURIs,
+            capabilities: caps_mod.Capabilities
+            ) -> Tuple[convergence.DirtyRateMeasurement, convergence.LinkRate,
+                       strategy_mod.MigrationPlan]:
     """What the run would decide for a migration, before anything moves
     (``migplane explain``): the same planning path as :meth:`LiveMigration.run`
     (:func:`migplane.core.planning.plan`), so the dry run cannot differ.
@@ -135,7 +152,7 @@ def preview(driver, instance, info, settings, uris, capabilities):
                          capabilities, who="Preview of %s" % instance)
 
 
-def cross(migrate_data, step):
+def cross(migrate_data: object, step: Optional[str]) -> md.MigrateData:
     """Send ``migrate_data`` across a (possibly process) boundary, as JSON does."""
     if not isinstance(migrate_data, md.MigrateData):
         raise exception.InvalidMigrateData(
@@ -165,8 +182,15 @@ class LiveMigration:
     #: Progress samples the monitor keeps (its decisions look at recent passes only).
     HISTORY = 240
 
-    def __init__(self, instance, source, destination, settings, block_migration=False,
-                 limiter=None, migration_id=None, clock=None, sleep=None):
+    # ``Any`` in the unions: a proxy forwarding to a driver (the agent's PreparedData)
+    # and a limiter with HostLimiter's acquire/release (its MigrationSlots) do too.
+    def __init__(self, instance: str, source: Union[driver_mod.SourceDriver, Any],
+                 destination: Union[driver_mod.DestinationDriver, Any],
+                 settings: settings_mod.MigrationSettings, block_migration: bool = False,
+                 limiter: Union[limiter_mod.HostLimiter, Any, None] = None,
+                 migration_id: Optional[str] = None,
+                 clock: Optional[Callable[[], float]] = None,
+                 sleep: Optional[Callable[[float], None]] = None) -> None:
         self.instance = instance
         # Every driver call is bounded: a hung step ends in StepTimedOut, and an
         # abort from another thread stops the wait too (core.deadlines).
@@ -182,36 +206,36 @@ class LiveMigration:
             driver_clock, driver_sleep = source.flow_timing()
             clock = clock or driver_clock
             sleep = sleep or driver_sleep
-        self._clock = clock
-        self._sleep = sleep
+        self._clock: Callable[[], float] = clock
+        self._sleep: Callable[[float], None] = sleep
         self._listeners = events.Listeners("migration")
         self._force = threading.Event()
-        self._start = None
-        self.step = None
-        self.status = "pending"
-        self.uris = None
-        self.progress = None
-        self.timeout_action = None
-        self.downtime_ms = None
-        self.plan = None
-        self.measurement = None
-        self.link = None
+        self._start: Optional[float] = None
+        self.step: Optional[str] = None
+        self.status = events.PENDING
+        self.uris: Optional[uri_mod.MigrationURIs] = None
+        self.progress: Optional[driver_mod.JobProgress] = None
+        self.timeout_action: Optional[str] = None
+        self.downtime_ms: Optional[int] = None
+        self.plan: Optional[strategy_mod.MigrationPlan] = None
+        self.measurement: Optional[convergence.DirtyRateMeasurement] = None
+        self.link: Optional[convergence.LinkRate] = None
         #: Escalations taken: name -> pass (iteration) when taken.
-        self.taken = {}
-        self.escalations = []
-        self._data_gib = None
-        self._driver_name = None
-        self._capabilities = None
+        self.taken: Dict[str, int] = {}
+        self.escalations: List[Tuple[str, str]] = []
+        self._data_gib: Optional[float] = None
+        self._driver_name: Optional[str] = None
+        self._capabilities: Optional[caps_mod.Capabilities] = None
         self._forced = False
         #: False once the source answered outside the contract in a way that may
         #: mean post-copy: the failure path then never cancels its job.
         self._cancellable = True
         #: The settle function's verdict once the migration ended (None before).
-        self.verdict = None
+        self.verdict: Optional[str] = None
 
     # -- control from other threads -----------------------------------------
 
-    def subscribe(self, listener):
+    def subscribe(self, listener: Callable[[events.MigrationEvent], object]) -> None:
         """Call ``listener(MigrationEvent)`` for every event; errors in it are logged.
 
         Listeners run synchronously in the emitting thread (see the module's
@@ -219,33 +243,34 @@ class LiveMigration:
         """
         self._listeners.subscribe(listener)
 
-    def abort(self):
+    def abort(self) -> None:
         """Ask the running migration to stop; the guest stays on the source."""
         self._abort.set()
         self._emit(events.ABORT_REQUESTED, message="abort requested")
 
-    def force_complete(self):
+    def force_complete(self) -> None:
         """Ask the running migration to converge now (post-copy or pause)."""
         self._force.set()
         self._emit(events.FORCE_COMPLETE_REQUESTED, message="force-complete requested")
 
     # -- the flow ------------------------------------------------------------
 
-    def _elapsed(self):
+    def _elapsed(self) -> float:
         return 0.0 if self._start is None else self._clock() - self._start
 
-    def _emit(self, kind, message=None, progress=None):
+    def _emit(self, kind: str, message: Optional[str] = None,
+              progress: Optional[driver_mod.JobProgress] = None) -> None:
         event = events.MigrationEvent(kind=kind, migration_id=self.id,
                                       instance=self.instance, elapsed=self._elapsed(),
                                       step=self.step, message=message, progress=progress)
         self._listeners.emit(event)
 
-    def _enter(self, step):
+    def _enter(self, step: str) -> None:
         self.step = step
         self._emit(events.STEP, message=step)
         LOG.info("Migration %s of %s: %s", self.id, self.instance, step)
 
-    def run(self):
+    def run(self) -> MigrationResult:
         """Run the migration to its end; return a :class:`MigrationResult`.
 
         A second migration of the same guest from the same host, in this
@@ -261,8 +286,8 @@ class LiveMigration:
             if other is None and split is None:
                 _running[key] = self.id
         if split is not None:
-            err = exception.GuestSplit(instance=self.instance, migration=split[0],
-                                       reason=split[1], step="start")
+            err: exception.MigrationError = exception.GuestSplit(
+                instance=self.instance, migration=split[0], reason=split[1], step="start")
             self.status = FAILED
             err.result = self._result(FAILED, str(err), running_on=None)
             self._emit(events.FAILED, message=str(err))
@@ -282,8 +307,8 @@ class LiveMigration:
                 if _running.get(key) == self.id:
                     del _running[key]
 
-    def _limited(self):
-        self.status = "queued"
+    def _limited(self) -> MigrationResult:
+        self.status = events.QUEUED
         self._emit(events.QUEUED)
         hosts = (self.source.hostname, self.destination.hostname)
         if self.limiter is None:
@@ -300,8 +325,8 @@ class LiveMigration:
         finally:
             self.limiter.release(*hosts)
 
-    def _run(self):
-        self.status = "running"
+    def _run(self) -> MigrationResult:
+        self.status = events.RUNNING
         data = None
         prepared = transferring = False
         try:
@@ -326,6 +351,8 @@ class LiveMigration:
             if self._abort.is_set():
                 raise exception.MigrationAborted(instance=self.instance,
                                                  reason="requested before the transfer")
+            # Never fires: _resolve() set the URIs and _plan() the plan, just above.
+            assert self.plan is not None and self.uris is not None
             self._enter("live_migration")
             self.source.live_migration(self.instance, data, self.uris,
                                        self.plan.transfer_settings(self.settings))
@@ -354,7 +381,7 @@ class LiveMigration:
             return self._conclude(data, err, failed_step)
         return self._conclude(data, None, None)
 
-    def _resolve(self, data):
+    def _resolve(self, data: md.MigrateData) -> driver_mod.DriverInfo:
         """The URIs of this migration, once the trust in them holds; the source's
         ``DriverInfo``."""
         caps = self.source.describe()
@@ -365,28 +392,31 @@ class LiveMigration:
         self.uris = uri_mod.resolve(self.settings, data, caps.capabilities,
                                     dest_hostname=self.destination.hostname,
                                     block_migration=self.block_migration, driver=caps.name)
-        trust.enforce(self.instance, self.uris, self.settings,
+        trust.enforce(self.instance, self.uris, self.settings,  # type: ignore[no-untyped-call]  # trust: untyped
                       destination=self.destination.hostname,
                       authenticated=getattr(self.destination, "identity", None))
         return caps
 
-    def _contract(self, step, reason):
+    def _contract(self, step: str, reason: str) -> exception.DriverContractError:
         return exception.DriverContractError(
             driver=self._driver_name or type(self.source).__name__, step=step,
             reason=reason)
 
     # -- the plan ---------------------------------------------------------------
 
-    def _plan(self, info, capabilities):
+    def _plan(self, info: driver_mod.InstanceInfo, capabilities: caps_mod.Capabilities
+              ) -> None:
         """Measure (adaptive only) and choose how to move the guest: the one
         planning path that ``migplane explain`` takes too (:func:`preview`)."""
         self._capabilities = capabilities
         adaptive = self.settings.strategy == strategy_mod.ADAPTIVE
         if adaptive:
             self._enter("measure")
+        assert self.uris is not None  # never fires: _resolve() set them before the plan
         self.measurement, self.link, self.plan = planning.plan(
-            self.source, self.instance, info.memory_bytes, self.settings,
-            self.uris.bulk_host, capabilities,
+            # StepDeadlines forwards the SourceDriver's calls (bounded)
+            cast(driver_mod.SourceDriver, self.source), self.instance, info.memory_bytes,
+            self.settings, self.uris.bulk_host, capabilities,
             driver_name=self._driver_name or type(self.source).__name__,
             who="Migration %s" % self.id)
         if adaptive:
@@ -394,20 +424,25 @@ class LiveMigration:
                 self.measurement.describe(), self.link.describe()))
         self._emit(events.PLANNED, message=self._describe_plan())
 
-    def _describe_plan(self):
+    def _describe_plan(self) -> str:
         plan = self.plan
+        assert plan is not None  # never fires: only called once _plan() set the plan
         parts = ["%s: %s" % (plan.strategy, plan.method)]
         if plan.escalations:
             parts.append("escalations " + " -> ".join(plan.escalations))
         if plan.predicted_time_s is not None:
             parts.append("predicted %.1f s, downtime %.0f ms" % (
-                plan.predicted_time_s, plan.predicted_downtime_ms))
+                # a plan that predicts its time predicts its downtime too
+                plan.predicted_time_s, cast(float, plan.predicted_downtime_ms)))
         return "; ".join(parts)
 
-    def _learn_from_first_pass(self, history, capabilities):
+    def _learn_from_first_pass(self, history: Deque[Tuple[float, driver_mod.JobProgress]],
+                               capabilities: caps_mod.Capabilities) -> None:
         """Without a sampled rate or a known link: re-plan once the first pass
         tells them; only what was armed at the start can be used."""
         plan = self.plan
+        # Never fires: the monitor runs once _plan() set all three.
+        assert plan is not None and self.measurement is not None and self.link is not None
         if plan.strategy != strategy_mod.ADAPTIVE or (
                 self.measurement.available and self.link.known):
             return
@@ -425,10 +460,12 @@ class LiveMigration:
 
     # -- the monitor -------------------------------------------------------------
 
-    def _monitor(self, info, capabilities):
+    def _monitor(self, info: driver_mod.InstanceInfo, capabilities: caps_mod.Capabilities
+                 ) -> driver_mod.JobProgress:
         """Poll the job until it ends, and act on what the monitor's pure
         functions decide at each poll; returns the completed job's progress."""
         gib = self._data_gib = data_gib(info, self.block_migration)
+        assert self.plan is not None  # never fires: the monitor runs once _plan() set it
         static = self.plan.strategy == strategy_mod.STATIC
         steps = list(monitor.downtime_steps(self.settings, gib))
         if not static:
@@ -438,7 +475,8 @@ class LiveMigration:
             steps = [(0, self.settings.downtime_ms // 2)]
         timeout = self.settings.completion_timeout * gib
         start = self._clock()
-        history = collections.deque(maxlen=self.HISTORY)
+        history: Deque[Tuple[float, driver_mod.JobProgress]] = collections.deque(
+            maxlen=self.HISTORY)
         aborting = monitor.AbortState()
         polled = _Polled()
         self._forced = learned = False
@@ -465,10 +503,11 @@ class LiveMigration:
                 self._force_if_asked(progress, capabilities)
             self._sleep(self.settings.poll_interval)
 
-    def _poll(self, polled):
+    def _poll(self, polled: _Polled) -> driver_mod.JobProgress:
         """The job's progress, told to listeners and the log."""
         try:
-            progress = self.source.get_job_progress(self.instance)
+            # StepDeadlines lets through only a JobProgress in a known state
+            progress: driver_mod.JobProgress = self.source.get_job_progress(self.instance)
         except exception.DriverContractError as err:
             # An answer outside the contract ends the migration now; the failure
             # path cancels the job unless this answer says (or cannot rule out)
@@ -483,7 +522,7 @@ class LiveMigration:
         polled.exposed = self._post_copy_exposure(progress, polled.exposed)
         return progress
 
-    def _ended(self, progress):
+    def _ended(self, progress: driver_mod.JobProgress) -> bool:
         """True once the job completed; raises once it failed or its post-copy
         was left paused."""
         if progress.state == driver_mod.JOB_COMPLETED:
@@ -496,7 +535,8 @@ class LiveMigration:
                 reason=progress.error or "the driver could not recover the stream")
         return False
 
-    def _check_timeout(self, elapsed, timeout, progress):
+    def _check_timeout(self, elapsed: float, timeout: float,
+                       progress: driver_mod.JobProgress) -> None:
         if monitor.should_trigger_timeout_action(elapsed, timeout, progress,
                                                  self.timeout_action is not None):
             self.timeout_action = self.settings.timeout_action
@@ -505,7 +545,8 @@ class LiveMigration:
             if self.timeout_action != "abort":
                 self._force.set()
 
-    def _abort_if_asked(self, progress, aborting):
+    def _abort_if_asked(self, progress: driver_mod.JobProgress, aborting: monitor.AbortState
+                        ) -> monitor.AbortState:
         """Send (again) the abort asked for (``monitor.abort_resend``); the new state."""
         if not (self._abort.is_set() or self.timeout_action == "abort"):
             return aborting
@@ -513,6 +554,7 @@ class LiveMigration:
         action, sent = monitor.abort_resend(aborting, now, progress.postcopy,
                                             self.ABORT_RETRY_S, self.ABORT_GIVE_UP_S)
         if action == monitor.GIVE_UP:
+            assert aborting.first_s is not None  # never fires: GIVE_UP only once it is set
             raise exception.MigrationError(
                 instance=self.instance, step="abort",
                 reason="the job still runs %.0f s after it was aborted"
@@ -523,15 +565,19 @@ class LiveMigration:
             self._abort_job(progress)
         return sent
 
-    def _force_if_asked(self, progress, capabilities):
+    def _force_if_asked(self, progress: driver_mod.JobProgress,
+                        capabilities: caps_mod.Capabilities) -> None:
         if self._force.is_set() and not self._forced:
             self._forced = True
+            assert self.plan is not None  # never fires: the monitor runs once _plan() set it
             post_copy = self.plan.post_copy and capabilities.post_copy
             self.source.force_complete(self.instance, post_copy=post_copy)
             if post_copy:
                 self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY, progress.iteration)
 
-    def _post_copy_exposure(self, progress, exposed):
+    def _post_copy_exposure(self, progress: driver_mod.JobProgress,
+                            exposed: Optional[Tuple[float, bool]]
+                            ) -> Optional[Tuple[float, bool]]:
         """Tell when the guest's exposure in post-copy starts, breaks and ends:
         ``exposed`` is ``(switched at, recovering)`` once it switched."""
         now = self._elapsed()
@@ -542,8 +588,11 @@ class LiveMigration:
             predicted = plan.post_copy_for_s if plan and plan.post_copy_after_first_pass \
                 else None
             if predicted is None and self.link is not None and self.link.known:
-                predicted = strategy_mod.post_copy_now(progress.memory_remaining,
-                                                       self.link.rate).post_copy_s
+                predicted = strategy_mod.post_copy_now(
+                    progress.memory_remaining,
+                    cast(int, self.link.rate)).post_copy_s  # known: it has a rate
+            # Never fires: the monitor runs once _plan() set the capabilities.
+            assert self._capabilities is not None
             recoverable = self._capabilities.post_copy_recovery
             self._emit(events.POST_COPY_STARTED, message=(
                 strategy_mod.describe_exposure(now, predicted, recoverable=recoverable)
@@ -563,7 +612,8 @@ class LiveMigration:
                        "no longer depends on the source" % (now - exposed[0]))
         return (exposed[0], recovering)
 
-    def _log_progress(self, progress, logged_at):
+    def _log_progress(self, progress: driver_mod.JobProgress, logged_at: Optional[float]
+                      ) -> Optional[float]:
         """Log progress every ``monitor_interval`` s (0: never), as Nova logs and
         saves its migration statistics; it is still read every ``poll_interval``."""
         interval, now = self.settings.monitor_interval, self._clock()
@@ -574,7 +624,8 @@ class LiveMigration:
                  progress.data_total, progress.iteration)
         return now
 
-    def _act(self, decision, progress=None):
+    def _act(self, decision: monitor.Decision,
+             progress: Optional[driver_mod.JobProgress] = None) -> None:
         """Carry out one monitor decision."""
         if not decision:
             return
@@ -595,7 +646,7 @@ class LiveMigration:
             LOG.info("Migration %s of %s escalated: %s (%s)", self.id, self.instance,
                      decision.escalation, decision.reason)
 
-    def _abort_job(self, progress):
+    def _abort_job(self, progress: driver_mod.JobProgress) -> None:
         """Cancel the job, unless it runs post-copy: then the guest already runs on
         the destination and only finishing the job keeps it whole on one host."""
         if progress.postcopy:
@@ -604,9 +655,11 @@ class LiveMigration:
             return
         self.source.abort_job(self.instance)
 
-    def _job_error(self, progress):
+    def _job_error(self, progress: driver_mod.JobProgress) -> exception.MigplaneError:
         if self.timeout_action == "abort":
             gib = self._data_gib
+            # Never fires: only the monitor sets timeout_action, after it set _data_gib.
+            assert gib is not None
             return exception.MigrationTimeout(
                 instance=self.instance, timeout="%.0f" % (self.settings.completion_timeout
                                                           * gib),
@@ -618,25 +671,28 @@ class LiveMigration:
         return exception.MigrationError(instance=self.instance, step="live_migration",
                                         reason=progress.error or "the job failed")
 
-    def _job_state(self):
-        state, progress = settling.job_state(self.source, self.instance,
-                                             "Migration %s: " % self.id)
+    def _job_state(self) -> Optional[str]:
+        state: Optional[str]
+        progress: Optional[driver_mod.JobProgress]
+        state, progress = settling.job_state(  # type: ignore[no-untyped-call]  # untyped
+            self.source, self.instance, "Migration %s: " % self.id)
         if progress is not None:
             self.progress = progress
         return state
 
-    def _postcopy(self):
+    def _postcopy(self) -> bool:
         return bool((self.progress is not None and self.progress.postcopy)
                     or strategy_mod.ESCALATE_POST_COPY in self.taken)
 
-    def _finish_job(self):
+    def _finish_job(self) -> Optional[str]:
         """After an error mid-transfer: stop the job where that is safe (never in
         post-copy) and return its end state, or None when the source cannot tell."""
         state = self._job_state()
         if state not in driver_mod.JOB_FINISHED and not self._postcopy() \
                 and self._cancellable:
-            settling.call_safely(lambda instance, _data: self.source.abort_job(instance),
-                                 self.instance, None, during="settle")
+            settling.call_safely(  # type: ignore[no-untyped-call]  # settling: untyped
+                lambda instance, _data: self.source.abort_job(instance),
+                self.instance, None, during="settle")
         deadline = self._clock() + self.SETTLE_WAIT_S
         while state in (driver_mod.JOB_RUNNING, driver_mod.JOB_NONE) and \
                 not self._postcopy() and self._clock() < deadline:
@@ -644,20 +700,24 @@ class LiveMigration:
             state = self._job_state()
         return state
 
-    def _conclude(self, data, err, failed_step):
+    def _conclude(self, data: Optional[md.MigrateData], err: Optional[Exception],
+                  failed_step: Optional[str]) -> MigrationResult:
         """Settle the migration once its job ended (or the flow lost it): see
         :class:`~migplane.core.settling.Settler`; an unresolved one is left to the
         agent's reconciliation, which goes on asking."""
-        job = self.progress.state if err is None else self._finish_job()
+        # err None: the monitor returned the completed job's progress (so it is set)
+        job = cast(driver_mod.JobProgress, self.progress).state if err is None \
+            else self._finish_job()
         self._enter("settle")
-        settler = settling.Settler(
+        settler = settling.Settler(  # type: ignore[no-untyped-call]  # settling: untyped
             self.instance, self.source, self.destination, data, self._clock, self._sleep,
             poll_interval=self.settings.poll_interval, label="Migration %s: " % self.id,
             enter=self._enter, split=self._split_detected,
             block_migration=self.block_migration)
         settler.progress = self.progress
-        decision = settler.run(job, self.SETTLE_WAIT_S, postcopy=self._postcopy(),
-                               handover=bool(self.progress and self.progress.handover))
+        decision: settle_mod.Decision = settler.run(  # type: ignore[no-untyped-call]  # settling: untyped
+            job, self.SETTLE_WAIT_S, postcopy=self._postcopy(),
+            handover=bool(self.progress and self.progress.handover))
         self.progress = settler.progress
         self._emit(events.SETTLED, message="%s: %s" % (decision.verdict, decision.reason))
         LOG.log(logging.INFO if decision.verdict in (events.VERDICT_COMPLETED,
@@ -666,7 +726,7 @@ class LiveMigration:
                 self.instance, decision.verdict, decision.action, decision.reason)
         return self._settled(decision, err, failed_step, settler.errors)
 
-    def _split_detected(self, decision):
+    def _split_detected(self, decision: settle_mod.Decision) -> None:
         with _running_lock:
             _split[self.instance] = (self.id, decision.reason)
         message = ("GUEST RUNNING TWICE: %s; further migrations of %s are refused"
@@ -674,12 +734,15 @@ class LiveMigration:
         LOG.critical("Migration %s: %s", self.id, message)
         self._emit(events.SPLIT_DETECTED, message=message)
 
-    def _hosts(self, decision):
-        return settling.where(decision, self.source.hostname, self.destination.hostname)
+    def _hosts(self, decision: settle_mod.Decision) -> str:
+        return settling.where(  # type: ignore[no-untyped-call, no-any-return]  # untyped
+            decision, self.source.hostname, self.destination.hostname)
 
-    def _settled(self, decision, err, failed_step, errors):
+    def _settled(self, decision: settle_mod.Decision, err: Optional[Exception],
+                 failed_step: Optional[str], errors: List[str]) -> MigrationResult:
+        # (running_on None, the guest on neither host, finds None)
         where = {"source": self.source.hostname,
-                 "destination": self.destination.hostname}.get(decision.running_on)
+                 "destination": self.destination.hostname}.get(decision.running_on)  # type: ignore[arg-type]
         verdict = decision.verdict
         if verdict == events.VERDICT_COMPLETED:
             self.status = COMPLETED
@@ -705,7 +768,7 @@ class LiveMigration:
             failed_step, verdict=verdict, verdict_reason=self._hosts(decision),
             running_on=where)
 
-    def _rollback(self, data, prepared):
+    def _rollback(self, data: Optional[md.MigrateData], prepared: bool) -> None:
         """A failure before any job of ours ran: undo what the destination prepared."""
         self._enter("rollback")
         if data is None:
@@ -715,11 +778,13 @@ class LiveMigration:
             self._call_safely(self.destination.rollback_live_migration_at_destination, data)
         self._emit(events.ROLLED_BACK, message="guest kept on %s" % self.source.hostname)
 
-    def _call_safely(self, method, data):
-        settling.call_safely(method, self.instance, data)
+    def _call_safely(self, method: Callable[[str, md.MigrateData], object],
+                     data: md.MigrateData) -> None:
+        settling.call_safely(method, self.instance, data)  # type: ignore[no-untyped-call]  # settling: untyped
 
-    def _failed(self, err, step=None, verdict=None, verdict_reason=None,
-                running_on=False):
+    def _failed(self, err: Exception, step: Optional[str] = None,
+                verdict: Optional[str] = None, verdict_reason: Optional[str] = None,
+                running_on: Union[str, None, Literal[False]] = False) -> exception.MigplaneError:
         if not isinstance(err, exception.MigplaneError):
             err = exception.MigrationError(instance=self.instance, step=step or self.step,
                                            reason="%s: %s" % (type(err).__name__, err))
@@ -736,7 +801,9 @@ class LiveMigration:
         self._emit(events.FAILED, message=str(err))
         return err
 
-    def _result(self, status, error, running_on, verdict=None, verdict_reason=None):
+    def _result(self, status: str, error: Optional[str], running_on: Optional[str],
+                verdict: Optional[str] = None, verdict_reason: Optional[str] = None
+                ) -> MigrationResult:
         self.verdict = verdict
         return MigrationResult(
             migration_id=self.id, instance=self.instance, source=self.source.hostname,

@@ -761,7 +761,7 @@ class DriverConformance:
         result = flow.LiveMigration(guest, source, destination, settings,
                                     clock=clock, sleep=sleep).run()
         assert result.status == flow.COMPLETED
-        assert result.uris.plane == uri_mod.MIGRATION
+        assert result.uris is not None and result.uris.plane == uri_mod.MIGRATION
         assert result.running_on == destination.hostname
         assert adapter.runs_on(guest) == [DESTINATION]
         assert adapter.leftovers(SOURCE, guest) == []

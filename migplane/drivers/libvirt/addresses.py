@@ -10,6 +10,9 @@ traffic at all; a down link fails a migration before any memory moves.
 import dataclasses
 import errno
 import ipaddress
+from typing import Any
+from typing import Iterable
+from typing import List
 from typing import Optional
 
 from pyroute2 import IPRoute
@@ -27,7 +30,7 @@ class LocalAddress:
     up: bool
 
 
-def _open(netns):
+def _open(netns: Optional[str]) -> Any:
     if netns is None:
         return IPRoute()
     try:
@@ -41,13 +44,13 @@ def _open(netns):
         raise
 
 
-def _link_up(link):
+def _link_up(link: Any) -> bool:
     flags = link.get("flags", 0) or 0
     admin_up = bool(flags & 0x1)  # IFF_UP
     return admin_up and link.get("IFLA_OPERSTATE", "UNKNOWN") in _UP_STATES
 
 
-def read(netns=None):
+def read(netns: Optional[str] = None) -> List[LocalAddress]:
     """Every address of the host (or of ``netns``) as :class:`LocalAddress`."""
     with _open(netns) as ipr:
         links = {link["index"]: link for link in ipr.get_links()}
@@ -63,7 +66,7 @@ def read(netns=None):
     return out
 
 
-def find(local, addr):
+def find(local: Iterable[LocalAddress], addr: str) -> Optional[LocalAddress]:
     """The :class:`LocalAddress` in ``local`` equal to ``addr`` (zone ignored)."""
     wanted = ipaddress.ip_address(addr.split("%", 1)[0])
     for item in local:
@@ -76,7 +79,7 @@ def find(local, addr):
 _VIRTUAL = ("veth", "bridge", "tun", "dummy", "vxlan", "macvlan", "ipvlan")
 
 
-def interface_speed(addr, sysfs="/sys/class/net"):
+def interface_speed(addr: str, sysfs: str = "/sys/class/net") -> Optional[int]:
     """Bytes per second of the physical interface this host routes ``addr``
     through, from sysfs; None when unknown, virtual or the lookup fails."""
     try:

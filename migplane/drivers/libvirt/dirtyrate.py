@@ -10,6 +10,9 @@ Page sampling needs no dirty logging, so it works under TCG as under KVM
 
 import logging
 import time
+from typing import Any
+from typing import Callable
+from typing import Dict
 
 import libvirt
 
@@ -21,13 +24,20 @@ LOG = logging.getLogger(__name__)
 GRACE_S = 5.0
 POLL_S = 0.1
 
+#: libvirt-python ships no types.
+Connection = Any  # libvirt.virConnect
+Domain = Any  # libvirt.virDomain
 
-def _stats(conn, dom):
+
+def _stats(conn: Connection, dom: Domain) -> Dict[str, Any]:
     found = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)
     return found[0][1] if found else {}
 
 
-def measure(conn, dom, window_s, clock=time.monotonic, sleep=time.sleep):
+def measure(conn: Connection, dom: Domain, window_s: float,
+            clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep
+            ) -> convergence.DirtyRateMeasurement:
     """Sample ``dom`` for ``window_s`` seconds (at least 1, whole seconds as
     libvirt takes them); return a :class:`DirtyRateMeasurement`.
 

@@ -8,6 +8,14 @@ wrong, and listing them in ``migrate_disks`` would make libvirt try.
 
 import dataclasses
 import posixpath
+from typing import Any
+from typing import Dict
+from typing import Iterable
+from typing import List
+from typing import Mapping
+from typing import Optional
+from typing import Tuple
+from typing import cast
 from xml.etree import ElementTree
 
 _LOCAL_TYPES = ("file", "block")
@@ -23,16 +31,16 @@ class LocalDisk:
     #: Virtual size in bytes, filled in by the source from virDomainGetBlockInfo.
     capacity: int = 0
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: Mapping[str, Any]) -> "LocalDisk":
         return cls(target=data["target"], path=data["path"], format=data["format"],
                    kind=data.get("kind", "file"), capacity=int(data.get("capacity", 0)))
 
 
-def local_disks(xml):
+def local_disks(xml: str) -> List[LocalDisk]:
     """The :class:`LocalDisk` of ``xml`` (a domain definition), in XML order."""
     root = ElementTree.fromstring(xml)  # noqa: S314 - libvirt's own output
     out = []
@@ -51,12 +59,13 @@ def local_disks(xml):
             continue
         driver = disk.find("driver")
         fmt = (driver.get("type") if driver is not None else None) or "raw"
-        out.append(LocalDisk(target=target.get("dev"), path=posixpath.normpath(path),
+        # the domain schema requires <target dev=...>
+        out.append(LocalDisk(target=cast(str, target.get("dev")), path=posixpath.normpath(path),
                              format=fmt, kind=disk.get("type", "file")))
     return out
 
 
-def under_root(root, path):
+def under_root(root: str, path: object) -> bool:
     """Whether ``path`` may be an image this host creates or deletes for a peer:
     a normalised absolute path strictly inside the directory ``root``.
 
@@ -71,7 +80,8 @@ def under_root(root, path):
     return posixpath.commonpath([root, path]) == root
 
 
-def to_delete(copied, claimed):
+def to_delete(copied: Optional[Iterable[str]], claimed: Optional[Iterable[object]]
+              ) -> Tuple[str, ...]:
     """The source images to delete after its own block migration: those its own
     definition listed when the copy started (``copied``) that the destination
     said it created (``claimed``: proof the storage is not shared). Never a

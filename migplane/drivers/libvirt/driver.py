@@ -17,6 +17,16 @@ import dataclasses
 import logging
 import threading
 import uuid as uuid_mod
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+from typing import ContextManager
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
+from typing import cast
 
 import libvirt
 
@@ -39,6 +49,12 @@ from migplane.drivers.libvirt import opts
 from migplane.drivers.libvirt import progress
 from migplane.drivers.libvirt import recovery as recovery_mod
 from migplane.drivers.libvirt import storage
+
+if TYPE_CHECKING:  # only for annotations: this module imports nothing more
+    from oslo_config import cfg
+
+    from migplane.core import settings as settings_mod
+    from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -130,42 +146,47 @@ _PERSISTENT_XML = (libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECU
 #: Seconds to wait for the JOB_COMPLETED event once the call returned.
 COMPLETED_EVENT_WAIT = 2.0
 
+#: libvirt-python ships no types.
+Connection = Any  # libvirt.virConnect
+Domain = Any  # libvirt.virDomain
 
-def _waits_for_transfer(job, name, arg):
+
+def _waits_for_transfer(job: job_mod.MigrationJob, name: str, arg: Any) -> bool:
     """A switch to post-copy asked before QEMU's transfer began: QEMU arms its
     post-copy capability only when told to migrate, so a switch sent earlier
     is dropped (libvirt's job exists before that); it waits in ``job.pending``."""
     return name == "force" and arg and not progress.transferring(job.last_stats)
 
 
-def _plain(migrate_data):
+def _plain(migrate_data: md.MigrateData) -> Dict[str, Any]:
     """``migrate_data.driver_data`` as plain, mutable JSON data."""
-    return versioned.thaw(migrate_data.driver_data)
+    return cast(Dict[str, Any], versioned.thaw(migrate_data.driver_data))
 
 
-def _explain(job, text):
+def _explain(job: job_mod.MigrationJob, text: str) -> str:
     """libvirt's error text, with what the operator needs to read it.
 
     A TLS failure reported by the destination's QEMU ("Cannot read from TLS
     channel") does not say which name the certificate was checked against.
     """
-    tls_name = job.plan.params.get(libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION)
-    if job.plan.flags & libvirt.VIR_MIGRATE_TLS and ("TLS" in text or "ertificate" in text):
+    tls_name = job.call.params.get(libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION)
+    if job.call.flags & libvirt.VIR_MIGRATE_TLS and ("TLS" in text or "ertificate" in text):
         checked = repr(tls_name) if tls_name else "the host name of the data URI"
         return (f"{text} [native TLS: the destination's certificate is verified "
                 f"against {checked}]")
     return text
 
 
-def version_text(number):
+def version_text(number: Optional[int]) -> str:
     if not number:
         return "unknown"
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
-def capabilities(libvirt_version, qemu_version=None):
+def capabilities(libvirt_version: int, qemu_version: Optional[int] = None
+                 ) -> caps_mod.Capabilities:
     """What a libvirt daemon of ``libvirt_version`` (and its QEMU) supports."""
-    def has(feature):
+    def has(feature: str) -> bool:
         if libvirt_version < {**MIN_LIBVIRT, **MIN_LIBVIRT_OTHER}[feature]:
             return False
         if not qemu_version:
@@ -183,35 +204,35 @@ def capabilities(libvirt_version, qemu_version=None):
 class LibvirtDriver(driver_mod.MigrationDriver):
     """Live migration of QEMU guests through one libvirt daemon."""
 
-    def __init__(self, conf):
+    def __init__(self, conf: "cfg.ConfigOpts") -> None:
         super().__init__(conf)
         opts.register_opts(conf)
         group = conf[opts.GROUP]
-        self.uri = group.connection_uri
-        self.netns = group.netns
-        self.compression = tuple(group.compression)
-        self.cleanup_source_disks = group.cleanup_source_disks
-        self.storage_root = group.storage_root
-        self.job_end_timeout = group.job_end_timeout
-        self.postcopy_stall_timeout = group.postcopy_stall_timeout
-        self.postcopy_recovery_timeout = group.postcopy_recovery_timeout
-        self.use_events = group.event_loop
+        self.uri: str = group.connection_uri
+        self.netns: Optional[str] = group.netns
+        self.compression: Tuple[str, ...] = tuple(group.compression)
+        self.cleanup_source_disks: bool = group.cleanup_source_disks
+        self.storage_root: str = group.storage_root
+        self.job_end_timeout: int = group.job_end_timeout
+        self.postcopy_stall_timeout: int = group.postcopy_stall_timeout
+        self.postcopy_recovery_timeout: int = group.postcopy_recovery_timeout
+        self.use_events: bool = group.event_loop
         # Refuse impossible option combinations when loaded, not mid-migration.
         flags_mod.check_settings(self.settings.migration, self.compression)
         if self.use_events:
             events.ensure_event_loop()
         self._completed = events.CompletedJobs()
         self._lock = threading.RLock()
-        self._connection = None
-        self._info = None
+        self._connection: Optional[Connection] = None
+        self._info: Optional[driver_mod.DriverInfo] = None
         #: instance -> MigrationJob of the outgoing migration started here.
-        self._jobs = {}
+        self._jobs: Dict[str, job_mod.MigrationJob] = {}
         #: instance -> paths of the images pre-created here for an incoming one.
-        self._created = {}
+        self._created: Dict[str, List[str]] = {}
 
     # -- the connection -------------------------------------------------------
 
-    def _conn(self):
+    def _conn(self) -> Connection:
         """The daemon connection, reopened when it died (daemon restarts)."""
         with self._lock:
             conn = self._connection
@@ -237,17 +258,17 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             self._connection = conn
             return conn
 
-    def _alive(self):
+    def _alive(self) -> bool:
         conn = self._connection
         try:
             return conn is not None and bool(conn.isAlive())
         except libvirt.libvirtError:
             return False
 
-    def _translated(self, instance, step):
+    def _translated(self, instance: str, step: str) -> ContextManager[None]:
         return errors.translated(instance, step, self.hostname, alive=self._alive)
 
-    def _lookup(self, instance):
+    def _lookup(self, instance: str) -> Optional[Domain]:
         """The domain named ``instance``, or None."""
         try:
             return self._conn().lookupByName(instance)
@@ -256,13 +277,13 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 return None
             raise
 
-    def _domain(self, instance):
+    def _domain(self, instance: str) -> Domain:
         dom = self._lookup(instance)
         if dom is None:
             raise exception.InstanceNotFound(instance=instance, host=self.hostname)
         return dom
 
-    def close(self):
+    def close(self) -> None:
         """Close the daemon connection (a new call reopens it)."""
         with self._lock:
             conn, self._connection = self._connection, None
@@ -274,7 +295,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     # -- describe and host facts ----------------------------------------------
 
-    def describe(self):
+    def describe(self) -> driver_mod.DriverInfo:
         with self._lock:
             if self._info is not None:
                 return self._info
@@ -298,11 +319,11 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 capabilities=caps)
             return self._info
 
-    def local_addresses(self):
+    def local_addresses(self) -> Optional[List[str]]:
         found = self._read_addresses()
         return None if found is None else [a.address for a in found]
 
-    def _read_addresses(self):
+    def _read_addresses(self) -> Optional[List[addresses.LocalAddress]]:
         """This host's addresses, None when unknown (an explicit address is trusted)."""
         try:
             return addresses.read(self.netns)
@@ -313,7 +334,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                         f" in network namespace {self.netns!r}" if self.netns else "", err)
             return None
 
-    def get_instance_info(self, instance):
+    def get_instance_info(self, instance: str) -> driver_mod.InstanceInfo:
         with self._translated(instance, "get_instance_info"):
             dom = self._domain(instance)
             state, max_kib = dom.info()[:2]
@@ -334,14 +355,14 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                                        memory_bytes=max_kib * 1024, disk_bytes=disk_bytes,
                                        reason=reason)
 
-    def list_instances(self):
+    def list_instances(self) -> List[driver_mod.InstanceInfo]:
         with self._translated("*", "list_instances"):
             domains = self._conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
             found = [(d.name(), d.info()[1]) for d in domains]
         return [driver_mod.InstanceInfo(name=name, state="running", memory_bytes=kib * 1024)
                 for name, kib in sorted(found)]
 
-    def host_resources(self):
+    def host_resources(self) -> driver_mod.HostResources:
         with self._translated("*", "host_resources"):
             conn = self._conn()
             total_mib = conn.getInfo()[1]
@@ -351,7 +372,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     # -- destination side -------------------------------------------------------
 
-    def check_can_live_migrate_destination(self, instance, block_migration=False):
+    def check_can_live_migrate_destination(self, instance: str, block_migration: bool = False
+                                           ) -> md.MigrateData:
         with self._translated(instance, "check_can_live_migrate_destination"):
             dom = self._lookup(instance)
             if dom is not None:
@@ -363,7 +385,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         return md.MigrateData(dest_hostname=self.hostname, block_migration=block_migration,
                               driver_data={DEST_LIBVIRT: lib})
 
-    def pre_live_migration(self, instance, migrate_data):
+    def pre_live_migration(self, instance: str, migrate_data: md.MigrateData
+                           ) -> md.MigrateData:
         data = self.inbound_migrate_data(migrate_data)
         mine = {k: v for k, v in _plain(data).items() if k not in DESTINATION_KEYS}
         guest_uuid = self._absent(instance, mine.get(GUEST_UUID))
@@ -375,7 +398,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             data = data.replace(driver_data=dict(_plain(data), **{CREATED_DISKS: created}))
         return data
 
-    def _absent(self, instance, guest_uuid):
+    def _absent(self, instance: str, guest_uuid: Optional[str]) -> Optional[str]:
         """The guest's UUID (or None), after checking that no domain here has its
         name or UUID: what arrives then is this migration's, and only that may a
         rollback remove."""
@@ -401,7 +424,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                        "already defined here")
         return guest_uuid
 
-    def _in_storage_root(self, instance, path):
+    def _in_storage_root(self, instance: str, path: str) -> str:
         """``path`` when it is a normalised absolute path under ``storage_root``."""
         if not disks_mod.under_root(self.storage_root, path):
             raise exception.DestinationCheckFailed(
@@ -410,7 +433,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                        f"storage_root {self.storage_root}")
         return path
 
-    def _check_inbound_link(self, target):
+    def _check_inbound_link(self, target: str) -> None:
         """Fail now, not as a connect error on the source, if the link is down."""
         host = address.parse_host(target, field="target_connect_addr")
         if not host.is_ip:
@@ -422,7 +445,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 reason=f"its interface {found.ifname} is down, so migration traffic "
                        "cannot reach it")
 
-    def _precreate_disks(self, instance, data):
+    def _precreate_disks(self, instance: str, data: md.MigrateData) -> List[str]:
         """Create empty images for the disks the source will copy here.
 
         Done through the daemon's storage API (see ``storage``), in the format
@@ -474,7 +497,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 created.append(disk.path)
         return list(created)
 
-    def post_live_migration_at_destination(self, instance, migrate_data):
+    def post_live_migration_at_destination(self, instance: str,
+                                           migrate_data: md.MigrateData) -> None:
         """Persist the guest here, and end the handover: resume the copy libvirt
         left paused (VIR_MIGRATE_PAUSED). The flow calls this only once the
         settle function saw the source's copy stopped."""
@@ -494,7 +518,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                          instance)
                 dom.resume()
 
-    def rollback_live_migration_at_destination(self, instance, migrate_data):
+    def rollback_live_migration_at_destination(self, instance: str,
+                                               migrate_data: md.MigrateData) -> None:
         """Remove what this migration's pre_live_migration prepared, and only that:
         the domain it found absent (by UUID) and the images it created, as its own
         answer (``migrate_data`` is it) and this process recorded them."""
@@ -518,7 +543,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 storage.delete_volume(conn, path)
         self._created.pop(instance, None)
 
-    def _arrived_domain(self, instance, guest_uuid):
+    def _arrived_domain(self, instance: str, guest_uuid: Optional[str]) -> Optional[Domain]:
         """The domain that arrived for this migration: named ``instance`` and, when
         the guest's UUID is known, with that UUID; None when there is none."""
         if guest_uuid is None:
@@ -535,7 +560,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             return None
         return dom
 
-    def _remove_domain(self, instance, guest_uuid=None, attempts=10):
+    def _remove_domain(self, instance: str, guest_uuid: Optional[str] = None,
+                       attempts: int = 10) -> None:
         """Destroy and undefine ``instance`` here, tolerating that it vanishes."""
         for attempt in range(attempts):
             dom = self._arrived_domain(instance, guest_uuid)
@@ -569,7 +595,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     # -- source side ------------------------------------------------------------
 
-    def check_can_live_migrate_source(self, instance, migrate_data):
+    def check_can_live_migrate_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> md.MigrateData:
         step = "check_can_live_migrate_source"
         with self._translated(instance, step):
             dom = self._domain(instance)
@@ -592,7 +619,9 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     for d in local]
         return migrate_data.replace(driver_data=data)
 
-    def live_migration(self, instance, migrate_data, uris, settings):
+    def live_migration(self, instance: str, migrate_data: md.MigrateData,
+                       uris: "uri_mod.MigrationURIs",
+                       settings: "settings_mod.MigrationSettings") -> None:
         with self._lock:
             running = self._jobs.get(instance)
             if running is not None and not running.done:
@@ -609,21 +638,23 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     LOG.info("Block migration of %s: it has no local disk to copy",
                              instance)
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
-            plan = self._plan(instance, settings, uris, local, persistent_xml)
-            job = job_mod.MigrationJob(dom, plan, instance, self._recovery(plan))
+            call = self._call(instance, settings, uris, local, persistent_xml)
+            job = job_mod.MigrationJob(dom, call, instance, self._recovery(call))
             job.copied_disks = [d.path for d in local if d.kind == "file"]
         self._completed.forget(job.uuid)
         with self._lock:
             self._jobs[instance] = job
         job.start()
 
-    def plan_inbound(self, instance, block_migration=False):
+    def plan_inbound(self, instance: str, block_migration: bool = False) -> md.MigrateData:
         data = super().plan_inbound(instance, block_migration)
         if data.target_connect_addr is not None:
             self._check_inbound_link(data.target_connect_addr)
         return data
 
-    def describe_migration(self, instance, migrate_data, uris, settings):
+    def describe_migration(self, instance: str, migrate_data: md.MigrateData,
+                           uris: "uri_mod.MigrationURIs",
+                           settings: "settings_mod.MigrationSettings") -> Dict[str, Any]:
         """The migrateToURI3 call :meth:`live_migration` would make (dry run)."""
         with self._translated(instance, "describe_migration"):
             dom = self._domain(instance)
@@ -631,24 +662,29 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if migrate_data.block_migration:
                 local = disks_mod.local_disks(dom.XMLDesc(0))
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
-            plan = self._plan(instance, settings, uris, local, persistent_xml)
-        return plan.to_dict()
+            call = self._call(instance, settings, uris, local, persistent_xml)
+        return call.to_dict()
 
-    def _plan(self, instance, settings, uris, local, persistent_xml):
+    def _call(self, instance: str, settings: "settings_mod.MigrationSettings",
+              uris: "uri_mod.MigrationURIs", local: Sequence[disks_mod.LocalDisk],
+              persistent_xml: Optional[str]) -> flags_mod.MigrateCall:
         return flags_mod.build(
             settings, uris, self.describe().capabilities,
             migrate_disks=[d.target for d in local], persistent_xml=persistent_xml,
             compression=self.compression, instance=instance, driver=NAME)
 
-    def _recovery(self, plan):
-        """How a broken post-copy of ``plan``'s job is recovered (None: never armed)."""
-        if not plan.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+    def _recovery(self, call: flags_mod.MigrateCall) -> Optional[recovery_mod.Recovery]:
+        """How a broken post-copy of ``call``'s job is recovered (None: never armed)."""
+        if not call.flags & libvirt.VIR_MIGRATE_POSTCOPY:
             return None
         return recovery_mod.Recovery(
-            self.postcopy_stall_timeout, self.postcopy_recovery_timeout, plan.dconnuri,
-            plan.params.get(libvirt.VIR_MIGRATE_PARAM_URI), netns=self.netns)
+            self.postcopy_stall_timeout, self.postcopy_recovery_timeout, call.dconnuri,
+            call.params.get(libvirt.VIR_MIGRATE_PARAM_URI), netns=self.netns)
 
-    def resume_postcopy(self, instance, migrate_data=None, uris=None, settings=None):
+    def resume_postcopy(self, instance: str, migrate_data: Optional[md.MigrateData] = None,
+                        uris: Optional["uri_mod.MigrationURIs"] = None,
+                        settings: Optional["settings_mod.MigrationSettings"] = None
+                        ) -> None:
         """Recover a broken post-copy of ``instance`` again (see the contract).
 
         With the job still held here, its recovery starts over with a new
@@ -682,20 +718,21 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 local = [disks_mod.LocalDisk.from_dict(d)
                          for d in migrate_data.driver_data.get(DISKS, ())]
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
-            plan = self._plan(instance, settings, uris, local, persistent_xml)
-            if not plan.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+            call = self._call(instance, settings, uris, local, persistent_xml)
+            if not call.flags & libvirt.VIR_MIGRATE_POSTCOPY:
                 raise exception.MigrationError(
                     instance=instance, step="resume_postcopy",
                     reason="the settings given do not arm post-copy, so they are not "
                            "those of the migration that switched to it")
-            job = job_mod.MigrationJob(dom, plan, instance, self._recovery(plan))
+            job = job_mod.MigrationJob(dom, call, instance, self._recovery(call))
         with self._lock:
             if instance in self._jobs:   # another call won the race: join it
                 return
             self._jobs[instance] = job
         job.start(resume=True)
 
-    def _broken_in_call(self, job):
+    def _broken_in_call(self, job: job_mod.MigrationJob
+                        ) -> Optional[driver_mod.JobProgress]:
         """The progress of a post-copy that broke while libvirt still holds its
         call (seen when the stream broke during the switch itself): recovering
         until the deadline, then paused; None when it did not break."""
@@ -709,41 +746,42 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         note = "the source is paused, post-copy failed; libvirt has not returned the " \
                "migration call, so it cannot be resumed yet"
         job.recovery_note = note
-        if since >= job.recovery.timeout_s:
+        # a job with no recovery never reports a break (since is None)
+        if since >= cast(recovery_mod.Recovery, job.recovery).timeout_s:
             job.gave_up = True
             return self._paused_progress(job)
         return progress.to_progress(job.last_stats,
                                     state=driver_mod.JOB_POSTCOPY_RECOVERING,
                                     postcopy=True, error=note)
 
-    def _recovering_progress(self, job):
+    def _recovering_progress(self, job: job_mod.MigrationJob) -> driver_mod.JobProgress:
         return progress.to_progress(
             job.last_stats, state=driver_mod.JOB_POSTCOPY_RECOVERING, postcopy=True,
             error="%s; %s" % (errors.message(job.break_error) if job.break_error
                               else "the stream stalled", job.recovery_note or "recovering"))
 
-    def _job(self, instance):
+    def _job(self, instance: str) -> job_mod.MigrationJob:
         job = self._jobs.get(instance)
         if job is None:
             raise exception.NoActiveMigration(instance=instance, host=self.hostname)
         return job
 
-    def get_job_progress(self, instance):
+    def get_job_progress(self, instance: str) -> driver_mod.JobProgress:
         if instance not in self._jobs:
             return self._adopted_progress(instance)
         progress_ = self._job_progress(instance)
-        handover = bool(self._job(instance).plan.flags & libvirt.VIR_MIGRATE_PAUSED)
+        handover = bool(self._job(instance).call.flags & libvirt.VIR_MIGRATE_PAUSED)
         if progress_.handover != handover:
             progress_ = dataclasses.replace(progress_, handover=handover)
         return progress_
 
-    def _adopted_progress(self, instance):
+    def _adopted_progress(self, instance: str) -> driver_mod.JobProgress:
         """The progress of an outgoing migration this process did not start: the
         agent restarted while libvirtd went on with the job. Running while libvirt
         reports it; once it ended, how is unknown (NoActiveMigration), and the
         hosts' states tell where the guest is."""
         with self._translated(instance, "get_job_progress"):
-            dom = self._lookup(instance)
+            dom: Domain = self._lookup(instance)   # None: no stats, so not active
             stats = dom.jobStats() if dom is not None else {}
             if progress.is_active(stats) and stats.get("operation") == \
                     libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
@@ -752,7 +790,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                                             postcopy=postcopy)
         raise exception.NoActiveMigration(instance=instance, host=self.hostname)
 
-    def _job_progress(self, instance):
+    def _job_progress(self, instance: str) -> driver_mod.JobProgress:
         job = self._job(instance)
         if job.recovering and not job.done:
             return self._recovering_progress(job)
@@ -783,7 +821,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             job.final = self._final_progress(job)
         return job.final
 
-    def _progress_error(self, job, err):
+    def _progress_error(self, job: job_mod.MigrationJob, err: Exception
+                        ) -> Optional[driver_mod.JobProgress]:
         """A JobProgress to report despite ``err``, or None once the call ended."""
         if job.recovering and not job.done:
             return self._recovering_progress(job)
@@ -801,28 +840,28 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         return progress.to_progress(job.last_stats, state=driver_mod.JOB_RUNNING,
                                     postcopy=job.postcopy)
 
-    def _completed_stats(self, job):
+    def _completed_stats(self, job: job_mod.MigrationJob) -> Optional[Dict[str, Any]]:
         """libvirt's record of the finished job, when it kept one."""
         try:
-            stats = job.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
-                                     | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+            stats: Dict[str, Any] = job.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                                                     | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
         except libvirt.libvirtError:
             return None
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
         return stats
 
-    def _paused_progress(self, job):
+    def _paused_progress(self, job: job_mod.MigrationJob) -> driver_mod.JobProgress:
         return progress.to_progress(
             job.last_stats, state=driver_mod.JOB_POSTCOPY_PAUSED, postcopy=True,
             error="%s; %s" % (errors.message(job.break_error) if job.break_error
                               else "the stream broke", job.recovery_note))
 
-    def _final_progress(self, job):
+    def _final_progress(self, job: job_mod.MigrationJob) -> driver_mod.JobProgress:
         if job.gave_up:
             return self._paused_progress(job)
         if job.error is None:
-            stats = None
+            stats: Optional[Dict[str, Any]] = None
             if self.use_events:
                 stats = self._completed.get(job.uuid, timeout=COMPLETED_EVENT_WAIT)
             stats = stats or self._completed_stats(job) or job.last_stats
@@ -836,7 +875,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             stats, state=driver_mod.JOB_CANCELLED if cancelled else driver_mod.JOB_FAILED,
             postcopy=job.postcopy, error=_explain(job, errors.message(job.error)))
 
-    def _apply_pending(self, job):
+    def _apply_pending(self, job: job_mod.MigrationJob) -> None:
         """Requests that came before libvirt had a job to apply them to."""
         for name, arg in list(job.pending.items()):
             if _waits_for_transfer(job, name, arg):
@@ -855,7 +894,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                             job.instance, err)
             job.pending.pop(name, None)
 
-    def _request(self, instance, name, arg, call):
+    def _request(self, instance: str, name: str, arg: Any,
+                 call: Callable[[job_mod.MigrationJob], object]) -> job_mod.MigrationJob:
         """Run ``call`` on the running job, or keep it for when the job exists."""
         job = self._job(instance)
         if job.done:
@@ -878,17 +918,17 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             raise errors.translate(err, instance, name, self.hostname, self._alive())
         return job
 
-    def abort_job(self, instance):
-        def abort(job):
+    def abort_job(self, instance: str) -> None:
+        def abort(job: job_mod.MigrationJob) -> None:
             job.abort_requested = True
             job.dom.abortJob()
         self._request(instance, "abort", True, abort)
 
-    def force_complete(self, instance, post_copy):
+    def force_complete(self, instance: str, post_copy: bool) -> None:
         self._request(instance, "force", post_copy, lambda job: self._force(job, post_copy))
 
-    def _force(self, job, post_copy):
-        if post_copy and job.plan.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+    def _force(self, job: job_mod.MigrationJob, post_copy: bool) -> None:
+        if post_copy and job.call.flags & libvirt.VIR_MIGRATE_POSTCOPY:
             job.dom.migrateStartPostCopy(0)
             job.postcopy = True
             LOG.info("Migration of %s switched to post-copy", job.instance)
@@ -900,11 +940,12 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         job.paused_by_us = True
         LOG.info("Paused %s so that its migration completes", job.instance)
 
-    def set_max_downtime(self, instance, downtime_ms):
+    def set_max_downtime(self, instance: str, downtime_ms: int) -> None:
         self._request(instance, "downtime", downtime_ms,
                       lambda job: job.dom.migrateSetMaxDowntime(downtime_ms, 0))
 
-    def post_live_migration_at_source(self, instance, migrate_data):
+    def post_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                      ) -> None:
         with self._lock:
             job = self._jobs.pop(instance, None)
         with self._translated(instance, "post_live_migration_at_source"):
@@ -928,7 +969,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             if self.cleanup_source_disks:
                 self._delete_copied_disks(instance, job, migrate_data)
 
-    def _delete_copied_disks(self, instance, job, migrate_data):
+    def _delete_copied_disks(self, instance: str, job: Optional[job_mod.MigrationJob],
+                             migrate_data: md.MigrateData) -> None:
         """Delete the images this host's own block migration copied (its own
         definition listed them when it started) that the destination said it
         created; nothing else, whatever the destination answered."""
@@ -948,7 +990,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         for path in doomed:
             storage.delete_volume(conn, path)
 
-    def rollback_live_migration_at_source(self, instance, migrate_data):
+    def rollback_live_migration_at_source(self, instance: str, migrate_data: md.MigrateData
+                                          ) -> None:
         with self._lock:
             job = self._jobs.get(instance)
             if job is not None and job.postcopy and not job.succeeded:
@@ -984,7 +1027,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 LOG.info("Resuming %s on %s", instance, self.hostname)
                 dom.resume()
 
-    def pause_instance(self, instance, migrate_data):
+    def pause_instance(self, instance: str, migrate_data: md.MigrateData) -> None:
         """The settle function's fence: pause a copy that must not run on."""
         with self._translated(instance, "pause_instance"):
             dom = self._lookup(instance)
@@ -995,7 +1038,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
 
     # -- convergence ----------------------------------------------------------------
 
-    def measure_dirty_rate(self, instance, window_s):
+    def measure_dirty_rate(self, instance: str, window_s: int
+                           ) -> convergence.DirtyRateMeasurement:
         """QEMU's page-sampling dirty rate of ``instance`` (see ``dirtyrate``)."""
         with self._translated(instance, "measure_dirty_rate"):
             dom = self._domain(instance)
@@ -1009,7 +1053,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     reason="libvirt refused the dirty-rate calculation: %s"
                            % errors.message(err))
 
-    def link_speed(self, address):
+    def link_speed(self, address: str) -> Optional[int]:
         """The speed sysfs reports for the interface routing to ``address``.
 
         Only when the daemon shares this process's network namespace (sysfs

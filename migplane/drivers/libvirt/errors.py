@@ -7,33 +7,38 @@ route to host" learns both which step failed and what libvirt saw; the bare
 """
 
 import contextlib
+from typing import Callable
+from typing import Iterator
+from typing import Optional
+from typing import cast
 
 import libvirt
 
 from migplane.core import exception
 
 
-def code(err):
+def code(err: BaseException) -> Optional[int]:
     return err.get_error_code() if isinstance(err, libvirt.libvirtError) else None
 
 
-def message(err):
+def message(err: BaseException) -> str:
     """libvirt's own text of ``err``."""
     if isinstance(err, libvirt.libvirtError):
         return err.get_error_message() or str(err)
     return str(err)
 
 
-def is_not_found(err):
-    return code(err) == libvirt.VIR_ERR_NO_DOMAIN
+def is_not_found(err: BaseException) -> bool:
+    return cast(bool, code(err) == libvirt.VIR_ERR_NO_DOMAIN)  # libvirt is untyped
 
 
-def is_invalid_operation(err):
+def is_invalid_operation(err: BaseException) -> bool:
     """"Requested operation is not valid": e.g. no migration job (yet, or any more)."""
-    return code(err) == libvirt.VIR_ERR_OPERATION_INVALID
+    return cast(bool, code(err) == libvirt.VIR_ERR_OPERATION_INVALID)
 
 
-def translate(err, instance, step, host, connected=True):
+def translate(err: BaseException, instance: str, step: str, host: str,
+              connected: bool = True) -> exception.MigplaneError:
     """The :class:`~migplane.core.exception.MigplaneError` for ``err``.
 
     :param connected: False when the connection to the local daemon died: the
@@ -52,7 +57,8 @@ def translate(err, instance, step, host, connected=True):
 
 
 @contextlib.contextmanager
-def translated(instance, step, host, alive=None):
+def translated(instance: str, step: str, host: str,
+               alive: Optional[Callable[[], bool]] = None) -> Iterator[None]:
     """Re-raise libvirt errors inside the block as typed errors.
 
     :param alive: a callable telling whether the daemon connection still works.

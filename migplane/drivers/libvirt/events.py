@@ -10,16 +10,24 @@ remote connections get keepalives from it too.
 import logging
 import threading
 import time
+from typing import Any
+from typing import Dict
+from typing import Mapping
+from typing import Optional
 
 import libvirt
 
 LOG = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_thread = None
+_thread: Optional[threading.Thread] = None
+
+#: libvirt-python ships no types.
+Connection = Any  # libvirt.virConnect
+Domain = Any  # libvirt.virDomain
 
 
-def _run():
+def _run() -> None:
     while True:
         try:
             libvirt.virEventRunDefaultImpl()
@@ -28,11 +36,11 @@ def _run():
             time.sleep(1)
 
 
-def _ignore_error(ctx, err):
+def _ignore_error(ctx: Any, err: Any) -> None:
     """libvirt's default handler prints every error to stderr; we log ours."""
 
 
-def ensure_event_loop():
+def ensure_event_loop() -> bool:
     """Register libvirt's default event loop and run it, once per process.
 
     Also silences libvirt's default error printer: both are process-wide
@@ -52,16 +60,17 @@ def ensure_event_loop():
 class CompletedJobs:
     """Statistics of completed jobs, by domain UUID, as the events deliver them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._stats = {}
+        self._stats: Dict[str, Dict[str, Any]] = {}
 
-    def register(self, conn):
+    def register(self, conn: Connection) -> Any:
         """Subscribe to ``conn``'s JOB_COMPLETED events; return the callback id."""
         return conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_event, None)
 
-    def _on_event(self, conn, dom, params, opaque):
+    def _on_event(self, conn: Connection, dom: Domain, params: Mapping[str, Any],
+                  opaque: Any) -> None:
         try:
             uuid = dom.UUIDString()
         except libvirt.libvirtError:
@@ -70,11 +79,11 @@ class CompletedJobs:
             self._stats[uuid] = dict(params)
             self._cond.notify_all()
 
-    def forget(self, uuid):
+    def forget(self, uuid: str) -> None:
         with self._cond:
             self._stats.pop(uuid, None)
 
-    def get(self, uuid, timeout=0.0):
+    def get(self, uuid: str, timeout: float = 0.0) -> Optional[Dict[str, Any]]:
         """The stats of ``uuid``'s completed job, waiting up to ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._cond:

@@ -2,7 +2,7 @@
 
 Pure: the core's resolved :class:`~migplane.core.uri.MigrationURIs`, the
 source's :class:`~migplane.core.settings.MigrationSettings` and the driver's
-capabilities in, one frozen :class:`Plan` out. Combinations that libvirt or
+capabilities in, one frozen :class:`MigrateCall` out. Combinations that libvirt or
 QEMU would reject halfway through a migration are refused here, before
 anything moves, with an error that names the options and their values.
 """
@@ -10,11 +10,24 @@ anything moves, with an error that names the options and their values.
 import dataclasses
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import NoReturn
+from typing import Optional
+from typing import Sequence
+from typing import cast
 
 import libvirt
 
 from migplane.core import exception
 from migplane.core import versioned
+
+if TYPE_CHECKING:  # only for annotations: this module imports nothing more
+    from migplane.core import capabilities as caps_mod
+    from migplane.core import settings as settings_mod
+    from migplane.core import uri as uri_mod
 
 LOG = logging.getLogger(__name__)
 LM = "[live_migration]"
@@ -30,40 +43,41 @@ _FLAG_NAMES = sorted(
     and isinstance(getattr(libvirt, name), int))
 
 
-def flag_names(flags):
+def flag_names(flags: int) -> List[str]:
     """``['LIVE', 'PEER2PEER', ...]`` for logs and reports."""
     return [name for value, name in _FLAG_NAMES if value and flags & value == value]
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class MigrateCall:
     """Arguments of ``virDomain.migrateToURI3``."""
 
     dconnuri: str
     flags: int
-    params: Mapping
+    params: Mapping[str, Any]
     #: Why each flag (by name) and parameter is there, for ``migplane explain``.
-    reasons: Mapping = dataclasses.field(default_factory=dict)
+    reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "params", versioned.freeze(dict(self.params)))
         object.__setattr__(self, "reasons", versioned.freeze(dict(self.reasons)))
 
     @property
-    def flag_names(self):
+    def flag_names(self) -> List[str]:
         return flag_names(self.flags)
 
-    def call_params(self):
+    def call_params(self) -> Dict[str, Any]:
         """A plain dict (lists for multi-valued keys), as libvirt-python wants it."""
-        return versioned.thaw(self.params)
+        return cast(Dict[str, Any], versioned.thaw(self.params))
 
-    def describe(self):
+    def describe(self) -> str:
         """One log line; domain XML is elided."""
         return (f"migrateToURI3({self.dconnuri!r}, {self.to_dict()['params']!r}, "
                 f"{'|'.join(self.flag_names)})")
 
-    def to_dict(self, elide=(libvirt.VIR_MIGRATE_PARAM_PERSIST_XML,
-                             libvirt.VIR_MIGRATE_PARAM_DEST_XML)):
+    def to_dict(self, elide: Sequence[str] = (libvirt.VIR_MIGRATE_PARAM_PERSIST_XML,
+                                              libvirt.VIR_MIGRATE_PARAM_DEST_XML)
+                ) -> Dict[str, Any]:
         """The call as ``migplane explain`` shows it; domain XML is elided."""
         params = {key: (f"<{len(value)} characters of domain XML>" if key in elide
                         else value)
@@ -72,11 +86,12 @@ class Plan:
                 "flags": self.flag_names, "params": params, "reasons": dict(self.reasons)}
 
 
-def _conflict(options, reason):
+def _conflict(options: str, reason: str) -> NoReturn:
     raise exception.ConflictingOptions(options=options, reason=reason)
 
 
-def check_settings(settings, compression=()):
+def check_settings(settings: "settings_mod.MigrationSettings",
+                   compression: Sequence[str] = ()) -> None:
     """Refuse option combinations no libvirt/QEMU pair can honour.
 
     :param settings: a :class:`~migplane.core.settings.MigrationSettings`.
@@ -104,7 +119,7 @@ def check_settings(settings, compression=()):
                   "QEMU cannot switch a compressed migration to post-copy")
 
 
-def check_block_migration(settings):
+def check_block_migration(settings: "settings_mod.MigrationSettings") -> None:
     """Refuse a block migration these settings cannot carry.
 
     libvirt 9.0 fails a tunnelled migration with non-shared disks halfway,
@@ -118,14 +133,18 @@ def check_block_migration(settings):
                   "with_native_tls=True for encryption) or shared storage")
 
 
-def _require(capabilities, flag, driver, feature):
+def _require(capabilities: "caps_mod.Capabilities", flag: str, driver: str,
+             feature: str) -> None:
     if not getattr(capabilities, flag):
         raise exception.UnsupportedFeature(driver=driver, feature=feature)
 
 
-def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
-          destination_xml=None, compression=(), instance="the instance", driver="libvirt"):
-    """The :class:`Plan` of one migration.
+def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationURIs",
+          capabilities: "caps_mod.Capabilities", migrate_disks: Sequence[str] = (),
+          persistent_xml: Optional[str] = None, destination_xml: Optional[str] = None,
+          compression: Sequence[str] = (), instance: str = "the instance",
+          driver: str = "libvirt") -> MigrateCall:
+    """The :class:`MigrateCall` of one migration.
 
     :param settings: the source's :class:`~migplane.core.settings.MigrationSettings`.
     :param uris: the core's resolved :class:`~migplane.core.uri.MigrationURIs`.
@@ -138,7 +157,7 @@ def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
     """
     check_settings(settings, compression)
     flags = BASE_FLAGS
-    params = {}
+    params: Dict[str, Any] = {}
     why = {
         "LIVE": "the guest keeps running while its memory is copied",
         "PEER2PEER": "the source's libvirtd opens the control connection to the "
@@ -251,4 +270,4 @@ def build(settings, uris, capabilities, migrate_disks=(), persistent_xml=None,
             "the source's inactive definition becomes the destination's")
     if destination_xml:
         params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = destination_xml
-    return Plan(dconnuri=uris.control_uri, flags=flags, params=params, reasons=why)
+    return MigrateCall(dconnuri=uris.control_uri, flags=flags, params=params, reasons=why)

@@ -15,11 +15,23 @@ the recovery again (an operator's ``migplane resume``, a restarted agent).
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Tuple
+from typing import cast
 
 import libvirt
 
 from migplane.drivers.libvirt import errors
 from migplane.drivers.libvirt import recovery as recovery_mod
+
+if TYPE_CHECKING:  # only for annotations: this module imports nothing more
+    from migplane.core import driver as driver_mod
+    from migplane.drivers.libvirt import flags as flags_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -34,12 +46,15 @@ RESUME_WAIT_S = 5.0
 #: destination's half is paused too (its QEMU may not have seen it).
 PEER_PAUSE_AFTER_S = 3.0
 
+#: libvirt-python ships no types.
+Domain = Any  # libvirt.virDomain
+
 
 class CallStillHeld(Exception):
     """libvirt has not returned the broken migration call: nothing to resume yet."""
 
 
-def domain_phase(dom):
+def domain_phase(dom: Domain) -> str:
     """The source domain as :mod:`recovery` names it."""
     try:
         state, reason = dom.state()
@@ -58,46 +73,51 @@ def domain_phase(dom):
 
 
 class MigrationJob:
-    def __init__(self, dom, plan, instance, recovery=None, clock=time.monotonic):
+    #: Paths of the local file disks its block migration copies (set by the driver).
+    copied_disks: List[str]
+
+    def __init__(self, dom: Domain, call: "flags_mod.MigrateCall", instance: str,
+                 recovery: Optional[recovery_mod.Recovery] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.dom = dom
-        self.plan = plan
+        self.call = call
         self.instance = instance
         self.uuid = dom.UUIDString()
-        self.started_at = None
+        self.started_at: Optional[float] = None
         #: The libvirtError (or other exception) the call ended with; None on success.
-        self.error = None
+        self.error: Optional[Exception] = None
         self.abort_requested = False
         #: The guest was paused by force-complete, so rollback must resume it.
         self.paused_by_us = False
         self.postcopy = False
-        self.last_stats = {}
+        self.last_stats: Dict[str, Any] = {}
         #: The JobProgress once the call ended (computed once, then kept).
-        self.final = None
+        self.final: Optional[driver_mod.JobProgress] = None
         #: Requests to apply once the libvirt job exists: name -> argument.
-        self.pending = {}
+        self.pending: Dict[str, Any] = {}
         #: A :class:`~migplane.drivers.libvirt.recovery.Recovery`, or None.
         self.recovery = recovery
         #: The stream broke and the thread recovers it; it gave up at the deadline.
         self.recovering = False
         self.gave_up = False
         #: Why the stream broke (libvirt's words), and the last recovery step.
-        self.break_error = None
-        self.recovery_note = None
+        self.break_error: Optional[Exception] = None
+        self.recovery_note: Optional[str] = None
         self.breaks = 0
         self.resumes = 0
         self._clock = clock
         #: Stall detection: (memory_processed, when it last changed).
-        self._seen = None
+        self._seen: Optional[Tuple[Any, float]] = None
         #: When the source was first seen post-copy-failed with the call not back,
         #: and when the destination's half was last asked to pause.
-        self._broken_at = None
-        self._peer_paused_at = None
+        self._broken_at: Optional[float] = None
+        self._peer_paused_at: Optional[float] = None
         self._wake = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"migrate-{instance}")
 
-    def start(self, resume=False):
+    def start(self, resume: bool = False) -> None:
         """Run the call (or, with ``resume``, only the recovery) in the thread."""
         self.started_at = time.monotonic()
         if resume:
@@ -107,11 +127,11 @@ class MigrationJob:
             self.recovering = True
         self._thread.start()
 
-    def _run(self):
-        LOG.info("Migrating %s: %s", self.instance, self.plan.describe())
+    def _run(self) -> None:
+        LOG.info("Migrating %s: %s", self.instance, self.call.describe())
         try:
-            self.dom.migrateToURI3(self.plan.dconnuri, self.plan.call_params(),
-                                   self.plan.flags)
+            self.dom.migrateToURI3(self.call.dconnuri, self.call.call_params(),
+                                   self.call.flags)
         except libvirt.libvirtError as err:
             LOG.warning("Migration of %s failed: %s", self.instance, err)
             self.error = err
@@ -131,7 +151,7 @@ class MigrationJob:
 
     # -- post-copy recovery ---------------------------------------------------------
 
-    def resume(self):
+    def resume(self) -> bool:
         """Recover again a job that gave up (a new deadline); False when the job
         is not a broken post-copy. A job still recovering is left to go on."""
         if self.recovering and not self.done:
@@ -148,7 +168,7 @@ class MigrationJob:
         self._thread.start()
         return True
 
-    def _recover_and_finish(self):
+    def _recover_and_finish(self) -> None:
         try:
             self._recover()
         except Exception as err:  # the thread must always record an outcome
@@ -159,13 +179,14 @@ class MigrationJob:
             self.recovering = False
             self._done.set()
 
-    def _recover(self):
-        rec = self.recovery
+    def _recover(self) -> None:
+        # only a job with a recovery (post-copy armed) recovers
+        rec = cast(recovery_mod.Recovery, self.recovery)
         self.breaks += 1
         self.break_error = self.error
         start = self._clock()
         attempt = 0
-        stalled_since = None
+        stalled_since: Optional[float] = None
         LOG.warning("Post-copy migration of %s broke (%s); recovering it for up to %d s",
                     self.instance, errors.message(self.error) if self.error else "paused",
                     rec.timeout_s)
@@ -206,12 +227,12 @@ class MigrationJob:
             self._wake.wait(step.delay_s)
             self._wake.clear()
 
-    def _resume_call(self):
+    def _resume_call(self) -> bool:
         """One resume attempt; True once the migration completed."""
         LOG.info("Resuming the post-copy migration of %s", self.instance)
         try:
-            self.dom.migrateToURI3(self.plan.dconnuri, self.plan.call_params(),
-                                   self.plan.flags | RESUME_FLAGS)
+            self.dom.migrateToURI3(self.call.dconnuri, self.call.call_params(),
+                                   self.call.flags | RESUME_FLAGS)
         except libvirt.libvirtError as err:
             LOG.warning("Resuming the post-copy migration of %s failed: %s",
                         self.instance, err)
@@ -222,7 +243,7 @@ class MigrationJob:
         LOG.info("Post-copy migration of %s resumed and completed", self.instance)
         return True
 
-    def pause_stalled(self):
+    def pause_stalled(self) -> None:
         """Pause a stalled post-copy stream so that it can be resumed."""
         try:
             self.dom.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
@@ -231,7 +252,7 @@ class MigrationJob:
             LOG.warning("Could not pause the stalled post-copy migration of %s: %s",
                         self.instance, err)
 
-    def blocked_since_break(self):
+    def blocked_since_break(self) -> Optional[float]:
         """Seconds since the source domain was first seen post-copy-failed while
         libvirt still holds the migration call, or None (it is not)."""
         if not self.postcopy or self.recovery is None or self.recovering:
@@ -251,14 +272,15 @@ class MigrationJob:
                              name=f"pause-{self.instance}").start()
         return now - self._broken_at
 
-    def _pause_destination(self):
+    def _pause_destination(self) -> None:
         try:
-            self.recovery.pause_destination(self.instance)
+            # only a job with a recovery pauses its peer
+            cast(recovery_mod.Recovery, self.recovery).pause_destination(self.instance)
         except Exception as err:  # the destination may be unreachable: next time
             LOG.warning("Could not pause the destination's half of %s: %s",
                         self.instance, err)
 
-    def stalled(self, memory_processed):
+    def stalled(self, memory_processed: Any) -> bool:
         """Has a running post-copy job sent nothing for the stall timeout?"""
         if not self.postcopy or self.recovery is None or self.recovering:
             return False
@@ -269,13 +291,13 @@ class MigrationJob:
         return now - self._seen[1] >= self.recovery.stall_timeout_s
 
     @property
-    def done(self):
+    def done(self) -> bool:
         return self._done.is_set()
 
     @property
-    def succeeded(self):
+    def succeeded(self) -> bool:
         return self.done and self.error is None
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait for the call to return; True when it has."""
         return self._done.wait(timeout)

@@ -5,6 +5,9 @@ and registering into it would collide with their options. This module must
 import without libvirt-python so that oslo-config-generator can list it.
 """
 
+from typing import List
+from typing import Tuple
+
 from oslo_config import cfg
 from oslo_config import types
 
@@ -92,11 +95,11 @@ driver_opts = [
 ]
 
 
-def register_opts(conf):
+def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the driver's options on ``conf`` (idempotent)."""
     conf.register_opts(driver_opts, group=GROUP)
 
 
-def list_opts():
+def list_opts() -> List[Tuple[str, List[cfg.Opt]]]:
     """The driver's options for oslo-config-generator, as original objects."""
     return [(GROUP, driver_opts)]

@@ -5,6 +5,11 @@ milliseconds under its own key names; the flow wants bytes and one record
 whatever the driver, so the translation lives here, in one place.
 """
 
+from typing import Any
+from typing import Dict
+from typing import Mapping
+from typing import Optional
+
 import libvirt
 
 from migplane.core import driver as driver_mod
@@ -23,38 +28,40 @@ _BYTES = ("data_total", "data_processed", "data_remaining",
           "disk_total", "disk_processed", "disk_remaining")
 
 
-def job_state(stats):
+def job_state(stats: Mapping[str, Any]) -> str:
     """The core's job state of a libvirt stats dict (its ``type`` key)."""
     return _STATES.get(stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE), driver_mod.JOB_NONE)
 
 
-def is_active(stats):
+def is_active(stats: Mapping[str, Any]) -> bool:
     return stats.get("type") in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
                                  libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
 
 
-def transferring(stats):
+def transferring(stats: Mapping[str, Any]) -> bool:
     """QEMU's transfer has begun: libvirt's job exists before QEMU is told to
     migrate, and until then QEMU refuses a switch to post-copy (its
     capability is set just before the transfer)."""
     return is_active(stats) and int(stats.get("memory_total", 0) or 0) > 0
 
 
-def dirty_rate(stats):
+def dirty_rate(stats: Mapping[str, Any]) -> int:
     """Bytes dirtied per second: libvirt counts pages."""
     pages = int(stats.get("memory_dirty_rate", 0) or 0)
     page_size = int(stats.get("memory_page_size", 4096) or 4096)
     return pages * page_size
 
 
-def to_progress(stats, state=None, postcopy=False, error=None):
+def to_progress(stats: Optional[Mapping[str, Any]], state: Optional[str] = None,
+                postcopy: bool = False, error: Optional[str] = None
+                ) -> driver_mod.JobProgress:
     """A :class:`~migplane.core.driver.JobProgress` from a jobStats() dict.
 
     :param state: overrides the state read from ``stats`` (e.g. the outcome of
         the migration call, which is more reliable than a stale ``type``).
     """
     stats = stats or {}
-    values = {key: max(0, int(stats.get(key, 0) or 0)) for key in _BYTES}
+    values: Dict[str, Any] = {key: max(0, int(stats.get(key, 0) or 0)) for key in _BYTES}
     downtime = stats.get("downtime")
     if error is None and stats.get("errmsg"):
         error = stats["errmsg"]

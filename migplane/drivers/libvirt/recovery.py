@@ -29,6 +29,12 @@ import logging
 import os
 import socket
 import urllib.parse
+from typing import Any
+from typing import Callable
+from typing import List
+from typing import Optional
+from typing import Tuple
+from typing import cast
 
 LOG = logging.getLogger(__name__)
 
@@ -64,12 +70,14 @@ class Step:
     delay_s: float = 0.0
 
 
-def backoff(attempt):
+def backoff(attempt: int) -> float:
     """Seconds to wait after ``attempt`` failed tries (0, 1, ...)."""
-    return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(attempt, 16))
+    # int ** int is Any to typeshed (a negative exponent makes a float)
+    return cast(float, min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(attempt, 16)))
 
 
-def next_step(domain, peer_up, since_s, timeout_s, stalled_s, stall_timeout_s, attempt):
+def next_step(domain: str, peer_up: bool, since_s: float, timeout_s: float,
+              stalled_s: float, stall_timeout_s: float, attempt: int) -> Step:
     """What to do now for a post-copy job whose stream broke or stalled.
 
     :param domain: the source domain as :data:`FAILED`, :data:`ACTIVE`,
@@ -105,7 +113,7 @@ def next_step(domain, peer_up, since_s, timeout_s, stalled_s, stall_timeout_s, a
 _CLONE_NEWNET = 0x40000000
 
 
-def socket_in(netns, family):
+def socket_in(netns: str, family: socket.AddressFamily) -> socket.socket:
     """A TCP socket of network namespace ``netns`` (as ``ip netns`` names it).
 
     setns() moves only the calling thread, which moves back at once; the
@@ -130,8 +138,9 @@ class Recovery:
     :param data_uri: the migration address (``tcp://198.51.100.12:49152``), or None.
     """
 
-    def __init__(self, stall_timeout_s, timeout_s, dconnuri, data_uri=None, netns=None,
-                 connect=None):
+    def __init__(self, stall_timeout_s: float, timeout_s: float, dconnuri: str,
+                 data_uri: Optional[str] = None, netns: Optional[str] = None,
+                 connect: Optional[Callable[..., Any]] = None) -> None:
         self.stall_timeout_s = stall_timeout_s
         self.timeout_s = timeout_s
         self.dconnuri = dconnuri
@@ -139,9 +148,10 @@ class Recovery:
         #: The network namespace libvirtd runs in ([driver_libvirt] netns): the
         #: probes must see the destination as libvirtd and QEMU do.
         self.netns = netns
-        self._connect = connect or self._tcp_connect
+        #: ``connect((host, port), timeout=seconds)``: an object with ``close()``.
+        self._connect: Callable[..., Any] = connect or self._tcp_connect
 
-    def _tcp_connect(self, address, timeout):
+    def _tcp_connect(self, address: Tuple[str, int], timeout: float) -> socket.socket:
         if self.netns is None:
             return socket.create_connection(address, timeout=timeout)
         sock = socket_in(self.netns, socket.AF_INET6 if ":" in address[0]
@@ -154,7 +164,7 @@ class Recovery:
             raise
         return sock
 
-    def targets(self):
+    def targets(self) -> List[Tuple[str, str, int, bool]]:
         """``[(what, host, port, refused_is_an_answer)]`` to probe before a resume.
 
         The daemon must accept the connection; the migration address only has
@@ -174,7 +184,7 @@ class Recovery:
                               data.port or 49152, True))
         return found
 
-    def pause_destination(self, instance):
+    def pause_destination(self, instance: str) -> bool:
         """Pause the destination's half when its QEMU has not seen the break.
 
         A stream reset by the network may reach only the source: the
@@ -200,7 +210,7 @@ class Recovery:
         finally:
             conn.close()
 
-    def peer_answers(self):
+    def peer_answers(self) -> Tuple[bool, str]:
         """Do the destination's daemon and migration address answer? ``(bool, why)``."""
         for what, host, port, refused_ok in self.targets():
             try:

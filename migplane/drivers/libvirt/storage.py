@@ -14,6 +14,9 @@ import hashlib
 import logging
 import posixpath
 import threading
+from typing import Any
+from typing import Iterator
+from typing import Optional
 from xml.sax.saxutils import escape
 from xml.sax.saxutils import quoteattr
 
@@ -24,15 +27,20 @@ POOL_PREFIX = "migplane-"
 # One transient pool per directory at a time within this process.
 _LOCK = threading.Lock()
 
+#: libvirt-python ships no types.
+Connection = Any  # libvirt.virConnect
+Pool = Any  # libvirt.virStoragePool
+Volume = Any  # libvirt.virStorageVol
 
-def _pool_xml(directory):
+
+def _pool_xml(directory: str) -> str:
     name = POOL_PREFIX + hashlib.sha256(directory.encode()).hexdigest()[:12]
     return (f"<pool type='dir'><name>{name}</name>"
             f"<target><path>{escape(directory)}</path></target></pool>")
 
 
 @contextlib.contextmanager
-def dir_pool(conn, directory, build=False):
+def dir_pool(conn: Connection, directory: str, build: bool = False) -> Iterator[Pool]:
     """An active storage pool whose target is ``directory``, for the block.
 
     :param build: create the directory if it is missing.
@@ -41,7 +49,7 @@ def dir_pool(conn, directory, build=False):
         yield from _dir_pool(conn, directory, build)
 
 
-def _dir_pool(conn, directory, build):
+def _dir_pool(conn: Connection, directory: str, build: bool) -> Iterator[Pool]:
     stop = False
     try:
         pool = conn.storagePoolLookupByTargetPath(directory)
@@ -67,13 +75,13 @@ def _dir_pool(conn, directory, build):
                 LOG.warning("Could not stop storage pool %s: %s", pool.name(), err)
 
 
-def _volume_xml(name, capacity, fmt):
+def _volume_xml(name: str, capacity: int, fmt: str) -> str:
     return (f"<volume><name>{escape(name)}</name>"
             f"<capacity unit='bytes'>{int(capacity)}</capacity>"
             f"<target><format type={quoteattr(fmt)}/></target></volume>")
 
 
-def _lookup(pool, name):
+def _lookup(pool: Pool, name: str) -> Optional[Volume]:
     try:
         return pool.storageVolLookupByName(name)
     except libvirt.libvirtError as err:
@@ -86,7 +94,7 @@ class TooLarge(ValueError):
     """An image larger than the storage that would hold it."""
 
 
-def create_volume(conn, path, capacity, fmt):
+def create_volume(conn: Connection, path: str, capacity: int, fmt: str) -> bool:
     """Create an empty image at ``path``; return False if a file is already there.
 
     An existing file is never overwritten: it may be the guest's disk on
@@ -108,7 +116,7 @@ def create_volume(conn, path, capacity, fmt):
     return True
 
 
-def delete_volume(conn, path):
+def delete_volume(conn: Connection, path: str) -> bool:
     """Delete the image at ``path``; return False if there was none."""
     directory, name = posixpath.split(path)
     with dir_pool(conn, directory) as pool:

@@ -244,7 +244,7 @@ def test_requests_before_the_job_exists_are_applied_once_it_runs(daemons, make_d
     src, _ = make_drivers()
     from migplane.drivers.libvirt import flags
     from migplane.drivers.libvirt import job
-    plan = flags.Plan(dconnuri="qemu+tcp://host-b/system", flags=flags.BASE_FLAGS, params={})
+    plan = flags.MigrateCall(dconnuri="qemu+tcp://host-b/system", flags=flags.BASE_FLAGS, params={})
     src._jobs["g1"] = job.MigrationJob(dom, plan, "g1")   # started, not yet in libvirt
     src.set_max_downtime("g1", 123)
     src.abort_job("g1")
