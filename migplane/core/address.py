@@ -10,7 +10,12 @@ something the operator did not write.
 import dataclasses
 import ipaddress
 import re
+from typing import Iterable
+from typing import List
+from typing import NoReturn
 from typing import Optional
+from typing import Tuple
+from typing import Union
 
 from migplane.core import exception
 
@@ -23,6 +28,9 @@ HOSTNAME = "hostname"
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _ZONE = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 _FORBIDDEN = re.compile(r"[/?#@\\\s\x00-\x1f\x7f]")
+
+#: What ``ipaddress.ip_network`` returns.
+_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +50,11 @@ class HostAddress:
     written: Optional[str] = dataclasses.field(default=None, compare=False)
 
     @property
-    def is_ip(self):
+    def is_ip(self) -> bool:
         return self.kind in (IPV4, IPV6)
 
     @property
-    def uri_host(self):
+    def uri_host(self) -> str:
         """The host as written, as it must appear in a URI authority (RFC 3986/6874)."""
         host = self.written or self.host
         if self.kind == IPV6:
@@ -54,25 +62,25 @@ class HostAddress:
         return host
 
     @property
-    def netloc(self):
+    def netloc(self) -> str:
         """``uri_host`` plus ``:port`` when a port was given."""
         if self.port is None:
             return self.uri_host
         return "%s:%d" % (self.uri_host, self.port)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.netloc
 
 
-def _fail(value, field, reason):
+def _fail(value: object, field: str, reason: str) -> NoReturn:
     raise exception.InvalidAddress(value=value, field=field, reason=reason)
 
 
-def _unescape_zone(text):
+def _unescape_zone(text: str) -> str:
     return text.replace("%25", "%", 1) if "%25" in text else text
 
 
-def _parse_ipv6(text, value, field):
+def _parse_ipv6(text: str, value: str, field: str) -> str:
     text = _unescape_zone(text)
     zone = None
     if "%" in text:
@@ -89,14 +97,14 @@ def _parse_ipv6(text, value, field):
     return host
 
 
-def _parse_port(text, value, field):
+def _parse_port(text: str, value: str, field: str) -> int:
     # str.isdigit() also accepts digits int() refuses ('\u00b2') or other scripts' digits
     if not re.fullmatch(r"[0-9]+", text) or not 0 < int(text) < 65536:
         _fail(value, field, "port %r is not a number from 1 to 65535" % text)
     return int(text)
 
 
-def _parse_name_or_ipv4(text, value, field):
+def _parse_name_or_ipv4(text: str, value: str, field: str) -> Tuple[str, str]:
     if not text:
         _fail(value, field, "the host is empty")
     if re.fullmatch(r"[0-9.]+", text):
@@ -129,7 +137,7 @@ def parse_host(value: object, field: str = "address", allow_port: bool = True
     if _FORBIDDEN.search(value):
         _fail(value, field, "it contains a character that is not allowed in a host "
                             "(one of '/ ? # @ \\', whitespace or a control character)")
-    port = None
+    port: Optional[int] = None
     if value.startswith("["):
         inner, sep, rest = value[1:].partition("]")
         if not sep:
@@ -156,7 +164,7 @@ def parse_host(value: object, field: str = "address", allow_port: bool = True
     return HostAddress(host=host, kind=kind, port=port, written=written)
 
 
-def is_ip_literal(value):
+def is_ip_literal(value: object) -> bool:
     """True when ``value`` is an IPv4 or IPv6 literal (zone id allowed)."""
     try:
         return parse_host(value).is_ip
@@ -164,19 +172,21 @@ def is_ip_literal(value):
         return False
 
 
-def join_host_port(host, port):
+def join_host_port(host: str, port: int) -> str:
     """``host:port`` for a URL, the IPv6 literal bracketed (``[2001:db8::1]:7480``)."""
     return "%s:%d" % (parse_host(host, allow_port=False).uri_host, port)
 
 
-def parse_networks(values, option="migration_networks"):
+def parse_networks(values: Optional[Iterable[Union[str, _Network]]],
+                   option: str = "migration_networks"
+                   ) -> Optional[Tuple[_Network, ...]]:
     """Parse CIDR strings (or networks) into a tuple of networks; ConfigError names the bad one.
 
     None stays None (no list given).
     """
     if values is None:
         return None
-    parsed = []
+    parsed: List[_Network] = []
     for value in values or ():
         try:
             parsed.append(ipaddress.ip_network(value, strict=False))

@@ -140,7 +140,7 @@ class InstanceInfo:
     #: ``migration-canceled``, ``held``); None when none of them.
     reason: Optional[str] = None
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -151,7 +151,7 @@ class HostResources:
     memory_total_bytes: int
     memory_free_bytes: int
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -209,11 +209,11 @@ class JobProgress(versioned.VersionedData):
     handover: bool = versioned.field("1.1", versioned.check_bool, default=False)
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return self.state in JOB_FINISHED
 
     @property
-    def percent(self):
+    def percent(self) -> float:
         """Percent of the data sent: the one rule every display uses."""
         if self.state == JOB_COMPLETED:
             return 100.0

@@ -25,12 +25,26 @@ import logging
 import threading
 import time
 import uuid
+from typing import Any
+from typing import Callable
+from typing import Deque
+from typing import Dict
+from typing import Iterable
+from typing import List
+from typing import Mapping
 from typing import Optional
+from typing import Sequence
+from typing import Tuple
+from typing import Union
+from typing import cast
 
+from migplane.core import driver as driver_mod
 from migplane.core import evacuation_plan as plan_mod
 from migplane.core import events as events_mod
 from migplane.core import exception
 from migplane.core import flow as flow_mod
+from migplane.core import limiter as limiter_mod
+from migplane.core import settings as settings_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -71,7 +85,7 @@ class EvacuationEvent:
     message: Optional[str] = None
     migration: Optional[events_mod.MigrationEvent] = None
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.migration is not None:
             data["migration"] = self.migration.to_dict()
@@ -96,12 +110,12 @@ class GuestOutcome:
     error: Optional[str] = None
 
     @property
-    def duration_s(self):
+    def duration_s(self) -> Optional[float]:
         if self.started_s is None or self.finished_s is None:
             return None
         return self.finished_s - self.started_s
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["duration_s"] = self.duration_s
         return data
@@ -114,14 +128,14 @@ class EvacuationResult:
     status: str  # completed (every guest moved), partial, failed (none moved)
     duration_s: float
     plan: plan_mod.EvacuationPlan
-    guests: tuple
+    guests: Tuple[GuestOutcome, ...]
     replans: int = 0
 
     @property
-    def moved(self):
+    def moved(self) -> List[GuestOutcome]:
         return [g for g in self.guests if g.status == flow_mod.COMPLETED]
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return {"evacuation_id": self.evacuation_id, "source": self.source,
                 "status": self.status, "duration_s": self.duration_s,
                 "plan": self.plan.to_dict(), "replans": self.replans,
@@ -131,21 +145,22 @@ class EvacuationResult:
 class _Running:
     """A started migration, as the executor follows it."""
 
-    def __init__(self, item, flow, started):
+    def __init__(self, item: plan_mod.GuestPlan, flow: flow_mod.LiveMigration,
+                 started: float) -> None:
         self.item = item
         self.flow = flow
         self.started = started
-        self.transfer = None
+        self.transfer: Optional[float] = None
         #: When the first byte moved: the fixed costs end there (the hypervisor
         #: starts the destination's QEMU inside its job, after the flow's
         #: transfer_started).
-        self.first_byte = None
-        self.progress = None
+        self.first_byte: Optional[float] = None
+        self.progress: Optional[driver_mod.JobProgress] = None
         self.done = threading.Event()
-        self.result = None
-        self.error = None
+        self.result: Optional[flow_mod.MigrationResult] = None
+        self.error: Optional[Exception] = None
 
-    def observe(self, elapsed, progress):
+    def observe(self, elapsed: float, progress: driver_mod.JobProgress) -> bool:
         """Follow the transfer from its progress snapshots; True at its first byte."""
         if not progress.data_processed:
             return False  # the job has not sent anything yet: nothing to learn
@@ -155,13 +170,14 @@ class _Running:
             return True
         return False
 
-    def remaining_bytes(self):
+    def remaining_bytes(self) -> Optional[int]:
         """Bytes its transfer still has to send; None before its first byte."""
         if self.first_byte is None:
             return None
-        return self.progress.data_remaining
+        # observe() sets progress before first_byte.
+        return cast(driver_mod.JobProgress, self.progress).data_remaining
 
-    def dirty_rate(self, hint=0.0):
+    def dirty_rate(self, hint: Optional[float] = 0.0) -> float:
         """Bytes/s it dirties: measured by the hypervisor, else the plan's figure."""
         measured = self.progress.dirty_rate if self.progress is not None else 0
         return max(measured or 0, hint or 0)
@@ -183,10 +199,22 @@ class Evacuation:
     :param on_migration_done: ``(flow, result, error)`` called when a flow ends.
     """
 
-    def __init__(self, source, destinations, guests, destination_specs, link_rate,
-                 settings, plan_settings=None, limiter=None, migration_factory=None,
-                 on_migration_done=None, evacuation_id=None, clock=time.monotonic,
-                 sleep=time.sleep, poll_interval=0.5):
+    def __init__(self, source: Union[driver_mod.SourceDriver, Any],
+                 destinations: Mapping[str, Union[driver_mod.DestinationDriver, Any]],
+                 guests: Iterable[plan_mod.GuestSpec],
+                 destination_specs: Iterable[plan_mod.DestinationSpec], link_rate: float,
+                 settings: settings_mod.MigrationSettings,
+                 plan_settings: Optional[plan_mod.PlanSettings] = None,
+                 limiter: Union[limiter_mod.HostLimiter, Any, None] = None,
+                 migration_factory: Optional[
+                     Callable[[str, str], flow_mod.LiveMigration]] = None,
+                 on_migration_done: Optional[
+                     Callable[[flow_mod.LiveMigration, Optional[flow_mod.MigrationResult],
+                               Optional[Exception]], object]] = None,
+                 evacuation_id: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 poll_interval: float = 0.5) -> None:
         self.id = evacuation_id or uuid.uuid4().hex[:12]
         self.source = source
         self.destinations = dict(destinations)
@@ -204,28 +232,28 @@ class Evacuation:
         self._listeners = events_mod.Listeners("evacuation")
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._start = None
-        self.plan = None
+        self._start: Optional[float] = None
+        self.plan: Optional[plan_mod.EvacuationPlan] = None
         self.replans = 0
         self.status = events_mod.PENDING
-        self.outcomes = {}
-        self.running = {}
+        self.outcomes: Dict[str, GuestOutcome] = {}
+        self.running: Dict[str, _Running] = {}
         self.fixed_cost_s = self.plan_settings.fixed_cost_s
-        self._fixed_costs = collections.deque(maxlen=FIXED_COST_WINDOW)
-        self._current = None
-        self._dirty = {g.name: g.dirty_rate or 0 for g in self.guests}
-        self._requeue = []
-        self._busy = {}
-        self._not_before = {}
+        self._fixed_costs: Deque[float] = collections.deque(maxlen=FIXED_COST_WINDOW)
+        self._current: Optional[plan_mod.EvacuationPlan] = None
+        self._dirty: Dict[str, float] = {g.name: g.dirty_rate or 0 for g in self.guests}
+        self._requeue: List[plan_mod.GuestPlan] = []
+        self._busy: Dict[str, int] = {}
+        self._not_before: Dict[str, float] = {}
 
     # -- control and events ------------------------------------------------------
 
-    def subscribe(self, listener):
+    def subscribe(self, listener: Callable[[EvacuationEvent], object]) -> None:
         """Call ``listener(EvacuationEvent)`` for every event; errors in it are
         logged, and an ``async def`` listener is refused with TypeError."""
         self._listeners.subscribe(listener)
 
-    def abort(self):
+    def abort(self) -> None:
         """Start no more migrations and abort the running ones (guests stay put)."""
         self._stop.set()
         with self._lock:
@@ -233,17 +261,19 @@ class Evacuation:
         for item in running:
             item.flow.abort()
 
-    def _elapsed(self):
+    def _elapsed(self) -> float:
         return 0.0 if self._start is None else self._clock() - self._start
 
-    def _emit(self, kind, instance=None, message=None, migration=None):
+    def _emit(self, kind: str, instance: Optional[str] = None, message: Optional[str] = None,
+              migration: Optional[events_mod.MigrationEvent] = None) -> None:
         event = EvacuationEvent(kind=kind, evacuation_id=self.id, elapsed=self._elapsed(),
                                 instance=instance, message=message, migration=migration)
         self._listeners.emit(event)
 
     # -- planning ------------------------------------------------------------------
 
-    def make_plan(self, guests=None, committed=None):
+    def make_plan(self, guests: Optional[Sequence[plan_mod.GuestSpec]] = None,
+                  committed: Optional[Mapping[str, int]] = None) -> plan_mod.EvacuationPlan:
         """Plan ``guests`` (default: all) with the memory ``committed`` per destination."""
         committed = committed or {}
         specs = [dataclasses.replace(d, free_memory_bytes=d.free_memory_bytes
@@ -253,14 +283,15 @@ class Evacuation:
         return plan_mod.plan(self.guests if guests is None else guests, specs,
                              self.link_rate, settings)
 
-    def _replan(self, pending, why):
+    def _replan(self, pending: List[plan_mod.GuestPlan], why: str) -> List[plan_mod.GuestPlan]:
         """Plan the guests not started yet again; return their new order."""
-        committed = {}
+        committed: Dict[str, int] = {}
         with self._lock:
             for outcome in self.outcomes.values():
                 if outcome.status == flow_mod.COMPLETED:
-                    committed[outcome.destination] = committed.get(
-                        outcome.destination, 0) + self._memory(outcome.name)
+                    # cast: a completed guest's outcome names its destination (_ended).
+                    committed[cast(str, outcome.destination)] = committed.get(
+                        cast(str, outcome.destination), 0) + self._memory(outcome.name)
             for item in self.running.values():
                 dest = item.item.destination
                 committed[dest] = committed.get(dest, 0) + item.item.memory_bytes
@@ -274,18 +305,18 @@ class Evacuation:
                    % (why, len(new.guests), new.streams))
         return list(new.guests)
 
-    def _memory(self, name):
+    def _memory(self, name: str) -> int:
         return next(g.memory_bytes for g in self.guests if g.name == name)
 
     # -- running -----------------------------------------------------------------
 
-    def _default_factory(self, instance, destination):
+    def _default_factory(self, instance: str, destination: str) -> flow_mod.LiveMigration:
         clock, sleep = self._clock, self._sleep
         return flow_mod.LiveMigration(instance, self.source, self.destinations[destination],
                                       self.settings, limiter=self.limiter, clock=clock,
                                       sleep=sleep)
 
-    def run(self):
+    def run(self) -> EvacuationResult:
         """Run the whole evacuation; return an :class:`EvacuationResult`."""
         self._start = self._clock()
         self.status = events_mod.RUNNING
@@ -295,7 +326,7 @@ class Evacuation:
             self._finish_guest(lost.name, UNPLACEABLE, error=lost.reason)
         pending = list(self.plan.guests)
         while True:
-            replan = None
+            replan: Optional[str] = None
             with self._lock:
                 ended = [r for r in self.running.values() if r.done.is_set()]
             for item in ended:
@@ -321,26 +352,29 @@ class Evacuation:
             self._sleep(self.poll_interval)
         return self._result()
 
-    def _next(self, pending):
+    def _next(self, pending: List[plan_mod.GuestPlan]
+              ) -> Tuple[Optional[int], Optional[str]]:
         """``(index in pending of the guest to start now, why)``, or ``(None, None)``.
 
         :func:`~migplane.core.evacuation_plan.next_start` decides from the
         running migrations' live progress; then the first pending guest whose
         destination has a free slot (and is not waiting to retry) starts.
         """
-        plan = self._current
+        # cast: run() planned (self.plan and self._current) before it calls _next.
+        plan = cast(plan_mod.EvacuationPlan, self._current)
         with self._lock:
             running = list(self.running.values())
         now = self._elapsed()
         in_flight = [self._in_flight(r, now) for r in running]
         # The first plan's cap, not a re-plan's: that one sees only the guests not
         # started yet (a tail of two would allow two at once, the running included).
-        cap = max(self.plan.max_running, plan.max_running, 1)
+        cap: Optional[int]  # an int here; below, a destination's slots (None: unlimited)
+        cap = max(cast(plan_mod.EvacuationPlan, self.plan).max_running, plan.max_running, 1)
         step = plan_mod.next_start(in_flight, plan.streams, self.link_rate, self.lead_s(),
                                    cap - len(running))
         if not step.start:
             return None, None
-        per_dest = {}
+        per_dest: Dict[str, int] = {}
         for item in running:
             per_dest[item.item.destination] = per_dest.get(item.item.destination, 0) + 1
         slots = {d.name: d.slots for d in self.destination_specs}
@@ -352,14 +386,14 @@ class Evacuation:
                 return index, step.reason
         return None, None
 
-    def lead_s(self):
+    def lead_s(self) -> float:
         """Seconds a migration started now needs to its first byte, with margins:
         the fixed cost (the largest of the last measured) and slack, and the age
         of the progress seen (the flow's poll) and of this loop's."""
         return (self.fixed_cost_s * LEAD_MARGIN + LEAD_EXTRA_S + self.settings.poll_interval
                 + self.poll_interval)
 
-    def _in_flight(self, running, now):
+    def _in_flight(self, running: _Running, now: float) -> plan_mod.InFlight:
         remaining = running.remaining_bytes()
         dirty = self._dirty_of(running)
         if remaining is not None:
@@ -368,25 +402,26 @@ class Evacuation:
             dirty_rate=dirty, predicted_bytes=running.item.predicted_bytes,
             ready_in_s=max(0.0, self.fixed_cost_s - (now - running.started)))
 
-    def _learn_fixed_cost(self, measured):
+    def _learn_fixed_cost(self, measured: float) -> None:
         """A migration sent its first byte ``measured`` s after it started."""
         with self._lock:
             self._fixed_costs.append(measured)
             self.fixed_cost_s = max(self._fixed_costs)
 
-    def _dirty_of(self, running):
+    def _dirty_of(self, running: _Running) -> float:
         return running.dirty_rate(self._dirty.get(running.item.name))
 
-    def _launch(self, item, why=None):
+    def _launch(self, item: plan_mod.GuestPlan, why: Optional[str] = None) -> None:
         flow = self._factory(item.name, item.destination)
         running = _Running(item, flow, self._elapsed())
 
-        def listen(event):
+        def listen(event: events_mod.MigrationEvent) -> None:
             if event.kind == events_mod.TRANSFER_STARTED and running.transfer is None:
                 running.transfer = self._elapsed()
             if event.kind == events_mod.PROGRESS and event.progress is not None:
                 if running.observe(self._elapsed(), event.progress):
-                    self._learn_fixed_cost(running.first_byte - running.started)
+                    # observe() returned True: it has just set first_byte.
+                    self._learn_fixed_cost(cast(float, running.first_byte) - running.started)
             self._emit(MIGRATION, instance=item.name, migration=event)
 
         flow.subscribe(listen)
@@ -398,7 +433,7 @@ class Evacuation:
                                   name="evacuate-%s" % item.name)
         thread.start()
 
-    def _run_one(self, running):
+    def _run_one(self, running: _Running) -> None:
         try:
             running.result = running.flow.run()
         except exception.MigplaneError as err:
@@ -415,7 +450,7 @@ class Evacuation:
                     LOG.exception("on_migration_done failed for %s", running.item.name)
             running.done.set()
 
-    def _ended(self, running):
+    def _ended(self, running: _Running) -> Optional[str]:
         """Record a finished migration; return why to re-plan, or None."""
         item, flow, result = running.item, running.flow, running.result
         now = self._elapsed()
@@ -449,7 +484,8 @@ class Evacuation:
             return "%s took %.1f s, planned %.1f s" % (item.name, actual, planned)
         return None
 
-    def _finish_guest(self, name, status, running_on=None, **fields):
+    def _finish_guest(self, name: str, status: str, running_on: Optional[str] = None,
+                      **fields: Any) -> None:
         outcome = GuestOutcome(name=name, status=status,
                                running_on=running_on or self.source.hostname, **fields)
         with self._lock:
@@ -458,8 +494,10 @@ class Evacuation:
             name, status, outcome.running_on,
             " (%s)" % outcome.error if outcome.error else ""))
 
-    def _result(self):
-        order = [g.name for g in self.plan.guests] + [u.name for u in self.plan.unplaceable]
+    def _result(self) -> EvacuationResult:
+        # cast (here and below): run() planned before it calls _result.
+        order = ([g.name for g in cast(plan_mod.EvacuationPlan, self.plan).guests]
+                 + [u.name for u in cast(plan_mod.EvacuationPlan, self.plan).unplaceable])
         guests = tuple(self.outcomes[name] for name in order if name in self.outcomes)
         moved = sum(1 for g in guests if g.status == flow_mod.COMPLETED)
         if moved == len(guests):
@@ -471,4 +509,5 @@ class Evacuation:
                    % (moved, len(guests), duration))
         return EvacuationResult(evacuation_id=self.id, source=self.source.hostname,
                                 status=self.status, duration_s=round(duration, 3),
-                                plan=self.plan, guests=guests, replans=self.replans)
+                                plan=cast(plan_mod.EvacuationPlan, self.plan), guests=guests,
+                                replans=self.replans)

@@ -25,8 +25,14 @@ elsewhere.
 import dataclasses
 import heapq
 import math
+from typing import Any
+from typing import Dict
+from typing import Iterable
+from typing import List
 from typing import Optional
+from typing import Sequence
 from typing import Tuple
+from typing import cast
 
 from migplane.core import units
 
@@ -59,7 +65,7 @@ class DestinationSpec:
     max_concurrent: int = 0
 
     @property
-    def slots(self):
+    def slots(self) -> Optional[int]:
         """Slots this evacuation may use there; None is unlimited."""
         if not self.max_concurrent:
             return None
@@ -85,7 +91,7 @@ class PlanSettings:
     #: ``post_live_migration``): the link is free then, the slot is not.
     switchover_s: float = 1.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.fixed_cost_s < 0:
             raise ValueError("fixed_cost_s must be 0 or more, got %r" % self.fixed_cost_s)
         if self.switchover_s < 0:
@@ -118,7 +124,7 @@ class GuestPlan:
     converges: bool
     reason: str
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -128,7 +134,7 @@ class Unplaceable:
     memory_bytes: int
     reason: str
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -154,23 +160,24 @@ class EvacuationPlan:
     prepare_ahead: int = 0
 
     @property
-    def ratio(self):
+    def ratio(self) -> float:
         """Predicted finish over the ideal (1.0 is the link's limit)."""
         return self.predicted_s / self.ideal_s if self.ideal_s else 1.0
 
-    def destination_of(self, name):
+    def destination_of(self, name: str) -> Optional[str]:
         for guest in self.guests:
             if guest.name == name:
                 return guest.destination
         return None
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["ratio"] = round(self.ratio, 4)
         return data
 
 
-def predicted_bytes(memory_bytes, dirty_rate, stream_rate):
+def predicted_bytes(memory_bytes: int, dirty_rate: Optional[float],
+                    stream_rate: float) -> Tuple[int, bool]:
     """Bytes pre-copy sends for a guest: memory, then what it dirties meanwhile.
 
     The passes form a geometric series of ratio dirty/stream rate; a ratio at
@@ -183,7 +190,7 @@ def predicted_bytes(memory_bytes, dirty_rate, stream_rate):
     return int(min(memory_bytes / (1.0 - ratio), memory_bytes * MAX_COPIES)), True
 
 
-def streams_for(link_rate, settings, guests):
+def streams_for(link_rate: float, settings: PlanSettings, guests: int) -> Tuple[int, str]:
     """Streams to keep the link full, no more; and why."""
     if settings.stream_rate is None or settings.stream_rate >= link_rate:
         streams = 1
@@ -202,7 +209,9 @@ def streams_for(link_rate, settings, guests):
     return max(1, streams), why
 
 
-def _place(guests, destinations, settings, reasons):
+def _place(guests: Iterable[GuestSpec], destinations: Sequence[DestinationSpec],
+           settings: PlanSettings, reasons: List[str]
+           ) -> Tuple[List[Tuple[GuestSpec, str]], List[Unplaceable]]:
     """Guests (largest first) to the destination with room and least work queued."""
     free = {d.name: d.free_memory_bytes - settings.reserve_bytes for d in destinations}
     work = {d.name: 0 for d in destinations}
@@ -232,7 +241,7 @@ def _place(guests, destinations, settings, reasons):
     return placed, unplaceable
 
 
-def _peak(intervals, start, end):
+def _peak(intervals: Iterable[Tuple[float, float]], start: float, end: float) -> int:
     """Most intervals overlapping at once within [start, end)."""
     points = []
     for a, b in intervals:
@@ -246,7 +255,8 @@ def _peak(intervals, start, end):
     return peak
 
 
-def plan(guests, destinations, link_rate, settings=None):
+def plan(guests: Sequence[GuestSpec], destinations: Iterable[DestinationSpec],
+         link_rate: float, settings: Optional[PlanSettings] = None) -> EvacuationPlan:
     """Plan the evacuation of ``guests`` to ``destinations`` over ``link_rate`` bytes/s.
 
     :param guests: :class:`GuestSpec` values (names unique).
@@ -255,7 +265,7 @@ def plan(guests, destinations, link_rate, settings=None):
     """
     settings = settings or PlanSettings()
     dests = _validated(guests, destinations, link_rate)
-    reasons = []
+    reasons: List[str] = []
     placed, unplaceable = _place(guests, dests, settings, reasons)
     streams, why = streams_for(link_rate, settings, len(placed))
     reasons.append(why)
@@ -292,7 +302,8 @@ def plan(guests, destinations, link_rate, settings=None):
         overlapped_s=overlapped, reasons=tuple(reasons), prepare_ahead=ahead)
 
 
-def _validated(guests, destinations, link_rate):
+def _validated(guests: Iterable[GuestSpec], destinations: Iterable[DestinationSpec],
+               link_rate: float) -> List[DestinationSpec]:
     """``destinations`` sorted by name, once the inputs are sound (else ValueError)."""
     if not link_rate or link_rate <= 0:
         raise ValueError("link_rate must be positive bytes/s, got %r" % (link_rate,))
@@ -305,7 +316,7 @@ def _validated(guests, destinations, link_rate):
     return dests
 
 
-def _pipelining_reasons(settings, ahead):
+def _pipelining_reasons(settings: PlanSettings, ahead: int) -> List[str]:
     if not settings.pipeline:
         return ["pipelining is off: each guest's fixed costs idle its lane"]
     if ahead:
@@ -318,38 +329,43 @@ def _pipelining_reasons(settings, ahead):
     return []
 
 
-def _schedule(queue, dests, streams, lane_rate, max_running, ahead, settings):
+def _schedule(queue: Sequence[Tuple[GuestSpec, str, int, bool]],
+              dests: Iterable[DestinationSpec], streams: int, lane_rate: float,
+              max_running: int, ahead: int, settings: PlanSettings) -> List[GuestPlan]:
     """Simulate the lanes: each guest of ``queue`` (``(guest, destination, bytes,
     converges)``, in order of preference) starts on the first lane free, as
     early as the running limits allow; its :class:`GuestPlan` values, by start."""
     fixed, switchover = settings.fixed_cost_s, settings.switchover_s
     limits = {d.name: d.slots for d in dests}
-    busy = {d.name: [] for d in dests}  # (start, finish) per destination
-    every = []                          # (start, finish) of every migration
+    # (start, finish) per destination
+    busy: Dict[str, List[Tuple[float, float]]] = {d.name: [] for d in dests}
+    every: List[Tuple[float, float]] = []  # (start, finish) of every migration
     lanes = [(0.0, lane) for lane in range(streams)]  # (link free at, lane)
     heapq.heapify(lanes)
-    result = []
+    result: List[GuestPlan] = []
     queue = list(queue)
     while queue:
         lane_free, lane = heapq.heappop(lanes)
         want = max(0.0, lane_free - fixed) if ahead else lane_free
-        best = None
+        best: Optional[Tuple[float, float, float, int]] = None
         for index, (_, dest, nbytes, _ok) in enumerate(queue):
             duration = nbytes / lane_rate
             start = want
             while True:
                 transfer = max(lane_free, start + fixed)
                 finish = transfer + duration + switchover
+                # cast: mypy does not narrow limits[dest]; None is tested just before.
                 if _peak(every, start, finish) < max_running and (
                         limits[dest] is None
-                        or _peak(busy[dest], start, finish) < limits[dest]):
+                        or _peak(busy[dest], start, finish) < cast(int, limits[dest])):
                     break
                 start = min(b for a, b in every + busy[dest] if b > start)
             if best is None or start < best[0]:
                 best = (start, transfer, duration, index)
             if start == want:
                 break
-        start, transfer, duration, index = best
+        # The queue is not empty: its first guest always sets best.
+        start, transfer, duration, index = cast(Tuple[float, float, float, int], best)
         guest, dest, nbytes, converges = queue.pop(index)
         link_end = transfer + duration
         finish = link_end + switchover
@@ -372,7 +388,7 @@ def _schedule(queue, dests, streams, lane_rate, max_running, ahead, settings):
     return [dataclasses.replace(g, order=i) for i, g in enumerate(result)]
 
 
-def _prepare_ahead(settings, streams, durations):
+def _prepare_ahead(settings: PlanSettings, streams: int, durations: Sequence[float]) -> int:
     """Migrations to prepare beyond the streams so that fixed costs hide behind
     transfers: enough that the shortest transfers cover a fixed cost and the
     switch-over of the one ending (which keeps its slot), plus one, within the
@@ -418,13 +434,13 @@ class PipelineStep:
     reason: str
 
 
-def sending_time(remaining, dirty, rate):
+def sending_time(remaining: float, dirty: Optional[float], rate: float) -> float:
     """Seconds to send ``remaining`` bytes at ``rate`` while dirtying ``dirty``
     bytes/s (pre-copy resends it; counted at no less than a fifth of the rate)."""
     return remaining / max(rate - (dirty or 0.0), 0.2 * rate, 1.0)
 
 
-def link_busy_for(in_flight, streams, link_rate):
+def link_busy_for(in_flight: Sequence[InFlight], streams: int, link_rate: float) -> float:
     """Seconds until one of the ``streams`` lanes is free of the started work.
 
     Sending migrations share the link; those in their fixed costs join a lane
@@ -446,7 +462,8 @@ def link_busy_for(in_flight, streams, link_rate):
     return min(lanes)
 
 
-def next_start(in_flight, streams, link_rate, lead_s, slots_free):
+def next_start(in_flight: Sequence[InFlight], streams: int, link_rate: float, lead_s: float,
+               slots_free: int) -> PipelineStep:
     """Start the next guest now? Yes when a lane frees within ``lead_s`` (the
     new guest's fixed cost with its margins) and a slot is free: then its first
     byte follows the last byte before it. Earlier only shares the link; later

@@ -48,20 +48,20 @@ class _Quoted:
 
     __slots__ = ("value",)
 
-    def __init__(self, value):
+    def __init__(self, value: object) -> None:
         self.value = value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return excerpt(self.value)
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = str(self.value)
         if len(text) <= TEXT_LIMIT:
             return text
         return "%s... (%d characters)" % (text[:TEXT_LIMIT], len(text))
 
 
-def _quoted(value):
+def _quoted(value: object) -> object:
     # numbers keep working with %d; everything else is bounded
     if isinstance(value, (bool, int, float)) or value is None:
         return value
@@ -152,12 +152,14 @@ class StepTimedOut(MigplaneError):
                "did there is unknown and a late answer is ignored")
 
     @property
-    def step(self):
-        return self.kwargs.get("step")
+    def step(self) -> Optional[str]:
+        step: Optional[str] = self.kwargs.get("step")
+        return step
 
     @property
-    def host(self):
-        return self.kwargs.get("host")
+    def host(self) -> Optional[str]:
+        host: Optional[str] = self.kwargs.get("host")
+        return host
 
 
 class InvalidMigrationPlan(MigplaneError):

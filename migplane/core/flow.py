@@ -392,7 +392,7 @@ class LiveMigration:
         self.uris = uri_mod.resolve(self.settings, data, caps.capabilities,
                                     dest_hostname=self.destination.hostname,
                                     block_migration=self.block_migration, driver=caps.name)
-        trust.enforce(self.instance, self.uris, self.settings,  # type: ignore[no-untyped-call]  # trust: untyped
+        trust.enforce(self.instance, self.uris, self.settings,
                       destination=self.destination.hostname,
                       authenticated=getattr(self.destination, "identity", None))
         return caps
@@ -674,7 +674,7 @@ class LiveMigration:
     def _job_state(self) -> Optional[str]:
         state: Optional[str]
         progress: Optional[driver_mod.JobProgress]
-        state, progress = settling.job_state(  # type: ignore[no-untyped-call]  # untyped
+        state, progress = settling.job_state(
             self.source, self.instance, "Migration %s: " % self.id)
         if progress is not None:
             self.progress = progress
@@ -690,7 +690,7 @@ class LiveMigration:
         state = self._job_state()
         if state not in driver_mod.JOB_FINISHED and not self._postcopy() \
                 and self._cancellable:
-            settling.call_safely(  # type: ignore[no-untyped-call]  # settling: untyped
+            settling.call_safely(
                 lambda instance, _data: self.source.abort_job(instance),
                 self.instance, None, during="settle")
         deadline = self._clock() + self.SETTLE_WAIT_S
@@ -709,13 +709,13 @@ class LiveMigration:
         job = cast(driver_mod.JobProgress, self.progress).state if err is None \
             else self._finish_job()
         self._enter("settle")
-        settler = settling.Settler(  # type: ignore[no-untyped-call]  # settling: untyped
+        settler = settling.Settler(
             self.instance, self.source, self.destination, data, self._clock, self._sleep,
             poll_interval=self.settings.poll_interval, label="Migration %s: " % self.id,
             enter=self._enter, split=self._split_detected,
             block_migration=self.block_migration)
         settler.progress = self.progress
-        decision: settle_mod.Decision = settler.run(  # type: ignore[no-untyped-call]  # settling: untyped
+        decision: settle_mod.Decision = settler.run(
             job, self.SETTLE_WAIT_S, postcopy=self._postcopy(),
             handover=bool(self.progress and self.progress.handover))
         self.progress = settler.progress
@@ -735,7 +735,7 @@ class LiveMigration:
         self._emit(events.SPLIT_DETECTED, message=message)
 
     def _hosts(self, decision: settle_mod.Decision) -> str:
-        return settling.where(  # type: ignore[no-untyped-call, no-any-return]  # untyped
+        return settling.where(
             decision, self.source.hostname, self.destination.hostname)
 
     def _settled(self, decision: settle_mod.Decision, err: Optional[Exception],
@@ -780,7 +780,7 @@ class LiveMigration:
 
     def _call_safely(self, method: Callable[[str, md.MigrateData], object],
                      data: md.MigrateData) -> None:
-        settling.call_safely(method, self.instance, data)  # type: ignore[no-untyped-call]  # settling: untyped
+        settling.call_safely(method, self.instance, data)
 
     def _failed(self, err: Exception, step: Optional[str] = None,
                 verdict: Optional[str] = None, verdict_reason: Optional[str] = None,

@@ -7,17 +7,29 @@ the source.
 """
 
 import ipaddress
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Collection
+from typing import Mapping
+from typing import Optional
+from typing import Tuple
+from typing import Union
+from typing import cast
 
 from migplane.core import address
 from migplane.core import exception
 from migplane.core import migrate_data as md
 
+if TYPE_CHECKING:
+    from migplane.core.settings import HostSettings
 
-def _ip(text):
+
+def _ip(text: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
     return ipaddress.ip_address(text.split("%", 1)[0])
 
 
-def select(host_settings, local_addresses):
+def select(host_settings: "HostSettings", local_addresses: Optional[Collection[str]]
+           ) -> Tuple[Optional[str], str]:
     """Return ``(address, source)`` for this host, or ``(None, 'none')``.
 
     :param host_settings: this host's :class:`~migplane.core.settings.HostSettings`.
@@ -45,7 +57,9 @@ def select(host_settings, local_addresses):
             address=str(cidr), host=host,
             reason="this host's addresses are unknown, so none can be chosen")
     # Keep a link-local address's zone id: without it the address cannot be dialed.
-    matches = sorted({str(ipaddress.ip_address(a)) for a in local_addresses
+    # local is None exactly when local_addresses is, and that raised just above.
+    matches = sorted({str(ipaddress.ip_address(a))
+                      for a in cast(Collection[str], local_addresses)
                       if _ip(a).version == cidr.version and _ip(a) in cidr})
     if len(matches) != 1:
         raise exception.InboundAddressError(
@@ -56,8 +70,12 @@ def select(host_settings, local_addresses):
     return matches[0], md.INBOUND_FROM_CIDR
 
 
-def destination_data(host_settings, local_addresses, block_migration=False,
-                     driver_data=None, listen_addrs=None):
+def destination_data(host_settings: "HostSettings",
+                     local_addresses: Optional[Collection[str]],
+                     block_migration: bool = False,
+                     driver_data: Optional[Mapping[str, Any]] = None,
+                     listen_addrs: Optional[Mapping[str, str]] = None
+                     ) -> md.MigrateData:
     """The :class:`MigrateData` a destination returns from pre_live_migration()."""
     addr, source = select(host_settings, local_addresses)
     listen = dict(listen_addrs or {})

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 from typing import Mapping
 from typing import Optional
+from typing import cast
 
 from migplane.core import address
 from migplane.core import exception
@@ -25,13 +26,13 @@ INBOUND_SOURCES = (INBOUND_FROM_OPTION, INBOUND_FROM_CIDR, INBOUND_NONE)
 LISTEN_MIGRATION = "migration"
 
 
-def _bool(value):
+def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
     return value
 
 
-def _parse(value, allow_port=True):
+def _parse(value: Any, allow_port: bool = True) -> address.HostAddress:
     """parse_host for a field check: a bad address is a ValueError (InvalidMigrateData)."""
     try:
         return address.parse_host(value, allow_port=allow_port)
@@ -39,14 +40,14 @@ def _parse(value, allow_port=True):
         raise ValueError(err.kwargs["reason"])
 
 
-def _optional_host(value):
+def _optional_host(value: Any) -> Optional[str]:
     if value is None:
         return None
     _parse(value)
-    return value
+    return cast(str, value)  # parse_host accepted it, and it accepts only strings
 
 
-def _optional_hostname(value):
+def _optional_hostname(value: Any) -> Optional[str]:
     """A host name or IP, kept as the destination wrote it (``[::1]`` -> ``::1``):
     the legacy control URI must read exactly as the configured name."""
     if value is None:
@@ -55,13 +56,13 @@ def _optional_hostname(value):
     return parsed.written if parsed.kind == address.IPV6 else value
 
 
-def _inbound_source(value):
+def _inbound_source(value: Any) -> str:
     if value not in INBOUND_SOURCES:
         raise ValueError("expected one of %s" % ", ".join(INBOUND_SOURCES))
-    return value
+    return cast(str, value)  # it is one of INBOUND_SOURCES, which are strings
 
 
-def _listen_addrs(value):
+def _listen_addrs(value: Any) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError("expected an object mapping a purpose to an address")
     for purpose, addr in value.items():
@@ -71,13 +72,15 @@ def _listen_addrs(value):
             _parse(addr, allow_port=False)
         except ValueError as err:
             raise ValueError("address %r for %r: %s" % (addr, purpose, err))
-    return versioned.freeze(value)
+    frozen: Mapping[str, str] = versioned.freeze(value)
+    return frozen
 
 
-def _driver_data(value):
+def _driver_data(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError("expected a JSON object")
-    return versioned.check_json(value)
+    checked: Mapping[str, Any] = versioned.check_json(value)
+    return checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,20 +98,21 @@ class MigrateData(versioned.VersionedData):
     #: Whether disks are copied too (non-shared storage).
     block_migration: bool = versioned.field("1.0", _bool, default=False)
     #: Driver-specific JSON data, opaque to the core.
-    driver_data: Mapping = versioned.field("1.0", _driver_data, default_factory=dict)
+    driver_data: Mapping[str, Any] = versioned.field("1.0", _driver_data, default_factory=dict)
     #: The destination's inbound migration address; None means legacy behaviour.
     target_connect_addr: Optional[str] = versioned.field("1.1", _optional_host)
     #: Where target_connect_addr came from: 'option', 'cidr' or 'none'.
     inbound_addr_source: str = versioned.field("1.1", _inbound_source,
                                                default=INBOUND_NONE)
     #: Addresses the destination will listen on, by purpose ('migration', ...).
-    listen_addrs: Mapping = versioned.field("1.1", _listen_addrs, default_factory=dict)
+    listen_addrs: Mapping[str, str] = versioned.field("1.1", _listen_addrs, default_factory=dict)
 
     @classmethod
-    def _invalid(cls, field, value, reason):
+    def _invalid(cls, field: str, value: Any, reason: str
+                 ) -> exception.InvalidMigrateData:
         return exception.InvalidMigrateData(field=field, value=value, reason=reason)
 
-    def _validate(self):
+    def _validate(self) -> None:
         has_addr = self.target_connect_addr is not None
         if has_addr != (self.inbound_addr_source != INBOUND_NONE):
             raise exception.InvalidMigrateData(
@@ -117,7 +121,7 @@ class MigrateData(versioned.VersionedData):
                        % (self.target_connect_addr,))
 
     @property
-    def uses_split_plane(self):
+    def uses_split_plane(self) -> bool:
         return self.target_connect_addr is not None
 
     def replace(self, **changes: Any) -> "MigrateData":

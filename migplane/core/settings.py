@@ -17,6 +17,8 @@ from typing import ClassVar
 from typing import Dict
 from typing import Mapping
 from typing import Optional
+from typing import Tuple
+from typing import Union
 
 from oslo_config import cfg
 
@@ -42,15 +44,15 @@ _int = versioned.check_int
 _str = versioned.check_optional_str
 
 
-def _str_tuple(value):
+def _str_tuple(value: Any) -> Optional[Tuple[str, ...]]:
     return None if value is None else versioned.check_str_tuple(value)
 
 
-def _opt_bool(value):
+def _opt_bool(value: Any) -> Optional[bool]:
     return None if value is None else versioned.check_bool(value)
 
 
-def _opt_int(value):
+def _opt_int(value: Any) -> Optional[int]:
     return None if value is None else versioned.check_int(value)
 
 
@@ -96,9 +98,9 @@ class MigrationSettings(versioned.VersionedData):
     #: Seconds between two progress records kept for operators.
     monitor_interval: int = _f("1.1", _int, default=5)
     #: CIDRs the destination's inbound and listen addresses must lie in (core.trust).
-    migration_networks: Optional[tuple] = _f("1.2", _str_tuple)
+    migration_networks: Optional[Tuple[str, ...]] = _f("1.2", _str_tuple)
     #: CIDRs they must never lie in; filled by the agent from its own interfaces.
-    management_networks: tuple = _f("1.2", versioned.check_str_tuple, default=())
+    management_networks: Tuple[str, ...] = _f("1.2", versioned.check_str_tuple, default=())
     strategy: str = _f("1.3", versioned.check_str, default="adaptive")
     #: Seconds of the dirty-rate sample taken before the move.
     dirty_rate_window: int = _f("1.3", _int, default=1)
@@ -112,16 +114,16 @@ class MigrationSettings(versioned.VersionedData):
     #: The adaptive strategy may arm XBZRLE compression.
     permit_compression: bool = _f("1.4", _bool, default=False)
     #: Compression methods the plan arms (on top of a driver's own configuration).
-    compression: tuple = _f("1.4", versioned.check_str_tuple, default=())
+    compression: Tuple[str, ...] = _f("1.4", versioned.check_str_tuple, default=())
     #: Seconds the flow waits for one driver step before it stops waiting.
     step_deadline: float = _f("1.5", versioned.check_number, default=120.0)
     #: The source host's own addresses: the bulk stream never goes to one of them.
-    source_addresses: tuple = _f("1.6", versioned.check_str_tuple, default=())
+    source_addresses: Tuple[str, ...] = _f("1.6", versioned.check_str_tuple, default=())
     #: With permit_post_copy unset, post-copy only when pre-copy is predicted not
     #: to converge or to take at least this many times as long.
     post_copy_min_gain: float = _f("1.7", versioned.check_number, default=2.0)
 
-    def _validate(self):
+    def _validate(self) -> None:
         if self.scheme is not None and not _SCHEME.match(self.scheme):
             raise exception.ConfigError(
                 group=opts.GROUP, option="scheme", value=self.scheme,
@@ -182,12 +184,12 @@ class MigrationSettings(versioned.VersionedData):
                 reason="must be at least %g" % STEP_DEADLINE_MIN)
 
     @property
-    def post_copy(self):
+    def post_copy(self) -> bool:
         """Post-copy is armed at the start (explicitly permitted, or by the plan)."""
         return bool(self.permit_post_copy)
 
     @property
-    def auto_converge(self):
+    def auto_converge(self) -> bool:
         """Auto-converge is armed at the start. In the static strategy post-copy
         wins over it, as in Nova; the adaptive plan arms both when it may
         escalate from one to the other."""
@@ -277,9 +279,9 @@ class HostSettings:
 
     hostname: str
     my_live_migration_ip: Optional[str] = None
-    inbound_cidr: Optional[ipaddress._BaseNetwork] = None
+    inbound_cidr: Optional[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             address.parse_host(self.hostname, field="hostname", allow_port=False)
         except exception.InvalidAddress as err:
@@ -302,7 +304,7 @@ class Settings:
     concurrency: ConcurrencySettings
 
 
-def _get(conf, group, name):
+def _get(conf: cfg.ConfigOpts, group: Optional[str], name: str) -> Any:
     section = conf if group is None else conf[group]
     try:
         return section[name]
@@ -311,7 +313,7 @@ def _get(conf, group, name):
             group=group or "DEFAULT", option=name, value=_raw(err), reason=str(err))
 
 
-def _raw(err):
+def _raw(err: Exception) -> str:
     """oslo.config does not keep the raw text; our types put it after 'got', its
     choices and booleans after 'found' and 'value'."""
     match = re.search(r"(?:got|found|value|[Ii]nvalid address) ('[^']*'|\"[^\"]*\")",
@@ -319,7 +321,8 @@ def _raw(err):
     return match.group(1).strip("'\"") if match else "<unparsable>"
 
 
-def _cidr(value):
+def _cidr(value: Optional[str]
+          ) -> Optional[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
     if value is None:
         return None
     try:
@@ -329,7 +332,7 @@ def _cidr(value):
                                     value=value, reason=str(err))
 
 
-def _opt(group, name):
+def _opt(group: str, name: str) -> cfg.Opt:
     for opt_group, group_opts in opts.list_opts():
         for opt in group_opts:
             if opt_group == group and opt.dest == name:
@@ -337,12 +340,12 @@ def _opt(group, name):
     raise KeyError(name)
 
 
-def _is_default(conf, group, name):
+def _is_default(conf: cfg.ConfigOpts, group: Optional[str], name: str) -> bool:
     where = conf.get_location(name, group)  # None: unset, no default either
     return where is None or where.location == cfg.Locations.opt_default
 
 
-def _from_stack(conf, group, name, value):
+def _from_stack(conf: cfg.ConfigOpts, group: str, name: str, value: Any) -> Any:
     """Our option's value, or the host stack's own Nova option when ours is unset.
 
     When the stack registered e.g. ``[libvirt] live_migration_bandwidth``
@@ -369,7 +372,7 @@ def _from_stack(conf, group, name, value):
                                     reason=str(err))
 
 
-def _stack_host(conf):
+def _stack_host(conf: cfg.ConfigOpts) -> Optional[str]:
     """The host stack's own ``[DEFAULT] host`` (Nova's service host name), if any."""
     if not opts.registered(conf, "DEFAULT", "host"):
         return None
@@ -380,7 +383,7 @@ def load(conf: cfg.ConfigOpts) -> Settings:
     """Register the core options on ``conf`` and return validated :class:`Settings`."""
     opts.register_opts(conf)
 
-    def lm(name):
+    def lm(name: str) -> Any:
         return _from_stack(conf, opts.GROUP, name, _get(conf, opts.GROUP, name))
 
     my_ip = _from_stack(conf, "DEFAULT", "my_live_migration_ip",

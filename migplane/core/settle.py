@@ -51,7 +51,10 @@ only when the source's job has ended and its copy is gone or shut off.
 """
 
 import dataclasses
+from typing import Any
+from typing import Dict
 from typing import Optional
+from typing import Tuple
 
 from migplane.core import driver as driver_mod
 from migplane.core import events
@@ -76,8 +79,9 @@ REASON_MIGRATION_CANCELED = "migration-canceled"
 #: Held paused by migplane's handover after the switch-over, or paused by migplane.
 REASON_HELD = "held"
 
-#: Hypervisor states (``InstanceInfo.state``) and the side state each counts as.
-_HYPERVISOR_STATES = {
+#: Hypervisor states (``InstanceInfo.state``) and the side state each counts as
+#: (looked up with None too: an info without a state).
+_HYPERVISOR_STATES: Dict[Optional[str], str] = {
     "running": RUNNING, "paused": PAUSED, "incoming": PAUSED, "suspended": PAUSED,
     "shutoff": SHUT_OFF, "shutdown": SHUT_OFF, "crashed": SHUT_OFF,
 }
@@ -120,7 +124,7 @@ _POSTCOPY_JOBS = (driver_mod.JOB_POSTCOPY_RECOVERING, driver_mod.JOB_POSTCOPY_PA
 _GONE = (SHUT_OFF, ABSENT)
 
 
-def may_release_split(source, destination):
+def may_release_split(source: "Side", destination: "Side") -> Tuple[bool, str]:
     """May a guest found running twice migrate again, now that an operator
     settled it by hand? Only when both hosts answer and at most one holds a
     copy: a running or paused one, with no definition left on the other host
@@ -145,7 +149,7 @@ def may_release_split(source, destination):
     return True, "no host runs the guest"
 
 
-def exit_code(verdict):
+def exit_code(verdict: str) -> int:
     """The exit code of ``verdict``; an unknown one counts as unresolved."""
     return VERDICTS.get(verdict, VERDICTS[events.VERDICT_UNRESOLVED])[0]
 
@@ -157,16 +161,16 @@ class Side:
     state: str
     reason: Optional[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.state not in SIDE_STATES:
             raise ValueError("side state %r is not one of %s"
                              % (self.state, ", ".join(SIDE_STATES)))
 
-    def describe(self):
+    def describe(self) -> str:
         return self.state + (" (%s)" % self.reason if self.reason else "")
 
 
-def side_of(info):
+def side_of(info: driver_mod.InstanceInfo) -> Side:
     """The :class:`Side` of a driver's :class:`~migplane.core.driver.InstanceInfo`.
 
     A state the table does not know (libvirt's ``unknown``) counts as
@@ -217,27 +221,29 @@ class Decision:
     pause_destination: bool = False
 
     @property
-    def final(self):
+    def final(self) -> bool:
         return self.verdict in FINAL and self.action != WAIT
 
     @property
-    def hands_off(self):
+    def hands_off(self) -> bool:
         return self.verdict in HANDS_OFF
 
     @property
-    def exit_code(self):
+    def exit_code(self) -> int:
         return exit_code(self.verdict)
 
 
-def _d(action, verdict, reason, **allowed):
+# ``Any``: the keyword arguments of Decision, each of its own type.
+def _d(action: str, verdict: str, reason: str, **allowed: Any) -> Decision:
     return Decision(action=action, verdict=verdict, reason=reason, **allowed)
 
 
-def _hold(reason, verdict=events.VERDICT_UNRESOLVED, action=KEEP_PAUSED, running_on=None):
+def _hold(reason: str, verdict: str = events.VERDICT_UNRESOLVED, action: str = KEEP_PAUSED,
+          running_on: Optional[str] = None) -> Decision:
     return _d(action, verdict, reason, running_on=running_on)
 
 
-def settle(report):
+def settle(report: Report) -> Decision:
     """The :class:`Decision` for a :class:`Report` (pure)."""
     src, dst = report.source, report.destination
     job = report.job if report.job in driver_mod.JOB_STATES else None
@@ -251,7 +257,7 @@ def settle(report):
     return _precopy(report, src, dst, job, where)
 
 
-def _fence(src, dst, where):
+def _fence(src: Side, dst: Side, where: str) -> Decision:
     """Both run: pause the copy a cancelled migration resumed, or both."""
     src_resumed = src.reason == REASON_MIGRATION_CANCELED
     dst_resumed = dst.reason == REASON_MIGRATION_CANCELED
@@ -267,7 +273,7 @@ def _fence(src, dst, where):
               "the newer: pausing both" % where, pause_source=True, pause_destination=True)
 
 
-def _finish(reason, src, **allowed):
+def _finish(reason: str, src: Side, **allowed: Any) -> Decision:
     """The guest runs (or is resumed) on the destination: completed once the
     source holds no bootable definition of it any more."""
     if src.state == ABSENT and not allowed.get("may_resume_destination"):
@@ -279,7 +285,7 @@ def _finish(reason, src, **allowed):
               may_undefine_source=True, **allowed)
 
 
-def _postcopy(src, dst, job, where):
+def _postcopy(src: Side, dst: Side, job: Optional[str], where: str) -> Decision:
     """Rows once post-copy was entered: nothing destroys, undefines or resumes."""
     if job == driver_mod.JOB_COMPLETED and dst.state == RUNNING and src.state in _GONE:
         return _finish("post-copy completed: the guest runs on the destination (%s)"
@@ -309,7 +315,7 @@ def _postcopy(src, dst, job, where):
     return _hold("post-copy and the source cannot tell how its job ended (%s)" % where)
 
 
-def _lost(src, dst, where):
+def _lost(src: Side, dst: Side, where: str) -> Decision:
     left = ("the destination's" if src.state in _GONE and dst.state not in _GONE
             else "the source's" if dst.state in _GONE and src.state not in _GONE
             else "no")
@@ -318,7 +324,8 @@ def _lost(src, dst, where):
                  verdict=events.VERDICT_LOST)
 
 
-def _precopy(report, src, dst, job, where):
+def _precopy(report: Report, src: Side, dst: Side, job: Optional[str], where: str
+             ) -> Decision:
     if job == driver_mod.JOB_RUNNING:
         return _d(WAIT, events.VERDICT_UNRESOLVED, "the migration job still runs (%s)"
                   % where, may_abort_job=True)
@@ -363,7 +370,7 @@ def _precopy(report, src, dst, job, where):
                  verdict=events.VERDICT_LOST)
 
 
-def _precopy_unreachable(report, src, dst, where):
+def _precopy_unreachable(report: Report, src: Side, dst: Side, where: str) -> Decision:
     if src.state == UNREACHABLE:
         if dst.state in (ABSENT, SHUT_OFF) or (dst.state == PAUSED
                                                and dst.reason == REASON_MIGRATION):

@@ -10,6 +10,14 @@ the flow left unresolved (or what a restarted agent finds in flight).
 """
 
 import logging
+from typing import Any
+from typing import Callable
+from typing import List
+from typing import Optional
+from typing import Set
+from typing import Tuple
+from typing import TypeVar
+from typing import Union
 
 from migplane.core import driver as driver_mod
 from migplane.core import events
@@ -27,8 +35,14 @@ ROLLBACK_SOURCE = "rollback_source"
 POST_DESTINATION = "post_destination"
 POST_SOURCE = "post_source"
 
+#: What a step is called with besides the instance: its MigrateData, or None.
+D = TypeVar("D", bound=Optional[md.MigrateData])
 
-def job_state(source, instance, label=""):
+
+# ``Any`` in the unions of the drivers: a proxy forwarding to one (the flow's
+# StepDeadlines, the agent's remote or unreachable destination) does too.
+def job_state(source: Union[driver_mod.SourceDriver, Any], instance: str, label: str = ""
+              ) -> Tuple[Optional[str], Optional[driver_mod.JobProgress]]:
     """``(state, progress)`` of the source's job; state None when the source cannot
     tell or names a state no driver may report (never waited for)."""
     try:
@@ -45,7 +59,8 @@ def job_state(source, instance, label=""):
     return progress.state, progress
 
 
-def side(driver, instance, label=""):
+def side(driver: Union[driver_mod.SourceDriver, driver_mod.DestinationDriver, Any],
+         instance: str, label: str = "") -> settle_mod.Side:
     """What ``driver``'s host says of ``instance``, as the settle function reads it."""
     try:
         info = driver.get_instance_info(instance)
@@ -72,8 +87,13 @@ class Settler:
     #: Seconds the source's definition is retried at once (its daemon restarting).
     CLEAN_WAIT_S = 30.0
 
-    def __init__(self, instance, source, destination, data, clock, sleep,
-                 poll_interval=1.0, label="", enter=None, split=None, block_migration=False):
+    def __init__(self, instance: str, source: Union[driver_mod.SourceDriver, Any],
+                 destination: Union[driver_mod.DestinationDriver, Any],
+                 data: Optional[md.MigrateData], clock: Callable[[], float],
+                 sleep: Callable[[float], None], poll_interval: float = 1.0, label: str = "",
+                 enter: Optional[Callable[[str], object]] = None,
+                 split: Optional[Callable[[settle_mod.Decision], object]] = None,
+                 block_migration: bool = False) -> None:
         self.instance = instance
         self.source = source
         self.destination = destination
@@ -85,30 +105,32 @@ class Settler:
         self._enter = enter or (lambda step: None)
         self._split = split or (lambda decision: None)
         #: Steps carried out (names above), and the errors they raised.
-        self.done = set()
-        self.errors = []
-        self.step = None
-        self.progress = None
-        self._clean_deadline = None
+        self.done: Set[str] = set()
+        self.errors: List[str] = []
+        self.step: Optional[str] = None
+        self.progress: Optional[driver_mod.JobProgress] = None
+        self._clean_deadline: Optional[float] = None
         self.failed_cleanups = 0
 
-    def where(self, decision):
+    def where(self, decision: settle_mod.Decision) -> str:
         return where(decision, self.source.hostname, self.destination.hostname)
 
-    def report(self, job, postcopy=False, handover=False):
+    def report(self, job: Optional[str], postcopy: bool = False, handover: bool = False
+               ) -> settle_mod.Report:
         return settle_mod.Report(
             source=side(self.source, self.instance, self.label),
             destination=side(self.destination, self.instance, self.label),
             job=job, postcopy=postcopy,
             handover=handover and POST_DESTINATION not in self.done)
 
-    def job(self):
+    def job(self) -> Optional[str]:
         state, progress = job_state(self.source, self.instance, self.label)
         if progress is not None:
             self.progress = progress
         return state
 
-    def run(self, job, wait_s, postcopy=False, handover=False, read_job=True):
+    def run(self, job: Optional[str], wait_s: float, postcopy: bool = False,
+            handover: bool = False, read_job: bool = True) -> settle_mod.Decision:
         """Settle until nothing is left to do, or ``wait_s`` passed; the last decision."""
         deadline = self._clock() + wait_s
         acts = 0
@@ -124,12 +146,13 @@ class Settler:
                 return decision
             acts += 1
 
-    def _go(self, step):
+    def _go(self, step: str) -> None:
         if self.step != step:
             self.step = step
             self._enter(step)
 
-    def _once(self, name, method, during):
+    def _once(self, name: str, method: Callable[[str, md.MigrateData], object],
+              during: str) -> bool:
         """Carry out step ``name`` unless it succeeded already (a failed one is
         tried again when a later decision asks for it: the steps are idempotent)."""
         if name in self.done:
@@ -138,7 +161,7 @@ class Settler:
             self.done.add(name)
         return True
 
-    def act(self, decision):
+    def act(self, decision: settle_mod.Decision) -> bool:
         """Do the next step ``decision`` allows; True when the hosts must be asked again."""
         during = "rollback" if decision.action == settle_mod.ROLL_BACK else "settle"
         if decision.action == settle_mod.FENCE:
@@ -189,7 +212,7 @@ class Settler:
                 return self._clean_source()
         return False
 
-    def _clean_source(self):
+    def _clean_source(self) -> bool:
         """Remove the source's definition of a guest that runs on the destination,
         retrying while its daemon restarts; after ``CLEAN_WAIT_S`` one attempt per
         call (the caller, or the agent's reconciliation, asks again)."""
@@ -214,12 +237,13 @@ class Settler:
             return True
 
 
-def where(decision, source, destination):
+def where(decision: settle_mod.Decision, source: str, destination: str) -> str:
     """The decision's reason with the hosts named, for operators."""
     return "%s [source %s, destination %s]" % (decision.reason, source, destination)
 
 
-def call_safely(method, instance, data, errors=None, during="rollback"):
+def call_safely(method: Callable[[str, D], object], instance: str, data: D,
+                errors: Optional[List[str]] = None, during: str = "rollback") -> bool:
     """Run one step; log (and collect in ``errors``) what it raised; True when it
     succeeded."""
     name = getattr(method, "__name__", "step")

@@ -31,11 +31,19 @@ Rules, in order:
 
 import dataclasses
 import ipaddress
+from typing import Any
+from typing import Iterable
+from typing import List
+from typing import Mapping
 from typing import Optional
+from typing import Sequence
+from typing import Set
 from typing import Tuple
+from typing import Union
 
 from migplane.core import address
 from migplane.core import exception
+from migplane.core import settings as settings_mod
 from migplane.core import uri as uri_mod
 
 IDENTITY = "identity"
@@ -44,6 +52,10 @@ MANAGEMENT = "management"
 NETWORKS = "networks"
 LISTEN = "listen"
 SELF = "self"
+
+#: What ``ipaddress.ip_address`` and ``ipaddress.ip_network`` return.
+_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,25 +69,25 @@ class Verdict:
     checked: Tuple[str, ...] = ()
 
 
-def _ip(value):
+def _ip(value: str) -> Optional[_Address]:
     try:
         return ipaddress.ip_address(value)
     except ValueError:
         return None
 
 
-def _bare(ip):
+def _bare(ip: _Address) -> _Address:
     """The address without an IPv6 zone id, an IPv4-mapped one as IPv4: what it reaches."""
     bare = ipaddress.ip_address(str(ip).split("%", 1)[0])
     return getattr(bare, "ipv4_mapped", None) or bare
 
 
-def _inside(ip, nets):
+def _inside(ip: _Address, nets: Iterable[_Network]) -> Optional[_Network]:
     bare = _bare(ip)
     return next((n for n in nets if n.version == bare.version and bare in n), None)
 
 
-def _not_a_host(ip, nets):
+def _not_a_host(ip: _Address, nets: Iterable[_Network]) -> Optional[_Network]:
     """The network of ``nets`` whose network address ``ip`` is (IPv6: the
     subnet-router anycast address), or whose broadcast address (IPv4), or None."""
     bare = _bare(ip)
@@ -88,7 +100,9 @@ def _not_a_host(ip, nets):
     return None
 
 
-def _check_address(field, value, allowed, management, own=()):
+def _check_address(field: str, value: str, allowed: Optional[Sequence[_Network]],
+                   management: Optional[Sequence[_Network]], own: Iterable[_Address] = ()
+                   ) -> Optional[Verdict]:
     """None when ``value`` may receive guest memory, else a refusing Verdict."""
     try:
         host = address.parse_host(value, field=field, allow_port=False).host
@@ -124,8 +138,11 @@ def _check_address(field, value, allowed, management, own=()):
     return None
 
 
-def plan_networks(interfaces, routed, bind_host, configured, inbound_address,
-                  inbound_cidr=None):
+# ``Any``: the values of the agent's host facts (JSON).
+def plan_networks(interfaces: Sequence[Mapping[str, Any]], routed: Iterable[str],
+                  bind_host: Optional[str], configured: Optional[Iterable[str]],
+                  inbound_address: Optional[str], inbound_cidr: Optional[str] = None
+                  ) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """``(allowed, management)`` CIDRs a migration's addresses are checked against.
 
     Management: the networks of the interfaces that hold ``bind_host`` (where
@@ -144,13 +161,13 @@ def plan_networks(interfaces, routed, bind_host, configured, inbound_address,
     for iface in interfaces:
         if any(a["address"] == bind_host for a in iface.get("addresses", ())):
             management_devs.add(iface["ifname"])
-    management = set()
+    management: Set[str] = set()
     for iface in interfaces:
         if iface["ifname"] in management_devs:
             management |= _networks(iface)
     if configured is not None:
         return tuple(configured), tuple(sorted(management))
-    allowed = set()
+    allowed: Set[str] = set()
     for iface in interfaces:
         if iface["ifname"] in management_devs:
             continue
@@ -163,15 +180,18 @@ def plan_networks(interfaces, routed, bind_host, configured, inbound_address,
     return tuple(sorted(allowed - management)), tuple(sorted(management))
 
 
-def _networks(iface):
+def _networks(iface: Mapping[str, Any]) -> Set[str]:
     """The networks of an interface's addresses (host-scoped ones left out)."""
     return {str(ipaddress.ip_interface("%s/%s" % (a["address"].split("%")[0],
                                                   a["prefixlen"])).network)
             for a in iface.get("addresses", ()) if a.get("scope", "global") != "host"}
 
 
-def check_plan(uris, migration_networks=None, management_networks=(), destination=None,
-               authenticated=None, source_addresses=()):
+def check_plan(uris: uri_mod.MigrationURIs,
+               migration_networks: Optional[Iterable[str]] = None,
+               management_networks: Iterable[str] = (), destination: Optional[str] = None,
+               authenticated: Optional[str] = None, source_addresses: Iterable[str] = ()
+               ) -> Verdict:
     """The :class:`Verdict` on ``uris``, resolved from a destination's answer.
 
     :param migration_networks: CIDRs the inbound and listen addresses must lie in
@@ -181,11 +201,12 @@ def check_plan(uris, migration_networks=None, management_networks=(), destinatio
     :param authenticated: the identity the source authenticated it as, or None.
     :param source_addresses: the source's own addresses, never a destination.
     """
-    own = tuple(filter(None, (_ip(str(a).split("%", 1)[0]) for a in source_addresses)))
+    own: Tuple[_Address, ...] = tuple(filter(None, (_ip(str(a).split("%", 1)[0])
+                                                    for a in source_addresses)))
     own = tuple(_bare(a) for a in own)
     allowed = address.parse_networks(migration_networks)
     management = address.parse_networks(management_networks, option="management_networks")
-    checked = []
+    checked: List[str] = []
     if authenticated is not None:
         checked.append(IDENTITY)
         if destination != authenticated:
@@ -220,7 +241,9 @@ def check_plan(uris, migration_networks=None, management_networks=(), destinatio
     return Verdict(True, checked=tuple(checked))
 
 
-def enforce(instance, uris, settings, destination=None, authenticated=None):
+def enforce(instance: str, uris: uri_mod.MigrationURIs,
+            settings: settings_mod.MigrationSettings, destination: Optional[str] = None,
+            authenticated: Optional[str] = None) -> Verdict:
     """Raise InvalidMigrationPlan naming the value and the rule unless the plan is allowed."""
     verdict = check_plan(uris, getattr(settings, "migration_networks", None),
                          getattr(settings, "management_networks", ()),

@@ -44,7 +44,7 @@ MIGRATION = "migration"
 DATA_SCHEME = "tcp"
 
 
-def _optional_uri(value):
+def _optional_uri(value: Any) -> Optional[str]:
     return versioned.check_optional_str(value)
 
 
@@ -92,7 +92,8 @@ class MigrationURIs(versioned.VersionedData):
                 for f in dataclasses.fields(self)}
 
 
-def _control_uri(settings, capabilities, target):
+def _control_uri(settings: settings_mod.MigrationSettings, capabilities: "Capabilities",
+                 target: address.HostAddress) -> Tuple[str, str]:
     if settings.uri_template:
         return settings.uri_template % target.netloc, (
             "deprecated template [live_migration] uri %r" % settings.uri_template)
@@ -101,7 +102,8 @@ def _control_uri(settings, capabilities, target):
     return capabilities.control_uri_format.format(scheme=scheme, host=target.netloc), why
 
 
-def _check_capabilities(settings, capabilities, driver, block):
+def _check_capabilities(settings: settings_mod.MigrationSettings,
+                        capabilities: "Capabilities", driver: str, block: bool) -> None:
     scheme = settings.scheme or capabilities.default_scheme
     if not settings.uri_template and scheme not in capabilities.schemes:
         raise exception.UnsupportedFeature(
@@ -138,7 +140,7 @@ def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateDa
     dest = address.parse_host(dest_name, field="destination host name", allow_port=False)
     block = migrate_data.block_migration if block_migration is None else block_migration
     _check_capabilities(settings, capabilities, driver, block)
-    reasons = {}
+    reasons: Dict[str, str] = {}
 
     if migrate_data.target_connect_addr is None:
         control, reasons["control_uri"] = _management_control(settings, capabilities, dest,
