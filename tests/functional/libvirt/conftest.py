@@ -262,5 +262,5 @@ def lv():
     return types.SimpleNamespace(
         start_guest=start_guest, background=background, domain_state=domain_state,
         assert_counter_continues=assert_counter_continues,
-        domain_names=domain_names, qemu_listeners=qemu_listeners, MiB=units.MiB,
+        domain_names=domain_names, qemu_listeners=qemu_listeners, MIB=units.MiB,
         IMAGES=IMAGES)
