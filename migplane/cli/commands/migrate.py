@@ -37,10 +37,12 @@ def add_parser(subparsers, parents):
                            "By default ([live_migration] permit_post_copy unset) the "
                            "adaptive strategy uses post-copy only when pre-copy, even "
                            "with auto-converge, is predicted not to converge or to take "
-                           "post_copy_min_gain (2.0) times as long. In post-copy the "
-                           "guest needs both hosts and the migration link until its "
-                           "last page arrives: a broken link is recovered, a host or "
-                           "QEMU crash loses the guest")
+                           "post_copy_min_gain (2.0) times as long, and, when the "
+                           "driver cannot recover a broken post-copy (libvirt with QEMU "
+                           "before 8.2), only when it is predicted not to converge. In "
+                           "post-copy the guest needs both hosts and the migration link "
+                           "until its last page arrives: a broken link is recovered "
+                           "where the driver can, a host or QEMU crash loses the guest")
     post.add_argument("--no-postcopy", dest="postcopy", action="store_false",
                       default=None,
                       help="permit_post_copy = False for this migration: never "
