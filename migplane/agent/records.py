@@ -48,9 +48,6 @@ class EventLog:
     def any(self, kind):
         return any(e.get("kind") == kind for e in self._events)
 
-    def __len__(self):
-        return len(self._events)
-
 
 class RecordIndex:
     """The records an agent keeps, oldest first: every active one, and the last
