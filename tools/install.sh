@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# QEMU comes from bookworm-backports (10.0) on Debian 12: its own 7.2 crashes
+# when it recovers a broken post-copy stream (fixed in QEMU 8.2), and the lab
+# proves that recovery. libvirt stays Debian 12's 9.0: backports' 11.3 crashes
+# the destination's daemon when a post-copy is resumed (fixed in 11.4).
+# MIGPLANE_APT_BACKPORTS=0 keeps Debian 12's QEMU.
+QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
 APT_PACKAGES=(
-  qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   iproute2 iptables iputils-ping openssl gnutls-bin
   systemd
@@ -15,14 +20,40 @@ APT_PACKAGES=(
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+BACKPORTS=
+if [ "${MIGPLANE_APT_BACKPORTS:-1}" = 1 ] \
+    && [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" = bookworm ]; then
+  BACKPORTS=bookworm-backports
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  installed "$pkg" || missing+=("$pkg")
+done
+for pkg in "${QEMU_PACKAGES[@]}"; do
+  if [ -n "$BACKPORTS" ]; then
+    # installed from backports: its version says so (~bpo)
+    installed "$pkg" && dpkg-query -W -f='${Version}' "$pkg" | grep -q '~bpo' \
+      || missing+=("$pkg/$BACKPORTS")
+  else
+    installed "$pkg" || missing+=("$pkg")
+  fi
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  say "Installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  if [ -n "$BACKPORTS" ] && ! grep -rqs "$BACKPORTS" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    say "Adding $BACKPORTS to apt's sources (for QEMU)"
+    cat > "/etc/apt/sources.list.d/$BACKPORTS.sources" <<SOURCES
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $BACKPORTS
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  fi
+  say "Installing Debian packages: ${missing[*]}"
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 else

@@ -102,6 +102,15 @@ MIN_QEMU = {"post_copy": 2_005_000, "parallel_connections": 4_000_000,
             "post_copy_recovery": 8_002_000}
 #: Features declared only when the QEMU version is known to have them.
 QEMU_VERSION_REQUIRED = ("post_copy_recovery",)
+#: libvirt releases that break a feature they otherwise have, [first, fixed):
+#: 11.2 and 11.3 crash the destination's daemon when a post-copy is resumed
+#: (a NULL fd in the resume's Prepare; fixed in 11.4: "qemu: Fix virtqemud
+#: crash when resuming failed post-copy migration"). The source cannot see the
+#: destination's version, so a fleet on those releases does not recover.
+LIBVIRT_BROKEN = {"post_copy_recovery": (11_002_000, 11_004_000)}
+#: Compression methods QEMU dropped, with the first version without them:
+#: multi-threaded compression ('mt', the 'compress' capability) left in 9.1.
+QEMU_REMOVED_COMPRESSION = {"mt": 9_001_000}
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "unknown",
@@ -189,15 +198,23 @@ def capabilities(libvirt_version: int, qemu_version: Optional[int] = None
     def has(feature: str) -> bool:
         if libvirt_version < {**MIN_LIBVIRT, **MIN_LIBVIRT_OTHER}[feature]:
             return False
+        broken = LIBVIRT_BROKEN.get(feature)
+        if broken and broken[0] <= libvirt_version < broken[1]:
+            return False
         if not qemu_version:
             return feature not in QEMU_VERSION_REQUIRED
         return qemu_version >= MIN_QEMU.get(feature, 0)
+
+    def removed(method: str) -> bool:
+        gone = QEMU_REMOVED_COMPRESSION.get(method)
+        return bool(qemu_version and gone and qemu_version >= gone)
 
     return caps_mod.Capabilities(
         schemes=SCHEMES, default_scheme="tcp",
         control_uri_format="qemu+{scheme}://{host}/system",
         # What a plan may arm per migration (VIR_MIGRATE_PARAM_COMPRESSION).
-        compression=opts.COMPRESSION_METHODS if has("compression") else (),
+        compression=tuple(m for m in opts.COMPRESSION_METHODS
+                          if has("compression") and not removed(m)),
         **{feature: has(feature) for feature in MIN_LIBVIRT})
 
 

@@ -254,6 +254,12 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
             settings.parallel_connections
         why["PARALLEL"] = (f"{LM} parallel_connections={settings.parallel_connections}"
                            " (configured, or the adaptive plan's)")
+    unsupported = [m for m in compression if m not in capabilities.compression]
+    if unsupported:
+        raise exception.UnsupportedFeature(
+            driver=driver, feature="[driver_libvirt] compression=%s (this host's QEMU "
+            "offers only %s)" % (",".join(unsupported),
+                                 ", ".join(capabilities.compression) or "none"))
     chosen = tuple(m for m in settings.compression if m not in compression)
     if compression or chosen:
         flags |= libvirt.VIR_MIGRATE_COMPRESSED

@@ -76,6 +76,19 @@ def test_post_copy_recovery_is_declared_only_for_a_qemu_that_survives_it():
     # An unknown QEMU is not trusted to recover (other features follow libvirt).
     unknown = driver_mod_lv.capabilities(9_000_000)
     assert unknown.post_copy and not unknown.post_copy_recovery
+    # libvirt 11.2 and 11.3 crash the destination's daemon on a resume.
+    assert driver_mod_lv.capabilities(11_001_000, 10_000_002).post_copy_recovery
+    assert not driver_mod_lv.capabilities(11_002_000, 10_000_002).post_copy_recovery
+    assert not driver_mod_lv.capabilities(11_003_000, 10_000_002).post_copy_recovery
+    assert driver_mod_lv.capabilities(11_004_000, 10_000_002).post_copy_recovery
+    assert driver_mod_lv.capabilities(11_003_000, 10_000_002).post_copy
+
+
+def test_mt_compression_is_offered_only_by_a_qemu_that_has_it():
+    # QEMU 9.1 removed multi-threaded compression ('compress').
+    assert driver_mod_lv.capabilities(9_000_000, 9_000_000).compression == ("xbzrle", "mt")
+    assert driver_mod_lv.capabilities(9_000_000, 9_001_000).compression == ("xbzrle",)
+    assert driver_mod_lv.capabilities(9_000_000).compression == ("xbzrle", "mt")
 
 
 def test_describe_without_daemon_is_not_cached(daemons, make_conf):

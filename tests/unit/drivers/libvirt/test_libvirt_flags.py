@@ -136,6 +136,14 @@ def test_the_plans_compression_joins_the_configured_one():
     assert driver.capabilities(1_003_000).compression == ()
 
 
+def test_a_configured_compression_this_qemu_lacks_is_refused_by_name():
+    new_qemu = driver.capabilities(9_000_000, 10_000_002)
+    with pytest.raises(exception.UnsupportedFeature,
+                       match=r"compression=mt \(this host's QEMU offers only xbzrle\)"):
+        plan(caps=new_qemu, compression=("mt",))
+    assert plan(caps=new_qemu, compression=("xbzrle",)).flags & P.VIR_MIGRATE_COMPRESSED
+
+
 def test_persistent_and_destination_xml_are_passed_when_given():
     settings = settings_mod.MigrationSettings()
     uris = uri_mod.resolve(settings, data(), CAPS)
