@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 recovery = pytest.importorskip("migplane.drivers.libvirt.recovery")
 
 domains = st.sampled_from([recovery.FAILED, recovery.ACTIVE, recovery.GONE,
-                           recovery.OTHER])
+                           recovery.OTHER, recovery.UNKNOWN])
 seconds = st.floats(0, 1e5, allow_nan=False)
 
 
@@ -32,6 +32,8 @@ def test_each_step_is_allowed_by_what_the_hosts_say(domain, peer_up, since, time
         assert domain == recovery.ACTIVE and stalled >= stall_timeout and since < timeout
     if domain != recovery.GONE and since >= timeout:
         assert step.action == recovery.GIVE_UP
+    if domain == recovery.UNKNOWN and since < timeout:
+        assert step.action == recovery.WAIT   # the daemon is asked again, nothing done
     if step.action == recovery.WAIT:
         assert 0 <= step.delay_s <= recovery.RETRY_MAX_S
         assert since + step.delay_s <= timeout + 1e-9   # never sleeps past the deadline

@@ -294,6 +294,10 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                 return None
             raise
 
+    def _by_uuid(self, uuid: str) -> Domain:
+        """The domain of ``uuid`` through a live connection (reopened if it died)."""
+        return self._conn().lookupByUUIDString(uuid)
+
     def _domain(self, instance: str) -> Domain:
         dom = self._lookup(instance)
         if dom is None:
@@ -656,7 +660,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                              instance)
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
             call = self._call(instance, settings, uris, local, persistent_xml)
-            job = job_mod.MigrationJob(dom, call, instance, self._recovery(call))
+            job = job_mod.MigrationJob(dom, call, instance, self._recovery(call),
+                                        lookup=self._by_uuid)
             job.copied_disks = [d.path for d in local if d.kind == "file"]
         self._completed.forget(job.uuid)
         with self._lock:
@@ -741,7 +746,8 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     instance=instance, step="resume_postcopy",
                     reason="the settings given do not arm post-copy, so they are not "
                            "those of the migration that switched to it")
-            job = job_mod.MigrationJob(dom, call, instance, self._recovery(call))
+            job = job_mod.MigrationJob(dom, call, instance, self._recovery(call),
+                                        lookup=self._by_uuid)
         with self._lock:
             if instance in self._jobs:   # another call won the race: join it
                 return

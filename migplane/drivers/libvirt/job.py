@@ -78,8 +78,11 @@ class MigrationJob:
 
     def __init__(self, dom: Domain, call: "flags_mod.MigrateCall", instance: str,
                  recovery: Optional[recovery_mod.Recovery] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.dom = dom
+                 clock: Callable[[], float] = time.monotonic,
+                 lookup: Optional[Callable[[str], Domain]] = None) -> None:
+        self._dom = dom
+        #: Finds the domain again by UUID through a new connection (None: never).
+        self._lookup = lookup
         self.call = call
         self.instance = instance
         self.uuid = dom.UUIDString()
@@ -116,6 +119,24 @@ class MigrationJob:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"migrate-{instance}")
+
+    @property
+    def dom(self) -> Domain:
+        """The domain, through a connection that is alive: this host's libvirtd
+        may have restarted since the job began, and a post-copy job outlives
+        it (its QEMUs go on). While the daemon is down the old handle is
+        returned, and its calls fail as they would."""
+        try:
+            if self._dom.connect().isAlive():
+                return self._dom
+        except libvirt.libvirtError:
+            pass
+        if self._lookup is not None:
+            try:
+                self._dom = self._lookup(self.uuid)
+            except libvirt.libvirtError as err:
+                LOG.debug("Cannot find %s again yet: %s", self.instance, err)
+        return self._dom
 
     def start(self, resume: bool = False) -> None:
         """Run the call (or, with ``resume``, only the recovery) in the thread."""
@@ -191,7 +212,10 @@ class MigrationJob:
                     self.instance, errors.message(self.error) if self.error else "paused",
                     rec.timeout_s)
         while True:
-            phase = domain_phase(self.dom)
+            try:
+                phase, unknown_why = domain_phase(self.dom), ""
+            except libvirt.libvirtError as err:   # this host's libvirtd is down
+                phase, unknown_why = recovery_mod.UNKNOWN, errors.message(err)
             now = self._clock()
             if phase == recovery_mod.ACTIVE:
                 stalled_since = now if stalled_since is None else stalled_since
@@ -203,6 +227,7 @@ class MigrationJob:
                 phase, peer_up, now - start, rec.timeout_s,
                 0.0 if stalled_since is None else now - stalled_since,
                 rec.stall_timeout_s, attempt)
+            why = unknown_why or why
             self.recovery_note = "%s%s" % (step.reason, "" if peer_up or not why
                                            else " (%s)" % why)
             if step.action == recovery_mod.COMPLETED:
@@ -257,7 +282,10 @@ class MigrationJob:
         libvirt still holds the migration call, or None (it is not)."""
         if not self.postcopy or self.recovery is None or self.recovering:
             return None
-        if domain_phase(self.dom) != recovery_mod.FAILED:
+        try:
+            if domain_phase(self.dom) != recovery_mod.FAILED:
+                return None
+        except libvirt.libvirtError:   # this host's libvirtd is down: ask again later
             return None
         now = self._clock()
         if self._broken_at is None:

@@ -43,6 +43,7 @@ FAILED = "postcopy-failed"     # paused, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: resu
 ACTIVE = "postcopy-active"     # paused, VIR_DOMAIN_PAUSED_POSTCOPY: still streaming
 GONE = "gone"                  # shut off or undefined: QEMU finished sending
 OTHER = "other"                # anything else: not ours to touch
+UNKNOWN = "unknown"            # this host's libvirtd does not answer (restarting)
 
 #: Actions of :func:`next_step`.
 WAIT = "wait"
@@ -81,7 +82,7 @@ def next_step(domain: str, peer_up: bool, since_s: float, timeout_s: float,
     """What to do now for a post-copy job whose stream broke or stalled.
 
     :param domain: the source domain as :data:`FAILED`, :data:`ACTIVE`,
-        :data:`GONE` or :data:`OTHER`.
+        :data:`GONE`, :data:`OTHER` or :data:`UNKNOWN`.
     :param peer_up: the destination's daemon and migration address answer.
     :param since_s: seconds since the recovery began.
     :param timeout_s: ``postcopy_recovery_timeout``.
@@ -99,6 +100,9 @@ def next_step(domain: str, peer_up: bool, since_s: float, timeout_s: float,
         return Step(GIVE_UP, "not recovered within postcopy_recovery_timeout (%.0f s); "
                              "both halves are left paused" % timeout_s)
     delay = min(backoff(attempt), max(0.0, timeout_s - since_s))
+    if domain == UNKNOWN:
+        # the QEMUs go on without their daemons: ask again once it is back
+        return Step(WAIT, "this host's libvirtd does not answer", min(delay, RETRY_FIRST_S))
     if domain == ACTIVE:
         if stalled_s >= stall_timeout_s:
             return Step(PAUSE, "no post-copy progress for %.0f s: pausing the stream so "

@@ -117,6 +117,10 @@ class FakeDomain:
         self.calls = []
 
     # -- plain facts --
+    def connect(self):
+        """The connection of this handle: alive while the daemon runs."""
+        return FakeConn(self.daemon)
+
     def name(self):
         return self._name
 
@@ -124,6 +128,9 @@ class FakeDomain:
         return self.uuid
 
     def _check(self):
+        if not self.daemon.running:   # a handle outlives its daemon, and fails
+            raise lv_error(libvirt.VIR_ERR_INTERNAL_ERROR,
+                           "internal error: client socket is closed")
         if self.daemon.domains.get(self._name) is not self:
             raise lv_error(libvirt.VIR_ERR_NO_DOMAIN,
                            f"Domain not found: no domain with matching name '{self._name}'")

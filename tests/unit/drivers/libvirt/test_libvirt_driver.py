@@ -436,6 +436,36 @@ def test_a_broken_post_copy_is_left_paused_then_resumed_by_hand(daemons, make_dr
     assert a.migrations[-1][2] & libvirt.VIR_MIGRATE_POSTCOPY_RESUME
 
 
+def test_a_post_copy_outlives_a_restart_of_the_sources_libvirtd(daemons, make_drivers,
+                                                                monkeypatch):
+    """The daemon dies under the job (the call fails, the handle is dead); the
+    QEMUs go on and finish. The recovery waits for the daemon, finds the
+    domain again and reports the job completed, instead of giving up."""
+    a, dom, src, m, t, outcome = _broken_post_copy(daemons, make_drivers, monkeypatch, 60)
+    a.migrate_error = lv_error(libvirt.VIR_ERR_INTERNAL_ERROR,
+                               "End of file while reading data: Input/output error")
+    a.running = False
+    a.gate.set()
+    job = src._jobs["g1"]
+    for _ in range(6000):  # up to a minute: a hang guard
+        if job.recovery_note and "does not answer" in job.recovery_note:
+            break
+        time.sleep(0.01)
+    assert "this host's libvirtd does not answer" in job.recovery_note
+    assert not job.gave_up and not job.done
+    # QEMU finished: libvirt shut the source's copy off and kept its definition
+    b = daemons[1]
+    b.domains["g1"] = type(dom)(b, "g1", dom.xml, uuid=dom.uuid)
+    dom.state_ = [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED]
+    dom.active = False
+    a.running = True
+    t.join(60)
+    assert outcome["result"].status == flow.COMPLETED, outcome
+    assert outcome["result"].verdict == "completed"
+    assert not any(c[0] in ("resume", "destroy") for c in dom.calls)
+    assert "g1" not in a.domains, "the source keeps a bootable definition"
+
+
 def test_a_stalled_post_copy_is_paused_then_recovered(daemons, make_drivers, monkeypatch):
     a, dom, src, m, t, outcome = _broken_post_copy(daemons, make_drivers, monkeypatch, 60)
     a.migrate_error = None
