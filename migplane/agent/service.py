@@ -485,17 +485,16 @@ class Agent:
                 record.progress = progress.to_dict()
                 if progress.state == driver_mod.JOB_COMPLETED:
                     break
-                if progress.state == driver_mod.JOB_POSTCOPY_PAUSED:
-                    err = exception.PostCopyPaused(instance=record.instance,
-                                                   migration_id=record.id,
-                                                   reason=progress.error or "paused")
+                # never rolled back, whatever the job says: both halves are kept
+                if progress.state == driver_mod.JOB_POSTCOPY_PAUSED or progress.finished:
+                    err = exception.PostCopyPaused(
+                        instance=record.instance, migration_id=record.id,
+                        reason=progress.error or "the resumed post-copy ended %s"
+                        % progress.state)
                     record.note(events.FAILED, message=str(err))
-                    record.finish(None, err)
-                    return
-                if progress.finished:   # never for a post-copy: keep both halves
-                    record.note(events.FAILED, message=progress.error)
-                    record.finish(None, "the resumed post-copy ended %s: %s; both halves "
-                                  "are left as they are" % (progress.state, progress.error))
+                    record.finish(None, err, verdict=events.VERDICT_POSTCOPY_PAUSED,
+                                  verdict_reason="%s keeps the paused source half, %s the "
+                                  "destination half" % (record.source, record.destination))
                     return
                 record.save(force=False)
                 self.sleep(self.settings.migration.poll_interval)
