@@ -363,15 +363,10 @@ class LiveMigration:
                 self.uris.data_uri or self.uris.control_uri, self.uris.plane))
             self._monitor(info, caps.capabilities)
         except exception.PostCopyPaused as err:
-            # The settle table's post-copy row: neither half may be touched, no
-            # rollback, no post step; the verdict is postcopy-paused.
-            self.status = FAILED
-            err.result = self._result(
-                FAILED, str(err), running_on=None, verdict=events.VERDICT_POSTCOPY_PAUSED,
-                verdict_reason="%s keeps the paused source half, %s the destination half"
-                               % (self.source.hostname, self.destination.hostname))
-            self._emit(events.FAILED, message=str(err))
-            raise
+            # The settle table's post-copy rows: neither half is touched, no
+            # rollback, no post step. Both halves there: postcopy-paused (a
+            # resume may recover it); a half whose QEMU died: lost.
+            return self._conclude(data, err, self.step)
         except Exception as err:
             failed_step = self.step  # before the rollback or settle step
             if not transferring:  # nothing moved: the guest never left the source
@@ -759,6 +754,11 @@ class LiveMigration:
                                                reason=decision.reason)
             raise self._failed(err, failed_step, verdict=verdict,
                                verdict_reason=self._hosts(decision), running_on=where)
+        if verdict == events.VERDICT_POSTCOPY_PAUSED and isinstance(
+                err, exception.PostCopyPaused):
+            # the driver's own words say how to resume it
+            raise self._failed(err, failed_step, verdict=verdict,
+                               verdict_reason=self._hosts(decision), running_on=None)
         hands_off = (" Do not start %s by hand on either host." % self.instance
                      if decision.hands_off else "")
         reason = "%s%s%s" % (self._hosts(decision), hands_off,

@@ -14,20 +14,25 @@ from hypothesis import strategies as st
 recovery = pytest.importorskip("migplane.drivers.libvirt.recovery")
 
 domains = st.sampled_from([recovery.FAILED, recovery.ACTIVE, recovery.GONE,
-                           recovery.OTHER, recovery.UNKNOWN])
+                           recovery.DIED, recovery.OTHER, recovery.UNKNOWN])
 seconds = st.floats(0, 1e5, allow_nan=False)
 
 
 @given(domains, st.booleans(), seconds, seconds, seconds, st.floats(0.1, 600),
-       st.integers(0, 1000))
+       st.integers(0, 1000), st.booleans())
 def test_each_step_is_allowed_by_what_the_hosts_say(domain, peer_up, since, timeout,
-                                                   stalled, stall_timeout, attempt):
+                                                   stalled, stall_timeout, attempt,
+                                                   peer_half_gone):
     step = recovery.next_step(domain, peer_up, since, timeout, stalled, stall_timeout,
-                              attempt)
+                              attempt, peer_half_gone)
     assert step.action in recovery.ACTIONS and step.reason
     assert (step.action == recovery.COMPLETED) == (domain == recovery.GONE)
+    if domain != recovery.GONE and (domain == recovery.DIED or peer_half_gone):
+        # a half whose QEMU died cannot be resumed: stop at once, touch nothing
+        assert step.action == recovery.GIVE_UP
     if step.action == recovery.RESUME:
         assert domain == recovery.FAILED and peer_up and since < timeout
+        assert not peer_half_gone
     if step.action == recovery.PAUSE:
         assert domain == recovery.ACTIVE and stalled >= stall_timeout and since < timeout
     if domain != recovery.GONE and since >= timeout:

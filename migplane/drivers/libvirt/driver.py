@@ -176,13 +176,17 @@ def _explain(job: job_mod.MigrationJob, text: str) -> str:
     """libvirt's error text, with what the operator needs to read it.
 
     A TLS failure reported by the destination's QEMU ("Cannot read from TLS
-    channel") does not say which name the certificate was checked against.
+    channel") does not say which name the certificate was checked against;
+    QEMU 10's destination only says "Not a migration stream" when the source
+    dropped the connection after a failed handshake.
     """
     tls_name = job.call.params.get(libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION)
-    if job.call.flags & libvirt.VIR_MIGRATE_TLS and ("TLS" in text or "ertificate" in text):
+    if job.call.flags & libvirt.VIR_MIGRATE_TLS and any(
+            word in text for word in ("TLS", "ertificate", "Not a migration stream")):
         checked = repr(tls_name) if tls_name else "the host name of the data URI"
         return (f"{text} [native TLS: the destination's certificate is verified "
-                f"against {checked}]")
+                f"against {checked}; a failed handshake ends the stream before it "
+                f"starts]")
     return text
 
 

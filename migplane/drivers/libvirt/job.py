@@ -50,6 +50,12 @@ PEER_PAUSE_AFTER_S = 3.0
 Domain = Any  # libvirt.virDomain
 
 
+#: A source domain shut off this way lost its QEMU (and the pages it held).
+_DIED = {(libvirt.VIR_DOMAIN_SHUTOFF, reason) for reason in (
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED,
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED)}
+
+
 class CallStillHeld(Exception):
     """libvirt has not returned the broken migration call: nothing to resume yet."""
 
@@ -67,6 +73,8 @@ def domain_phase(dom: Domain) -> str:
             return recovery_mod.FAILED
         if reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY:
             return recovery_mod.ACTIVE
+    if state == libvirt.VIR_DOMAIN_CRASHED or (state, reason) in _DIED:
+        return recovery_mod.DIED
     if state == libvirt.VIR_DOMAIN_SHUTOFF:
         return recovery_mod.GONE
     return recovery_mod.OTHER
@@ -226,7 +234,8 @@ class MigrationJob:
             step = recovery_mod.next_step(
                 phase, peer_up, now - start, rec.timeout_s,
                 0.0 if stalled_since is None else now - stalled_since,
-                rec.stall_timeout_s, attempt)
+                rec.stall_timeout_s, attempt,
+                peer_half_gone=peer_up and rec.destination_half_gone(self.instance))
             why = unknown_why or why
             self.recovery_note = "%s%s" % (step.reason, "" if peer_up or not why
                                            else " (%s)" % why)

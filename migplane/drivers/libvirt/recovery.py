@@ -42,6 +42,7 @@ LOG = logging.getLogger(__name__)
 FAILED = "postcopy-failed"     # paused, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: resumable
 ACTIVE = "postcopy-active"     # paused, VIR_DOMAIN_PAUSED_POSTCOPY: still streaming
 GONE = "gone"                  # shut off or undefined: QEMU finished sending
+DIED = "died"                  # shut off by a crash or a kill: its pages are lost
 OTHER = "other"                # anything else: not ours to touch
 UNKNOWN = "unknown"            # this host's libvirtd does not answer (restarting)
 
@@ -78,21 +79,30 @@ def backoff(attempt: int) -> float:
 
 
 def next_step(domain: str, peer_up: bool, since_s: float, timeout_s: float,
-              stalled_s: float, stall_timeout_s: float, attempt: int) -> Step:
+              stalled_s: float, stall_timeout_s: float, attempt: int,
+              peer_half_gone: bool = False) -> Step:
     """What to do now for a post-copy job whose stream broke or stalled.
 
     :param domain: the source domain as :data:`FAILED`, :data:`ACTIVE`,
-        :data:`GONE`, :data:`OTHER` or :data:`UNKNOWN`.
+        :data:`GONE`, :data:`DIED`, :data:`OTHER` or :data:`UNKNOWN`.
     :param peer_up: the destination's daemon and migration address answer.
     :param since_s: seconds since the recovery began.
     :param timeout_s: ``postcopy_recovery_timeout``.
     :param stalled_s: seconds the job has been :data:`ACTIVE` without progress.
     :param stall_timeout_s: ``postcopy_stall_timeout``.
     :param attempt: failed resume attempts so far (for the backoff).
+    :param peer_half_gone: the destination's daemon says its half is gone (shut
+        off or undefined: its QEMU died).
     :returns: a :class:`Step`.
     """
     if domain == GONE:
         return Step(COMPLETED, "the source domain shut off: QEMU sent the last page")
+    if domain == DIED:
+        return Step(GIVE_UP, "the source's QEMU died in post-copy: the pages it still "
+                             "held are lost, nothing can resume the migration")
+    if peer_half_gone:
+        return Step(GIVE_UP, "the destination's half is gone (its QEMU died): nothing "
+                             "can resume the migration")
     if domain == OTHER:
         return Step(GIVE_UP, "the source domain is in no post-copy state; leaving both "
                              "halves as they are")
@@ -213,6 +223,23 @@ class Recovery:
             return True
         finally:
             conn.close()
+
+    def destination_half_gone(self, instance: str) -> bool:
+        """Does the destination's daemon say its half of ``instance`` is gone
+        (undefined, shut off or crashed)? False when it cannot be asked."""
+        import libvirt
+
+        try:
+            conn = libvirt.open(self.dconnuri)
+        except libvirt.libvirtError:
+            return False
+        try:
+            state = conn.lookupByName(instance).state()[0]
+        except libvirt.libvirtError as err:
+            return bool(err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
+        finally:
+            conn.close()
+        return state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
 
     def peer_answers(self) -> Tuple[bool, str]:
         """Do the destination's daemon and migration address answer? ``(bool, why)``."""

@@ -333,6 +333,8 @@ class FakeDaemon:
         self.uri = f"fake+unix:///{name}"
         self.lib_version, self.qemu_version = lib_version, qemu_version
         self.running = True
+        #: What this daemon says of a post-copy half (the recovery's probe).
+        self.half_gone = False
         self.domains = {}
         self.pools = []
         self.files = {}

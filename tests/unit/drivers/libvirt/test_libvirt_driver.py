@@ -370,6 +370,8 @@ def _broken_post_copy(daemons, make_drivers, monkeypatch, timeout, answers=(True
     said = list(answers)
     monkeypatch.setattr(recovery.Recovery, "peer_answers", lambda self: (
         said.pop(0) if len(said) > 1 else said[0], "probed"))
+    monkeypatch.setattr(recovery.Recovery, "destination_half_gone",
+                        lambda self, instance: daemons[1].half_gone)
     monkeypatch.setattr(recovery, "RETRY_FIRST_S", 0.01)
     a, dom, src, m, t, outcome = _running_job(
         daemons, make_drivers, permit_post_copy=True,
@@ -381,6 +383,10 @@ def _broken_post_copy(daemons, make_drivers, monkeypatch, timeout, answers=(True
         time.sleep(0.01)
     a.gate.clear()
     dom.state_ = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+    # the destination's half runs, waiting for the pages it lacks
+    b = daemons[1]
+    b.domains["g1"] = type(dom)(b, "g1", dom.xml, uuid=dom.uuid)
+    b.domains["g1"].state_ = [libvirt.VIR_DOMAIN_RUNNING, 11]  # RUNNING_POSTCOPY_FAILED
     a.migrate_error = lv_error(libvirt.VIR_ERR_OPERATION_FAILED,
                                "Unable to write to socket: Connection reset by peer")
     return a, dom, src, m, t, outcome
@@ -454,8 +460,7 @@ def test_a_post_copy_outlives_a_restart_of_the_sources_libvirtd(daemons, make_dr
     assert "this host's libvirtd does not answer" in job.recovery_note
     assert not job.gave_up and not job.done
     # QEMU finished: libvirt shut the source's copy off and kept its definition
-    b = daemons[1]
-    b.domains["g1"] = type(dom)(b, "g1", dom.xml, uuid=dom.uuid)
+    daemons[1].domains["g1"].state_ = [libvirt.VIR_DOMAIN_RUNNING, 1]
     dom.state_ = [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED]
     dom.active = False
     a.running = True
@@ -464,6 +469,25 @@ def test_a_post_copy_outlives_a_restart_of_the_sources_libvirtd(daemons, make_dr
     assert outcome["result"].verdict == "completed"
     assert not any(c[0] in ("resume", "destroy") for c in dom.calls)
     assert "g1" not in a.domains, "the source keeps a bootable definition"
+
+
+def test_a_half_whose_qemu_died_ends_the_recovery_as_lost(daemons, make_drivers,
+                                                         monkeypatch):
+    """The destination's QEMU died: nothing can resume the stream, so the
+    recovery stops at once (not at its deadline) and the verdict is lost;
+    the source's half is neither resumed, destroyed nor undefined."""
+    a, dom, src, m, t, outcome = _broken_post_copy(daemons, make_drivers, monkeypatch, 600)
+    del daemons[1].domains["g1"]
+    daemons[1].half_gone = True
+    a.gate.set()
+    t.join(60)
+    err = outcome["error"]
+    assert isinstance(err, exception.MigrationNotSettled), err
+    assert err.result.verdict == "lost" and "nothing can resume" in str(err), err
+    assert dom.state_ == [libvirt.VIR_DOMAIN_PAUSED,
+                          libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+    assert not any(c[0] in ("resume", "destroy", "undefineFlags") for c in dom.calls)
+    assert "g1" in a.domains
 
 
 def test_a_stalled_post_copy_is_paused_then_recovered(daemons, make_drivers, monkeypatch):
@@ -642,17 +666,21 @@ def test_post_migration_steps(daemons, make_drivers):
         src.post_live_migration_at_source("g1", data)
 
 
-def test_tls_failures_say_which_name_was_verified(daemons, make_drivers):
+@pytest.mark.parametrize("said", [
+    "Cannot read from TLS channel: Input/output error",       # QEMU 7.2's destination
+    "Not a migration stream\nload of migration failed: Invalid argument",   # QEMU 10's
+])
+def test_tls_failures_say_which_name_was_verified(daemons, make_drivers, said):
     a, _ = daemons
     a.add_domain("g1")
     a.migrate_error = lv_error(libvirt.VIR_ERR_INTERNAL_ERROR,
-                               "qemu unexpectedly closed the monitor: Cannot read from TLS "
-                               "channel: Input/output error")
+                               "qemu unexpectedly closed the monitor: " + said)
     src, dst = make_drivers(with_native_tls=True)
     with pytest.raises(exception.MigrationError) as err:
         run(src, dst)
-    assert "Cannot read from TLS channel" in str(err.value)
-    assert "verified against 'host-b'" in str(err.value)
+    assert said.splitlines()[0] in str(err.value)
+    assert "TLS: the destination's certificate is verified against 'host-b'" \
+        in str(err.value)
     assert a.migrations[0][1]["tls.destination"] == "host-b"
 
 
