@@ -402,13 +402,16 @@ def _efficiency(results):
         " (each pair in the other order than the previous one). Wall time is end to end "
         "(migplane: `LiveMigration.run()`, checks and post steps included; virsh: the "
         "command). Job time, downtime, iterations and bytes are libvirt's statistics of "
-        "the completed job, read on the destination for both. Goodput is memory bytes "
+        "the completed job, read on the destination for both. The felt pause is the "
+        "guest's console gap at the switch-over (to within a 50 ms tick and a 50 ms "
+        "poll): it includes migplane's paused handover, which libvirt's downtime leaves "
+        "out, so the two tools' felt pauses are the handover's cost. Goodput is memory bytes "
         "moved over the job time (which includes starting QEMU on the destination); "
         "'sending' is the migration plane's own rate, from its counters sampled every "
         "0.1 s, while it carried the stream.", "",
-        "| guest | tool | wall s | job s | downtime ms | iterations | MiB moved | goodput | "
-        "goodput / link | sending / link |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| guest | tool | wall s | job s | downtime ms | felt pause ms | iterations | "
+        "MiB moved | goodput | goodput / link | sending / link |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     link = eff["link_rate_bps"]
     for kind, data in _kinds(results).items():
@@ -417,9 +420,10 @@ def _efficiency(results):
             g["dirty_mib"], g["rate_mib_s"]) if g["dirty_mib"] else "")
         for tool, t in data["tools"].items():
             gp = t["goodput_Bps"]["median"]
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 desc, tool, _range(t["wall_s"]), _range(t["job_ms"], scale=0.001),
-                _range(t["downtime_ms"], "%.0f"), _range(t["iterations"], "%.0f"),
+                _range(t["downtime_ms"], "%.0f"), _range(t.get("felt_pause_ms"), "%.0f"),
+                _range(t["iterations"], "%.0f"),
                 _range(t["memory_processed"], "%.0f", scale=1 / units.MiB),
                 "n/a" if gp is None else "%.1f Mbit/s" % (gp * 8 / 1e6),
                 _range(t["goodput_share_of_link"], "%.3f"),

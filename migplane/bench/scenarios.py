@@ -7,6 +7,7 @@ All times in the results are seconds relative to the benchmark's own start
 import logging
 import time
 
+from migplane.bench import convergence
 from migplane.bench import overhead
 from migplane.bench import stats
 from migplane.bench.labrun import MIGPLANE
@@ -230,7 +231,9 @@ def efficiency(bench, cfg, t0, log=print):
                     rec = bench.migrate(tool, [(spec.name, dest)], split=True)[0]
                     after = bench.snapshot()
                     link = bench.link_use(rec["start"], rec["end"])
+                    felt = convergence.felt_pause_ms(bench.watchers[spec.name], rec["start"])
                     rec = _clean_record(rec, t0)
+                    rec["felt_pause_ms"] = felt
                     rec["link_use"] = link
                     rec["pair"] = pair
                     rec.update(bench.delta(before, after))
@@ -280,6 +283,7 @@ def summarize_efficiency(migrations, rate_bps):
             "wall_s": stats.spread([m["wall_s"] for m in sel]),
             "job_ms": stats.spread([_job(m, "time_elapsed") for m in sel]),
             "downtime_ms": stats.spread([_job(m, "downtime") for m in sel]),
+            "felt_pause_ms": stats.spread([m.get("felt_pause_ms") for m in sel]),
             "iterations": stats.spread([_job(m, "memory_iteration") for m in sel]),
             "memory_processed": stats.spread([_job(m, "memory_processed") for m in sel]),
             "goodput_Bps": stats.spread(goodputs),

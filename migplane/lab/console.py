@@ -300,10 +300,12 @@ class ConsoleWatcher:
         """Largest host-side gap between consecutive ticks, in seconds."""
         return max((g for g, _, _ in self.gaps(since)), default=0.0)
 
-    def handover(self):
-        """(from_host, to_host, gap seconds) of the last change of host."""
+    def handover(self, since=None):
+        """(from_host, to_host, gap seconds) of the last change of host (after
+        ``since``, a time.monotonic() reading), or None: the pause the guest
+        felt at its switch-over, to within a tick and a console poll."""
         out = None
-        for g, a, b in self.gaps():
+        for g, a, b in self.gaps(since):
             if a.host != b.host:
                 out = (a.host, b.host, g)
         return out

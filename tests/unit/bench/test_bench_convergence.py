@@ -88,3 +88,31 @@ def test_no_post_copy_runs_only_at_1x_and_gets_its_column(synthetic_results):
     text = report.render(synthetic_results)
     assert "default, no post-copy" in text
     assert schema.validate(synthetic_results) == []
+
+
+def test_the_pause_the_guest_felt_is_its_console_gap_at_the_change_of_host():
+    # _Watcher's guest changes host at 15 s; its ticks come every 0.1 s
+    from migplane.lab.console import ConsoleWatcher
+
+    watcher = _Watcher()
+    watcher.gaps = lambda since=None: ConsoleWatcher.gaps(watcher, since)
+    watcher.handover = lambda since=None: ConsoleWatcher.handover(watcher, since)
+    assert convergence.felt_pause_ms(watcher, 5.0) == 100
+    assert convergence.felt_pause_ms(watcher, 16.0) is None   # no change of host since
+
+
+def test_the_handover_cost_compares_pre_copy_completions_with_bare_virsh(
+        synthetic_results):
+    part = synthetic_results["convergence"]
+    felt = {"virsh": 120, "static": 340, "default": 360}
+    for run in part["runs"]:
+        run["felt_pause_ms"] = felt[run["tool"]] if run["tool"] in felt else None
+    part["summary"] = convergence.summarize(part["runs"])
+    text = "\n".join(convergence.report(synthetic_results))
+    # virsh completed in pre-copy at 0.25x and 0.5x; the default in post-copy from 1x
+    assert "virsh 120/120 ms (2)" in text and "static 340/340 ms (2)" in text
+    assert "default 360/360 ms (2)" in text and "felt 360 ms" in text
+    assert schema.validate(dict(synthetic_results,
+                                targets=targets.evaluate(synthetic_results))) == []
+    # no completion by bare virsh in the run: nothing to compare with
+    assert convergence.handover_cost([r for r in part["runs"] if r["tool"] != "virsh"]) == []
