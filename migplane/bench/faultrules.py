@@ -9,7 +9,8 @@ samples both hosts' libvirtd, asks these functions, and acts.
 
 A host's view of the guest is a string: ``running``, ``paused``, each with
 libvirt's reason when it matters (``running:postcopy``,
-``paused:postcopy-failed``, ``running:migration-canceled``...), ``shut-off``,
+``paused:postcopy-failed``, ``running:migration-canceled``...), ``shut-off``
+(with who stopped it: ``shut-off:destroyed``, ``shut-off:crashed``...),
 ``absent`` or ``unreachable`` (its libvirtd did not answer).
 """
 
@@ -303,7 +304,7 @@ def recovery_s(samples, back_t):
     for s in samples:
         if s.t < back_t:
             continue
-        if s.source in ("shut-off", "absent"):
+        if s.source == "absent" or shut_off(s.source):
             return round(s.t - back_t, 2)
         if job_active(s.stats) and s.stats.get("data_processed") != ref:
             return round(s.t - back_t, 2)
@@ -331,6 +332,16 @@ class Judgement:
     problems: tuple         # why the verdict is not true, one sentence each
 
 
+def shut_off(view):
+    return view.startswith("shut-off")
+
+
+def died(view):
+    """Its QEMU died on its own (crashed, or failed as it loaded the stream):
+    nobody destroyed it."""
+    return view in ("shut-off:crashed", "shut-off:failed") or view.startswith("crashed")
+
+
 def expected_verdict(facts):
     """The verdict that tells the truth about a run's end.
 
@@ -341,7 +352,10 @@ def expected_verdict(facts):
     on = [h for h, v in sorted(hosts.items()) if running(v)]
     if facts["two_copies"] or len(on) > 1:
         return "split"
-    if KINDS[facts["kind"]].fault == "qemu" and facts["phase"] == "postcopy":
+    if facts["phase"] == "postcopy" and (
+            KINDS[facts["kind"]].fault == "qemu" or any(died(v) for v in hosts.values())):
+        # a half's QEMU is gone (killed, or it died when the stream broke as
+        # it loaded the switch's device state): nothing can resume it
         return "lost"
     if any("postcopy" in v for v in hosts.values()):
         # a post-copy that did not finish: its destination "runs" without its
@@ -360,8 +374,8 @@ def _halves_kept(facts):
     src = facts["hosts"].get(facts["source"], "absent")
     dst = facts["hosts"].get(facts["destination"], "absent")
     killed = facts["kind"] if KINDS[facts["kind"]].fault == "qemu" else None
-    src_ok = killed == "qemu_source" or src.startswith("paused")
-    dst_ok = killed == "qemu_dest" or dst not in ("absent", "shut-off")
+    src_ok = killed == "qemu_source" or src.startswith("paused") or died(src)
+    dst_ok = killed == "qemu_dest" or died(dst) or not (dst == "absent" or shut_off(dst))
     return src_ok and dst_ok
 
 

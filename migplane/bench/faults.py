@@ -270,6 +270,12 @@ def view(state, reason):
             libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: "postcopy-failed",
             libvirt.VIR_DOMAIN_PAUSED_USER: "user",
             libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up"},
+        # who stopped it: a destroy, or its QEMU dying on its own
+        libvirt.VIR_DOMAIN_SHUTOFF: {
+            libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+            libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+            libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+            libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated"},
     }
     names = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_BLOCKED: "running",
              libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",

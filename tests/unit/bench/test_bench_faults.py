@@ -264,6 +264,23 @@ def test_a_qemu_killed_in_postcopy_must_end_lost_with_both_halves_kept():
     assert not rules.judge(resumed).verdict_true
 
 
+def test_a_half_whose_qemu_died_on_its_own_in_postcopy_calls_for_lost():
+    """A link cut while the switch's device state was loading: the destination's
+    QEMU failed to load it and exited (libvirt: shut off, failed). Nobody
+    destroyed it; nothing can resume the stream."""
+    died = facts(kind="migration_link_30s", phase="postcopy", cli_code=7,
+                 cli_verdict="lost", cli_running_on=None, record_verdict="lost",
+                 record_running_on=None,
+                 hosts={"host-a": "paused:postcopy-failed", "host-b": "shut-off:failed"},
+                 persistent=["host-a", "host-b"], ticked=False)
+    j = rules.judge(died)
+    assert j.verdict_true and j.expected == "lost" and j.leftovers == ()
+    destroyed = dict(died, hosts={"host-a": "paused:postcopy-failed",
+                                  "host-b": "shut-off:destroyed"})
+    assert not rules.judge(destroyed).verdict_true
+    assert rules.expected_verdict(destroyed) == "postcopy-paused"
+
+
 def test_a_paused_postcopy_keeps_both_halves():
     paused = facts(kind="migration_link_120s", phase="postcopy", cli_code=6,
                    cli_verdict="postcopy-paused", cli_running_on=None,
@@ -392,6 +409,8 @@ def test_libvirts_states_in_the_rules_words():
     assert faults.view(libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED) == \
         "running"
     assert faults.view(libvirt.VIR_DOMAIN_SHUTOFF, 0) == "shut-off"
+    assert faults.view(libvirt.VIR_DOMAIN_SHUTOFF,
+                       libvirt.VIR_DOMAIN_SHUTOFF_FAILED) == "shut-off:failed"
     sample = rules.Sample(0.0, faults.view(libvirt.VIR_DOMAIN_PAUSED,
                                            libvirt.VIR_DOMAIN_PAUSED_POSTCOPY), "absent")
     assert rules.in_postcopy(sample)
