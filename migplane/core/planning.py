@@ -35,7 +35,8 @@ NOT_MEASURED_STATIC = "not measured (static)"
 
 
 def sample_window(strategy: str, window_s: int, link: convergence.LinkRate, memory_bytes: int,
-                  can_sample: bool) -> Tuple[Optional[int], Optional[str]]:
+                  can_sample: bool, decides_handover: bool = False
+                  ) -> Tuple[Optional[int], Optional[str]]:
     """Whether to sample the guest's dirty rate before the move, and for how long.
 
     :param strategy: ``strategy.ADAPTIVE`` or ``strategy.STATIC``.
@@ -43,6 +44,11 @@ def sample_window(strategy: str, window_s: int, link: convergence.LinkRate, memo
     :param link: the :class:`~migplane.core.convergence.LinkRate` the plan starts from.
     :param memory_bytes: the guest's RAM.
     :param can_sample: the driver declares dirty-rate sampling.
+    :param decides_handover: post-copy is left to the plan (possible, and
+        ``permit_post_copy`` unset): only a measurement arms it, and arming it
+        gives up the paused handover. The sample is then taken whatever its
+        share of the first pass: without it post-copy cannot be armed, and a
+        guest that needs it would have no way out.
     :returns: ``(window_s, None)`` to sample, else ``(None, reason)``.
     """
     if strategy != strategy_mod.ADAPTIVE:
@@ -53,7 +59,7 @@ def sample_window(strategy: str, window_s: int, link: convergence.LinkRate, memo
         return None, ("the link rate is unknown until the first pass: both are learned "
                       "from it (a sample now could not be weighed against the link)")
     first_pass = memory_bytes / cast(int, link.rate)  # known: it has a rate
-    if window_s > MEASURE_MAX_SHARE * first_pass:
+    if window_s > MEASURE_MAX_SHARE * first_pass and not decides_handover:
         return None, ("a %d s sample would cost more than %d %% of the %.1f s first pass: "
                       "learned from the first pass" % (window_s, 100 * MEASURE_MAX_SHARE,
                                                        first_pass))
@@ -113,8 +119,10 @@ def plan(driver: driver_mod.SourceDriver, instance: str, memory_bytes: int,
     :returns: ``(DirtyRateMeasurement, LinkRate, MigrationPlan)``.
     """
     link = convergence.link_rate(settings.bandwidth_mib, link_speed(driver, bulk_host, who))
-    window, reason = sample_window(settings.strategy, settings.dirty_rate_window, link,
-                                   memory_bytes, capabilities.dirty_rate_sampling)
+    window, reason = sample_window(
+        settings.strategy, settings.dirty_rate_window, link, memory_bytes,
+        capabilities.dirty_rate_sampling,
+        decides_handover=capabilities.post_copy and settings.permit_post_copy is None)
     if window is None:
         # No window: sample_window says why.
         measurement = convergence.DirtyRateMeasurement(reason=cast(str, reason))

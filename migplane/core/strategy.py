@@ -385,7 +385,7 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
                                         inputs.start)
     if not (inputs.measurement.available and link.known):
         choice, streams, allowed, why["parallel_connections"] = _unmeasured(
-            settings, allowed, capabilities.post_copy_recovery, wide, wide_why)
+            settings, allowed, wide, wide_why)
         why["method"] = choice.reason
     else:
         choice, streams, allowed, why["parallel_connections"] = _measured(
@@ -434,31 +434,27 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
 
 
 def _unmeasured(settings: settings_mod.MigrationSettings, allowed: _Allowed,
-                recoverable: bool, wide: int, wide_why: str
-                ) -> Tuple[_Choice, int, _Allowed, str]:
+                wide: int, wide_why: str) -> Tuple[_Choice, int, _Allowed, str]:
     """No dirty rate or no link rate before the move: pre-copy, with what is
     permitted armed, decided from the first passes. ``(choice, connections,
     allowed, why those connections)``.
 
-    Post-copy is armed only when the operator permits it outright or the driver
-    recovers a broken post-copy: unset, and without recovery, it is taken only
-    when pre-copy cannot converge, which nothing shows yet; and arming it gives
-    up the paused handover (libvirt refuses both), the guarantee that the guest
-    never runs on two hosts.
+    Post-copy is armed only when the operator permits it outright. Unset, it
+    is taken only when a measurement shows it may be needed, which nothing
+    shows yet; and arming it gives up the paused handover (libvirt refuses
+    both), the guarantee that the guest never runs on two hosts. That holds
+    for a driver that recovers a broken post-copy too: recovery keeps a
+    post-copy whole, the handover keeps a pre-copy switch-over single.
     """
-    if allowed.post_copy and settings.permit_post_copy is None and not recoverable:
+    if allowed.post_copy and settings.permit_post_copy is None:
         allowed = dataclasses.replace(allowed, post_copy=False, post_copy_why=(
             "not armed: without a measurement before the move nothing shows that "
-            "pre-copy cannot converge, and the driver cannot recover a broken post-copy "
-            "stream; the paused handover is kept (permit_post_copy = True arms it)"))
+            "post-copy may be needed, and arming it gives up the paused handover "
+            "that keeps the guest from running on two hosts (permit_post_copy = True "
+            "arms it)"))
     choice = _Choice(PRE_COPY, None, allowed.auto_converge, allowed.post_copy, "",
                      "pre-copy: no prediction without a dirty rate and a link rate; the "
                      "monitor decides from the first passes")
-    if allowed.post_copy and not settings.permit_post_copy:
-        allowed = dataclasses.replace(allowed, post_copy_why=(
-            "armed at the start: without a measurement before the move it cannot be "
-            "ruled out; it is used only if the re-plan after the first pass finds that "
-            "it pays"))
     if wide > 1 and not allowed.post_copy:
         return choice, wide, allowed, "%d: %s (post-copy is not possible anyway)" % (
             wide, wide_why)

@@ -511,16 +511,16 @@ def test_an_abort_is_resent_and_given_up_only_outside_post_copy(polls, retry_s, 
 
 
 @given(memories, links, budgets, st.booleans(), permits)
-def test_unmeasured_post_copy_is_armed_without_recovery_only_when_permitted(
+def test_unmeasured_post_copy_is_armed_only_when_permitted(
         memory, link, budget, recoverable, permit):
     """Nothing measured before the move: arming post-copy gives up the paused
-    handover, so a driver that cannot recover post-copy arms it only when the
-    operator permits post-copy outright."""
+    handover, so it is armed only when the operator permits post-copy
+    outright, whether or not the driver recovers a broken post-copy."""
     plan = strategy.choose(
         memory, convergence.DirtyRateMeasurement(),
         convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
         dataclasses.replace(ALL, post_copy_recovery=recoverable),
         settings_mod.MigrationSettings(downtime_ms=budget, permit_post_copy=permit))
-    assert plan.post_copy == (permit is True or (permit is None and recoverable))
+    assert plan.post_copy == (permit is True)
     if not plan.post_copy:
         assert strategy.ESCALATE_POST_COPY not in plan.escalations

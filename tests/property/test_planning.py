@@ -27,14 +27,20 @@ links = st.one_of(
 
 
 @given(strategy=st.sampled_from(strategy.STRATEGIES), window=st.integers(0, 10),
-       link=links, memory=st.integers(0, 64 * 1024 ** 3), can_sample=st.booleans())
-def test_a_sample_is_taken_only_when_it_is_cheap_and_useful(strategy, window, link,
-                                                           memory, can_sample):
-    taken, reason = planning.sample_window(strategy, window, link, memory, can_sample)
+       link=links, memory=st.integers(0, 64 * 1024 ** 3), can_sample=st.booleans(),
+       decides_handover=st.booleans())
+def test_a_sample_is_taken_only_when_it_is_cheap_or_decides_the_handover(
+        strategy, window, link, memory, can_sample, decides_handover):
+    taken, reason = planning.sample_window(strategy, window, link, memory, can_sample,
+                                           decides_handover)
     assert (taken is None) != (reason is None)
     if taken is not None:
         assert taken == window and can_sample and link.known
-        assert window <= planning.MEASURE_MAX_SHARE * memory / link.rate
+        # dear only where it decides whether post-copy is armed (and the
+        # paused handover given up)
+        assert decides_handover or window <= planning.MEASURE_MAX_SHARE * memory / link.rate
+    elif strategy != "static" and window and link.known and can_sample:
+        assert not decides_handover   # a sample that decides the handover is taken
     if strategy == "static" or window == 0 or not link.known:
         assert taken is None
 

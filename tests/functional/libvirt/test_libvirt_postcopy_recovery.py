@@ -211,3 +211,23 @@ def test_after_the_deadline_both_halves_wait_for_a_resume_by_hand(drv_lab, lv, l
     dest.post_live_migration_at_destination(lab_guest, data)
     source.post_live_migration_at_source(lab_guest, data)
     assert_moved_intact(lv, drv_lab, lab_guest, watcher)
+
+
+def test_both_libvirtds_restarted_in_post_copy_leave_no_definition_behind(
+        drv_lab, lv, lab_guest, pair, shaped):
+    """The daemons die under a post-copy (the migration call fails, the
+    handles die); the QEMUs go on and finish without them. Once the daemons
+    are back, the run reports the migration completed, the guest runs on
+    host-b, and host-a keeps no bootable definition of it."""
+    a, b = drv_lab.hosts
+    source, dest, watcher, run = post_copy_run(lv, drv_lab, pair, lab_guest, 120)
+    for host in (a, b):
+        host.kill_libvirtd()
+    time.sleep(2)                      # the QEMUs stream on without their daemons
+    for host in (a, b):
+        host.start_libvirtd()
+    run.join(timeout=240)
+    assert run.error is None, run.error
+    assert run.result.status == flow.COMPLETED and run.result.verdict == "completed"
+    assert events.ROLLED_BACK not in [e.kind for e in run.events]
+    assert_moved_intact(lv, drv_lab, lab_guest, watcher)
