@@ -636,12 +636,7 @@ class FaultMatrix:
         return done.returncode == 0
 
     def judge(self, run):
-        verdict = rules.judge(dataclasses.asdict(run))
-        run.intact = verdict.intact
-        run.verdict_true = verdict.verdict_true
-        run.expected = verdict.expected
-        run.leftovers = list(verdict.leftovers)
-        run.problems = list(verdict.problems)
+        judge(run)
 
     def restore(self, src, source_conf):
         """Leave the lab as the next run expects it: links up, no resets,
@@ -893,10 +888,23 @@ def report(runs, sessions):
     return "\n".join(lines) + "\n"
 
 
+def judge(run):
+    """Set what ``run`` proved, by faultrules' current rules, from its facts."""
+    verdict = rules.judge(dataclasses.asdict(run))
+    run.intact = verdict.intact
+    run.verdict_true = verdict.verdict_true
+    run.expected = verdict.expected
+    run.leftovers = list(verdict.leftovers)
+    run.problems = list(verdict.problems)
+
+
 def render(out):
-    """FAULTS.md from ``out``/faults.json; exit status 0 when every run met its targets."""
+    """FAULTS.md from ``out``/faults.json, every run judged again by the current
+    rules; exit status 0 when every run met its targets."""
     results = Results.load(Path(out) / "faults.json")
     runs = results.runs
+    for run in runs:
+        judge(run)
     text = report(runs, results.data["sessions"])
     (Path(out) / "FAULTS.md").write_text(text)
     print(text)

@@ -9,6 +9,7 @@ from migplane.cli import errors
 from migplane.cli import output
 from migplane.cli import progress as progress_mod
 from migplane.core import events
+from migplane.core import exception
 from migplane.core import settle
 
 FINISHED = events.FINISHED
@@ -168,7 +169,17 @@ def watch(client, migration_id, bar=None, force_after=None, sleep=time.sleep,
         if (force_after is not None and not forced and transfer_started is not None
                 and time.monotonic() - transfer_started >= force_after):
             forced = True
-            client.post("/v1/migrations/%s/force-complete" % migration_id)
+            try:
+                client.post("/v1/migrations/%s/force-complete" % migration_id)
+            except exception.MigplaneError as err:
+                # e.g. an agent back from a restart reconciles it (only abort is
+                # possible then): the migration goes on, and its end is what this
+                # command reports
+                message = "force-complete not done (%s); following the migration" % err
+                if bar:
+                    bar.message(message)
+                else:
+                    print(message, file=sys.stderr)
     raise AssertionError("unreachable: follow() ends only with a finished record")
 
 

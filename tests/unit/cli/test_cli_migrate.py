@@ -2,6 +2,7 @@
 
 import io
 import json
+import types
 
 from migplane.agent import testing
 from migplane.cli import progress as progress_mod
@@ -256,3 +257,40 @@ def test_exit_codes_follow_the_one_verdict_table(capsys):
         if code > 4:
             assert "%-4d %s" % (code, verdict) in errors.EPILOG
     assert errors.for_verdict({"status": "completed", "result": None}) == errors.OK
+
+
+def test_a_refused_force_complete_leaves_the_migration_followed():
+    """--force-complete-after against an agent back from a restart, which
+    reconciles the migration and refuses force-complete: the command goes on
+    following it and reports how it ended, instead of failing."""
+    from migplane.cli.commands import migrate as migrate_cmd
+    from migplane.core import exception
+
+    class Agent:
+        def __init__(self):
+            self.records = [
+                {"status": "running", "last_event": 1,
+                 "events": [{"kind": "transfer_started", "elapsed": 0.1}]},
+                {"status": "running", "last_event": 2, "events": []},
+                {"status": "completed", "last_event": 3, "events": []}]
+            self.posted = []
+
+        def get(self, path, params=None):
+            return self.records.pop(0)
+
+        def post(self, path, body=None):
+            self.posted.append(path)
+            raise exception.MigrationError(
+                instance="vm1", step="force-complete",
+                reason="migration m1 is being reconciled after an agent restart; only "
+                       "abort is possible")
+
+    said = []
+    bar = types.SimpleNamespace(update=lambda *a, **k: None, close=lambda: None,
+                                message=said.append)
+    agent = Agent()
+    record = migrate_cmd.watch(agent, "m1", bar, force_after=0, sleep=lambda s: None)
+    assert record["status"] == "completed"
+    assert agent.posted == ["/v1/migrations/m1/force-complete"]
+    assert any("force-complete not done" in s and "only abort is possible" in s
+               for s in said)
