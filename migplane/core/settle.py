@@ -78,6 +78,9 @@ REASON_POSTCOPY_FAILED = "postcopy-failed"
 REASON_MIGRATION_CANCELED = "migration-canceled"
 #: Held paused by migplane's handover after the switch-over, or paused by migplane.
 REASON_HELD = "held"
+#: Running on the destination once its incoming migration finished (libvirt's
+#: ``VIR_DOMAIN_RUNNING_MIGRATED``): every page arrived.
+REASON_MIGRATED = "migrated"
 
 #: Hypervisor states (``InstanceInfo.state``) and the side state each counts as
 #: (looked up with None too: an info without a state).
@@ -290,6 +293,12 @@ def _postcopy(src: Side, dst: Side, job: Optional[str], where: str) -> Decision:
     if job == driver_mod.JOB_COMPLETED and dst.state == RUNNING and src.state in _GONE:
         return _finish("post-copy completed: the guest runs on the destination (%s)"
                        % where, src)
+    if dst.state == RUNNING and dst.reason == REASON_MIGRATED and src.state in _GONE:
+        # e.g. an agent back from a restart, with no job left to ask: the
+        # destination's daemon finished the incoming migration, so every page
+        # arrived and the source's half has nothing left to give
+        return _finish("post-copy completed: the destination's daemon says its incoming "
+                       "migration finished (%s)" % where, src)
     if UNREACHABLE in (src.state, dst.state):
         return _hold("post-copy and a host cannot be asked (%s): both halves stay as "
                      "they are" % where)

@@ -17,7 +17,8 @@ from migplane.core import settle
 
 REASONS = st.sampled_from([None, settle.REASON_MIGRATION, settle.REASON_POSTCOPY,
                            settle.REASON_POSTCOPY_FAILED,
-                           settle.REASON_MIGRATION_CANCELED, settle.REASON_HELD])
+                           settle.REASON_MIGRATION_CANCELED, settle.REASON_HELD,
+                           settle.REASON_MIGRATED])
 sides = st.builds(settle.Side, state=st.sampled_from(settle.SIDE_STATES), reason=REASONS)
 JOBS = st.sampled_from([None, "bogus", *driver.JOB_STATES])
 reports = st.builds(settle.Report, source=sides, destination=sides, job=JOBS,
@@ -62,7 +63,10 @@ def test_nothing_is_destroyed_undefined_or_resumed_in_post_copy(report):
         assert not (decision.may_resume_source or decision.may_resume_destination
                     or decision.may_destroy_source or decision.may_destroy_destination)
         if decision.may_undefine_source:
-            assert report.job == driver.JOB_COMPLETED
+            # the job says it completed, or the destination's daemon says its
+            # incoming migration finished: every page arrived
+            assert report.job == driver.JOB_COMPLETED \
+                or report.destination.reason == settle.REASON_MIGRATED
             assert report.destination.state == settle.RUNNING
             assert report.source.state in (settle.SHUT_OFF, settle.ABSENT)
 
@@ -226,3 +230,19 @@ def test_a_split_is_released_only_when_one_copy_at_most_is_left(source, destinat
         assert not allowed
     else:
         assert allowed
+
+
+def test_a_finished_incoming_post_copy_settles_completed_with_no_job_to_ask():
+    """An agent back from a restart has no job left to ask; the destination's
+    daemon says its incoming migration finished and the source holds nothing."""
+    decision = settle.settle(settle.Report(
+        source=settle.Side(settle.ABSENT),
+        destination=settle.Side(settle.RUNNING, settle.REASON_MIGRATED),
+        job=None, postcopy=True))
+    assert decision.verdict == events.VERDICT_COMPLETED
+    assert decision.running_on == "destination"
+    still_arriving = settle.settle(settle.Report(
+        source=settle.Side(settle.ABSENT),
+        destination=settle.Side(settle.RUNNING, settle.REASON_POSTCOPY),
+        job=None, postcopy=True))
+    assert still_arriving.verdict != events.VERDICT_COMPLETED
