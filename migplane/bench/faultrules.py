@@ -429,7 +429,10 @@ def judge(facts):
     leftovers = [] if kept else [
         "domain on %s (%s)" % (h, v) for h, v in sorted(facts["hosts"].items())
         if h != where and v != "absent"]
-    leftovers += ["slot " + s for s in facts.get("slots_held") or ()]
+    if expected != "postcopy-paused":
+        # a post-copy kept paused for `migplane resume` keeps its slot: its
+        # destination half is there, and nothing else may start beside it
+        leftovers += ["slot " + s for s in facts.get("slots_held") or ()]
     intact = bool(where and not facts["two_copies"] and facts["continuity"]
                   and facts.get("ticked")
                   and [h for h, v in facts["hosts"].items() if v != "absent"] == [where]

@@ -842,7 +842,8 @@ def report(runs, sessions):
               "(a link back, a daemon restarted), the seconds from the fault's end to the "
               "stream moving again (median, max). *Leftovers* count runs that left a "
               "domain (even a shut-off definition) on a host that does not run the guest, "
-              "or a slot held on an agent. *Mid-migration* counts faults that struck "
+              "or a slot held on an agent (but by a post-copy kept paused for a "
+              "resume). *Mid-migration* counts faults that struck "
               "while the migration still ran; *moved*, runs that ended with the guest on "
               "the destination."
               % rules.SETTLE_LIMIT_S, "", "## By strike point", ""]

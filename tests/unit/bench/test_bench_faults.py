@@ -424,3 +424,16 @@ def test_libvirts_states_in_the_rules_words():
     sample = rules.Sample(0.0, faults.view(libvirt.VIR_DOMAIN_PAUSED,
                                            libvirt.VIR_DOMAIN_PAUSED_POSTCOPY), "absent")
     assert rules.in_postcopy(sample)
+
+
+def test_a_post_copy_kept_paused_keeps_its_slot_without_a_leftover():
+    paused = facts(kind="migration_link_120s", phase="postcopy", cli_code=6,
+                   cli_verdict="postcopy-paused", cli_running_on=None,
+                   record_verdict="postcopy-paused", record_running_on=None,
+                   hosts={"host-a": "paused:postcopy-failed", "host-b": "paused:migration"},
+                   persistent=["host-a", "host-b"], ticked=False,
+                   slots_held=["https://192.0.2.12:7480: 1 incoming"])
+    j = rules.judge(paused)
+    assert j.verdict_true and j.leftovers == ()
+    done = facts(slots_held=["https://192.0.2.12:7480: 1 incoming"])
+    assert rules.judge(done).leftovers == ("slot https://192.0.2.12:7480: 1 incoming",)
