@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # proves that recovery. libvirt stays Debian 12's 9.0: backports' 11.3 crashes
 # the destination's daemon when a post-copy is resumed (fixed in 11.4).
 # MIGPLANE_APT_BACKPORTS=0 keeps Debian 12's QEMU.
-QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
+# Named one by one: apt takes a package's dependencies from the default release
+# unless they are named with it, and these need backports' versions.
+QEMU_PACKAGES=(qemu-system-x86 qemu-utils qemu-system-common qemu-system-data seabios)
 APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   iproute2 iptables iputils-ping openssl gnutls-bin
