@@ -122,7 +122,7 @@ def plan(driver: driver_mod.SourceDriver, instance: str, memory_bytes: int,
     window, reason = sample_window(
         settings.strategy, settings.dirty_rate_window, link, memory_bytes,
         capabilities.dirty_rate_sampling,
-        decides_handover=capabilities.post_copy and settings.permit_post_copy is None)
+        decides_handover=strategy_mod.post_copy_left_to_the_plan(settings, capabilities))
     if window is None:
         # No window: sample_window says why.
         measurement = convergence.DirtyRateMeasurement(reason=cast(str, reason))

@@ -808,6 +808,14 @@ def _fastest(pre: Prediction, ac: Optional[Prediction], pc: Optional[Prediction]
     return method, best, pays
 
 
+def post_copy_left_to_the_plan(settings: settings_mod.MigrationSettings,
+                               capabilities: caps_mod.Capabilities) -> bool:
+    """Post-copy is possible and ``permit_post_copy`` unset: only a measurement
+    before the move arms it (and arming it gives up the paused handover)."""
+    return settings.permit_post_copy is None and _post_copy_possible(
+        settings, capabilities, settings.strategy)[0]
+
+
 def _post_copy_possible(settings: settings_mod.MigrationSettings,
                         capabilities: caps_mod.Capabilities, strategy: str) -> Tuple[bool, str]:
     if not _permitted(settings.permit_post_copy, strategy):

@@ -218,8 +218,8 @@ def capabilities(libvirt_version: int, qemu_version: Optional[int] = None
         schemes=SCHEMES, default_scheme="tcp",
         control_uri_format="qemu+{scheme}://{host}/system",
         # What a plan may arm per migration (VIR_MIGRATE_PARAM_COMPRESSION).
-        compression=tuple(m for m in opts.COMPRESSION_METHODS
-                          if has("compression") and not removed(m)),
+        compression=tuple(m for m in opts.COMPRESSION_METHODS if not removed(m))
+        if has("compression") else (),
         **{feature: has(feature) for feature in MIN_LIBVIRT})
 
 
@@ -666,7 +666,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
             persistent_xml = dom.XMLDesc(_PERSISTENT_XML) if dom.isPersistent() else None
             call = self._call(instance, settings, uris, local, persistent_xml)
             job = job_mod.MigrationJob(dom, call, instance, self._recovery(call),
-                                        lookup=self._by_uuid)
+                                       lookup=self._by_uuid)
             job.copied_disks = [d.path for d in local if d.kind == "file"]
         self._completed.forget(job.uuid)
         with self._lock:
@@ -752,7 +752,7 @@ class LibvirtDriver(driver_mod.MigrationDriver):
                     reason="the settings given do not arm post-copy, so they are not "
                            "those of the migration that switched to it")
             job = job_mod.MigrationJob(dom, call, instance, self._recovery(call),
-                                        lookup=self._by_uuid)
+                                       lookup=self._by_uuid)
         with self._lock:
             if instance in self._jobs:   # another call won the race: join it
                 return
