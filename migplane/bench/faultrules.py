@@ -25,7 +25,10 @@ RANDOM = "random"
 SWITCHOVER = "switchover"
 POSTCOPY = "postcopy"
 POSTCOPY_RANDOM = "postcopy_random"
-STRIKES = (RANDOM, SWITCHOVER, POSTCOPY, POSTCOPY_RANDOM)
+#: The switch-over of the same guest with post-copy armed (no paused handover:
+#: the switch-over goes through post-copy).
+ARMED_SWITCHOVER = "armed_switchover"
+STRIKES = (RANDOM, SWITCHOVER, POSTCOPY, POSTCOPY_RANDOM, ARMED_SWITCHOVER)
 STRIKE_HELP = {
     RANDOM: "a random moment 0-6 s after the source agent accepted the migration",
     SWITCHOVER: "when the source's job reports %d MiB or less of memory remaining "
@@ -33,6 +36,8 @@ STRIKE_HELP = {
     POSTCOPY: "when the source reports the switch to post-copy",
     POSTCOPY_RANDOM: "at a random point of the post-copy phase (predicted from what "
                      "remained at the switch and the link's rate)",
+    ARMED_SWITCHOVER: "as switchover, with post-copy armed (`--postcopy`, never forced): "
+                      "the switch-over goes through post-copy",
 }
 #: Memory remaining (bytes) at which the source's job is at its switch-over:
 #: the reproducer of the management-plane split struck at 6 MiB.
@@ -99,7 +104,7 @@ def strike_time(strike, samples, armed_at, delay_s=0.0, fraction=0.0, rate_bytes
     """
     if strike == RANDOM:
         return armed_at + delay_s
-    if strike == SWITCHOVER:
+    if strike in (SWITCHOVER, ARMED_SWITCHOVER):
         hit = next((s for s in samples if at_switchover(s.stats)), None)
         return None if hit is None else hit.t
     if strike in (POSTCOPY, POSTCOPY_RANDOM):
@@ -142,6 +147,8 @@ class Kind:
 
 _ANY_TIME = STRIKES
 _NOT_RANDOM = (SWITCHOVER, POSTCOPY, POSTCOPY_RANDOM)
+#: The partition's faults, at both switch-overs.
+_PARTITION = (RANDOM, SWITCHOVER, POSTCOPY, ARMED_SWITCHOVER)
 _IN_POSTCOPY = (POSTCOPY, POSTCOPY_RANDOM)
 EITHER = ("either",)
 
@@ -156,12 +163,12 @@ KIND_LIST = (
     Kind("management_link", "link", "the management link of either host down 2-6 s",
          ("management",), (2, 6), EITHER, (RANDOM, POSTCOPY, POSTCOPY_RANDOM)),
     Kind("management_outage", "link", "the management link of either host down 10-60 s",
-         ("management",), (10, 60), EITHER, (RANDOM, SWITCHOVER, POSTCOPY)),
+         ("management",), (10, 60), EITHER, _PARTITION),
     Kind("both_planes", "link", "both links of either host down 10-60 s",
-         ("management", "migration"), (10, 60), EITHER, (RANDOM, SWITCHOVER, POSTCOPY)),
+         ("management", "migration"), (10, 60), EITHER, _PARTITION),
     Kind("agent_unreachable_dest", "agent_stop", "the destination's agent stopped "
          "(SIGSTOP) 10-60 s while its libvirtd runs", (), (10, 60), ("destination",),
-         (RANDOM, SWITCHOVER, POSTCOPY)),
+         _PARTITION),
     Kind("libvirtd_source", "libvirtd", "the source's libvirtd SIGKILLed, then restarted",
          sides=("source",)),
     Kind("libvirtd_dest", "libvirtd", "the destination's libvirtd SIGKILLed, then "

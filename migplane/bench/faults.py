@@ -9,6 +9,7 @@ struck at one of these points (``--strike``):
 ``switchover``       when the source's job reports 6 MiB or less remaining
 ``postcopy``         when the source reports the switch to post-copy
 ``postcopy_random``  at a random point of the post-copy phase
+``armed_switchover`` as ``switchover``, with post-copy armed (``--postcopy``)
 ===================  ==========================================================
 
 The fault kinds (``--kinds``) are listed by ``--help``: links down for a few
@@ -96,6 +97,7 @@ PROFILES = {
     rules.RANDOM: Profile(48, 8, 1, 4),
     rules.SWITCHOVER: Profile(128, 16, 4, 8, False),
     rules.POSTCOPY: Profile(64, 32, 2 * LINK_MIB, LINK_MIB, True, 20),
+    rules.ARMED_SWITCHOVER: Profile(128, 16, 4, 8, True),
 }
 PROFILES[rules.POSTCOPY_RANDOM] = PROFILES[rules.POSTCOPY]
 #: Longest wait for a strike point before striking anyway (after the migration).
@@ -535,7 +537,9 @@ class FaultMatrix:
         argv = ["migrate", name, "--from", run.source, "--to", run.destination,
                 "--bandwidth", str(profile.bandwidth), "--json", "--reconnect", "600"]
         if profile.postcopy:
-            argv += ["--postcopy", "--force-complete-after", str(profile.force_after)]
+            argv += ["--postcopy"]
+        if profile.force_after is not None:
+            argv += ["--force-complete-after", str(profile.force_after)]
         cli = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.controller_netns,
              *self.agents.cli_argv(*argv, *self.agents.cli_args())],

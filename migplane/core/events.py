@@ -63,6 +63,9 @@ SPLIT_DETECTED = "split_detected"
 #: An operator settled a split guest by hand and migplane checked that at most
 #: one host holds a copy: it may migrate again.
 SPLIT_RELEASED = "split_released"
+#: A job that armed post-copy (so without the paused handover) switches over
+#: through post-copy, once what is left fits the downtime allowed.
+SWITCH_OVER = "switch_over"
 #: The guest switched to post-copy (its exposure starts), and when it ended.
 POST_COPY_STARTED = "post_copy_started"
 POST_COPY_ENDED = "post_copy_ended"

@@ -181,6 +181,8 @@ class LiveMigration:
     ABORT_GIVE_UP_S = 120.0
     #: Progress samples the monitor keeps (its decisions look at recent passes only).
     HISTORY = 240
+    #: Seconds between two looks at a job that armed post-copy, for its switch-over.
+    SWITCH_WATCH_S = 0.05
 
     # ``Any`` in the unions: a proxy forwarding to a driver (the agent's PreparedData)
     # and a limiter with HostLimiter's acquire/release (its MigrationSlots) do too.
@@ -462,8 +464,13 @@ class LiveMigration:
         gib = self._data_gib = data_gib(info, self.block_migration)
         assert self.plan is not None  # never fires: the monitor runs once _plan() set it
         static = self.plan.strategy == strategy_mod.STATIC
-        steps = list(monitor.downtime_steps(self.settings, gib))
-        if not static:
+        # What the job was started with: armed, it has no paused handover and
+        # must switch over through post-copy (monitor.switch_over).
+        armed = self.plan.post_copy and capabilities.post_copy
+        nova_steps = steps = list(monitor.downtime_steps(self.settings, gib))
+        if armed:
+            steps = [(0, strategy_mod.ARMED_DOWNTIME_MS)]
+        elif not static:
             # Adaptive: half the budget from the start (near QEMU's own default,
             # what bare virsh gets; Nova's first step of a tenth makes a guest that
             # would converge iterate on); adapt() raises it to the budget.
@@ -496,7 +503,41 @@ class LiveMigration:
                 self._check_timeout(elapsed, timeout, progress)
                 aborting = self._abort_if_asked(progress, aborting)
                 self._force_if_asked(progress, capabilities)
+                if armed and not stopping:
+                    self._watch_switch_over(history, monitor.due_downtime(
+                        nova_steps, elapsed) if static else self.plan.downtime_budget_ms)
+                    continue
             self._sleep(self.settings.poll_interval)
+
+    def _watch_switch_over(self, history: Deque[Tuple[float, driver_mod.JobProgress]],
+                           allowed_ms: Optional[int]) -> None:
+        """Wait for the next poll while watching a job that armed post-copy for
+        its switch-over (``monitor.switch_over``) every ``SWITCH_WATCH_S``: its
+        passes shrink fast once it converges, and held at ARMED_DOWNTIME_MS the
+        hypervisor would end it in pre-copy between two polls."""
+        start = self._clock()
+        seen = list(history)
+        elapsed, progress = seen[-1]
+        while not (progress.postcopy or strategy_mod.ESCALATE_POST_COPY in self.taken):
+            decision = monitor.switch_over(seen, allowed_ms, self.SWITCH_WATCH_S,
+                                           self.measurement.dirty_rate
+                                           if self.measurement else None)
+            if decision:
+                self._act(decision, progress)
+                break
+            waited = self._clock() - start
+            if waited + self.SWITCH_WATCH_S >= self.settings.poll_interval:
+                break
+            self._sleep(self.SWITCH_WATCH_S)
+            try:
+                progress = self.source.get_job_progress(self.instance)
+            except Exception:  # the next poll reads it again, and fails there if it must
+                break
+            if not isinstance(progress, driver_mod.JobProgress) or \
+                    progress.state != driver_mod.JOB_RUNNING:
+                break
+            seen.append((elapsed + self._clock() - start, progress))
+        self._sleep(max(0.0, self.settings.poll_interval - (self._clock() - start)))
 
     def _poll(self, polled: _Polled) -> driver_mod.JobProgress:
         """The job's progress, told to listeners and the log."""
@@ -631,6 +672,11 @@ class LiveMigration:
         elif decision.action == monitor.POST_COPY:
             self._forced = True  # a later force-complete has nothing left to do
             self.source.force_complete(self.instance, post_copy=True)
+            self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
+                                  progress.iteration if progress else 0)
+            if not decision.escalation:
+                self._emit(events.SWITCH_OVER, message=decision.reason)
+                LOG.info("Migration %s of %s: %s", self.id, self.instance, decision.reason)
         elif decision.action != monitor.AUTO_CONVERGE:  # armed at the start: nothing to call
             raise self._contract("monitor", "unexpected decision %r" % (decision,))
         if decision.escalation:

@@ -12,7 +12,9 @@ rely on auto-converge's rising throttle -> switch to post-copy).
 
 Invariants, property-tested in ``tests/property/test_convergence_decisions.py``: no
 decision sets a downtime above the budget; post-copy is never chosen unless
-the plan armed it; a converging job is not escalated; a job that does not
+the plan armed it; a job that armed post-copy never has its downtime raised
+and switches over through post-copy (:func:`switch_over`) before it would
+end in pre-copy; a converging job is not escalated; a job that does not
 converge is escalated within a few polls; nothing is decided for a job in
 post-copy, and a job in post-copy is never aborted.
 """
@@ -97,11 +99,17 @@ def update_downtime(steps: Iterable[Tuple[float, int]], elapsed: float,
 
     :param steps: the list from :func:`downtime_steps`.
     """
-    due = [downtime for at, downtime in steps if elapsed >= at]
-    if not due or due[-1] == current_ms:
+    due = due_downtime(steps, elapsed)
+    if due is None or due == current_ms:
         return Decision()
-    return Decision(SET_DOWNTIME, due[-1], "max downtime %d ms (downtime step at %.0f s)"
-                    % (due[-1], elapsed))
+    return Decision(SET_DOWNTIME, due, "max downtime %d ms (downtime step at %.0f s)"
+                    % (due, elapsed))
+
+
+def due_downtime(steps: Iterable[Tuple[float, int]], elapsed: float) -> Optional[int]:
+    """The max downtime of the last step whose time has come (None: none yet)."""
+    due = [downtime for at, downtime in steps if elapsed >= at]
+    return due[-1] if due else None
 
 
 def should_trigger_timeout_action(elapsed: float, timeout_s: float,
@@ -233,6 +241,65 @@ def trend(history: Iterable[Tuple[float, driver_mod.JobProgress]],
     return Trend(None, "too few passes to tell", rate, last.dirty_rate, switch_over)
 
 
+def switch_over(history: Iterable[Tuple[float, driver_mod.JobProgress]],
+                allowed_ms: Optional[int], watch_s: float,
+                dirty_rate: Optional[float] = None) -> Decision:
+    """When a job that armed post-copy switches over: through post-copy, at the
+    latest where the same job with a max downtime of ``allowed_ms`` would end
+    in pre-copy (held at :data:`~migplane.core.strategy.ARMED_DOWNTIME_MS`,
+    the hypervisor ends it in pre-copy only once a pass leaves less than that).
+
+    Either a pass after the first started with no more than ``allowed_ms`` of
+    sending at the transfer rate; or the pass being sent ends before the next
+    look (``watch_s`` from now) and what the guest dirties meanwhile fits
+    ``allowed_ms`` (a pass after it may be too short to be seen) or nothing
+    tells what it dirties (the first pass of a job planned without a dirty rate).
+
+    :param history: ``(elapsed_s, JobProgress)`` samples, oldest first.
+    :param allowed_ms: the max downtime a pre-copy switch-over would be allowed
+        now (the budget, or Nova's step due); None: none yet.
+    :param watch_s: seconds until the job is looked at again.
+    :param dirty_rate: bytes/s the guest dirties as measured before the move
+        (the job's statistics tell it only after the first pass), or None.
+    """
+    history = list(history)
+    if not history or allowed_ms is None or history[-1][1].postcopy:
+        return Decision()
+    now, last = history[-1]
+    # (a job seen once yet: its average since the start)
+    rate = _transfer_rate(history, CONFIRM_POLLS) or (
+        last.memory_processed / now if now > 0 else None)
+    if not rate:
+        return Decision()
+    first = next(t for t, p in history if p.iteration == last.iteration)
+    started = _pass_starts(history)[last.iteration]
+    if last.iteration >= 2 and 1000.0 * max(started, last.memory_remaining) / rate \
+            <= allowed_ms:
+        why = "pass %d started with %.1f MiB, about %.0f ms at %s" % (
+            last.iteration, started / units.MiB, 1000.0 * started / rate, units.mib_s(rate))
+    elif last.memory_remaining <= 2 * watch_s * rate:
+        dirty = last.dirty_rate if last.iteration >= 2 else dirty_rate
+        lasts_s = now - first + last.memory_remaining / rate
+        if dirty is None:
+            why = ("pass %d ends within %.0f ms and nothing tells what the guest dirties "
+                   "meanwhile" % (last.iteration, 1000.0 * last.memory_remaining / rate))
+        elif 1000.0 * dirty * lasts_s / rate <= allowed_ms:
+            why = ("pass %d ends within %.0f ms, leaving about %.1f MiB (%.0f ms at %s)"
+                   % (last.iteration, 1000.0 * last.memory_remaining / rate,
+                      dirty * lasts_s / units.MiB, 1000.0 * dirty * lasts_s / rate,
+                      units.mib_s(rate)))
+        else:
+            return Decision(reason="pass %d leaves more than %d ms of sending" % (
+                last.iteration, allowed_ms))
+    else:
+        return Decision(reason="pass %d goes on (%.1f MiB to send)" % (
+            last.iteration, last.memory_remaining / units.MiB))
+    return Decision(POST_COPY, reason="switch-over through post-copy: %s, within the %d ms "
+                    "allowed (post-copy is armed, so there is no paused handover; once "
+                    "post-copy begins the source's copy is never resumed)"
+                    % (why, allowed_ms))
+
+
 # -- the adaptive strategy ---------------------------------------------------------------
 
 
@@ -259,8 +326,11 @@ def adapt(plan: strategy_mod.MigrationPlan,
         return Decision(POST_COPY, reason="the plan: post-copy once the first pass is done "
                         "(%s)" % plan.reasons.get("method", ""),
                         escalation=strategy_mod.ESCALATE_POST_COPY)
+    # Armed, the downtime stays at ARMED_DOWNTIME_MS: the flow switches the job
+    # over through post-copy (switch_over), never in pre-copy.
     state = trend(history)
-    if state.switch_over_ms is not None and current < budget and last.iteration >= 2:
+    if state.switch_over_ms is not None and current < budget and last.iteration >= 2 \
+            and not plan.post_copy:
         wanted = min(budget, int(math.ceil(state.switch_over_ms * DOWNTIME_MARGIN)))
         if current < wanted and state.switch_over_ms <= budget:
             return Decision(SET_DOWNTIME, wanted, "%.1f MiB remain at %s: a switch-over now "
@@ -270,7 +340,7 @@ def adapt(plan: strategy_mod.MigrationPlan,
     if state.converging is not False:
         return Decision(reason=state.reason)
     if strategy_mod.RAISE_DOWNTIME in ladder and strategy_mod.RAISE_DOWNTIME not in taken \
-            and current < budget:
+            and current < budget and not plan.post_copy:
         return Decision(SET_DOWNTIME, budget, "not converging (%s): max downtime raised to "
                         "the budget, %d ms" % (state.reason, budget),
                         escalation=strategy_mod.RAISE_DOWNTIME)

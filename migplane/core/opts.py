@@ -227,12 +227,15 @@ migration_opts = [
              "recover a broken post-copy, only when it is predicted not to converge), "
              "and arms it at the start only when a measurement before the move "
              "says it may be needed (it samples the dirty rate for that; with "
-             "nothing measured post-copy is not armed, so that the paused handover "
-             "keeps the guest from running on two hosts); the static strategy never "
+             "nothing measured post-copy is not armed, and the switch-over keeps the "
+             "paused handover); the static strategy never "
              "uses it (Nova's default). True: permitted to both, the adaptive "
              "strategy uses it whenever it is predicted faster (force-complete and "
              "timeout_action=force_complete use it; with strategy=static it takes "
-             "precedence over permit_auto_converge, as in Nova). False: never."),
+             "precedence over permit_auto_converge, as in Nova). False: never. A "
+             "migration that arms post-copy switches over through it (libvirt refuses "
+             "the paused handover with post-copy), so that the source's copy is never "
+             "resumed once the destination's ran."),
     _float_opt(
         "post_copy_min_gain",
         default=2.0,

@@ -68,6 +68,15 @@ ESCALATE_AUTO_CONVERGE = "auto-converge"
 ESCALATE_POST_COPY = "post-copy"
 LADDER = (RAISE_DOWNTIME, ESCALATE_AUTO_CONVERGE, ESCALATE_POST_COPY)
 
+#: The max downtime (ms) of a job that armed post-copy, held until it switches
+#: over. libvirt refuses the paused handover (``VIR_MIGRATE_PAUSED``) with
+#: post-copy, so such a job keeps the guest on one host by switching over
+#: through post-copy, after which libvirt never resumes the source. Held this
+#: low, the hypervisor ends the job in pre-copy itself only when a pass leaves
+#: less than a millisecond's worth to send; not zero, because QEMU then takes
+#: an empty pass as the end and stops the guest after the first one.
+ARMED_DOWNTIME_MS = 1
+
 #: QEMU's auto-converge defaults (cpu-throttle-initial/increment, max-cpu-throttle).
 THROTTLE_INITIAL = 20
 THROTTLE_INCREMENT = 10
@@ -363,6 +372,7 @@ def _static_plan(settings: settings_mod.MigrationSettings, allowed: _Allowed,
     why["auto_converge"] = (allowed.auto_converge_why if not auto else
                             "permit_auto_converge = True (post-copy not permitted)")
     why["post_copy"] = allowed.post_copy_why
+    why["handover"] = handover_text(allowed.post_copy)
     why["method"] = "as configured"
     why["parallel_connections"] = ("%d, as configured ([live_migration] "
                                    "parallel_connections)" % settings.parallel_connections)
@@ -392,7 +402,10 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
             inputs, cast(int, link.rate), settings, capabilities, allowed, wide, wide_why,
             per_stream)
         why["predictions"], why["method"] = choice.predictions, choice.reason
-    ladder = [RAISE_DOWNTIME]
+    # Armed post-copy holds the downtime low and switches over through post-copy
+    # when a pass fits the budget: raising the downtime would let the job end in
+    # pre-copy without a handover.
+    ladder = [] if choice.post else [RAISE_DOWNTIME]
     if choice.auto:
         ladder.append(ESCALATE_AUTO_CONVERGE)
     if choice.post:
@@ -408,6 +421,7 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
     why["post_copy"] = _post_copy_text(allowed.post_copy, allowed.post_copy_why,
                                        choice.post, settings, choice.method == POST_COPY)
     why["escalations"] = " -> ".join(ladder)
+    why["handover"] = handover_text(choice.post)
     common["parallel_connections"] = streams
     chosen, elapsed_s = choice.chosen, inputs.elapsed_s
     from_s = for_s = None
@@ -442,16 +456,16 @@ def _unmeasured(settings: settings_mod.MigrationSettings, allowed: _Allowed,
     Post-copy is armed only when the operator permits it outright. Unset, it
     is taken only when a measurement shows it may be needed, which nothing
     shows yet; and arming it gives up the paused handover (libvirt refuses
-    both), the guarantee that the guest never runs on two hosts. That holds
-    for a driver that recovers a broken post-copy too: recovery keeps a
-    post-copy whole, the handover keeps a pre-copy switch-over single.
+    both): the switch-over then goes through post-copy (:func:`handover_text`),
+    where the guest needs both hosts and the link until its last page arrives,
+    a short exposure nothing here shows to be worth it.
     """
     if allowed.post_copy and settings.permit_post_copy is None:
         allowed = dataclasses.replace(allowed, post_copy=False, post_copy_why=(
             "not armed: without a measurement before the move nothing shows that "
             "post-copy may be needed, and arming it gives up the paused handover "
-            "that keeps the guest from running on two hosts (permit_post_copy = True "
-            "arms it)"))
+            "for a switch-over through post-copy, where the guest needs both hosts "
+            "until its last page arrives (permit_post_copy = True arms it)"))
     choice = _Choice(PRE_COPY, None, allowed.auto_converge, allowed.post_copy, "",
                      "pre-copy: no prediction without a dirty rate and a link rate; the "
                      "monitor decides from the first passes")
@@ -531,7 +545,8 @@ def replan(plan: MigrationPlan, measurement: convergence.DirtyRateMeasurement,
     reasons = dict(revised.reasons, revised="re-planned from the first pass; only what "
                    "was armed at the start can be used",
                    **{name: plan.reasons.get(name, "")
-                      for name in ("parallel_connections", "compression", *kept)})
+                      for name in ("parallel_connections", "compression", "handover",
+                                   *kept)})
     return dataclasses.replace(
         revised, auto_converge=plan.auto_converge, post_copy=plan.post_copy,
         auto_converge_initial=plan.auto_converge_initial,
@@ -542,6 +557,19 @@ def replan(plan: MigrationPlan, measurement: convergence.DirtyRateMeasurement,
         parallel_connections=plan.parallel_connections, compression=plan.compression,
         escalations=tuple(e for e in revised.escalations if e in plan.escalations),
         reasons=reasons)
+
+
+def handover_text(armed: bool) -> str:
+    """How the switch-over keeps the guest on one host (the plan's reason)."""
+    if armed:
+        return ("through post-copy: armed post-copy rules out the paused handover, so the "
+                "max downtime is held at %d ms and the monitor switches to post-copy once "
+                "a pass fits the downtime allowed; from then on the source's copy is never "
+                "resumed. A pass leaving under a millisecond's worth to send ends in "
+                "pre-copy without this guarantee (the settle function's detector covers it)"
+                % ARMED_DOWNTIME_MS)
+    return ("paused handover: the destination's copy stays paused after the switch-over "
+            "until migplane saw the source's copy stop (where the driver offers it)")
 
 
 def _post_copy_text(possible: bool, why_not: str, armed: bool,

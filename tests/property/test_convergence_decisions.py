@@ -258,6 +258,98 @@ def test_no_decision_exceeds_the_budget_or_post_copies_unarmed(found, polls, cur
     assert decision.reason or decision.action == monitor.NONE
 
 
+@given(plans(), st.integers(1, 120), st.integers(0, 5000),
+       st.dictionaries(st.sampled_from(strategy.LADDER), st.integers(1, 20)))
+def test_an_armed_job_never_has_its_downtime_raised(found, polls, current, taken):
+    """Armed post-copy rules out the paused handover: a raised downtime would
+    let the job end in pre-copy, so the switch-over is left to switch_over."""
+    plan, _, _ = found
+    if plan.post_copy:
+        assert strategy.RAISE_DOWNTIME not in plan.escalations
+    armed = dataclasses.replace(plan, post_copy=True)
+    link = plan.link_rate
+    dirty = plan.dirty_rate if plan.dirty_rate is not None else link
+    samples = trace(plan.memory_bytes, link, dirty, polls, steps=5)
+    assert monitor.adapt(armed, samples, taken, current).action != monitor.SET_DOWNTIME
+
+
+@given(st.integers(16, 4096), st.integers(1, 2000), st.floats(0.0, 3.0),
+       st.integers(1, 200), st.one_of(st.none(), st.integers(1, 5000)),
+       st.booleans(), st.one_of(st.none(), st.floats(0, 4000 * MiB)))
+def test_switch_over_only_where_pre_copy_would_end(memory_mib, link_mib, ratio, polls,
+                                                   allowed, postcopy, hint):
+    """Never in post-copy or without a downtime allowed; after the first pass
+    only for a pass that fits it, or at a pass's end whose dirtying fits it."""
+    memory, link = memory_mib * MiB, link_mib * MiB
+    samples = trace(memory, link, ratio * link, polls, steps=5)
+    if postcopy:
+        t, last = samples[-1]
+        samples[-1] = (t, dataclasses.replace(last, postcopy=True))
+    decision = monitor.switch_over(samples, allowed, 0.05, hint)
+    last = samples[-1][1]
+    if decision.action != monitor.POST_COPY:
+        assert decision.action == monitor.NONE
+        return
+    assert not postcopy and allowed is not None
+    assert decision.escalation is None and "switch-over through post-copy" in decision.reason
+    (t0, p0), (t1, p1) = samples[-(monitor.CONFIRM_POLLS + 1):][0], samples[-1]
+    rate = ((p1.memory_processed - p0.memory_processed) / (t1 - t0) if t1 > t0 else 0) \
+        or p1.memory_processed / t1
+    start = next(p.memory_remaining for _, p in samples if p.iteration == last.iteration)
+    fits = last.iteration >= 2 and 1000.0 * max(start, last.memory_remaining) / rate \
+        <= allowed
+    assert fits or last.memory_remaining <= 0.1 * rate
+
+
+def qemu_trace(memory, link, dirty, watch_s, threshold_ms):
+    """Samples every ``watch_s`` of a converging pre-copy job as QEMU runs it:
+    what the guest dirties during a pass is counted at the pass's end (the
+    bitmap sync), and the job ends in pre-copy at a sync that leaves no more
+    than ``threshold_ms`` of sending. Returns (samples, index of the sample
+    from which the job has ended) or None for an end after the samples."""
+    samples, t, left, processed, iteration, dirtied = [], 0.0, memory, 0.0, 1, 0.0
+    steps = 20
+    dt = watch_s / steps
+    end = None
+    while end is None and t < 40 * memory / link + 10:
+        for _ in range(steps):
+            t += dt
+            sent = min(link * dt, left)
+            left -= sent
+            processed += sent
+            dirtied = min(memory, dirtied + dirty * dt)
+            if left <= 0:
+                if 1000.0 * dirtied / link <= threshold_ms:
+                    end = len(samples)  # stopped: the next sample does not come
+                    break
+                iteration, left, dirtied = iteration + 1, dirtied, 0.0
+        samples.append((t, driver_mod.JobProgress(
+            state=driver_mod.JOB_RUNNING, memory_remaining=int(left),
+            memory_processed=int(processed), iteration=iteration,
+            dirty_rate=int(dirty) if iteration >= 2 else 0)))
+    return samples, end
+
+
+@given(st.integers(64, 2048), st.integers(10, 1000), st.floats(0.0, 0.9), budgets,
+       st.booleans())
+def test_an_armed_converging_job_switches_over_before_pre_copy_would_end(
+        memory_mib, link_mib, ratio, budget, measured):
+    """Looked at every 50 ms, a converging job that armed post-copy switches
+    over before the hypervisor, holding the downtime at ARMED_DOWNTIME_MS, ends
+    it in pre-copy (without a handover), measured before the move or not."""
+    memory, link = memory_mib * MiB, link_mib * MiB
+    assume(memory / link <= 20)
+    watch = 0.05
+    samples, end = qemu_trace(memory, link, ratio * link, watch, strategy.ARMED_DOWNTIME_MS)
+    for i in range(1, len(samples) + 1):
+        if end is not None and i > end:
+            break
+        if monitor.switch_over(samples[:i], budget, watch,
+                               ratio * link if measured else None):
+            return
+    raise AssertionError("the job ended in pre-copy before it switched over")
+
+
 def _run(plan, samples, start_downtime):
     """Feed samples one poll at a time, as the flow does; return the decisions
     (until the job would switch over within its max downtime)."""

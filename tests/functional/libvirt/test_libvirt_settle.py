@@ -43,13 +43,16 @@ def test_the_destination_is_held_paused_until_the_source_stopped(drv_lab, lv, la
     lv.assert_counter_continues(watcher, "host-a", "host-b")
 
 
+@pytest.mark.parametrize("armed", [False, True], ids=["handover", "post-copy-armed"])
 def test_management_link_down_across_the_switch_over_never_makes_two_copies(
-        drv_lab, lv, lab_guest, pair):
+        drv_lab, lv, lab_guest, pair, armed):
     """The issue's partition: the source's management link is down from early in
     the transfer until well after the switch-over (longer than the daemons'
-    keepalive), while the migration link carries the memory."""
+    keepalive), while the migration link carries the memory. Without post-copy
+    the paused handover keeps one copy; with post-copy armed (no handover
+    possible) the switch-over goes through post-copy."""
     a, b = drv_lab.hosts
-    source, dest = pair(my_ip=b.mig_ip, bandwidth=8)
+    source, dest = pair(my_ip=b.mig_ip, bandwidth=8, permit_post_copy=armed)
     watcher = lv.start_guest(drv_lab, lab_guest, dirty_mib=4, rate_mib_s=2)
     run = lv.background(source, dest, lab_guest)
     try:
@@ -62,6 +65,9 @@ def test_management_link_down_across_the_switch_over_never_makes_two_copies(
     outcome = run.result or run.error.result
     assert outcome.verdict in (events.VERDICT_COMPLETED, events.VERDICT_ROLLED_BACK), (
         run.error)
+    switched = [e for e in run.events if e.kind == events.SWITCH_OVER]
+    assert bool(switched) == armed, switched
+    assert bool(outcome.progress and outcome.progress.postcopy) == armed
     where = "host-b" if outcome.verdict == events.VERDICT_COMPLETED else "host-a"
     assert outcome.running_on == where
     watcher.wait_ticks(5, host=where, timeout=30)

@@ -18,6 +18,7 @@ from migplane.agent import testing
 from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow as flow_mod
+from migplane.core import monitor
 from migplane.drivers.fake import world as world_mod
 
 MIG_B = "198.51.100.12"
@@ -91,11 +92,13 @@ def test_an_unresolved_migration_is_settled_once_both_hosts_answer(world, start_
     assert partition and twice == []
 
 
-def _split(world, start_agent):
+def _split(world, start_agent, monkeypatch):
     """A migration of vm1 from host-a that ends split: post-copy armed (no
-    paused handover) and host-a's management link cut, so the confirm is
-    cancelled and libvirt's own resume makes a second copy. ``(agent a, the
-    started record, the ended record)``."""
+    paused handover) but ended in pre-copy (as a nearly idle guest's job may,
+    before the monitor switches it over through post-copy), and host-a's
+    management link cut, so the confirm is cancelled and libvirt's own resume
+    makes a second copy. ``(agent a, the started record, the ended record)``."""
+    monkeypatch.setattr(monitor, "switch_over", lambda *args, **kwargs: monitor.Decision())
     world.add_guest("host-a", "vm1", memory_mib=256, dirty_mib_s=10)
     a = start_agent("host-a")
     start_agent("host-b", my_live_migration_ip=MIG_B)
@@ -106,11 +109,11 @@ def _split(world, start_agent):
     return a, record, testing.wait_for(_client(a), record["id"])
 
 
-def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent):
+def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent, monkeypatch):
     """Post-copy armed (no paused handover) and the confirm cancelled: libvirt's
     own resume made a second copy; the detector pauses it, the verdict is split
     and the agent refuses to migrate the guest again."""
-    a, record, done = _split(world, start_agent)
+    a, record, done = _split(world, start_agent, monkeypatch)
     assert done["result"]["verdict"] == events.VERDICT_SPLIT
     assert any(e["kind"] == events.SPLIT_DETECTED and "GUEST RUNNING TWICE" in e["message"]
                for e in done["events"])
@@ -124,11 +127,12 @@ def test_a_guest_found_running_twice_is_fenced_and_refused(world, start_agent):
     assert "running on two hosts" in str(info.value) and record["id"] in str(info.value)
 
 
-def test_a_split_guest_is_released_only_once_one_copy_is_left(world, start_agent):
+def test_a_split_guest_is_released_only_once_one_copy_is_left(world, start_agent,
+                                                               monkeypatch):
     """``migplane release``: refused while both hosts hold a copy or a shut-off
     definition could boot beside the one left; once the operator destroyed and
     undefined one copy by hand, the guest may migrate again."""
-    a, record, done = _split(world, start_agent)
+    a, record, done = _split(world, start_agent, monkeypatch)
     assert done["result"]["verdict"] == events.VERDICT_SPLIT
     world.set_link("host-a", MANAGEMENT, True)
     release = "/v1/migrations/%s/release" % record["id"]

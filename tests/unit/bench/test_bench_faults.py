@@ -80,6 +80,8 @@ def test_each_kind_strikes_only_where_it_means_something():
     assert ("random", "abort") in cells and ("postcopy", "abort") not in cells
     assert ("postcopy", "qemu_source") in cells and ("random", "qemu_source") not in cells
     assert ("switchover", "management_outage") in cells
+    assert ("armed_switchover", "management_outage") in cells
+    assert ("armed_switchover", "qemu_source") not in cells
     assert {s for s, _ in cells} == set(rules.STRIKES)
     assert rules.cells(["switchover"], ["management_outage"]) == [
         ("switchover", "management_outage")]

@@ -194,7 +194,7 @@ def test_adaptive_summary_shows_predicted_against_actual(cli, world, start_agent
     # pass, since only a measurement arms post-copy by default
     assert "32.0 MiB/s (sampling)" in out
     assert "method          pre-copy, then post-copy after the first pass" in out
-    assert "escalations     raise-downtime -> post-copy" in out
+    assert "escalations     post-copy" in out
     assert "connections     1" in out
     assert "why parallel_connections: 1: not permitted" in out
     assert "why compression: not armed: not permitted" in out

@@ -18,8 +18,9 @@ from migplane.core import settings as settings_mod
 from migplane.drivers.fake import driver as fake_driver
 
 A, B = "host-a", "host-b"
-#: A deadline that turns a hang into a failure at once.
-SHORT = 0.2
+#: A deadline that turns a hang into a failure soon, and that a fake step which
+#: does not hang meets even on a loaded machine (0.2 s did not, beside a lab).
+SHORT = 1.0
 #: Seconds a test waits for a flow that must end; a hang would exceed it.
 GENEROUS = 60.0
 

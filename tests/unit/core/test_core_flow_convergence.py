@@ -187,10 +187,11 @@ def test_escalations_follow_the_ladder_when_blind(world, make_driver, make_migra
     # No re-planning from the first pass: only the monitor decides.
     monkeypatch.setattr(flow.LiveMigration, "_learn_from_first_pass",
                         lambda self, history, caps: None)
-    world.hosts[A].dirty_rate_sampling = False   # blind: post-copy armed only as permitted
-    migration = make_migration(*pair(make_driver, downtime=100, permit_post_copy=True))
+    world.hosts[A].dirty_rate_sampling = False   # blind: post-copy not armed
+    migration = make_migration(*pair(make_driver, downtime=100))
     result = migration.run()
     assert result.status == flow.COMPLETED and world.where("vm1") == [B]
+    assert not result.plan.post_copy and not result.progress.postcopy
     taken = escalations(migration)
     assert taken == [e for e in strategy.LADDER if e in taken]
     assert taken[0] == strategy.RAISE_DOWNTIME
@@ -198,6 +199,41 @@ def test_escalations_follow_the_ladder_when_blind(world, make_driver, make_migra
     assert downtimes[0] == "max downtime 50 ms (downtime step at 0 s)"  # half the budget
     assert downtimes[-1].endswith("raised to the budget, 100 ms")
     assert migration.downtime_ms == world.history[-1].max_downtime_ms == 100
+
+
+def test_an_armed_job_holds_its_downtime_and_switches_over_through_post_copy(
+        world, make_driver, make_migration, monkeypatch):
+    """Armed post-copy rules out the paused handover: the downtime stays at its
+    floor, never raised, and the job switches over through post-copy."""
+    busy(world, dirty_mib_s=24, working_set_mib=128)
+    monkeypatch.setattr(flow.LiveMigration, "_learn_from_first_pass",
+                        lambda self, history, caps: None)
+    world.hosts[A].dirty_rate_sampling = False
+    migration = make_migration(*pair(make_driver, downtime=100, permit_post_copy=True))
+    result = migration.run()
+    assert result.status == flow.COMPLETED and world.where("vm1") == [B]
+    assert result.plan.post_copy and result.progress.postcopy
+    assert strategy.RAISE_DOWNTIME not in result.plan.escalations
+    downtimes = [e.message for e in migration.events if e.kind == events.DOWNTIME_CHANGED]
+    assert downtimes == ["max downtime %d ms (downtime step at 0 s)"
+                         % strategy.ARMED_DOWNTIME_MS]
+    assert world.history[-1].max_downtime_ms == strategy.ARMED_DOWNTIME_MS
+    assert result.plan.reasons["handover"].startswith("through post-copy")
+
+
+def test_an_armed_converging_job_switches_over_through_post_copy(
+        world, make_driver, make_migration):
+    """A guest that pre-copy would finish still switches over through post-copy
+    when post-copy is armed, once a pass fits the budget: and so a management
+    link cut at the switch-over cannot make libvirt resume the source."""
+    guest = world.add_guest(A, "vm1", memory_mib=128, dirty_mib_s=2, working_set_mib=16)
+    migration = make_migration(*pair(make_driver, downtime=300, permit_post_copy=True))
+    result = migration.run()
+    assert result.status == flow.COMPLETED and world.where("vm1") == [B]
+    assert result.progress.postcopy and escalations(migration) == []
+    switch = [e.message for e in migration.events if e.kind == events.SWITCH_OVER]
+    assert len(switch) == 1 and "within the 300 ms allowed" in switch[0], switch
+    assert world.hosts[B].guests["vm1"].boot_id == guest.boot_id
 
 
 def test_nothing_escalates_for_an_idle_guest(world, make_driver, make_migration):

@@ -12,6 +12,7 @@ from migplane.core import driver as driver_mod
 from migplane.core import events
 from migplane.core import exception
 from migplane.core import flow
+from migplane.core import monitor
 from migplane.drivers.fake import world as world_mod
 
 A, B = "host-a", "host-b"
@@ -110,11 +111,31 @@ def test_a_partition_that_heals_while_settling_rolls_back(world, drivers, make_m
     assert watch.twice == []
 
 
-def test_post_copy_armed_and_a_cancelled_confirm_is_detected_and_fenced(
+def test_post_copy_armed_switches_over_through_post_copy_under_a_cut(
         world, make_driver, make_migration, guest):
-    """libvirt refuses the paused handover with post-copy armed: a switch-over in
-    pre-copy then lets libvirt resume both copies. The detector pauses the one a
+    """libvirt refuses the paused handover with post-copy armed: the switch-over
+    then goes through post-copy, after which libvirt never resumes the source,
+    so the same management cut leaves one copy, on the destination."""
+    a = make_driver(A, permit_post_copy=True)
+    b = make_driver(B, my_live_migration_ip=B_MIG4)
+    world.at(0.5, lambda: world.set_link(A, MANAGEMENT, False))
+    world.at(30.0, lambda: world.set_link(A, MANAGEMENT, True))
+    watch = Watch(world)
+    migration = make_migration(a, b)
+    result = migration.run()
+    assert result.verdict == events.VERDICT_COMPLETED and result.progress.postcopy
+    assert [e for e in migration.events if e.kind == events.SWITCH_OVER]
+    assert running(world) == [B] and watch.twice == []
+    assert world.hosts[B].guests["vm1"].boot_id == guest.boot_id
+
+
+def test_post_copy_armed_and_a_cancelled_confirm_is_detected_and_fenced(
+        world, make_driver, make_migration, guest, monkeypatch):
+    """A job that armed post-copy but ended in pre-copy (the hypervisor ends one
+    whose pass leaves under ARMED_DOWNTIME_MS before it is switched over) has no
+    handover: libvirt may resume both copies. The detector pauses the one a
     cancelled migration resumed, says so loudly and refuses further migrations."""
+    monkeypatch.setattr(monitor, "switch_over", lambda *args, **kwargs: monitor.Decision())
     a = make_driver(A, permit_post_copy=True)
     b = make_driver(B, my_live_migration_ip=B_MIG4)
     world.at(0.5, lambda: world.set_link(A, MANAGEMENT, False))
