@@ -157,7 +157,7 @@ class Preparation:
 def refuse_unplaceable(plan):
     """Moving only part of a host is not what was asked: say which guests lack room."""
     if plan.unplaceable:
-        raise exception.InvalidMigrationPlan(
+        raise exception.EvacuationRefused(
             instance=", ".join(u.name for u in plan.unplaceable),
             reason="no destination has room: " + "; ".join(
                 "%s %s" % (u.name, u.reason) for u in plan.unplaceable))
@@ -294,7 +294,7 @@ class EvacuationRegistry(records_mod.RecordIndex):
         with self._lock:
             running = [r for r in self._records.values() if r.active]
             if running or self._starting is not None:
-                raise exception.InvalidMigrationPlan(
+                raise exception.EvacuationRefused(
                     instance=hostname, reason="evacuation %s of it is already %s" % (
                         running[0].id if running else self._starting,
                         "running" if running else "starting"))
@@ -377,7 +377,7 @@ def _start(agent, registry, body, evacuation_id):
 def abort(registry, evacuation_id):
     record = registry.get(evacuation_id)
     if not record.active:
-        raise exception.InvalidMigrationPlan(
+        raise exception.EvacuationRefused(
             instance=record.source, reason="evacuation %s already ended (%s)"
             % (record.id, record.status))
     record.evacuation.abort()

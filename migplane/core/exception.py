@@ -163,7 +163,22 @@ class StepTimedOut(MigplaneError):
 
 
 class InvalidMigrationPlan(MigplaneError):
+    """The base of the three refusals below (deprecated as a name of its own:
+    raise one of them; catching it still catches all three)."""
+
     msg_fmt = "Cannot migrate %(instance)s: %(reason)s"
+
+
+class PlanRefused(InvalidMigrationPlan):
+    """The source's trust check refused the migration's addresses (``core.trust``)."""
+
+
+class InconsistentURIs(InvalidMigrationPlan):
+    """The migration's URIs lack the destination or contradict each other."""
+
+
+class EvacuationRefused(InvalidMigrationPlan):
+    """An evacuation cannot be planned, started or aborted as asked."""
 
 
 # -- running a migration ---------------------------------------------------

@@ -244,13 +244,13 @@ def check_plan(uris: uri_mod.MigrationURIs,
 def enforce(instance: str, uris: uri_mod.MigrationURIs,
             settings: settings_mod.MigrationSettings, destination: Optional[str] = None,
             authenticated: Optional[str] = None) -> Verdict:
-    """Raise InvalidMigrationPlan naming the value and the rule unless the plan is allowed."""
+    """Raise PlanRefused naming the value and the rule unless the plan is allowed."""
     verdict = check_plan(uris, getattr(settings, "migration_networks", None),
                          getattr(settings, "management_networks", ()),
                          destination=destination, authenticated=authenticated,
                          source_addresses=getattr(settings, "source_addresses", ()))
     if not verdict.allowed:
-        raise exception.InvalidMigrationPlan(
+        raise exception.PlanRefused(
             instance=instance, reason="refused by the source's plan check (rule %r): %s"
                                       % (verdict.rule, verdict.reason))
     return verdict

@@ -131,11 +131,11 @@ def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateDa
     :param block_migration: overrides ``migrate_data.block_migration``.
     :param driver: the driver's name, for error messages.
     :returns: a frozen :class:`MigrationURIs`.
-    :raises InvalidMigrationPlan, InvalidAddress, UnsupportedFeature:
+    :raises InconsistentURIs, InvalidAddress, UnsupportedFeature:
     """
     dest_name = dest_hostname or migrate_data.dest_hostname
     if not dest_name:
-        raise exception.InvalidMigrationPlan(
+        raise exception.InconsistentURIs(
             instance="the instance", reason="the destination's host name is unknown")
     dest = address.parse_host(dest_name, field="destination host name", allow_port=False)
     block = migrate_data.block_migration if block_migration is None else block_migration

@@ -153,7 +153,7 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         migration copies; empty for shared storage.
     :param persistent_xml: the inactive definition to persist on the destination.
     :param destination_xml: a changed live definition for the destination.
-    :raises ConflictingOptions, UnsupportedFeature, InvalidMigrationPlan:
+    :raises ConflictingOptions, UnsupportedFeature, InconsistentURIs:
     """
     check_settings(settings, compression)
     flags = BASE_FLAGS
@@ -169,7 +169,7 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
     if settings.tunnelled:
         _require(capabilities, "tunnelled", driver, "tunnelled migration")
         if uris.data_uri or uris.listen_address or uris.disks_uri:
-            raise exception.InvalidMigrationPlan(
+            raise exception.InconsistentURIs(
                 instance=instance, reason="a tunnelled migration has no data connection, "
                 f"yet the plan gives data_uri={uris.data_uri!r}, "
                 f"listen_address={uris.listen_address!r}, disks_uri={uris.disks_uri!r}")

@@ -75,7 +75,7 @@ def test_no_room_names_the_guest_and_its_memory(world, start_agent, client):
     world.add_guest("host-a", "big", memory_mib=4096)
     world.hosts["host-b"].memory_bytes = 1024 * units.MiB
     a, b = start_agent("host-a"), start_agent("host-b")
-    with pytest.raises(exception.InvalidMigrationPlan) as info:
+    with pytest.raises(exception.EvacuationRefused) as info:
         client(a).post("/v1/evacuations", body(b))
     assert "big needs 4096.0 MiB of memory" in str(info.value)
     assert world.where("big") == ["host-a"]
@@ -139,7 +139,7 @@ def test_abort_stops_the_evacuation_and_leaves_every_guest_on_one_host(hosts, wo
         assert len(world.where(guest["name"])) == 1
         assert world.where(guest["name"]) == [guest["running_on"]]
     assert any(g["status"] in ("not_started", "aborted") for g in done["guests"])
-    with pytest.raises(exception.InvalidMigrationPlan) as info:
+    with pytest.raises(exception.EvacuationRefused) as info:
         client(a).post("/v1/evacuations/%s/abort" % record["id"])
     assert "already ended" in str(info.value)
 

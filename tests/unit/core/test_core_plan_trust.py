@@ -31,7 +31,7 @@ def test_a_plan_outside_the_networks_is_refused_and_nothing_moves(
     migration = migrate(make_driver, make_migration, inbound)
     if inbound == "2001:db8:1::11":  # make it host-b's so pre_live_migration accepts it
         world.hosts[B].addresses[inbound] = "migration"
-    with pytest.raises(exception.InvalidMigrationPlan) as info:
+    with pytest.raises(exception.PlanRefused) as info:
         migration.run()
     assert inbound in str(info.value) and repr(rule) in str(info.value)
     assert migration.status == flow.FAILED
@@ -48,7 +48,7 @@ def test_a_destination_that_is_not_the_authenticated_identity_is_refused(
         world, make_driver, make_migration, assert_rolled_back, guest):
     migration = migrate(make_driver, make_migration, "198.51.100.12")
     migration.destination.identity = "host-c"
-    with pytest.raises(exception.InvalidMigrationPlan, match="'identity'.*host-c"):
+    with pytest.raises(exception.PlanRefused, match="'identity'.*host-c"):
         migration.run()
     assert world.history == []
     assert_rolled_back()

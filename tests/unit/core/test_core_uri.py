@@ -158,7 +158,7 @@ def test_dest_hostname_argument_overrides_the_data():
 
 
 def test_unknown_destination_is_refused():
-    with pytest.raises(exception.InvalidMigrationPlan, match="host name is unknown"):
+    with pytest.raises(exception.InconsistentURIs, match="host name is unknown"):
         uri.resolve(MigrationSettings(), md.MigrateData(), FULL)
 
 

@@ -188,7 +188,7 @@ def test_features_the_daemon_lacks_are_refused_before_starting():
 def test_a_plan_with_a_data_uri_cannot_be_tunnelled():
     settings = settings_mod.MigrationSettings()
     uris = uri_mod.resolve(settings, data(), CAPS)
-    with pytest.raises(exception.InvalidMigrationPlan, match="tcp://198.51.100.12"):
+    with pytest.raises(exception.InconsistentURIs, match="tcp://198.51.100.12"):
         flags.build(settings.replace(tunnelled=True), uris, CAPS)
 
 
