@@ -44,6 +44,8 @@ NO_POST_COPY_AT = (1.0,)
 MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: Seconds of the guest at rest, before each run, its work is compared with.
 REST_S = 3.0
+#: Seconds a run waits, once it ended, for the guest's next tick where it runs.
+TICK_WAIT_S = 10.0
 #: A run is aborted after this many times RAM/link.
 TIME_LIMIT = 5.0
 #: Targets of the issue: default converges up to 2x within 1.5 x RAM/link, at
@@ -175,9 +177,9 @@ def run(bench, cfg, t0, log=print):
                     rec = _migplane(bench, spec.name, src, dest,
                                     "static" if tool == "static" else "adaptive", link,
                                     limit_s, False if tool == "no-postcopy" else None)
-                watcher = bench.watchers[spec.name]
-                rec.update(guest_work(watcher, spec.dirty_mib, rec["start"], rec["end"]))
-                rec["felt_pause_ms"] = felt_pause_ms(watcher, rec["start"])
+                rec.update(what_the_guest_felt(
+                    bench.watchers[spec.name], spec.dirty_mib, rec["start"], rec["end"],
+                    dest if rec["status"] == "completed" else src))
                 if rec["status"] == "completed":
                     bench.where[spec.name] = dest
                     job = bench.completed_job(dest, spec.name) or {}
@@ -187,7 +189,7 @@ def run(bench, cfg, t0, log=print):
                         rec["iterations"] = job.get("memory_iteration")
                     if rec.get("sent_mib") is None and job.get("memory_processed"):
                         rec["sent_mib"] = round(job["memory_processed"] / units.MiB, 1)
-                check = bench.guest_check(spec.name)
+                check = bench.guest_check(spec.name, since=rec["start"])   # this run's gaps
                 rec.update(tool=tool, multiple=mult, guest=spec.name, source=src,
                            dest=dest, wall_s=round(rec["end"] - rec["start"], 2),
                            start=round(rec["start"] - t0, 2), end=round(rec["end"] - t0, 2),
@@ -215,6 +217,23 @@ def run(bench, cfg, t0, log=print):
 def tools_at(multiple):
     """The tools a cell runs: every one, ``no-postcopy`` only at :data:`NO_POST_COPY_AT`."""
     return tuple(t for t in TOOLS if t != "no-postcopy" or multiple in NO_POST_COPY_AT)
+
+
+def what_the_guest_felt(watcher, dirty_mib, start, end, host, wait_s=TICK_WAIT_S):
+    """:func:`guest_work` and ``felt_pause_ms`` of a run from ``start`` to ``end``,
+    once the watcher has read a tick from ``host`` (where the guest should run)
+    after ``end``: the guest's work is measured up to such a tick, and migplane's
+    flow returns a few ms after its paused handover resumed the destination, before
+    the first tick there is printed and read. Waits at most ``wait_s``; a guest
+    that does not tick then gets None (its check says why)."""
+    try:
+        watcher.wait_for(lambda w: any(t.t >= end for t in w.ticks(host)), wait_s,
+                         "tick on %s after the run" % host)
+    except TimeoutError:
+        pass
+    found = guest_work(watcher, dirty_mib, start, end)
+    found["felt_pause_ms"] = felt_pause_ms(watcher, start)
+    return found
 
 
 def felt_pause_ms(watcher, start):

@@ -361,7 +361,9 @@ def expected_verdict(facts):
     on = [h for h, v in sorted(hosts.items()) if running(v)]
     if facts["two_copies"] or len(on) > 1:
         return "split"
-    if facts["phase"] == "postcopy" and (
+    # in post-copy when struck, or right after: a half ended in a post-copy state
+    postcopy = facts["phase"] == "postcopy" or any("postcopy" in v for v in hosts.values())
+    if postcopy and (
             KINDS[facts["kind"]].fault == "qemu" or any(died(v) for v in hosts.values())):
         # a half's QEMU is gone (killed, or it died when the stream broke as
         # it loaded the switch's device state): nothing can resume it

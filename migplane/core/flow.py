@@ -669,7 +669,7 @@ class LiveMigration:
             self.source.set_max_downtime(self.instance, decision.value)
             self.downtime_ms = decision.value
             self._emit(events.DOWNTIME_CHANGED, message=decision.reason)
-        elif decision.action == monitor.POST_COPY:
+        elif decision.action == monitor.SWITCH_TO_POST_COPY:
             self._forced = True  # a later force-complete has nothing left to do
             self.source.force_complete(self.instance, post_copy=True)
             self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
@@ -677,7 +677,8 @@ class LiveMigration:
             if not decision.escalation:
                 self._emit(events.SWITCH_OVER, message=decision.reason)
                 LOG.info("Migration %s of %s: %s", self.id, self.instance, decision.reason)
-        elif decision.action != monitor.AUTO_CONVERGE:  # armed at the start: nothing to call
+        elif decision.action != monitor.RELY_ON_AUTO_CONVERGE:
+            # (auto-converge was armed at the start: nothing to call)
             raise self._contract("monitor", "unexpected decision %r" % (decision,))
         if decision.escalation:
             self.taken[decision.escalation] = progress.iteration if progress else 0

@@ -35,10 +35,11 @@ from migplane.core import settings as settings_mod
 from migplane.core import strategy as strategy_mod
 from migplane.core import units
 
+#: What a monitor decision asks the flow to do (``Decision.action``).
 NONE = "none"
 SET_DOWNTIME = "set_downtime"
-AUTO_CONVERGE = "auto_converge"
-POST_COPY = "post_copy"
+RELY_ON_AUTO_CONVERGE = "auto_converge"
+SWITCH_TO_POST_COPY = "post_copy"
 PAUSE = "pause"
 ABORT = "abort"
 
@@ -129,7 +130,7 @@ def timeout_action(action: str, post_copy_armed: bool) -> Decision:
     if action == "abort":
         return Decision(ABORT, reason="completion timeout: abort")
     if post_copy_armed:
-        return Decision(POST_COPY, reason="completion timeout: switch to post-copy")
+        return Decision(SWITCH_TO_POST_COPY, reason="completion timeout: switch to post-copy")
     return Decision(PAUSE, reason="completion timeout: pause the guest so the copy ends")
 
 
@@ -294,9 +295,9 @@ def switch_over(history: Iterable[Tuple[float, driver_mod.JobProgress]],
     else:
         return Decision(reason="pass %d goes on (%.1f MiB to send)" % (
             last.iteration, last.memory_remaining / units.MiB))
-    return Decision(POST_COPY, reason="switch-over through post-copy: %s, within the %d ms "
-                    "allowed (post-copy is armed, so there is no paused handover; once "
-                    "post-copy begins the source's copy is never resumed)"
+    return Decision(SWITCH_TO_POST_COPY, reason="switch-over through post-copy: %s, within "
+                    "the %d ms allowed (post-copy is armed, so there is no paused handover; "
+                    "once post-copy begins the source's copy is never resumed)"
                     % (why, allowed_ms))
 
 
@@ -323,8 +324,8 @@ def adapt(plan: strategy_mod.MigrationPlan,
     current = current_downtime_ms or 0
     can_post_copy = plan.post_copy and strategy_mod.ESCALATE_POST_COPY in ladder
     if plan.post_copy_after_first_pass and can_post_copy and last.iteration >= 2:
-        return Decision(POST_COPY, reason="the plan: post-copy once the first pass is done "
-                        "(%s)" % plan.reasons.get("method", ""),
+        return Decision(SWITCH_TO_POST_COPY, reason="the plan: post-copy once the first pass "
+                        "is done (%s)" % plan.reasons.get("method", ""),
                         escalation=strategy_mod.ESCALATE_POST_COPY)
     # Armed, the downtime stays at ARMED_DOWNTIME_MS: the flow switches the job
     # over through post-copy (switch_over), never in pre-copy.
@@ -346,8 +347,9 @@ def adapt(plan: strategy_mod.MigrationPlan,
                         escalation=strategy_mod.RAISE_DOWNTIME)
     relying = strategy_mod.ESCALATE_AUTO_CONVERGE in taken
     if plan.auto_converge and strategy_mod.ESCALATE_AUTO_CONVERGE in ladder and not relying:
-        return Decision(AUTO_CONVERGE, reason="not converging (%s): relying on auto-converge "
-                        "(armed at the start: throttle from %s %%, +%s %% per pass)"
+        return Decision(RELY_ON_AUTO_CONVERGE, reason="not converging (%s): relying on "
+                        "auto-converge (armed at the start: throttle from %s %%, +%s %% per "
+                        "pass)"
                         % (state.reason, plan.auto_converge_initial or "the default",
                            plan.auto_converge_increment or "the default"),
                         escalation=strategy_mod.ESCALATE_AUTO_CONVERGE)
@@ -359,7 +361,7 @@ def adapt(plan: strategy_mod.MigrationPlan,
                 return Decision(reason="auto-converge has had %d of %d passes (throttle "
                                 "%d %%)" % (last.iteration - since, AUTO_CONVERGE_PASSES,
                                             last.cpu_throttle_pct))
-        return Decision(POST_COPY, reason="not converging (%s)%s: switch to post-copy"
+        return Decision(SWITCH_TO_POST_COPY, reason="not converging (%s)%s: switch to post-copy"
                         % (state.reason, " despite auto-converge (throttle %d %%)"
                            % last.cpu_throttle_pct if relying else ""),
                         escalation=strategy_mod.ESCALATE_POST_COPY)

@@ -17,6 +17,7 @@ first match wins:
 what the hosts report                                       action       verdict
 =========================================================  ===========  ===============
 both run                                                    fence        split
+post-copy asked, the source runs, the destination holds none  (pre-copy rows: it never began)
 post-copy entered, job completed, destination runs alone    finish       completed
 post-copy entered, a host unreachable or the job unknown    keep-paused  unresolved
 post-copy entered, job running / recovering                 wait         unresolved
@@ -253,11 +254,21 @@ def settle(report: Report) -> Decision:
     where = "source %s, destination %s" % (src.describe(), dst.describe())
     if src.state == RUNNING and dst.state == RUNNING:
         return _fence(src, dst, where)
-    if report.postcopy or job in _POSTCOPY_JOBS or REASON_POSTCOPY_FAILED in (
+    if (report.postcopy or job in _POSTCOPY_JOBS or REASON_POSTCOPY_FAILED in (
             src.reason, dst.reason) or (src.state == PAUSED
-                                        and src.reason == REASON_POSTCOPY):
+                                        and src.reason == REASON_POSTCOPY)) \
+            and not _post_copy_never_began(src, dst, job):
         return _postcopy(src, dst, job, where)
     return _precopy(report, src, dst, job, where)
+
+
+def _post_copy_never_began(src: Side, dst: Side, job: Optional[str]) -> bool:
+    """Post-copy was asked for (the flow cannot tell whether the switch happened,
+    e.g. the source's daemon died as it was asked) but the source's copy runs
+    and the destination holds none: a post-copy's source never runs again."""
+    return (src.state == RUNNING and dst.state == ABSENT and job not in _POSTCOPY_JOBS
+            and REASON_POSTCOPY_FAILED not in (src.reason, dst.reason)
+            and src.reason != REASON_POSTCOPY)
 
 
 def _fence(src: Side, dst: Side, where: str) -> Decision:

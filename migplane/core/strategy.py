@@ -54,10 +54,11 @@ ADAPTIVE = "adaptive"
 STATIC = "static"
 STRATEGIES = (ADAPTIVE, STATIC)
 
-#: Initial methods.
-PRE_COPY = "pre-copy"
-AUTO_CONVERGE = "pre-copy+auto-converge"
-POST_COPY = "pre-copy, then post-copy after the first pass"
+#: Methods, the way a plan starts (``MigrationPlan.method``; its values cross the
+#: wire, so they keep their spelling).
+METHOD_PRE_COPY = "pre-copy"
+METHOD_AUTO_CONVERGE = "pre-copy+auto-converge"
+METHOD_POST_COPY = "pre-copy, then post-copy after the first pass"
 
 #: Compression the strategy may arm (QEMU's XBZRLE: deltas of pages sent before).
 XBZRLE = "xbzrle"
@@ -377,7 +378,8 @@ def _static_plan(settings: settings_mod.MigrationSettings, allowed: _Allowed,
     why["parallel_connections"] = ("%d, as configured ([live_migration] "
                                    "parallel_connections)" % settings.parallel_connections)
     why["compression"] = "as the driver is configured ([driver_libvirt] compression)"
-    return MigrationPlan(method=AUTO_CONVERGE if auto else PRE_COPY, auto_converge=auto,
+    return MigrationPlan(method=METHOD_AUTO_CONVERGE if auto else METHOD_PRE_COPY,
+                         auto_converge=auto,
                          post_copy=allowed.post_copy, escalations=(), reasons=why,
                          predicted_time_s=pre.total_s if pre else None,
                          predicted_downtime_ms=pre.downtime_ms if pre else None,
@@ -419,13 +421,13 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
                             "not converging)" if choice.auto else "not armed: it would "
                             "only slow the guest before post-copy")
     why["post_copy"] = _post_copy_text(allowed.post_copy, allowed.post_copy_why,
-                                       choice.post, settings, choice.method == POST_COPY)
+                                       choice.post, settings, choice.method == METHOD_POST_COPY)
     why["escalations"] = " -> ".join(ladder)
     why["handover"] = handover_text(choice.post)
     common["parallel_connections"] = streams
     chosen, elapsed_s = choice.chosen, inputs.elapsed_s
     from_s = for_s = None
-    if choice.method == POST_COPY and chosen is not None:
+    if choice.method == METHOD_POST_COPY and chosen is not None:
         # A planned post-copy has its switch and its exposure.
         from_s = round(elapsed_s + cast(float, chosen.post_copy_from_s), 3)
         for_s = cast(float, chosen.post_copy_s)
@@ -440,7 +442,7 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
         escalations=tuple(ladder),
         auto_converge_initial=inputs.throttle[0] if auto else None,
         auto_converge_increment=inputs.throttle[1] if auto else None,
-        post_copy_after_first_pass=choice.method == POST_COPY, compression=compression,
+        post_copy_after_first_pass=choice.method == METHOD_POST_COPY, compression=compression,
         predicted_time_s=(round(elapsed_s + cast(float, chosen.total_s), 3)
                           if chosen and chosen.converges else None),
         predicted_downtime_ms=chosen.downtime_ms if chosen and chosen.converges else None,
@@ -466,7 +468,7 @@ def _unmeasured(settings: settings_mod.MigrationSettings, allowed: _Allowed,
             "post-copy may be needed, and arming it gives up the paused handover "
             "for a switch-over through post-copy, where the guest needs both hosts "
             "until its last page arrives (permit_post_copy = True arms it)"))
-    choice = _Choice(PRE_COPY, None, allowed.auto_converge, allowed.post_copy, "",
+    choice = _Choice(METHOD_PRE_COPY, None, allowed.auto_converge, allowed.post_copy, "",
                      "pre-copy: no prediction without a dirty rate and a link rate; the "
                      "monitor decides from the first passes")
     if wide > 1 and not allowed.post_copy:
@@ -497,7 +499,7 @@ def _measured(inputs: _Inputs, link_rate: int, settings: settings_mod.MigrationS
     if many.chosen is not None and many.chosen.converges and (
             chosen is None or not chosen.converges
             or cast(float, many.chosen.total_s) < cast(float, chosen.total_s)
-            or (choice.method == POST_COPY and not post_copy_pays(
+            or (choice.method == METHOD_POST_COPY and not post_copy_pays(
                 many.chosen, chosen, rule.permit, rule.min_gain,
                 recoverable=rule.recoverable).use)):
         allowed = dataclasses.replace(allowed, post_copy=False, post_copy_why=(
@@ -632,28 +634,29 @@ def _adaptive_method(inputs: _Inputs, rate: int, auto_converge_ok: bool,
                    "after the first pass (%.1f s in, %.1f MiB left), from now: "
                    % (elapsed_s, start / units.MiB)) + "; ".join(
         "%s: %s" % (name, p.describe())
-        for name, p in ((PRE_COPY, pre), (AUTO_CONVERGE, ac), (POST_COPY, pc)) if p)
+        for name, p in ((METHOD_PRE_COPY, pre), (METHOD_AUTO_CONVERGE, ac),
+                        (METHOD_POST_COPY, pc)) if p)
     method, chosen, pays = _fastest(pre, ac, pc, rule)
     # What may be needed: the rule again, for a guest dirtying ARM_MARGIN times
     # faster than measured; True arms whenever permitted, as the operator asked.
     if not post_copy_ok:
         arm = False
-    elif rule.permit or method == POST_COPY or start is not None:
+    elif rule.permit or method == METHOD_POST_COPY or start is not None:
         arm = True
     else:
         arm = _fastest(*_candidates(inputs, dirty * ARM_MARGIN, rate, auto_converge_ok,
-                                    post_copy_ok), rule)[0] == POST_COPY
-    if method == PRE_COPY and chosen is not None:
+                                    post_copy_ok), rule)[0] == METHOD_POST_COPY
+    if method == METHOD_PRE_COPY and chosen is not None:
         reason = ("pre-copy: dirty rate %.2fx the link, predicted to converge in %.1f s"
                   % (ratio, elapsed_s + cast(float, pre.total_s)))
         auto, post = auto_converge_ok, arm
-    elif method == AUTO_CONVERGE:
+    elif method == METHOD_AUTO_CONVERGE:
         # The fastest method converges: its prediction is there and has its time.
         reason = ("pre-copy with auto-converge: dirty rate %.2fx the link; throttling is "
                   "predicted to converge in %.1f s"
                   % (ratio, elapsed_s + cast(float, cast(Prediction, ac).total_s)))
         auto, post = True, arm
-    elif method == POST_COPY:
+    elif method == METHOD_POST_COPY:
         # Post-copy is chosen only when post_copy_pays() said so, from its prediction.
         reason = ("post-copy after the first pass: dirty rate %.2fx the link; predicted "
                   "%.1f s (%s)" % (ratio, elapsed_s + cast(float, cast(Prediction, pc).total_s),
@@ -661,16 +664,16 @@ def _adaptive_method(inputs: _Inputs, rate: int, auto_converge_ok: bool,
         # Throttling would only slow the guest before the switch.
         auto, post = False, True
     elif ac:
-        method, chosen = AUTO_CONVERGE, ac
+        method, chosen = METHOD_AUTO_CONVERGE, ac
         reason = ("pre-copy with auto-converge, the only escalation permitted; dirty rate "
                   "%.2fx the link" % ratio)
         auto, post = True, False
     else:
-        method, chosen = PRE_COPY, pre
+        method, chosen = METHOD_PRE_COPY, pre
         reason = ("pre-copy: dirty rate %.2fx the link and no escalation is permitted; %s"
                   % (ratio, pre.describe()))
         auto, post = False, False
-    if pays is not None and method != POST_COPY:
+    if pays is not None and method != METHOD_POST_COPY:
         reason += "; post-copy not taken: " + pays.reason
     return _Choice(method, chosen, auto, post, predictions, reason)
 
@@ -823,16 +826,16 @@ def _fastest(pre: Prediction, ac: Optional[Prediction], pc: Optional[Prediction]
     :data:`DISPLACE` times faster, :data:`AUTO_CONVERGE_PREFERENCE` against
     auto-converge). ``(method, prediction, PostCopyDecision or None)``;
     ``(None, None, ...)`` when none converges."""
-    method, best = (PRE_COPY, pre) if pre.converges else (None, None)
+    method, best = (METHOD_PRE_COPY, pre) if pre.converges else (None, None)
     if ac is not None and ac.converges and (
             best is None or cast(float, ac.total_s) * DISPLACE < cast(float, best.total_s)):
-        method, best = AUTO_CONVERGE, ac
+        method, best = METHOD_AUTO_CONVERGE, ac
     if pc is None:
         return method, best, None
     pays = post_copy_pays(best, pc, rule.permit, rule.min_gain, AUTO_CONVERGE_PREFERENCE
-                          if method == AUTO_CONVERGE else DISPLACE, rule.recoverable)
+                          if method == METHOD_AUTO_CONVERGE else DISPLACE, rule.recoverable)
     if pays.use:
-        return POST_COPY, pc, pays
+        return METHOD_POST_COPY, pc, pays
     return method, best, pays
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import LabError
 from .proc import alive
 from .proc import exit_code
+from .proc import reap_qemus
 from .proc import run
 from .proc import spawn
 
@@ -191,6 +192,7 @@ def save_caps(root, cache_dir):
 
 
 def start_libvirtd(holder_pid, root):
+    reap_qemus()
     argv = [*nsenter(holder_pid), LIBVIRTD, "--listen",
             "--pid-file", "/run/libvirt/libvirtd.pid"]
     return spawn(argv, Path(root) / "libvirtd.out")

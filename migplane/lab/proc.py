@@ -5,9 +5,11 @@ namespace it lives in, so a recycled pid belonging to someone else is never
 signalled.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,71 @@ def run(argv, check=True, timeout=60, input=None, env=None, cwd="/"):
     if check and cp.returncode != 0:
         raise LabCommandError(cp.returncode, argv, cp.stdout, cp.stderr)
     return cp
+
+
+# prctl(2): orphaned descendants go to the nearest ancestor that set this.
+_PR_SET_CHILD_SUBREAPER = 36
+#: Seconds between two looks for QEMUs newly adopted, and for adopted ones that exited.
+_ADOPT_SCAN_S = 1.0
+_REAP_POLL_S = 0.01
+_reaper_lock = threading.Lock()
+_reaper = None
+
+
+def reap_qemus():
+    """Adopt the QEMUs that this process's libvirtds start and reap each as it
+    exits, as systemd does on a host (idempotent).
+
+    libvirtd daemonizes its QEMUs, so they are orphans that go to init, and
+    libvirtd counts one as alive until it is reaped: its confirm phase, which
+    ends a migration, waits for the source's QEMU to be gone. Where init reaps
+    only now and then (this machine's, once a second), every migration's end
+    would be late by that much, and the paused handover's cost with it. Only
+    processes named ``qemu*`` are reaped: any other child may be a Popen whose
+    exit status its owner still has to read.
+    """
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            return   # left to init, as before
+        _reaper = threading.Thread(target=_reap_adopted, name="qemu-reaper", daemon=True)
+        _reaper.start()
+
+
+def _adopted_qemus():
+    """Pids of this process's children named ``qemu*`` (adopted orphans)."""
+    me, found = os.getpid(), set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if comm.startswith("qemu") and int(fields[1]) == me:
+            found.add(int(entry.name))
+    return found
+
+
+def _reap_adopted():
+    known, scanned = set(), 0.0
+    while True:
+        if time.monotonic() - scanned >= _ADOPT_SCAN_S:
+            known |= _adopted_qemus()
+            scanned = time.monotonic()
+        for pid in list(known):
+            if _state(pid) in (None, "Z", "X"):
+                known.discard(pid)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        time.sleep(_REAP_POLL_S)
 
 
 def spawn(argv, log_path, env=None):

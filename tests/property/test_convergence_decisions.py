@@ -22,7 +22,8 @@ from migplane.core import strategy
 
 MiB = 2 ** 20
 ALL = caps_mod.Capabilities(post_copy=True, auto_converge=True, post_copy_recovery=True)
-ESCALATIONS = (monitor.AUTO_CONVERGE, monitor.POST_COPY, monitor.PAUSE, monitor.ABORT)
+ESCALATIONS = (monitor.RELY_ON_AUTO_CONVERGE, monitor.SWITCH_TO_POST_COPY, monitor.PAUSE,
+               monitor.ABORT)
 
 permits = st.sampled_from([None, True, False])
 memories = st.integers(16, 8192).map(lambda m: m * MiB)
@@ -147,7 +148,7 @@ def test_a_link_faster_than_one_connection_gets_parallel_connections(
     plan = strategy.choose(*args)
     assert plan == strategy.choose(*args)
     assert plan.parallel_connections == min(most, times)
-    assert not plan.post_copy and plan.method == strategy.PRE_COPY
+    assert not plan.post_copy and plan.method == strategy.METHOD_PRE_COPY
 
 
 @given(memories, links, st.floats(1.05, 8.0))
@@ -186,7 +187,7 @@ def test_a_guest_slower_than_a_third_of_the_link_gets_plain_pre_copy(memory, lin
         memory, convergence.DirtyRateMeasurement(int(ratio * link), convergence.SAMPLING),
         convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
         settings_mod.MigrationSettings(downtime_ms=budget, stream_rate_mib=2000))
-    assert plan.method == strategy.PRE_COPY and plan.predicted_time_s is not None
+    assert plan.method == strategy.METHOD_PRE_COPY and plan.predicted_time_s is not None
 
 
 @given(memories, links, st.floats(1.0, 8.0), budgets)
@@ -197,7 +198,7 @@ def test_a_guest_dirtying_faster_than_the_link_is_given_an_escalation(memory, li
         memory, convergence.DirtyRateMeasurement(int(ratio * link), convergence.SAMPLING),
         convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT), ALL,
         settings_mod.MigrationSettings(downtime_ms=budget))
-    assert plan.method in (strategy.AUTO_CONVERGE, strategy.POST_COPY)
+    assert plan.method in (strategy.METHOD_AUTO_CONVERGE, strategy.METHOD_POST_COPY)
     assert plan.predicted_time_s is not None
 
 
@@ -227,11 +228,11 @@ def test_a_re_plan_weighs_only_what_is_left(memory, link, ratio, budget, left, e
     assert plan == strategy.choose(*args, remaining_bytes=remaining, elapsed_s=elapsed)
     pre = strategy.predict(memory, int(ratio * link), link, budget, start=remaining)
     now = strategy.post_copy_now(remaining, link)
-    if plan.method == strategy.POST_COPY:
+    if plan.method == strategy.METHOD_POST_COPY:
         assert plan.post_copy_after_first_pass
         assert not pre.converges or pre.total_s >= strategy.POST_COPY_MIN_GAIN * now.total_s
     elif pre.converges:
-        assert plan.method == strategy.PRE_COPY
+        assert plan.method == strategy.METHOD_PRE_COPY
     if plan.predicted_time_s is not None:
         assert plan.predicted_time_s >= elapsed - 1e-3
 
@@ -249,7 +250,7 @@ def test_no_decision_exceeds_the_budget_or_post_copies_unarmed(found, polls, cur
     decision = monitor.adapt(plan, samples, taken, current)
     if decision.action == monitor.SET_DOWNTIME:
         assert current < decision.value <= plan.downtime_budget_ms
-    if decision.action == monitor.POST_COPY:
+    if decision.action == monitor.SWITCH_TO_POST_COPY:
         assert plan.post_copy and strategy.ESCALATE_POST_COPY in plan.escalations
     assert decision.action not in (monitor.ABORT, monitor.PAUSE)
     if decision.escalation:
@@ -287,7 +288,7 @@ def test_switch_over_only_where_pre_copy_would_end(memory_mib, link_mib, ratio, 
         samples[-1] = (t, dataclasses.replace(last, postcopy=True))
     decision = monitor.switch_over(samples, allowed, 0.05, hint)
     last = samples[-1][1]
-    if decision.action != monitor.POST_COPY:
+    if decision.action != monitor.SWITCH_TO_POST_COPY:
         assert decision.action == monitor.NONE
         return
     assert not postcopy and allowed is not None
@@ -364,7 +365,7 @@ def _run(plan, samples, start_downtime):
         if decision.escalation:
             taken[decision.escalation] = seen[-1][1].iteration
         decisions.append((i, decision))
-        if decision.action == monitor.POST_COPY:
+        if decision.action == monitor.SWITCH_TO_POST_COPY:
             break
     return decisions
 
@@ -485,7 +486,7 @@ def test_without_recovery_the_default_plans_post_copy_only_when_pre_copy_cannot_
     plan = strategy.choose(memory, convergence.DirtyRateMeasurement(
         dirty, convergence.SAMPLING), convergence.LinkRate(link, convergence.BANDWIDTH_LIMIT),
         dataclasses.replace(ALL, post_copy_recovery=False), settings)
-    if plan.method == strategy.POST_COPY:
+    if plan.method == strategy.METHOD_POST_COPY:
         for throttle in (None, (strategy.THROTTLE_INITIAL, strategy.THROTTLE_INCREMENT)):
             assert not strategy.predict(memory, dirty, link, budget,
                                         throttle=throttle).converges
@@ -520,8 +521,8 @@ def test_the_default_takes_post_copy_only_when_pre_copy_is_far_slower(
         ALL, settings, remaining_bytes=remaining,
         elapsed_s=0.0 if remaining is None else memory / link)
     if permit_post_copy is False:
-        assert not plan.post_copy and plan.method != strategy.POST_COPY
-    if plan.method != strategy.POST_COPY:
+        assert not plan.post_copy and plan.method != strategy.METHOD_POST_COPY
+    if plan.method != strategy.METHOD_POST_COPY:
         assert plan.post_copy_from_s is None and plan.post_copy_for_s is None
         return
     assert plan.post_copy and plan.post_copy_after_first_pass
@@ -569,9 +570,9 @@ def test_a_replan_uses_only_what_the_job_armed(drawn, ratio, left, link_mib):
     assert revised.parallel_connections == plan.parallel_connections
     assert revised.compression == plan.compression
     assert set(revised.escalations) <= set(plan.escalations)
-    if revised.method == strategy.POST_COPY or revised.post_copy_after_first_pass:
+    if revised.method == strategy.METHOD_POST_COPY or revised.post_copy_after_first_pass:
         assert plan.post_copy
-    if revised.method == strategy.AUTO_CONVERGE:
+    if revised.method == strategy.METHOD_AUTO_CONVERGE:
         assert plan.auto_converge
     if not revised.post_copy_after_first_pass:
         assert revised.post_copy_from_s is None and revised.post_copy_for_s is None

@@ -246,3 +246,20 @@ def test_a_finished_incoming_post_copy_settles_completed_with_no_job_to_ask():
         destination=settle.Side(settle.RUNNING, settle.REASON_POSTCOPY),
         job=None, postcopy=True))
     assert still_arriving.verdict != events.VERDICT_COMPLETED
+
+
+@given(st.sampled_from([None, settle.REASON_MIGRATION_CANCELED, settle.REASON_HELD]),
+       st.sampled_from([None, driver.JOB_FAILED, driver.JOB_CANCELLED, driver.JOB_NONE,
+                        driver.JOB_COMPLETED]))
+def test_a_post_copy_asked_for_but_never_begun_is_rolled_back_true(reason, job):
+    """The flow asked for post-copy as the source's daemon died: the source's
+    copy runs and the destination holds none, so the switch never happened
+    (a post-copy's source never runs again) and the guest is on the source,
+    not lost."""
+    decision = settle.settle(settle.Report(
+        source=settle.Side(settle.RUNNING, reason), destination=settle.Side(settle.ABSENT),
+        job=job, postcopy=True))
+    assert decision.verdict == events.VERDICT_ROLLED_BACK
+    assert decision.running_on == "source"
+    assert not (decision.may_resume_source or decision.may_destroy_source
+                or decision.may_destroy_destination or decision.may_undefine_source)

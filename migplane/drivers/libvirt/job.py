@@ -87,8 +87,11 @@ class MigrationJob:
     def __init__(self, dom: Domain, call: "flags_mod.MigrateCall", instance: str,
                  recovery: Optional[recovery_mod.Recovery] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 lookup: Optional[Callable[[str], Domain]] = None) -> None:
+                 lookup: Optional[Callable[[str], Domain]] = None,
+                 on_end: Optional[Callable[[], None]] = None) -> None:
         self._dom = dom
+        #: Told when the call (or its recovery) ended, so a flow waits no longer.
+        self._on_end = on_end
         #: Finds the domain again by UUID through a new connection (None: never).
         self._lookup = lookup
         self.call = call
@@ -171,7 +174,7 @@ class MigrationJob:
             LOG.info("Migration of %s completed", self.instance)
         if (self.error is None or not self.postcopy or self.recovery is None
                 or self.gave_up):
-            self._done.set()
+            self._end()
             return
         # In post-copy the guest runs on the destination without all of its
         # memory: the only way out is forward.
@@ -206,7 +209,12 @@ class MigrationJob:
             self.recovery_note = "the recovery failed: %s" % err
         finally:
             self.recovering = False
-            self._done.set()
+            self._end()
+
+    def _end(self) -> None:
+        self._done.set()
+        if self._on_end is not None:
+            self._on_end()
 
     def _recover(self) -> None:
         # only a job with a recovery (post-copy armed) recovers

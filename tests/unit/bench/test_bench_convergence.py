@@ -116,3 +116,59 @@ def test_the_handover_cost_compares_pre_copy_completions_with_bare_virsh(
                                 targets=targets.evaluate(synthetic_results))) == []
     # no completion by bare virsh in the run: nothing to compare with
     assert convergence.handover_cost([r for r in part["runs"] if r["tool"] != "virsh"]) == []
+
+
+def _ticks(path, first, count, every_s, words_per_tick=1 << 16):
+    """Append ``count`` MPTICK lines (with ``pos``) to ``path``, one every ``every_s``."""
+    import time
+
+    for n in range(first, first + count):
+        with open(path, "a") as f:
+            f.write("MPTICK boot=%s n=%d ms=%d pass=0 bad=0 pos=%d\n"
+                    % ("b" * 16, n, 20 * n, n * words_per_tick))
+        time.sleep(every_s)
+
+
+def test_what_the_guest_felt_waits_for_its_first_tick_on_the_destination(
+        tmp_path, monkeypatch):
+    # A paused handover resumes the destination at the very end of the run: the
+    # run ends before the destination's first tick is printed and read.
+    import threading
+    import time
+
+    from migplane.lab.console import ConsoleWatcher
+
+    monkeypatch.setattr(convergence, "REST_S", 0.2)
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.touch()
+    b.touch()
+    with ConsoleWatcher({"host-a": a, "host-b": b}, poll_s=0.01) as w:
+        _ticks(a, 0, 30, 0.02)                      # at rest, then moving
+        start = time.monotonic() - 0.1
+        _ticks(a, 30, 5, 0.02)
+        w.wait_for(lambda w: len(w.ticks("host-a")) == 35, 10, "the source's ticks")
+        end = time.monotonic()                      # the run returned; B still paused
+        later = threading.Thread(target=lambda: (time.sleep(0.3), _ticks(b, 35, 3, 0.02)))
+        later.start()
+        try:
+            found = convergence.what_the_guest_felt(w, 16, start, end, "host-b")
+        finally:
+            later.join()
+    assert found["felt_pause_ms"] is not None and found["felt_pause_ms"] >= 250
+    assert found["work_mib_s"] is not None and found["work_share"] is not None
+
+
+def test_what_the_guest_felt_gives_up_on_a_guest_that_does_not_tick(tmp_path):
+    import time
+
+    from migplane.lab.console import ConsoleWatcher
+
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.touch()
+    with ConsoleWatcher({"host-a": a, "host-b": b}, poll_s=0.01) as w:
+        start = time.monotonic()
+        _ticks(a, 0, 3, 0.01)
+        w.wait_for(lambda w: len(w.ticks("host-a")) == 3, 10, "the source's ticks")
+        end = time.monotonic()
+        found = convergence.what_the_guest_felt(w, 16, start, end, "host-b", wait_s=0.3)
+    assert found["felt_pause_ms"] is None and found["work_share"] is None

@@ -285,6 +285,10 @@ def test_a_half_whose_qemu_died_on_its_own_in_postcopy_calls_for_lost():
     killed_by_restart = dict(died, kind="libvirtd_dest", hosts={
         "host-a": "paused:postcopy-failed", "host-b": "shut-off"})
     assert rules.judge(killed_by_restart).verdict_true
+    # struck just before the switch (the samples saw pre-copy), ended in post-copy
+    struck_before = dict(killed_by_restart, kind="libvirtd_both", phase="precopy")
+    assert rules.expected_verdict(struck_before) == "lost"
+    assert rules.judge(struck_before).verdict_true
 
 
 def test_a_paused_postcopy_keeps_both_halves():

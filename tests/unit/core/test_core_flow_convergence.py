@@ -50,7 +50,7 @@ def test_the_busy_guest_converges_with_defaults(world, make_driver, make_migrati
     assert result.progress.postcopy
     assert escalations(migration) == [strategy.ESCALATE_POST_COPY]
     assert result.duration_s < 3 * 128 / 16
-    assert result.plan.method == strategy.POST_COPY
+    assert result.plan.method == strategy.METHOD_POST_COPY
     # sampled although the sample costs more than 5 % of this short first pass:
     # only a measurement arms post-copy by default (and gives up the handover)
     assert result.measurement.source == convergence.SAMPLING
@@ -107,7 +107,7 @@ def test_the_re_plan_weighs_what_the_first_pass_left(world, make_driver, make_mi
     migration = make_migration(*pair(make_driver, permit_post_copy=True))
     result = migration.run()
     assert result.status == flow.COMPLETED and result.progress.postcopy
-    assert result.plan.method == strategy.POST_COPY
+    assert result.plan.method == strategy.METHOD_POST_COPY
     assert "after the first pass" in result.plan.reasons["predictions"]
     assert "re-planned" in result.plan.reasons["revised"]
     assert result.plan.predicted_time_s > 128 / 16 * 0.5   # the first pass counts
@@ -121,7 +121,7 @@ def test_by_default_post_copy_is_not_taken_for_a_small_gain(world, make_driver,
     migration = make_migration(*pair(make_driver))
     result = migration.run()
     assert result.status == flow.COMPLETED and not result.progress.postcopy
-    assert result.plan.method != strategy.POST_COPY
+    assert result.plan.method != strategy.METHOD_POST_COPY
     assert "not worth the risk" in result.plan.reasons["method"]
     assert escalations(migration) == []
 
@@ -132,7 +132,7 @@ def test_a_slow_guest_stays_in_pre_copy_after_the_re_plan(world, make_driver,
     migration = make_migration(*pair(make_driver))
     result = migration.run()
     assert result.status == flow.COMPLETED and not result.progress.postcopy
-    assert result.plan.method == strategy.PRE_COPY and escalations(migration) == []
+    assert result.plan.method == strategy.METHOD_PRE_COPY and escalations(migration) == []
 
 
 def test_without_sampling_it_says_so_and_learns(world, make_driver, make_migration):
@@ -242,7 +242,7 @@ def test_nothing_escalates_for_an_idle_guest(world, make_driver, make_migration)
     result = migration.run()
     assert result.status == flow.COMPLETED and not result.progress.postcopy
     assert escalations(migration) == []
-    assert result.plan.method == strategy.PRE_COPY
+    assert result.plan.method == strategy.METHOD_PRE_COPY
 
 
 def test_permit_false_is_obeyed(world, make_driver, make_migration):

@@ -215,6 +215,28 @@ def test_live_migration_returns_at_once_and_progress_is_polled(daemons, make_dri
     assert p.state == driver_mod.JOB_COMPLETED
 
 
+def test_a_flows_sleep_ends_when_the_job_ends(daemons, make_drivers):
+    """The flow's poll does not sleep past the job's end: the paused handover
+    waits for the flow to see it, and the guest feels that wait."""
+    a, _ = daemons
+    a.add_domain("g1")
+    a.gate.clear()
+    src, dst = make_drivers()
+    clock, sleep = src.flow_timing()
+    data = dst.pre_live_migration("g1", src.check_can_live_migrate_source(
+        "g1", dst.check_can_live_migrate_destination("g1")))
+    from migplane.core import uri as uri_mod
+    uris = uri_mod.resolve(src.settings.migration, data, src.describe().capabilities)
+    src.live_migration("g1", data, uris, src.settings.migration)
+    assert a.job_started.wait(60)
+    napping = threading.Thread(target=sleep, args=(3600,), daemon=True)
+    napping.start()
+    a.gate.set()
+    napping.join(60)   # a hang guard: without the wake-up it naps an hour
+    assert not napping.is_alive()
+    assert src.get_job_progress("g1").state == driver_mod.JOB_COMPLETED
+
+
 def test_libvirt_failure_keeps_its_words_and_the_guest_on_the_source(daemons,
                                                                     make_drivers):
     a, b = daemons
