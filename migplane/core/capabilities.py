@@ -13,6 +13,7 @@ from typing import Any
 from typing import Dict
 from typing import Tuple
 
+from migplane.core import exception
 from migplane.core import versioned
 
 _bool = versioned.check_bool
@@ -73,3 +74,9 @@ class Capabilities(versioned.VersionedData):
         """The flags as a plain dict (for display; peers get :meth:`to_primitive`)."""
         return {f.name: versioned.thaw(getattr(self, f.name))
                 for f in dataclasses.fields(self)}
+
+    def require(self, flag: str, driver: str, feature: str) -> None:
+        """Raise UnsupportedFeature naming ``feature`` unless ``flag`` is declared:
+        the one check the URI policy and a driver's own call building share."""
+        if not getattr(self, flag):
+            raise exception.UnsupportedFeature(driver=driver, feature=feature)

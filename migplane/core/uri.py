@@ -113,8 +113,8 @@ def _check_capabilities(settings: settings_mod.MigrationSettings,
               ("native_tls", settings.native_tls, "native TLS migration"),
               ("block_migration", block, "block migration"))
     for flag, asked, feature in wanted:
-        if asked and not getattr(capabilities, flag):
-            raise exception.UnsupportedFeature(driver=driver, feature=feature)
+        if asked:
+            capabilities.require(flag, driver, feature)
 
 
 def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateData,

@@ -133,12 +133,6 @@ def check_block_migration(settings: "settings_mod.MigrationSettings") -> None:
                   "with_native_tls=True for encryption) or shared storage")
 
 
-def _require(capabilities: "caps_mod.Capabilities", flag: str, driver: str,
-             feature: str) -> None:
-    if not getattr(capabilities, flag):
-        raise exception.UnsupportedFeature(driver=driver, feature=feature)
-
-
 def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationURIs",
           capabilities: "caps_mod.Capabilities", migrate_disks: Sequence[str] = (),
           persistent_xml: Optional[str] = None, destination_xml: Optional[str] = None,
@@ -167,7 +161,7 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
     }
 
     if settings.tunnelled:
-        _require(capabilities, "tunnelled", driver, "tunnelled migration")
+        capabilities.require("tunnelled", driver, "tunnelled migration")
         if uris.data_uri or uris.listen_address or uris.disks_uri:
             raise exception.InconsistentURIs(
                 instance=instance, reason="a tunnelled migration has no data connection, "
@@ -176,12 +170,12 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         flags |= libvirt.VIR_MIGRATE_TUNNELLED
         why["TUNNELLED"] = f"{LM} tunnelled: the data rides the control connection"
     if settings.native_tls:
-        _require(capabilities, "native_tls", driver, "native TLS migration")
+        capabilities.require("native_tls", driver, "native TLS migration")
         flags |= libvirt.VIR_MIGRATE_TLS
         why["TLS"] = f"{LM} with_native_tls: QEMU encrypts the data connection"
         if uris.tls_destination:
-            _require(capabilities, "tls_destination", driver,
-                     f"verifying the TLS certificate against {uris.tls_destination!r}")
+            capabilities.require("tls_destination", driver,
+                                 f"verifying the TLS certificate against {uris.tls_destination!r}")
             params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = uris.tls_destination
             why[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = uris.reasons.get(
                 "tls_destination", "the certificate's expected name")
@@ -189,18 +183,18 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         LOG.debug("Ignoring tls_destination %r: native TLS is off", uris.tls_destination)
 
     if uris.data_uri:
-        _require(capabilities, "data_uri", driver, "a separate migration data URI")
+        capabilities.require("data_uri", driver, "a separate migration data URI")
         params[libvirt.VIR_MIGRATE_PARAM_URI] = uris.data_uri
         why[libvirt.VIR_MIGRATE_PARAM_URI] = uris.reasons.get("data_uri", "data URI")
     if uris.listen_address:
-        _require(capabilities, "listen_address", driver,
-                 f"binding the incoming socket to {uris.listen_address!r}")
+        capabilities.require("listen_address", driver,
+                             f"binding the incoming socket to {uris.listen_address!r}")
         params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = uris.listen_address
         why[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = uris.reasons.get(
             "listen_address", "the destination's incoming socket binds here only")
 
     if migrate_disks:
-        _require(capabilities, "block_migration", driver, "block migration")
+        capabilities.require("block_migration", driver, "block migration")
         check_block_migration(settings)
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(migrate_disks)
@@ -208,8 +202,8 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         why[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = (
             "the guest's local, writable disks only (not CD-ROMs, shared or network disks)")
         if uris.disks_uri:
-            _require(capabilities, "disks_uri", driver,
-                     f"sending block-migration traffic to {uris.disks_uri!r}")
+            capabilities.require("disks_uri", driver,
+                                 f"sending block-migration traffic to {uris.disks_uri!r}")
             params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uris.disks_uri
             why[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uris.reasons.get("disks_uri", "")
 
@@ -247,8 +241,8 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
             LOG.warning("Auto-converge is permitted but %s does not support it", driver)
 
     if settings.parallel_connections > 1:
-        _require(capabilities, "parallel_connections", driver,
-                 f"{settings.parallel_connections} parallel connections")
+        capabilities.require("parallel_connections", driver,
+                             f"{settings.parallel_connections} parallel connections")
         flags |= libvirt.VIR_MIGRATE_PARALLEL
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = \
             settings.parallel_connections
