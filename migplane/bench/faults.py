@@ -498,8 +498,7 @@ class FaultMatrix:
                                                          dirty_mib=profile.dirty_mib,
                                                          rate_mib_s=profile.rate_mib_s,
                                                          stamp_mib=16))
-                w.wait_for(lambda w: w.stamped(), 90, "MPSTAMPED")
-                w.wait_ticks(3, timeout=30)
+                w.wait_ready(ticks=3, timeout=90)
                 if profile.dirty_mib and profile.postcopy:
                     # dirtying at full rate before the move: the first pass cannot catch up
                     w.wait_for(lambda w: w.last() is not None and w.last().passes >= 1,
@@ -540,11 +539,7 @@ class FaultMatrix:
             argv += ["--postcopy"]
         if profile.force_after is not None:
             argv += ["--force-complete-after", str(profile.force_after)]
-        cli = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.controller_netns,
-             *self.agents.cli_argv(*argv, *self.agents.cli_args())],
-            env=_cli_env(self.agents), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+        cli = self.agents.start_cli(*argv, *self.agents.cli_args())
         result = {}
         done = threading.Event()
 
@@ -658,12 +653,6 @@ class FaultMatrix:
                 self.start_agent(host)
         if source_conf:   # the run's own settings
             self.start_agent(src)
-
-
-def _cli_env(agents):
-    env = agents_mod.agent_env()
-    env["MIGPLANE_TOKEN"] = agents.token
-    return env
 
 
 # -- results ------------------------------------------------------------------------

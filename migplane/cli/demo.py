@@ -77,8 +77,7 @@ def run(args, directory=None):
         lab_guest.define_guest(a, name, kernel, memory_mib=args.memory,
                                cmdline=lab_guest.cmdline(tick_ms=100, dirty_mib=24,
                                                          rate_mib_s=8, stamp_mib=STAMP_MIB))
-        watcher.wait_for(lambda w: w.stamped(), 60, "the guest's memory filled")
-        watcher.wait_ticks(5, timeout=60)
+        watcher.wait_ready(timeout=60)
         print("  guest counter on host-a: %s" % watcher.last_counter())
         cli_args = agents.cli_args()
         say("migplane check --from host-a --to host-b")

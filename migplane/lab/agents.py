@@ -10,6 +10,7 @@ as an operator's workstation would. Used by the functional tests and
 ``migplane demo``.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -238,18 +239,44 @@ class LabAgents:
     def cli_argv(self, *argv):
         return [sys.executable, "-m", "migplane.cli.main", *argv]
 
-    def run_cli_attached(self, *argv, timeout=600):
-        """Like :meth:`run_cli`, on this terminal: a progress bar draws live."""
+    def cli_env(self):
+        """The CLI's environment: the agents' token."""
         env = agent_env()
         env["MIGPLANE_TOKEN"] = self.token
+        return env
+
+    def run_cli_attached(self, *argv, timeout=600):
+        """Like :meth:`run_cli`, on this terminal: a progress bar draws live."""
         done = subprocess.run(["ip", "netns", "exec", self.lab.controller_netns,
-                               *self.cli_argv(*argv)], env=env, timeout=timeout,
+                               *self.cli_argv(*argv)], env=self.cli_env(), timeout=timeout,
                               check=False)
         return done.returncode
 
     def run_cli(self, *argv, check=False, timeout=600):
         """Run ``migplane ARGV`` on the lab's controller (management plane only)."""
-        env = agent_env()
-        env["MIGPLANE_TOKEN"] = self.token
         return self.lab.run_controller(self.cli_argv(*argv), check=check,
-                                       timeout=timeout, env=env)
+                                       timeout=timeout, env=self.cli_env())
+
+    def transferring(self, name, args=None, timeout=120):
+        """The newest record of ``name``'s migration once it has sent data (the
+        last one seen, or None, after ``timeout``), asked with the CLI (``args``:
+        the agents to name, every running one by default)."""
+        args = self.cli_args() if args is None else args
+        deadline = time.monotonic() + timeout
+        record = None
+        while time.monotonic() < deadline:
+            listed = self.run_cli("list", "--json", *args, timeout=60)
+            found = [m for m in json.loads(listed.stdout or "{}").get("migrations", [])
+                     if m["instance"] == name]
+            record = found[-1] if found else None
+            if record and (record.get("progress") or {}).get("data_processed"):
+                return record
+            time.sleep(0.5)
+        return record
+
+    def start_cli(self, *argv):
+        """Start ``migplane ARGV`` on the lab's controller and return its Popen
+        (text stdout and stderr piped), for a caller that acts while it runs."""
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.controller_netns, *self.cli_argv(*argv)],
+            env=self.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

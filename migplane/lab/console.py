@@ -324,6 +324,12 @@ class ConsoleWatcher:
         return any(STAMP_RE.search(ln) for ln in self.lines())
 
     # -- waiting ------------------------------------------------------------------
+    def wait_ready(self, ticks=5, timeout=120):
+        """Wait until the guest filled its stamped memory (``MPSTAMPED``) and
+        printed ``ticks`` ticks: booted, dirtying as asked, ready to migrate."""
+        self.wait_for(lambda w: w.stamped(), timeout, "MPSTAMPED")
+        self.wait_ticks(ticks, timeout=timeout)
+
     def wait_for(self, predicate, timeout=30, what="condition"):
         """Wait until predicate(self) is true; raise TimeoutError otherwise."""
         deadline = time.monotonic() + timeout

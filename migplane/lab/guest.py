@@ -185,6 +185,24 @@ def destroy_guest(host, name, undefine=True):
         conn.close()
 
 
+def domains(host):
+    """``{name: (libvirt state, persistent)}`` of every domain on ``host``."""
+    import libvirt
+
+    conn = libvirt.open(host.uri)
+    try:
+        return {d.name(): (d.state()[0], bool(d.isPersistent()))
+                for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def state_of(host, name):
+    """libvirt's state of domain ``name`` on ``host``, or None when it has none."""
+    found = domains(host).get(name)
+    return None if found is None else found[0]
+
+
 def copy_kernel(kernel, dest_dir):
     """Put a kernel where every host sees it at the same path."""
     dest = Path(dest_dir) / Path(kernel).name

@@ -21,36 +21,12 @@ from migplane.lab.console import ConsoleWatcher
 libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
 
-@pytest.fixture(scope="module")
-def agents(lab_agents):
-    return lab_agents
-
-
-@pytest.fixture(scope="module")
-def kernel(lab):
-    return lab.build_guest()
-
-
-@pytest.fixture
-def guest_name(lab, request):
-    name = "ag-%s" % request.node.name[5:22]
-    yield name
-    for host in lab.hosts:
-        guest.destroy_guest(host, name)
+GUEST_PREFIX = "ag"
 
 
 def cli(agents, *argv, timeout=600):
     done = agents.run_cli(*argv, *agents.cli_args(), timeout=timeout)
     return done.returncode, done.stdout, done.stderr
-
-
-def _state(host, name):
-    conn = libvirt.open(host.uri)
-    try:
-        domains = {d.name(): d for d in conn.listAllDomains()}
-        return domains[name].state()[0] if name in domains else None
-    finally:
-        conn.close()
 
 
 def _counters(lab):
@@ -62,15 +38,14 @@ def test_cli_migrates_a_dirtying_guest_through_two_agents(lab, agents, kernel, g
     cmd = guest.cmdline(tick_ms=50, dirty_mib=24, rate_mib_s=40, stamp_mib=32)
     with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
         guest.define_guest(a, guest_name, kernel, memory_mib=96, cmdline=cmd)
-        w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
-        w.wait_ticks(5, timeout=30)
+        w.wait_ready()
 
         code, out, err = cli(agents, "explain", guest_name, "--from", "host-a", "--to",
                              "host-b", "--json")
         assert code == 0, err
         plan = json.loads(out)
-        assert _state(a, guest_name) == libvirt.VIR_DOMAIN_RUNNING
-        assert _state(b, guest_name) is None  # explain changed nothing
+        assert guest.state_of(a, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+        assert guest.state_of(b, guest_name) is None  # explain changed nothing
 
         before = _counters(lab)
         code, out, err = cli(agents, "migrate", guest_name, "--from", "host-a", "--to",
@@ -86,7 +61,7 @@ def test_cli_migrates_a_dirtying_guest_through_two_agents(lab, agents, kernel, g
     assert "mig0" in out and "bytes per plane" in out
 
     # the guest runs on B, same boot, its counter continues, its memory intact
-    assert _state(b, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+    assert guest.state_of(b, guest_name) == libvirt.VIR_DOMAIN_RUNNING
     assert len(w.boot_ids()) == 1 and w.max_bad() == 0
     continuity = w.continuity()
     assert continuity, continuity
@@ -272,7 +247,7 @@ def test_the_per_host_limit_refuses_or_queues(lab, agents, kernel, when_busy):
             assert first["status"] == "completed", first["error"]
             assert second["status"] == "failed"
             assert "host-a already runs 1 live migration(s)" in second["error"]
-            assert _state(a, second["instance"]) == libvirt.VIR_DOMAIN_RUNNING
+            assert guest.state_of(a, second["instance"]) == libvirt.VIR_DOMAIN_RUNNING
         else:
             first, second = sorted(records, key=lambda r: r["finished"])
             assert first["status"] == "completed", first["error"]
@@ -281,7 +256,7 @@ def test_the_per_host_limit_refuses_or_queues(lab, agents, kernel, when_busy):
             assert kinds[0] == "queued"
             # it started only once the first had finished
             assert second["created"] < first["finished"] <= second["finished"]
-            assert _state(b, second["instance"]) == libvirt.VIR_DOMAIN_RUNNING
+            assert guest.state_of(b, second["instance"]) == libvirt.VIR_DOMAIN_RUNNING
     finally:
         for name in names:
             for host in lab.hosts:
@@ -304,8 +279,8 @@ def test_a_destination_answering_its_management_address_moves_nothing(
         after = _counters(lab)
         assert code != 0
         assert rogue in out + err and "'management'" in out + err
-        assert _state(a, guest_name) == libvirt.VIR_DOMAIN_RUNNING
-        assert _state(b, guest_name) is None
+        assert guest.state_of(a, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+        assert guest.state_of(b, guest_name) is None
         sent = after["host-a"]["management"]["tx_bytes"] - \
             before["host-a"]["management"]["tx_bytes"]
         assert sent < 4 * units.MiB  # no guest memory went anywhere

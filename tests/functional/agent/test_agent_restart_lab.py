@@ -7,7 +7,6 @@ the same ID) reports the real outcome.
 """
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -21,14 +20,6 @@ from migplane.lab.console import ConsoleWatcher
 
 libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
-
-
-def _domains(host):
-    conn = libvirt.open(host.uri)
-    try:
-        return {d.name(): (d.state()[0], d.isPersistent()) for d in conn.listAllDomains()}
-    finally:
-        conn.close()
 
 
 def _show(agents, migration_id):
@@ -53,35 +44,19 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
     agents = lab_agents
     a, b = lab.hosts
     name = "ag-restart"
-    env = agents_mod.agent_env()
-    env["MIGPLANE_TOKEN"] = agents.token
     try:
         with ConsoleWatcher.for_domain(lab.hosts, name) as w:
             guest.define_guest(a, name, lab.build_guest(), memory_mib=64,
                                cmdline=guest.cmdline(tick_ms=50, dirty_mib=8,
                                                      rate_mib_s=2, stamp_mib=24))
-            w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
-            w.wait_ticks(5, timeout=30)
+            w.wait_ready()
             # 4 MiB/s: the transfer takes about 20 s, long enough to kill and restart
-            watcher = subprocess.Popen(
-                ["ip", "netns", "exec", lab.controller_netns, *agents.cli_argv(
-                    "migrate", name, "--from", "host-a", "--to", "host-b",
-                    "--bandwidth", "4", *agents.cli_args())],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            watcher = agents.start_cli("migrate", name, "--from", "host-a", "--to", "host-b",
+                                       "--bandwidth", "4", *agents.cli_args())
             out_lines, out_reader = _lines_of(watcher.stdout)
             err_lines, err_reader = _lines_of(watcher.stderr)
             try:
-                deadline = time.monotonic() + 120
-                record = None
-                while time.monotonic() < deadline:
-                    listed = agents.run_cli("list", "--json", *agents.cli_args(),
-                                            timeout=60)
-                    found = [m for m in json.loads(listed.stdout or "{}").get(
-                        "migrations", []) if m["instance"] == name]
-                    record = found[-1] if found else None
-                    if record and (record.get("progress") or {}).get("data_processed"):
-                        break
-                    time.sleep(0.5)
+                record = agents.transferring(name)
                 assert record and record["status"] == "running", record
                 migration_id = record["id"]
                 agents.kill(a)  # SIGKILL: no cleanup, the job goes on in libvirtd
@@ -117,8 +92,8 @@ def test_migrate_survives_a_sigkill_of_the_source_agent(lab, lab_agents):
                               "post_live_migration_at_source"]
 
         # on exactly one host, defined only there (the post steps ran), intact
-        assert _domains(b)[name] == (libvirt.VIR_DOMAIN_RUNNING, True)
-        assert name not in _domains(a)
+        assert guest.domains(b)[name] == (libvirt.VIR_DOMAIN_RUNNING, True)
+        assert name not in guest.domains(a)
         continuity = w.continuity()
         assert continuity, continuity
         assert len(w.boot_ids()) == 1 and w.max_bad() == 0

@@ -9,7 +9,6 @@ record says completed; the guest never ran on two hosts.
 """
 
 import json
-import subprocess
 import time
 
 import pytest
@@ -22,14 +21,6 @@ libvirt = pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
 
 
-def _domains(host):
-    conn = libvirt.open(host.uri)
-    try:
-        return {d.name(): (d.state()[0], d.isPersistent()) for d in conn.listAllDomains()}
-    finally:
-        conn.close()
-
-
 def _record(agents, args, migration_id):
     done = agents.run_cli("show", migration_id, "--json", *args, timeout=60)
     return json.loads(done.stdout) if done.returncode == 0 else None
@@ -39,31 +30,19 @@ def test_destination_agent_down_while_its_libvirtd_runs(lab, lab_agents):
     agents = lab_agents
     a, b = lab.hosts
     name = "ag-settle"
-    env = agents_mod.agent_env()
-    env["MIGPLANE_TOKEN"] = agents.token
     args = agents.cli_args()  # both agents, named while both run
     try:
         with ConsoleWatcher.for_domain(lab.hosts, name) as w:
             guest.define_guest(a, name, lab.build_guest(), memory_mib=64,
                                cmdline=guest.cmdline(tick_ms=50, dirty_mib=4,
                                                      rate_mib_s=2, stamp_mib=48))
-            w.wait_for(lambda w: w.stamped(), 60, "MPSTAMPED")
-            w.wait_ticks(5, timeout=30)
-            cli = subprocess.Popen(
-                ["ip", "netns", "exec", lab.controller_netns, *agents.cli_argv(
-                    "migrate", name, "--from", "host-a", "--to", "host-b",
-                    # static: post-copy is not armed, so the paused handover is used
-                    "--bandwidth", "4", "--strategy", "static", "--json", *args)],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            w.wait_ready()
+            cli = agents.start_cli(
+                "migrate", name, "--from", "host-a", "--to", "host-b",
+                # static: post-copy is not armed, so the paused handover is used
+                "--bandwidth", "4", "--strategy", "static", "--json", *args)
             try:
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    listed = agents.run_cli("list", "--json", *args, timeout=60)
-                    found = [m for m in json.loads(listed.stdout or "{}").get(
-                        "migrations", []) if m["instance"] == name]
-                    if found and (found[-1].get("progress") or {}).get("data_processed"):
-                        break
-                    time.sleep(0.5)
+                agents.transferring(name, args)
                 agents.kill(b)  # libvirtd of host-b goes on receiving the guest
                 out, err = cli.communicate(timeout=300)
             finally:
@@ -74,8 +53,8 @@ def test_destination_agent_down_while_its_libvirtd_runs(lab, lab_agents):
             assert record["result"]["verdict"] == "unresolved"
             assert "Do not start %s by hand" % name in record["error"]
             # held paused on host-b, gone from host-a: one copy, not running
-            assert _domains(b)[name][0] == libvirt.VIR_DOMAIN_PAUSED
-            assert name not in _domains(a)
+            assert guest.domains(b)[name][0] == libvirt.VIR_DOMAIN_PAUSED
+            assert name not in guest.domains(a)
             agents.start(b, my_ip=b.mig_ip)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -86,8 +65,8 @@ def test_destination_agent_down_while_its_libvirtd_runs(lab, lab_agents):
             assert shown["result"]["verdict"] == "completed", shown["result"]
             assert shown["result"]["running_on"] == "host-b"
             w.wait_ticks(10, host="host-b", timeout=60)
-        assert _domains(b)[name] == (libvirt.VIR_DOMAIN_RUNNING, True)
-        assert name not in _domains(a)
+        assert guest.domains(b)[name] == (libvirt.VIR_DOMAIN_RUNNING, True)
+        assert name not in guest.domains(a)
         continuity = w.continuity()
         assert continuity, continuity
         assert len(w.boot_ids()) == 1 and w.max_bad() == 0

@@ -54,8 +54,7 @@ def guests(lab3):
             guest.define_guest(a, name, kernel, memory_mib=mib, cmdline=guest.cmdline(
                 tick_ms=50, dirty_mib=dirty, rate_mib_s=rate, stamp_mib=8))
         for w in watchers.values():
-            w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
-            w.wait_ticks(3, timeout=30)
+            w.wait_ready(ticks=3, timeout=120)
         # the fault: a (shut off) domain of the victim's name on both destinations
         for host in lab3.hosts[1:]:
             guest.define_guest(host, VICTIM, kernel, start=False, fresh_console=False,
@@ -67,14 +66,6 @@ def guests(lab3):
         for host in lab3.hosts:
             for name in GUESTS:
                 guest.destroy_guest(host, name)
-
-
-def _domains(host):
-    conn = libvirt.open(host.uri)
-    try:
-        return {d.name(): d.state()[0] for d in conn.listAllDomains()}
-    finally:
-        conn.close()
 
 
 def _peak(intervals):
@@ -95,7 +86,7 @@ def test_evacuate_a_host_of_mixed_guests_to_two_destinations(lab3, agents3, gues
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     assert {g["name"] for g in plan["plan"]["guests"]} == set(GUESTS)
-    assert set(_domains(a)) >= set(GUESTS)  # the dry run moved nothing
+    assert set(guest.domains(a)) >= set(GUESTS)  # the dry run moved nothing
 
     done = agents3.run_cli("evacuate", "host-a", "--to", "host-b,host-c", "--fixed-cost",
                            "1", *cli_args, timeout=600)
@@ -125,15 +116,15 @@ def test_evacuate_a_host_of_mixed_guests_to_two_destinations(lab3, agents3, gues
     victim = outcomes[VICTIM]
     assert victim["status"] == "failed" and victim["running_on"] == "host-a"
     assert "already defined here" in victim["error"]
-    assert _domains(a)[VICTIM] == libvirt.VIR_DOMAIN_RUNNING
+    assert guest.state_of(a, VICTIM) == libvirt.VIR_DOMAIN_RUNNING
     for host in (b, c):
-        assert _domains(host)[VICTIM] == libvirt.VIR_DOMAIN_SHUTOFF  # the blocker only
+        assert guest.state_of(host, VICTIM) == libvirt.VIR_DOMAIN_SHUTOFF  # the blocker only
 
     # every other guest runs on exactly one host, its destination
-    where = {h.name: _domains(h) for h in lab3.hosts}
+    where = {h.name: guest.domains(h) for h in lab3.hosts}
     for name, outcome in outcomes.items():
         running = [h for h, doms in where.items()
-                   if doms.get(name) == libvirt.VIR_DOMAIN_RUNNING]
+                   if doms.get(name, (None,))[0] == libvirt.VIR_DOMAIN_RUNNING]
         if name == VICTIM:
             assert running == ["host-a"]
             continue

@@ -43,22 +43,7 @@ json.dump(texts, sys.stdout)
 """
 
 
-@pytest.fixture(scope="module")
-def agents(lab_agents):
-    return lab_agents
-
-
-@pytest.fixture(scope="module")
-def kernel(lab):
-    return lab.build_guest()
-
-
-@pytest.fixture
-def guest_name(lab, request):
-    name = "op-%s" % request.node.name[5:20]
-    yield name
-    for host in lab.hosts:
-        guest.destroy_guest(host, name)
+GUEST_PREFIX = "op"
 
 
 def cli(agents, *argv, timeout=600):

@@ -22,15 +22,6 @@ def _counters(lab):
     return {h.name: h.counters() for h in lab.hosts}
 
 
-def _state(host, name):
-    conn = libvirt.open(host.uri)
-    try:
-        names = {d.name(): d for d in conn.listAllDomains()}
-        return names[name].state()[0] if name in names else None
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def guest_name(lab, request):
     name = f"g-{request.node.name[5:25]}"
@@ -59,8 +50,7 @@ def test_live_migration_of_a_dirtying_guest(lab, kernel, guest_name):
     cmd = guest.cmdline(tick_ms=50, dirty_mib=24, rate_mib_s=40, stamp_mib=32)
     with ConsoleWatcher.for_domain(lab.hosts, guest_name) as w:
         guest.define_guest(a, guest_name, kernel, memory_mib=96, cmdline=cmd)
-        w.wait_for(lambda w: w.stamped(), 120, "MPSTAMPED")
-        w.wait_ticks(5, timeout=30)
+        w.wait_ready()
         before = _counters(lab)
         t0 = time.monotonic()
         subprocess.run(["virsh", "-c", a.uri, "migrate", "--live", "--p2p", guest_name,
@@ -69,8 +59,8 @@ def test_live_migration_of_a_dirtying_guest(lab, kernel, guest_name):
         took = time.monotonic() - t0
         w.wait_ticks(10, host="host-b", timeout=30)
         d = _delta(before, _counters(lab))
-    assert _state(b, guest_name) == libvirt.VIR_DOMAIN_RUNNING
-    assert _state(a, guest_name) == libvirt.VIR_DOMAIN_SHUTOFF   # still defined on A
+    assert guest.state_of(b, guest_name) == libvirt.VIR_DOMAIN_RUNNING
+    assert guest.state_of(a, guest_name) == libvirt.VIR_DOMAIN_SHUTOFF   # still defined on A
     # same boot, counter continues, memory intact
     assert len(w.boot_ids()) == 1
     continuity = w.continuity()
