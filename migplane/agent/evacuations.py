@@ -261,8 +261,9 @@ class RegisteredMigration:
         self.registry.claim(instance, migration_id)  # refused while it is moving already
         try:
             thread = self.registry.start(self.record, self.flow)
-        finally:
+        except BaseException:
             self.registry.unclaim(instance, migration_id)
+            raise
         thread.join()
         record = self.record
         result = flow_mod.MigrationResult(

@@ -349,13 +349,15 @@ class MigrationRegistry(records_mod.RecordIndex):
 
     :param store: a :class:`~migplane.agent.store.RecordStore` (default: memory).
     :param max_age_s: finished records older than this are dropped (None: never).
+    :param hostname: this host's name, as its driver's ``hostname`` (the flow's
+        guard of one migration per guest is keyed by it).
     """
 
     def __init__(self, history=100, store=None, max_age_s=None, facts=hostfacts,
-                 observer=None):
+                 observer=None, hostname=""):
         super().__init__(history, max_age_s)
         self._observer = observer
-        self._claims = {}
+        self.hostname = hostname
         #: Called with a record whose flow ended unresolved (the agent settles it on).
         self.on_unresolved = None
         self.store = store if store is not None else store_mod.RecordStore(None)
@@ -396,21 +398,19 @@ class MigrationRegistry(records_mod.RecordIndex):
     def claim(self, instance, migration_id):
         """Reserve ``instance`` for ``migration_id``, atomically, or raise (409).
 
-        One active migration per guest here; :meth:`start` or :meth:`unclaim` ends
-        the claim.
+        One active migration per guest here: the flow's claim (``flow.claim``),
+        which the flow of ``migration_id`` takes over once :meth:`start` ran it
+        and ends itself; :meth:`unclaim` ends it when no flow was started. Besides
+        the claims, this host's records refuse a guest whose migration is still
+        active (reconciled after a restart) or unsettled.
         """
         with self._lock:
-            holder = self._claims.get(instance)
-            if holder is None:
-                busy = [r for r in self._records.values()
-                        if r.instance == instance and r.active]
-                holder = busy[0].id if busy else None
-            if holder is not None:
-                record = self._records.get(holder)
+            busy = [r for r in self._records.values() if r.instance == instance and r.active]
+            if busy:
                 raise exception.MigrationError(
                     instance=instance, step="start",
-                    reason="migration %s of it is already %s" % (
-                        holder, record.status if record is not None else "starting"))
+                    reason="migration %s of it is already %s" % (busy[0].id,
+                                                                  busy[0].status))
             unsettled = self._unsettled_for(instance)
             if unsettled is not None and unsettled.verdict == events_mod.VERDICT_SPLIT:
                 raise exception.GuestSplit(
@@ -421,7 +421,7 @@ class MigrationRegistry(records_mod.RecordIndex):
                     instance=instance, step="start",
                     reason="migration %s of it ended %s and is being settled; nothing "
                            "may move it meanwhile" % (unsettled.id, unsettled.verdict))
-            self._claims[instance] = migration_id
+            flow_mod.claim(self.hostname, instance, migration_id)
 
     def _unsettled_for(self, instance):
         """The latest record of ``instance`` when it ended split or unresolved."""
@@ -439,18 +439,15 @@ class MigrationRegistry(records_mod.RecordIndex):
         return None
 
     def unclaim(self, instance, migration_id):
-        with self._lock:
-            if self._claims.get(instance) == migration_id:
-                del self._claims[instance]
+        """End a claim whose flow was not started (a started flow ends its own)."""
+        flow_mod.release(self.hostname, instance, migration_id)
 
     def add(self, record):
-        """Keep (and write down) ``record``; its claim, if any, passes to it."""
+        """Keep (and write down) ``record``."""
         record.persist = self._persist
         record.observer = self._observer
         with self._lock:
             self._records[record.id] = record
-            if self._claims.get(record.instance) == record.id:
-                del self._claims[record.instance]
             self._trim()
         record.save()
 

@@ -72,7 +72,8 @@ class Agent:
         self.metrics = metrics_mod.AgentMetrics(facts=facts, api=VERSION)
         self.registry = migrations.MigrationRegistry(
             history=self.options.history, store=self.store, facts=facts,
-            max_age_s=self.options.history_days * 86400 or None, observer=self.metrics)
+            max_age_s=self.options.history_days * 86400 or None, observer=self.metrics,
+            hostname=self.driver.hostname)
         self.evacuations = evacuations.EvacuationRegistry()
         self.probes = probe.Probes()
         self.metrics.agent = self
@@ -334,8 +335,9 @@ class Agent:
         self.registry.claim(instance, migration_id)  # 409 when it is already moving
         try:
             return self._start_migration(body, instance, migration_id)
-        finally:
+        except BaseException:
             self.registry.unclaim(instance, migration_id)
+            raise
 
     def _start_migration(self, body, instance, migration_id):
         block = body.get("block_migration", False)

@@ -114,12 +114,41 @@ class _Polled:
     exposed: Optional[Tuple[float, bool]] = None
 
 
-#: Migrations running in this process: (source host, instance) -> migration id.
+#: Migrations claimed in this process: (source host, instance) -> migration id.
 _running: Dict[Tuple[str, str], str] = {}
 _running_lock = threading.Lock()
 #: Guests found running on two hosts: instance -> (migration id, reason). They
 #: are not migrated again from this process until :func:`release_split`.
 _split: Dict[str, Tuple[str, str]] = {}
+
+
+def claim(source_host: str, instance: str, migration_id: str) -> None:
+    """Reserve ``instance``'s migration from ``source_host`` for ``migration_id``:
+    the one guard of one migration per guest in this process. The flow claims
+    at :meth:`LiveMigration.run`; a caller that claims first (the agent, before
+    it has a record) hands its claim over to the flow of the same id.
+
+    :raises GuestSplit: the guest was found running twice (:func:`release_split`).
+    :raises MigrationInProgress: another migration of it holds the claim.
+    """
+    with _running_lock:
+        split = _split.get(instance)
+        other = _running.get((source_host, instance))
+        if split is None and other in (None, migration_id):
+            _running[(source_host, instance)] = migration_id
+            return
+    if split is not None:
+        raise exception.GuestSplit(instance=instance, migration=split[0], reason=split[1],
+                                   step="start")
+    raise exception.MigrationInProgress(instance=instance, host=source_host, other=other,
+                                        step="start")
+
+
+def release(source_host: str, instance: str, migration_id: str) -> None:
+    """End ``migration_id``'s claim of ``instance`` (another's is left alone)."""
+    with _running_lock:
+        if _running.get((source_host, instance)) == migration_id:
+            del _running[(source_host, instance)]
 
 
 def release_split(instance: str) -> bool:
@@ -281,33 +310,17 @@ class LiveMigration:
         :raises MigplaneError: after rolling back, with ``.result`` attached.
         """
         self._start = self._clock()
-        key = (self.source.hostname, self.instance)
-        with _running_lock:
-            split = _split.get(self.instance)
-            other = _running.get(key)
-            if other is None and split is None:
-                _running[key] = self.id
-        if split is not None:
-            err: exception.MigrationError = exception.GuestSplit(
-                instance=self.instance, migration=split[0], reason=split[1], step="start")
+        try:
+            claim(self.source.hostname, self.instance, self.id)
+        except exception.MigrationError as err:
             self.status = FAILED
             err.result = self._result(FAILED, str(err), running_on=None)
             self._emit(events.FAILED, message=str(err))
-            raise err
-        if other is not None:
-            err = exception.MigrationInProgress(instance=self.instance,
-                                                host=self.source.hostname, other=other,
-                                                step="start")
-            self.status = FAILED
-            err.result = self._result(FAILED, str(err), running_on=None)
-            self._emit(events.FAILED, message=str(err))
-            raise err
+            raise
         try:
             return self._limited()
         finally:
-            with _running_lock:
-                if _running.get(key) == self.id:
-                    del _running[key]
+            release(self.source.hostname, self.instance, self.id)
 
     def _limited(self) -> MigrationResult:
         self.status = events.QUEUED

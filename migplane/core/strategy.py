@@ -565,11 +565,11 @@ def handover_text(armed: bool) -> str:
     """How the switch-over keeps the guest on one host (the plan's reason)."""
     if armed:
         return ("through post-copy: armed post-copy rules out the paused handover, so the "
-                "max downtime is held at %d ms and the monitor switches to post-copy once "
-                "a pass fits the downtime allowed; from then on the source's copy is never "
-                "resumed. A pass leaving under a millisecond's worth to send ends in "
-                "pre-copy without this guarantee (the settle function's detector covers it)"
-                % ARMED_DOWNTIME_MS)
+                "max downtime is held at %d ms and the monitor switches to post-copy where "
+                "pre-copy within the downtime allowed would end; from then on the source's "
+                "copy is never resumed. A nearly idle guest whose last pass the monitor "
+                "does not see in time may still end in pre-copy, without this guarantee "
+                "(the settle function's detector covers it)" % ARMED_DOWNTIME_MS)
     return ("paused handover: the destination's copy stays paused after the switch-over "
             "until migplane saw the source's copy stop (where the driver offers it)")
 

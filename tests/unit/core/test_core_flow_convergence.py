@@ -350,6 +350,28 @@ def test_a_second_flow_for_the_same_guest_is_refused_and_touches_nothing(
     assert third.run().status == flow.COMPLETED
 
 
+def test_a_claim_passes_to_the_flow_of_its_id_and_refuses_any_other(
+        world, drivers, make_migration):
+    """One guard: a caller (the agent) claims the guest before it has a flow;
+    the flow of that id takes the claim over and ends it, another is refused."""
+    world.add_guest(A, "vm1", memory_mib=128, dirty_mib_s=1)
+    a, b = drivers
+    mine = make_migration(a, b)
+    flow.claim(A, "vm1", mine.id)
+    try:
+        with pytest.raises(exception.MigrationInProgress, match=mine.id):
+            flow.claim(A, "vm1", "another")
+        other = make_migration(a, b)
+        with pytest.raises(exception.MigrationInProgress):
+            other.run()
+        assert mine.run().status == flow.COMPLETED
+    except BaseException:
+        flow.release(A, "vm1", mine.id)   # not to leave it to the next tests
+        raise
+    flow.claim(A, "vm1", "another")   # ended by the flow that took it over
+    flow.release(A, "vm1", "another")
+
+
 def test_a_duplicate_from_elsewhere_never_touches_the_running_migration(
         world, drivers, make_migration):
     """A second flow this process does not know of (another process, another
