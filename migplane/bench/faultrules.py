@@ -376,6 +376,9 @@ def expected_verdict(facts):
         return "completed"
     if on == [facts["source"]]:
         return "rolled-back"
+    if all(v == "absent" or shut_off(v) for v in hosts.values()):
+        # no copy anywhere that could run on: only a shut-off definition is left
+        return "lost"
     return "unresolved"
 
 

@@ -683,6 +683,8 @@ class LiveMigration:
             self.downtime_ms = decision.value
             self._emit(events.DOWNTIME_CHANGED, message=decision.reason)
         elif decision.action == monitor.SWITCH_TO_POST_COPY:
+            if not self._destination_answers():
+                return   # asked again at the next look
             self._forced = True  # a later force-complete has nothing left to do
             self.source.force_complete(self.instance, post_copy=True)
             self.taken.setdefault(strategy_mod.ESCALATE_POST_COPY,
@@ -700,6 +702,21 @@ class LiveMigration:
                                                              decision.reason))
             LOG.info("Migration %s of %s escalated: %s (%s)", self.id, self.instance,
                      decision.escalation, decision.reason)
+
+    def _destination_answers(self) -> bool:
+        """Whether the destination answers now, asked before a switch to post-copy.
+
+        The switch needs the control plane: the hypervisor finishes the incoming
+        side over it (libvirt's Finish), and a destination that loses it before
+        then may drop the incoming guest, whose source half can no longer run
+        (QEMU before 10.2 cannot take a post-copy back). Pre-copy meanwhile goes
+        on, and a cut that ends it leaves the guest on the source."""
+        side = settling.side(self.destination, self.instance, "Migration %s: " % self.id)
+        if side.state != settle_mod.UNREACHABLE:
+            return True
+        LOG.warning("Migration %s of %s: the destination cannot be asked; the switch to "
+                    "post-copy waits for it", self.id, self.instance)
+        return False
 
     def _abort_job(self, progress: driver_mod.JobProgress) -> None:
         """Cancel the job, unless it runs post-copy: then the guest already runs on

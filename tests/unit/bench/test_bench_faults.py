@@ -285,6 +285,10 @@ def test_a_half_whose_qemu_died_on_its_own_in_postcopy_calls_for_lost():
     killed_by_restart = dict(died, kind="libvirtd_dest", hosts={
         "host-a": "paused:postcopy-failed", "host-b": "shut-off"})
     assert rules.judge(killed_by_restart).verdict_true
+    # nothing holds a copy that runs or could run on: lost, whatever the phase
+    gone = dict(killed_by_restart, kind="management_outage", phase="precopy",
+                hosts={"host-a": "shut-off:migrated", "host-b": "absent"})
+    assert rules.expected_verdict(gone) == "lost"
     # struck just before the switch (the samples saw pre-copy), ended in post-copy
     struck_before = dict(killed_by_restart, kind="libvirtd_both", phase="precopy")
     assert rules.expected_verdict(struck_before) == "lost"

@@ -350,6 +350,22 @@ def test_a_second_flow_for_the_same_guest_is_refused_and_touches_nothing(
     assert third.run().status == flow.COMPLETED
 
 
+def test_the_switch_to_post_copy_waits_for_a_destination_that_answers(
+        world, make_driver, make_migration, caplog):
+    """The switch needs the control plane: while the destination cannot be
+    asked, pre-copy goes on and the switch waits for it."""
+    guest = busy(world)
+    world.at(4.0, lambda: world.cut_off(B))
+    world.at(12.0, lambda: world.cut_off(B, answers=True))
+    migration = make_migration(*pair(make_driver))
+    result = migration.run()
+    assert result.status == flow.COMPLETED and result.progress.postcopy
+    switched = [e.elapsed for e in migration.events if e.kind == events.ESCALATED]
+    assert len(switched) == 1 and switched[0] >= 12.0 - migration._start, switched
+    assert any("the switch to post-copy waits" in r.getMessage() for r in caplog.records)
+    assert world.hosts[B].guests["vm1"].boot_id == guest.boot_id
+
+
 def test_a_claim_passes_to_the_flow_of_its_id_and_refuses_any_other(
         world, drivers, make_migration):
     """One guard: a caller (the agent) claims the guest before it has a flow;
