@@ -37,7 +37,7 @@ def run(argv, check=True, timeout=60, input=None, env=None, cwd="/"):
 
 # prctl(2): orphaned descendants go to the nearest ancestor that set this.
 _PR_SET_CHILD_SUBREAPER = 36
-#: Seconds between two looks for QEMUs newly adopted, and for adopted ones that exited.
+#: Seconds between two looks for QEMUs newly adopted; for adopted ones that exited.
 _ADOPT_SCAN_S = 1.0
 _REAP_POLL_S = 0.01
 _reaper_lock = threading.Lock()
@@ -67,28 +67,33 @@ def reap_qemus():
         _reaper.start()
 
 
-def _adopted_qemus():
-    """Pids of this process's children named ``qemu*`` (adopted orphans)."""
-    me, found = os.getpid(), set()
+def children(prefix):
+    """``{pid: state letter}`` of this process's children whose name starts
+    with ``prefix`` (adopted orphans among them)."""
+    me, found = os.getpid(), {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if comm.startswith("qemu") and int(fields[1]) == me:
-            found.add(int(entry.name))
+        if entry.name.isdigit():
+            stat = _stat(entry.name)
+            if stat and stat[0].startswith(prefix) and stat[2] == me:
+                found[int(entry.name)] = stat[1]
     return found
+
+
+def _stat(pid):
+    """``(name, state letter, parent pid)`` from /proc, or None if the pid is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], fields[0], int(fields[1])
 
 
 def _reap_adopted():
     known, scanned = set(), 0.0
     while True:
         if time.monotonic() - scanned >= _ADOPT_SCAN_S:
-            known |= _adopted_qemus()
+            known |= set(children("qemu"))
             scanned = time.monotonic()
         for pid in list(known):
             if _state(pid) in (None, "Z", "X"):
@@ -112,11 +117,8 @@ def spawn(argv, log_path, env=None):
 
 def _state(pid):
     """Process state letter from /proc, or None if the pid is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat[stat.rindex(")") + 2]
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
 
 
 def _reap(pid):

@@ -1,27 +1,10 @@
 """The lab reaps the QEMUs its libvirtds daemonize as soon as they exit."""
 
-import os
 import shutil
 import subprocess
 import time
 
 from migplane.lab import proc
-
-
-def _zombie_children(name):
-    me, found = os.getpid(), []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = open(os.path.join(entry.path, "stat")).read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if comm == name and int(fields[1]) == me:
-            found.append((int(entry.name), fields[0]))
-    return found
 
 
 def test_a_daemonized_qemu_is_adopted_and_reaped_when_it_exits(tmp_path):
@@ -36,9 +19,9 @@ def test_a_daemonized_qemu_is_adopted_and_reaped_when_it_exits(tmp_path):
     adopted = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not adopted:
-        adopted = _zombie_children("qemu-fake")
+        adopted = proc.children("qemu-fake")
         time.sleep(0.05)
     assert adopted, "the orphan was not adopted by this process"
-    while time.monotonic() < deadline and _zombie_children("qemu-fake"):
+    while time.monotonic() < deadline and proc.children("qemu-fake"):
         time.sleep(0.05)
-    assert _zombie_children("qemu-fake") == []
+    assert proc.children("qemu-fake") == {}
