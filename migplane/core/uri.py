@@ -140,37 +140,56 @@ def resolve(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateDa
     dest = address.parse_host(dest_name, field="destination host name", allow_port=False)
     block = migrate_data.block_migration if block_migration is None else block_migration
     _check_capabilities(settings, capabilities, driver, block)
-    reasons: Dict[str, str] = {}
-
     if migrate_data.target_connect_addr is None:
-        control, reasons["control_uri"] = _management_control(settings, capabilities, dest,
-                                                              dest_name)
-        reasons["data_uri"] = ("unset: the destination sent no inbound address "
-                               "(my_live_migration_ip unset or an older peer), so the "
-                               "hypervisor sends the data to the host name as before")
-        return MigrationURIs(control_uri=control, data_uri=None, listen_address=None,
-                             disks_uri=None, tls_destination=None, bulk_host=dest.host,
-                             plane=MANAGEMENT, reasons=reasons)
-
+        return _management_plane_uris(settings, capabilities, dest, dest_name)
     inbound = address.parse_host(migrate_data.target_connect_addr,
                                  field="target_connect_addr")
     origin = "the destination's inbound address %r (from %s)" % (
         migrate_data.target_connect_addr, migrate_data.inbound_addr_source)
-
     if settings.tunnelled:
-        control, why = _control_uri(settings, capabilities, inbound)
-        reasons["control_uri"] = ("migration plane: tunnelled, so the control "
-                                  "connection carries the data and targets %s, %s"
-                                  % (origin, why))
-        reasons["data_uri"] = "unset: tunnelled through the control connection"
-        return MigrationURIs(control_uri=control, data_uri=None, listen_address=None,
-                             disks_uri=None, tls_destination=None,
-                             bulk_host=inbound.host, plane=MIGRATION, reasons=reasons)
+        return _tunnelled_uris(settings, capabilities, inbound, origin)
+    return _split_plane_uris(settings, migrate_data, capabilities, dest, dest_name, inbound,
+                             origin, block, driver)
 
+
+def _management_plane_uris(settings: settings_mod.MigrationSettings,
+                           capabilities: "Capabilities", dest: address.HostAddress,
+                           dest_name: str) -> MigrationURIs:
+    """No inbound address: everything goes to the host name, as before the spec."""
+    control, why = _management_control(settings, capabilities, dest, dest_name)
+    reasons = {"control_uri": why,
+               "data_uri": ("unset: the destination sent no inbound address "
+                            "(my_live_migration_ip unset or an older peer), so the "
+                            "hypervisor sends the data to the host name as before")}
+    return MigrationURIs(control_uri=control, data_uri=None, listen_address=None,
+                         disks_uri=None, tls_destination=None, bulk_host=dest.host,
+                         plane=MANAGEMENT, reasons=reasons)
+
+
+def _tunnelled_uris(settings: settings_mod.MigrationSettings, capabilities: "Capabilities",
+                    inbound: address.HostAddress, origin: str) -> MigrationURIs:
+    """Tunnelled: the control connection carries the data, so it goes to the
+    inbound address."""
+    control, why = _control_uri(settings, capabilities, inbound)
+    reasons = {"control_uri": ("migration plane: tunnelled, so the control connection "
+                               "carries the data and targets %s, %s" % (origin, why)),
+               "data_uri": "unset: tunnelled through the control connection"}
+    return MigrationURIs(control_uri=control, data_uri=None, listen_address=None,
+                         disks_uri=None, tls_destination=None,
+                         bulk_host=inbound.host, plane=MIGRATION, reasons=reasons)
+
+
+def _split_plane_uris(settings: settings_mod.MigrationSettings, migrate_data: md.MigrateData,
+                      capabilities: "Capabilities", dest: address.HostAddress,
+                      dest_name: str, inbound: address.HostAddress, origin: str,
+                      block: bool, driver: str) -> MigrationURIs:
+    """The spec's split: data (and disks) to the inbound address, control to
+    the host name unless ``control_plane = migration``."""
     if not capabilities.data_uri:
         raise exception.UnsupportedFeature(
             driver=driver, feature="a separate migration data URI, needed to send data "
                                    "to the inbound address %r" % inbound.host)
+    reasons: Dict[str, str] = {}
     if settings.control_plane == settings_mod.CONTROL_MIGRATION:
         control, why = _control_uri(settings, capabilities, inbound)
         reasons["control_uri"] = ("migration plane: control_plane = migration (Nova's "
