@@ -319,27 +319,45 @@ def adapt(plan: strategy_mod.MigrationPlan,
     last = history[-1][1]
     if last.postcopy or strategy_mod.ESCALATE_POST_COPY in taken:
         return Decision(reason="in post-copy: the job completes on its own")
-    ladder = plan.escalations
-    budget = plan.downtime_budget_ms
-    current = current_downtime_ms or 0
-    can_post_copy = plan.post_copy and strategy_mod.ESCALATE_POST_COPY in ladder
+    can_post_copy = plan.post_copy and strategy_mod.ESCALATE_POST_COPY in plan.escalations
     if plan.post_copy_after_first_pass and can_post_copy and last.iteration >= 2:
         return Decision(SWITCH_TO_POST_COPY, reason="the plan: post-copy once the first pass "
                         "is done (%s)" % plan.reasons.get("method", ""),
                         escalation=strategy_mod.ESCALATE_POST_COPY)
+    state = trend(history)
+    current = current_downtime_ms or 0
     # Armed, the downtime stays at ARMED_DOWNTIME_MS: the flow switches the job
     # over through post-copy (switch_over), never in pre-copy.
-    state = trend(history)
-    if state.switch_over_ms is not None and current < budget and last.iteration >= 2 \
-            and not plan.post_copy:
-        wanted = min(budget, int(math.ceil(state.switch_over_ms * DOWNTIME_MARGIN)))
-        if current < wanted and state.switch_over_ms <= budget:
-            return Decision(SET_DOWNTIME, wanted, "%.1f MiB remain at %s: a switch-over now "
-                            "takes about %.0f ms, within the %d ms budget"
-                            % (last.memory_remaining / units.MiB, units.mib_s(state.transfer_rate),
-                               state.switch_over_ms, budget))
+    if not plan.post_copy:
+        step = _downtime_for_the_switch_over(plan, state, last, current)
+        if step is not None:
+            return step
     if state.converging is not False:
         return Decision(reason=state.reason)
+    return _escalate(plan, state, last, taken, current, can_post_copy)
+
+
+def _downtime_for_the_switch_over(plan: strategy_mod.MigrationPlan, state: Trend,
+                                  last: driver_mod.JobProgress, current: int
+                                  ) -> Optional[Decision]:
+    """Raise the max downtime to what a switch-over now takes, when that fits
+    the budget; None when there is nothing to raise."""
+    budget = plan.downtime_budget_ms
+    if state.switch_over_ms is None or current >= budget or last.iteration < 2:
+        return None
+    wanted = min(budget, int(math.ceil(state.switch_over_ms * DOWNTIME_MARGIN)))
+    if current >= wanted or state.switch_over_ms > budget:
+        return None
+    return Decision(SET_DOWNTIME, wanted, "%.1f MiB remain at %s: a switch-over now takes "
+                    "about %.0f ms, within the %d ms budget"
+                    % (last.memory_remaining / units.MiB, units.mib_s(state.transfer_rate),
+                       state.switch_over_ms, budget))
+
+
+def _escalate(plan: strategy_mod.MigrationPlan, state: Trend, last: driver_mod.JobProgress,
+              taken: Mapping[str, int], current: int, can_post_copy: bool) -> Decision:
+    """The next rung of the plan's ladder for a job that does not converge."""
+    ladder, budget = plan.escalations, plan.downtime_budget_ms
     if strategy_mod.RAISE_DOWNTIME in ladder and strategy_mod.RAISE_DOWNTIME not in taken \
             and current < budget and not plan.post_copy:
         return Decision(SET_DOWNTIME, budget, "not converging (%s): max downtime raised to "
@@ -353,17 +371,17 @@ def adapt(plan: strategy_mod.MigrationPlan,
                         % (state.reason, plan.auto_converge_initial or "the default",
                            plan.auto_converge_increment or "the default"),
                         escalation=strategy_mod.ESCALATE_AUTO_CONVERGE)
-    if can_post_copy:
-        if relying:
-            since = taken[strategy_mod.ESCALATE_AUTO_CONVERGE]
-            throttled_out = last.cpu_throttle_pct >= strategy_mod.THROTTLE_MAX
-            if last.iteration - since < AUTO_CONVERGE_PASSES and not throttled_out:
-                return Decision(reason="auto-converge has had %d of %d passes (throttle "
-                                "%d %%)" % (last.iteration - since, AUTO_CONVERGE_PASSES,
-                                            last.cpu_throttle_pct))
-        return Decision(SWITCH_TO_POST_COPY, reason="not converging (%s)%s: switch to post-copy"
-                        % (state.reason, " despite auto-converge (throttle %d %%)"
-                           % last.cpu_throttle_pct if relying else ""),
-                        escalation=strategy_mod.ESCALATE_POST_COPY)
-    return Decision(reason="not converging (%s) and no escalation left; the completion "
-                    "timeout applies" % state.reason)
+    if not can_post_copy:
+        return Decision(reason="not converging (%s) and no escalation left; the completion "
+                        "timeout applies" % state.reason)
+    if relying:
+        since = taken[strategy_mod.ESCALATE_AUTO_CONVERGE]
+        throttled_out = last.cpu_throttle_pct >= strategy_mod.THROTTLE_MAX
+        if last.iteration - since < AUTO_CONVERGE_PASSES and not throttled_out:
+            return Decision(reason="auto-converge has had %d of %d passes (throttle "
+                            "%d %%)" % (last.iteration - since, AUTO_CONVERGE_PASSES,
+                                        last.cpu_throttle_pct))
+    return Decision(SWITCH_TO_POST_COPY, reason="not converging (%s)%s: switch to post-copy"
+                    % (state.reason, " despite auto-converge (throttle %d %%)"
+                       % last.cpu_throttle_pct if relying else ""),
+                    escalation=strategy_mod.ESCALATE_POST_COPY)

@@ -386,6 +386,23 @@ def _static_plan(settings: settings_mod.MigrationSettings, allowed: _Allowed,
                          **common)
 
 
+def _post_copy_window(choice: _Choice, elapsed_s: float,
+                      capabilities: caps_mod.Capabilities
+                      ) -> Tuple[Optional[float], Optional[float], Optional[str]]:
+    """A planned post-copy's switch and exposure ``(from_s, for_s, text)``;
+    an armed one's risk text alone; nothing without post-copy."""
+    chosen = choice.chosen
+    if choice.method == METHOD_POST_COPY and chosen is not None:
+        from_s = round(elapsed_s + cast(float, chosen.post_copy_from_s), 3)
+        for_s = cast(float, chosen.post_copy_s)
+        return from_s, for_s, describe_exposure(
+            from_s, for_s, recoverable=capabilities.post_copy_recovery)
+    if choice.post:
+        return None, None, ("post-copy is armed but not planned; if the monitor switches "
+                            "to it: " + post_copy_risk(capabilities.post_copy_recovery))
+    return None, None, None
+
+
 def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
                    capabilities: caps_mod.Capabilities,
                    settings: settings_mod.MigrationSettings, allowed: _Allowed,
@@ -426,16 +443,9 @@ def _adaptive_plan(inputs: _Inputs, link: convergence.LinkRate,
     why["handover"] = handover_text(choice.post)
     common["parallel_connections"] = streams
     chosen, elapsed_s = choice.chosen, inputs.elapsed_s
-    from_s = for_s = None
-    if choice.method == METHOD_POST_COPY and chosen is not None:
-        # A planned post-copy has its switch and its exposure.
-        from_s = round(elapsed_s + cast(float, chosen.post_copy_from_s), 3)
-        for_s = cast(float, chosen.post_copy_s)
-        why["exposure"] = describe_exposure(from_s, for_s,
-                                            recoverable=capabilities.post_copy_recovery)
-    elif choice.post:
-        why["exposure"] = ("post-copy is armed but not planned; if the monitor switches "
-                           "to it: " + post_copy_risk(capabilities.post_copy_recovery))
+    from_s, for_s, exposure = _post_copy_window(choice, elapsed_s, capabilities)
+    if exposure:
+        why["exposure"] = exposure
     auto = choice.auto
     return MigrationPlan(
         method=choice.method, auto_converge=auto, post_copy=choice.post,
