@@ -264,11 +264,17 @@ def settle(report: Report) -> Decision:
 
 def _post_copy_never_began(src: Side, dst: Side, job: Optional[str]) -> bool:
     """Post-copy was asked for (the flow cannot tell whether the switch happened,
-    e.g. the source's daemon died as it was asked) but the source's copy runs
-    and the destination holds none: a post-copy's source never runs again."""
-    return (src.state == RUNNING and dst.state == ABSENT and job not in _POSTCOPY_JOBS
-            and REASON_POSTCOPY_FAILED not in (src.reason, dst.reason)
-            and src.reason != REASON_POSTCOPY)
+    e.g. the source's daemon died as it was asked, or libvirt gave up on the
+    migration as it was asked) but the source's copy runs, and a post-copy's
+    source never runs again (libvirt keeps it paused, postcopy-failed). Either
+    the destination holds nothing, or libvirt says it resumed the source after
+    cancelling the migration and the destination holds only the incoming copy,
+    which never ran."""
+    if src.state != RUNNING or job in _POSTCOPY_JOBS or src.reason == REASON_POSTCOPY \
+            or REASON_POSTCOPY_FAILED in (src.reason, dst.reason):
+        return False
+    return dst.state == ABSENT or (src.reason == REASON_MIGRATION_CANCELED
+                                   and dst.state == PAUSED and dst.reason == REASON_MIGRATION)
 
 
 def _fence(src: Side, dst: Side, where: str) -> Decision:

@@ -263,3 +263,26 @@ def test_a_post_copy_asked_for_but_never_begun_is_rolled_back_true(reason, job):
     assert decision.running_on == "source"
     assert not (decision.may_resume_source or decision.may_destroy_source
                 or decision.may_destroy_destination or decision.may_undefine_source)
+
+
+@given(st.sampled_from([driver.JOB_FAILED, driver.JOB_CANCELLED, driver.JOB_NONE,
+                        driver.JOB_COMPLETED]))
+def test_a_post_copy_libvirt_gave_up_on_before_the_switch_is_rolled_back(job):
+    """libvirt gave up on the migration as the flow asked for post-copy (the
+    peer-to-peer connection closed): it resumed the source's copy (reason
+    migration-canceled: it never does so after the switch), and the destination
+    holds the incoming copy, which never ran. That copy is removed and the guest
+    stays on the source; with any other reason the rows of post-copy hold."""
+    report = settle.Report(
+        source=settle.Side(settle.RUNNING, settle.REASON_MIGRATION_CANCELED),
+        destination=settle.Side(settle.PAUSED, settle.REASON_MIGRATION),
+        job=job, postcopy=True)
+    decision = settle.settle(report)
+    assert decision.action == settle.ROLL_BACK and decision.running_on == "source"
+    assert decision.may_destroy_destination
+    assert not (decision.may_resume_source or decision.may_destroy_source
+                or decision.may_undefine_source or decision.may_resume_destination)
+    after = settle.settle(dataclasses.replace(report, destination=settle.Side(settle.ABSENT)))
+    assert after.verdict == events.VERDICT_ROLLED_BACK
+    unsure = settle.settle(dataclasses.replace(report, source=settle.Side(settle.RUNNING)))
+    assert not (unsure.may_destroy_destination or unsure.may_resume_destination)
