@@ -53,7 +53,33 @@ def check_listen(listen):
     return listen
 
 
-def libvirtd_conf(mgmt_ip, host_uuid, listen="management"):
+#: libvirt's keepalive for the daemons' own connections: libvirtd.conf's for
+#: the connections a daemon serves (the destination's end of the peer-to-peer
+#: one), qemu.conf's for the peer-to-peer connection a source opens. Between
+#: the switch to post-copy and libvirt's Finish the destination holds the
+#: incoming guest paused and destroys it when the source's connection closes;
+#: with libvirt's default (5 x 5 s) a management outage of 30 s there lost the
+#: guest. About two minutes of silence lets TCP carry Finish across the
+#: outages the fault matrix strikes (10-60 s); a dead peer is still noticed,
+#: later, and migplane's own deadlines do not wait for it.
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 24
+#: libvirt's own default count, for tests of a host that kept it.
+LIBVIRT_DEFAULT_KEEPALIVE_COUNT = 5
+
+
+def check_keepalive_count(count):
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"keepalive_count must be a whole number >= 1, not {count!r}")
+    return count
+
+
+def keepalive_lines(count):
+    return (f"keepalive_interval = {KEEPALIVE_INTERVAL_S}\n"
+            f"keepalive_count = {check_keepalive_count(count)}\n")
+
+
+def libvirtd_conf(mgmt_ip, host_uuid, listen="management", keepalive_count=KEEPALIVE_COUNT):
     if check_listen(listen) == "management":
         listen_line = f'listen_addr = "{mgmt_ip}"'
     else:   # without listen_addr libvirtd binds every IPv4 and IPv6 address
@@ -68,12 +94,10 @@ auth_unix_ro = "none"
 unix_sock_rw_perms = "0700"
 host_uuid = "{host_uuid}"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-keepalive_interval = 5
-keepalive_count = 5
-"""
+{keepalive_lines(keepalive_count)}"""
 
 
-def qemu_conf(pki_dir):
+def qemu_conf(pki_dir, keepalive_count=KEEPALIVE_COUNT):
     return f"""# written by migplane.lab
 user = "root"
 group = "root"
@@ -85,30 +109,34 @@ default_tls_x509_cert_dir = "{pki_dir}"
 default_tls_x509_verify = 1
 migrate_tls_x509_cert_dir = "{pki_dir}"
 migrate_tls_x509_verify = 1
-"""
+{keepalive_lines(keepalive_count)}"""
 
 
 def libvirtd_conf_path(root):
     return Path(root) / "etc/libvirt/libvirtd.conf"
 
 
-def write_libvirtd_conf(root, mgmt_ip, host_uuid, listen="management"):
-    """(Re)write the host's libvirtd.conf; libvirtd reads it when it starts."""
-    libvirtd_conf_path(root).write_text(libvirtd_conf(mgmt_ip, host_uuid, listen))
+def write_confs(root, mgmt_ip, host_uuid, listen="management",
+                keepalive_count=KEEPALIVE_COUNT):
+    """(Re)write the host's libvirtd.conf and qemu.conf; libvirtd reads them
+    when it starts."""
+    root = Path(root)
+    libvirtd_conf_path(root).write_text(
+        libvirtd_conf(mgmt_ip, host_uuid, listen, keepalive_count))
+    qconf = root / "etc/libvirt/qemu.conf"
+    qconf.write_text(qemu_conf(root / PKI_SUBDIR / "qemu", keepalive_count))
+    qconf.chmod(0o600)
 
 
-def prepare_root(root, netns, mgmt_ip, host_uuid, hosts_text, listen="management"):
+def prepare_root(root, netns, mgmt_ip, host_uuid, hosts_text, listen="management",
+                 keepalive_count=KEEPALIVE_COUNT):
     """Create the host's private tree and its /etc/netns/<netns> entries."""
     root = Path(root)
     for sub in [*PRIVATE_DIRS.values(), "etc/libvirt", f"{PKI_SUBDIR}/qemu", "lib/images",
                 "log/qemu"]:
         (root / sub).mkdir(parents=True, exist_ok=True)
-    pki = root / PKI_SUBDIR / "qemu"
     (root / "etc/hosts").write_text(hosts_text)
-    write_libvirtd_conf(root, mgmt_ip, host_uuid, listen)
-    qconf = root / "etc/libvirt/qemu.conf"
-    qconf.write_text(qemu_conf(pki))
-    qconf.chmod(0o600)
+    write_confs(root, mgmt_ip, host_uuid, listen, keepalive_count)
     entries = dict(ETC_ENTRIES)
     if Path("/etc/pki").is_dir():
         entries["/etc/pki"] = PKI_SUBDIR

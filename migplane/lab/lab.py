@@ -42,7 +42,7 @@ class LabHost:
 
     def __init__(self, lab, index, name, netns, mgmt_ip, mig_ip, mgmt_ip6, mig_ip6,
                  root, host_uuid, holder_pid=None, libvirtd_pid=None,
-                 libvirtd_listen="management"):
+                 libvirtd_listen="management", keepalive_count=daemon.KEEPALIVE_COUNT):
         self.lab = lab
         self.index = index
         self.name = name
@@ -54,6 +54,7 @@ class LabHost:
         self.holder_pid = holder_pid
         self.libvirtd_pid = libvirtd_pid
         self.libvirtd_listen = daemon.check_listen(libvirtd_listen)
+        self.keepalive_count = daemon.check_keepalive_count(keepalive_count)
 
     def __repr__(self):
         return f"<LabHost {self.name} {self.mgmt_ip}/{self.mig_ip} libvirtd={self.libvirtd_pid}>"
@@ -198,9 +199,19 @@ class LabHost:
         or on every address of the host ("all"): rewrite libvirtd.conf and, if
         libvirtd runs, restart it (SIGTERM by pid; guests keep running).
         Returns libvirtd's pid (None if it was not running)."""
-        daemon.check_listen(listen)
-        daemon.write_libvirtd_conf(self.root, self.mgmt_ip, self.host_uuid, listen)
-        changed, self.libvirtd_listen = listen != self.libvirtd_listen, listen
+        return self._reconfigure(daemon.check_listen(listen), self.keepalive_count, timeout)
+
+    def set_keepalive_count(self, count, timeout=60):
+        """Set libvirt's keepalive count (``daemon.KEEPALIVE_*``) for this host's
+        daemon and its peer-to-peer connections, restarting libvirtd as
+        `set_libvirtd_listen` does."""
+        return self._reconfigure(self.libvirtd_listen, daemon.check_keepalive_count(count),
+                                 timeout)
+
+    def _reconfigure(self, listen, keepalive_count, timeout):
+        changed = (listen, keepalive_count) != (self.libvirtd_listen, self.keepalive_count)
+        self.libvirtd_listen, self.keepalive_count = listen, keepalive_count
+        daemon.write_confs(self.root, self.mgmt_ip, self.host_uuid, listen, keepalive_count)
         self.lab._save()
         if self.libvirtd_alive() and changed:
             self.kill_libvirtd(signal.SIGTERM)
@@ -214,7 +225,8 @@ class LabHost:
                 "mgmt_ip6": self.mgmt_ip6, "mig_ip6": self.mig_ip6,
                 "root": str(self.root), "host_uuid": self.host_uuid,
                 "holder_pid": self.holder_pid, "libvirtd_pid": self.libvirtd_pid,
-                "libvirtd_listen": self.libvirtd_listen}
+                "libvirtd_listen": self.libvirtd_listen,
+                "keepalive_count": self.keepalive_count}
 
 
 class Lab:
@@ -381,7 +393,7 @@ class Lab:
                 net.attach(self.switch_netns, plan.switch_port(p, h.index), p, h.netns,
                            plan.IFNAMES[p], [h.ip(p, 4)], [h.ip(p, 6)])
             daemon.prepare_root(h.root, h.netns, h.mgmt_ip, h.host_uuid, hosts_text,
-                                listen=h.libvirtd_listen)
+                                listen=h.libvirtd_listen, keepalive_count=h.keepalive_count)
         self._save()
 
     def _up_hosts(self, timeout):

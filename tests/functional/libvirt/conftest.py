@@ -209,6 +209,10 @@ class Background:
         self._thread.start()
         return self
 
+    @property
+    def running(self):
+        return self._thread.is_alive()
+
     def join(self, timeout=120):
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the migration did not end"
