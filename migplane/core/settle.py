@@ -317,8 +317,10 @@ def _postcopy(src: Side, dst: Side, job: Optional[str], where: str) -> Decision:
         return _finish("post-copy completed: the destination's daemon says its incoming "
                        "migration finished (%s)" % where, src)
     if UNREACHABLE in (src.state, dst.state):
+        # Waiting (nothing acts) lets a settler ask again while it may: a
+        # daemon back from a restart answers within seconds.
         return _hold("post-copy and a host cannot be asked (%s): both halves stay as "
-                     "they are" % where)
+                     "they are" % where, action=WAIT)
     if job in (driver_mod.JOB_RUNNING, driver_mod.JOB_POSTCOPY_RECOVERING):
         if src.state in _GONE or dst.state in _GONE:
             return _lost(src, dst, where)

@@ -59,3 +59,24 @@ def test_a_job_state_no_driver_may_report_is_unknown(progress):
 def test_a_job_that_cannot_be_read_is_unknown():
     host = Host(error=TimedOut(step="get_job_progress", host="host-x"))
     assert settling.job_state(host, "vm1") == (None, None)
+
+
+def test_a_post_copy_whose_hosts_cannot_answer_is_asked_again_while_the_settler_may():
+    """Both daemons restarting under a post-copy: a settler that stopped at
+    the first answer left the migration unresolved though the daemons were
+    back a second later; it waits (nothing acts) and asks again."""
+    down = exception.HypervisorUnavailable(host="host-x", reason="libvirtd restarting")
+    asked = []
+
+    class Restarting(Host):
+        def get_instance_info(self, instance):
+            asked.append(instance)
+            return super().get_instance_info(instance)
+
+    source, destination = Restarting(error=down), Host(error=down)
+    now = [0.0]
+    settler = settling.Settler("vm1", source, destination, None, lambda: now[0],
+                               lambda s: now.__setitem__(0, now[0] + s), poll_interval=1.0)
+    decision = settler.run(driver_mod.JOB_POSTCOPY_RECOVERING, 5.0, postcopy=True)
+    assert decision.action == settle.WAIT and not decision.final
+    assert len(asked) == 6 and not settler.done
