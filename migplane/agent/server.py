@@ -434,6 +434,7 @@ class AgentServer:
         self._thread.start()
         return self
 
+    # Alike the dashboard's poller in shape only; the server also closes its socket.
     def stop(self):
         self._stopping.set()
         if self._thread is not None:

@@ -136,6 +136,8 @@ class PlaneSampler:
         self._thread.start()
         return self
 
+    # The start/stop of a thread, as in the agent's server and the dashboard; not
+    # shared: each owns its own stop signal, join bound and teardown.
     def stop(self):
         self._stop.set()
         if self._thread is not None:

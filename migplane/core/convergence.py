@@ -97,6 +97,7 @@ class LinkRate(versioned.VersionedData):
     source: str = _f("1.0", versioned.check_choice(*LINK_SOURCES), default=UNKNOWN)
     reason: str = _f("1.0", versioned.check_str, default="")
 
+    # Alike DirtyRateMeasurement's check, not shared: a dirty rate may be 0, a link rate not.
     def _validate(self) -> None:
         if self.source != UNKNOWN and (self.rate is None or self.rate <= 0):
             raise self._invalid("rate", self.rate,

@@ -74,3 +74,26 @@ def since():
 def reply(cls, data, status=200):
     """Answer ``data`` as the versioned body ``cls`` (a ``wire.Answer``)."""
     return flask.jsonify(wire.dump_answer(cls, data)), status
+
+
+def accepted(cls, record, collection):
+    """Answer a started ``record`` as ``cls`` with 202 and its ``Location``,
+    ``/v1/<collection>/<id>``."""
+    response, status = reply(cls, record.to_dict(), 202)
+    response.headers["Location"] = "/v1/%s/%s" % (collection, record.id)
+    return response, status
+
+
+def listing(cls, key, summary_cls, records):
+    """Answer ``{key: [summary, ...]}`` as ``cls``: each record without its events,
+    as ``summary_cls``."""
+    return reply(cls, {key: [wire.dump_answer(summary_cls, r.to_dict(events=False))
+                             for r in records]})
+
+
+def record(cls, lookup, record_id):
+    """Answer ``lookup(record_id)`` as ``cls``, its events from ``?since=N`` on
+    (checked before the record is looked up)."""
+    body()
+    first = since()
+    return reply(cls, lookup(record_id).to_dict(since=first))

@@ -16,26 +16,19 @@ def start():
     if body.get("dry_run"):
         return api.reply(wire.EvacuationPlan, evacuations.dry_run(agent, body))
     record = evacuations.start(agent, agent.evacuations, body)
-    response, status = api.reply(wire.EvacuationRecord, record.to_dict(), 202)
-    response.headers["Location"] = "/v1/evacuations/%s" % record.id
-    return response, status
+    return api.accepted(wire.EvacuationRecord, record, "evacuations")
 
 
 @bp.get("/v1/evacuations")
 def index():
     api.body()
-    return api.reply(wire.EvacuationList, {"evacuations": [
-        wire.dump_answer(wire.EvacuationSummary, r.to_dict(events=False))
-        for r in api.agent().evacuations.all()]})
+    return api.listing(wire.EvacuationList, "evacuations", wire.EvacuationSummary,
+                       api.agent().evacuations.all())
 
 
 @bp.get("/v1/evacuations/<evacuation_id>")
 def show(evacuation_id):
-    api.body()
-    since = api.since()  # checked before the record is looked up
-    record = api.agent().evacuations.get(evacuation_id)
-    return api.reply(wire.EvacuationRecord,
-                     record.to_dict(since=since))
+    return api.record(wire.EvacuationRecord, api.agent().evacuations.get, evacuation_id)
 
 
 @bp.post("/v1/evacuations/<evacuation_id>/abort")

@@ -12,26 +12,19 @@ bp = flask.Blueprint("migrations", __name__)
 @bp.post("/v1/migrations")
 def start():
     record = api.agent().start_migration(api.body(wire.MigrationRequest))
-    response, status = api.reply(wire.MigrationRecord, record.to_dict(), 202)
-    response.headers["Location"] = "/v1/migrations/%s" % record.id
-    return response, status
+    return api.accepted(wire.MigrationRecord, record, "migrations")
 
 
 @bp.get("/v1/migrations")
 def index():
     api.body()
-    return api.reply(wire.MigrationList, {"migrations": [
-        wire.dump_answer(wire.MigrationSummary, r.to_dict(events=False))
-        for r in api.agent().registry.all()]})
+    return api.listing(wire.MigrationList, "migrations", wire.MigrationSummary,
+                       api.agent().registry.all())
 
 
 @bp.get("/v1/migrations/<migration_id>")
 def show(migration_id):
-    api.body()
-    since = api.since()  # checked before the record is looked up
-    record = api.agent().migration(migration_id)
-    return api.reply(wire.MigrationRecord,
-                     record.to_dict(since=since))
+    return api.record(wire.MigrationRecord, api.agent().migration, migration_id)
 
 
 @bp.post("/v1/migrations/<migration_id>/abort")

@@ -160,6 +160,12 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         "UNDEFINE_SOURCE": "nothing of the guest is left defined on the source",
     }
 
+    def uri_param(name: str, param: str, purpose: str, default_reason: str) -> None:
+        """Pass ``uris.<name>`` as ``param``; the capability and reason share its name."""
+        capabilities.require(name, driver, purpose)
+        params[param] = getattr(uris, name)
+        why[param] = uris.reasons.get(name, default_reason)
+
     if settings.tunnelled:
         capabilities.require("tunnelled", driver, "tunnelled migration")
         if uris.data_uri or uris.listen_address or uris.disks_uri:
@@ -174,24 +180,19 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         flags |= libvirt.VIR_MIGRATE_TLS
         why["TLS"] = f"{LM} with_native_tls: QEMU encrypts the data connection"
         if uris.tls_destination:
-            capabilities.require("tls_destination", driver,
-                                 f"verifying the TLS certificate against {uris.tls_destination!r}")
-            params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = uris.tls_destination
-            why[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = uris.reasons.get(
-                "tls_destination", "the certificate's expected name")
+            uri_param("tls_destination", libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION,
+                      f"verifying the TLS certificate against {uris.tls_destination!r}",
+                      "the certificate's expected name")
     elif uris.tls_destination:
         LOG.debug("Ignoring tls_destination %r: native TLS is off", uris.tls_destination)
 
     if uris.data_uri:
-        capabilities.require("data_uri", driver, "a separate migration data URI")
-        params[libvirt.VIR_MIGRATE_PARAM_URI] = uris.data_uri
-        why[libvirt.VIR_MIGRATE_PARAM_URI] = uris.reasons.get("data_uri", "data URI")
+        uri_param("data_uri", libvirt.VIR_MIGRATE_PARAM_URI,
+                  "a separate migration data URI", "data URI")
     if uris.listen_address:
-        capabilities.require("listen_address", driver,
-                             f"binding the incoming socket to {uris.listen_address!r}")
-        params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = uris.listen_address
-        why[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = uris.reasons.get(
-            "listen_address", "the destination's incoming socket binds here only")
+        uri_param("listen_address", libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS,
+                  f"binding the incoming socket to {uris.listen_address!r}",
+                  "the destination's incoming socket binds here only")
 
     if migrate_disks:
         capabilities.require("block_migration", driver, "block migration")
@@ -202,10 +203,8 @@ def build(settings: "settings_mod.MigrationSettings", uris: "uri_mod.MigrationUR
         why[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = (
             "the guest's local, writable disks only (not CD-ROMs, shared or network disks)")
         if uris.disks_uri:
-            capabilities.require("disks_uri", driver,
-                                 f"sending block-migration traffic to {uris.disks_uri!r}")
-            params[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uris.disks_uri
-            why[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = uris.reasons.get("disks_uri", "")
+            uri_param("disks_uri", libvirt.VIR_MIGRATE_PARAM_DISKS_URI,
+                      f"sending block-migration traffic to {uris.disks_uri!r}", "")
 
     if settings.post_copy and capabilities.post_copy:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY

@@ -178,16 +178,6 @@ def test_both_agents_count_the_planes_bytes_as_the_lab_does(lab, agents, kernel,
     assert value(after["host-b"], "migplane_slots_in_use") == 0
 
 
-@pytest.fixture
-def browser():
-    reason = browser_mod.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    b = browser_mod.Browser()
-    yield b
-    b.quit()
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,9 +1,7 @@
 """``migplane dashboard``: its data from fake-world agents, and the page in a real
 browser (headless Chromium driven by Selenium)."""
 
-import importlib.util
 import json
-import pathlib
 import threading
 import time
 import urllib.error
@@ -15,11 +13,6 @@ from migplane.agent import testing
 from migplane.cli import agents as agents_mod
 from migplane.cli import dashboard
 from migplane.core import units
-
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "browser.py"
-_SPEC = importlib.util.spec_from_file_location("browser", _PATH)
-browser_mod = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(browser_mod)
 
 # -- pure: what the page is given ------------------------------------------------------
 
@@ -142,16 +135,6 @@ def test_an_unreachable_agent_is_named_on_the_page(world, start_agent, serve):
     errors = {found["name"]: found["error"] for found in state["agents"]}
     assert errors["host-a"] is None
     assert "AgentUnreachable" in errors["host-b"]
-
-
-@pytest.fixture
-def browser():
-    reason = browser_mod.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    b = browser_mod.Browser()
-    yield b
-    b.quit()
 
 
 def test_the_page_follows_a_migration_and_an_evacuation(world, start_agent, serve,

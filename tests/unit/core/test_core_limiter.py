@@ -16,6 +16,16 @@ def make(max_concurrent=1, when_busy="wait", busy_timeout=600):  # a hang guard
                                                    busy_timeout=busy_timeout))
 
 
+def start_and_join(job, jobs):
+    """Run ``job(i)`` for each i < ``jobs`` in its own thread; each must end in 60 s."""
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+
+
 def run_threads(lim, jobs, hosts, hold=0.02):
     """Run ``jobs`` threads that each hold a slot on ``hosts``; return their errors."""
     errors = []
@@ -31,12 +41,7 @@ def run_threads(lim, jobs, hosts, hold=0.02):
         except Exception as err:
             errors.append(err)
 
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-        assert not t.is_alive()
+    start_and_join(job, jobs)
     return errors, inside
 
 
@@ -104,12 +109,7 @@ def test_refuse_under_threads_never_exceeds_the_limit():
             errors.append(err)
             attempted()
 
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-        assert not t.is_alive()
+    start_and_join(job, jobs)
     assert lim.peak("host-a") == 3
     assert len(inside) == 3 and len(errors) == jobs - 3
     assert lim.running("host-a") == 0

@@ -872,6 +872,19 @@ def test_rollback_removes_no_domain_pre_did_not_find_absent(daemons, make_driver
     assert b.domains == {"g1": other} and other.calls == []
 
 
+def claiming_created_disks(dst, disks):
+    """``dst``, but its pre_live_migration answer claims it created ``disks``."""
+    class Lying:
+        def __getattr__(self, name):
+            return getattr(dst, name)
+
+        def pre_live_migration(self, instance, data):
+            answer = dst.pre_live_migration(instance, data)
+            return answer.replace(driver_data=dict(answer.driver_data, created_disks=disks))
+
+    return Lying()
+
+
 def test_the_source_deletes_only_its_own_copied_images_the_destination_created(
         daemons, make_drivers):
     a, b = daemons
@@ -881,16 +894,8 @@ def test_the_source_deletes_only_its_own_copied_images_the_destination_created(
     a.files[other] = (1 << 30, "qcow2")
     src, dst = make_drivers()
 
-    class Lying:
-        def __getattr__(self, name):
-            return getattr(dst, name)
-
-        def pre_live_migration(self, instance, data):
-            answer = dst.pre_live_migration(instance, data)
-            return answer.replace(driver_data=dict(
-                answer.driver_data, created_disks=[IMAGE, other, "/etc/shadow"]))
-
-    assert run(src, Lying(), block=True).status == flow.COMPLETED
+    liar = claiming_created_disks(dst, [IMAGE, other, "/etc/shadow"])
+    assert run(src, liar, block=True).status == flow.COMPLETED
     assert IMAGE not in a.files and other in a.files
 
 
@@ -901,16 +906,7 @@ def test_no_source_image_is_deleted_after_a_migration_without_block(daemons,
     a.files[IMAGE] = (1 << 30, "qcow2")
     src, dst = make_drivers()
 
-    class Lying:
-        def __getattr__(self, name):
-            return getattr(dst, name)
-
-        def pre_live_migration(self, instance, data):
-            answer = dst.pre_live_migration(instance, data)
-            return answer.replace(driver_data=dict(answer.driver_data,
-                                                   created_disks=[IMAGE]))
-
-    assert run(src, Lying()).status == flow.COMPLETED
+    assert run(src, claiming_created_disks(dst, [IMAGE])).status == flow.COMPLETED
     assert IMAGE in a.files
 # -- the handover and the settle function's steps ------------------------------------
 
