@@ -46,6 +46,7 @@ from migplane.drivers.libvirt import errors
 from migplane.drivers.libvirt import events
 from migplane.drivers.libvirt import flags as flags_mod
 from migplane.drivers.libvirt import job as job_mod
+from migplane.drivers.libvirt import keepalive
 from migplane.drivers.libvirt import opts
 from migplane.drivers.libvirt import progress
 from migplane.drivers.libvirt import recovery as recovery_mod
@@ -242,6 +243,10 @@ class LibvirtDriver(driver_mod.MigrationDriver):
         self.use_events: bool = group.event_loop
         # Refuse impossible option combinations when loaded, not mid-migration.
         flags_mod.check_settings(self.settings.migration, self.compression)
+        if self.settings.migration.permit_post_copy is not False:
+            short = keepalive.warning(group.daemon_config_dir)
+            if short:
+                LOG.warning("%s", short)
         if self.use_events:
             events.ensure_event_loop()
         self._completed = events.CompletedJobs()

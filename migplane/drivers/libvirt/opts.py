@@ -92,6 +92,14 @@ driver_opts = [
         help="Seconds to wait for the libvirt migration call to return once its end "
              "is in sight (the source domain left, or a rollback aborted the job) "
              "before the driver stops waiting for it."),
+    cfg.StrOpt(
+        "daemon_config_dir",
+        default="/etc/libvirt",
+        help="Directory of the libvirt daemon's libvirtd.conf and qemu.conf, as this "
+             "process sees it. Their keepalive settings bound the management-plane "
+             "outage a switch to post-copy survives before libvirt's Finish; where "
+             "post-copy may be armed, the driver warns when they close a silent "
+             "connection within 60 s."),
 ]
 
 
